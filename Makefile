@@ -1,0 +1,87 @@
+# aios - build, run and test. Plain make; system libraries through pkg-config; llama.cpp
+# from the pinned release built by scripts/fetch-llama.sh into $(AIOS_CACHE).
+#   make run    everything (deps, llama.cpp, model, build), then the kernel with demo agents
+#   make test   every test tier (unit, system, fault; system again under ASan+UBSan)
+
+AIOS_CACHE ?= $(HOME)/.cache/aios
+export AIOS_CACHE
+LLAMA_VER  := $(shell sed -n 's/^LLAMA_PY_VERSION=//p' scripts/deps.env)
+LLAMA_DIR  ?= $(AIOS_CACHE)/llama-$(LLAMA_VER)
+LLAMA_INC  := -I$(LLAMA_DIR)/src/include -I$(LLAMA_DIR)/src/ggml/include
+LLAMA_LIB  := $(LLAMA_DIR)/build/bin
+BUILD      ?= build
+SAN        ?=
+
+PKGS    := libmicrohttpd libcjson yaml-0.1 libcurl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror=implicit-function-declaration -Iinclude -Isrc $(PKG_CFLAGS) $(SAN)
+LDFLAGS += $(SAN)
+LLAMA_LDLIBS := -L$(LLAMA_LIB) -lllama -Wl,-rpath,$(LLAMA_LIB)
+LDLIBS  += $(PKG_LIBS) -lpthread -lm
+
+KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/syscall/syscall.c \
+              src/sched/sched.c src/sched/policy_fifo.c \
+              src/llm/llm.c src/llm/llamacpp.c src/llm/text.c src/llm/grammar.c \
+              src/api/server.c src/api/json.c src/api/chat.c src/api/routes_aios.c src/api/routes_openai.c
+SDK_SRC    := src/sdk/aios.c src/kernel/result.c
+KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o)
+SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+
+.PHONY: all deps llama model run test unit system asan bench clean docs
+all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen
+
+deps:
+	@bash scripts/install-deps.sh
+llama:
+	@bash scripts/fetch-llama.sh
+model: llama
+	@bash scripts/fetch-model.sh
+
+$(BUILD)/obj/%.o: %.c $(wildcard src/*/*.h include/aios/*.h) | llama-check
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LLAMA_INC) -c $< -o $@
+
+.PHONY: llama-check
+llama-check:
+	@test -f $(LLAMA_LIB)/libllama.so || { echo "llama.cpp is not built yet: run 'make llama' (or 'make run')"; exit 1; }
+
+$(BUILD)/aiosd: $(BUILD)/obj/src/kernel/main.o $(KERNEL_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS)
+$(BUILD)/aios: $(BUILD)/obj/src/cli/aios.o $(SDK_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/demo_agents: $(BUILD)/obj/examples/demo_agents.o $(SDK_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/loadgen: $(BUILD)/obj/bench/loadgen.o $(SDK_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_OBJ) $(BUILD)/obj/src/sdk/aios.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS) -lcmocka
+
+run: deps model all
+	@bash scripts/run-demo.sh
+
+unit: $(UNIT_TESTS)
+	@bash tests/run-unit.sh $(UNIT_TESTS)
+
+system: all
+	@bash tests/run-system.sh $(BUILD)
+
+asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" CFLAGS="-O1 -g" all
+
+test: deps model
+	@bash tests/run-all.sh
+
+bench: all
+	@bash bench/run.sh
+
+docs: $(BUILD)/aiosd
+	@bash scripts/gen-config-doc.sh $(BUILD)/aiosd
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,32 @@
+/*
+ * api.h - the HTTP front of the kernel: AIOS (/query, /status, /core/llms/list),
+ * OpenAI-compatible (/v1/...) and admin (/metrics) routes over libmicrohttpd.
+ *
+ * One MHD event thread owns every socket and never blocks: a request that needs the LLM
+ * becomes a syscall, its connection is suspended, and the engine's completion (or each
+ * streamed token) resumes it. A watcher thread polls suspended connections for client
+ * hang-ups so an abandoned generation is cancelled at once.
+ */
+#ifndef AIOS_API_H
+#define AIOS_API_H
+
+#include "../kernel/kernel.h"
+#include "../llm/llm.h"
+
+typedef struct api_server api_server;
+
+typedef struct api_params {
+    const aios_config *cfg;   /* borrowed; outlives the server */
+    llm_core *const *cores;   /* borrowed; cores[i] serves cfg->llms.models[i] */
+    int n_cores;
+} api_params;
+
+/* Binds and starts serving. NULL with err set on failure (port in use, ...). */
+api_server *api_server_start(const api_params *p, char *err, size_t errlen);
+/* Stops taking new work (new LLM requests get 503) and stops the hang-up watcher.
+ * Call before freeing the cores. */
+void api_server_close(api_server *s);
+/* Stops the daemon and frees the server; every syscall must be done (cores freed). */
+void api_server_free(api_server *s);
+
+#endif

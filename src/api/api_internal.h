@@ -1,0 +1,81 @@
+/*
+ * api_internal.h - shared by the api module's files: the per-request context, the route
+ * table entry, and helpers to answer with JSON, errors and server-sent events.
+ */
+#ifndef AIOS_API_INTERNAL_H
+#define AIOS_API_INTERNAL_H
+
+#include <microhttpd.h>
+#include <cjson/cJSON.h>
+#include "api.h"
+
+typedef struct api_req api_req;
+
+/* Builds a response for a finished syscall (non-streaming) or produces SSE text. */
+typedef enum MHD_Result (*api_done_fn)(api_req *r);
+/* Streaming: formats new text (delta, may be empty) and, once `final`, the closing events. */
+typedef void (*api_stream_fn)(api_req *r, const char *delta, size_t n, bool final, strbuf *sse);
+
+struct api_req {
+    api_server *srv;
+    struct MHD_Connection *conn;
+    char method[16];
+    char *url;
+    strbuf body;
+    bool too_large;
+    bool answered;
+    char agent[AIOS_NAME_MAX];
+
+    /* async LLM work */
+    syscall_t *sc;          /* our reference */
+    llm_core *core;
+    bool suspended;         /* guarded by sc->mu */
+    bool streaming;
+    api_done_fn on_done;
+    api_stream_fn on_stream;
+    size_t sent;            /* bytes of sc->out already turned into events */
+    bool final_sent;
+    strbuf sse;
+    size_t sse_off;
+    void *data;             /* route state, freed with data_free */
+    void (*data_free)(void *);
+    api_req *in_prev, *in_next; /* in-flight list, for the hang-up watcher */
+};
+
+typedef enum MHD_Result (*api_handler_fn)(api_req *r, cJSON *body);
+
+typedef struct api_route {
+    const char *method;
+    const char *path;
+    api_handler_fn handler;
+    bool json_body;    /* parse the body as a JSON object first */
+} api_route;
+
+extern const api_route api_routes_aios[];
+extern const api_route api_routes_openai[];
+
+const aios_config *api_cfg(api_req *r);
+/* The core serving `name` (NULL/empty: the default model); NULL if unknown. */
+llm_core *api_core(api_req *r, const char *name);
+int api_n_cores(api_req *r);
+llm_core *api_core_at(api_req *r, int i);
+double api_uptime(api_req *r);
+
+enum MHD_Result api_reply_json(api_req *r, int status, cJSON *json); /* takes ownership of json */
+enum MHD_Result api_reply_text(api_req *r, int status, const char *ctype, const char *text);
+enum MHD_Result api_reply_error(api_req *r, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Submits sc (takes ownership of the caller's reference) and suspends until done, or
+ * starts an SSE response when on_stream is set. Answers errors itself. */
+enum MHD_Result api_run_syscall(api_req *r, llm_core *core, syscall_t *sc, api_done_fn on_done, api_stream_fn on_stream);
+
+/* ---- JSON parameter helpers (json.c): each returns AIOS_OK, or AIOS_ERR_INVALID with
+ * err naming the field and what was expected. Absent (or null) optional fields keep *out. */
+int jp_string(const cJSON *obj, const char *key, bool required, const char **out, char *err, size_t errlen);
+int jp_number(const cJSON *obj, const char *key, double lo, double hi, double *out, char *err, size_t errlen);
+int jp_int(const cJSON *obj, const char *key, long lo, long hi, long *out, char *err, size_t errlen);
+int jp_bool(const cJSON *obj, const char *key, bool *out, char *err, size_t errlen);
+int jp_depth_ok(const cJSON *j, int max_depth);
+/* Adds an array of doubles to obj under key. */
+void jp_add_doubles(cJSON *obj, const char *key, const double *v, int n);
+
+#endif

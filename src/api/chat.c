@@ -1,0 +1,283 @@
+/*
+ * chat.c - the chat pipeline shared by /query and /v1/chat/completions: message
+ * validation, tool descriptions, JSON / tool-call grammars, prepare and syscall creation,
+ * and decoding of tool calls from the constrained output.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "chat.h"
+
+static const char *const ROLES[] = {"system", "user", "assistant", "tool", "developer", NULL};
+
+void chat_ctx_free(void *p) {
+    chat_ctx *c = p;
+    if (!c) return;
+    for (int i = 0; i < c->n_tools; i++) {
+        free(c->tool_names[i]);
+        free(c->tool_model_names[i]);
+    }
+    free(c->tool_names);
+    free(c->tool_model_names);
+    free(c);
+}
+
+/* "author/tool" -> "author__tool": '/' is not legal in most models' function names. */
+static char *model_name(const char *name) {
+    strbuf b;
+    sb_init(&b, 0);
+    for (const char *p = name; *p; p++) {
+        if (*p == '/') sb_puts(&b, "__");
+        else sb_append(&b, p, 1);
+    }
+    return sb_steal(&b);
+}
+
+static const cJSON *tool_function(const cJSON *t) {
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
+    return cJSON_IsObject(f) ? f : t; /* accept bare {name, description, parameters} too */
+}
+
+int chat_parse_tools(chat_ctx *ctx, const cJSON *tools, char *err, size_t errlen) {
+    if (!tools || cJSON_IsNull(tools)) return AIOS_OK;
+    if (!cJSON_IsArray(tools)) {
+        snprintf(err, errlen, "'tools' must be an array or null");
+        return AIOS_ERR_INVALID;
+    }
+    int n = cJSON_GetArraySize(tools);
+    if (n > 128) {
+        snprintf(err, errlen, "'tools' has %d entries; at most 128 are accepted", n);
+        return AIOS_ERR_INVALID;
+    }
+    ctx->tool_names = calloc((size_t)n + 1, sizeof(char *));
+    ctx->tool_model_names = calloc((size_t)n + 1, sizeof(char *));
+    if (!ctx->tool_names || !ctx->tool_model_names) return AIOS_ERR_NOMEM;
+    int i = 0;
+    for (const cJSON *t = tools->child; t; t = t->next, i++) {
+        const cJSON *f = tool_function(t);
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(f, "parameters");
+        if (!cJSON_IsObject(t) || !cJSON_IsString(name) || !*name->valuestring) {
+            snprintf(err, errlen, "tools[%d]: needs {\"type\":\"function\",\"function\":{\"name\":...}}", i);
+            return AIOS_ERR_INVALID;
+        }
+        if (params && !cJSON_IsNull(params) && !cJSON_IsObject(params)) {
+            snprintf(err, errlen, "tools[%d].function.parameters must be a JSON Schema object", i);
+            return AIOS_ERR_INVALID;
+        }
+        ctx->tool_names[i] = strdup(name->valuestring);
+        ctx->tool_model_names[i] = model_name(name->valuestring);
+        ctx->n_tools = i + 1;
+        if (!ctx->tool_names[i]) return AIOS_ERR_NOMEM;
+    }
+    return AIOS_OK;
+}
+
+/* Text of a message's content: a string, null, or an array of {type:"text",text} parts. */
+static int content_text(const cJSON *m, int idx, strbuf *out, char *err, size_t errlen) {
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
+    if (!c || cJSON_IsNull(c)) return AIOS_OK;
+    if (cJSON_IsString(c)) return sb_puts(out, c->valuestring);
+    if (cJSON_IsArray(c)) {
+        for (const cJSON *part = c->child; part; part = part->next) {
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+            const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+            if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") || !cJSON_IsString(text)) {
+                snprintf(err, errlen, "messages[%d].content: only text parts ({\"type\":\"text\",\"text\":...}) are supported", idx);
+                return AIOS_ERR_INVALID;
+            }
+            int rc = sb_puts(out, text->valuestring);
+            if (rc) return rc;
+        }
+        return AIOS_OK;
+    }
+    snprintf(err, errlen, "messages[%d].content must be a string, an array of text parts, or null", idx);
+    return AIOS_ERR_INVALID;
+}
+
+/* An assistant message that carried tool calls is shown to the model as their JSON. */
+static int tool_calls_text(const cJSON *m, strbuf *out) {
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+    if (!cJSON_IsArray(tc) || !tc->child) return AIOS_OK;
+    char *txt = cJSON_PrintUnformatted(tc);
+    if (!txt) return AIOS_ERR_NOMEM;
+    int rc = sb_puts(out, txt);
+    free(txt);
+    return rc;
+}
+
+static int tools_prompt(const chat_ctx *ctx, const cJSON *tools, strbuf *out) {
+    int rc = sb_puts(out, "You can call these tools:\n");
+    int i = 0;
+    for (const cJSON *t = tools->child; t && !rc; t = t->next, i++) {
+        const cJSON *f = tool_function(t);
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(f, "description");
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(f, "parameters");
+        char *ps = p ? cJSON_PrintUnformatted(p) : NULL;
+        rc = sb_printf(out, "- %s: %s Parameters: %s\n", ctx->tool_model_names[i], cJSON_IsString(d) ? d->valuestring : "",
+                       ps ? ps : "{}");
+        free(ps);
+    }
+    return rc ? rc : sb_puts(out, "Answer with a JSON array of tool calls: [{\"name\": \"<tool>\", \"parameters\": {...}}].");
+}
+
+typedef struct msg_store {
+    llm_message *msgs;
+    strbuf *texts;
+    int n;
+} msg_store;
+
+static void msg_store_free(msg_store *s) {
+    for (int i = 0; s->texts && i < s->n; i++) sb_free(&s->texts[i]);
+    free(s->texts);
+    free(s->msgs);
+}
+
+/* Validates messages and adds the mode's system instructions. */
+static int build_messages(api_req *r, const chat_ctx *ctx, const chat_spec *spec, msg_store *st, char *err, size_t errlen) {
+    const aios_config *cfg = api_cfg(r);
+    if (!cJSON_IsArray(spec->messages) || !spec->messages->child) {
+        snprintf(err, errlen, "'messages' must be a non-empty array");
+        return AIOS_ERR_INVALID;
+    }
+    int n = cJSON_GetArraySize(spec->messages);
+    if (n > cfg->llms.max_messages) {
+        snprintf(err, errlen, "%d messages exceed llms.max_messages (%d)", n, cfg->llms.max_messages);
+        return AIOS_ERR_INVALID;
+    }
+    st->msgs = calloc((size_t)n + 1, sizeof *st->msgs);
+    st->texts = calloc((size_t)n + 1, sizeof *st->texts);
+    if (!st->msgs || !st->texts) return AIOS_ERR_NOMEM;
+    int i = 0, rc = AIOS_OK;
+    size_t total = 0;
+    bool need_sys = spec->mode != CHAT_MODE_TEXT;
+    if (need_sys) { /* slot 0: system instructions for json / tools, merged with a leading system message */
+        sb_init(&st->texts[0], 0);
+        rc = spec->mode == CHAT_MODE_TOOLS ? tools_prompt(ctx, spec->tools, &st->texts[0])
+                                           : sb_puts(&st->texts[0], "Answer only with JSON.");
+        st->msgs[0].role = "system";
+        st->n = 1;
+    }
+    for (const cJSON *m = spec->messages->child; m && !rc; m = m->next, i++) {
+        const char *role = NULL;
+        if (!cJSON_IsObject(m)) {
+            snprintf(err, errlen, "messages[%d] must be an object with role and content", i);
+            return AIOS_ERR_INVALID;
+        }
+        if ((rc = jp_string(m, "role", true, &role, err, errlen))) {
+            char sub[200];
+            snprintf(sub, sizeof sub, "messages[%d]: %s", i, err);
+            snprintf(err, errlen, "%s", sub);
+            return rc;
+        }
+        int k = 0;
+        while (ROLES[k] && strcmp(ROLES[k], role)) k++;
+        if (!ROLES[k]) {
+            snprintf(err, errlen, "messages[%d].role '%.32s' is not one of system, user, assistant, tool, developer", i, role);
+            return AIOS_ERR_INVALID;
+        }
+        bool merge = need_sys && i == 0 && (!strcmp(role, "system") || !strcmp(role, "developer"));
+        strbuf *t = merge ? &st->texts[0] : &st->texts[st->n];
+        if (merge) rc = sb_puts(t, "\n\n");
+        else sb_init(t, 0);
+        if (!rc) rc = content_text(m, i, t, err, errlen);
+        if (!rc && !strcmp(role, "assistant")) rc = tool_calls_text(m, t);
+        if (!merge) st->msgs[st->n++].role = !strcmp(role, "developer") ? "system" : role;
+        total += t->len;
+    }
+    if (!rc && total > (size_t)cfg->llms.max_prompt_bytes) {
+        snprintf(err, errlen, "the messages total %zu bytes, over llms.max_prompt_bytes (%ld)", total, cfg->llms.max_prompt_bytes);
+        return AIOS_ERR_TOO_LARGE;
+    }
+    for (int j = 0; j < st->n; j++) st->msgs[j].content = st->texts[j].data ? st->texts[j].data : "";
+    return rc;
+}
+
+static int build_grammar(const chat_ctx *ctx, const chat_spec *spec, strbuf *g, char *err, size_t errlen) {
+    if (spec->mode == CHAT_MODE_JSON)
+        return spec->schema ? llm_grammar_from_schema(spec->schema, g, err, errlen) : llm_grammar_json_object(g);
+    if (spec->mode != CHAT_MODE_TOOLS) return AIOS_OK;
+    const cJSON **schemas = calloc((size_t)ctx->n_tools + 1, sizeof *schemas);
+    if (!schemas) return AIOS_ERR_NOMEM;
+    int i = 0;
+    for (const cJSON *t = spec->tools->child; t; t = t->next, i++) {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(tool_function(t), "parameters");
+        schemas[i] = cJSON_IsObject(p) ? p : NULL;
+    }
+    int rc = llm_grammar_tool_calls((const char *const *)ctx->tool_model_names, schemas, ctx->n_tools, g, err, errlen);
+    free(schemas);
+    return rc;
+}
+
+int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spec *spec, syscall_t **out, char *err,
+                       size_t errlen) {
+    msg_store st = {0};
+    strbuf grammar;
+    sb_init(&grammar, 0);
+    llm_chat chat = {.sampling = spec->sampling, .stop = spec->stop, .n_stop = spec->n_stop};
+    llm_message raw;
+    int rc;
+    if (spec->prompt) {
+        if (strlen(spec->prompt) > (size_t)api_cfg(r)->llms.max_prompt_bytes) {
+            snprintf(err, errlen, "the prompt is over llms.max_prompt_bytes (%ld)", api_cfg(r)->llms.max_prompt_bytes);
+            return AIOS_ERR_TOO_LARGE;
+        }
+        raw = (llm_message){.role = "user", .content = spec->prompt};
+        chat.messages = &raw;
+        chat.n_messages = 1;
+        chat.raw_prompt = true;
+        rc = AIOS_OK;
+    } else {
+        rc = build_messages(r, ctx, spec, &st, err, errlen);
+        chat.messages = st.msgs;
+        chat.n_messages = st.n;
+    }
+    if (!rc) rc = build_grammar(ctx, spec, &grammar, err, errlen);
+    chat.grammar = grammar.len ? grammar.data : NULL;
+    llm_request *req = NULL;
+    if (!rc) rc = llm_core_prepare(core, &chat, &req, err, errlen);
+    msg_store_free(&st);
+    sb_free(&grammar);
+    if (rc) return rc;
+    syscall_t *sc = syscall_new(SYSCALL_KIND_LLM, r->agent, req, llm_request_free,
+                                (size_t)api_cfg(r)->server.max_stream_buffer_kb * 1024);
+    if (!sc) return AIOS_ERR_NOMEM;
+    snprintf(ctx->id, sizeof ctx->id, "%s-%llu", ctx->completions_api ? "cmpl" : "chatcmpl", (unsigned long long)sc->id);
+    *out = sc;
+    return AIOS_OK;
+}
+
+cJSON *chat_tool_calls(const chat_ctx *ctx, const char *text, uint64_t sc_id) {
+    cJSON *arr = cJSON_Parse(text);
+    cJSON *out = cJSON_CreateArray();
+    int i = 0;
+    for (cJSON *c = cJSON_IsArray(arr) ? arr->child : NULL; c; c = c->next, i++) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(c, "name");
+        cJSON *params = cJSON_GetObjectItemCaseSensitive(c, "parameters");
+        if (!cJSON_IsString(name)) continue;
+        const char *orig = name->valuestring;
+        for (int k = 0; k < ctx->n_tools; k++)
+            if (!strcmp(ctx->tool_model_names[k], name->valuestring)) orig = ctx->tool_names[k];
+        cJSON *call = cJSON_CreateObject();
+        cJSON_AddStringToObject(call, "name", orig);
+        cJSON_AddItemToObject(call, "parameters", params ? cJSON_Duplicate(params, 1) : cJSON_CreateObject());
+        char id[48];
+        snprintf(id, sizeof id, "call_%llu_%d", (unsigned long long)sc_id, i);
+        cJSON_AddStringToObject(call, "id", id);
+        cJSON_AddItemToArray(out, call);
+    }
+    cJSON_Delete(arr);
+    return out;
+}
+
+cJSON *chat_timing_json(syscall_t *sc) {
+    cJSON *t = cJSON_CreateObject();
+    pthread_mutex_lock(&sc->mu);
+    cJSON_AddNumberToObject(t, "syscall_id", (double)sc->id);
+    cJSON_AddStringToObject(t, "agent", sc->agent);
+    cJSON_AddNumberToObject(t, "waiting_time", sc->t_started ? sc->t_started - sc->t_created : 0);
+    cJSON_AddNumberToObject(t, "turnaround_time", sc->t_finished ? sc->t_finished - sc->t_created : 0);
+    cJSON_AddNumberToObject(t, "time_to_first_token", sc->t_first_token ? sc->t_first_token - sc->t_created : 0);
+    pthread_mutex_unlock(&sc->mu);
+    return t;
+}

@@ -1,0 +1,50 @@
+/*
+ * chat.h - internal to the api module: turning a chat request (AIOS envelope or OpenAI
+ * body) into a prepared LLM syscall, and turning its result back into messages and tool
+ * calls. Both wire formats share this, so they behave the same on the same input.
+ */
+#ifndef AIOS_API_CHAT_H
+#define AIOS_API_CHAT_H
+
+#include "api_internal.h"
+
+typedef enum chat_mode { CHAT_MODE_TEXT, CHAT_MODE_JSON, CHAT_MODE_TOOLS } chat_mode;
+
+/* Route state of one chat request (api_req.data). */
+typedef struct chat_ctx {
+    char model[AIOS_NAME_MAX];
+    char id[48];
+    long created;
+    chat_mode mode;
+    int n_tools;
+    char **tool_names;        /* as the client named them ("author/tool") */
+    char **tool_model_names;  /* as the model sees them ("author__tool") */
+    bool include_usage;
+    bool role_sent;
+    bool completions_api;     /* /v1/completions (text) instead of chat */
+} chat_ctx;
+
+/* Everything a request asks, parsed; pointers borrow from the request JSON. */
+typedef struct chat_spec {
+    const cJSON *messages;        /* array (chat) */
+    const char *prompt;           /* /v1/completions */
+    const cJSON *tools;           /* array or NULL */
+    const cJSON *schema;          /* json mode: schema or NULL (any object) */
+    chat_mode mode;
+    llm_sampling sampling;
+    const char *stop[64];
+    int n_stop;
+} chat_spec;
+
+void chat_ctx_free(void *p);
+/* Parses tools into ctx (names both ways) and checks each. */
+int chat_parse_tools(chat_ctx *ctx, const cJSON *tools, char *err, size_t errlen);
+/* Builds the syscall for spec on core: messages, tool prompt, grammar, prepare. */
+int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spec *spec, syscall_t **out, char *err,
+                       size_t errlen);
+/* Parses the constrained tool-call output into [{"name","parameters","id"}] (AIOS shape). */
+cJSON *chat_tool_calls(const chat_ctx *ctx, const char *text, uint64_t sc_id);
+/* Timing extension {"syscall_id","agent","waiting_time","turnaround_time","time_to_first_token"}. */
+cJSON *chat_timing_json(syscall_t *sc);
+
+#endif

@@ -1,0 +1,256 @@
+/*
+ * routes_aios.c - the AIOS / Cerebrum surface: POST /query (the syscall envelope),
+ * GET /status, GET /core/llms/list, and GET /metrics (Prometheus text).
+ *
+ * /query is the admission gate of DESIGN.md §6: parse the envelope, look the kind up in
+ * the syscall kinds table, validate its query_data, then dispatch to the manager. Answers
+ * carry the AIOS timing arrays, one entry per scheduling round of the syscall.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "chat.h"
+
+static const char *const ACTIONS[] = {"chat", "chat_with_json_output", "chat_with_tool_call_output", "call_tool",
+                                      "operate_file", NULL};
+
+static cJSON *envelope(syscall_t *sc, cJSON *response) {
+    double st[SYSCALL_MAX_ROUNDS], en[SYSCALL_MAX_ROUNDS], wt[SYSCALL_MAX_ROUNDS], ta[SYSCALL_MAX_ROUNDS];
+    int n = syscall_timings(sc, st, en, wt, ta, SYSCALL_MAX_ROUNDS);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "response", response);
+    jp_add_doubles(o, "start_times", st, n);
+    jp_add_doubles(o, "end_times", en, n);
+    jp_add_doubles(o, "waiting_times", wt, n);
+    jp_add_doubles(o, "turnaround_times", ta, n);
+    return o;
+}
+
+static enum MHD_Result query_llm_done(api_req *r) {
+    chat_ctx *ctx = r->data;
+    syscall_t *sc = r->sc;
+    if (sc->result) return api_reply_error(r, sc->result, "%s", sc->errmsg);
+    cJSON *resp = cJSON_CreateObject();
+    cJSON_AddStringToObject(resp, "response_class", "llm");
+    const char *text = sc->out.data ? sc->out.data : "";
+    if (ctx->mode == CHAT_MODE_TOOLS) {
+        cJSON_AddNullToObject(resp, "response_message");
+        cJSON_AddItemToObject(resp, "tool_calls", chat_tool_calls(ctx, text, sc->id));
+    } else {
+        cJSON_AddStringToObject(resp, "response_message", text);
+        cJSON_AddNullToObject(resp, "tool_calls");
+    }
+    cJSON_AddBoolToObject(resp, "finished", true);
+    cJSON_AddNullToObject(resp, "error");
+    cJSON_AddNumberToObject(resp, "status_code", 200);
+    llm_request *req = sc->args;
+    cJSON_AddStringToObject(resp, "finish_reason", llm_finish_name(llm_request_finish(req)));
+    cJSON *usage = cJSON_AddObjectToObject(resp, "usage");
+    cJSON_AddNumberToObject(usage, "prompt_tokens", llm_request_prompt_tokens(req));
+    cJSON_AddNumberToObject(usage, "completion_tokens", llm_request_completion_tokens(req));
+    cJSON_AddItemToObject(resp, "aios", chat_timing_json(sc));
+    return api_reply_json(r, 200, envelope(sc, resp));
+}
+
+/* The model a query asks for: the first entry of `llms` this kernel serves; null or an
+ * empty list means the default model. */
+static int pick_core(api_req *r, const cJSON *llms, llm_core **out, char *err, size_t errlen) {
+    if (!llms || cJSON_IsNull(llms) || (cJSON_IsArray(llms) && !llms->child)) {
+        *out = api_core(r, NULL);
+        return AIOS_OK;
+    }
+    if (!cJSON_IsArray(llms)) {
+        snprintf(err, errlen, "'llms' must be null or an array of {\"name\",\"backend\"}");
+        return AIOS_ERR_INVALID;
+    }
+    for (const cJSON *l = llms->child; l; l = l->next) {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(l, "name");
+        if (!cJSON_IsObject(l) || !cJSON_IsString(n)) {
+            snprintf(err, errlen, "'llms' entries must be objects with a string 'name'");
+            return AIOS_ERR_INVALID;
+        }
+        if ((*out = api_core(r, n->valuestring))) return AIOS_OK;
+    }
+    snprintf(err, errlen, "none of the requested llms is served here (GET /core/llms/list lists them)");
+    return AIOS_ERR_NOT_FOUND;
+}
+
+static int parse_llm_query(api_req *r, const cJSON *qd, chat_spec *spec, const char **action, char *err, size_t errlen) {
+    const aios_config *cfg = api_cfg(r);
+    double temp = 1.0;
+    long max_tokens = cfg->llms.default_max_tokens;
+    const char *ret_type = "text";
+    *action = "chat";
+    int rc = jp_string(qd, "action_type", false, action, err, errlen);
+    if (!rc) rc = jp_number(qd, "temperature", 0, 2, &temp, err, errlen);
+    if (!rc) rc = jp_int(qd, "max_new_tokens", 1, 1 << 24, &max_tokens, err, errlen);
+    if (!rc) rc = jp_string(qd, "message_return_type", false, &ret_type, err, errlen);
+    if (rc) return rc;
+    int k = 0;
+    while (ACTIONS[k] && strcmp(ACTIONS[k], *action)) k++;
+    if (!ACTIONS[k]) {
+        snprintf(err, errlen, "unknown action_type '%.40s' (allowed: chat, chat_with_json_output, chat_with_tool_call_output, call_tool, operate_file)", *action);
+        return AIOS_ERR_INVALID;
+    }
+    if (!strcmp(*action, "call_tool") || !strcmp(*action, "operate_file")) {
+        snprintf(err, errlen, "action_type '%s' needs the tool manager, which this kernel version does not have yet", *action);
+        return AIOS_ERR_NOT_IMPLEMENTED;
+    }
+    if (strcmp(ret_type, "text") && strcmp(ret_type, "json")) {
+        snprintf(err, errlen, "'message_return_type' must be \"text\" or \"json\"");
+        return AIOS_ERR_INVALID;
+    }
+    spec->sampling = llm_default_sampling();
+    spec->sampling.temperature = (float)temp;
+    spec->sampling.max_tokens = (int)max_tokens;
+    spec->messages = cJSON_GetObjectItemCaseSensitive(qd, "messages");
+    spec->tools = cJSON_GetObjectItemCaseSensitive(qd, "tools");
+    if (cJSON_IsNull(spec->tools)) spec->tools = NULL;
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(qd, "response_format");
+    if (!strcmp(*action, "chat_with_json_output") || !strcmp(ret_type, "json") || (rf && !cJSON_IsNull(rf))) {
+        spec->mode = CHAT_MODE_JSON;
+        /* accept OpenAI's {"type":"json_schema","json_schema":{"schema":...}} or a bare schema */
+        const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
+        const cJSON *schema = cJSON_IsObject(js) ? cJSON_GetObjectItemCaseSensitive(js, "schema") : NULL;
+        if (!schema && cJSON_IsObject(rf) && !cJSON_GetObjectItemCaseSensitive(rf, "type")) schema = rf;
+        if (!schema && cJSON_IsObject(rf) && cJSON_GetObjectItemCaseSensitive(rf, "properties")) schema = rf;
+        spec->schema = cJSON_IsObject(schema) ? schema : NULL;
+    }
+    if (!strcmp(*action, "chat_with_tool_call_output")) {
+        if (!cJSON_IsArray(spec->tools) || !spec->tools->child) {
+            snprintf(err, errlen, "action_type 'chat_with_tool_call_output' needs a non-empty 'tools' list");
+            return AIOS_ERR_INVALID;
+        }
+        spec->mode = CHAT_MODE_TOOLS;
+    }
+    return AIOS_OK;
+}
+
+static enum MHD_Result query_llm(api_req *r, const cJSON *qd) {
+    char err[512] = "";
+    chat_spec spec = {.mode = CHAT_MODE_TEXT};
+    const char *action;
+    llm_core *core = NULL;
+    int rc = parse_llm_query(r, qd, &spec, &action, err, sizeof err);
+    if (!rc) rc = pick_core(r, cJSON_GetObjectItemCaseSensitive(qd, "llms"), &core, err, sizeof err);
+    if (rc) return api_reply_error(r, rc, "%s", err);
+    chat_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return MHD_NO;
+    r->data = ctx;
+    r->data_free = chat_ctx_free;
+    ctx->mode = spec.mode;
+    rc = chat_parse_tools(ctx, spec.mode == CHAT_MODE_TOOLS ? spec.tools : NULL, err, sizeof err);
+    syscall_t *sc = NULL;
+    if (!rc) rc = chat_build_syscall(r, core, ctx, &spec, &sc, err, sizeof err);
+    if (rc) return api_reply_error(r, rc, "%s", err);
+    return api_run_syscall(r, core, sc, query_llm_done, NULL);
+}
+
+static enum MHD_Result h_query(api_req *r, cJSON *body) {
+    char err[256] = "";
+    const char *agent = NULL, *qtype = NULL;
+    int rc = jp_string(body, "agent_name", true, &agent, err, sizeof err);
+    if (!rc) rc = jp_string(body, "query_type", true, &qtype, err, sizeof err);
+    if (rc) return api_reply_error(r, rc, "%s", err);
+    if (!*agent || strlen(agent) >= AIOS_NAME_MAX)
+        return api_reply_error(r, AIOS_ERR_INVALID, "'agent_name' must be 1 to %d bytes", AIOS_NAME_MAX - 1);
+    snprintf(r->agent, sizeof r->agent, "%s", agent);
+    const syscall_kind_info *kind = syscall_kind_lookup(qtype);
+    if (!kind)
+        return api_reply_error(r, AIOS_ERR_INVALID, "unknown query_type '%.40s' (allowed: llm, memory, storage, tool)", qtype);
+    const cJSON *qd = cJSON_GetObjectItemCaseSensitive(body, "query_data");
+    if (!cJSON_IsObject(qd)) return api_reply_error(r, AIOS_ERR_INVALID, "'query_data' must be an object");
+    if (!kind->implemented)
+        return api_reply_error(r, AIOS_ERR_NOT_IMPLEMENTED, "query_type '%s' needs the %s manager, which this kernel version does not have yet",
+                               kind->name, kind->name);
+    return query_llm(r, qd);
+}
+
+static enum MHD_Result h_status(api_req *r, cJSON *body) {
+    (void)body;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "ok");
+    cJSON_AddStringToObject(o, "message", "aiosd is serving");
+    cJSON *inactive = cJSON_AddArrayToObject(o, "inactive_components");
+    for (int k = 0; k < SYSCALL_KIND__COUNT; k++)
+        if (!syscall_kind_get((syscall_kind)k)->implemented)
+            cJSON_AddItemToArray(inactive, cJSON_CreateString(syscall_kind_get((syscall_kind)k)->name));
+    cJSON_AddNumberToObject(o, "uptime_s", api_uptime(r));
+    cJSON *models = cJSON_AddArrayToObject(o, "llms");
+    for (int i = 0; i < api_n_cores(r); i++) {
+        llm_core_info info;
+        llm_core_stats st;
+        sched_stats ss;
+        llm_core_get_info(api_core_at(r, i), &info);
+        llm_core_get_stats(api_core_at(r, i), &st, &ss);
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "name", info.name);
+        cJSON_AddStringToObject(m, "backend", info.backend);
+        cJSON_AddStringToObject(m, "policy", ss.policy);
+        cJSON_AddNumberToObject(m, "active", (double)ss.active);
+        cJSON_AddNumberToObject(m, "queued", (double)ss.queued);
+        cJSON_AddNumberToObject(m, "max_active", info.max_active);
+        cJSON_AddNumberToObject(m, "kv_size", info.kv_size);
+        cJSON_AddNumberToObject(m, "kv_reserved", st.kv_reserved);
+        cJSON_AddNumberToObject(m, "requests_done", (double)st.requests_done);
+        cJSON_AddNumberToObject(m, "completion_tokens", (double)st.completion_tokens);
+        cJSON_AddItemToArray(models, m);
+    }
+    return api_reply_json(r, 200, o);
+}
+
+static enum MHD_Result h_llms_list(api_req *r, cJSON *body) {
+    (void)body;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "success");
+    cJSON *arr = cJSON_AddArrayToObject(o, "llms");
+    for (int i = 0; i < api_n_cores(r); i++) {
+        llm_core_info info;
+        llm_core_get_info(api_core_at(r, i), &info);
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "name", info.name);
+        cJSON_AddStringToObject(m, "backend", info.backend);
+        cJSON_AddItemToArray(arr, m);
+    }
+    return api_reply_json(r, 200, o);
+}
+
+static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
+    (void)body;
+    strbuf b;
+    sb_init(&b, 0);
+    sb_printf(&b, "# TYPE aios_uptime_seconds gauge\naios_uptime_seconds %.3f\n", api_uptime(r));
+    static const char *const NAMES[][2] = {
+        {"aios_requests_total", "counter"}, {"aios_requests_failed_total", "counter"},
+        {"aios_requests_cancelled_total", "counter"}, {"aios_prompt_tokens_total", "counter"},
+        {"aios_tokens_generated_total", "counter"}, {"aios_decode_steps_total", "counter"},
+        {"aios_batch_tokens_total", "counter"}, {"aios_engine_busy_seconds_total", "counter"},
+        {"aios_queue_length", "gauge"}, {"aios_active_sequences", "gauge"}, {"aios_kv_reserved_cells", "gauge"},
+    };
+    for (size_t k = 0; k < sizeof NAMES / sizeof NAMES[0]; k++) {
+        sb_printf(&b, "# TYPE %s %s\n", NAMES[k][0], NAMES[k][1]);
+        for (int i = 0; i < api_n_cores(r); i++) {
+            llm_core_info info;
+            llm_core_stats st;
+            sched_stats ss;
+            llm_core_get_info(api_core_at(r, i), &info);
+            llm_core_get_stats(api_core_at(r, i), &st, &ss);
+            double v[] = {(double)st.requests_done, (double)st.requests_failed, (double)st.requests_cancelled,
+                          (double)st.prompt_tokens, (double)st.completion_tokens, (double)st.decode_steps,
+                          (double)st.batch_tokens, st.busy_seconds, (double)ss.queued, (double)ss.active,
+                          (double)st.kv_reserved};
+            sb_printf(&b, "%s{model=\"%s\",policy=\"%s\"} %.17g\n", NAMES[k][0], info.name, ss.policy, v[k]);
+        }
+    }
+    enum MHD_Result ret = api_reply_text(r, 200, "text/plain; version=0.0.4", b.data ? b.data : "");
+    sb_free(&b);
+    return ret;
+}
+
+const api_route api_routes_aios[] = {
+    {"POST", "/query", h_query, true},
+    {"GET", "/status", h_status, false},
+    {"GET", "/core/llms/list", h_llms_list, false},
+    {"GET", "/metrics", h_metrics, false},
+    {NULL, NULL, NULL, false},
+};

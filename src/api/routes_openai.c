@@ -1,0 +1,332 @@
+/*
+ * routes_openai.c - the OpenAI-compatible surface: /v1/chat/completions and
+ * /v1/completions (JSON or server-sent events), /v1/models. The bearer token names the
+ * agent, so any OpenAI client is scheduled per agent.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "chat.h"
+
+/* ---- request parsing ---- */
+
+static int parse_stop(const cJSON *body, chat_spec *spec, int max_stop, char *err, size_t errlen) {
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(body, "stop");
+    if (!s || cJSON_IsNull(s)) return AIOS_OK;
+    if (cJSON_IsString(s)) {
+        if (*s->valuestring) spec->stop[spec->n_stop++] = s->valuestring;
+        return AIOS_OK;
+    }
+    if (!cJSON_IsArray(s)) {
+        snprintf(err, errlen, "'stop' must be a string or an array of strings");
+        return AIOS_ERR_INVALID;
+    }
+    for (const cJSON *it = s->child; it; it = it->next) {
+        if (!cJSON_IsString(it)) {
+            snprintf(err, errlen, "'stop' must be a string or an array of strings");
+            return AIOS_ERR_INVALID;
+        }
+        if (spec->n_stop >= max_stop || spec->n_stop >= 64) {
+            snprintf(err, errlen, "'stop' has more than %d strings (llms.max_stop)", max_stop);
+            return AIOS_ERR_INVALID;
+        }
+        if (*it->valuestring) spec->stop[spec->n_stop++] = it->valuestring;
+    }
+    return AIOS_OK;
+}
+
+static int parse_response_format(const cJSON *body, chat_spec *spec, char *err, size_t errlen) {
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(body, "response_format");
+    if (!rf || cJSON_IsNull(rf)) return AIOS_OK;
+    const char *type = NULL;
+    int rc = cJSON_IsObject(rf) ? jp_string(rf, "type", true, &type, err, errlen) : AIOS_ERR_INVALID;
+    if (rc || !type) {
+        if (!rc || !*err) snprintf(err, errlen, "'response_format' must be {\"type\": \"text\" | \"json_object\" | \"json_schema\"}");
+        return AIOS_ERR_INVALID;
+    }
+    if (!strcmp(type, "text")) return AIOS_OK;
+    spec->mode = CHAT_MODE_JSON;
+    if (!strcmp(type, "json_object")) return AIOS_OK;
+    if (strcmp(type, "json_schema")) {
+        snprintf(err, errlen, "response_format.type '%.32s' is not one of text, json_object, json_schema", type);
+        return AIOS_ERR_INVALID;
+    }
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
+    const cJSON *schema = cJSON_IsObject(js) ? cJSON_GetObjectItemCaseSensitive(js, "schema") : NULL;
+    if (!cJSON_IsObject(schema)) {
+        snprintf(err, errlen, "response_format.json_schema.schema must be a JSON Schema object");
+        return AIOS_ERR_INVALID;
+    }
+    spec->schema = schema;
+    return AIOS_OK;
+}
+
+/* tool_choice: "none" drops the tools, "auto"/"required"/a named function constrain the
+ * answer to tool calls (a named one to that tool only). */
+static int parse_tool_choice(const cJSON *body, chat_spec *spec, const char **only, char *err, size_t errlen) {
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(body, "tool_choice");
+    *only = NULL;
+    if (!spec->tools || !spec->tools->child) return AIOS_OK;
+    spec->mode = CHAT_MODE_TOOLS;
+    if (!tc || cJSON_IsNull(tc)) return AIOS_OK;
+    if (cJSON_IsString(tc)) {
+        if (!strcmp(tc->valuestring, "none")) { spec->mode = CHAT_MODE_TEXT; spec->tools = NULL; return AIOS_OK; }
+        if (!strcmp(tc->valuestring, "auto") || !strcmp(tc->valuestring, "required")) return AIOS_OK;
+    } else if (cJSON_IsObject(tc)) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(tc, "function");
+        const cJSON *n = cJSON_IsObject(f) ? cJSON_GetObjectItemCaseSensitive(f, "name") : NULL;
+        if (cJSON_IsString(n)) { *only = n->valuestring; return AIOS_OK; }
+    }
+    snprintf(err, errlen, "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":...}}");
+    return AIOS_ERR_INVALID;
+}
+
+static int parse_sampling(const cJSON *body, const aios_config *cfg, llm_sampling *s, char *err, size_t errlen) {
+    double temp = 1.0, top_p = 1.0, min_p = 0.0;
+    long top_k = 0, max_tokens = cfg->llms.default_max_tokens, seed = -1, n = 1;
+    int rc = jp_number(body, "temperature", 0, 2, &temp, err, errlen);
+    if (!rc) rc = jp_number(body, "top_p", 0, 1, &top_p, err, errlen);
+    if (!rc) rc = jp_number(body, "min_p", 0, 1, &min_p, err, errlen);
+    if (!rc) rc = jp_int(body, "top_k", 0, 1000000, &top_k, err, errlen);
+    if (!rc) rc = jp_int(body, "max_tokens", 1, 1 << 24, &max_tokens, err, errlen);
+    if (!rc) rc = jp_int(body, "max_completion_tokens", 1, 1 << 24, &max_tokens, err, errlen);
+    if (!rc) rc = jp_int(body, "seed", -1, 0xFFFFFFFEL, &seed, err, errlen);
+    if (!rc) rc = jp_int(body, "n", 1, 1, &n, err, errlen);
+    *s = llm_default_sampling();
+    s->temperature = (float)temp;
+    s->top_p = (float)top_p;
+    s->min_p = (float)min_p;
+    s->top_k = (int)top_k;
+    s->max_tokens = (int)max_tokens;
+    s->seed = seed < 0 ? LLM_SEED_RANDOM : (uint32_t)seed;
+    return rc;
+}
+
+/* ---- responses ---- */
+
+static cJSON *usage_json(syscall_t *sc) {
+    llm_request *req = sc->args;
+    cJSON *u = cJSON_CreateObject();
+    int p = llm_request_prompt_tokens(req), c = llm_request_completion_tokens(req);
+    cJSON_AddNumberToObject(u, "prompt_tokens", p);
+    cJSON_AddNumberToObject(u, "completion_tokens", c);
+    cJSON_AddNumberToObject(u, "total_tokens", p + c);
+    return u;
+}
+
+static cJSON *base_object(const chat_ctx *ctx, const char *object) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", ctx->id);
+    cJSON_AddStringToObject(o, "object", object);
+    cJSON_AddNumberToObject(o, "created", (double)ctx->created);
+    cJSON_AddStringToObject(o, "model", ctx->model);
+    return o;
+}
+
+/* OpenAI tool_calls from the AIOS-shaped list. */
+static cJSON *openai_tool_calls(cJSON *calls) {
+    cJSON *out = cJSON_CreateArray();
+    int i = 0;
+    for (cJSON *c = calls->child; c; c = c->next, i++) {
+        cJSON *tc = cJSON_CreateObject(), *fn;
+        cJSON_AddNumberToObject(tc, "index", i);
+        cJSON_AddStringToObject(tc, "id", cJSON_GetObjectItem(c, "id")->valuestring);
+        cJSON_AddStringToObject(tc, "type", "function");
+        fn = cJSON_AddObjectToObject(tc, "function");
+        cJSON_AddStringToObject(fn, "name", cJSON_GetObjectItem(c, "name")->valuestring);
+        char *args = cJSON_PrintUnformatted(cJSON_GetObjectItem(c, "parameters"));
+        cJSON_AddStringToObject(fn, "arguments", args ? args : "{}");
+        free(args);
+        cJSON_AddItemToArray(out, tc);
+    }
+    return out;
+}
+
+static const char *finish_reason(const chat_ctx *ctx, syscall_t *sc) {
+    llm_finish f = llm_request_finish(sc->args);
+    if (ctx->mode == CHAT_MODE_TOOLS && f == LLM_FINISH_STOP) return "tool_calls";
+    return llm_finish_name(f);
+}
+
+static enum MHD_Result openai_done(api_req *r) {
+    chat_ctx *ctx = r->data;
+    syscall_t *sc = r->sc;
+    if (sc->result) return api_reply_error(r, sc->result, "%s", sc->errmsg);
+    cJSON *o = base_object(ctx, ctx->completions_api ? "text_completion" : "chat.completion");
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices"), *ch = cJSON_CreateObject();
+    cJSON_AddItemToArray(choices, ch);
+    cJSON_AddNumberToObject(ch, "index", 0);
+    const char *text = sc->out.data ? sc->out.data : "";
+    if (ctx->completions_api) {
+        cJSON_AddStringToObject(ch, "text", text);
+    } else {
+        cJSON *msg = cJSON_AddObjectToObject(ch, "message");
+        cJSON_AddStringToObject(msg, "role", "assistant");
+        if (ctx->mode == CHAT_MODE_TOOLS) {
+            cJSON *calls = chat_tool_calls(ctx, text, sc->id);
+            cJSON_AddNullToObject(msg, "content");
+            cJSON_AddItemToObject(msg, "tool_calls", openai_tool_calls(calls));
+            cJSON_Delete(calls);
+        } else {
+            cJSON_AddStringToObject(msg, "content", text);
+        }
+    }
+    cJSON_AddStringToObject(ch, "finish_reason", finish_reason(ctx, sc));
+    cJSON_AddItemToObject(o, "usage", usage_json(sc));
+    cJSON_AddItemToObject(o, "aios", chat_timing_json(sc));
+    return api_reply_json(r, 200, o);
+}
+
+static void sse_event(strbuf *sse, cJSON *o) {
+    char *txt = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (txt) sb_printf(sse, "data: %s\n\n", txt);
+    free(txt);
+}
+
+static cJSON *chunk(const chat_ctx *ctx, cJSON *delta_or_text, const char *finish) {
+    cJSON *o = base_object(ctx, ctx->completions_api ? "text_completion" : "chat.completion.chunk");
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices"), *ch = cJSON_CreateObject();
+    cJSON_AddItemToArray(choices, ch);
+    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON_AddItemToObject(ch, ctx->completions_api ? "text" : "delta", delta_or_text);
+    if (finish) cJSON_AddStringToObject(ch, "finish_reason", finish);
+    else cJSON_AddNullToObject(ch, "finish_reason");
+    return o;
+}
+
+static cJSON *content_delta(chat_ctx *ctx, const char *text, size_t n) {
+    if (ctx->completions_api) return cJSON_CreateString(text);
+    cJSON *d = cJSON_CreateObject();
+    if (!ctx->role_sent) cJSON_AddStringToObject(d, "role", "assistant");
+    ctx->role_sent = true;
+    if (n || !text[0]) cJSON_AddStringToObject(d, "content", text);
+    return d;
+}
+
+static void openai_stream(api_req *r, const char *delta, size_t n, bool final, strbuf *sse) {
+    chat_ctx *ctx = r->data;
+    syscall_t *sc = r->sc;
+    bool tools = ctx->mode == CHAT_MODE_TOOLS;
+    if (n && !tools) sse_event(sse, chunk(ctx, content_delta(ctx, delta, n), NULL));
+    if (!final) return;
+    if (sc->result) {
+        cJSON *e = cJSON_CreateObject(), *eo = cJSON_AddObjectToObject(e, "error");
+        cJSON_AddStringToObject(eo, "code", aios_errcode(sc->result));
+        cJSON_AddStringToObject(eo, "message", sc->errmsg);
+        sse_event(sse, e);
+    } else {
+        cJSON *last;
+        if (tools) {
+            cJSON *calls = chat_tool_calls(ctx, sc->out.data ? sc->out.data : "", sc->id);
+            last = cJSON_CreateObject();
+            cJSON_AddStringToObject(last, "role", "assistant");
+            cJSON_AddItemToObject(last, "tool_calls", openai_tool_calls(calls));
+            cJSON_Delete(calls);
+        } else {
+            last = ctx->completions_api ? cJSON_CreateString("") : cJSON_CreateObject();
+        }
+        sse_event(sse, chunk(ctx, last, finish_reason(ctx, sc)));
+        if (ctx->include_usage) {
+            cJSON *u = base_object(ctx, "chat.completion.chunk");
+            cJSON_AddArrayToObject(u, "choices");
+            cJSON_AddItemToObject(u, "usage", usage_json(sc));
+            cJSON_AddItemToObject(u, "aios", chat_timing_json(sc));
+            sse_event(sse, u);
+        }
+    }
+    sb_puts(sse, "data: [DONE]\n\n");
+}
+
+/* ---- handlers ---- */
+
+static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
+    const aios_config *cfg = api_cfg(r);
+    char err[512] = "";
+    const char *model = NULL, *only_tool = NULL;
+    bool stream = false;
+    chat_spec spec = {.mode = CHAT_MODE_TEXT};
+    int rc = jp_string(body, "model", false, &model, err, sizeof err);
+    if (!rc) rc = jp_bool(body, "stream", &stream, err, sizeof err);
+    if (!rc) rc = parse_sampling(body, cfg, &spec.sampling, err, sizeof err);
+    if (!rc) rc = parse_stop(body, &spec, cfg->llms.max_stop, err, sizeof err);
+    if (!rc && chat_api) {
+        spec.messages = cJSON_GetObjectItemCaseSensitive(body, "messages");
+        spec.tools = cJSON_GetObjectItemCaseSensitive(body, "tools");
+        if (cJSON_IsNull(spec.tools)) spec.tools = NULL;
+        rc = parse_response_format(body, &spec, err, sizeof err);
+        if (!rc) rc = parse_tool_choice(body, &spec, &only_tool, err, sizeof err);
+    } else if (!rc) {
+        rc = jp_string(body, "prompt", true, &spec.prompt, err, sizeof err);
+    }
+    if (rc) return api_reply_error(r, rc, "%s", err);
+    llm_core *core = api_core(r, model);
+    if (!core) return api_reply_error(r, AIOS_ERR_NOT_FOUND, "model '%s' does not exist (GET /v1/models lists them)", model);
+    chat_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return MHD_NO;
+    r->data = ctx;
+    r->data_free = chat_ctx_free;
+    llm_core_info info;
+    llm_core_get_info(core, &info);
+    snprintf(ctx->model, sizeof ctx->model, "%s", info.name);
+    ctx->created = (long)time(NULL);
+    ctx->mode = spec.mode;
+    ctx->completions_api = !chat_api;
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(body, "stream_options");
+    ctx->include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
+    cJSON *only_list = NULL;
+    if (only_tool) { /* keep just the named tool */
+        only_list = cJSON_CreateArray();
+        for (const cJSON *t = spec.tools->child; t; t = t->next) {
+            const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
+            const cJSON *n = cJSON_GetObjectItemCaseSensitive(f, "name");
+            if (cJSON_IsString(n) && !strcmp(n->valuestring, only_tool)) cJSON_AddItemReferenceToArray(only_list, (cJSON *)t);
+        }
+        if (!only_list->child) {
+            cJSON_Delete(only_list);
+            return api_reply_error(r, AIOS_ERR_INVALID, "tool_choice names '%s', which is not in 'tools'", only_tool);
+        }
+        spec.tools = only_list;
+    }
+    rc = chat_parse_tools(ctx, spec.mode == CHAT_MODE_TOOLS ? spec.tools : NULL, err, sizeof err);
+    syscall_t *sc = NULL;
+    if (!rc) rc = chat_build_syscall(r, core, ctx, &spec, &sc, err, sizeof err);
+    cJSON_Delete(only_list);
+    if (rc) return api_reply_error(r, rc, "%s", err);
+    return api_run_syscall(r, core, sc, openai_done, stream ? openai_stream : NULL);
+}
+
+static enum MHD_Result h_chat(api_req *r, cJSON *body) { return completions(r, body, true); }
+static enum MHD_Result h_completions(api_req *r, cJSON *body) { return completions(r, body, false); }
+
+static enum MHD_Result h_models(api_req *r, cJSON *body) {
+    (void)body;
+    cJSON *o = cJSON_CreateObject(), *data;
+    cJSON_AddStringToObject(o, "object", "list");
+    data = cJSON_AddArrayToObject(o, "data");
+    for (int i = 0; i < api_n_cores(r); i++) {
+        llm_core_info info;
+        llm_core_get_info(api_core_at(r, i), &info);
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "id", info.name);
+        cJSON_AddStringToObject(m, "object", "model");
+        cJSON_AddNumberToObject(m, "created", 0);
+        cJSON_AddStringToObject(m, "owned_by", "aios");
+        cJSON *meta = cJSON_AddObjectToObject(m, "meta");
+        cJSON_AddStringToObject(meta, "backend", info.backend);
+        cJSON_AddStringToObject(meta, "description", info.desc);
+        cJSON_AddNumberToObject(meta, "n_ctx", info.ctx);
+        cJSON_AddNumberToObject(meta, "n_ctx_train", info.ctx_train);
+        cJSON_AddNumberToObject(meta, "n_params", (double)info.n_params);
+        cJSON_AddItemToArray(data, m);
+    }
+    return api_reply_json(r, 200, o);
+}
+
+const api_route api_routes_openai[] = {
+    {"POST", "/v1/chat/completions", h_chat, true},
+    {"POST", "/v1/completions", h_completions, true},
+    {"GET", "/v1/models", h_models, false},
+    {NULL, NULL, NULL, false},
+};

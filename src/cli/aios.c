@@ -1,0 +1,88 @@
+/*
+ * aios.c - the `aios` command line: talk to a running aiosd.
+ *   aios chat [--model M] [--max-tokens N] [--temperature T] [--agent NAME] "prompt"
+ *   aios status | aios models | aios metrics
+ * The kernel URL comes from --url or $AIOS_URL (default http://127.0.0.1:8000).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdbool.h>
+#include <cjson/cJSON.h>
+#include "aios/aios.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: aios [--url URL] <command>\n"
+               "  chat [--model M] [--max-tokens N] [--temperature T] [--seed S] [--agent NAME] PROMPT\n"
+               "                     stream an answer from the kernel\n"
+               "  status             kernel status (models, queue, counters)\n"
+               "  models             models served\n"
+               "  metrics            Prometheus metrics\n");
+}
+
+static int print_piece(const char *p, size_t n, void *ud) {
+    (void)ud;
+    fwrite(p, 1, n, stdout);
+    fflush(stdout);
+    return 0;
+}
+
+static int cmd_chat(aios_client_params *cp, int argc, char **argv) {
+    aios_chat_opts o = aios_chat_default_opts();
+    const char *prompt = NULL;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--model") && i + 1 < argc) o.model = argv[++i];
+        else if (!strcmp(a, "--max-tokens") && i + 1 < argc) o.max_tokens = atoi(argv[++i]);
+        else if (!strcmp(a, "--temperature") && i + 1 < argc) o.temperature = atof(argv[++i]);
+        else if (!strcmp(a, "--seed") && i + 1 < argc) o.seed = atol(argv[++i]);
+        else if (!strcmp(a, "--agent") && i + 1 < argc) cp->token = argv[++i];
+        else if (!prompt) prompt = a;
+        else { usage(stderr); return 2; }
+    }
+    if (!prompt) { usage(stderr); return 2; }
+    aios_client *c = aios_client_new(cp);
+    aios_message m = {"user", prompt};
+    aios_chat_result r;
+    int rc = aios_chat(c, &m, 1, &o, print_piece, NULL, &r);
+    printf("\n");
+    if (rc) fprintf(stderr, "aios: error (%d): %s\n", r.http_status, r.error);
+    else fprintf(stderr, "[%d prompt + %d completion tokens, waited %.3fs, first token %.3fs, total %.3fs, %s]\n",
+                 r.prompt_tokens, r.completion_tokens, r.waiting_s, r.ttft_s, r.turnaround_s, r.finish_reason);
+    aios_chat_result_free(&r);
+    aios_client_free(c);
+    return rc ? 1 : 0;
+}
+
+static int cmd_get(aios_client_params *cp, const char *path, bool pretty) {
+    aios_client *c = aios_client_new(cp);
+    char *body = NULL;
+    int status = 0;
+    int rc = aios_get(c, path, &body, &status);
+    if (rc) fprintf(stderr, "aios: cannot reach the kernel at %s (is aiosd running?)\n", cp->url);
+    else {
+        cJSON *j = pretty ? cJSON_Parse(body) : NULL;
+        char *p = j ? cJSON_Print(j) : NULL;
+        printf("%s\n", p ? p : body);
+        free(p);
+        cJSON_Delete(j);
+    }
+    free(body);
+    aios_client_free(c);
+    return rc || status / 100 != 2 ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    aios_client_params cp = aios_client_default_params();
+    int i = 1;
+    if (i + 1 < argc && !strcmp(argv[i], "--url")) { cp.url = argv[i + 1]; i += 2; }
+    if (i >= argc) { usage(stderr); return 2; }
+    const char *cmd = argv[i++];
+    if (!strcmp(cmd, "chat")) return cmd_chat(&cp, argc - i, argv + i);
+    if (!strcmp(cmd, "status")) return cmd_get(&cp, "/status", true);
+    if (!strcmp(cmd, "models")) return cmd_get(&cp, "/v1/models", true);
+    if (!strcmp(cmd, "metrics")) return cmd_get(&cp, "/metrics", false);
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,353 @@
+/*
+ * config.c - the configuration table and its three sources (YAML file, AIOS_* environment,
+ * command-line `--set`). One row per scalar key: its dotted name, type, bounds, default and
+ * documentation. The same table generates docs/config.md (`aiosd --print-config-doc`), so
+ * the reference can never fall behind the code. `llms.models` is the one list; its entries
+ * have their own small field table.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+#include "kernel.h"
+
+typedef enum cfg_type { CFG_STR, CFG_INT, CFG_LONG } cfg_type;
+
+typedef struct cfg_key {
+    const char *name;   /* "section.key" */
+    cfg_type type;
+    size_t off, size;   /* offset in the struct; size for strings */
+    long min, max;      /* bounds for numbers */
+    const char *def;    /* default, as text */
+    const char *doc;
+} cfg_key;
+
+#define K_STR(n, field, d, doc) {n, CFG_STR, offsetof(aios_config, field), sizeof(((aios_config *)0)->field), 0, 0, d, doc}
+#define K_INT(n, field, lo, hi, d, doc) {n, CFG_INT, offsetof(aios_config, field), 0, lo, hi, d, doc}
+#define K_LONG(n, field, lo, hi, d, doc) {n, CFG_LONG, offsetof(aios_config, field), 0, lo, hi, d, doc}
+
+static const cfg_key KEYS[] = {
+    K_STR("server.host", server.host, "127.0.0.1", "Address to listen on. Loopback by default."),
+    K_INT("server.port", server.port, 1, 65535, "8000", "TCP port (the Cerebrum SDK's default is 8000)."),
+    K_LONG("server.max_body_bytes", server.max_body_bytes, 1024, 1L << 30, "1048576", "Largest request body accepted; larger bodies get 413."),
+    K_INT("server.json_max_depth", server.json_max_depth, 2, 512, "64", "Deepest JSON nesting accepted in a request; deeper gets 400."),
+    K_INT("server.max_connections", server.max_connections, 4, 100000, "1024", "Concurrent HTTP connections."),
+    K_INT("server.connection_timeout_s", server.connection_timeout_s, 0, 86400, "300", "Idle connection timeout in seconds (0 = none). Generation in progress is never idle."),
+    K_INT("server.max_stream_buffer_kb", server.max_stream_buffer_kb, 4, 1 << 20, "1024", "Generated text kept per request (KiB); also caps one response."),
+    K_STR("llms.default_model", llms.default_model, "smollm2", "Model used when a request names none (or names one not in `llms.models`, for the AIOS envelope's null `llms`)."),
+    K_INT("llms.default_max_tokens", llms.default_max_tokens, 1, 1 << 20, "1000", "max_tokens when a request gives none (the Cerebrum SDK sends 1000)."),
+    K_INT("llms.max_messages", llms.max_messages, 1, 1 << 20, "1024", "Most messages in one chat request."),
+    K_LONG("llms.max_prompt_bytes", llms.max_prompt_bytes, 256, 1L << 30, "1048576", "Largest rendered prompt (bytes) before tokenizing."),
+    K_INT("llms.max_stop", llms.max_stop, 0, 64, "8", "Most stop strings per request."),
+    K_STR("scheduler.policy", scheduler.policy, "fifo", "LLM scheduling policy. Allowed: fifo."),
+    K_INT("scheduler.max_active", scheduler.max_active, 1, 256, "16", "Sequences decoded together in one batch; the rest wait in the run queue."),
+    K_INT("scheduler.max_queue", scheduler.max_queue, 1, 1 << 20, "4096", "Waiting requests per model before new ones get 503."),
+    K_STR("kernel.data_dir", data_dir, "", "Directory for kernel state. Empty = $AIOS_CACHE/data (~/.cache/aios/data)."),
+    K_STR("kernel.log_level", log_level, "info", "debug, info, warn or error."),
+};
+#define N_KEYS (sizeof KEYS / sizeof KEYS[0])
+
+typedef struct model_field {
+    const char *name;
+    cfg_type type;
+    size_t off, size;
+    long min, max;
+    const char *def, *doc;
+} model_field;
+
+#define M_STR(n, f, d, doc) {n, CFG_STR, offsetof(aios_model_cfg, f), sizeof(((aios_model_cfg *)0)->f), 0, 0, d, doc}
+#define M_INT(n, f, lo, hi, d, doc) {n, CFG_INT, offsetof(aios_model_cfg, f), 0, lo, hi, d, doc}
+static const model_field MODEL_FIELDS[] = {
+    M_STR("name", name, "smollm2", "Name clients use (`model` in OpenAI requests, `llms[].name` in AIOS ones)."),
+    M_STR("backend", backend, "llamacpp", "LLM core. Allowed: llamacpp."),
+    M_STR("path", path, "(cache)", "GGUF file. Default: the fetched SmolLM2-135M-Instruct in the cache (`--model` / AIOS_MODEL override the first model)."),
+    M_INT("ctx_size", ctx_size, 0, 1 << 20, "0", "Largest prompt + output of one request, in tokens; 0 = the model's trained context."),
+    M_INT("kv_size", kv_size, 256, 1 << 22, "32768", "KV cache cells shared by all running sequences; a request starts only when its prompt + max_tokens fit."),
+    M_INT("threads", threads, 0, 1024, "0", "Threads for llama_decode; 0 = online CPUs."),
+    M_INT("batch_size", batch_size, 16, 1 << 16, "512", "Most tokens in one llama_decode step (decodes first, then prefill chunks)."),
+};
+#define N_MODEL_FIELDS (sizeof MODEL_FIELDS / sizeof MODEL_FIELDS[0])
+
+/* ---- setting one value ---- */
+
+static int parse_long(const char *s, long lo, long hi, long *out, char *err, size_t errlen, const char *key) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    while (end && isspace((unsigned char)*end)) end++;
+    if (errno || end == s || *end) {
+        snprintf(err, errlen, "%s: expected an integer, got '%s'", key, s);
+        return AIOS_ERR_CONFIG;
+    }
+    if (v < lo || v > hi) {
+        snprintf(err, errlen, "%s: %ld is out of range [%ld, %ld]", key, v, lo, hi);
+        return AIOS_ERR_CONFIG;
+    }
+    *out = v;
+    return AIOS_OK;
+}
+
+static int set_field(void *base, cfg_type type, size_t off, size_t size, long lo, long hi, const char *key,
+                     const char *value, char *err, size_t errlen) {
+    char *p = (char *)base + off;
+    if (type == CFG_STR) {
+        if (strlen(value) >= size) {
+            snprintf(err, errlen, "%s: value longer than %zu bytes", key, size - 1);
+            return AIOS_ERR_CONFIG;
+        }
+        memcpy(p, value, strlen(value) + 1);
+        return AIOS_OK;
+    }
+    long v;
+    int rc = parse_long(value, lo, hi, &v, err, errlen, key);
+    if (rc) return rc;
+    if (type == CFG_INT) *(int *)p = (int)v;
+    else *(long *)p = v;
+    return AIOS_OK;
+}
+
+static const cfg_key *find_key(const char *name) {
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (strcmp(KEYS[i].name, name) == 0) return &KEYS[i];
+    return NULL;
+}
+
+static int set_model_field(aios_model_cfg *m, const char *field, const char *value, char *err, size_t errlen) {
+    for (size_t i = 0; i < N_MODEL_FIELDS; i++) {
+        const model_field *f = &MODEL_FIELDS[i];
+        if (strcmp(f->name, field)) continue;
+        char key[96];
+        snprintf(key, sizeof key, "llms.models[].%s", field);
+        return set_field(m, f->type, f->off, f->size, f->min, f->max, key, value, err, errlen);
+    }
+    snprintf(err, errlen, "llms.models[]: unknown field '%s'", field);
+    return AIOS_ERR_CONFIG;
+}
+
+static void model_defaults(aios_model_cfg *m) {
+    char err[64];
+    for (size_t i = 0; i < N_MODEL_FIELDS; i++)
+        if (strcmp(MODEL_FIELDS[i].name, "path")) set_model_field(m, MODEL_FIELDS[i].name, MODEL_FIELDS[i].def, err, sizeof err);
+    config_default_model_path(m->path, sizeof m->path);
+}
+
+int config_set(aios_config *cfg, const char *key, const char *value, char *err, size_t errlen) {
+    if (strcmp(key, "llms.model") == 0 || strcmp(key, "model") == 0) /* shorthand: first model's path */
+        return set_model_field(&cfg->llms.models[0], "path", value, err, errlen);
+    const cfg_key *k = find_key(key);
+    if (!k) {
+        snprintf(err, errlen, "unknown configuration key '%s' (see docs/config.md)", key);
+        return AIOS_ERR_CONFIG;
+    }
+    return set_field(cfg, k->type, k->off, k->size, k->min, k->max, k->name, value, err, errlen);
+}
+
+void config_default_model_path(char *out, size_t outlen) {
+    const char *cache = getenv("AIOS_CACHE");
+    const char *home = getenv("HOME");
+    if (cache && *cache) snprintf(out, outlen, "%s/models/SmolLM2-135M-Instruct-Q8_0.gguf", cache);
+    else snprintf(out, outlen, "%s/.cache/aios/models/SmolLM2-135M-Instruct-Q8_0.gguf", home ? home : ".");
+}
+
+void config_defaults(aios_config *cfg) {
+    char err[128];
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < N_KEYS; i++) config_set(cfg, KEYS[i].name, KEYS[i].def, err, sizeof err);
+    cfg->llms.n_models = 1;
+    model_defaults(&cfg->llms.models[0]);
+}
+
+/* ---- YAML ---- */
+
+static const char *scalar(yaml_document_t *doc, yaml_node_t *n) {
+    (void)doc;
+    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+static int yaml_err(char *err, size_t errlen, const char *path, yaml_node_t *n, const char *what) {
+    snprintf(err, errlen, "%s:%zu: %s", path, n ? n->start_mark.line + 1 : 0, what);
+    return AIOS_ERR_CONFIG;
+}
+
+static int load_models(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq, const char *path, char *err, size_t errlen) {
+    if (seq->type != YAML_SEQUENCE_NODE) return yaml_err(err, errlen, path, seq, "llms.models: expected a list");
+    int n = 0;
+    for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
+        yaml_node_t *m = yaml_document_get_node(doc, *it);
+        if (!m || m->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, m, "llms.models: each entry must be a mapping");
+        if (n >= AIOS_MAX_MODELS) return yaml_err(err, errlen, path, m, "llms.models: too many models (at most 8)");
+        aios_model_cfg *mc = &cfg->llms.models[n];
+        memset(mc, 0, sizeof *mc);
+        model_defaults(mc);
+        for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+            yaml_node_t *kn = yaml_document_get_node(doc, p->key), *vn = yaml_document_get_node(doc, p->value);
+            const char *k = scalar(doc, kn), *v = scalar(doc, vn);
+            if (!k || !v) return yaml_err(err, errlen, path, vn, "llms.models[]: fields must be scalars");
+            if (strcmp(k, "hostname") == 0) continue; /* AIOS remote-backend field, unused by llamacpp */
+            char sub[256];
+            if (set_model_field(mc, k, v, sub, sizeof sub)) return yaml_err(err, errlen, path, kn, sub);
+        }
+        n++;
+    }
+    if (n == 0) return yaml_err(err, errlen, path, seq, "llms.models: the list is empty");
+    cfg->llms.n_models = n;
+    return AIOS_OK;
+}
+
+/* Sections of the AIOS config layout that later kernel subsystems own; accepted (and
+ * reported) so one config file can serve both kernels. */
+static int is_reserved_section(const char *s) {
+    static const char *const R[] = {"memory", "storage", "tools", "access", "agents", "api_keys", "context", NULL};
+    for (int i = 0; R[i]; i++)
+        if (strcmp(s, R[i]) == 0) return 1;
+    return 0;
+}
+
+static int load_section(aios_config *cfg, yaml_document_t *doc, const char *sect, yaml_node_t *map, const char *path,
+                        char *err, size_t errlen) {
+    if (map->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, map, "expected a mapping under a section");
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *kn = yaml_document_get_node(doc, p->key), *vn = yaml_document_get_node(doc, p->value);
+        const char *k = scalar(doc, kn);
+        if (!k) return yaml_err(err, errlen, path, kn, "keys must be scalars");
+        char full[128], sub[256];
+        snprintf(full, sizeof full, "%s.%s", sect, k);
+        if (strcmp(full, "llms.models") == 0) {
+            int rc = load_models(cfg, doc, vn, path, err, errlen);
+            if (rc) return rc;
+            continue;
+        }
+        const char *v = scalar(doc, vn);
+        if (!v) return yaml_err(err, errlen, path, vn, "expected a scalar value");
+        if (config_set(cfg, full, v, sub, sizeof sub)) return yaml_err(err, errlen, path, kn, sub);
+    }
+    return AIOS_OK;
+}
+
+int config_load_file(aios_config *cfg, const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return AIOS_ERR_CONFIG;
+    }
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, f);
+    int rc = AIOS_OK;
+    if (!yaml_parser_load(&parser, &doc)) {
+        snprintf(err, errlen, "%s:%zu: YAML error: %s", path, parser.problem_mark.line + 1,
+                 parser.problem ? parser.problem : "unknown");
+        yaml_parser_delete(&parser);
+        fclose(f);
+        return AIOS_ERR_CONFIG;
+    }
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root && root->type != YAML_MAPPING_NODE) rc = yaml_err(err, errlen, path, root, "top level must be a mapping of sections");
+    for (yaml_node_pair_t *p = root && !rc ? root->data.mapping.pairs.start : NULL; p && p < root->data.mapping.pairs.top; p++) {
+        yaml_node_t *kn = yaml_document_get_node(&doc, p->key), *vn = yaml_document_get_node(&doc, p->value);
+        const char *s = scalar(&doc, kn);
+        if (!s) { rc = yaml_err(err, errlen, path, kn, "section names must be scalars"); break; }
+        if (is_reserved_section(s)) { log_warn("%s: section '%s' is not used by this kernel version", path, s); continue; }
+        if (strcmp(s, "server") && strcmp(s, "llms") && strcmp(s, "scheduler") && strcmp(s, "kernel")) {
+            char what[160];
+            snprintf(what, sizeof what, "unknown section '%s' (allowed: server, llms, scheduler, kernel)", s);
+            rc = yaml_err(err, errlen, path, kn, what);
+            break;
+        }
+        if ((rc = load_section(cfg, &doc, s, vn, path, err, errlen))) break;
+    }
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    fclose(f);
+    return rc;
+}
+
+/* ---- environment ---- */
+
+static void env_name(const char *key, char *out, size_t outlen) {
+    size_t j = (size_t)snprintf(out, outlen, "AIOS_");
+    for (const char *p = key; *p && j + 1 < outlen; p++) out[j++] = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
+    out[j] = 0;
+}
+
+int config_load_env(aios_config *cfg, const char *(*get)(const char *), char *err, size_t errlen) {
+    char name[96];
+    for (size_t i = 0; i < N_KEYS; i++) {
+        env_name(KEYS[i].name, name, sizeof name);
+        const char *v = get(name);
+        if (!v) continue;
+        char sub[256];
+        if (config_set(cfg, KEYS[i].name, v, sub, sizeof sub)) {
+            snprintf(err, errlen, "%s: %s", name, sub);
+            return AIOS_ERR_CONFIG;
+        }
+    }
+    static const char *const ALIASES[][2] = {{"AIOS_MODEL", "llms.model"}, {"AIOS_HOST", "server.host"},
+                                             {"AIOS_PORT", "server.port"}, {"AIOS_DATA_DIR", "kernel.data_dir"}};
+    for (size_t i = 0; i < sizeof ALIASES / sizeof ALIASES[0]; i++) {
+        const char *v = get(ALIASES[i][0]);
+        char sub[256];
+        if (v && config_set(cfg, ALIASES[i][1], v, sub, sizeof sub)) {
+            snprintf(err, errlen, "%s: %s", ALIASES[i][0], sub);
+            return AIOS_ERR_CONFIG;
+        }
+    }
+    return AIOS_OK;
+}
+
+/* ---- validation and lookup ---- */
+
+int config_validate(const aios_config *cfg, char *err, size_t errlen) {
+    if (strcmp(cfg->scheduler.policy, "fifo") != 0) {
+        snprintf(err, errlen, "scheduler.policy: unknown policy '%s' (allowed: fifo)", cfg->scheduler.policy);
+        return AIOS_ERR_CONFIG;
+    }
+    log_level lvl;
+    if (log_parse_level(cfg->log_level, &lvl)) {
+        snprintf(err, errlen, "kernel.log_level: unknown level '%s' (allowed: debug, info, warn, error)", cfg->log_level);
+        return AIOS_ERR_CONFIG;
+    }
+    for (int i = 0; i < cfg->llms.n_models; i++) {
+        const aios_model_cfg *m = &cfg->llms.models[i];
+        if (strcmp(m->backend, "llamacpp") != 0) {
+            snprintf(err, errlen, "llms.models[%d].backend: unknown backend '%s' (allowed: llamacpp)", i, m->backend);
+            return AIOS_ERR_CONFIG;
+        }
+        if (!m->name[0]) {
+            snprintf(err, errlen, "llms.models[%d].name: must not be empty", i);
+            return AIOS_ERR_CONFIG;
+        }
+        for (int j = 0; j < i; j++)
+            if (strcmp(cfg->llms.models[j].name, m->name) == 0) {
+                snprintf(err, errlen, "llms.models[%d].name: duplicate model name '%s'", i, m->name);
+                return AIOS_ERR_CONFIG;
+            }
+    }
+    return AIOS_OK;
+}
+
+const aios_model_cfg *config_model(const aios_config *cfg, const char *name) {
+    if (!name || !*name) name = cfg->llms.default_model;
+    for (int i = 0; i < cfg->llms.n_models; i++)
+        if (strcmp(cfg->llms.models[i].name, name) == 0) return &cfg->llms.models[i];
+    return NULL;
+}
+
+int config_write_reference(const char *path) {
+    FILE *f = strcmp(path, "-") ? fopen(path, "w") : stdout;
+    if (!f) return AIOS_ERR_IO;
+    char env[96];
+    fprintf(f, "| key | default | environment | meaning |\n|---|---|---|---|\n");
+    for (size_t i = 0; i < N_KEYS; i++) {
+        env_name(KEYS[i].name, env, sizeof env);
+        fprintf(f, "| `%s` | `%s` | `%s` | %s |\n", KEYS[i].name, KEYS[i].def, env, KEYS[i].doc);
+    }
+    fprintf(f, "\nEach entry of `llms.models` (a list) has these fields:\n\n| field | default | meaning |\n|---|---|---|\n");
+    for (size_t i = 0; i < N_MODEL_FIELDS; i++)
+        fprintf(f, "| `%s` | `%s` | %s |\n", MODEL_FIELDS[i].name, MODEL_FIELDS[i].def, MODEL_FIELDS[i].doc);
+    if (f != stdout) fclose(f);
+    return AIOS_OK;
+}

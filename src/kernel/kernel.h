@@ -1,0 +1,108 @@
+/*
+ * kernel.h - the kernel module's public header: configuration, logging, clocks and a
+ * bounded string buffer. Every other module may include it; it includes no other module.
+ *
+ * Configuration is layered like DESIGN.md §4 says: built-in defaults, then the YAML file,
+ * then AIOS_* environment variables, then command-line flags. Every scalar key lives in
+ * one table (config.c) that also drives docs/config.md, env names and `--set key=value`.
+ */
+#ifndef AIOS_KERNEL_H
+#define AIOS_KERNEL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "aios/result.h"
+
+/* ---------- clocks ---------- */
+double kern_now_mono(void);  /* seconds, CLOCK_MONOTONIC */
+double kern_now_wall(void);  /* seconds since the epoch */
+
+/* ---------- logging ---------- */
+typedef enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR } log_level;
+void log_set_level(log_level lvl);
+int log_parse_level(const char *s, log_level *out); /* 0 or AIOS_ERR_INVALID */
+void log_msg(log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_LEVEL_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
+
+/* ---------- bounded string buffer ----------
+ * Grows on demand up to `cap` bytes (0 = unbounded); appends past the cap fail with
+ * AIOS_ERR_TOO_LARGE and leave the buffer unchanged. Always NUL-terminated once used. */
+typedef struct strbuf {
+    char *data;
+    size_t len, alloc, cap;
+} strbuf;
+void sb_init(strbuf *sb, size_t cap);
+void sb_free(strbuf *sb);
+void sb_reset(strbuf *sb);
+int sb_append(strbuf *sb, const char *s, size_t n);
+int sb_puts(strbuf *sb, const char *s);
+int sb_printf(strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Takes the data out of the buffer; the caller owns (and frees) it. Never NULL. */
+char *sb_steal(strbuf *sb);
+
+/* ---------- configuration ---------- */
+#define AIOS_MAX_MODELS 8
+#define AIOS_NAME_MAX 64
+#define AIOS_PATH_MAX 1024
+
+typedef struct aios_model_cfg {
+    char name[AIOS_NAME_MAX];
+    char backend[32];      /* "llamacpp" */
+    char path[AIOS_PATH_MAX];
+    int ctx_size;          /* max tokens of one request (prompt + output); 0 = model's trained size */
+    int kv_size;           /* KV cells shared by all running sequences */
+    int threads;           /* decode threads; 0 = online CPUs */
+    int batch_size;        /* tokens per llama_decode step (prefill chunks + decodes) */
+} aios_model_cfg;
+
+typedef struct aios_config {
+    struct {
+        char host[64];
+        int port;
+        long max_body_bytes;
+        int json_max_depth;
+        int max_connections;
+        int connection_timeout_s;
+        int max_stream_buffer_kb;
+    } server;
+    struct {
+        aios_model_cfg models[AIOS_MAX_MODELS];
+        int n_models;
+        char default_model[AIOS_NAME_MAX];
+        int default_max_tokens;
+        int max_messages;
+        long max_prompt_bytes;
+        int max_stop;
+    } llms;
+    struct {
+        char policy[16];
+        int max_active;
+        int max_queue;
+    } scheduler;
+    char data_dir[AIOS_PATH_MAX];
+    char log_level[16];
+} aios_config;
+
+/* Built-in defaults (zero-config start: the default model in the cache). */
+void config_defaults(aios_config *cfg);
+/* Loads YAML from `path` over cfg. err gets "file:line: key: reason". */
+int config_load_file(aios_config *cfg, const char *path, char *err, size_t errlen);
+/* Applies AIOS_<SECTION>_<KEY> environment overrides (getenv-like `get` for tests). */
+int config_load_env(aios_config *cfg, const char *(*get)(const char *), char *err, size_t errlen);
+/* Sets one key ("server.port") from its string form. */
+int config_set(aios_config *cfg, const char *key, const char *value, char *err, size_t errlen);
+/* Final checks (ranges, model list, policy names). */
+int config_validate(const aios_config *cfg, char *err, size_t errlen);
+/* Writes the key reference (markdown table) used for docs/config.md. */
+int config_write_reference(const char *path);
+/* The model entry named `name`, or the default model when name is NULL/empty. */
+const aios_model_cfg *config_model(const aios_config *cfg, const char *name);
+/* Where the default model lives: $AIOS_CACHE or ~/.cache/aios, then models/... */
+void config_default_model_path(char *out, size_t outlen);
+
+#endif

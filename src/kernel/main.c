@@ -1,0 +1,138 @@
+/*
+ * main.c - aiosd: parse configuration (defaults < YAML < AIOS_* env < flags), load the LLM
+ * cores, start the HTTP server, and run until SIGINT/SIGTERM. Shutdown order matters: stop
+ * admitting work, stop the cores (every syscall completes, resuming its connection), then
+ * stop the HTTP daemon.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "../api/api.h"
+#include "../llm/llm.h"
+#include "kernel.h"
+
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) { (void)sig; g_stop = 1; }
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: aiosd [--config FILE] [--host H] [--port P] [--model PATH] [--data-dir DIR]\n"
+            "             [--set section.key=value]... [--print-config-doc] [--check-config]\n"
+            "Configuration layers: built-in defaults < YAML file < AIOS_* environment < flags.\n"
+            "Keys and defaults: docs/config.md (or --print-config-doc).\n");
+}
+
+static int die(const char *what) {
+    fprintf(stderr, "aiosd: error: %s\n", what);
+    return 1;
+}
+
+static const char *env_get(const char *name) { return getenv(name); }
+
+/* Applies flags; returns -1 to exit 0 (help / doc), 1 on error, 0 to run. */
+static int parse_flags(int argc, char **argv, aios_config *cfg, bool *check_only) {
+    char err[512];
+    const char *file = NULL;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) file = argv[++i];
+    if (!file) file = getenv("AIOS_CONFIG");
+    if (file && config_load_file(cfg, file, err, sizeof err)) return die(err);
+    if (config_load_env(cfg, env_get, err, sizeof err)) return die(err);
+    static const char *const FLAGS[][2] = {{"--host", "server.host"}, {"--port", "server.port"},
+                                           {"--model", "llms.model"}, {"--data-dir", "kernel.data_dir"},
+                                           {"--log-level", "kernel.log_level"}};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--config")) { i++; continue; }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return -1; }
+        if (!strcmp(a, "--print-config-doc")) { config_write_reference("-"); return -1; }
+        if (!strcmp(a, "--check-config")) { *check_only = true; continue; }
+        bool known = false;
+        for (size_t k = 0; k < sizeof FLAGS / sizeof FLAGS[0]; k++) {
+            if (strcmp(a, FLAGS[k][0])) continue;
+            known = true;
+            if (i + 1 >= argc) { snprintf(err, sizeof err, "%s needs a value", a); return die(err); }
+            if (config_set(cfg, FLAGS[k][1], argv[++i], err, sizeof err)) return die(err);
+        }
+        if (known) continue;
+        if (!strcmp(a, "--set") && i + 1 < argc) {
+            char kv[1200];
+            snprintf(kv, sizeof kv, "%s", argv[++i]);
+            char *eq = strchr(kv, '=');
+            if (!eq) return die("--set needs section.key=value");
+            *eq = 0;
+            if (config_set(cfg, kv, eq + 1, err, sizeof err)) return die(err);
+            continue;
+        }
+        usage(stderr);
+        snprintf(err, sizeof err, "unknown argument '%s'", a);
+        return die(err);
+    }
+    if (config_validate(cfg, err, sizeof err)) return die(err);
+    return 0;
+}
+
+static void data_dir_default(aios_config *cfg) {
+    if (cfg->data_dir[0]) return;
+    const char *cache = getenv("AIOS_CACHE"), *home = getenv("HOME");
+    if (cache && *cache) snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s/data", cache);
+    else snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s/.cache/aios/data", home ? home : ".");
+}
+
+int main(int argc, char **argv) {
+    static aios_config cfg;
+    config_defaults(&cfg);
+    bool check_only = false;
+    int prc = parse_flags(argc, argv, &cfg, &check_only);
+    if (prc) return prc < 0 ? 0 : prc;
+    log_level lvl;
+    log_parse_level(cfg.log_level, &lvl);
+    log_set_level(lvl);
+    data_dir_default(&cfg);
+    if (check_only) {
+        printf("configuration ok\n");
+        return 0;
+    }
+    mkdir(cfg.data_dir, 0700);
+
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    llm_core *cores[AIOS_MAX_MODELS] = {0};
+    char err[512];
+    int rc = 0;
+    for (int i = 0; i < cfg.llms.n_models; i++) {
+        llm_core_params p = {.model = &cfg.llms.models[i],
+                             .sched = {.policy = cfg.scheduler.policy, .max_active = cfg.scheduler.max_active,
+                                       .max_queue = cfg.scheduler.max_queue}};
+        log_info("loading model '%s' from %s", cfg.llms.models[i].name, cfg.llms.models[i].path);
+        if (!(cores[i] = llm_core_open(&p, err, sizeof err))) {
+            rc = die(err);
+            break;
+        }
+        llm_core_info info;
+        llm_core_get_info(cores[i], &info);
+        log_info("model '%s' ready: %s, %lld params, context %d tokens/request, %d KV cells, %d sequences per batch",
+                 info.name, info.desc, (long long)info.n_params, info.ctx, info.kv_size, info.max_active);
+    }
+    api_server *srv = NULL;
+    if (!rc) {
+        api_params ap = {.cfg = &cfg, .cores = cores, .n_cores = cfg.llms.n_models};
+        if (!(srv = api_server_start(&ap, err, sizeof err))) rc = die(err);
+    }
+    if (!rc) {
+        log_info("aiosd serving on http://%s:%d (policy %s, max_active %d)", cfg.server.host, cfg.server.port,
+                 cfg.scheduler.policy, cfg.scheduler.max_active);
+        while (!g_stop) pause();
+        log_info("shutting down");
+    }
+    api_server_close(srv);
+    for (int i = 0; i < cfg.llms.n_models; i++) llm_core_free(cores[i]);
+    api_server_free(srv);
+    return rc;
+}

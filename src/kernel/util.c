@@ -1,0 +1,108 @@
+/*
+ * util.c - clocks, logging and the bounded string buffer (kernel.h).
+ * Logging goes to stderr, one line per message with a wall-clock stamp and level, and
+ * is safe from any thread (a single fprintf per line; stdio locks the stream).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include "kernel.h"
+
+double kern_now_mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double kern_now_wall(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static log_level g_level = LOG_LEVEL_INFO;
+static const char *const LEVEL_NAMES[] = {"debug", "info", "warn", "error"};
+
+void log_set_level(log_level lvl) { g_level = lvl; }
+
+int log_parse_level(const char *s, log_level *out) {
+    for (int i = 0; i <= LOG_LEVEL_ERROR; i++)
+        if (strcasecmp(s, LEVEL_NAMES[i]) == 0) { *out = (log_level)i; return AIOS_OK; }
+    return AIOS_ERR_INVALID;
+}
+
+void log_msg(log_level lvl, const char *fmt, ...) {
+    if (lvl < g_level) return;
+    char line[2048], stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s [%s] %s\n", stamp, LEVEL_NAMES[lvl], line);
+}
+
+void sb_init(strbuf *sb, size_t cap) { sb->data = NULL; sb->len = sb->alloc = 0; sb->cap = cap; }
+
+void sb_free(strbuf *sb) {
+    if (!sb) return;
+    free(sb->data);
+    sb->data = NULL;
+    sb->len = sb->alloc = 0;
+}
+
+void sb_reset(strbuf *sb) {
+    sb->len = 0;
+    if (sb->data) sb->data[0] = 0;
+}
+
+static int sb_reserve(strbuf *sb, size_t extra) {
+    size_t need = sb->len + extra + 1;
+    if (sb->cap && sb->len + extra > sb->cap) return AIOS_ERR_TOO_LARGE;
+    if (need <= sb->alloc) return AIOS_OK;
+    size_t n = sb->alloc ? sb->alloc : 64;
+    while (n < need) n *= 2;
+    char *p = realloc(sb->data, n);
+    if (!p) return AIOS_ERR_NOMEM;
+    sb->data = p;
+    sb->alloc = n;
+    return AIOS_OK;
+}
+
+int sb_append(strbuf *sb, const char *s, size_t n) {
+    int rc = sb_reserve(sb, n);
+    if (rc) return rc;
+    if (n) memcpy(sb->data + sb->len, s, n);
+    sb->len += n;
+    sb->data[sb->len] = 0;
+    return AIOS_OK;
+}
+
+int sb_puts(strbuf *sb, const char *s) { return sb_append(sb, s, strlen(s)); }
+
+int sb_printf(strbuf *sb, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return AIOS_ERR_INVALID;
+    int rc = sb_reserve(sb, (size_t)n);
+    if (rc) return rc;
+    va_start(ap, fmt);
+    vsnprintf(sb->data + sb->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    sb->len += (size_t)n;
+    return AIOS_OK;
+}
+
+char *sb_steal(strbuf *sb) {
+    char *p = sb->data ? sb->data : strdup("");
+    sb->data = NULL;
+    sb->len = sb->alloc = 0;
+    return p;
+}

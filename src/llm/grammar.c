@@ -1,0 +1,301 @@
+/*
+ * grammar.c - JSON Schema to GBNF, so llama.cpp's grammar sampler can only emit JSON that
+ * parses and matches the schema (json output mode, tool-call arguments). Even a 135M model
+ * then produces well-formed calls.
+ *
+ * The converter walks the schema and returns a GBNF expression per node, adding a named
+ * rule for every object and array. Supported: type (and type lists), properties, required,
+ * items, minItems/maxItems, enum, const, anyOf/oneOf, minLength/maxLength, minimum >= 0
+ * on integers. Unsupported constructs ($ref, pattern) are errors naming the construct,
+ * never a silently looser grammar. Objects emit required properties first, in schema
+ * order, then optional ones, each optional; the output is always a valid instance.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+#include "llm.h"
+
+#define GRAMMAR_MAX_DEPTH 32
+
+static const char JSON_BASE_RULES[] =
+    "ws ::= [ \\t\\n]{0,3}\n"
+    "value ::= object | array | string | number | boolean | null\n"
+    "object ::= \"{\" ws ( string \":\" ws value ( \",\" ws string \":\" ws value )* )? \"}\" ws\n"
+    "array ::= \"[\" ws ( value ( \",\" ws value )* )? \"]\" ws\n"
+    "char ::= [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4} )\n"
+    "string ::= \"\\\"\" char* \"\\\"\" ws\n"
+    "integer ::= \"-\"? ( [0-9] | [1-9] [0-9]{1,15} ) ws\n"
+    "uinteger ::= ( [0-9] | [1-9] [0-9]{1,15} ) ws\n"
+    "number ::= \"-\"? ( [0-9] | [1-9] [0-9]{1,15} ) ( \".\" [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,3} )? ws\n"
+    "boolean ::= ( \"true\" | \"false\" ) ws\n"
+    "null ::= \"null\" ws\n";
+
+typedef struct gctx {
+    strbuf *rules;
+    int next_rule;
+    char *err;
+    size_t errlen;
+} gctx;
+
+/* A GBNF string literal for the raw bytes s. */
+static int lit(strbuf *o, const char *s) {
+    int rc = sb_append(o, "\"", 1);
+    for (; !rc && *s; s++) {
+        if (*s == '"' || *s == '\\') rc = sb_printf(o, "\\%c", *s);
+        else if (*s == '\n') rc = sb_puts(o, "\\n");
+        else if (*s == '\r') rc = sb_puts(o, "\\r");
+        else if (*s == '\t') rc = sb_puts(o, "\\t");
+        else if ((unsigned char)*s < 0x20) rc = sb_printf(o, "\\x%02X", (unsigned char)*s);
+        else rc = sb_append(o, s, 1);
+    }
+    return rc ? rc : sb_append(o, "\"", 1);
+}
+
+/* The literal JSON text of item (as a string value would appear in the output). */
+static int lit_json(strbuf *o, const cJSON *item) {
+    char *txt = cJSON_PrintUnformatted(item);
+    if (!txt) return AIOS_ERR_NOMEM;
+    int rc = lit(o, txt);
+    free(txt);
+    return rc ? rc : sb_puts(o, " ws");
+}
+
+static int fail(gctx *g, const char *what) {
+    snprintf(g->err, g->errlen, "schema: %s", what);
+    return AIOS_ERR_INVALID;
+}
+
+static int emit(gctx *g, const cJSON *s, strbuf *expr, int depth);
+
+static int emit_alternatives(gctx *g, const cJSON *arr, strbuf *expr, int depth) {
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0) return fail(g, "anyOf/oneOf must be a non-empty array");
+    int rc = sb_puts(expr, "( ");
+    int i = 0;
+    for (const cJSON *it = arr->child; it && !rc; it = it->next, i++) {
+        if (i) rc = sb_puts(expr, " | ");
+        if (!rc) rc = emit(g, it, expr, depth + 1);
+    }
+    return rc ? rc : sb_puts(expr, " )");
+}
+
+static int emit_enum(gctx *g, const cJSON *arr, strbuf *expr) {
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0) return fail(g, "enum must be a non-empty array");
+    int rc = sb_puts(expr, "( ");
+    int i = 0;
+    for (const cJSON *it = arr->child; it && !rc; it = it->next, i++) {
+        if (i) rc = sb_puts(expr, " | ");
+        if (!rc) rc = lit_json(expr, it);
+    }
+    return rc ? rc : sb_puts(expr, " )");
+}
+
+/* Defines a new rule `rN ::= body` and appends its name to expr. */
+static int define_rule(gctx *g, strbuf *body, strbuf *expr) {
+    int id = g->next_rule++;
+    int rc = sb_printf(g->rules, "r%d ::= %s\n", id, body->data ? body->data : "\"\"");
+    sb_free(body);
+    return rc ? rc : sb_printf(expr, "r%d", id);
+}
+
+static int emit_prop(gctx *g, const cJSON *prop, strbuf *b, int depth) {
+    cJSON *key = cJSON_CreateString(prop->string);
+    if (!key) return AIOS_ERR_NOMEM;
+    int rc = lit_json(b, key);
+    cJSON_Delete(key);
+    if (!rc) rc = sb_puts(b, " \":\" ws ");
+    if (!rc) rc = emit(g, prop, b, depth + 1);
+    return rc;
+}
+
+static bool is_required(const cJSON *req, const char *name) {
+    for (const cJSON *r = req ? req->child : NULL; r; r = r->next)
+        if (cJSON_IsString(r) && strcmp(r->valuestring, name) == 0) return true;
+    return false;
+}
+
+static int emit_object(gctx *g, const cJSON *s, strbuf *expr, int depth) {
+    const cJSON *props = cJSON_GetObjectItemCaseSensitive(s, "properties");
+    const cJSON *req = cJSON_GetObjectItemCaseSensitive(s, "required");
+    if (props && !cJSON_IsObject(props)) return fail(g, "properties must be an object");
+    if (req && !cJSON_IsArray(req)) return fail(g, "required must be an array");
+    if (!props || !props->child) return sb_puts(expr, "object");
+    for (const cJSON *r = req ? req->child : NULL; r; r = r->next)
+        if (!cJSON_IsString(r) || !cJSON_GetObjectItemCaseSensitive(props, r->valuestring))
+            return fail(g, "required names a property that is not in properties");
+    strbuf b;
+    sb_init(&b, 0);
+    int rc = sb_puts(&b, "\"{\" ws ");
+    int n_req = 0;
+    for (const cJSON *p = props->child; p && !rc; p = p->next) {
+        if (!is_required(req, p->string)) continue;
+        if (n_req++) rc = sb_puts(&b, " \",\" ws ");
+        if (!rc) rc = emit_prop(g, p, &b, depth);
+    }
+    /* optional properties: each may follow; with no required ones the first opens a chain */
+    int n_opt = 0;
+    for (const cJSON *p = props->child; p && !rc; p = p->next) {
+        if (is_required(req, p->string)) continue;
+        /* after required ones each optional stands alone; otherwise they nest as a chain */
+        rc = sb_puts(&b, n_req || n_opt ? " ( \",\" ws " : " ( ");
+        if (!rc) rc = emit_prop(g, p, &b, depth);
+        if (!rc && n_req) rc = sb_puts(&b, " )?");
+        n_opt++;
+    }
+    for (int i = 0; !n_req && i < n_opt && !rc; i++) rc = sb_puts(&b, " )?");
+    if (!rc) rc = sb_puts(&b, " \"}\" ws");
+    if (rc) {
+        sb_free(&b);
+        return rc;
+    }
+    return define_rule(g, &b, expr);
+}
+
+static int get_count(const cJSON *s, const char *key, long dflt, long *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, key);
+    if (!v) { *out = dflt; return AIOS_OK; }
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 100000) return AIOS_ERR_INVALID;
+    *out = (long)v->valuedouble;
+    return AIOS_OK;
+}
+
+static int emit_array(gctx *g, const cJSON *s, strbuf *expr, int depth) {
+    long lo, hi;
+    if (get_count(s, "minItems", 0, &lo) || get_count(s, "maxItems", -1, &hi) || (hi >= 0 && hi < lo))
+        return fail(g, "minItems/maxItems must be non-negative integers with minItems <= maxItems");
+    if (lo > 64) return fail(g, "minItems above 64 is not supported");
+    if (hi > 64) hi = 64; /* keeps the expanded grammar small; at most 64 items is still valid */
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(s, "items");
+    strbuf item;
+    sb_init(&item, 0);
+    int rc = items ? emit(g, items, &item, depth + 1) : sb_puts(&item, "value");
+    strbuf b;
+    sb_init(&b, 0);
+    if (!rc) rc = sb_puts(&b, "\"[\" ws ");
+    if (!rc && hi != 0) {
+        long tail_lo = lo > 0 ? lo - 1 : 0;
+        if (!rc) rc = sb_printf(&b, "%s%s ( \",\" ws %s )", lo == 0 ? "( " : "", item.data, item.data);
+        if (!rc) rc = hi < 0 ? sb_printf(&b, "{%ld,}", tail_lo) : sb_printf(&b, "{%ld,%ld}", tail_lo, hi - 1);
+        if (!rc && lo == 0) rc = sb_puts(&b, " )?");
+    }
+    if (!rc) rc = sb_puts(&b, " \"]\" ws");
+    sb_free(&item);
+    if (rc) {
+        sb_free(&b);
+        return rc;
+    }
+    return define_rule(g, &b, expr);
+}
+
+static int emit_string(gctx *g, const cJSON *s, strbuf *expr) {
+    if (cJSON_GetObjectItemCaseSensitive(s, "pattern")) return fail(g, "'pattern' is not supported");
+    long lo, hi;
+    if (get_count(s, "minLength", 0, &lo) || get_count(s, "maxLength", -1, &hi) || (hi >= 0 && hi < lo))
+        return fail(g, "minLength/maxLength must be non-negative integers with minLength <= maxLength");
+    if (lo == 0 && hi < 0) return sb_puts(expr, "string");
+    return hi < 0 ? sb_printf(expr, "( \"\\\"\" char{%ld,} \"\\\"\" ws )", lo)
+                  : sb_printf(expr, "( \"\\\"\" char{%ld,%ld} \"\\\"\" ws )", lo, hi);
+}
+
+static int emit_type(gctx *g, const cJSON *s, const char *type, strbuf *expr, int depth) {
+    if (!strcmp(type, "object")) return emit_object(g, s, expr, depth);
+    if (!strcmp(type, "array")) return emit_array(g, s, expr, depth);
+    if (!strcmp(type, "string")) return emit_string(g, s, expr);
+    if (!strcmp(type, "number")) return sb_puts(expr, "number");
+    if (!strcmp(type, "integer")) {
+        const cJSON *min = cJSON_GetObjectItemCaseSensitive(s, "minimum");
+        return sb_puts(expr, cJSON_IsNumber(min) && min->valuedouble >= 0 ? "uinteger" : "integer");
+    }
+    if (!strcmp(type, "boolean")) return sb_puts(expr, "boolean");
+    if (!strcmp(type, "null")) return sb_puts(expr, "null");
+    char what[96];
+    snprintf(what, sizeof what, "unknown type '%.40s'", type);
+    return fail(g, what);
+}
+
+static int emit(gctx *g, const cJSON *s, strbuf *expr, int depth) {
+    if (depth > GRAMMAR_MAX_DEPTH) return fail(g, "nested too deeply");
+    if (cJSON_IsTrue(s)) return sb_puts(expr, "value");
+    if (!cJSON_IsObject(s)) return fail(g, "every schema must be an object");
+    if (cJSON_GetObjectItemCaseSensitive(s, "$ref")) return fail(g, "'$ref' is not supported");
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(s, "const"))) return lit_json(expr, v);
+    if ((v = cJSON_GetObjectItemCaseSensitive(s, "enum"))) return emit_enum(g, v, expr);
+    if ((v = cJSON_GetObjectItemCaseSensitive(s, "anyOf")) || (v = cJSON_GetObjectItemCaseSensitive(s, "oneOf")))
+        return emit_alternatives(g, v, expr, depth);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "type");
+    if (!type) {
+        if (cJSON_GetObjectItemCaseSensitive(s, "properties")) return emit_object(g, s, expr, depth);
+        if (cJSON_GetObjectItemCaseSensitive(s, "items")) return emit_array(g, s, expr, depth);
+        return sb_puts(expr, "value");
+    }
+    if (cJSON_IsString(type)) return emit_type(g, s, type->valuestring, expr, depth);
+    if (!cJSON_IsArray(type) || !type->child) return fail(g, "type must be a string or a non-empty array of strings");
+    int rc = sb_puts(expr, "( ");
+    int i = 0;
+    for (const cJSON *t = type->child; t && !rc; t = t->next, i++) {
+        if (!cJSON_IsString(t)) return fail(g, "type must be a string or a non-empty array of strings");
+        if (i) rc = sb_puts(expr, " | ");
+        if (!rc) rc = emit_type(g, s, t->valuestring, expr, depth);
+    }
+    return rc ? rc : sb_puts(expr, " )");
+}
+
+/* json_object mode: any object, but bounded (two levels, 16 members or items, strings
+ * up to 200 characters), because a tiny model given an unbounded grammar can nest or
+ * repeat until max_tokens and leave invalid JSON. A json_schema lifts the bounds. */
+static const char BOUNDED_OBJECT_RULES[] =
+    "root ::= \"{\" ws ( kv1 ( \",\" ws kv1 ){0,15} )? \"}\" ws\n"
+    "kv1 ::= key \":\" ws ( obj2 | arr2 | prim )\n"
+    "obj2 ::= \"{\" ws ( key \":\" ws ( arr2 | prim ) ( \",\" ws key \":\" ws ( arr2 | prim ) ){0,15} )? \"}\" ws\n"
+    "arr2 ::= \"[\" ws ( prim ( \",\" ws prim ){0,15} )? \"]\" ws\n"
+    "key ::= \"\\\"\" char{1,40} \"\\\"\" ws\n"
+    "sstr ::= \"\\\"\" char{0,200} \"\\\"\" ws\n"
+    "prim ::= sstr | number | boolean | null\n";
+
+int llm_grammar_json_object(strbuf *out) {
+    int rc = sb_puts(out, BOUNDED_OBJECT_RULES);
+    return rc ? rc : sb_puts(out, JSON_BASE_RULES);
+}
+
+int llm_grammar_from_schema(const cJSON *schema, strbuf *out, char *err, size_t errlen) {
+    strbuf expr;
+    sb_init(&expr, 0);
+    gctx g = {.rules = out, .next_rule = 1, .err = err, .errlen = errlen};
+    int rc = emit(&g, schema, &expr, 0);
+    if (!rc) rc = sb_printf(out, "root ::= %s\n", expr.data);
+    if (!rc) rc = sb_puts(out, JSON_BASE_RULES);
+    sb_free(&expr);
+    return rc;
+}
+
+int llm_grammar_tool_calls(const char *const *names, const cJSON *const *schemas, int n, strbuf *out, char *err,
+                           size_t errlen) {
+    if (n <= 0) {
+        snprintf(err, errlen, "tools: at least one tool is needed");
+        return AIOS_ERR_INVALID;
+    }
+    gctx g = {.rules = out, .next_rule = 1, .err = err, .errlen = errlen};
+    strbuf calls;
+    sb_init(&calls, 0);
+    int rc = sb_puts(&calls, "call ::= ");
+    for (int i = 0; i < n && !rc; i++) {
+        strbuf b;
+        sb_init(&b, 0);
+        cJSON *name = cJSON_CreateString(names[i]);
+        rc = name ? AIOS_OK : AIOS_ERR_NOMEM;
+        if (!rc) rc = sb_puts(&b, "\"{\" ws \"\\\"name\\\"\" ws \":\" ws ");
+        if (!rc) rc = lit_json(&b, name);
+        cJSON_Delete(name);
+        if (!rc) rc = sb_puts(&b, " \",\" ws \"\\\"parameters\\\"\" ws \":\" ws ");
+        if (!rc) rc = schemas[i] ? emit(&g, schemas[i], &b, 1) : sb_puts(&b, "object");
+        if (!rc) rc = sb_puts(&b, " \"}\" ws");
+        if (!rc && i) rc = sb_puts(&calls, " | ");
+        if (!rc) rc = define_rule(&g, &b, &calls);
+        else sb_free(&b);
+    }
+    if (!rc) rc = sb_printf(out, "%s\nroot ::= \"[\" ws call ( \",\" ws call ){0,7} \"]\" ws\n", calls.data);
+    if (!rc) rc = sb_puts(out, JSON_BASE_RULES);
+    sb_free(&calls);
+    return rc;
+}

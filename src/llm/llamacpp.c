@@ -1,0 +1,494 @@
+/*
+ * llamacpp.c - the embedded llama.cpp LLM core: one model, one context, one engine thread.
+ *
+ * Continuous batching: every step the engine admits waiting syscalls into free sequence
+ * slots (as the scheduler allows and the KV budget fits), then builds ONE llama_batch with
+ * the next token of every decoding sequence plus prefill chunks of newly admitted ones
+ * (decodes first, prefill fills the rest of batch_size), calls llama_decode once, samples
+ * each sequence that produced logits with its own sampler chain (grammar, top-k, top-p,
+ * temperature, seed) and releases text as it becomes final. A sequence's KV cells are
+ * freed (llama_memory_seq_rm) the moment it finishes or is cancelled.
+ *
+ * KV admission: the context holds kv_size cells shared by all sequences (unified KV); a
+ * request reserves prompt + max_tokens cells when it starts, so a running sequence never
+ * runs out of room and the waiting queue stays in policy order.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <llama.h>
+#include "llm_internal.h"
+
+typedef struct lc_seq {
+    bool used;
+    int id;              /* llama seq_id == slot index */
+    syscall_t *sc;       /* our reference, from sched_next */
+    llm_request *req;
+    int n_past;          /* tokens in this sequence's KV */
+    int n_fed;           /* prompt tokens fed so far */
+    llama_token next;    /* sampled token to feed at the next step */
+    bool decoding;       /* prompt done; feeding sampled tokens */
+    int n_gen;
+    int reserve;         /* KV cells reserved */
+    int bidx;            /* logits index in the current batch, -1 = none */
+    strbuf pending;      /* text not yet released (partial UTF-8 / possible stop string) */
+} lc_seq;
+
+typedef struct lc_engine {
+    aios_model_cfg cfg;
+    struct llama_model *model;
+    struct llama_context *ctx;
+    const struct llama_vocab *vocab;
+    char *tmpl;
+    int n_ctx, kv_size, max_active, batch_size;
+    sched_t *sched;
+    pthread_t thread;
+    bool thread_started;
+    atomic_bool stop;
+    lc_seq *seqs;
+    int n_active, kv_reserved;
+    struct llama_batch batch;
+    pthread_mutex_t st_mu;
+    llm_core_stats st;
+} lc_engine;
+
+/* ---------- llama.cpp logging and loading progress ---------- */
+
+static void lc_log(enum ggml_log_level level, const char *text, void *ud) {
+    (void)ud;
+    if (level == GGML_LOG_LEVEL_ERROR) {
+        size_t n = strlen(text);
+        log_error("llama.cpp: %.*s", (int)(n && text[n - 1] == '\n' ? n - 1 : n), text);
+    }
+}
+
+static bool lc_progress(float p, void *ud) {
+    int *last = ud;
+    int pct = (int)(p * 100.0f);
+    if (pct >= *last + 10 || pct == 100) {
+        if (*last < 100) fprintf(stderr, "\rloading model: %3d%%%s", pct, pct == 100 ? "\n" : "");
+        *last = pct;
+    }
+    return true;
+}
+
+static int check_gguf(const char *path, char *err, size_t errlen) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "model file not found: %s (run `make model` to fetch the default model, or pass --model PATH)", path);
+        return AIOS_ERR_NOT_FOUND;
+    }
+    FILE *f = fopen(path, "rb");
+    char magic[4] = {0};
+    size_t n = f ? fread(magic, 1, 4, f) : 0;
+    if (f) fclose(f);
+    if (n != 4 || memcmp(magic, "GGUF", 4) != 0) {
+        snprintf(err, errlen, "not a GGUF model file: %s (run `make model` to fetch the default model again)", path);
+        return AIOS_ERR_MODEL;
+    }
+    return AIOS_OK;
+}
+
+/* ---------- open / close ---------- */
+
+static void lc_close(void *impl);
+static void *lc_run(void *arg);
+
+static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, void **out, char *err, size_t errlen) {
+    int rc = check_gguf(m->path, err, errlen);
+    if (rc) return rc;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, llama_backend_init);
+    llama_log_set(lc_log, NULL);
+
+    lc_engine *e = calloc(1, sizeof *e);
+    if (!e) return AIOS_ERR_NOMEM;
+    e->cfg = *m;
+    e->sched = sched;
+    e->max_active = max_active;
+    pthread_mutex_init(&e->st_mu, NULL);
+    atomic_init(&e->stop, false);
+
+    int last = -10;
+    struct llama_model_params mp = llama_model_default_params();
+    mp.progress_callback = lc_progress;
+    mp.progress_callback_user_data = &last;
+    e->model = llama_model_load_from_file(m->path, mp);
+    if (!e->model) {
+        snprintf(err, errlen, "cannot load model %s: corrupt or unsupported GGUF (run `make model` to fetch the default model again)", m->path);
+        lc_close(e);
+        return AIOS_ERR_MODEL;
+    }
+    e->vocab = llama_model_get_vocab(e->model);
+    int train = llama_model_n_ctx_train(e->model);
+    e->kv_size = m->kv_size;
+    e->n_ctx = m->ctx_size > 0 ? m->ctx_size : train;
+    if (e->n_ctx > e->kv_size) e->n_ctx = e->kv_size;
+    e->batch_size = m->batch_size;
+
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = (uint32_t)e->kv_size;
+    cp.n_batch = (uint32_t)e->batch_size;
+    cp.n_ubatch = (uint32_t)e->batch_size;
+    cp.n_seq_max = (uint32_t)max_active;
+    cp.kv_unified = true;
+    cp.no_perf = true;
+    int threads = m->threads > 0 ? m->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    cp.n_threads = cp.n_threads_batch = threads > 0 ? threads : 1;
+    e->ctx = llama_init_from_model(e->model, cp);
+    if (!e->ctx) {
+        snprintf(err, errlen, "cannot create a llama.cpp context (kv_size %d, batch_size %d, %d sequences)", e->kv_size,
+                 e->batch_size, max_active);
+        lc_close(e);
+        return AIOS_ERR_MODEL;
+    }
+    const char *t = llama_model_chat_template(e->model, NULL);
+    e->tmpl = strdup(t ? t : "chatml");
+    e->seqs = calloc((size_t)max_active, sizeof *e->seqs);
+    e->batch = llama_batch_init(e->batch_size, 0, 1);
+    if (!e->tmpl || !e->seqs) {
+        lc_close(e);
+        return AIOS_ERR_NOMEM;
+    }
+    for (int i = 0; i < max_active; i++) {
+        e->seqs[i].id = i;
+        sb_init(&e->seqs[i].pending, 0);
+    }
+    if (pthread_create(&e->thread, NULL, lc_run, e) != 0) {
+        snprintf(err, errlen, "cannot start the engine thread");
+        lc_close(e);
+        return AIOS_ERR_INTERNAL;
+    }
+    e->thread_started = true;
+    *out = e;
+    return AIOS_OK;
+}
+
+static void lc_close(void *impl) {
+    lc_engine *e = impl;
+    if (!e) return;
+    atomic_store(&e->stop, true);
+    if (e->thread_started) {
+        sched_wake(e->sched);
+        pthread_join(e->thread, NULL);
+    }
+    if (e->seqs) {
+        for (int i = 0; i < e->max_active; i++) sb_free(&e->seqs[i].pending);
+        llama_batch_free(e->batch);
+    }
+    free(e->seqs);
+    free(e->tmpl);
+    if (e->ctx) llama_free(e->ctx);
+    if (e->model) llama_model_free(e->model);
+    pthread_mutex_destroy(&e->st_mu);
+    free(e);
+}
+
+static void lc_wake(void *impl) { sched_wake(((lc_engine *)impl)->sched); }
+
+static void lc_info(void *impl, llm_core_info *o) {
+    lc_engine *e = impl;
+    memset(o, 0, sizeof *o);
+    snprintf(o->name, sizeof o->name, "%s", e->cfg.name);
+    o->backend = "llamacpp";
+    llama_model_desc(e->model, o->desc, sizeof o->desc);
+    o->ctx = e->n_ctx;
+    o->ctx_train = llama_model_n_ctx_train(e->model);
+    o->kv_size = e->kv_size;
+    o->max_active = e->max_active;
+    o->n_params = (int64_t)llama_model_n_params(e->model);
+    o->size_bytes = llama_model_size(e->model);
+}
+
+static void lc_stats(void *impl, llm_core_stats *o) {
+    lc_engine *e = impl;
+    pthread_mutex_lock(&e->st_mu);
+    *o = e->st;
+    pthread_mutex_unlock(&e->st_mu);
+}
+
+/* ---------- prepare (API threads; touches only read-only model state) ---------- */
+
+static void lc_sampler_free(void *s) { llama_sampler_free(s); }
+
+static struct llama_sampler *make_sampler(lc_engine *e, const llm_chat *chat, char *err, size_t errlen) {
+    struct llama_sampler_chain_params scp = llama_sampler_chain_default_params();
+    scp.no_perf = true;
+    struct llama_sampler *ch = llama_sampler_chain_init(scp);
+    if (!ch) return NULL;
+    if (chat->grammar) {
+        struct llama_sampler *g = llama_sampler_init_grammar(e->vocab, chat->grammar, "root");
+        if (!g) {
+            snprintf(err, errlen, "the output grammar could not be parsed");
+            llama_sampler_free(ch);
+            return NULL;
+        }
+        llama_sampler_chain_add(ch, g);
+    }
+    const llm_sampling *s = &chat->sampling;
+    if (s->temperature <= 0.0f) {
+        llama_sampler_chain_add(ch, llama_sampler_init_greedy());
+        return ch;
+    }
+    if (s->top_k > 0) llama_sampler_chain_add(ch, llama_sampler_init_top_k(s->top_k));
+    if (s->top_p < 1.0f) llama_sampler_chain_add(ch, llama_sampler_init_top_p(s->top_p, 1));
+    if (s->min_p > 0.0f) llama_sampler_chain_add(ch, llama_sampler_init_min_p(s->min_p, 1));
+    llama_sampler_chain_add(ch, llama_sampler_init_temp(s->temperature));
+    llama_sampler_chain_add(ch, llama_sampler_init_dist(s->seed == LLM_SEED_RANDOM ? LLAMA_DEFAULT_SEED : s->seed));
+    return ch;
+}
+
+static int render(lc_engine *e, const llm_chat *chat, strbuf *out, char *err, size_t errlen) {
+    if (chat->raw_prompt) return sb_puts(out, chat->n_messages ? chat->messages[0].content : "");
+    struct llama_chat_message *msgs = calloc((size_t)chat->n_messages, sizeof *msgs);
+    if (!msgs) return AIOS_ERR_NOMEM;
+    size_t total = 64;
+    for (int i = 0; i < chat->n_messages; i++) {
+        msgs[i].role = chat->messages[i].role;
+        msgs[i].content = chat->messages[i].content ? chat->messages[i].content : "";
+        total += strlen(msgs[i].content) + strlen(msgs[i].role) + 32;
+    }
+    int rc = AIOS_OK;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        char *buf = malloc(total);
+        if (!buf) { rc = AIOS_ERR_NOMEM; break; }
+        int32_t n = llama_chat_apply_template(e->tmpl, msgs, (size_t)chat->n_messages, true, buf, (int32_t)total);
+        if (n < 0) {
+            snprintf(err, errlen, "the model's chat template is not supported by llama_chat_apply_template");
+            rc = AIOS_ERR_MODEL;
+        } else if ((size_t)n < total) {
+            rc = sb_append(out, buf, (size_t)n);
+        } else {
+            total = (size_t)n + 1;
+            free(buf);
+            continue;
+        }
+        free(buf);
+        break;
+    }
+    free(msgs);
+    return rc;
+}
+
+static int lc_prepare(void *impl, const llm_chat *chat, llm_request **out, char *err, size_t errlen) {
+    lc_engine *e = impl;
+    strbuf prompt;
+    sb_init(&prompt, 0);
+    int rc = render(e, chat, &prompt, err, errlen);
+    if (rc) { sb_free(&prompt); return rc; }
+    llm_request *r = llm_request_new(chat);
+    if (!r) { sb_free(&prompt); return AIOS_ERR_NOMEM; }
+    int n = -llama_tokenize(e->vocab, prompt.data, (int32_t)prompt.len, NULL, 0, true, true);
+    if (n <= 0) n = 1; /* INT32_MIN (overflow) also lands here and fails below */
+    r->tokens = malloc((size_t)n * sizeof *r->tokens);
+    if (!r->tokens) rc = AIOS_ERR_NOMEM;
+    if (!rc) r->n_tokens = llama_tokenize(e->vocab, prompt.data, (int32_t)prompt.len, r->tokens, n, true, true);
+    sb_free(&prompt);
+    if (!rc && r->n_tokens <= 0) {
+        snprintf(err, errlen, "the prompt is empty after tokenization");
+        rc = AIOS_ERR_INVALID;
+    }
+    if (!rc && r->n_tokens >= e->n_ctx) {
+        snprintf(err, errlen, "the prompt is %d tokens but model '%s' takes at most %d tokens per request (prompt + output)",
+                 r->n_tokens, e->cfg.name, e->n_ctx);
+        rc = AIOS_ERR_CONTEXT;
+    }
+    if (!rc) {
+        if (r->samp.max_tokens > e->n_ctx - r->n_tokens) r->samp.max_tokens = e->n_ctx - r->n_tokens;
+        r->sampler = make_sampler(e, chat, err, errlen);
+        r->sampler_free = lc_sampler_free;
+        if (!r->sampler) rc = chat->grammar ? AIOS_ERR_INVALID : AIOS_ERR_NOMEM;
+    }
+    if (rc) {
+        llm_request_free(r);
+        return rc;
+    }
+    *out = r;
+    return AIOS_OK;
+}
+
+/* ---------- the engine thread ---------- */
+
+static bool lc_fits(syscall_t *sc, void *ctx) {
+    lc_engine *e = ctx;
+    llm_request *r = sc->args;
+    return r->n_tokens + r->samp.max_tokens <= e->kv_size - e->kv_reserved;
+}
+
+static void stat_add(lc_engine *e, unsigned long long *field, unsigned long long v) {
+    pthread_mutex_lock(&e->st_mu);
+    *field += v;
+    pthread_mutex_unlock(&e->st_mu);
+}
+
+static void seq_flush_text(lc_seq *s) {
+    if (s->pending.len) syscall_emit(s->sc, s->pending.data, s->pending.len);
+    sb_reset(&s->pending);
+}
+
+static void seq_finish(lc_engine *e, lc_seq *s, llm_finish fin, int rc, const char *msg) {
+    if (fin == LLM_FINISH_STOP || fin == LLM_FINISH_LENGTH) seq_flush_text(s);
+    sb_reset(&s->pending);
+    llama_memory_seq_rm(llama_get_memory(e->ctx), s->id, -1, -1);
+    s->req->n_completion = s->n_gen;
+    s->req->finish = fin;
+    e->kv_reserved -= s->reserve;
+    e->n_active--;
+    pthread_mutex_lock(&e->st_mu);
+    if (rc == AIOS_OK) e->st.requests_done++;
+    else if (rc == AIOS_ERR_CANCELLED) e->st.requests_cancelled++;
+    else e->st.requests_failed++;
+    e->st.completion_tokens += (unsigned long long)s->n_gen;
+    e->st.active = e->n_active;
+    e->st.kv_reserved = e->kv_reserved;
+    pthread_mutex_unlock(&e->st_mu);
+    syscall_complete(s->sc, rc, msg ? "%s" : NULL, msg);
+    sched_done(e->sched);
+    syscall_unref(s->sc);
+    s->sc = NULL;
+    s->req = NULL;
+    s->used = false;
+}
+
+static void admit(lc_engine *e) {
+    for (int i = 0; i < e->max_active && !atomic_load(&e->stop); i++) {
+        lc_seq *s = &e->seqs[i];
+        if (s->used) continue;
+        syscall_t *sc = sched_next(e->sched, lc_fits, e);
+        if (!sc) return;
+        s->used = true;
+        s->sc = sc;
+        s->req = sc->args;
+        s->n_past = s->n_fed = s->n_gen = 0;
+        s->decoding = false;
+        s->reserve = s->req->n_tokens + s->req->samp.max_tokens;
+        e->kv_reserved += s->reserve;
+        e->n_active++;
+        stat_add(e, &e->st.prompt_tokens, (unsigned long long)s->req->n_tokens);
+        syscall_round_begin(sc);
+    }
+}
+
+static void batch_add(struct llama_batch *b, llama_token t, int pos, int seq, bool logits) {
+    int i = b->n_tokens++;
+    b->token[i] = t;
+    b->pos[i] = pos;
+    b->n_seq_id[i] = 1;
+    b->seq_id[i][0] = seq;
+    b->logits[i] = logits;
+}
+
+/* Decodes first (one token each), then prefill chunks in slot order. */
+static int build_batch(lc_engine *e) {
+    struct llama_batch *b = &e->batch;
+    b->n_tokens = 0;
+    for (int i = 0; i < e->max_active; i++) {
+        lc_seq *s = &e->seqs[i];
+        s->bidx = -1;
+        if (!s->used || !s->decoding) continue;
+        s->bidx = b->n_tokens;
+        batch_add(b, s->next, s->n_past++, s->id, true);
+    }
+    for (int i = 0; i < e->max_active && b->n_tokens < e->batch_size; i++) {
+        lc_seq *s = &e->seqs[i];
+        if (!s->used || s->decoding) continue;
+        int left = s->req->n_tokens - s->n_fed, room = e->batch_size - b->n_tokens;
+        int chunk = left < room ? left : room;
+        for (int k = 0; k < chunk; k++) {
+            bool last = s->n_fed + 1 == s->req->n_tokens;
+            if (last) s->bidx = b->n_tokens;
+            batch_add(b, s->req->tokens[s->n_fed++], s->n_past++, s->id, last);
+        }
+    }
+    return b->n_tokens;
+}
+
+/* Handles the token just sampled for s; may finish the sequence. */
+static void on_token(lc_engine *e, lc_seq *s, llama_token tok) {
+    if (llama_vocab_is_eog(e->vocab, tok)) {
+        seq_finish(e, s, LLM_FINISH_STOP, AIOS_OK, NULL);
+        return;
+    }
+    s->n_gen++;
+    char piece[256];
+    int n = llama_token_to_piece(e->vocab, tok, piece, sizeof piece, 0, false);
+    if (n > 0) sb_append(&s->pending, piece, (size_t)n);
+    long stop_at;
+    size_t rel = llm_text_releasable(s->pending.data ? s->pending.data : "", s->pending.len,
+                                     (const char *const *)s->req->stop, s->req->n_stop, &stop_at);
+    if (stop_at >= 0) {
+        s->pending.len = (size_t)stop_at;
+        seq_finish(e, s, LLM_FINISH_STOP, AIOS_OK, NULL);
+        return;
+    }
+    if (rel && syscall_emit(s->sc, s->pending.data, rel) != AIOS_OK) {
+        sb_reset(&s->pending);
+        seq_finish(e, s, LLM_FINISH_LENGTH, AIOS_OK, NULL); /* the output buffer cap */
+        return;
+    }
+    if (rel) {
+        memmove(s->pending.data, s->pending.data + rel, s->pending.len - rel + 1);
+        s->pending.len -= rel;
+    }
+    if (s->n_gen >= s->req->samp.max_tokens) {
+        seq_finish(e, s, LLM_FINISH_LENGTH, AIOS_OK, NULL);
+        return;
+    }
+    s->next = tok;
+    s->decoding = true;
+}
+
+static void fail_all(lc_engine *e, int rc, const char *msg) {
+    for (int i = 0; i < e->max_active; i++)
+        if (e->seqs[i].used) seq_finish(e, &e->seqs[i], LLM_FINISH_ERROR, rc, msg);
+}
+
+static void *lc_run(void *arg) {
+    lc_engine *e = arg;
+    while (!atomic_load(&e->stop)) {
+        admit(e);
+        for (int i = 0; i < e->max_active; i++) {
+            lc_seq *s = &e->seqs[i];
+            if (s->used && atomic_load(&s->sc->cancel)) seq_finish(e, s, LLM_FINISH_CANCELLED, AIOS_ERR_CANCELLED, NULL);
+        }
+        if (e->n_active == 0) {
+            sched_wait(e->sched, 0.5);
+            continue;
+        }
+        int n = build_batch(e);
+        if (n == 0) continue;
+        double t0 = kern_now_mono();
+        int rc = llama_decode(e->ctx, e->batch);
+        double dt = kern_now_mono() - t0;
+        pthread_mutex_lock(&e->st_mu);
+        e->st.decode_steps++;
+        e->st.batch_tokens += (unsigned long long)n;
+        e->st.busy_seconds += dt;
+        pthread_mutex_unlock(&e->st_mu);
+        if (rc != 0) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "llama_decode failed (%d)", rc);
+            log_error("%s; failing %d running sequences", msg, e->n_active);
+            llama_memory_clear(llama_get_memory(e->ctx), true);
+            fail_all(e, AIOS_ERR_MODEL, msg);
+            continue;
+        }
+        for (int i = 0; i < e->max_active; i++) {
+            lc_seq *s = &e->seqs[i];
+            if (!s->used || s->bidx < 0) continue;
+            llama_token tok = llama_sampler_sample(s->req->sampler, e->ctx, s->bidx);
+            on_token(e, s, tok);
+        }
+    }
+    fail_all(e, AIOS_ERR_SHUTDOWN, NULL);
+    return NULL;
+}
+
+const llm_backend_ops llm_backend_llamacpp = {
+    .name = "llamacpp", .open = lc_open, .close = lc_close, .info = lc_info,
+    .prepare = lc_prepare, .stats = lc_stats, .wake = lc_wake,
+};

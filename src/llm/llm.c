@@ -1,0 +1,108 @@
+/*
+ * llm.c - the backend-neutral part of an LLM core: it owns the core's run queue (sched_t),
+ * picks the backend by name, and routes submit/cancel. The engine of a backend is the only
+ * consumer of that run queue.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "llm_internal.h"
+
+struct llm_core {
+    const llm_backend_ops *ops;
+    void *impl;
+    sched_t *sched;
+};
+
+static const llm_backend_ops *const BACKENDS[] = {&llm_backend_llamacpp, NULL};
+
+llm_sampling llm_default_sampling(void) {
+    return (llm_sampling){.temperature = 1.0f, .top_p = 1.0f, .top_k = 0, .min_p = 0.0f,
+                          .seed = LLM_SEED_RANDOM, .max_tokens = 1000};
+}
+
+const char *llm_finish_name(llm_finish f) {
+    switch (f) {
+    case LLM_FINISH_STOP: return "stop";
+    case LLM_FINISH_LENGTH: return "length";
+    case LLM_FINISH_CANCELLED: return "cancelled";
+    case LLM_FINISH_ERROR: return "error";
+    default: return "none";
+    }
+}
+
+llm_request *llm_request_new(const llm_chat *chat) {
+    llm_request *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->samp = chat->sampling;
+    if (chat->n_stop > 0) {
+        r->stop = calloc((size_t)chat->n_stop, sizeof *r->stop);
+        if (!r->stop) { free(r); return NULL; }
+        for (int i = 0; i < chat->n_stop; i++) {
+            r->stop[i] = strdup(chat->stop[i]);
+            if (!r->stop[i]) { r->n_stop = i; llm_request_free(r); return NULL; }
+        }
+        r->n_stop = chat->n_stop;
+    }
+    return r;
+}
+
+void llm_request_free(void *p) {
+    llm_request *r = p;
+    if (!r) return;
+    if (r->sampler && r->sampler_free) r->sampler_free(r->sampler);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->stop);
+    free(r->tokens);
+    free(r);
+}
+
+int llm_request_prompt_tokens(const llm_request *r) { return r->n_tokens; }
+int llm_request_completion_tokens(const llm_request *r) { return r->n_completion; }
+llm_finish llm_request_finish(const llm_request *r) { return r->finish; }
+
+llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen) {
+    const llm_backend_ops *ops = NULL;
+    for (int i = 0; BACKENDS[i]; i++)
+        if (strcmp(BACKENDS[i]->name, p->model->backend) == 0) ops = BACKENDS[i];
+    if (!ops) {
+        snprintf(err, errlen, "unknown LLM backend '%s' (allowed: llamacpp)", p->model->backend);
+        return NULL;
+    }
+    llm_core *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->ops = ops;
+    c->sched = sched_new(&p->sched, err, errlen);
+    if (!c->sched || ops->open(p->model, c->sched, p->sched.max_active, &c->impl, err, errlen)) {
+        sched_free(c->sched);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void llm_core_free(llm_core *c) {
+    if (!c) return;
+    sched_close(c->sched);
+    c->ops->close(c->impl); /* joins the engine; running work completes as shut down */
+    sched_free(c->sched);   /* waiting work completes as shut down */
+    free(c);
+}
+
+void llm_core_get_info(llm_core *c, llm_core_info *out) { c->ops->info(c->impl, out); }
+
+void llm_core_get_stats(llm_core *c, llm_core_stats *out, sched_stats *sched_out) {
+    c->ops->stats(c->impl, out);
+    if (sched_out) sched_get_stats(c->sched, sched_out);
+}
+
+int llm_core_prepare(llm_core *c, const llm_chat *chat, llm_request **out, char *err, size_t errlen) {
+    return c->ops->prepare(c->impl, chat, out, err, errlen);
+}
+
+int llm_core_submit(llm_core *c, syscall_t *sc) { return sched_submit(c->sched, sc); }
+
+void llm_core_cancel(llm_core *c, syscall_t *sc) {
+    syscall_cancel(sc);
+    if (!sched_cancel(c->sched, sc)) c->ops->wake(c->impl);
+}

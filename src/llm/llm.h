@@ -1,0 +1,135 @@
+/*
+ * llm.h - LLM cores behind one interface (DESIGN.md §1).
+ *
+ * A core is one loaded model with its own run queue (a sched_t) and its own engine. The
+ * API layer turns a chat into an llm_request with llm_core_prepare() (template, tokenize,
+ * limits, sampler and grammar, all checked before anything is queued, so bad input is a
+ * synchronous 400), wraps it in a syscall and hands it to llm_core_submit(). Backends
+ * implement llm_backend_ops; llamacpp (embedded, continuous batching) is the first, and
+ * remote backends plug in without touching the scheduler or the API.
+ */
+#ifndef AIOS_LLM_H
+#define AIOS_LLM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "../kernel/kernel.h"
+#include "../sched/sched.h"
+#include "../syscall/syscall.h"
+
+typedef struct cJSON cJSON;
+
+typedef struct llm_message {
+    const char *role;
+    const char *content;
+} llm_message;
+
+typedef struct llm_sampling {
+    float temperature;  /* 0 = greedy */
+    float top_p;        /* 1 = off */
+    int top_k;          /* 0 = off */
+    float min_p;        /* 0 = off */
+    uint32_t seed;      /* LLM_SEED_RANDOM = fresh per request */
+    int max_tokens;
+} llm_sampling;
+#define LLM_SEED_RANDOM 0xFFFFFFFFu
+
+llm_sampling llm_default_sampling(void);
+
+typedef enum llm_finish {
+    LLM_FINISH_NONE,
+    LLM_FINISH_STOP,      /* end-of-generation token or a stop string */
+    LLM_FINISH_LENGTH,    /* max_tokens or the context reached */
+    LLM_FINISH_CANCELLED,
+    LLM_FINISH_ERROR,
+} llm_finish;
+const char *llm_finish_name(llm_finish f); /* "stop", "length", ... (OpenAI finish_reason) */
+
+/* What a chat request asks of a core (borrowed pointers; prepare copies what it keeps). */
+typedef struct llm_chat {
+    const llm_message *messages;
+    int n_messages;
+    llm_sampling sampling;
+    const char *const *stop;
+    int n_stop;
+    const char *grammar;   /* GBNF constraining the output, or NULL */
+    bool raw_prompt;       /* messages[0].content is the whole prompt (no template) */
+} llm_chat;
+
+/* One generation; owned by its syscall (args), freed with llm_request_free. The engine
+ * writes the output fields; read them only once the syscall is DONE. */
+typedef struct llm_request llm_request;
+void llm_request_free(void *req);
+int llm_request_prompt_tokens(const llm_request *r);
+int llm_request_completion_tokens(const llm_request *r);
+llm_finish llm_request_finish(const llm_request *r);
+
+/* ---- backend interface ---- */
+typedef struct llm_core_info {
+    char name[AIOS_NAME_MAX];
+    const char *backend;
+    char desc[128];
+    int ctx;          /* largest prompt + output of one request */
+    int ctx_train;
+    int kv_size;
+    int max_active;
+    int64_t n_params;
+    uint64_t size_bytes;
+} llm_core_info;
+
+typedef struct llm_core_stats {
+    unsigned long long requests_done, requests_failed, requests_cancelled;
+    unsigned long long prompt_tokens, completion_tokens, decode_steps, batch_tokens;
+    double busy_seconds;
+    int active, kv_reserved;
+} llm_core_stats;
+
+typedef struct llm_backend_ops {
+    const char *name;
+    int (*open)(const aios_model_cfg *m, sched_t *sched, int max_active, void **impl, char *err, size_t errlen);
+    void (*close)(void *impl);
+    void (*info)(void *impl, llm_core_info *out);
+    int (*prepare)(void *impl, const llm_chat *chat, llm_request **out, char *err, size_t errlen);
+    void (*stats)(void *impl, llm_core_stats *out);
+    void (*wake)(void *impl);
+} llm_backend_ops;
+
+extern const llm_backend_ops llm_backend_llamacpp;
+
+/* ---- cores ---- */
+typedef struct llm_core llm_core;
+
+typedef struct llm_core_params {
+    const aios_model_cfg *model;
+    sched_params sched;
+} llm_core_params;
+
+llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen);
+void llm_core_free(llm_core *c); /* accepts NULL; cancels queued and running work */
+void llm_core_get_info(llm_core *c, llm_core_info *out);
+void llm_core_get_stats(llm_core *c, llm_core_stats *out, sched_stats *sched_out);
+/* Validates and tokenizes; on success *out is a new request the caller owns. */
+int llm_core_prepare(llm_core *c, const llm_chat *chat, llm_request **out, char *err, size_t errlen);
+/* Queues the syscall (whose args is an llm_request from this core). */
+int llm_core_submit(llm_core *c, syscall_t *sc);
+/* Cancels: a waiting syscall completes at once; a running one at the engine's next step. */
+void llm_core_cancel(llm_core *c, syscall_t *sc);
+
+/* ---- generated text helpers (text.c) ---- */
+/* How many leading bytes of `buf` may be released now: stops at an incomplete UTF-8
+ * sequence and holds back any suffix that could still grow into a stop string. Sets
+ * *stop_at to the offset of a complete stop string (-1 if none). */
+size_t llm_text_releasable(const char *buf, size_t len, const char *const *stop, int n_stop, long *stop_at);
+
+/* ---- grammars (grammar.c): JSON Schema -> GBNF for llama.cpp grammar sampling ---- */
+/* Any JSON object. */
+int llm_grammar_json_object(strbuf *out);
+/* Values matching `schema` (a subset of JSON Schema: type, properties, required, items,
+ * enum, const, anyOf/oneOf, min/maxItems, min/maxLength). err names the unsupported part. */
+int llm_grammar_from_schema(const cJSON *schema, strbuf *out, char *err, size_t errlen);
+/* A JSON array of one or more tool calls [{"name": N, "parameters": {...}}], each call's
+ * parameters constrained by its tool's schema. names[i] are the model-facing names. */
+int llm_grammar_tool_calls(const char *const *names, const cJSON *const *schemas, int n, strbuf *out, char *err,
+                           size_t errlen);
+
+#endif
