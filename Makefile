@@ -17,9 +17,9 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CC      ?= cc
-CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror=implicit-function-declaration -Iinclude -Isrc $(PKG_CFLAGS) $(SAN)
-LDFLAGS += $(SAN)
+OPT     ?= -O2 -g
+ALL_CFLAGS = $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror=implicit-function-declaration -Iinclude -Isrc $(PKG_CFLAGS) $(SAN) $(CFLAGS)
+ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 LLAMA_LDLIBS := -L$(LLAMA_LIB) -lllama -Wl,-rpath,$(LLAMA_LIB)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
 
@@ -44,23 +44,23 @@ model: llama
 
 $(BUILD)/obj/%.o: %.c $(wildcard src/*/*.h include/aios/*.h) | llama-check
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LLAMA_INC) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(LLAMA_INC) -c $< -o $@
 
 .PHONY: llama-check
 llama-check:
 	@test -f $(LLAMA_LIB)/libllama.so || { echo "llama.cpp is not built yet: run 'make llama' (or 'make run')"; exit 1; }
 
 $(BUILD)/aiosd: $(BUILD)/obj/src/kernel/main.o $(KERNEL_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS)
 $(BUILD)/aios: $(BUILD)/obj/src/cli/aios.o $(SDK_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/demo_agents: $(BUILD)/obj/examples/demo_agents.o $(SDK_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/loadgen: $(BUILD)/obj/bench/loadgen.o $(SDK_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_OBJ) $(BUILD)/obj/src/sdk/aios.o
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS) -lcmocka
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS) -lcmocka
 
 run: deps model all
 	@bash scripts/run-demo.sh
@@ -72,7 +72,7 @@ system: all
 	@bash tests/run-system.sh $(BUILD)
 
 asan:
-	@$(MAKE) --no-print-directory BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" CFLAGS="-O1 -g" all
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" OPT="-O1 -g" all
 
 test: deps model
 	@bash tests/run-all.sh

@@ -66,11 +66,13 @@ static void lc_log(enum ggml_log_level level, const char *text, void *ud) {
     }
 }
 
+/* Progress on stderr: a live percentage on a terminal, a line per quarter otherwise. */
 static bool lc_progress(float p, void *ud) {
     int *last = ud;
-    int pct = (int)(p * 100.0f);
-    if (pct >= *last + 10 || pct == 100) {
-        if (*last < 100) fprintf(stderr, "\rloading model: %3d%%%s", pct, pct == 100 ? "\n" : "");
+    int pct = (int)(p * 100.0f), tty = isatty(2), step = tty ? 5 : 25;
+    if ((pct >= *last + step || pct == 100) && *last < 100) {
+        if (tty) fprintf(stderr, "\rloading model: %3d%%%s", pct, pct == 100 ? "\n" : "");
+        else fprintf(stderr, "loading model: %d%%\n", pct);
         *last = pct;
     }
     return true;
@@ -113,7 +115,7 @@ static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, void
     pthread_mutex_init(&e->st_mu, NULL);
     atomic_init(&e->stop, false);
 
-    int last = -10;
+    int last = -100;
     struct llama_model_params mp = llama_model_default_params();
     mp.progress_callback = lc_progress;
     mp.progress_callback_user_data = &last;

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# `make test`: every tier. 1) unit tests (cmocka), 2) system + fault tests against the real
+# aiosd and model, 3) the same system + fault tests against an ASan+UBSan build. Prints
+# each tier's result and one closing "N passed, N failed" line; exits non-zero on failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+jobs="${AIOS_JOBS:-2}"
+log="$(mktemp -d)"
+total_p=0; total_f=0; status=0
+
+count() { # file -> "passed failed" from cmocka/pytest summaries
+  local p f
+  p=$(grep -Eo '[0-9]+ passed' "$1" | tail -1 | grep -Eo '[0-9]+'); f=$(grep -Eo '[0-9]+ failed' "$1" | tail -1 | grep -Eo '[0-9]+')
+  e=$(grep -Eo '[0-9]+ errors?' "$1" | tail -1 | grep -Eo '[0-9]+')
+  echo "${p:-0} $(( ${f:-0} + ${e:-0} ))"
+}
+
+tier() { # name command...
+  local name=$1; shift
+  echo "==> $name"
+  "$@" 2>&1 | tee "$log/$name.log"; local rc=${PIPESTATUS[0]}
+  read -r p f < <(count "$log/$name.log")
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  total_p=$((total_p + p)); total_f=$((total_f + f))
+  [ "$rc" -eq 0 ] || status=1
+  echo "<== $name: $p passed, $f failed"
+}
+
+make --no-print-directory -j"$jobs" all build/tests/test_kernel build/tests/test_sched build/tests/test_llm >/dev/null || { echo "build failed"; exit 1; }
+tier unit bash tests/run-unit.sh build/tests/test_kernel build/tests/test_sched build/tests/test_llm
+tier system bash tests/run-system.sh build
+make --no-print-directory -j"$jobs" asan >/dev/null || { echo "asan build failed"; exit 1; }
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1"
+export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+tier asan-system bash tests/run-system.sh build-asan
+echo "total: $total_p passed, $total_f failed"
+exit $status

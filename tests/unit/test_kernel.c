@@ -1,0 +1,195 @@
+/*
+ * test_kernel.c - unit tests of the kernel module: result table, string buffer, and the
+ * layered configuration (defaults, YAML, environment, --set, validation, reference doc).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "kernel/kernel.h"
+
+static void test_result_table(void **st) {
+    (void)st;
+    assert_int_equal(aios_http_status(AIOS_OK), 200);
+    assert_int_equal(aios_http_status(AIOS_ERR_INVALID), 400);
+    assert_int_equal(aios_http_status(AIOS_ERR_NOT_FOUND), 404);
+    assert_int_equal(aios_http_status(AIOS_ERR_TOO_LARGE), 413);
+    assert_int_equal(aios_http_status(AIOS_ERR_CONTEXT), 400);
+    assert_int_equal(aios_http_status(AIOS_ERR_NOT_IMPLEMENTED), 501);
+    assert_string_equal(aios_errcode(AIOS_ERR_CONTEXT), "context_length_exceeded");
+    assert_string_equal(aios_strerror(AIOS_ERR_BUSY), "queue full, retry later");
+    assert_string_equal(aios_strerror(-9999), "unknown error");
+    assert_int_equal(aios_http_status(-9999), 500);
+}
+
+static void test_strbuf_limits(void **st) {
+    (void)st;
+    strbuf b;
+    sb_init(&b, 8);
+    assert_int_equal(sb_puts(&b, "abcd"), AIOS_OK);
+    assert_int_equal(sb_printf(&b, "%d", 1234), AIOS_OK);
+    assert_int_equal(b.len, 8);
+    assert_int_equal(sb_puts(&b, "x"), AIOS_ERR_TOO_LARGE);
+    assert_string_equal(b.data, "abcd1234"); /* unchanged by the refused append */
+    char *s = sb_steal(&b);
+    assert_string_equal(s, "abcd1234");
+    assert_null(b.data);
+    free(s);
+    sb_free(&b);
+    sb_free(NULL);
+}
+
+static char *write_tmp(const char *text) {
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/aios-test-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+static void test_config_defaults(void **st) {
+    (void)st;
+    aios_config c;
+    config_defaults(&c);
+    char err[256];
+    assert_string_equal(c.server.host, "127.0.0.1");
+    assert_int_equal(c.server.port, 8000);
+    assert_int_equal(c.scheduler.max_active, 16);
+    assert_string_equal(c.scheduler.policy, "fifo");
+    assert_int_equal(c.llms.n_models, 1);
+    assert_string_equal(c.llms.models[0].name, "smollm2");
+    assert_non_null(strstr(c.llms.models[0].path, "SmolLM2-135M-Instruct-Q8_0.gguf"));
+    assert_int_equal(config_validate(&c, err, sizeof err), AIOS_OK);
+    assert_ptr_equal(config_model(&c, NULL), &c.llms.models[0]);
+    assert_null(config_model(&c, "nope"));
+}
+
+static void test_config_yaml(void **st) {
+    (void)st;
+    aios_config c;
+    config_defaults(&c);
+    char err[256] = "";
+    const char *p = write_tmp("server:\n  port: 9100\n  max_body_bytes: 4096\nllms:\n  default_model: a\n  models:\n"
+                              "    - name: a\n      backend: llamacpp\n      path: /x/a.gguf\n      ctx_size: 512\n"
+                              "    - name: b\n      path: /x/b.gguf\nscheduler:\n  max_active: 4\nmemory:\n  limit: 1\n");
+    assert_int_equal(config_load_file(&c, p, err, sizeof err), AIOS_OK);
+    unlink(p);
+    assert_int_equal(c.server.port, 9100);
+    assert_int_equal(c.server.max_body_bytes, 4096);
+    assert_int_equal(c.llms.n_models, 2);
+    assert_string_equal(c.llms.models[1].name, "b");
+    assert_int_equal(c.llms.models[0].ctx_size, 512);
+    assert_int_equal(c.llms.models[1].kv_size, 32768); /* a default per entry */
+    assert_int_equal(c.scheduler.max_active, 4);
+    assert_ptr_equal(config_model(&c, NULL), &c.llms.models[0]);
+    assert_int_equal(config_validate(&c, err, sizeof err), AIOS_OK);
+}
+
+static void test_config_yaml_errors(void **st) {
+    (void)st;
+    static const struct { const char *yaml, *needle; } CASES[] = {
+        {"server:\n  prot: 1\n", "server.prot"},
+        {"server:\n  port: 99999\n", "out of range"},
+        {"server:\n  port: eighty\n", "expected an integer"},
+        {"bogus:\n  x: 1\n", "unknown section 'bogus'"},
+        {"server: [1, 2\n", "YAML error"},
+        {"llms:\n  models: []\n", "empty"},
+        {"llms:\n  models:\n    - name: a\n      colour: red\n", "colour"},
+    };
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
+        aios_config c;
+        config_defaults(&c);
+        char err[256] = "";
+        const char *p = write_tmp(CASES[i].yaml);
+        assert_int_equal(config_load_file(&c, p, err, sizeof err), AIOS_ERR_CONFIG);
+        unlink(p);
+        if (!strstr(err, CASES[i].needle)) fail_msg("case %zu: '%s' lacks '%s'", i, err, CASES[i].needle);
+        assert_non_null(strstr(err, ":")); /* file:line: prefix */
+    }
+    aios_config c;
+    config_defaults(&c);
+    char err[256];
+    assert_int_equal(config_load_file(&c, "/nonexistent/aios.yaml", err, sizeof err), AIOS_ERR_CONFIG);
+    assert_non_null(strstr(err, "/nonexistent/aios.yaml"));
+}
+
+static const char *fake_env(const char *name) {
+    if (!strcmp(name, "AIOS_SERVER_PORT")) return "8123";
+    if (!strcmp(name, "AIOS_SCHEDULER_MAX_ACTIVE")) return "3";
+    if (!strcmp(name, "AIOS_MODEL")) return "/m/model.gguf";
+    return NULL;
+}
+static const char *bad_env(const char *name) { return !strcmp(name, "AIOS_SERVER_PORT") ? "x" : NULL; }
+
+static void test_config_env_and_set(void **st) {
+    (void)st;
+    aios_config c;
+    config_defaults(&c);
+    char err[256] = "";
+    assert_int_equal(config_load_env(&c, fake_env, err, sizeof err), AIOS_OK);
+    assert_int_equal(c.server.port, 8123);
+    assert_int_equal(c.scheduler.max_active, 3);
+    assert_string_equal(c.llms.models[0].path, "/m/model.gguf");
+    assert_int_equal(config_load_env(&c, bad_env, err, sizeof err), AIOS_ERR_CONFIG);
+    assert_non_null(strstr(err, "AIOS_SERVER_PORT"));
+    assert_int_equal(config_set(&c, "server.port", "8200", err, sizeof err), AIOS_OK);
+    assert_int_equal(c.server.port, 8200);
+    assert_int_equal(config_set(&c, "server.nope", "1", err, sizeof err), AIOS_ERR_CONFIG);
+    assert_non_null(strstr(err, "server.nope"));
+    char longv[200];
+    memset(longv, 'a', sizeof longv - 1);
+    longv[sizeof longv - 1] = 0;
+    assert_int_equal(config_set(&c, "server.host", longv, err, sizeof err), AIOS_ERR_CONFIG);
+}
+
+static void test_config_validate(void **st) {
+    (void)st;
+    aios_config c;
+    config_defaults(&c);
+    char err[256];
+    snprintf(c.scheduler.policy, sizeof c.scheduler.policy, "lottery");
+    assert_int_equal(config_validate(&c, err, sizeof err), AIOS_ERR_CONFIG);
+    assert_non_null(strstr(err, "scheduler.policy"));
+    assert_non_null(strstr(err, "allowed: fifo"));
+    config_defaults(&c);
+    snprintf(c.llms.models[0].backend, sizeof c.llms.models[0].backend, "quantum");
+    assert_int_equal(config_validate(&c, err, sizeof err), AIOS_ERR_CONFIG);
+    assert_non_null(strstr(err, "backend"));
+    config_defaults(&c);
+    snprintf(c.log_level, sizeof c.log_level, "loud");
+    assert_int_equal(config_validate(&c, err, sizeof err), AIOS_ERR_CONFIG);
+}
+
+static void test_config_reference(void **st) {
+    (void)st;
+    char path[] = "/tmp/aios-doc-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    assert_int_equal(config_write_reference(path), AIOS_OK);
+    FILE *f = fopen(path, "r");
+    char buf[16384];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    unlink(path);
+    assert_non_null(strstr(buf, "`server.port` | `8000` | `AIOS_SERVER_PORT`"));
+    assert_non_null(strstr(buf, "`scheduler.max_active`"));
+    assert_non_null(strstr(buf, "| `kv_size` |"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_result_table),       cmocka_unit_test(test_strbuf_limits),
+        cmocka_unit_test(test_config_defaults),    cmocka_unit_test(test_config_yaml),
+        cmocka_unit_test(test_config_yaml_errors), cmocka_unit_test(test_config_env_and_set),
+        cmocka_unit_test(test_config_validate),    cmocka_unit_test(test_config_reference),
+    };
+    return cmocka_run_group_tests_name("kernel", tests, NULL, NULL);
+}
