@@ -36,7 +36,7 @@ static const cfg_key KEYS[] = {
     K_INT("server.max_connections", server.max_connections, 4, 100000, "1024", "Concurrent HTTP connections."),
     K_INT("server.connection_timeout_s", server.connection_timeout_s, 0, 86400, "300", "Idle connection timeout in seconds (0 = none). Generation in progress is never idle."),
     K_INT("server.max_stream_buffer_kb", server.max_stream_buffer_kb, 4, 1 << 20, "1024", "Generated text kept per request (KiB); also caps one response."),
-    K_STR("llms.default_model", llms.default_model, "smollm2", "Model used when a request names none (or names one not in `llms.models`, for the AIOS envelope's null `llms`)."),
+    K_STR("llms.default_model", llms.default_model, "smollm2", "Model used when a request names none (AIOS `llms: null`, OpenAI without `model`); a named model that is not served gets 404."),
     K_INT("llms.default_max_tokens", llms.default_max_tokens, 1, 1 << 20, "1000", "max_tokens when a request gives none (the Cerebrum SDK sends 1000)."),
     K_INT("llms.max_messages", llms.max_messages, 1, 1 << 20, "1024", "Most messages in one chat request."),
     K_LONG("llms.max_prompt_bytes", llms.max_prompt_bytes, 256, 1L << 30, "1048576", "Largest rendered prompt (bytes) before tokenizing."),
@@ -44,7 +44,7 @@ static const cfg_key KEYS[] = {
     K_STR("scheduler.policy", scheduler.policy, "fifo", "LLM scheduling policy. Allowed: fifo."),
     K_INT("scheduler.max_active", scheduler.max_active, 1, 256, "16", "Sequences decoded together in one batch; the rest wait in the run queue."),
     K_INT("scheduler.max_queue", scheduler.max_queue, 1, 1 << 20, "4096", "Waiting requests per model before new ones get 503."),
-    K_STR("kernel.data_dir", data_dir, "", "Directory for kernel state. Empty = $AIOS_CACHE/data (~/.cache/aios/data)."),
+    K_STR("kernel.data_dir", data_dir, "", "Directory for kernel state (created at start; used by the context and storage managers). Empty = $AIOS_CACHE/data (~/.cache/aios/data)."),
     K_STR("kernel.log_level", log_level, "info", "debug, info, warn or error."),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
