@@ -16,7 +16,7 @@ mkdir -p "$cache/dl" "$root"
 sdist="$cache/dl/llama_cpp_python-$LLAMA_PY_VERSION.tar.gz"
 if [ ! -f "$sdist" ] || ! echo "$LLAMA_PY_SHA256  $sdist" | sha256sum -c --quiet - 2>/dev/null; then
   echo "==> downloading llama-cpp-python $LLAMA_PY_VERSION sdist from PyPI"
-  python3 -m pip download --progress-bar on --no-deps --no-binary :all: --no-build-isolation \
+  python3 -m pip download --progress-bar on --no-deps --no-binary :all: \
     "llama-cpp-python==$LLAMA_PY_VERSION" -d "$cache/dl" 2>&1 | grep -v "Preparing metadata" || true
 fi
 echo "$LLAMA_PY_SHA256  $sdist" | sha256sum -c --quiet - || { echo "error: sha256 mismatch for $sdist" >&2; exit 1; }

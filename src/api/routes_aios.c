@@ -166,6 +166,11 @@ static enum MHD_Result h_query(api_req *r, cJSON *body) {
     return query_llm(r, qd);
 }
 
+static void core_snapshot(api_req *r, int i, llm_core_info *info, llm_core_stats *st, sched_stats *ss) {
+    llm_core_get_info(api_core_at(r, i), info);
+    llm_core_get_stats(api_core_at(r, i), st, ss);
+}
+
 static enum MHD_Result h_status(api_req *r, cJSON *body) {
     (void)body;
     cJSON *o = cJSON_CreateObject();
@@ -181,8 +186,7 @@ static enum MHD_Result h_status(api_req *r, cJSON *body) {
         llm_core_info info;
         llm_core_stats st;
         sched_stats ss;
-        llm_core_get_info(api_core_at(r, i), &info);
-        llm_core_get_stats(api_core_at(r, i), &st, &ss);
+        core_snapshot(r, i, &info, &st, &ss);
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "name", info.name);
         cJSON_AddStringToObject(m, "backend", info.backend);
@@ -233,8 +237,7 @@ static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
             llm_core_info info;
             llm_core_stats st;
             sched_stats ss;
-            llm_core_get_info(api_core_at(r, i), &info);
-            llm_core_get_stats(api_core_at(r, i), &st, &ss);
+            core_snapshot(r, i, &info, &st, &ss);
             double v[] = {(double)st.requests_done, (double)st.requests_failed, (double)st.requests_cancelled,
                           (double)st.prompt_tokens, (double)st.completion_tokens, (double)st.decode_steps,
                           (double)st.batch_tokens, st.busy_seconds, (double)ss.queued, (double)ss.active,

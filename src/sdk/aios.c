@@ -202,6 +202,14 @@ static void read_usage(cJSON *u, aios_chat_result *out) {
     if ((v = cJSON_GetObjectItem(u, "completion_tokens"))) out->completion_tokens = v->valueint;
 }
 
+/* Text and finish reason of an answer, and the usage and "aios" timings of `holder`. */
+static void read_answer(aios_chat_result *out, const cJSON *text, const cJSON *fr, cJSON *holder) {
+    out->text = strdup(cJSON_IsString(text) ? text->valuestring : "");
+    if (cJSON_IsString(fr)) snprintf(out->finish_reason, sizeof out->finish_reason, "%s", fr->valuestring);
+    read_usage(cJSON_GetObjectItem(holder, "usage"), out);
+    read_timing(cJSON_GetObjectItem(holder, "aios"), out);
+}
+
 static int finish_status(int rc, aios_chat_result *out) {
     if (rc) {
         if (!out->error[0]) snprintf(out->error, sizeof out->error, "%s", aios_strerror(rc));
@@ -252,12 +260,8 @@ int aios_chat(aios_client *c, const aios_message *msgs, int n, const aios_chat_o
         cJSON *j = cJSON_Parse(b.d ? b.d : "");
         if (out->http_status / 100 != 2) read_error(b.d, out);
         cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
-        cJSON *content = cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "message"), "content");
-        cJSON *fr = cJSON_GetObjectItem(ch, "finish_reason");
-        out->text = strdup(cJSON_IsString(content) ? content->valuestring : "");
-        if (cJSON_IsString(fr)) snprintf(out->finish_reason, sizeof out->finish_reason, "%s", fr->valuestring);
-        read_usage(cJSON_GetObjectItem(j, "usage"), out);
-        read_timing(cJSON_GetObjectItem(j, "aios"), out);
+        read_answer(out, cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "message"), "content"),
+                    cJSON_GetObjectItem(ch, "finish_reason"), j);
         cJSON_Delete(j);
         free(b.d);
     }
@@ -295,12 +299,7 @@ int aios_query_chat(aios_client *c, const char *agent, const aios_message *msgs,
     cJSON *j = cJSON_Parse(b.d ? b.d : "");
     if (out->http_status / 100 != 2) read_error(b.d, out);
     cJSON *resp = cJSON_GetObjectItem(j, "response");
-    cJSON *msg = cJSON_GetObjectItem(resp, "response_message");
-    cJSON *fr = cJSON_GetObjectItem(resp, "finish_reason");
-    out->text = strdup(cJSON_IsString(msg) ? msg->valuestring : "");
-    if (cJSON_IsString(fr)) snprintf(out->finish_reason, sizeof out->finish_reason, "%s", fr->valuestring);
-    read_usage(cJSON_GetObjectItem(resp, "usage"), out);
-    read_timing(cJSON_GetObjectItem(resp, "aios"), out);
+    read_answer(out, cJSON_GetObjectItem(resp, "response_message"), cJSON_GetObjectItem(resp, "finish_reason"), resp);
     cJSON_Delete(j);
     free(b.d);
     return finish_status(rc, out);
