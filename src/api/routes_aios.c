@@ -238,7 +238,8 @@ static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
             llm_core_stats st;
             sched_stats ss;
             core_snapshot(r, i, &info, &st, &ss);
-            double v[] = {(double)st.requests_done, (double)st.requests_failed, (double)st.requests_cancelled,
+            double v[] = {(double)st.requests_done, (double)st.requests_failed,
+                          (double)(st.requests_cancelled + ss.cancelled_waiting),
                           (double)st.prompt_tokens, (double)st.completion_tokens, (double)st.decode_steps,
                           (double)st.batch_tokens, st.busy_seconds, (double)ss.queued, (double)ss.active,
                           (double)st.kv_reserved};

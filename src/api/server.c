@@ -377,8 +377,7 @@ api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->cfg->server.max_connections,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)p->cfg->server.connection_timeout_s,
-                              MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                              MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_END);
+                              MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (!s->mhd) {
         snprintf(err, errlen, "cannot listen on %s:%d (is the port in use?)", p->cfg->server.host, p->cfg->server.port);
         free(s);

@@ -321,14 +321,12 @@ static bool lc_fits(syscall_t *sc, void *ctx) {
     return r->n_tokens + r->samp.max_tokens <= e->kv_size - e->kv_reserved;
 }
 
-static void stat_add(lc_engine *e, unsigned long long *field, unsigned long long v) {
-    pthread_mutex_lock(&e->st_mu);
-    *field += v;
-    pthread_mutex_unlock(&e->st_mu);
-}
-
+/* Releases what is left at the end, less a trailing incomplete UTF-8 character (a
+ * generation cut by max_tokens can end inside one; clients must get valid UTF-8). */
 static void seq_flush_text(lc_seq *s) {
-    if (s->pending.len) syscall_emit(s->sc, s->pending.data, s->pending.len);
+    long stop_at;
+    size_t n = s->pending.len ? llm_text_releasable(s->pending.data, s->pending.len, NULL, 0, &stop_at) : 0;
+    if (n) syscall_emit(s->sc, s->pending.data, n);
     sb_reset(&s->pending);
 }
 
@@ -370,7 +368,11 @@ static void admit(lc_engine *e) {
         s->reserve = s->req->n_tokens + s->req->samp.max_tokens;
         e->kv_reserved += s->reserve;
         e->n_active++;
-        stat_add(e, &e->st.prompt_tokens, (unsigned long long)s->req->n_tokens);
+        pthread_mutex_lock(&e->st_mu);
+        e->st.prompt_tokens += (unsigned long long)s->req->n_tokens;
+        e->st.active = e->n_active;
+        e->st.kv_reserved = e->kv_reserved;
+        pthread_mutex_unlock(&e->st_mu);
         syscall_round_begin(sc);
     }
 }
