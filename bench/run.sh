@@ -55,7 +55,7 @@ for n in $NS; do
   stop_server
   # engine ceiling at the same batch size and prompt length
   "$bin/llama-batched-bench" -m "$model" -c "$KV" -npp "$npp" -ntg "$G" -npl "$n" -t "$THREADS" -tb "$THREADS" -kvu \
-    --output-format jsonl 2>/dev/null | tail -1 >"$out/batched-$n.json"
+    --output-format jsonl 2>/dev/null | grep "^{" | tail -1 >"$out/batched-$n.json"
 done
 
 python3 - "$out" "$NS" <<'PY'
