@@ -321,6 +321,12 @@ static bool lc_fits(syscall_t *sc, void *ctx) {
     return r->n_tokens + r->samp.max_tokens <= e->kv_size - e->kv_reserved;
 }
 
+/* Copies the engine-owned gauges into the stats readers see; st_mu held. */
+static void publish_gauges_locked(lc_engine *e) {
+    e->st.active = e->n_active;
+    e->st.kv_reserved = e->kv_reserved;
+}
+
 /* Releases what is left at the end, less a trailing incomplete UTF-8 character (a
  * generation cut by max_tokens can end inside one; clients must get valid UTF-8). */
 static void seq_flush_text(lc_seq *s) {
@@ -343,8 +349,7 @@ static void seq_finish(lc_engine *e, lc_seq *s, llm_finish fin, int rc, const ch
     else if (rc == AIOS_ERR_CANCELLED) e->st.requests_cancelled++;
     else e->st.requests_failed++;
     e->st.completion_tokens += (unsigned long long)s->n_gen;
-    e->st.active = e->n_active;
-    e->st.kv_reserved = e->kv_reserved;
+    publish_gauges_locked(e);
     pthread_mutex_unlock(&e->st_mu);
     syscall_complete(s->sc, rc, msg ? "%s" : NULL, msg);
     sched_done(e->sched);
@@ -370,8 +375,7 @@ static void admit(lc_engine *e) {
         e->n_active++;
         pthread_mutex_lock(&e->st_mu);
         e->st.prompt_tokens += (unsigned long long)s->req->n_tokens;
-        e->st.active = e->n_active;
-        e->st.kv_reserved = e->kv_reserved;
+        publish_gauges_locked(e);
         pthread_mutex_unlock(&e->st_mu);
         syscall_round_begin(sc);
     }

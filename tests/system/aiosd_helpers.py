@@ -220,6 +220,11 @@ def wait_for(pred, timeout: float, interval: float = 0.05):
         time.sleep(interval)
 
 
+def wait_metrics(base_url: str, pred, timeout: float) -> dict[str, float] | None:
+    """Polls /metrics until pred(metrics) holds; returns those metrics, or None on timeout."""
+    return wait_for(lambda: (lambda m: m if pred(m) else None)(metrics(base_url)), timeout)
+
+
 def wait_idle_and_cancelled(base_url: str, cancelled_before: float, timeout: float = 2.0) -> dict[str, float]:
     """Waits until no sequence is active and the cancelled counter grew by one; returns
     the last metrics seen (the caller asserts on them)."""

@@ -21,7 +21,8 @@ import requests
 
 from aiosd_helpers import (AIOSD, LONG_CHAT_PROMPT, MODEL_NAME, READY_TIMEOUT_S, REPO, assert_error,
                            assert_serving, chat_body, daemon_env, default_model_path, metrics, model_flags,
-                           query_body, run_aiosd_to_exit, wait_for, wait_idle_and_cancelled)
+                           query_body, run_aiosd_to_exit, wait_for, wait_idle_and_cancelled,
+                           wait_metrics)
 
 TIMEOUT = 120
 CHAT = "/v1/chat/completions"
@@ -285,18 +286,27 @@ def _stream_request_bytes(host, port, body: dict) -> bytes:
             f"Accept: text/event-stream\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
 
 
+def _open_stream(host, port, body: dict, events: int) -> tuple[socket.socket, bytes]:
+    """Connects, sends a streaming request and reads until `events` SSE events arrived;
+    returns the socket (the caller closes it) and what was read."""
+    s = socket.create_connection((host, port), timeout=30)
+    s.sendall(_stream_request_bytes(host, port, body))
+    buf = b""
+    while buf.count(b"data: ") < events:
+        got = s.recv(4096)
+        if not got:
+            s.close()
+            raise AssertionError(f"the stream ended early: {buf!r}")
+        buf += got
+    return s, buf
+
+
 def test_disconnect_while_streaming(base_url):
     before = metrics(base_url)
     assert before["aios_active_sequences"] == 0
     host, port = addr(base_url)
-    s = socket.create_connection((host, port), timeout=30)
+    s, buf = _open_stream(host, port, chat_body(LONG_CHAT_PROMPT, max_tokens=2000, stream=True), 3)
     try:
-        s.sendall(_stream_request_bytes(host, port, chat_body(LONG_CHAT_PROMPT, max_tokens=2000, stream=True)))
-        buf = b""
-        while buf.count(b"data: ") < 3:
-            got = s.recv(4096)
-            assert got, f"the stream ended early: {buf!r}"
-            buf += got
         assert buf.startswith(b"HTTP/1.1 200"), buf[:200]
         assert b"[DONE]" not in buf
         during = metrics(base_url)
@@ -340,25 +350,19 @@ def test_disconnect_while_queued(spawn_daemon):
     drop it from the queue without disturbing the running one."""
     d = spawn_daemon("oneslot", ["--set", "scheduler.max_active=1"])
     host, port = addr(d.url)
-    runner = socket.create_connection((host, port), timeout=30)
+    runner, _ = _open_stream(host, port, chat_body(LONG_CHAT_PROMPT, max_tokens=2000, stream=True), 2)
     waiter = socket.create_connection((host, port), timeout=30)
     try:
-        runner.sendall(_stream_request_bytes(host, port, chat_body(LONG_CHAT_PROMPT, max_tokens=2000, stream=True)))
-        buf = b""
-        while buf.count(b"data: ") < 2:
-            got = runner.recv(4096)
-            assert got
-            buf += got
         waiter.sendall(_stream_request_bytes(host, port, chat_body("Say hi.", max_tokens=4, stream=True)))
         assert wait_for(lambda: metrics(d.url)["aios_queue_length"] == 1, 5), metrics(d.url)
         waiter.close()
-        m = wait_for(lambda: (lambda m: m if m["aios_queue_length"] == 0 else None)(metrics(d.url)), 2)
+        m = wait_metrics(d.url, lambda m: m["aios_queue_length"] == 0, 2)
         assert m, f"the abandoned request is still queued: {metrics(d.url)}"
         assert m["aios_active_sequences"] == 1, "the running request must be untouched"
         runner.settimeout(5)
         assert runner.recv(4096), "the running stream must keep flowing"
         # a request cancelled while it waited is a cancelled request too
-        m = wait_for(lambda: (lambda m: m if m["aios_requests_cancelled_total"] == 1 else None)(metrics(d.url)), 1)
+        m = wait_metrics(d.url, lambda m: m["aios_requests_cancelled_total"] == 1, 1)
         assert m, f"aios_requests_cancelled_total did not count the request cancelled in the queue: {metrics(d.url)}"
     finally:
         waiter.close()
@@ -439,21 +443,13 @@ def test_many_clients_vanish_at_once(base_url):
     socks = []
     try:
         for i in range(8):
-            s = socket.create_connection((host, port), timeout=30)
-            s.sendall(_stream_request_bytes(host, port, chat_body(f"{LONG_CHAT_PROMPT} Part {i}.", max_tokens=2000,
-                                                                  stream=True)))
-            socks.append(s)
-        for s in socks:
-            buf = b""
-            while b"data: " not in buf:
-                got = s.recv(4096)
-                assert got
-                buf += got
+            body = chat_body(f"{LONG_CHAT_PROMPT} Part {i}.", max_tokens=2000, stream=True)
+            socks.append(_open_stream(host, port, body, 1)[0])
         assert metrics(base_url)["aios_active_sequences"] == 8
     finally:
         for s in socks:
             s.close()
-    m = wait_for(lambda: (lambda m: m if m["aios_active_sequences"] == 0 else None)(metrics(base_url)), 3)
+    m = wait_metrics(base_url, lambda m: m["aios_active_sequences"] == 0, 3)
     assert m, metrics(base_url)
     assert m["aios_requests_cancelled_total"] == before["aios_requests_cancelled_total"] + 8, m
     assert m["aios_kv_reserved_cells"] == 0, m
@@ -588,8 +584,7 @@ def test_junk_flood_then_good_request(base_url):
         if want is not None:
             assert got == want, res
     # every abandoned generation is freed, and the kernel serves
-    m = wait_for(lambda: (lambda m: m if m["aios_active_sequences"] == 0 and m["aios_queue_length"] == 0 else None)
-                 (metrics(base_url)), 10)
+    m = wait_metrics(base_url, lambda m: m["aios_active_sequences"] == 0 and m["aios_queue_length"] == 0, 10)
     assert m, metrics(base_url)
     assert m["aios_kv_reserved_cells"] == 0, m
     r = requests.post(base_url + "/query", json=query_body("What is the capital of France?", max_new_tokens=16),
@@ -604,14 +599,8 @@ def test_sigterm_during_generation(spawn_daemon):
     daemon exits 0."""
     d = spawn_daemon("sigterm")
     host, port = addr(d.url)
-    s = socket.create_connection((host, port), timeout=30)
+    s, buf = _open_stream(host, port, chat_body(LONG_CHAT_PROMPT, max_tokens=2000, stream=True), 2)
     try:
-        s.sendall(_stream_request_bytes(host, port, chat_body(LONG_CHAT_PROMPT, max_tokens=2000, stream=True)))
-        buf = b""
-        while buf.count(b"data: ") < 2:
-            got = s.recv(4096)
-            assert got
-            buf += got
         d.proc.send_signal(signal.SIGTERM)
         s.settimeout(30)
         t0 = time.monotonic()
