@@ -20,12 +20,13 @@ CC      ?= cc
 OPT     ?= -O2 -g
 ALL_CFLAGS = $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror=implicit-function-declaration -Iinclude -Isrc $(PKG_CFLAGS) $(SAN) $(CFLAGS)
 ALL_LDFLAGS = $(SAN) $(LDFLAGS)
-LLAMA_LDLIBS := -L$(LLAMA_LIB) -lllama -Wl,-rpath,$(LLAMA_LIB)
+LLAMA_LDLIBS := -L$(LLAMA_LIB) -lllama -lggml-cpu -lggml-base -Wl,-rpath,$(LLAMA_LIB)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
 
 KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/syscall/syscall.c \
-              src/sched/sched.c src/sched/policy_fifo.c \
-              src/llm/llm.c src/llm/llamacpp.c src/llm/text.c src/llm/grammar.c \
+              src/sched/sched.c src/sched/policy_fifo.c src/sched/policy_rr.c src/sched/policy_priority.c \
+              src/sched/policy_fair.c src/context/ctx.c \
+              src/llm/llm.c src/llm/llamacpp.c src/llm/llamacpp_ctx.c src/llm/text.c src/llm/grammar.c \
               src/api/server.c src/api/json.c src/api/chat.c src/api/routes_aios.c src/api/routes_openai.c
 SDK_SRC    := src/sdk/aios.c src/kernel/result.c
 KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o)
@@ -33,7 +34,7 @@ SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps llama model run test unit system asan bench clean docs
-all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen
+all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents
 
 deps:
 	@bash scripts/install-deps.sh
@@ -58,6 +59,8 @@ $(BUILD)/demo_agents: $(BUILD)/obj/examples/demo_agents.o $(SDK_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/loadgen: $(BUILD)/obj/bench/loadgen.o $(SDK_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/agents: $(BUILD)/obj/bench/agents.o
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_OBJ) $(BUILD)/obj/src/sdk/aios.o
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS) -lcmocka
@@ -79,6 +82,7 @@ test: deps model
 
 bench: all
 	@bash bench/run.sh
+	@bash bench/agents.sh
 
 docs: $(BUILD)/aiosd
 	@bash scripts/gen-config-doc.sh $(BUILD)/aiosd

@@ -10,11 +10,7 @@
 # Run it on an otherwise idle machine: ggml's threads spin, so any other load distorts it.
 #   NS="1 4 16" R=3 G=64 THREADS=2 bash bench/run.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
-. scripts/deps.env
-cache="${AIOS_CACHE:-$HOME/.cache/aios}"
-bin="$cache/llama-$LLAMA_PY_VERSION/build/bin"
-model="${MODEL:-$cache/models/SmolLM2-135M-Instruct-Q8_0.gguf}"
+. "$(dirname "$0")/common.sh"
 NS="${NS:-1 4 16}"; R="${R:-3}"; G="${G:-64}"; THREADS="${THREADS:-2}"; KV="${KV:-32768}"
 PORT="${PORT:-8790}"
 PROMPT="${PROMPT:-Write a long story about a robot who learns to paint. Use many details.}"

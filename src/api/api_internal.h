@@ -25,6 +25,7 @@ struct api_req {
     bool too_large;
     bool answered;
     char agent[AIOS_NAME_MAX];
+    int priority;           /* from X-AIOS-Priority or the body; -1 = the agent's default */
 
     /* async LLM work */
     syscall_t *sc;          /* our reference */
@@ -75,6 +76,8 @@ int jp_number(const cJSON *obj, const char *key, double lo, double hi, double *o
 int jp_int(const cJSON *obj, const char *key, long lo, long hi, long *out, char *err, size_t errlen);
 int jp_bool(const cJSON *obj, const char *key, bool *out, char *err, size_t errlen);
 int jp_depth_ok(const cJSON *j, int max_depth);
+/* A "priority" member of obj, if present, into r->priority (400 when out of range). */
+int jp_priority(api_req *r, const cJSON *obj, char *err, size_t errlen);
 /* Adds an array of doubles to obj under key. */
 void jp_add_doubles(cJSON *obj, const char *key, const double *v, int n);
 

@@ -242,6 +242,7 @@ int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spe
     syscall_t *sc = syscall_new(SYSCALL_KIND_LLM, r->agent, req, llm_request_free,
                                 (size_t)api_cfg(r)->server.max_stream_buffer_kb * 1024);
     if (!sc) return AIOS_ERR_NOMEM;
+    sc->priority = r->priority >= 0 ? r->priority : config_agent_priority(api_cfg(r), r->agent);
     snprintf(ctx->id, sizeof ctx->id, "%s-%llu", ctx->completions_api ? "cmpl" : "chatcmpl", (unsigned long long)sc->id);
     *out = sc;
     return AIOS_OK;

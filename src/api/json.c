@@ -66,3 +66,10 @@ void jp_add_doubles(cJSON *obj, const char *key, const double *v, int n) {
     cJSON *a = cJSON_AddArrayToObject(obj, key);
     for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(round(v[i] * 1e6) / 1e6));
 }
+
+int jp_priority(api_req *r, const cJSON *obj, char *err, size_t errlen) {
+    long v = -1;
+    int rc = jp_int(obj, "priority", AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, &v, err, errlen);
+    if (!rc && v >= 0) r->priority = (int)v;
+    return rc;
+}

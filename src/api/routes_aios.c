@@ -155,10 +155,13 @@ static enum MHD_Result h_query(api_req *r, cJSON *body) {
     if (!*agent || strlen(agent) >= AIOS_NAME_MAX)
         return api_reply_error(r, AIOS_ERR_INVALID, "'agent_name' must be 1 to %d bytes", AIOS_NAME_MAX - 1);
     snprintf(r->agent, sizeof r->agent, "%s", agent);
+    rc = jp_priority(r, body, err, sizeof err);
+    const cJSON *qd = cJSON_GetObjectItemCaseSensitive(body, "query_data");
+    if (!rc && cJSON_IsObject(qd)) rc = jp_priority(r, qd, err, sizeof err);
+    if (rc) return api_reply_error(r, rc, "%s", err);
     const syscall_kind_info *kind = syscall_kind_lookup(qtype);
     if (!kind)
         return api_reply_error(r, AIOS_ERR_INVALID, "unknown query_type '%.40s' (allowed: llm, memory, storage, tool)", qtype);
-    const cJSON *qd = cJSON_GetObjectItemCaseSensitive(body, "query_data");
     if (!cJSON_IsObject(qd)) return api_reply_error(r, AIOS_ERR_INVALID, "'query_data' must be an object");
     if (!kind->implemented)
         return api_reply_error(r, AIOS_ERR_NOT_IMPLEMENTED, "query_type '%s' needs the %s manager, which this kernel version does not have yet",
@@ -196,6 +199,14 @@ static enum MHD_Result h_status(api_req *r, cJSON *body) {
         cJSON_AddNumberToObject(m, "max_active", info.max_active);
         cJSON_AddNumberToObject(m, "kv_size", info.kv_size);
         cJSON_AddNumberToObject(m, "kv_reserved", st.kv_reserved);
+        cJSON_AddNumberToObject(m, "kv_used", st.kv_used);
+        cJSON_AddNumberToObject(m, "kv_cached", st.kv_cached);
+        cJSON_AddNumberToObject(m, "preempted_waiting", (double)ss.preempted_waiting);
+        cJSON_AddNumberToObject(m, "context_switches", (double)ss.context_switches);
+        cJSON_AddNumberToObject(m, "parked", st.parked);
+        cJSON_AddNumberToObject(m, "cache_resident_entries", st.cache_resident);
+        cJSON_AddNumberToObject(m, "prefill_tokens_computed", (double)st.prefill_computed);
+        cJSON_AddNumberToObject(m, "prefill_tokens_reused", (double)st.prefill_reused);
         cJSON_AddNumberToObject(m, "requests_done", (double)st.requests_done);
         cJSON_AddNumberToObject(m, "completion_tokens", (double)st.completion_tokens);
         cJSON_AddItemToArray(models, m);
@@ -219,31 +230,104 @@ static enum MHD_Result h_llms_list(api_req *r, cJSON *body) {
     return api_reply_json(r, 200, o);
 }
 
+/* One Prometheus series per core; the value comes from one consistent snapshot. */
+typedef struct metric_def {
+    const char *name, *type, *help;
+    double (*get)(const llm_core_stats *st, const sched_stats *ss);
+} metric_def;
+
+#define M_ST(field) static double m_##field(const llm_core_stats *st, const sched_stats *ss) { (void)ss; return (double)st->field; }
+#define M_SS(field) static double m_ss_##field(const llm_core_stats *st, const sched_stats *ss) { (void)st; return (double)ss->field; }
+M_ST(requests_done) M_ST(requests_failed) M_ST(prompt_tokens) M_ST(completion_tokens) M_ST(decode_steps)
+M_ST(batch_tokens) M_ST(busy_seconds) M_ST(kv_reserved) M_ST(kv_used) M_ST(kv_cached) M_ST(snapshots)
+M_ST(snapshot_bytes) M_ST(snapshot_seconds) M_ST(restores) M_ST(restore_seconds) M_ST(text_resumes)
+M_ST(snapshot_failures) M_ST(prefill_computed) M_ST(prefill_reused) M_ST(cache_hits) M_ST(cache_evictions)
+M_ST(cache_dropped) M_ST(cache_resident) M_ST(cache_snapshots) M_ST(verify_ok) M_ST(verify_mismatch)
+M_ST(parks) M_ST(parked) M_ST(store_ram_bytes) M_ST(store_disk_bytes) M_ST(store_spills) M_ST(store_disk_reads)
+M_SS(queued) M_SS(active) M_SS(preempted_waiting) M_SS(context_switches) M_SS(rejected)
+static double m_cancelled(const llm_core_stats *st, const sched_stats *ss) {
+    return (double)(st->requests_cancelled + ss->cancelled_waiting);
+}
+
+static const metric_def METRICS[] = {
+    {"aios_requests_total", "counter", "Requests completed successfully.", m_requests_done},
+    {"aios_requests_failed_total", "counter", "Requests that ended in an error.", m_requests_failed},
+    {"aios_requests_cancelled_total", "counter", "Requests cancelled (client gone), running or waiting.", m_cancelled},
+    {"aios_requests_rejected_total", "counter", "Requests refused because the run queue was full.", m_ss_rejected},
+    {"aios_prompt_tokens_total", "counter", "Prompt tokens of started requests.", m_prompt_tokens},
+    {"aios_tokens_generated_total", "counter", "Tokens generated (each exactly once, also across preemption).", m_completion_tokens},
+    {"aios_decode_steps_total", "counter", "llama_decode calls.", m_decode_steps},
+    {"aios_batch_tokens_total", "counter", "Tokens over all decode steps.", m_batch_tokens},
+    {"aios_engine_busy_seconds_total", "counter", "Seconds spent in llama_decode.", m_busy_seconds},
+    {"aios_queue_length", "gauge", "Requests waiting (new and preempted).", m_ss_queued},
+    {"aios_preempted_waiting", "gauge", "Preempted requests waiting to resume.", m_ss_preempted_waiting},
+    {"aios_active_sequences", "gauge", "Requests in the engine.", m_ss_active},
+    {"aios_kv_reserved_cells", "gauge", "KV cells reserved by running requests (prompt + max_tokens).", m_kv_reserved},
+    {"aios_kv_used_cells", "gauge", "KV cells accounted in all, shared cells once.", m_kv_used},
+    {"aios_kv_cached_cells", "gauge", "KV cells held by cached prefixes and conversations.", m_kv_cached},
+    {"aios_context_switches_total", "counter", "Preemptions: a running generation saved and sent back to the queue.", m_ss_context_switches},
+    {"aios_snapshots_total", "counter", "KV snapshots taken (preemption, cache eviction).", m_snapshots},
+    {"aios_snapshot_bytes_total", "counter", "Bytes of KV snapshots taken.", m_snapshot_bytes},
+    {"aios_snapshot_seconds_total", "counter", "Time spent taking snapshots.", m_snapshot_seconds},
+    {"aios_restores_total", "counter", "KV snapshots restored.", m_restores},
+    {"aios_restore_seconds_total", "counter", "Time spent restoring snapshots.", m_restore_seconds},
+    {"aios_snapshot_failures_total", "counter", "Snapshots refused (store budgets full).", m_snapshot_failures},
+    {"aios_parks_total", "counter", "Preemptions that left the KV in place (moved to a spare sequence id, no copy).", m_parks},
+    {"aios_parked_sequences", "gauge", "Preempted generations whose KV is parked in place.", m_parked},
+    {"aios_text_resumes_total", "counter", "Preemptions saved as text (tokens) rather than KV.", m_text_resumes},
+    {"aios_snapshot_ram_bytes", "gauge", "Snapshot bytes held in memory.", m_store_ram_bytes},
+    {"aios_snapshot_disk_bytes", "gauge", "Snapshot bytes spilled to disk.", m_store_disk_bytes},
+    {"aios_snapshot_spills_total", "counter", "Snapshots moved from memory to disk.", m_store_spills},
+    {"aios_snapshot_disk_reads_total", "counter", "Snapshots read back from disk.", m_store_disk_reads},
+    {"aios_prefill_tokens_computed_total", "counter", "Prompt (and resume) tokens computed by llama_decode.", m_prefill_computed},
+    {"aios_prefill_tokens_reused_total", "counter", "Prompt tokens taken from the prefix / conversation cache instead.", m_prefill_reused},
+    {"aios_cache_hits_total", "counter", "Requests that reused a cached prefix.", m_cache_hits},
+    {"aios_cache_evictions_total", "counter", "Resident cache entries evicted (to a snapshot or dropped).", m_cache_evictions},
+    {"aios_cache_dropped_total", "counter", "Cache entries evicted without a snapshot.", m_cache_dropped},
+    {"aios_cache_resident_entries", "gauge", "Cache entries resident in the KV cache.", m_cache_resident},
+    {"aios_cache_snapshot_entries", "gauge", "Cache entries kept as snapshots.", m_cache_snapshots},
+    {"aios_prefix_verify_ok_total", "counter", "Reused prefixes found byte-identical to a solo prefill (context.verify_prefix).", m_verify_ok},
+    {"aios_prefix_verify_mismatch_total", "counter", "Reused prefixes that differed from a solo prefill.", m_verify_mismatch},
+};
+#define N_METRICS (sizeof METRICS / sizeof METRICS[0])
+
+typedef struct agent_lines {
+    strbuf *b;
+    const char *model, *policy;
+    bool window;
+} agent_lines;
+
+static void metric_agent(const char *agent, unsigned long long total, unsigned long long window, void *ud) {
+    agent_lines *al = ud;
+    sb_printf(al->b, "%s{model=\"%s\",policy=\"%s\",agent=\"", al->window ? "aios_agent_service_window_tokens" :
+              "aios_agent_service_tokens_total", al->model, al->policy);
+    for (const char *c = agent; *c; c++) /* label value escaping */
+        sb_printf(al->b, "%s", *c == '"' ? "\\\"" : *c == '\\' ? "\\\\" : *c == '\n' ? "\\n" : (char[2]){*c, 0});
+    sb_printf(al->b, "\"} %llu\n", al->window ? window : total);
+}
+
 static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
     (void)body;
+    int n = api_n_cores(r);
+    llm_core_info info[AIOS_MAX_MODELS];
+    llm_core_stats st[AIOS_MAX_MODELS];
+    sched_stats ss[AIOS_MAX_MODELS];
+    for (int i = 0; i < n; i++) core_snapshot(r, i, &info[i], &st[i], &ss[i]);
     strbuf b;
     sb_init(&b, 0);
     sb_printf(&b, "# TYPE aios_uptime_seconds gauge\naios_uptime_seconds %.3f\n", api_uptime(r));
-    static const char *const NAMES[][2] = {
-        {"aios_requests_total", "counter"}, {"aios_requests_failed_total", "counter"},
-        {"aios_requests_cancelled_total", "counter"}, {"aios_prompt_tokens_total", "counter"},
-        {"aios_tokens_generated_total", "counter"}, {"aios_decode_steps_total", "counter"},
-        {"aios_batch_tokens_total", "counter"}, {"aios_engine_busy_seconds_total", "counter"},
-        {"aios_queue_length", "gauge"}, {"aios_active_sequences", "gauge"}, {"aios_kv_reserved_cells", "gauge"},
-    };
-    for (size_t k = 0; k < sizeof NAMES / sizeof NAMES[0]; k++) {
-        sb_printf(&b, "# TYPE %s %s\n", NAMES[k][0], NAMES[k][1]);
-        for (int i = 0; i < api_n_cores(r); i++) {
-            llm_core_info info;
-            llm_core_stats st;
-            sched_stats ss;
-            core_snapshot(r, i, &info, &st, &ss);
-            double v[] = {(double)st.requests_done, (double)st.requests_failed,
-                          (double)(st.requests_cancelled + ss.cancelled_waiting),
-                          (double)st.prompt_tokens, (double)st.completion_tokens, (double)st.decode_steps,
-                          (double)st.batch_tokens, st.busy_seconds, (double)ss.queued, (double)ss.active,
-                          (double)st.kv_reserved};
-            sb_printf(&b, "%s{model=\"%s\",policy=\"%s\"} %.17g\n", NAMES[k][0], info.name, ss.policy, v[k]);
+    for (size_t k = 0; k < N_METRICS; k++) {
+        sb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", METRICS[k].name, METRICS[k].help, METRICS[k].name, METRICS[k].type);
+        for (int i = 0; i < n; i++)
+            sb_printf(&b, "%s{model=\"%s\",policy=\"%s\"} %.17g\n", METRICS[k].name, info[i].name, ss[i].policy,
+                      METRICS[k].get(&st[i], &ss[i]));
+    }
+    for (int w = 0; w < 2; w++) {
+        sb_printf(&b, w ? "# HELP aios_agent_service_window_tokens Tokens of service per agent in the current fair-share window.\n# TYPE aios_agent_service_window_tokens gauge\n"
+                        : "# HELP aios_agent_service_tokens_total Tokens of service (prefill + generation) per agent.\n# TYPE aios_agent_service_tokens_total counter\n");
+        for (int i = 0; i < n; i++) {
+            agent_lines al = {&b, info[i].name, ss[i].policy, w == 1};
+            llm_core_foreach_agent(api_core_at(r, i), metric_agent, &al);
         }
     }
     enum MHD_Result ret = api_reply_text(r, 200, "text/plain; version=0.0.4", b.data ? b.data : "");

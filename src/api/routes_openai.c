@@ -93,7 +93,10 @@ static int parse_sampling(const cJSON *body, const aios_config *cfg, llm_samplin
     if (!rc) rc = jp_int(body, "max_completion_tokens", 1, 1 << 24, &max_tokens, err, errlen);
     if (!rc) rc = jp_int(body, "seed", -1, 0xFFFFFFFEL, &seed, err, errlen);
     if (!rc) rc = jp_int(body, "n", 1, 1, &n, err, errlen);
+    bool ignore_eos = false;
+    if (!rc) rc = jp_bool(body, "ignore_eos", &ignore_eos, err, errlen); /* llama-server's extension */
     *s = llm_default_sampling();
+    s->ignore_eos = ignore_eos;
     s->temperature = (float)temp;
     s->top_p = (float)top_p;
     s->min_p = (float)min_p;
@@ -250,6 +253,7 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
     int rc = jp_string(body, "model", false, &model, err, sizeof err);
     if (!rc) rc = jp_bool(body, "stream", &stream, err, sizeof err);
     if (!rc) rc = parse_sampling(body, cfg, &spec.sampling, err, sizeof err);
+    if (!rc) rc = jp_priority(r, body, err, sizeof err);
     if (!rc) rc = parse_stop(body, &spec, cfg->llms.max_stop, err, sizeof err);
     if (!rc && chat_api) {
         spec.messages = cJSON_GetObjectItemCaseSensitive(body, "messages");

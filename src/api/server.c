@@ -260,6 +260,18 @@ static void agent_from_auth(api_req *r) {
     else snprintf(r->agent, sizeof r->agent, "anonymous");
 }
 
+/* X-AIOS-Priority: an integer in [AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX]; -1 when absent. */
+static int priority_from_header(api_req *r) {
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-AIOS-Priority");
+    r->priority = -1;
+    if (!h) return AIOS_OK;
+    char *end;
+    long v = strtol(h, &end, 10);
+    if (end == h || *end || v < AIOS_PRIORITY_MIN || v > AIOS_PRIORITY_MAX) return AIOS_ERR_INVALID;
+    r->priority = (int)v;
+    return AIOS_OK;
+}
+
 static enum MHD_Result dispatch(api_req *r) {
     if (r->too_large)
         return api_reply_error(r, AIOS_ERR_TOO_LARGE, "request body exceeds server.max_body_bytes (%ld bytes)",
@@ -271,6 +283,9 @@ static enum MHD_Result dispatch(api_req *r) {
         return api_reply_error(r, AIOS_ERR_NOT_FOUND, "no route %s %s", r->method, r->url);
     }
     agent_from_auth(r);
+    if (priority_from_header(r))
+        return api_reply_error(r, AIOS_ERR_INVALID, "X-AIOS-Priority must be an integer in [%d, %d]", AIOS_PRIORITY_MIN,
+                               AIOS_PRIORITY_MAX);
     cJSON *body = NULL;
     if (rt->json_body) {
         if (!r->body.len) return api_reply_error(r, AIOS_ERR_INVALID, "the request body must be a JSON object");

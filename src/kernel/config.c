@@ -22,11 +22,13 @@ typedef struct cfg_key {
     long min, max;      /* bounds for numbers */
     const char *def;    /* default, as text */
     const char *doc;
+    const char *allowed; /* enumerated strings: "a|b|c", or NULL */
 } cfg_key;
 
-#define K_STR(n, field, d, doc) {n, CFG_STR, offsetof(aios_config, field), sizeof(((aios_config *)0)->field), 0, 0, d, doc}
-#define K_INT(n, field, lo, hi, d, doc) {n, CFG_INT, offsetof(aios_config, field), 0, lo, hi, d, doc}
-#define K_LONG(n, field, lo, hi, d, doc) {n, CFG_LONG, offsetof(aios_config, field), 0, lo, hi, d, doc}
+#define K_STR(n, field, d, doc) {n, CFG_STR, offsetof(aios_config, field), sizeof(((aios_config *)0)->field), 0, 0, d, doc, NULL}
+#define K_ENUM(n, field, d, allowed, doc) {n, CFG_STR, offsetof(aios_config, field), sizeof(((aios_config *)0)->field), 0, 0, d, doc, allowed}
+#define K_INT(n, field, lo, hi, d, doc) {n, CFG_INT, offsetof(aios_config, field), 0, lo, hi, d, doc, NULL}
+#define K_LONG(n, field, lo, hi, d, doc) {n, CFG_LONG, offsetof(aios_config, field), 0, lo, hi, d, doc, NULL}
 
 static const cfg_key KEYS[] = {
     K_STR("server.host", server.host, "127.0.0.1", "Address to listen on. Loopback by default."),
@@ -41,9 +43,21 @@ static const cfg_key KEYS[] = {
     K_INT("llms.max_messages", llms.max_messages, 1, 1 << 20, "1024", "Most messages in one chat request."),
     K_LONG("llms.max_prompt_bytes", llms.max_prompt_bytes, 256, 1L << 30, "1048576", "Largest rendered prompt (bytes) before tokenizing."),
     K_INT("llms.max_stop", llms.max_stop, 0, 64, "8", "Most stop strings per request."),
-    K_STR("scheduler.policy", scheduler.policy, "fifo", "LLM scheduling policy. Allowed: fifo."),
-    K_INT("scheduler.max_active", scheduler.max_active, 1, 256, "16", "Sequences decoded together in one batch; the rest wait in the run queue."),
-    K_INT("scheduler.max_queue", scheduler.max_queue, 1, 1 << 20, "4096", "Waiting requests per model before new ones get 503."),
+    K_ENUM("scheduler.policy", scheduler.policy, "fifo", "fifo|rr|priority|fair", "LLM scheduling policy: `fifo` (arrival order, no preemption), `rr` (round robin: a generation yields after `time_slice` tokens), `priority` (higher `priority` first, preempting lower), `fair` (least attained service per agent first)."),
+    K_INT("scheduler.max_active", scheduler.max_active, 1, 255, "16", "Sequences decoded together in one batch; the rest wait in the run queue."),
+    K_INT("scheduler.max_queue", scheduler.max_queue, 1, 1 << 20, "4096", "Waiting requests per model before new ones get 503 (preempted requests do not count)."),
+    K_INT("scheduler.time_slice", scheduler.time_slice, 1, 1 << 20, "32", "Tokens a generation produces before `rr` or `fair` may preempt it for a waiting one."),
+    K_INT("scheduler.fair_window_s", scheduler.fair_window_s, 1, 86400, "60", "Length of the service window of `fair`, in seconds: per-agent service counts restart each window."),
+    K_INT("scheduler.default_priority", scheduler.default_priority, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, "50", "Priority of a request that gives none and whose agent has no `agents.<name>.priority`."),
+    K_INT("scheduler.max_agents", scheduler.max_agents, 1, 1 << 20, "1024", "Per-agent service records kept by the scheduler (idle agents' records are recycled)."),
+    K_ENUM("context.mode", context.mode, "kv", "kv|text", "How a preempted generation is saved: `kv` snapshots its KV state (llama_state_seq_get_data) and restores it exactly; `text` keeps its tokens and prefills prompt + partial output again."),
+    K_INT("context.ram_budget_mb", context.ram_budget_mb, 0, 1 << 20, "1024", "Host memory for KV snapshots (preempted generations and evicted conversations); older snapshots beyond it spill to files under the data dir."),
+    K_INT("context.disk_budget_mb", context.disk_budget_mb, 0, 1 << 24, "8192", "Disk for spilled snapshots; beyond it the oldest cached conversation snapshots are dropped (recomputed when needed) and a preempted generation falls back to text resume."),
+    K_INT("context.park", context.park, 0, 1, "1", "Preempt by parking: a preempted generation's KV stays in place under a spare cache sequence id (no copy) until it resumes or KV runs short; 0 = always snapshot. Parked neighbours enlarge the attention view, and llama.cpp's CPU attention picks its kernel by view size, so only `0` gives outputs byte-identical to solo runs."),
+    K_INT("context.cache_entries", context.cache_entries, 0, 254, "32", "Finished conversations and shared prompt prefixes kept resident in the KV cache for reuse (prefix sharing, conversation retention); 0 disables both. `scheduler.max_active` + this must be at most 255."),
+    K_INT("context.snapshot_entries", context.snapshot_entries, 0, 1 << 16, "256", "Evicted conversations kept as snapshots (RAM, then disk) for reuse."),
+    K_INT("context.prefix_min_tokens", context.prefix_min_tokens, 1, 1 << 20, "32", "Shortest prompt prefix worth reusing from the cache."),
+    K_INT("context.verify_prefix", context.verify_prefix, 0, 1, "0", "Self-check (slow; for tests): every prefix taken from the cache is compared byte for byte with a solo prefill of the same tokens; mismatches are counted on /metrics."),
     K_STR("kernel.data_dir", data_dir, "", "Directory for kernel state (created at start; used by the context and storage managers). Empty = $AIOS_CACHE/data (~/.cache/aios/data)."),
     K_STR("kernel.log_level", log_level, "info", "debug, info, warn or error."),
 };
@@ -133,9 +147,34 @@ static void model_defaults(aios_model_cfg *m) {
     config_default_model_path(m->path, sizeof m->path);
 }
 
+/* "NAME.priority" = value: the agent's default priority (NAME may contain dots). */
+static int set_agent(aios_config *cfg, const char *rest, const char *value, char *err, size_t errlen) {
+    const char *dot = strrchr(rest, '.');
+    size_t n = dot ? (size_t)(dot - rest) : 0;
+    if (!dot || n == 0 || n >= AIOS_NAME_MAX || strcmp(dot + 1, "priority")) {
+        snprintf(err, errlen, "agents.%s: expected agents.<name>.priority (name 1 to %d bytes)", rest, AIOS_NAME_MAX - 1);
+        return AIOS_ERR_CONFIG;
+    }
+    long v;
+    int rc = parse_long(value, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, &v, err, errlen, "agents.<name>.priority");
+    if (rc) return rc;
+    int i = 0;
+    while (i < cfg->n_agents && (strlen(cfg->agents[i].name) != n || strncmp(cfg->agents[i].name, rest, n))) i++;
+    if (i == AIOS_MAX_AGENT_CFG) {
+        snprintf(err, errlen, "agents: at most %d agents can be configured", AIOS_MAX_AGENT_CFG);
+        return AIOS_ERR_CONFIG;
+    }
+    if (i == cfg->n_agents) cfg->n_agents++;
+    memcpy(cfg->agents[i].name, rest, n);
+    cfg->agents[i].name[n] = 0;
+    cfg->agents[i].priority = (int)v;
+    return AIOS_OK;
+}
+
 int config_set(aios_config *cfg, const char *key, const char *value, char *err, size_t errlen) {
     if (strcmp(key, "llms.model") == 0 || strcmp(key, "model") == 0) /* shorthand: first model's path */
         return set_model_field(&cfg->llms.models[0], "path", value, err, errlen);
+    if (strncmp(key, "agents.", 7) == 0) return set_agent(cfg, key + 7, value, err, errlen);
     const cfg_key *k = find_key(key);
     if (!k) {
         snprintf(err, errlen, "unknown configuration key '%s' (see docs/config.md)", key);
@@ -199,10 +238,31 @@ static int load_models(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq,
 /* Sections of the AIOS config layout that later kernel subsystems own; accepted (and
  * reported) so one config file can serve both kernels. */
 static int is_reserved_section(const char *s) {
-    static const char *const R[] = {"memory", "storage", "tools", "access", "agents", "api_keys", "context", NULL};
+    static const char *const R[] = {"memory", "storage", "tools", "access", "api_keys", NULL};
     for (int i = 0; R[i]; i++)
         if (strcmp(s, R[i]) == 0) return 1;
     return 0;
+}
+
+/* agents: {NAME: {priority: N}, ...} -- per-agent defaults. */
+static int load_agents(aios_config *cfg, yaml_document_t *doc, yaml_node_t *map, const char *path, char *err,
+                       size_t errlen) {
+    if (map->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, map, "agents: expected a mapping of agent names");
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *an = yaml_document_get_node(doc, p->key), *fields = yaml_document_get_node(doc, p->value);
+        const char *agent = scalar(doc, an);
+        if (!agent || !fields || fields->type != YAML_MAPPING_NODE)
+            return yaml_err(err, errlen, path, an, "agents: each agent maps to its settings (priority)");
+        for (yaml_node_pair_t *q = fields->data.mapping.pairs.start; q < fields->data.mapping.pairs.top; q++) {
+            yaml_node_t *kn = yaml_document_get_node(doc, q->key), *vn = yaml_document_get_node(doc, q->value);
+            const char *k = scalar(doc, kn), *v = scalar(doc, vn);
+            char key[256], sub[256];
+            if (!k || !v) return yaml_err(err, errlen, path, kn, "agents: settings must be scalars");
+            snprintf(key, sizeof key, "agents.%s.%s", agent, k);
+            if (config_set(cfg, key, v, sub, sizeof sub)) return yaml_err(err, errlen, path, kn, sub);
+        }
+    }
+    return AIOS_OK;
 }
 
 static int load_section(aios_config *cfg, yaml_document_t *doc, const char *sect, yaml_node_t *map, const char *path,
@@ -251,9 +311,14 @@ int config_load_file(aios_config *cfg, const char *path, char *err, size_t errle
         const char *s = scalar(&doc, kn);
         if (!s) { rc = yaml_err(err, errlen, path, kn, "section names must be scalars"); break; }
         if (is_reserved_section(s)) { log_warn("%s: section '%s' is not used by this kernel version", path, s); continue; }
-        if (strcmp(s, "server") && strcmp(s, "llms") && strcmp(s, "scheduler") && strcmp(s, "kernel")) {
+        if (strcmp(s, "agents") == 0) {
+            if ((rc = load_agents(cfg, &doc, vn, path, err, errlen))) break;
+            continue;
+        }
+        if (strcmp(s, "server") && strcmp(s, "llms") && strcmp(s, "scheduler") && strcmp(s, "context") &&
+            strcmp(s, "kernel")) {
             char what[160];
-            snprintf(what, sizeof what, "unknown section '%s' (allowed: server, llms, scheduler, kernel)", s);
+            snprintf(what, sizeof what, "unknown section '%s' (allowed: server, llms, scheduler, context, agents, kernel)", s);
             rc = yaml_err(err, errlen, path, kn, what);
             break;
         }
@@ -300,9 +365,32 @@ int config_load_env(aios_config *cfg, const char *(*get)(const char *), char *er
 
 /* ---- validation and lookup ---- */
 
+/* 0 if value is one of k->allowed ("a|b|c"); else err names the key and the allowed values. */
+static int check_enum(const cfg_key *k, const char *value, char *err, size_t errlen) {
+    size_t n = strlen(value);
+    for (const char *a = k->allowed; *a;) {
+        const char *bar = strchr(a, '|');
+        size_t len = bar ? (size_t)(bar - a) : strlen(a);
+        if (len == n && strncmp(a, value, n) == 0) return 0;
+        a += len + (bar ? 1 : 0);
+    }
+    char list[128];
+    size_t j = 0;
+    for (const char *c = k->allowed; *c && j + 3 < sizeof list; c++) {
+        if (*c == '|') list[j++] = ',', list[j++] = ' ';
+        else list[j++] = *c;
+    }
+    list[j] = 0;
+    snprintf(err, errlen, "%s: unknown value '%s' (allowed: %s)", k->name, value, list);
+    return AIOS_ERR_CONFIG;
+}
+
 int config_validate(const aios_config *cfg, char *err, size_t errlen) {
-    if (strcmp(cfg->scheduler.policy, "fifo") != 0) {
-        snprintf(err, errlen, "scheduler.policy: unknown policy '%s' (allowed: fifo)", cfg->scheduler.policy);
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (KEYS[i].allowed && check_enum(&KEYS[i], (const char *)cfg + KEYS[i].off, err, errlen)) return AIOS_ERR_CONFIG;
+    if (cfg->scheduler.max_active + cfg->context.cache_entries > 255) {
+        snprintf(err, errlen, "scheduler.max_active (%d) + context.cache_entries (%d) must be at most 255 (llama.cpp sequences)",
+                 cfg->scheduler.max_active, cfg->context.cache_entries);
         return AIOS_ERR_CONFIG;
     }
     log_level lvl;
@@ -345,9 +433,17 @@ int config_write_reference(const char *path) {
         env_name(KEYS[i].name, env, sizeof env);
         fprintf(f, "| `%s` | `%s` | `%s` | %s |\n", KEYS[i].name, KEYS[i].def, env, KEYS[i].doc);
     }
+    fprintf(f, "| `agents.<name>.priority` | (none) | (`--set` or YAML `agents:`) | Default priority of one agent's requests, in [%d, %d]; YAML: `agents: {planner: {priority: 80}}`. |\n",
+            AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX);
     fprintf(f, "\nEach entry of `llms.models` (a list) has these fields:\n\n| field | default | meaning |\n|---|---|---|\n");
     for (size_t i = 0; i < N_MODEL_FIELDS; i++)
         fprintf(f, "| `%s` | `%s` | %s |\n", MODEL_FIELDS[i].name, MODEL_FIELDS[i].def, MODEL_FIELDS[i].doc);
     if (f != stdout) fclose(f);
     return AIOS_OK;
+}
+
+int config_agent_priority(const aios_config *cfg, const char *agent) {
+    for (int i = 0; agent && i < cfg->n_agents; i++)
+        if (strcmp(cfg->agents[i].name, agent) == 0) return cfg->agents[i].priority;
+    return cfg->scheduler.default_priority;
 }

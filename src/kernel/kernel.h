@@ -49,6 +49,9 @@ char *sb_steal(strbuf *sb);
 #define AIOS_MAX_MODELS 8
 #define AIOS_NAME_MAX 64
 #define AIOS_PATH_MAX 1024
+#define AIOS_MAX_AGENT_CFG 256
+#define AIOS_PRIORITY_MIN 0    /* request priorities (the priority policy runs higher first) */
+#define AIOS_PRIORITY_MAX 100
 
 typedef struct aios_model_cfg {
     char name[AIOS_NAME_MAX];
@@ -83,7 +86,24 @@ typedef struct aios_config {
         char policy[16];
         int max_active;
         int max_queue;
+        int time_slice;
+        int fair_window_s;
+        int default_priority;
+        int max_agents;
     } scheduler;
+    struct {
+        char mode[8];           /* kv | text */
+        int ram_budget_mb, disk_budget_mb;
+        int cache_entries, snapshot_entries;
+        int prefix_min_tokens;
+        int verify_prefix;
+        int park;
+    } context;
+    struct {
+        char name[AIOS_NAME_MAX];
+        int priority;
+    } agents[AIOS_MAX_AGENT_CFG];
+    int n_agents;
     char data_dir[AIOS_PATH_MAX];
     char log_level[16];
 } aios_config;
@@ -100,6 +120,8 @@ int config_set(aios_config *cfg, const char *key, const char *value, char *err, 
 int config_validate(const aios_config *cfg, char *err, size_t errlen);
 /* Writes the key reference (markdown table) used for docs/config.md. */
 int config_write_reference(const char *path);
+/* The default priority of `agent`'s requests (agents.<name>.priority, else scheduler.default_priority). */
+int config_agent_priority(const aios_config *cfg, const char *agent);
 /* The model entry named `name`, or the default model when name is NULL/empty. */
 const aios_model_cfg *config_model(const aios_config *cfg, const char *name);
 /* Where the default model lives: $AIOS_CACHE or ~/.cache/aios, then models/... */

@@ -104,12 +104,31 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     llm_core *cores[AIOS_MAX_MODELS] = {0};
-    char err[512];
+    char err[512], ctx_dir[AIOS_PATH_MAX + 16];
     int rc = 0;
-    for (int i = 0; i < cfg.llms.n_models; i++) {
-        llm_core_params p = {.model = &cfg.llms.models[i],
-                             .sched = {.policy = cfg.scheduler.policy, .max_active = cfg.scheduler.max_active,
-                                       .max_queue = cfg.scheduler.max_queue}};
+    snprintf(ctx_dir, sizeof ctx_dir, "%s/context", cfg.data_dir);
+    ctx_store_params sp = ctx_store_default_params();
+    sp.dir = ctx_dir;
+    sp.ram_budget = (size_t)cfg.context.ram_budget_mb << 20;
+    sp.disk_budget = (size_t)cfg.context.disk_budget_mb << 20;
+    ctx_store *store = ctx_store_new(&sp, err, sizeof err);
+    if (!store) rc = die(err);
+    for (int i = 0; i < cfg.llms.n_models && !rc; i++) {
+        llm_core_params p = {.model = &cfg.llms.models[i], .sched = sched_default_params(),
+                             .context = llm_default_context_params()};
+        p.sched.policy = cfg.scheduler.policy;
+        p.sched.max_active = cfg.scheduler.max_active;
+        p.sched.max_queue = cfg.scheduler.max_queue;
+        p.sched.time_slice = cfg.scheduler.time_slice;
+        p.sched.fair_window_s = cfg.scheduler.fair_window_s;
+        p.sched.max_agents = cfg.scheduler.max_agents;
+        p.context.text_mode = strcmp(cfg.context.mode, "text") == 0;
+        p.context.cache_entries = cfg.context.cache_entries;
+        p.context.snapshot_entries = cfg.context.snapshot_entries;
+        p.context.prefix_min_tokens = cfg.context.prefix_min_tokens;
+        p.context.verify_prefix = cfg.context.verify_prefix != 0;
+        p.context.park = cfg.context.park != 0;
+        p.context.store = store;
         log_info("loading model '%s' from %s", cfg.llms.models[i].name, cfg.llms.models[i].path);
         if (!(cores[i] = llm_core_open(&p, err, sizeof err))) {
             rc = die(err);
@@ -126,13 +145,14 @@ int main(int argc, char **argv) {
         if (!(srv = api_server_start(&ap, err, sizeof err))) rc = die(err);
     }
     if (!rc) {
-        log_info("aiosd serving on http://%s:%d (policy %s, max_active %d)", cfg.server.host, cfg.server.port,
-                 cfg.scheduler.policy, cfg.scheduler.max_active);
+        log_info("aiosd serving on http://%s:%d (policy %s, max_active %d, context %s)", cfg.server.host,
+                 cfg.server.port, cfg.scheduler.policy, cfg.scheduler.max_active, cfg.context.mode);
         while (!g_stop) pause();
         log_info("shutting down");
     }
     api_server_close(srv);
     for (int i = 0; i < cfg.llms.n_models; i++) llm_core_free(cores[i]);
     api_server_free(srv);
+    ctx_store_release(store); /* last: requests freed above may have held snapshots */
     return rc;
 }

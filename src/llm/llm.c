@@ -31,10 +31,18 @@ const char *llm_finish_name(llm_finish f) {
     }
 }
 
+llm_context_params llm_default_context_params(void) {
+    return (llm_context_params){.text_mode = false, .cache_entries = 32, .snapshot_entries = 256,
+                                .prefix_min_tokens = 32, .verify_prefix = false, .park = true,
+                                .store = NULL};
+}
+
 llm_request *llm_request_new(const llm_chat *chat) {
     llm_request *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->samp = chat->sampling;
+    r->park_seq = -1;
+    sb_init(&r->pending, 0);
     if (chat->n_stop > 0) {
         r->stop = calloc((size_t)chat->n_stop, sizeof *r->stop);
         if (!r->stop) { free(r); return NULL; }
@@ -51,6 +59,9 @@ void llm_request_free(void *p) {
     llm_request *r = p;
     if (!r) return;
     if (r->sampler && r->sampler_free) r->sampler_free(r->sampler);
+    if (r->snap && r->snap_free) r->snap_free(r->snap);
+    sb_free(&r->pending);
+    free(r->gen);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->stop);
     free(r->tokens);
@@ -73,7 +84,7 @@ llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen) {
     if (!c) return NULL;
     c->ops = ops;
     c->sched = sched_new(&p->sched, err, errlen);
-    if (!c->sched || ops->open(p->model, c->sched, p->sched.max_active, &c->impl, err, errlen)) {
+    if (!c->sched || ops->open(p->model, c->sched, p->sched.max_active, &p->context, &c->impl, err, errlen)) {
         sched_free(c->sched);
         free(c);
         return NULL;
@@ -106,3 +117,5 @@ void llm_core_cancel(llm_core *c, syscall_t *sc) {
     syscall_cancel(sc);
     if (!sched_cancel(c->sched, sc)) c->ops->wake(c->impl);
 }
+
+void llm_core_foreach_agent(llm_core *c, sched_agent_fn fn, void *ud) { sched_foreach_agent(c->sched, fn, ud); }

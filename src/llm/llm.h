@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "../kernel/kernel.h"
+#include "../context/ctx.h"
 #include "../sched/sched.h"
 #include "../syscall/syscall.h"
 
@@ -31,6 +32,7 @@ typedef struct llm_sampling {
     float min_p;        /* 0 = off */
     uint32_t seed;      /* LLM_SEED_RANDOM = fresh per request */
     int max_tokens;
+    bool ignore_eos;    /* never end at an end-of-generation token (fixed-length output) */
 } llm_sampling;
 #define LLM_SEED_RANDOM 0xFFFFFFFFu
 
@@ -81,12 +83,38 @@ typedef struct llm_core_stats {
     unsigned long long requests_done, requests_failed, requests_cancelled;
     unsigned long long prompt_tokens, completion_tokens, decode_steps, batch_tokens;
     double busy_seconds;
-    int active, kv_reserved;
+    int active, kv_reserved;   /* running sequences; cells reserved by them (prompt + max_tokens) */
+    int kv_used, kv_cached;    /* cells accounted in all (shared cells once); held by cache entries */
+    /* context switches (preemptions) and snapshots */
+    unsigned long long preemptions, snapshots, snapshot_bytes, restores, text_resumes, snapshot_failures;
+    unsigned long long parks;  /* preemptions that left the KV in place (a spare sequence id) */
+    int parked;                /* preempted generations parked right now */
+    double snapshot_seconds, restore_seconds;
+    /* prefill and the prefix / conversation cache */
+    unsigned long long prefill_computed, prefill_reused, cache_hits, cache_evictions, cache_dropped;
+    unsigned long long verify_ok, verify_mismatch;
+    int cache_resident, cache_snapshots;
+    /* the snapshot store */
+    unsigned long long store_ram_bytes, store_disk_bytes, store_spills, store_disk_reads;
 } llm_core_stats;
+
+/* How a core saves and reuses contexts (the context manager's knobs, DESIGN.md §1). */
+typedef struct llm_context_params {
+    bool text_mode;          /* resume preempted work from text (tokens) instead of KV snapshots */
+    int cache_entries;       /* resident cached sequences (prefixes, finished conversations) */
+    int snapshot_entries;    /* cached sequences kept only as snapshots */
+    int prefix_min_tokens;   /* shortest prefix worth reusing */
+    bool verify_prefix;      /* compare every reused prefix with a solo prefill (tests) */
+    bool park;               /* preempt by leaving the KV in place when a sequence id is spare */
+    ctx_store *store;        /* where snapshots go (borrowed; outlives the core) */
+} llm_context_params;
+
+llm_context_params llm_default_context_params(void);
 
 typedef struct llm_backend_ops {
     const char *name;
-    int (*open)(const aios_model_cfg *m, sched_t *sched, int max_active, void **impl, char *err, size_t errlen);
+    int (*open)(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *cp, void **impl,
+                char *err, size_t errlen);
     void (*close)(void *impl);
     void (*info)(void *impl, llm_core_info *out);
     int (*prepare)(void *impl, const llm_chat *chat, llm_request **out, char *err, size_t errlen);
@@ -102,6 +130,7 @@ typedef struct llm_core llm_core;
 typedef struct llm_core_params {
     const aios_model_cfg *model;
     sched_params sched;
+    llm_context_params context;
 } llm_core_params;
 
 llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen);
@@ -114,6 +143,8 @@ int llm_core_prepare(llm_core *c, const llm_chat *chat, llm_request **out, char 
 int llm_core_submit(llm_core *c, syscall_t *sc);
 /* Cancels: a waiting syscall completes at once; a running one at the engine's next step. */
 void llm_core_cancel(llm_core *c, syscall_t *sc);
+/* Per-agent service of this core's scheduler (sched_foreach_agent). */
+void llm_core_foreach_agent(llm_core *c, sched_agent_fn fn, void *ud);
 
 /* ---- generated text helpers (text.c) ---- */
 /* How many leading bytes of `buf` may be released now: stops at an incomplete UTF-8

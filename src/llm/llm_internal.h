@@ -20,7 +20,25 @@ struct llm_request {
     /* output, written by the engine before the syscall completes */
     int n_completion;
     llm_finish finish;
+
+    /* progress: the context of the generation, engine-owned, kept across preemption */
+    int32_t *gen;          /* tokens sampled so far, in order (gen[n_gen-1] is fed next) */
+    int n_gen, gen_cap;
+    int n_feed;            /* tokens to prefill: the prompt, or prompt + gen on a text resume */
+    int n_fed;             /* of those, already in the KV */
+    int n_past;            /* positions in the KV (while running or in the snapshot) */
+    bool decoding;         /* the feed is done; decoding gen[n_gen-1] next */
+    strbuf pending;        /* text not yet released (partial UTF-8 / possible stop string) */
+    void *snap;            /* KV snapshot while preempted (kv mode), freed with snap_free */
+    void (*snap_free)(void *);
+    int park_seq;          /* while preempted with its KV left in place: the cache sequence id holding it, else -1 */
+    int park_parent, park_shared, park_charge; /* the slot's sharing and accounting, kept while parked */
 };
+
+/* The i-th token of the feed: the prompt, then the generated tokens. */
+static inline int32_t llm_feed_token(const llm_request *r, int i) {
+    return i < r->n_tokens ? r->tokens[i] : r->gen[i - r->n_tokens];
+}
 
 /* Allocates an empty request; copies the stop strings of chat. NULL on OOM. */
 llm_request *llm_request_new(const llm_chat *chat);

@@ -1,7 +1,10 @@
 /*
- * sched.c - scheduler core: locking, admission bounds, accounting; the order is the
- * policy's. One mutex guards the queue and counters; the engine waits on a condition
- * variable when idle, so a submit wakes it at once.
+ * sched.c - scheduler core: the waiting list, admission bounds, per-agent service and the
+ * counters; the order and the preemption rule are the policy's (sched.h). One mutex guards
+ * everything here; the engine waits on a condition variable when idle, so a submit wakes it
+ * at once. The waiting list is unordered and the policy's first element is found by a scan:
+ * under `fair` the order changes with every token of service, and the list is bounded by
+ * scheduler.max_queue plus the preempted syscalls (at most what once ran).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +12,8 @@
 #include <time.h>
 #include "sched.h"
 
-static const sched_policy_ops *const POLICIES[] = {&sched_policy_fifo, NULL};
+static const sched_policy_ops *const POLICIES[] = {&sched_policy_fifo, &sched_policy_rr, &sched_policy_priority,
+                                                   &sched_policy_fair, NULL};
 
 const sched_policy_ops *sched_policy_lookup(const char *name) {
     for (int i = 0; name && POLICIES[i]; i++)
@@ -17,33 +21,63 @@ const sched_policy_ops *sched_policy_lookup(const char *name) {
     return NULL;
 }
 
+const char *sched_policy_names(void) { return "fifo, rr, priority, fair"; }
+
+typedef struct sched_agent {
+    char name[AIOS_NAME_MAX];
+    unsigned long long service_total, service_window;
+    int live;           /* syscalls of this agent in the scheduler (waiting or running) */
+    double last_used;
+} sched_agent;
+
+typedef struct wnode {
+    syscall_t *sc;
+    struct wnode *prev, *next;
+} wnode;
+
 struct sched {
     const sched_policy_ops *ops;
-    void *policy;
+    sched_params p;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int max_active, max_queue;
-    size_t active;
+    wnode *head, *tail;
+    size_t n_waiting, n_preempted_waiting, active;
     bool closed, woken;
-    unsigned long long submitted, started, rejected, cancelled_waiting;
+    uint64_t next_ticket;
+    sched_agent *agents;
+    int n_agents;
+    sched_agent overflow; /* shared by agents beyond max_agents while all records are live */
+    double window_start;
+    unsigned long long submitted, started, rejected, cancelled_waiting, context_switches;
 };
 
 sched_params sched_default_params(void) {
-    return (sched_params){.policy = "fifo", .max_active = 16, .max_queue = 4096};
+    return (sched_params){.policy = "fifo", .max_active = 16, .max_queue = 4096, .time_slice = 32,
+                          .fair_window_s = 60.0, .max_agents = 1024};
 }
 
 sched_t *sched_new(const sched_params *p, char *err, size_t errlen) {
     const sched_policy_ops *ops = sched_policy_lookup(p->policy);
     if (!ops) {
-        snprintf(err, errlen, "scheduler.policy: unknown policy '%s' (allowed: fifo)", p->policy ? p->policy : "");
+        snprintf(err, errlen, "scheduler.policy: unknown policy '%s' (allowed: %s)", p->policy ? p->policy : "",
+                 sched_policy_names());
         return NULL;
     }
     sched_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->ops = ops;
-    s->policy = ops->create();
-    s->max_active = p->max_active > 0 ? p->max_active : 1;
-    s->max_queue = p->max_queue > 0 ? p->max_queue : 1;
+    s->p = *p;
+    s->p.max_active = p->max_active > 0 ? p->max_active : 1;
+    s->p.max_queue = p->max_queue > 0 ? p->max_queue : 1;
+    s->p.time_slice = p->time_slice > 0 ? p->time_slice : 1;
+    s->p.max_agents = p->max_agents > 0 ? p->max_agents : 1;
+    s->agents = calloc((size_t)s->p.max_agents, sizeof *s->agents);
+    if (!s->agents) {
+        free(s);
+        return NULL;
+    }
+    snprintf(s->overflow.name, sizeof s->overflow.name, "(other)");
+    s->window_start = kern_now_mono();
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -53,15 +87,99 @@ sched_t *sched_new(const sched_params *p, char *err, size_t errlen) {
     return s;
 }
 
+/* ---- the waiting list (mu held) ---- */
+
+static void list_push(sched_t *s, syscall_t *sc) {
+    wnode *n = calloc(1, sizeof *n);
+    if (!n) abort(); /* 24 bytes; the syscall itself was just allocated */
+    n->sc = sc;
+    n->prev = s->tail;
+    if (s->tail) s->tail->next = n;
+    else s->head = n;
+    s->tail = n;
+    s->n_waiting++;
+    if (sc->sched_preemptions) s->n_preempted_waiting++;
+}
+
+static bool list_remove(sched_t *s, syscall_t *sc) {
+    for (wnode *n = s->head; n; n = n->next) {
+        if (n->sc != sc) continue;
+        if (n->prev) n->prev->next = n->next;
+        else s->head = n->next;
+        if (n->next) n->next->prev = n->prev;
+        else s->tail = n->prev;
+        free(n);
+        s->n_waiting--;
+        if (sc->sched_preemptions) s->n_preempted_waiting--;
+        return true;
+    }
+    return false;
+}
+
+/* ---- agents and service (mu held) ---- */
+
+static sched_agent *agent_get(sched_t *s, const char *name) {
+    sched_agent *idle = NULL;
+    for (int i = 0; i < s->n_agents; i++) {
+        sched_agent *a = &s->agents[i];
+        if (strcmp(a->name, name) == 0) return a;
+        if (a->live == 0 && (!idle || a->last_used < idle->last_used)) idle = a;
+    }
+    sched_agent *a = s->n_agents < s->p.max_agents ? &s->agents[s->n_agents++] : idle;
+    if (!a) return &s->overflow;
+    memset(a, 0, sizeof *a);
+    snprintf(a->name, sizeof a->name, "%s", name);
+    return a;
+}
+
+/* Starts a new fair-share window when the current one is over. */
+static void window_roll(sched_t *s) {
+    double now = kern_now_mono();
+    if (now - s->window_start < s->p.fair_window_s) return;
+    s->window_start = now;
+    for (int i = 0; i < s->n_agents; i++) s->agents[i].service_window = 0;
+    s->overflow.service_window = 0;
+}
+
+static sched_key key_of(const syscall_t *sc) {
+    const sched_agent *a = sc->sched_agent;
+    return (sched_key){.priority = sc->priority, .ticket = sc->sched_ticket, .slice = sc->sched_slice,
+                       .service = a ? a->service_window : 0};
+}
+
+/* The policy's first waiting syscall, or NULL. */
+static syscall_t *first_waiting(sched_t *s) {
+    syscall_t *best = NULL;
+    sched_key bk = {0};
+    for (wnode *n = s->head; n; n = n->next) {
+        sched_key k = key_of(n->sc);
+        if (!best || s->ops->before(&k, &bk)) {
+            best = n->sc;
+            bk = k;
+        }
+    }
+    return best;
+}
+
+static void agent_release(sched_t *s, syscall_t *sc) {
+    sched_agent *a = sc->sched_agent;
+    if (!a) return;
+    a->live--;
+    a->last_used = kern_now_mono();
+    (void)s;
+}
+
+/* ---- public ---- */
+
 void sched_free(sched_t *s) {
     if (!s) return;
-    syscall_t *sc;
-    while ((sc = s->ops->peek(s->policy))) {
-        s->ops->remove(s->policy, sc);
+    while (s->head) {
+        syscall_t *sc = s->head->sc;
+        list_remove(s, sc);
         syscall_complete(sc, AIOS_ERR_SHUTDOWN, NULL);
         syscall_unref(sc);
     }
-    s->ops->destroy(s->policy);
+    free(s->agents);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -71,7 +189,7 @@ int sched_submit(sched_t *s, syscall_t *sc) {
     pthread_mutex_lock(&s->mu);
     int rc = AIOS_OK;
     if (s->closed) rc = AIOS_ERR_SHUTDOWN;
-    else if (s->ops->len(s->policy) >= (size_t)s->max_queue) rc = AIOS_ERR_BUSY;
+    else if (s->n_waiting - s->n_preempted_waiting >= (size_t)s->p.max_queue) rc = AIOS_ERR_BUSY;
     if (rc) {
         s->rejected++;
         pthread_mutex_unlock(&s->mu);
@@ -81,7 +199,11 @@ int sched_submit(sched_t *s, syscall_t *sc) {
     sc->state = SYSCALL_STATE_QUEUED;
     sc->t_queued = kern_now_mono();
     pthread_mutex_unlock(&sc->mu);
-    s->ops->push(s->policy, syscall_ref(sc));
+    sc->sched_ticket = ++s->next_ticket;
+    sc->sched_slice = 0;
+    sc->sched_agent = agent_get(s, sc->agent);
+    ((sched_agent *)sc->sched_agent)->live++;
+    list_push(s, syscall_ref(sc));
     s->submitted++;
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
@@ -91,11 +213,13 @@ int sched_submit(sched_t *s, syscall_t *sc) {
 syscall_t *sched_next(sched_t *s, bool (*fits)(syscall_t *, void *), void *ctx) {
     pthread_mutex_lock(&s->mu);
     syscall_t *sc = NULL;
-    if (s->active < (size_t)s->max_active) {
-        sc = s->ops->peek(s->policy);
+    if (s->active < (size_t)s->p.max_active) {
+        window_roll(s);
+        sc = first_waiting(s);
         if (sc && fits && !fits(sc, ctx)) sc = NULL;
         if (sc) {
-            s->ops->remove(s->policy, sc);
+            list_remove(s, sc);
+            sc->sched_slice = 0;
             s->active++;
             s->started++;
         }
@@ -104,16 +228,67 @@ syscall_t *sched_next(sched_t *s, bool (*fits)(syscall_t *, void *), void *ctx) 
     return sc;
 }
 
-void sched_done(sched_t *s) {
+void sched_charge(sched_t *s, syscall_t *sc, int service, int generated) {
+    pthread_mutex_lock(&s->mu);
+    sched_agent *a = sc->sched_agent;
+    if (a && service > 0) {
+        a->service_total += (unsigned long long)service;
+        a->service_window += (unsigned long long)service;
+    }
+    sc->sched_slice += generated;
+    pthread_mutex_unlock(&s->mu);
+}
+
+syscall_t *sched_victim(sched_t *s, syscall_t *const *running, int n, bool (*fits)(syscall_t *, void *), void *ctx) {
+    pthread_mutex_lock(&s->mu);
+    syscall_t *victim = NULL;
+    window_roll(s);
+    syscall_t *w = first_waiting(s);
+    bool blocked = w && (s->active >= (size_t)s->p.max_active || (fits && !fits(w, ctx)));
+    if (blocked) {
+        sched_key wk = key_of(w), vk = {0};
+        for (int i = 0; i < n; i++) {
+            sched_key rk = key_of(running[i]);
+            if (!s->ops->yields(&rk, &wk, s->p.time_slice)) continue;
+            /* among those that yield, the one the policy would run last */
+            if (!victim || s->ops->before(&vk, &rk)) {
+                victim = running[i];
+                vk = rk;
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return victim;
+}
+
+void sched_requeue(sched_t *s, syscall_t *sc) {
     pthread_mutex_lock(&s->mu);
     if (s->active) s->active--;
+    if (s->ops->requeue_at_back) sc->sched_ticket = ++s->next_ticket;
+    sc->sched_preemptions++;
+    sc->sched_slice = 0;
+    pthread_mutex_lock(&sc->mu);
+    sc->state = SYSCALL_STATE_QUEUED;
+    pthread_mutex_unlock(&sc->mu);
+    list_push(s, sc);
+    s->context_switches++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_done(sched_t *s, syscall_t *sc) {
+    pthread_mutex_lock(&s->mu);
+    if (s->active) s->active--;
+    agent_release(s, sc);
     pthread_mutex_unlock(&s->mu);
 }
 
 bool sched_cancel(sched_t *s, syscall_t *sc) {
     pthread_mutex_lock(&s->mu);
-    bool removed = s->ops->remove(s->policy, sc);
-    if (removed) s->cancelled_waiting++;
+    bool removed = list_remove(s, sc);
+    if (removed) {
+        s->cancelled_waiting++;
+        agent_release(s, sc);
+    }
     pthread_mutex_unlock(&s->mu);
     if (removed) {
         syscall_complete(sc, AIOS_ERR_CANCELLED, NULL);
@@ -124,7 +299,7 @@ bool sched_cancel(sched_t *s, syscall_t *sc) {
 
 void sched_wait(sched_t *s, double timeout_s) {
     pthread_mutex_lock(&s->mu);
-    if (!s->woken && !s->closed && s->ops->len(s->policy) == 0) {
+    if (!s->woken && !s->closed && s->n_waiting == 0) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         long ns = ts.tv_nsec + (long)((timeout_s - (long)timeout_s) * 1e9);
@@ -152,12 +327,21 @@ void sched_close(sched_t *s) {
 
 void sched_get_stats(sched_t *s, sched_stats *o) {
     pthread_mutex_lock(&s->mu);
-    o->queued = s->ops->len(s->policy);
+    o->queued = s->n_waiting;
+    o->preempted_waiting = s->n_preempted_waiting;
     o->active = s->active;
     o->submitted = s->submitted;
     o->started = s->started;
     o->rejected = s->rejected;
     o->cancelled_waiting = s->cancelled_waiting;
+    o->context_switches = s->context_switches;
     o->policy = s->ops->name;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_foreach_agent(sched_t *s, sched_agent_fn fn, void *ud) {
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_agents; i++) fn(s->agents[i].name, s->agents[i].service_total, s->agents[i].service_window, ud);
+    if (s->overflow.service_total) fn(s->overflow.name, s->overflow.service_total, s->overflow.service_window, ud);
     pthread_mutex_unlock(&s->mu);
 }

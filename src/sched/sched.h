@@ -2,44 +2,64 @@
  * sched.h - the run queue of one resource (an LLM core) and its pluggable policy.
  *
  * Producers (API handlers) sched_submit() syscalls; the consumer (the engine thread of the
- * core) asks sched_next() for the next syscall to start whenever it has room, and reports
- * sched_done() when a running syscall leaves the engine. The policy decides the order of
- * the waiting queue; the core decides how many may run (scheduler.max_active) and whether
- * the policy's pick fits right now (a `fits` callback, e.g. the KV budget). Policies are
- * one file each behind sched_policy_ops; `fifo` is the first.
+ * core) asks sched_next() for the next syscall to start whenever it has room, reports the
+ * service it gives each running syscall (sched_charge), asks sched_victim() whether a
+ * running syscall must yield its place to a waiting one (preemption), hands a preempted
+ * syscall back with sched_requeue() and reports sched_done() when one leaves for good.
+ *
+ * The core keeps the waiting list, the per-agent service accounting and the counters; a
+ * policy (one file each behind sched_policy_ops) is only the order of the waiting list and
+ * the rule for when a running syscall yields:
+ *   fifo      arrival order, never preempts
+ *   rr        arrival order; a running syscall yields after `time_slice` generated tokens
+ *             and re-enters at the back
+ *   priority  higher priority first; a waiting syscall preempts a lower-priority one
+ *   fair      least attained service first: the agent that received the fewest tokens in
+ *             the current window runs first; a running syscall yields after a time slice
+ *             to an agent that has received less
  */
 #ifndef AIOS_SCHED_H
 #define AIOS_SCHED_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include "../syscall/syscall.h"
+
+/* What a policy may look at when ordering two syscalls. */
+typedef struct sched_key {
+    int priority;
+    uint64_t ticket;             /* smaller = earlier in the queue */
+    int slice;                   /* tokens generated since it last started (running only) */
+    unsigned long long service;  /* its agent's service in the current window, in tokens */
+} sched_key;
 
 /* ---- policy interface ---- */
 typedef struct sched_policy_ops {
     const char *name;
-    void *(*create)(void);
-    void (*destroy)(void *p);
-    /* Queue a waiting syscall (the scheduler holds a ref while it is queued). */
-    void (*push)(void *p, syscall_t *sc);
-    /* The syscall the policy would start next, without removing it; NULL if empty. */
-    syscall_t *(*peek)(void *p);
-    /* Remove a specific queued syscall; true if it was queued. */
-    bool (*remove)(void *p, syscall_t *sc);
-    size_t (*len)(void *p);
+    bool requeue_at_back;  /* a preempted syscall takes a new ticket (rr) or keeps its own */
+    /* True if waiting syscall a should start before waiting syscall b. */
+    bool (*before)(const sched_key *a, const sched_key *b);
+    /* True if running syscall r should give its place to waiting syscall w now. */
+    bool (*yields)(const sched_key *r, const sched_key *w, int time_slice);
 } sched_policy_ops;
 
-extern const sched_policy_ops sched_policy_fifo;
+extern const sched_policy_ops sched_policy_fifo, sched_policy_rr, sched_policy_priority, sched_policy_fair;
 /* The policy registered under `name`, or NULL. */
 const sched_policy_ops *sched_policy_lookup(const char *name);
+/* "fifo, rr, priority, fair" (for error messages and docs). */
+const char *sched_policy_names(void);
 
 /* ---- scheduler ---- */
 typedef struct sched sched_t;
 
 typedef struct sched_params {
-    const char *policy;  /* "fifo" */
-    int max_active;      /* syscalls running at once */
-    int max_queue;       /* waiting syscalls before submit fails with AIOS_ERR_BUSY */
+    const char *policy;    /* a name from sched_policy_names() */
+    int max_active;        /* syscalls running at once */
+    int max_queue;         /* waiting syscalls before submit fails with AIOS_ERR_BUSY */
+    int time_slice;        /* tokens a running syscall generates before it may be preempted (rr, fair) */
+    double fair_window_s;  /* length of the service window of the fair policy */
+    int max_agents;        /* per-agent service records kept (idle ones are recycled) */
 } sched_params;
 
 sched_params sched_default_params(void);
@@ -49,11 +69,23 @@ void sched_free(sched_t *s); /* accepts NULL; cancels and releases queued syscal
 
 /* Queues sc (takes a reference of its own). AIOS_ERR_BUSY when full, AIOS_ERR_SHUTDOWN when closed. */
 int sched_submit(sched_t *s, syscall_t *sc);
-/* Engine side: the next syscall to start if a slot is free and fits(sc, ctx) says yes;
- * the caller receives the scheduler's reference. NULL otherwise. */
+/* Engine side: the policy's first waiting syscall if a place is free and fits(sc, ctx)
+ * says it fits now; the caller receives the scheduler's reference. NULL otherwise (the
+ * queue keeps its order: a first syscall that does not fit is not overtaken). */
 syscall_t *sched_next(sched_t *s, bool (*fits)(syscall_t *sc, void *ctx), void *ctx);
-/* Engine side: a running syscall left the engine (frees its slot). */
-void sched_done(sched_t *s);
+/* Engine side: running sc received service: `service` tokens computed for it (prefill and
+ * generation) and `generated` new tokens (its time slice). */
+void sched_charge(sched_t *s, syscall_t *sc, int service, int generated);
+/* Engine side: when the policy's first waiting syscall cannot start (no free place, or
+ * fits() says no), the running syscall among running[0..n) that should yield to it, or
+ * NULL. The caller then preempts it and hands it back with sched_requeue(). */
+syscall_t *sched_victim(sched_t *s, syscall_t *const *running, int n, bool (*fits)(syscall_t *sc, void *ctx),
+                        void *ctx);
+/* Engine side: a preempted syscall goes back to the waiting list (the caller's reference
+ * passes to the scheduler); counts a context switch. */
+void sched_requeue(sched_t *s, syscall_t *sc);
+/* Engine side: running sc left the engine for good (frees its place). */
+void sched_done(sched_t *s, syscall_t *sc);
 /* Removes sc if it is still waiting and completes it as cancelled; true if it was waiting. */
 bool sched_cancel(sched_t *s, syscall_t *sc);
 /* Blocks the engine until there is queued work or a wake-up, at most timeout_s. */
@@ -63,10 +95,16 @@ void sched_wake(sched_t *s);
 void sched_close(sched_t *s);
 
 typedef struct sched_stats {
-    size_t queued, active;
-    unsigned long long submitted, started, rejected, cancelled_waiting;
+    size_t queued, active, preempted_waiting;
+    unsigned long long submitted, started, rejected, cancelled_waiting, context_switches;
     const char *policy;
 } sched_stats;
 void sched_get_stats(sched_t *s, sched_stats *out);
+
+/* Per-agent service, for /metrics: calls fn once per known agent (under the lock; fn must
+ * not call back into the scheduler). */
+typedef void (*sched_agent_fn)(const char *agent, unsigned long long service_total, unsigned long long service_window,
+                               void *ud);
+void sched_foreach_agent(sched_t *s, sched_agent_fn fn, void *ud);
 
 #endif

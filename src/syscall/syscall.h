@@ -56,7 +56,7 @@ typedef struct syscall {
     uint64_t id;
     char agent[AIOS_NAME_MAX];
     syscall_kind kind;
-    int priority;
+    int priority;          /* higher runs first under the priority policy; set before submit */
 
     pthread_mutex_t mu;
     syscall_state state;
@@ -77,6 +77,12 @@ typedef struct syscall {
 
     syscall_sink_fn sink;
     void *sink_ctx;
+
+    /* scheduler bookkeeping, guarded by the owning scheduler's mutex (sched.c) */
+    uint64_t sched_ticket;  /* order in the run queue: arrival, or re-queue time under rr */
+    int sched_slice;        /* tokens generated since it last started running */
+    void *sched_agent;      /* the scheduler's per-agent service record */
+    int sched_preemptions;  /* times it was preempted */
 
     atomic_int refs;
 } syscall_t;

@@ -174,7 +174,9 @@ class Daemon:
             self.proc.wait()
 
 
-SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error: |SUMMARY: \w+Sanitizer")
+# sanitizer reports, and the kernel's own consistency checks (KV accounting)
+SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error: |SUMMARY: \w+Sanitizer"
+                          r"|KV accounting drift")
 
 
 class _PortInUse(Exception):

@@ -477,6 +477,12 @@ def test_missing_model_file(tmp_path):
     (["--set", "server.port=70000"], "server.port"),
     (["--set", "scheduler.policy=random"], "scheduler.policy"),
     (["--set", "kernel.log_level=loud"], "kernel.log_level"),
+    (["--set", "context.mode=quantum"], "context.mode"),
+    (["--set", "scheduler.time_slice=0"], "scheduler.time_slice"),
+    (["--set", "scheduler.default_priority=101"], "scheduler.default_priority"),
+    (["--set", "agents.planner.priority=-5"], "priority"),
+    (["--set", "agents.planner.speed=5"], "agents.planner"),
+    (["--set", "context.cache_entries=250", "--set", "scheduler.max_active=16"], "context.cache_entries"),
 ])
 def test_bad_config_flag(flags, key):
     out = run_aiosd_to_exit(flags, timeout=60)
@@ -484,6 +490,28 @@ def test_bad_config_flag(flags, key):
     err_lines = [ln for ln in out.stderr.splitlines() if ln.startswith("aiosd: error:")]
     assert len(err_lines) == 1, out.stderr
     assert key in err_lines[0], out.stderr
+
+
+@pytest.mark.parametrize("key,bad,allowed", [
+    ("scheduler.policy", "lottery", "fifo, rr, priority, fair"),
+    ("context.mode", "paper", "kv, text"),
+])
+def test_bad_enum_names_allowed_values(key, bad, allowed):
+    out = run_aiosd_to_exit(["--set", f"{key}={bad}"], timeout=60)
+    assert out.returncode != 0
+    assert f"{key}: unknown value '{bad}' (allowed: {allowed})" in out.stderr, out.stderr
+
+
+def test_agents_section_in_yaml(tmp_path):
+    """agents: {name: {priority: N}} is accepted; a bad priority is refused with its line."""
+    good = tmp_path / "good.yaml"
+    good.write_text("scheduler:\n  policy: priority\nagents:\n  planner:\n    priority: 80\n")
+    out = run_aiosd_to_exit(["--config", str(good), "--check-config"], timeout=60)
+    assert out.returncode == 0 and "configuration ok" in out.stdout, out.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("agents:\n  planner:\n    priority: 900\n")
+    out = run_aiosd_to_exit(["--config", str(bad), "--check-config"], timeout=60)
+    assert out.returncode != 0 and "bad.yaml:3" in out.stderr and "priority" in out.stderr, out.stderr
 
 
 def test_bad_config_file(tmp_path):

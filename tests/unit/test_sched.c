@@ -1,13 +1,16 @@
 /*
- * test_sched.c - unit tests of the syscall object and the scheduler core with the fifo
- * policy, driven by hand (no engine): order, max_active, the fits gate, queue bound,
- * cancellation of waiting work, shutdown, refcounts and the AIOS timing arrays.
+ * test_sched.c - unit tests of the syscall object, the scheduler core and its four
+ * policies, driven by hand (no engine; a deterministic stand-in for the engine charges
+ * service and asks for victims): order, max_active, the fits gate, queue bound,
+ * cancellation, shutdown, refcounts, the AIOS timing arrays, rr time slices, priority
+ * preemption, least-attained-service order and no starvation.
  */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <string.h>
 #include "sched/sched.h"
 
@@ -15,6 +18,18 @@ static int freed;
 static void count_free(void *p) { (void)p; freed++; }
 
 static syscall_t *mk(const char *agent) { return syscall_new(SYSCALL_KIND_LLM, agent, (void *)1, count_free, 64); }
+
+static sched_t *mk_policy(const char *policy, int active, int queue, int slice) {
+    sched_params p = sched_default_params();
+    p.policy = policy;
+    p.max_active = active;
+    p.max_queue = queue;
+    p.time_slice = slice;
+    char err[128];
+    sched_t *s = sched_new(&p, err, sizeof err);
+    assert_non_null(s);
+    return s;
+}
 
 static sched_t *mk_sched(int active, int queue) {
     sched_params p = sched_default_params();
@@ -52,12 +67,12 @@ static void test_fifo_order_and_max_active(void **st) {
     sched_get_stats(s, &ss);
     assert_int_equal(ss.active, 2);
     assert_int_equal(ss.queued, 1);
-    sched_done(s);
+    sched_done(s, x);
     syscall_unref(x);
     syscall_t *z = sched_next(s, NULL, NULL);
     assert_ptr_equal(z, c);
-    sched_done(s);
-    sched_done(s);
+    sched_done(s, y);
+    sched_done(s, z);
     syscall_unref(y);
     syscall_unref(z);
     syscall_unref(a);
@@ -79,7 +94,7 @@ static void test_fits_gate_keeps_order(void **st) {
     assert_int_equal(ss.queued, 1);
     syscall_t *x = sched_next(s, NULL, NULL);
     assert_ptr_equal(x, a);
-    sched_done(s);
+    sched_done(s, x);
     syscall_unref(x);
     syscall_unref(a);
     sched_free(s);
@@ -97,7 +112,7 @@ static void test_queue_bound_and_cancel(void **st) {
     assert_int_equal(a->result, AIOS_ERR_CANCELLED);
     assert_false(sched_cancel(s, a)); /* not waiting any more */
     assert_ptr_equal(sched_next(s, NULL, NULL), b);
-    sched_done(s);
+    sched_done(s, b);
     syscall_unref(b); /* the scheduler's reference */
     sched_close(s);
     assert_int_equal(sched_submit(s, c), AIOS_ERR_SHUTDOWN);
@@ -152,11 +167,180 @@ static void test_syscall_output_and_timings(void **st) {
     syscall_unref(NULL);
 }
 
+
+/* rr: a running syscall yields after time_slice generated tokens and goes to the back. */
+static void test_rr_time_slice(void **st) {
+    (void)st;
+    sched_t *s = mk_policy("rr", 1, 10, 4);
+    syscall_t *a = mk("a"), *b = mk("b");
+    sched_submit(s, a);
+    sched_submit(s, b);
+    syscall_t *run = sched_next(s, NULL, NULL);
+    assert_ptr_equal(run, a);
+    sched_charge(s, a, 10, 3);
+    assert_null(sched_victim(s, &run, 1, NULL, NULL)); /* 3 < 4 tokens */
+    sched_charge(s, a, 1, 1);
+    assert_ptr_equal(sched_victim(s, &run, 1, NULL, NULL), a);
+    sched_requeue(s, a);
+    sched_stats ss;
+    sched_get_stats(s, &ss);
+    assert_int_equal(ss.context_switches, 1);
+    assert_int_equal(ss.preempted_waiting, 1);
+    run = sched_next(s, NULL, NULL);
+    assert_ptr_equal(run, b); /* a went to the back */
+    sched_charge(s, b, 4, 4);
+    assert_ptr_equal(sched_victim(s, &run, 1, NULL, NULL), b);
+    sched_requeue(s, b);
+    assert_ptr_equal(sched_next(s, NULL, NULL), a);
+    sched_done(s, a);
+    syscall_unref(a);
+    sched_free(s); /* completes b as shut down */
+    assert_int_equal(b->result, AIOS_ERR_SHUTDOWN);
+    syscall_unref(a);
+    syscall_unref(b);
+}
+
+/* fifo never preempts, however long a syscall runs. */
+static void test_fifo_never_preempts(void **st) {
+    (void)st;
+    sched_t *s = mk_policy("fifo", 1, 10, 1);
+    syscall_t *a = mk("a"), *b = mk("b");
+    sched_submit(s, a);
+    sched_submit(s, b);
+    syscall_t *run = sched_next(s, NULL, NULL);
+    sched_charge(s, a, 1000, 1000);
+    assert_null(sched_victim(s, &run, 1, NULL, NULL));
+    sched_done(s, run);
+    syscall_unref(run);
+    assert_ptr_equal(sched_next(s, NULL, NULL), b);
+    sched_done(s, b);
+    syscall_unref(b);
+    syscall_unref(a);
+    syscall_unref(b);
+    sched_free(s);
+}
+
+/* priority: higher first; a waiting higher priority preempts the lowest running one. */
+static void test_priority_order_and_preemption(void **st) {
+    (void)st;
+    sched_t *s = mk_policy("priority", 2, 10, 32);
+    syscall_t *lo = mk("lo"), *mid = mk("mid"), *hi = mk("hi"), *lo2 = mk("lo2");
+    lo->priority = 10;
+    mid->priority = 50;
+    hi->priority = 90;
+    lo2->priority = 10;
+    sched_submit(s, lo);
+    sched_submit(s, mid);
+    syscall_t *run[2] = {sched_next(s, NULL, NULL), sched_next(s, NULL, NULL)};
+    assert_ptr_equal(run[0], mid);
+    assert_ptr_equal(run[1], lo);
+    sched_submit(s, lo2);
+    assert_null(sched_victim(s, run, 2, NULL, NULL)); /* equal priority does not preempt */
+    sched_submit(s, hi);
+    assert_ptr_equal(sched_victim(s, run, 2, NULL, NULL), lo); /* the lowest running yields */
+    sched_requeue(s, lo);
+    assert_ptr_equal(sched_next(s, NULL, NULL), hi);
+    sched_done(s, hi);
+    assert_ptr_equal(sched_next(s, NULL, NULL), lo); /* keeps its ticket: before lo2 */
+    sched_done(s, lo);
+    assert_ptr_equal(sched_next(s, NULL, NULL), lo2);
+    sched_done(s, lo2);
+    sched_done(s, mid);
+    syscall_t *all[] = {lo, mid, hi, lo2};
+    for (int i = 0; i < 4; i++) syscall_unref(all[i]), syscall_unref(all[i]);
+    sched_free(s);
+}
+
+/* fair: the agent with the least service in the window goes first; a running agent with
+ * more service yields after its slice. */
+static void test_fair_least_attained_service(void **st) {
+    (void)st;
+    sched_t *s = mk_policy("fair", 1, 10, 8);
+    syscall_t *a1 = mk("heavy"), *b1 = mk("light");
+    sched_submit(s, a1);
+    syscall_t *run = sched_next(s, NULL, NULL);
+    assert_ptr_equal(run, a1);
+    sched_charge(s, a1, 500, 8);
+    sched_submit(s, b1);
+    assert_ptr_equal(sched_victim(s, &run, 1, NULL, NULL), a1); /* light has received less */
+    sched_requeue(s, a1);
+    run = sched_next(s, NULL, NULL);
+    assert_ptr_equal(run, b1);
+    sched_charge(s, b1, 20, 8);
+    assert_null(sched_victim(s, &run, 1, NULL, NULL)); /* heavy has received more: light keeps running */
+    sched_done(s, b1);
+    /* a second request of the light agent is still ahead of the heavy one */
+    syscall_t *b2 = mk("light");
+    sched_submit(s, b2);
+    assert_ptr_equal(sched_next(s, NULL, NULL), b2);
+    sched_done(s, b2);
+    assert_ptr_equal(sched_next(s, NULL, NULL), a1);
+    sched_done(s, a1);
+    syscall_t *all[] = {a1, b1, b2};
+    for (int i = 0; i < 3; i++) syscall_unref(all[i]), syscall_unref(all[i]);
+    sched_free(s);
+}
+
+/* No starvation: 64 syscalls, 4 places, every step each running one generates a token;
+ * under rr and fair every syscall finishes its 40 tokens, and nobody waits longer than the
+ * others' slices in front of it. */
+static void run_to_completion(const char *policy) {
+    enum { N = 64, ACTIVE = 4, WORK = 40, SLICE = 8 };
+    sched_t *s = mk_policy(policy, ACTIVE, N, SLICE);
+    syscall_t *sc[N];
+    int left[N], step_started[N];
+    char name[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "agent%d", i % 16);
+        sc[i] = mk(name);
+        left[i] = WORK;
+        step_started[i] = -1;
+        sched_submit(s, sc[i]);
+    }
+    syscall_t *run[ACTIVE] = {0};
+    int done = 0, step = 0;
+    while (done < N && step < 100000) {
+        for (int k = 0; k < ACTIVE; k++)
+            if (!run[k]) run[k] = sched_next(s, NULL, NULL);
+        int n = 0;
+        syscall_t *r[ACTIVE];
+        for (int k = 0; k < ACTIVE; k++)
+            if (run[k]) r[n++] = run[k];
+        for (int k = 0; k < ACTIVE; k++) {
+            if (!run[k]) continue;
+            int i = (int)(run[k]->id - sc[0]->id);
+            if (step_started[i] < 0) step_started[i] = step;
+            sched_charge(s, run[k], 1, 1);
+            if (--left[i] == 0) {
+                sched_done(s, run[k]);
+                syscall_unref(run[k]);
+                run[k] = NULL;
+                done++;
+            }
+        }
+        syscall_t *v = n ? sched_victim(s, r, n, NULL, NULL) : NULL;
+        for (int k = 0; v && k < ACTIVE; k++)
+            if (run[k] == v) sched_requeue(s, v), run[k] = NULL;
+        step++;
+    }
+    assert_int_equal(done, N);
+    /* everyone got its first slice within the first round of slices */
+    for (int i = 0; i < N; i++) assert_true(step_started[i] <= (N / ACTIVE) * SLICE + SLICE);
+    for (int i = 0; i < N; i++) syscall_unref(sc[i]);
+    sched_free(s);
+}
+
+static void test_no_starvation_rr(void **st) { (void)st; run_to_completion("rr"); }
+static void test_no_starvation_fair(void **st) { (void)st; run_to_completion("fair"); }
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unknown_policy),        cmocka_unit_test(test_fifo_order_and_max_active),
         cmocka_unit_test(test_fits_gate_keeps_order), cmocka_unit_test(test_queue_bound_and_cancel),
         cmocka_unit_test(test_free_completes_waiting), cmocka_unit_test(test_syscall_output_and_timings),
+        cmocka_unit_test(test_rr_time_slice),          cmocka_unit_test(test_fifo_never_preempts),
+        cmocka_unit_test(test_priority_order_and_preemption), cmocka_unit_test(test_fair_least_attained_service),
+        cmocka_unit_test(test_no_starvation_rr),       cmocka_unit_test(test_no_starvation_fair),
     };
     return cmocka_run_group_tests_name("sched", tests, NULL, NULL);
 }

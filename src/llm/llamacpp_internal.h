@@ -1,0 +1,98 @@
+/*
+ * llamacpp_internal.h - what the two halves of the embedded llama.cpp core share: the
+ * engine (llamacpp.c: loading, prepare, the decode loop) and its context manager
+ * (llamacpp_ctx.c: starting, preempting and finishing sequences, snapshots, and the cache
+ * of resident prefixes and conversations that later requests reuse).
+ *
+ * Sequence ids: [0, max_active) are the engine's slots (running generations);
+ * [max_active, max_active + cache_entries) hold resident cache entries.
+ *
+ * Preemption parks a generation when it can: its cells move to a free cache sequence id
+ * (no copy) and come back when it resumes; only under KV pressure is a parked generation
+ * snapshotted out (then RAM, then disk), like a cached conversation.
+ *
+ * KV accounting (cells): a running slot is charged its reserve (prompt + max_tokens) less
+ * the cells it shares with the cache entry it copied its prefix from; a resident entry is
+ * charged its length less what it shares with its parent entry. Sharing is a tree: an
+ * entry or slot pins its parent (`pins`), and only unpinned resident entries (leaves) can
+ * be evicted, so shared cells are counted exactly once and eviction frees what it counts.
+ */
+#ifndef AIOS_LLAMACPP_INTERNAL_H
+#define AIOS_LLAMACPP_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <llama.h>
+#include "llm_internal.h"
+
+typedef struct lc_seq {
+    bool used;
+    int id;              /* llama seq_id == slot index */
+    syscall_t *sc;       /* our reference, from sched_next */
+    llm_request *req;    /* sc->args: the generation's context (progress, snapshot) */
+    int reserve;         /* positions it may occupy: prompt + max_tokens */
+    int parent, shared;  /* cache entry whose first `shared` cells it shares (pinned), -1 = none */
+    int charge;          /* cells accounted to it */
+    int bidx;            /* logits index in the current batch, -1 = none */
+    int n_in_batch;      /* tokens it has in the current batch */
+} lc_seq;
+
+typedef struct lc_entry {
+    bool used;
+    int seq;             /* llama seq id while resident, -1 = kept only as a snapshot */
+    int32_t *tokens;     /* the tokens whose KV it holds (positions 0..n-1) */
+    int n;
+    ctx_snap *snap;      /* when not resident */
+    int parent, shared;  /* resident parent entry and the cells shared with it (-1 = none) */
+    int pins;            /* slots and entries sharing its cells */
+    int charge;
+    double last_use;
+} lc_entry;
+
+typedef struct lc_engine {
+    aios_model_cfg cfg;
+    llm_context_params cp;
+    struct llama_model *model;
+    struct llama_context *ctx;
+    struct llama_context *vctx;
+    struct ggml_threadpool *tp;  /* the decode thread pool (ours: its poll level is set) */  /* the prefix self-check's fresh context (verify_prefix only) */
+    const struct llama_vocab *vocab;
+    char *tmpl;
+    int n_ctx, kv_size, max_active, batch_size;
+    sched_t *sched;
+    pthread_t thread;
+    bool thread_started;
+    atomic_bool stop;
+    lc_seq *seqs;
+    int n_active, kv_reserved, kv_used;
+    syscall_t **parked;  /* preempted generations whose KV stays in a cache sequence (our refs) */
+    int n_parked;
+    bool audit_failed;   /* the KV accounting check fired (logged once) */
+    lc_entry *entries;   /* cache_entries + snapshot_entries records */
+    int n_entries;
+    bool *seq_busy;      /* cache seq ids in use, indexed from max_active */
+    struct llama_batch batch;
+    struct llama_sampler *no_eog; /* logit bias banning end-of-generation tokens (ignore_eos) */
+    pthread_mutex_t st_mu;
+    llm_core_stats st;
+} lc_engine;
+
+/* ---- llamacpp_ctx.c (engine thread only, unless noted) ---- */
+int lc_ctx_init(lc_engine *e);
+void lc_ctx_free(lc_engine *e);
+/* sched fits callback: could sc start now (evicting cache entries if needed)? */
+bool lc_fits(syscall_t *sc, void *ctx);
+/* Starts sc in free slot s: restores its snapshot, or reuses the best cached prefix. */
+void lc_start(lc_engine *e, lc_seq *s, syscall_t *sc);
+/* Saves s's context (snapshot, or text), frees its KV and hands it back to the scheduler. */
+void lc_preempt(lc_engine *e, lc_seq *s);
+/* Frees the cells of parked generations that finished while waiting (cancelled). */
+void lc_reap_parked(lc_engine *e);
+/* Releases s's KV when its generation ends: kept as a cache entry if `retain`. */
+void lc_release(lc_engine *e, lc_seq *s, bool retain);
+/* Copies the engine-owned gauges into the stats readers see; st_mu held. */
+void lc_publish_gauges_locked(lc_engine *e);
+/* The snapshot store's gauges into o (any thread). */
+void lc_store_stats(lc_engine *e, llm_core_stats *o);
+
+#endif
