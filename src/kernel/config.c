@@ -59,7 +59,7 @@ static const cfg_key KEYS[] = {
     K_INT("context.prefix_min_tokens", context.prefix_min_tokens, 1, 1 << 20, "32", "Shortest prompt prefix worth reusing from the cache."),
     K_INT("context.verify_prefix", context.verify_prefix, 0, 1, "0", "Self-check (slow; for tests): every prefix taken from the cache is compared byte for byte with a solo prefill of the same tokens; mismatches are counted on /metrics."),
     K_STR("kernel.data_dir", data_dir, "", "Directory for kernel state (created at start; used by the context and storage managers). Empty = $AIOS_CACHE/data (~/.cache/aios/data)."),
-    K_STR("kernel.log_level", log_level, "info", "debug, info, warn or error."),
+    K_ENUM("kernel.log_level", log_level, "info", "debug|info|warn|error", "Least severe message logged: debug, info, warn or error."),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 
@@ -391,11 +391,6 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
     if (cfg->scheduler.max_active + cfg->context.cache_entries > 255) {
         snprintf(err, errlen, "scheduler.max_active (%d) + context.cache_entries (%d) must be at most 255 (llama.cpp sequences)",
                  cfg->scheduler.max_active, cfg->context.cache_entries);
-        return AIOS_ERR_CONFIG;
-    }
-    log_level lvl;
-    if (log_parse_level(cfg->log_level, &lvl)) {
-        snprintf(err, errlen, "kernel.log_level: unknown level '%s' (allowed: debug, info, warn, error)", cfg->log_level);
         return AIOS_ERR_CONFIG;
     }
     for (int i = 0; i < cfg->llms.n_models; i++) {

@@ -508,21 +508,18 @@ void lc_start(lc_engine *e, lc_seq *s, syscall_t *sc) {
     s->reserve = r->n_tokens + r->samp.max_tokens;
     s->parent = -1;
     s->shared = 0;
-    int len = 0, m = r->snap || r->park_seq >= 0 ? -1 : entry_match(e, r, &len);
-    if (r->park_seq < 0) make_room(e, start_need(e, r, m, len), m);
     if (r->park_seq >= 0) {
         unpark(e, s, r);
     } else if (r->snap) {
+        make_room(e, start_need(e, r, -1, 0), -1);
         int rc = restore_seq(e, r->snap, s->id);
         r->snap_free(r->snap);
         r->snap = NULL;
-        if (rc) {
-            to_text_resume(r);
-            m = entry_match(e, r, &len);
-            make_room(e, start_need(e, r, m, len), m);
-            start_from_feed(e, s, m, len);
-        }
-    } else {
+        if (rc) to_text_resume(r);
+    }
+    if (!r->decoding) { /* new, or resuming from text (only decoding generations are preempted) */
+        int len = 0, m = entry_match(e, r, &len);
+        make_room(e, start_need(e, r, m, len), m);
         start_from_feed(e, s, m, len);
     }
     s->charge = s->reserve - s->shared;

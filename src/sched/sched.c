@@ -161,12 +161,11 @@ static syscall_t *first_waiting(sched_t *s) {
     return best;
 }
 
-static void agent_release(sched_t *s, syscall_t *sc) {
+static void agent_release(syscall_t *sc) {
     sched_agent *a = sc->sched_agent;
     if (!a) return;
     a->live--;
     a->last_used = kern_now_mono();
-    (void)s;
 }
 
 /* ---- public ---- */
@@ -278,7 +277,7 @@ void sched_requeue(sched_t *s, syscall_t *sc) {
 void sched_done(sched_t *s, syscall_t *sc) {
     pthread_mutex_lock(&s->mu);
     if (s->active) s->active--;
-    agent_release(s, sc);
+    agent_release(sc);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -287,7 +286,7 @@ bool sched_cancel(sched_t *s, syscall_t *sc) {
     bool removed = list_remove(s, sc);
     if (removed) {
         s->cancelled_waiting++;
-        agent_release(s, sc);
+        agent_release(sc);
     }
     pthread_mutex_unlock(&s->mu);
     if (removed) {
