@@ -12,7 +12,7 @@ LLAMA_LIB  := $(LLAMA_DIR)/build/bin
 BUILD      ?= build
 SAN        ?=
 
-PKGS    := libmicrohttpd libcjson yaml-0.1 libcurl
+PKGS    := libmicrohttpd libcjson yaml-0.1 libcurl sqlite3
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -22,14 +22,20 @@ ALL_CFLAGS = $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror=implicit-functi
 ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 LLAMA_LDLIBS := -L$(LLAMA_LIB) -lllama -lggml-cpu -lggml-base -Wl,-rpath,$(LLAMA_LIB)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
+KERNEL_LDLIBS := -lstdc++
+CXX     ?= g++
+# The one C++ file: the shim over hnswlib (header-only), src/vector/vector.cpp.
+ALL_CXXFLAGS = $(OPT) -std=c++17 -Wall -Wextra -Iinclude -Isrc $(SAN) $(CXXFLAGS)
 
-KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/syscall/syscall.c \
+KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/kernel/maps.c src/kernel/workq.c src/syscall/syscall.c \
               src/sched/sched.c src/sched/policy_fifo.c src/sched/policy_rr.c src/sched/policy_priority.c \
               src/sched/policy_fair.c src/context/ctx.c \
-              src/llm/llm.c src/llm/llamacpp.c src/llm/llamacpp_ctx.c src/llm/text.c src/llm/grammar.c \
-              src/api/server.c src/api/json.c src/api/chat.c src/api/routes_aios.c src/api/routes_openai.c
+              src/llm/llm.c src/llm/llamacpp.c src/llm/llamacpp_ctx.c src/llm/text.c src/llm/grammar.c src/llm/embed.c \
+              src/memory/memory.c src/storage/db.c src/storage/path.c src/storage/storage.c \
+              src/api/server.c src/api/json.c src/api/chat.c src/api/routes_aios.c src/api/routes_openai.c src/api/routes_mem.c
 SDK_SRC    := src/sdk/aios.c src/kernel/result.c
-KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o)
+KERNEL_CXX := src/vector/vector.cpp
+KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_CXX:%.cpp=$(BUILD)/obj/%.o)
 SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
@@ -42,17 +48,22 @@ llama:
 	@bash scripts/fetch-llama.sh
 model: llama
 	@bash scripts/fetch-model.sh
+	@bash scripts/fetch-embed-model.sh
 
 $(BUILD)/obj/%.o: %.c $(wildcard src/*/*.h include/aios/*.h) | llama-check
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LLAMA_INC) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cpp src/vector/vector.h | llama-check
+	@mkdir -p $(dir $@)
+	$(CXX) $(ALL_CXXFLAGS) -c $< -o $@
 
 .PHONY: llama-check
 llama-check:
 	@test -f $(LLAMA_LIB)/libllama.so || { echo "llama.cpp is not built yet: run 'make llama' (or 'make run')"; exit 1; }
 
 $(BUILD)/aiosd: $(BUILD)/obj/src/kernel/main.o $(KERNEL_OBJ)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS) $(KERNEL_LDLIBS)
 $(BUILD)/aios: $(BUILD)/obj/src/cli/aios.o $(SDK_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/demo_agents: $(BUILD)/obj/examples/demo_agents.o $(SDK_OBJ)
@@ -63,7 +74,7 @@ $(BUILD)/agents: $(BUILD)/obj/bench/agents.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_OBJ) $(BUILD)/obj/src/sdk/aios.o
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS) -lcmocka
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS) $(KERNEL_LDLIBS) -lcmocka
 
 run: deps model all
 	@bash scripts/run-demo.sh

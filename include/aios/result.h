@@ -26,7 +26,10 @@
     X(AIOS_ERR_METHOD,          -13,   405, "method_not_allowed",    "method not allowed")    \
     X(AIOS_ERR_SHUTDOWN,        -14,   503, "shutting_down",         "kernel is shutting down") \
     X(AIOS_ERR_TRANSPORT,       -15,   502, "transport_error",       "cannot reach the kernel") \
-    X(AIOS_ERR_NOT_IMPLEMENTED, -16,   501, "not_implemented",       "not implemented in this kernel version")
+    X(AIOS_ERR_NOT_IMPLEMENTED, -16,   501, "not_implemented",       "not implemented in this kernel version") \
+    X(AIOS_ERR_EXISTS,          -17,   409, "conflict",              "already exists")        \
+    X(AIOS_ERR_FORBIDDEN,       -18,   403, "forbidden",             "forbidden")             \
+    X(AIOS_ERR_QUOTA,           -19,   507, "quota_exceeded",        "storage quota exceeded")
 
 typedef enum aios_result {
 #define AIOS_X_ENUM(name, value, http, code, msg) name = value,

@@ -12,6 +12,8 @@
 
 #include "../kernel/kernel.h"
 #include "../llm/llm.h"
+#include "../memory/memory.h"
+#include "../storage/storage.h"
 
 typedef struct api_server api_server;
 
@@ -19,6 +21,10 @@ typedef struct api_params {
     const aios_config *cfg;   /* borrowed; outlives the server */
     llm_core *const *cores;   /* borrowed; cores[i] serves cfg->llms.models[i] */
     int n_cores;
+    mem_manager *mem;          /* borrowed; NULL = memory queries get 501 */
+    storage_manager *storage;  /* borrowed; NULL = storage queries get 501 */
+    llm_embedder *embedder;    /* borrowed; NULL = /v1/embeddings gets 501 */
+    workq *workers;            /* borrowed; runs memory, storage and embedding requests */
 } api_params;
 
 /* Binds and starts serving. NULL with err set on failure (port in use, ...). */

@@ -54,6 +54,12 @@ typedef struct api_route {
 
 extern const api_route api_routes_aios[];
 extern const api_route api_routes_openai[];
+extern const api_route api_routes_mem[];
+/* The memory / storage kinds of POST /query (routes_mem.c); qd is query_data. */
+enum MHD_Result api_query_memory(api_req *r, const cJSON *qd);
+enum MHD_Result api_query_storage(api_req *r, const cJSON *qd);
+/* Appends the memory, storage and embedder series to a /metrics body. */
+void api_metrics_mem(api_req *r, strbuf *b);
 
 const aios_config *api_cfg(api_req *r);
 /* The core serving `name` (NULL/empty: the default model); NULL if unknown. */
@@ -68,6 +74,16 @@ enum MHD_Result api_reply_error(api_req *r, int rc, const char *fmt, ...) __attr
 /* Submits sc (takes ownership of the caller's reference) and suspends until done, or
  * starts an SSE response when on_stream is set. Answers errors itself. */
 enum MHD_Result api_run_syscall(api_req *r, llm_core *core, syscall_t *sc, api_done_fn on_done, api_stream_fn on_stream);
+
+/* Work run on the worker pool: reads and writes its args (the syscall's), returns a result
+ * code with err set on failure. */
+typedef int (*api_work_fn)(void *args, char *err, size_t errlen);
+/* Runs fn(sc->args) on the worker pool (takes ownership of the caller's reference to sc)
+ * and suspends until it completes; on_done then answers. */
+enum MHD_Result api_run_job(api_req *r, syscall_t *sc, api_work_fn fn, api_done_fn on_done);
+mem_manager *api_mem(api_req *r);
+storage_manager *api_storage(api_req *r);
+llm_embedder *api_embedder(api_req *r);
 
 /* ---- JSON parameter helpers (json.c): each returns AIOS_OK, or AIOS_ERR_INVALID with
  * err naming the field and what was expected. Absent (or null) optional fields keep *out. */

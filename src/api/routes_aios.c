@@ -166,6 +166,8 @@ static enum MHD_Result h_query(api_req *r, cJSON *body) {
     if (!kind->implemented)
         return api_reply_error(r, AIOS_ERR_NOT_IMPLEMENTED, "query_type '%s' needs the %s manager, which this kernel version does not have yet",
                                kind->name, kind->name);
+    if (kind->kind == SYSCALL_KIND_MEMORY) return api_query_memory(r, qd);
+    if (kind->kind == SYSCALL_KIND_STORAGE) return api_query_storage(r, qd);
     return query_llm(r, qd);
 }
 
@@ -330,6 +332,7 @@ static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
             llm_core_foreach_agent(api_core_at(r, i), metric_agent, &al);
         }
     }
+    api_metrics_mem(r, &b);
     enum MHD_Result ret = api_reply_text(r, 200, "text/plain; version=0.0.4", b.data ? b.data : "");
     sb_free(&b);
     return ret;

@@ -29,6 +29,10 @@ struct api_server {
     const aios_config *cfg;
     llm_core *const *cores;
     int n_cores;
+    mem_manager *mem;
+    storage_manager *storage;
+    llm_embedder *embedder;
+    workq *workers;
     struct MHD_Daemon *mhd;
     double started;
     pthread_mutex_t gate_mu;   /* closing + submit */
@@ -44,6 +48,9 @@ const aios_config *api_cfg(api_req *r) { return r->srv->cfg; }
 int api_n_cores(api_req *r) { return r->srv->n_cores; }
 llm_core *api_core_at(api_req *r, int i) { return r->srv->cores[i]; }
 double api_uptime(api_req *r) { return kern_now_mono() - r->srv->started; }
+mem_manager *api_mem(api_req *r) { return r->srv->mem; }
+storage_manager *api_storage(api_req *r) { return r->srv->storage; }
+llm_embedder *api_embedder(api_req *r) { return r->srv->embedder; }
 
 llm_core *api_core(api_req *r, const char *name) {
     const aios_config *cfg = r->srv->cfg;
@@ -85,7 +92,7 @@ static cJSON *error_json(int rc, const char *msg) {
     cJSON_AddStringToObject(e, "code", aios_errcode(rc));
     cJSON_AddStringToObject(e, "message", msg && *msg ? msg : aios_strerror(rc));
     int st = aios_http_status(rc);
-    cJSON_AddStringToObject(e, "type", st == 401 ? "authentication_error" : st == 404 ? "not_found_error"
+    cJSON_AddStringToObject(e, "type", st == 401 ? "authentication_error" : st == 403 ? "permission_error" : st == 404 ? "not_found_error"
                                        : st < 500 ? "invalid_request_error" : "server_error");
     return root;
 }
@@ -205,6 +212,58 @@ enum MHD_Result api_run_syscall(api_req *r, llm_core *core, syscall_t *sc, api_d
     return r->streaming ? start_stream(r) : wait_or_answer(r);
 }
 
+/* A worker-pool job: runs fn on the syscall's args and completes the syscall. */
+typedef struct api_job {
+    syscall_t *sc;   /* the job's own reference */
+    api_work_fn fn;
+} api_job;
+
+static void job_main(void *arg) {
+    api_job *j = arg;
+    syscall_t *sc = j->sc;
+    char err[512] = "";
+    syscall_round_begin(sc);
+    int rc = atomic_load(&sc->cancel) ? AIOS_ERR_CANCELLED : j->fn(sc->args, err, sizeof err);
+    syscall_round_end(sc);
+    syscall_complete(sc, rc, "%s", err);
+    syscall_unref(sc);
+    free(j);
+}
+
+enum MHD_Result api_run_job(api_req *r, syscall_t *sc, api_work_fn fn, api_done_fn on_done) {
+    api_server *s = r->srv;
+    api_job *j = malloc(sizeof *j);
+    if (!j) {
+        syscall_unref(sc);
+        return MHD_NO;
+    }
+    *j = (api_job){syscall_ref(sc), fn};
+    r->sc = sc;
+    r->core = NULL;
+    r->on_done = on_done;
+    sb_init(&r->sse, 0);
+    syscall_set_sink(sc, req_notify, r);
+    pthread_mutex_lock(&s->gate_mu);
+    int rc = s->closing ? AIOS_ERR_SHUTDOWN : workq_submit(s->workers, job_main, j);
+    pthread_mutex_unlock(&s->gate_mu);
+    if (rc) {
+        syscall_unref(j->sc);
+        free(j);
+        syscall_set_sink(sc, NULL, NULL);
+        syscall_complete(sc, rc, NULL);
+        return api_reply_error(r, rc, rc == AIOS_ERR_BUSY ? "the worker queue is full (kernel.max_jobs); retry later" : NULL);
+    }
+    inflight_add(s, r);
+    return wait_or_answer(r);
+}
+
+/* Cancels an abandoned request: LLM work through its core; a worker job checks the flag
+ * before it starts (a storage write that already committed stays committed). */
+static void cancel_work(llm_core *core, syscall_t *sc) {
+    if (core) llm_core_cancel(core, sc);
+    else syscall_cancel(sc);
+}
+
 /* ---------- hang-up watcher ---------- */
 
 static void *watcher_main(void *arg) {
@@ -232,7 +291,7 @@ static void *watcher_main(void *arg) {
             for (int i = 0; i < n; i++)
                 if (fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
                     log_debug("client of syscall %llu hung up; cancelling", (unsigned long long)scs[i]->id);
-                    llm_core_cancel(cores[i], scs[i]);
+                    cancel_work(cores[i], scs[i]);
                 }
         for (int i = 0; i < n; i++) syscall_unref(scs[i]);
         usleep(50 * 1000);
@@ -243,7 +302,7 @@ static void *watcher_main(void *arg) {
 /* ---------- MHD callbacks ---------- */
 
 static const api_route *find_route(const char *method, const char *url, bool *path_known) {
-    const api_route *tables[] = {api_routes_aios, api_routes_openai};
+    const api_route *tables[] = {api_routes_aios, api_routes_openai, api_routes_mem};
     *path_known = false;
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (const api_route *rt = tables[t]; rt->path; rt++) {
@@ -272,6 +331,17 @@ static int priority_from_header(api_req *r) {
     return AIOS_OK;
 }
 
+/* Whether JSON text holds a \u0000 escape. cJSON would cut the string there, so a path
+ * or name could silently mean something shorter; the kernel refuses NUL in any string. */
+static bool has_nul_escape(const char *s, size_t n) {
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\') continue;
+        if (s[i + 1] == 'u' && i + 5 < n && !memcmp(s + i + 2, "0000", 4)) return true;
+        i++; /* skip the escaped character */
+    }
+    return false;
+}
+
 static enum MHD_Result dispatch(api_req *r) {
     if (r->too_large)
         return api_reply_error(r, AIOS_ERR_TOO_LARGE, "request body exceeds server.max_body_bytes (%ld bytes)",
@@ -291,6 +361,10 @@ static enum MHD_Result dispatch(api_req *r) {
         if (!r->body.len) return api_reply_error(r, AIOS_ERR_INVALID, "the request body must be a JSON object");
         body = cJSON_ParseWithLength(r->body.data, r->body.len);
         if (!body) return api_reply_error(r, AIOS_ERR_INVALID, "malformed JSON in the request body");
+        if (has_nul_escape(r->body.data, r->body.len)) {
+            cJSON_Delete(body);
+            return api_reply_error(r, AIOS_ERR_INVALID, "strings in the request must not contain NUL (\\u0000)");
+        }
         if (!cJSON_IsObject(body)) {
             cJSON_Delete(body);
             return api_reply_error(r, AIOS_ERR_INVALID, "the request body must be a JSON object");
@@ -350,7 +424,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         inflight_remove(s, r);
         if (!syscall_is_done(r->sc)) {
             log_debug("request %llu ended early (%d); cancelling", (unsigned long long)r->sc->id, (int)toe);
-            llm_core_cancel(r->core, r->sc);
+            cancel_work(r->core, r->sc);
         }
         syscall_unref(r->sc);
     }
@@ -377,6 +451,10 @@ api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
     s->cfg = p->cfg;
     s->cores = p->cores;
     s->n_cores = p->n_cores;
+    s->mem = p->mem;
+    s->storage = p->storage;
+    s->embedder = p->embedder;
+    s->workers = p->workers;
     s->started = kern_now_mono();
     pthread_mutex_init(&s->gate_mu, NULL);
     pthread_mutex_init(&s->in_mu, NULL);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
 #include "kernel.h"
 
@@ -58,6 +59,27 @@ static const cfg_key KEYS[] = {
     K_INT("context.snapshot_entries", context.snapshot_entries, 0, 1 << 16, "256", "Evicted conversations kept as snapshots (RAM, then disk) for reuse."),
     K_INT("context.prefix_min_tokens", context.prefix_min_tokens, 1, 1 << 20, "32", "Shortest prompt prefix worth reusing from the cache."),
     K_INT("context.verify_prefix", context.verify_prefix, 0, 1, "0", "Self-check (slow; for tests): every prefix taken from the cache is compared byte for byte with a solo prefill of the same tokens; mismatches are counted on /metrics."),
+    K_LONG("memory.limit_bytes", memory.limit_bytes, 0, 1L << 40, "67108864", "Resident memory (content + metadata bytes) per agent; beyond it LRU-K evicts blocks to the store, and they are paged back in on access. Per agent: `agents.<name>.memory_limit_bytes`."),
+    K_INT("memory.eviction_k", memory.eviction_k, 1, 8, "2", "K of LRU-K: the evicted block is the one whose K-th most recent access is oldest (blocks with fewer than K accesses go first, least recently used among them)."),
+    K_LONG("memory.max_item_bytes", memory.max_item_bytes, 16, 1L << 30, "65536", "Largest memory block (content + metadata bytes); larger gets 413."),
+    K_LONG("memory.max_items", memory.max_items, 1, 1L << 40, "1000000", "Memory blocks per agent, resident or evicted; more gets 507."),
+    K_INT("memory.max_agents", memory.max_agents, 1, 1 << 24, "4096", "Agents with a memory space; a new agent beyond it gets 503."),
+    K_INT("storage.max_versions", storage.max_versions, 1, 100000, "16", "Versions kept per file (rollback reaches back this far); older ones are dropped at each write."),
+    K_LONG("storage.max_file_bytes", storage.max_file_bytes, 0, 1L << 40, "1048576", "Largest content of one write; larger gets 413 (request bodies are also capped by server.max_body_bytes)."),
+    K_LONG("storage.quota_bytes", storage.quota_bytes, 0, 1L << 50, "1073741824", "All kept versions of all files of one agent; a write beyond it gets 507."),
+    K_LONG("storage.max_files", storage.max_files, 1, 1L << 40, "100000", "Files and directories per agent."),
+    K_INT("storage.max_path_bytes", storage.max_path_bytes, 16, 1000, "1000", "Longest normalised path (mount root included)."),
+    K_ENUM("storage.synchronous", storage.synchronous, "normal", "normal|full", "SQLite durability of memory and storage writes: `normal` (WAL; an acknowledged write survives the kernel being killed) or `full` (also fsync at every commit; survives power loss, slower)."),
+    K_STR("storage.embedding_model", storage.embedding_model, "", "GGUF embedding model for retrieval and /v1/embeddings. Empty = all-MiniLM-L6-v2 from the cache (`make model` fetches it) when present, else the chat model with mean pooling."),
+    K_INT("storage.embed_batch_tokens", storage.embed_batch_tokens, 64, 1 << 16, "2048", "Tokens per embedding batch; also the longest text embedded (longer texts are truncated for the embedding, never for storage)."),
+    K_INT("storage.embed_threads", storage.embed_threads, 0, 1024, "0", "Threads for embedding; 0 = online CPUs."),
+    K_INT("storage.embed_queue", storage.embed_queue, 1, 1 << 24, "65536", "Texts waiting for embedding; a memory add beyond it gets 503."),
+    K_INT("storage.hnsw_m", storage.hnsw_m, 4, 128, "16", "HNSW links per vector (hnswlib M)."),
+    K_INT("storage.hnsw_ef_search", storage.hnsw_ef_search, 8, 4096, "96", "HNSW search beam (hnswlib ef); higher = better recall, slower."),
+    K_INT("storage.exact_below", storage.exact_below, 0, 1 << 30, "2048", "Below this many vectors in an agent's index, retrieval scans them all (exact and cheaper)."),
+    K_INT("storage.max_k", storage.max_k, 1, 10000, "100", "Largest k (or n) of one memory or storage retrieval."),
+    K_INT("kernel.workers", workers, 1, 256, "4", "Worker threads for memory, storage and embedding requests (off the HTTP thread)."),
+    K_INT("kernel.max_jobs", max_jobs, 1, 1 << 24, "4096", "Requests waiting for a worker; more get 503."),
     K_STR("kernel.data_dir", data_dir, "", "Directory for kernel state (created at start; used by the context and storage managers). Empty = $AIOS_CACHE/data (~/.cache/aios/data)."),
     K_ENUM("kernel.log_level", log_level, "info", "debug|info|warn|error", "Least severe message logged: debug, info, warn or error."),
 };
@@ -147,16 +169,19 @@ static void model_defaults(aios_model_cfg *m) {
     config_default_model_path(m->path, sizeof m->path);
 }
 
-/* "NAME.priority" = value: the agent's default priority (NAME may contain dots). */
+/* "NAME.priority" or "NAME.memory_limit_bytes" = value: per-agent settings (NAME may contain dots). */
 static int set_agent(aios_config *cfg, const char *rest, const char *value, char *err, size_t errlen) {
     const char *dot = strrchr(rest, '.');
     size_t n = dot ? (size_t)(dot - rest) : 0;
-    if (!dot || n == 0 || n >= AIOS_NAME_MAX || strcmp(dot + 1, "priority")) {
-        snprintf(err, errlen, "agents.%s: expected agents.<name>.priority (name 1 to %d bytes)", rest, AIOS_NAME_MAX - 1);
+    bool prio = dot && !strcmp(dot + 1, "priority"), mem = dot && !strcmp(dot + 1, "memory_limit_bytes");
+    if (!dot || n == 0 || n >= AIOS_NAME_MAX || (!prio && !mem)) {
+        snprintf(err, errlen, "agents.%s: expected agents.<name>.priority or agents.<name>.memory_limit_bytes (name 1 to %d bytes)",
+                 rest, AIOS_NAME_MAX - 1);
         return AIOS_ERR_CONFIG;
     }
     long v;
-    int rc = parse_long(value, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, &v, err, errlen, "agents.<name>.priority");
+    int rc = prio ? parse_long(value, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, &v, err, errlen, "agents.<name>.priority")
+                  : parse_long(value, 0, 1L << 40, &v, err, errlen, "agents.<name>.memory_limit_bytes");
     if (rc) return rc;
     int i = 0;
     while (i < cfg->n_agents && (strlen(cfg->agents[i].name) != n || strncmp(cfg->agents[i].name, rest, n))) i++;
@@ -164,10 +189,15 @@ static int set_agent(aios_config *cfg, const char *rest, const char *value, char
         snprintf(err, errlen, "agents: at most %d agents can be configured", AIOS_MAX_AGENT_CFG);
         return AIOS_ERR_CONFIG;
     }
-    if (i == cfg->n_agents) cfg->n_agents++;
-    memcpy(cfg->agents[i].name, rest, n);
-    cfg->agents[i].name[n] = 0;
-    cfg->agents[i].priority = (int)v;
+    if (i == cfg->n_agents) {
+        cfg->n_agents++;
+        memcpy(cfg->agents[i].name, rest, n);
+        cfg->agents[i].name[n] = 0;
+        cfg->agents[i].priority = -1;
+        cfg->agents[i].memory_limit = -1;
+    }
+    if (prio) cfg->agents[i].priority = (int)v;
+    else cfg->agents[i].memory_limit = v;
     return AIOS_OK;
 }
 
@@ -238,7 +268,7 @@ static int load_models(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq,
 /* Sections of the AIOS config layout that later kernel subsystems own; accepted (and
  * reported) so one config file can serve both kernels. */
 static int is_reserved_section(const char *s) {
-    static const char *const R[] = {"memory", "storage", "tools", "access", "api_keys", NULL};
+    static const char *const R[] = {"tools", "access", "api_keys", NULL};
     for (int i = 0; R[i]; i++)
         if (strcmp(s, R[i]) == 0) return 1;
     return 0;
@@ -316,9 +346,9 @@ int config_load_file(aios_config *cfg, const char *path, char *err, size_t errle
             continue;
         }
         if (strcmp(s, "server") && strcmp(s, "llms") && strcmp(s, "scheduler") && strcmp(s, "context") &&
-            strcmp(s, "kernel")) {
-            char what[160];
-            snprintf(what, sizeof what, "unknown section '%s' (allowed: server, llms, scheduler, context, agents, kernel)", s);
+            strcmp(s, "memory") && strcmp(s, "storage") && strcmp(s, "kernel")) {
+            char what[200];
+            snprintf(what, sizeof what, "unknown section '%s' (allowed: server, llms, scheduler, context, memory, storage, agents, kernel)", s);
             rc = yaml_err(err, errlen, path, kn, what);
             break;
         }
@@ -430,6 +460,7 @@ int config_write_reference(const char *path) {
     }
     fprintf(f, "| `agents.<name>.priority` | (none) | (`--set` or YAML `agents:`) | Default priority of one agent's requests, in [%d, %d]; YAML: `agents: {planner: {priority: 80}}`. |\n",
             AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX);
+    fprintf(f, "| `agents.<name>.memory_limit_bytes` | (none) | (`--set` or YAML `agents:`) | Resident memory limit of one agent, overriding `memory.limit_bytes`. |\n");
     fprintf(f, "\nEach entry of `llms.models` (a list) has these fields:\n\n| field | default | meaning |\n|---|---|---|\n");
     for (size_t i = 0; i < N_MODEL_FIELDS; i++)
         fprintf(f, "| `%s` | `%s` | %s |\n", MODEL_FIELDS[i].name, MODEL_FIELDS[i].def, MODEL_FIELDS[i].doc);
@@ -439,6 +470,23 @@ int config_write_reference(const char *path) {
 
 int config_agent_priority(const aios_config *cfg, const char *agent) {
     for (int i = 0; agent && i < cfg->n_agents; i++)
-        if (strcmp(cfg->agents[i].name, agent) == 0) return cfg->agents[i].priority;
+        if (strcmp(cfg->agents[i].name, agent) == 0 && cfg->agents[i].priority >= 0) return cfg->agents[i].priority;
     return cfg->scheduler.default_priority;
+}
+
+long config_agent_memory_limit(const aios_config *cfg, const char *agent) {
+    for (int i = 0; agent && i < cfg->n_agents; i++)
+        if (strcmp(cfg->agents[i].name, agent) == 0 && cfg->agents[i].memory_limit >= 0) return cfg->agents[i].memory_limit;
+    return cfg->memory.limit_bytes;
+}
+
+void config_embedding_model(const aios_config *cfg, char *out, size_t outlen) {
+    if (cfg->storage.embedding_model[0]) {
+        snprintf(out, outlen, "%s", cfg->storage.embedding_model);
+        return;
+    }
+    const char *cache = getenv("AIOS_CACHE"), *home = getenv("HOME");
+    if (cache && *cache) snprintf(out, outlen, "%s/models/all-MiniLM-L6-v2-f16.gguf", cache);
+    else snprintf(out, outlen, "%s/.cache/aios/models/all-MiniLM-L6-v2-f16.gguf", home ? home : ".");
+    if (access(out, R_OK) != 0) snprintf(out, outlen, "%s", config_model(cfg, NULL)->path);
 }

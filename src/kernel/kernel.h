@@ -45,6 +45,43 @@ int sb_printf(strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2,
 /* Takes the data out of the buffer; the caller owns (and frees) it. Never NULL. */
 char *sb_steal(strbuf *sb);
 
+/* ---------- hash maps (maps.c) ----------
+ * Open addressing, linear probing, backward-shift deletion; not thread-safe (the owner
+ * locks). Values are borrowed; strmap copies its keys. Zero-initialised maps are empty. */
+typedef struct u64map {
+    uint64_t *keys;
+    void **vals;
+    bool *used;
+    size_t len, cap;
+} u64map;
+void u64map_init(u64map *m);
+void u64map_free(u64map *m);
+void *u64map_get(const u64map *m, uint64_t key);
+int u64map_put(u64map *m, uint64_t key, void *val); /* AIOS_OK or AIOS_ERR_NOMEM */
+void *u64map_del(u64map *m, uint64_t key);         /* the removed value, or NULL */
+
+typedef struct strmap {
+    char **keys;
+    void **vals;
+    uint64_t *hashes;
+    bool *used;
+    size_t len, cap;
+} strmap;
+void strmap_init(strmap *m);
+void strmap_free(strmap *m);
+void *strmap_get(const strmap *m, const char *key);
+int strmap_put(strmap *m, const char *key, void *val);
+void *strmap_del(strmap *m, const char *key);
+void strmap_foreach(const strmap *m, void (*fn)(const char *key, void *val, void *ctx), void *ctx);
+
+/* ---------- worker pool (workq.c) ----------
+ * Fixed threads, one bounded FIFO. workq_submit: AIOS_ERR_BUSY when the queue is full,
+ * AIOS_ERR_SHUTDOWN once freeing started. workq_free runs every queued job, then joins. */
+typedef struct workq workq;
+workq *workq_new(int threads, int max_queue);
+int workq_submit(workq *q, void (*fn)(void *), void *arg);
+void workq_free(workq *q);
+
 /* ---------- configuration ---------- */
 #define AIOS_MAX_MODELS 8
 #define AIOS_NAME_MAX 64
@@ -100,12 +137,30 @@ typedef struct aios_config {
         int park;
     } context;
     struct {
+        long limit_bytes;       /* resident memory per agent */
+        int eviction_k;
+        long max_item_bytes;
+        long max_items;
+        int max_agents;
+    } memory;
+    struct {
+        int max_versions;
+        long max_file_bytes, quota_bytes, max_files;
+        int max_path_bytes;
+        char synchronous[8];    /* normal | full */
+        char embedding_model[AIOS_PATH_MAX];
+        int embed_batch_tokens, embed_threads, embed_queue;
+        int hnsw_m, hnsw_ef_search, exact_below, max_k;
+    } storage;
+    struct {
         char name[AIOS_NAME_MAX];
-        int priority;
+        int priority;           /* -1 = scheduler.default_priority */
+        long memory_limit;      /* -1 = memory.limit_bytes */
     } agents[AIOS_MAX_AGENT_CFG];
     int n_agents;
     char data_dir[AIOS_PATH_MAX];
     char log_level[16];
+    int workers, max_jobs;      /* the worker pool for memory, storage and embedding requests */
 } aios_config;
 
 /* Built-in defaults (zero-config start: the default model in the cache). */
@@ -122,6 +177,11 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen);
 int config_write_reference(const char *path);
 /* The default priority of `agent`'s requests (agents.<name>.priority, else scheduler.default_priority). */
 int config_agent_priority(const aios_config *cfg, const char *agent);
+/* agents.<name>.memory_limit_bytes, else memory.limit_bytes. */
+long config_agent_memory_limit(const aios_config *cfg, const char *agent);
+/* The embedding model file: storage.embedding_model, else the fetched all-MiniLM-L6-v2
+ * when present in the cache, else the default chat model (mean pooling). */
+void config_embedding_model(const aios_config *cfg, char *out, size_t outlen);
 /* The model entry named `name`, or the default model when name is NULL/empty. */
 const aios_model_cfg *config_model(const aios_config *cfg, const char *name);
 /* Where the default model lives: $AIOS_CACHE or ~/.cache/aios, then models/... */

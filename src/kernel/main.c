@@ -1,8 +1,9 @@
 /*
  * main.c - aiosd: parse configuration (defaults < YAML < AIOS_* env < flags), load the LLM
- * cores, start the HTTP server, and run until SIGINT/SIGTERM. Shutdown order matters: stop
- * admitting work, stop the cores (every syscall completes, resuming its connection), then
- * stop the HTTP daemon.
+ * cores, the embedder and the memory and storage managers, start the HTTP server, and run
+ * until SIGINT/SIGTERM. Shutdown order matters: stop admitting work, stop the cores (every
+ * syscall completes, resuming its connection), drain the worker pool and then the embedder
+ * (whose callbacks still reach the managers), then stop the HTTP daemon and the managers.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +13,8 @@
 #include <unistd.h>
 #include "../api/api.h"
 #include "../llm/llm.h"
+#include "../memory/memory.h"
+#include "../storage/storage.h"
 #include "kernel.h"
 
 static volatile sig_atomic_t g_stop;
@@ -31,6 +34,68 @@ static int die(const char *what) {
 }
 
 static const char *env_get(const char *name) { return getenv(name); }
+
+static long memory_limit_for(void *ud, const char *agent) { return config_agent_memory_limit(ud, agent); }
+
+/* The embedder, the memory and storage managers and the worker pool (all or nothing). */
+typedef struct managers {
+    llm_embedder *emb;
+    mem_manager *mem;
+    storage_manager *storage;
+    workq *wq;
+} managers;
+
+static int managers_open(const aios_config *cfg, managers *m, char *err, size_t errlen) {
+    char path[AIOS_PATH_MAX], name[AIOS_NAME_MAX], db[AIOS_PATH_MAX + 32];
+    config_embedding_model(cfg, path, sizeof path);
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    snprintf(name, sizeof name, "%.*s", (int)(strstr(base, ".gguf") ? strstr(base, ".gguf") - base : (long)strlen(base)), base);
+    llm_embed_params ep = llm_embed_default_params();
+    ep.model_path = path;
+    ep.name = name;
+    ep.threads = cfg->storage.embed_threads;
+    ep.batch_tokens = cfg->storage.embed_batch_tokens;
+    ep.max_queue = cfg->storage.embed_queue;
+    if (!(m->emb = llm_embedder_new(&ep, err, errlen))) return AIOS_ERR_MODEL;
+    vec_index_params ip = vec_index_default_params(0);
+    ip.m = cfg->storage.hnsw_m;
+    ip.ef_search = cfg->storage.hnsw_ef_search;
+    ip.exact_below = cfg->storage.exact_below;
+    bool full = strcmp(cfg->storage.synchronous, "full") == 0;
+    mem_params mp = mem_default_params();
+    snprintf(db, sizeof db, "%s/memory.db", cfg->data_dir);
+    mp.db_path = db;
+    mp.sync_full = full;
+    mp.limit_bytes = cfg->memory.limit_bytes;
+    mp.limit_for = memory_limit_for;
+    mp.limit_ud = (void *)cfg;
+    mp.eviction_k = cfg->memory.eviction_k;
+    mp.max_item_bytes = cfg->memory.max_item_bytes;
+    mp.max_items = cfg->memory.max_items;
+    mp.max_agents = cfg->memory.max_agents;
+    mp.max_k = cfg->storage.max_k;
+    mp.embedder = m->emb;
+    mp.index = ip;
+    if (!(m->mem = mem_open(&mp, err, errlen))) return AIOS_ERR_IO;
+    storage_params sp = storage_default_params();
+    snprintf(db, sizeof db, "%s/storage.db", cfg->data_dir);
+    sp.db_path = db;
+    sp.sync_full = full;
+    sp.max_versions = cfg->storage.max_versions;
+    sp.max_file_bytes = cfg->storage.max_file_bytes;
+    sp.quota_bytes = cfg->storage.quota_bytes;
+    sp.max_files = cfg->storage.max_files;
+    sp.max_path = cfg->storage.max_path_bytes;
+    sp.max_k = cfg->storage.max_k;
+    sp.embedder = m->emb;
+    sp.index = ip;
+    if (!(m->storage = storage_open(&sp, err, errlen))) return AIOS_ERR_IO;
+    if (!(m->wq = workq_new(cfg->workers, cfg->max_jobs))) {
+        snprintf(err, errlen, "cannot start %d worker threads", cfg->workers);
+        return AIOS_ERR_NOMEM;
+    }
+    return AIOS_OK;
+}
 
 /* Applies flags; returns -1 to exit 0 (help / doc), 1 on error, 0 to run. */
 static int parse_flags(int argc, char **argv, aios_config *cfg, bool *check_only) {
@@ -139,9 +204,12 @@ int main(int argc, char **argv) {
         log_info("model '%s' ready: %s, %lld params, context %d tokens/request, %d KV cells, %d sequences per batch",
                  info.name, info.desc, (long long)info.n_params, info.ctx, info.kv_size, info.max_active);
     }
+    managers mg = {0};
+    if (!rc && managers_open(&cfg, &mg, err, sizeof err)) rc = die(err);
     api_server *srv = NULL;
     if (!rc) {
-        api_params ap = {.cfg = &cfg, .cores = cores, .n_cores = cfg.llms.n_models};
+        api_params ap = {.cfg = &cfg, .cores = cores, .n_cores = cfg.llms.n_models, .mem = mg.mem,
+                         .storage = mg.storage, .embedder = mg.emb, .workers = mg.wq};
         if (!(srv = api_server_start(&ap, err, sizeof err))) rc = die(err);
     }
     if (!rc) {
@@ -152,7 +220,11 @@ int main(int argc, char **argv) {
     }
     api_server_close(srv);
     for (int i = 0; i < cfg.llms.n_models; i++) llm_core_free(cores[i]);
+    if (mg.wq) workq_free(mg.wq);   /* runs queued jobs: they may still embed */
+    llm_embedder_free(mg.emb);      /* embeds what is queued: callbacks reach the managers */
     api_server_free(srv);
+    mem_close(mg.mem);
+    storage_close(mg.storage);
     ctx_store_release(store); /* last: requests freed above may have held snapshots */
     return rc;
 }

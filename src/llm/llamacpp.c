@@ -29,9 +29,15 @@
 #include <ggml-cpu.h>
 #include "llamacpp_internal.h"
 
-/* ---------- llama.cpp logging and loading progress ---------- */
+/* ---------- llama.cpp logging, loading progress and checks (shared with embed.c) ---------- */
 
-static void lc_log(enum ggml_log_level level, const char *text, void *ud) {
+void lc_backend_init(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, llama_backend_init);
+    llama_log_set(lc_log, NULL);
+}
+
+void lc_log(enum ggml_log_level level, const char *text, void *ud) {
     (void)ud;
     if (level == GGML_LOG_LEVEL_ERROR) {
         size_t n = strlen(text);
@@ -40,7 +46,7 @@ static void lc_log(enum ggml_log_level level, const char *text, void *ud) {
 }
 
 /* Progress on stderr: a live percentage on a terminal, a line per quarter otherwise. */
-static bool lc_progress(float p, void *ud) {
+bool lc_progress(float p, void *ud) {
     int *last = ud;
     int pct = (int)(p * 100.0f), tty = isatty(2), step = tty ? 5 : 25;
     if ((pct >= *last + step || pct == 100) && *last < 100) {
@@ -51,7 +57,7 @@ static bool lc_progress(float p, void *ud) {
     return true;
 }
 
-static int check_gguf(const char *path, char *err, size_t errlen) {
+int lc_check_gguf(const char *path, char *err, size_t errlen) {
     struct stat st;
     if (stat(path, &st) != 0) {
         snprintf(err, errlen, "model file not found: %s (run `make model` to fetch the default model, or pass --model PATH)", path);
@@ -87,11 +93,9 @@ static void *lc_run(void *arg);
 
 static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *ctxp, void **out,
                    char *err, size_t errlen) {
-    int rc = check_gguf(m->path, err, errlen);
+    int rc = lc_check_gguf(m->path, err, errlen);
     if (rc) return rc;
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, llama_backend_init);
-    llama_log_set(lc_log, NULL);
+    lc_backend_init();
 
     lc_engine *e = calloc(1, sizeof *e);
     if (!e) return AIOS_ERR_NOMEM;

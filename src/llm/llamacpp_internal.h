@@ -95,4 +95,11 @@ void lc_publish_gauges_locked(lc_engine *e);
 /* The snapshot store's gauges into o (any thread). */
 void lc_store_stats(lc_engine *e, llm_core_stats *o);
 
+/* ---- shared with the embedder (embed.c) ---- */
+void lc_backend_init(void);  /* llama_backend_init once; llama.cpp logs errors through ours */
+void lc_log(enum ggml_log_level level, const char *text, void *ud);
+bool lc_progress(float p, void *ud); /* ud: int, the last percentage printed (start -100) */
+/* AIOS_OK when path exists and starts with the GGUF magic; err says how to fix it otherwise. */
+int lc_check_gguf(const char *path, char *err, size_t errlen);
+
 #endif

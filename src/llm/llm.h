@@ -146,6 +146,38 @@ void llm_core_cancel(llm_core *c, syscall_t *sc);
 /* Per-agent service of this core's scheduler (sched_foreach_agent). */
 void llm_core_foreach_agent(llm_core *c, sched_agent_fn fn, void *ud);
 
+/* ---- embeddings (embed.c) ----
+ * One pooled-embedding model on its own thread; texts from every caller are batched
+ * together. Vectors are L2-normalised, llm_embedder_dim() floats. */
+typedef struct llm_embedder llm_embedder;
+typedef struct llm_embed_params {
+    const char *model_path;  /* GGUF: an embedding model, or the chat model (mean pooling) */
+    const char *name;        /* the model name /v1/embeddings reports */
+    int threads;             /* 0 = online CPUs */
+    int batch_tokens;        /* tokens per decode; also the longest text (longer ones are truncated) */
+    int max_seqs;            /* texts per decode */
+    int max_queue;           /* texts waiting before llm_embed_async answers AIOS_ERR_BUSY */
+} llm_embed_params;
+typedef struct llm_embed_stats {
+    unsigned long long texts, tokens, truncated, batches, failures;
+    double seconds;
+    int queued;
+} llm_embed_stats;
+/* Called on the embedder thread: vec (dim floats, valid only during the call) or rc != 0. */
+typedef void (*llm_embed_cb)(void *ctx, int rc, const float *vec, int n_tokens);
+
+llm_embed_params llm_embed_default_params(void);
+llm_embedder *llm_embedder_new(const llm_embed_params *p, char *err, size_t errlen);
+/* Embeds what is queued, then stops; accepts NULL. */
+void llm_embedder_free(llm_embedder *e);
+int llm_embedder_dim(const llm_embedder *e);
+const char *llm_embedder_name(const llm_embedder *e);
+void llm_embedder_get_stats(llm_embedder *e, llm_embed_stats *out);
+/* Queues a copy of text; cb runs exactly once (AIOS_ERR_BUSY/NOMEM here mean it never will). */
+int llm_embed_async(llm_embedder *e, const char *text, llm_embed_cb cb, void *ctx);
+/* Blocking: out gets dim floats. Thread-safe; do not call from a callback. */
+int llm_embed(llm_embedder *e, const char *text, float *out, int *n_tokens);
+
 /* ---- generated text helpers (text.c) ---- */
 /* How many leading bytes of `buf` may be released now: stops at an incomplete UTF-8
  * sequence and holds back any suffix that could still grow into a stop string. Sets

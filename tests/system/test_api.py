@@ -62,7 +62,7 @@ def test_status(base_url):
     body = r.json()
     assert body["status"] == "ok"
     assert isinstance(body["uptime_s"], float) and body["uptime_s"] >= 0
-    assert sorted(body["inactive_components"]) == ["memory", "storage", "tool"]
+    assert sorted(body["inactive_components"]) == ["tool"]
     [llm] = body["llms"]
     assert llm["name"] == MODEL_NAME and llm["backend"] == "llamacpp"
     assert llm["max_active"] == 16
@@ -209,7 +209,7 @@ def test_query_tool_call_output(base_url):
     assert len({c["id"] for c in calls}) == len(calls)
 
 
-@pytest.mark.parametrize("qtype", ["memory", "storage", "tool"])
+@pytest.mark.parametrize("qtype", ["tool"])
 def test_query_unimplemented_kinds(base_url, qtype):
     r = post(base_url, "/query", {"agent_name": "a", "query_type": qtype, "query_data": {"operation_type": "x"}})
     err = assert_error(r, 501, "not_implemented")

@@ -78,7 +78,9 @@ static void test_config_yaml(void **st) {
     char err[256] = "";
     const char *p = write_tmp("server:\n  port: 9100\n  max_body_bytes: 4096\nllms:\n  default_model: a\n  models:\n"
                               "    - name: a\n      backend: llamacpp\n      path: /x/a.gguf\n      ctx_size: 512\n"
-                              "    - name: b\n      path: /x/b.gguf\nscheduler:\n  max_active: 4\nmemory:\n  limit: 1\n");
+                              "    - name: b\n      path: /x/b.gguf\nscheduler:\n  max_active: 4\nmemory:\n  limit_bytes: 1024\n"
+                              "  eviction_k: 3\nstorage:\n  synchronous: full\nagents:\n  planner:\n    memory_limit_bytes: 77\n"
+                              "tools:\n  dir: x\n");
     assert_int_equal(config_load_file(&c, p, err, sizeof err), AIOS_OK);
     unlink(p);
     assert_int_equal(c.server.port, 9100);
@@ -88,6 +90,12 @@ static void test_config_yaml(void **st) {
     assert_int_equal(c.llms.models[0].ctx_size, 512);
     assert_int_equal(c.llms.models[1].kv_size, 32768); /* a default per entry */
     assert_int_equal(c.scheduler.max_active, 4);
+    assert_int_equal(c.memory.limit_bytes, 1024);
+    assert_int_equal(c.memory.eviction_k, 3);
+    assert_string_equal(c.storage.synchronous, "full");
+    assert_int_equal(config_agent_memory_limit(&c, "planner"), 77);
+    assert_int_equal(config_agent_memory_limit(&c, "other"), 1024);
+    assert_int_equal(config_agent_priority(&c, "planner"), c.scheduler.default_priority); /* only its memory was set */
     assert_ptr_equal(config_model(&c, NULL), &c.llms.models[0]);
     assert_int_equal(config_validate(&c, err, sizeof err), AIOS_OK);
 }
@@ -184,12 +192,84 @@ static void test_config_reference(void **st) {
     assert_non_null(strstr(buf, "| `kv_size` |"));
 }
 
+static void test_u64map(void **st) {
+    (void)st;
+    u64map m;
+    u64map_init(&m);
+    static int vals[5000];
+    for (int i = 0; i < 5000; i++) assert_int_equal(u64map_put(&m, (uint64_t)i * 7919, &vals[i]), AIOS_OK);
+    assert_int_equal(m.len, 5000);
+    for (int i = 0; i < 5000; i += 2) assert_ptr_equal(u64map_del(&m, (uint64_t)i * 7919), &vals[i]);
+    assert_null(u64map_del(&m, 0)); /* already gone */
+    for (int i = 0; i < 5000; i++) {
+        void *v = u64map_get(&m, (uint64_t)i * 7919);
+        if (i % 2) assert_ptr_equal(v, &vals[i]); /* backward-shift deletion kept every chain intact */
+        else assert_null(v);
+    }
+    assert_int_equal(m.len, 2500);
+    u64map_free(&m);
+}
+
+static void count_cb(const char *key, void *val, void *ctx) {
+    (void)key;
+    (void)val;
+    (*(int *)ctx)++;
+}
+
+static void test_strmap(void **st) {
+    (void)st;
+    strmap m;
+    strmap_init(&m);
+    char key[32];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, sizeof key, "agent-%d", i);
+        assert_int_equal(strmap_put(&m, key, (void *)(intptr_t)(i + 1)), AIOS_OK);
+    }
+    assert_int_equal(strmap_put(&m, "agent-5", (void *)(intptr_t)99), AIOS_OK); /* replace */
+    assert_int_equal(m.len, 1000);
+    assert_int_equal((intptr_t)strmap_get(&m, "agent-5"), 99);
+    assert_int_equal((intptr_t)strmap_del(&m, "agent-7"), 8);
+    assert_null(strmap_get(&m, "agent-7"));
+    assert_int_equal((intptr_t)strmap_get(&m, "agent-999"), 1000);
+    int n = 0;
+    strmap_foreach(&m, count_cb, &n);
+    assert_int_equal(n, 999);
+    strmap_free(&m);
+}
+
+static void bump(void *arg) {
+    usleep(1000);
+    __atomic_add_fetch((int *)arg, 1, __ATOMIC_SEQ_CST);
+}
+
+static void test_workq(void **st) {
+    (void)st;
+    static int done;
+    done = 0;
+    workq *q = workq_new(2, 8);
+    assert_non_null(q);
+    int accepted = 0, busy = 0;
+    for (int i = 0; i < 40; i++) {
+        int rc = workq_submit(q, bump, &done);
+        if (rc == AIOS_OK) accepted++;
+        else {
+            assert_int_equal(rc, AIOS_ERR_BUSY); /* bounded: a full queue refuses */
+            busy++;
+        }
+    }
+    assert_true(busy > 0);
+    workq_free(q); /* runs every accepted job before it returns */
+    assert_int_equal(done, accepted);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_result_table),       cmocka_unit_test(test_strbuf_limits),
         cmocka_unit_test(test_config_defaults),    cmocka_unit_test(test_config_yaml),
         cmocka_unit_test(test_config_yaml_errors), cmocka_unit_test(test_config_env_and_set),
         cmocka_unit_test(test_config_validate),    cmocka_unit_test(test_config_reference),
+        cmocka_unit_test(test_u64map),             cmocka_unit_test(test_strmap),
+        cmocka_unit_test(test_workq),
     };
     return cmocka_run_group_tests_name("kernel", tests, NULL, NULL);
 }

@@ -1,0 +1,327 @@
+/*
+ * embed.c - the embedding engine (llm.h): one llama.cpp context with pooling, on its own
+ * thread, turning texts into L2-normalised vectors for the memory and storage managers
+ * and for POST /v1/embeddings.
+ *
+ * Callers queue texts (bounded); the thread packs as many as fit into one llama_decode
+ * (one sequence id per text, up to batch_tokens tokens and max_seqs texts), reads each
+ * sequence's pooled embedding and calls back. So many small texts from many agents cost a
+ * few large batches, not one decode each. A text longer than batch_tokens is truncated
+ * (counted). The model is a dedicated embedding GGUF (storage.embedding_model) or, as a
+ * fallback, the chat model with mean pooling.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "llamacpp_internal.h"
+#include "../vector/vector.h"
+
+typedef struct emb_job {
+    char *text;
+    llm_embed_cb cb;
+    void *ctx;
+    struct emb_job *next;
+} emb_job;
+
+struct llm_embedder {
+    llm_embed_params p;
+    char name[AIOS_NAME_MAX];
+    struct llama_model *model;
+    const struct llama_vocab *vocab;
+    struct llama_context *ctx;
+    struct ggml_threadpool *tp;
+    struct llama_batch batch;
+    int dim;
+    llama_token *tok;     /* tokenizer scratch, batch_tokens long */
+    float *vec;           /* output scratch, dim long */
+
+    pthread_t thread;
+    bool running;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    emb_job *head, *tail;
+    int queued;
+    bool stop;
+    llm_embed_stats st;   /* guarded by mu */
+};
+
+llm_embed_params llm_embed_default_params(void) {
+    return (llm_embed_params){.model_path = NULL, .threads = 0, .batch_tokens = 2048, .max_seqs = 64,
+                              .max_queue = 65536, .name = "embed"};
+}
+
+static void *emb_main(void *arg);
+
+static int emb_context(llm_embedder *e, enum llama_pooling_type pooling) {
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = cp.n_batch = cp.n_ubatch = (uint32_t)e->p.batch_tokens;
+    cp.n_seq_max = (uint32_t)e->p.max_seqs;
+    cp.kv_unified = true;
+    cp.embeddings = true;
+    cp.pooling_type = pooling;
+    cp.no_perf = true;
+    int threads = e->p.threads > 0 ? e->p.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    cp.n_threads = cp.n_threads_batch = threads > 0 ? threads : 1;
+    e->ctx = llama_init_from_model(e->model, cp);
+    return e->ctx ? AIOS_OK : AIOS_ERR_MODEL;
+}
+
+llm_embedder *llm_embedder_new(const llm_embed_params *p, char *err, size_t errlen) {
+    if (lc_check_gguf(p->model_path, err, errlen)) return NULL;
+    lc_backend_init();
+    llm_embedder *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    e->p = *p;
+    snprintf(e->name, sizeof e->name, "%s", p->name ? p->name : "embed");
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    struct llama_model_params mp = llama_model_default_params();
+    e->model = llama_model_load_from_file(p->model_path, mp);
+    if (!e->model) {
+        snprintf(err, errlen, "cannot load embedding model %s: corrupt or unsupported GGUF", p->model_path);
+        llm_embedder_free(e);
+        return NULL;
+    }
+    e->vocab = llama_model_get_vocab(e->model);
+    int rc = emb_context(e, LLAMA_POOLING_TYPE_UNSPECIFIED);
+    if (!rc && llama_pooling_type(e->ctx) == LLAMA_POOLING_TYPE_NONE) {
+        /* a generative model (the chat-model fallback): average its token states */
+        llama_free(e->ctx);
+        rc = emb_context(e, LLAMA_POOLING_TYPE_MEAN);
+    }
+    if (rc) {
+        snprintf(err, errlen, "cannot create an embedding context for %s (batch %d, %d sequences)", p->model_path,
+                 p->batch_tokens, p->max_seqs);
+        llm_embedder_free(e);
+        return NULL;
+    }
+    struct ggml_threadpool_params tpp = ggml_threadpool_params_default(llama_n_threads(e->ctx));
+    tpp.poll = 0; /* as in the chat engine: idle workers must not spin on 2 cores */
+    e->tp = ggml_threadpool_new(&tpp);
+    if (e->tp) llama_attach_threadpool(e->ctx, e->tp, e->tp);
+    e->dim = llama_model_n_embd(e->model);
+    e->batch = llama_batch_init(p->batch_tokens, 0, 1);
+    e->tok = malloc((size_t)p->batch_tokens * sizeof *e->tok);
+    e->vec = malloc((size_t)e->dim * sizeof *e->vec);
+    if (!e->tok || !e->vec || pthread_create(&e->thread, NULL, emb_main, e)) {
+        snprintf(err, errlen, "out of memory starting the embedder");
+        llm_embedder_free(e);
+        return NULL;
+    }
+    e->running = true;
+    log_info("embedder: %s, %d dimensions, pooling %d, batch %d tokens", p->model_path, e->dim,
+             (int)llama_pooling_type(e->ctx), p->batch_tokens);
+    return e;
+}
+
+void llm_embedder_free(llm_embedder *e) {
+    if (!e) return;
+    pthread_mutex_lock(&e->mu);
+    e->stop = true;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    if (e->running) pthread_join(e->thread, NULL);
+    for (emb_job *j = e->head, *n; j; j = n) { /* not reached when running: the thread drains */
+        n = j->next;
+        j->cb(j->ctx, AIOS_ERR_SHUTDOWN, NULL, 0);
+        free(j->text);
+        free(j);
+    }
+    if (e->batch.token) llama_batch_free(e->batch);
+    if (e->ctx) llama_free(e->ctx);
+    if (e->tp) ggml_threadpool_free(e->tp);
+    if (e->model) llama_model_free(e->model);
+    free(e->tok);
+    free(e->vec);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    free(e);
+}
+
+int llm_embedder_dim(const llm_embedder *e) { return e->dim; }
+const char *llm_embedder_name(const llm_embedder *e) { return e->name; }
+
+void llm_embedder_get_stats(llm_embedder *e, llm_embed_stats *out) {
+    pthread_mutex_lock(&e->mu);
+    *out = e->st;
+    out->queued = e->queued;
+    pthread_mutex_unlock(&e->mu);
+}
+
+int llm_embed_async(llm_embedder *e, const char *text, llm_embed_cb cb, void *ctx) {
+    emb_job *j = calloc(1, sizeof *j);
+    if (!j || !(j->text = strdup(text))) {
+        free(j);
+        return AIOS_ERR_NOMEM;
+    }
+    j->cb = cb;
+    j->ctx = ctx;
+    pthread_mutex_lock(&e->mu);
+    int rc = e->stop ? AIOS_ERR_SHUTDOWN : e->queued >= e->p.max_queue ? AIOS_ERR_BUSY : AIOS_OK;
+    if (!rc) {
+        if (e->tail) e->tail->next = j;
+        else e->head = j;
+        e->tail = j;
+        e->queued++;
+        pthread_cond_signal(&e->cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (rc) {
+        free(j->text);
+        free(j);
+    }
+    return rc;
+}
+
+/* ---- blocking form ---- */
+
+typedef struct emb_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc, n_tokens, dim;
+    float *out;
+} emb_wait;
+
+static void emb_wait_cb(void *ctx, int rc, const float *vec, int n_tokens) {
+    emb_wait *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    w->rc = rc;
+    w->n_tokens = n_tokens;
+    if (!rc) memcpy(w->out, vec, (size_t)w->dim * sizeof *vec);
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int llm_embed(llm_embedder *e, const char *text, float *out, int *n_tokens) {
+    emb_wait w = {.out = out, .dim = e->dim};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    int rc = llm_embed_async(e, text, emb_wait_cb, &w);
+    if (!rc) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        rc = w.rc;
+        if (n_tokens) *n_tokens = w.n_tokens;
+    }
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return rc;
+}
+
+/* ---- the engine thread ---- */
+
+typedef struct emb_slot {
+    emb_job *job;
+    int n_tokens;
+    bool truncated;
+} emb_slot;
+
+/* Tokenizes j into e->tok (truncating to the batch); returns the token count (>= 1). */
+static int emb_tokenize(llm_embedder *e, const char *text, bool *truncated) {
+    int cap = e->p.batch_tokens;
+    int n = llama_tokenize(e->vocab, text, (int32_t)strlen(text), e->tok, cap, true, false);
+    *truncated = n < 0;
+    if (n < 0) { /* too long: tokenize in full once, keep the head */
+        llama_token *all = malloc((size_t)-n * sizeof *all);
+        if (all && llama_tokenize(e->vocab, text, (int32_t)strlen(text), all, -n, true, false) > 0)
+            memcpy(e->tok, all, (size_t)cap * sizeof *all);
+        free(all);
+        n = cap;
+    }
+    if (n == 0) { /* nothing to embed (an empty text without special tokens): one BOS-like token */
+        e->tok[0] = llama_vocab_bos(e->vocab) >= 0 ? llama_vocab_bos(e->vocab) : 0;
+        n = 1;
+    }
+    return n;
+}
+
+/* Takes queued jobs into the batch until it is full; returns how many sequences. */
+static int emb_fill(llm_embedder *e, emb_slot *slots, emb_job **carry) {
+    int used = 0, ns = 0;
+    e->batch.n_tokens = 0;
+    while (ns < e->p.max_seqs) {
+        emb_job *j = *carry;
+        if (!j) {
+            pthread_mutex_lock(&e->mu);
+            j = e->head;
+            if (j) {
+                e->head = j->next;
+                if (!e->head) e->tail = NULL;
+                e->queued--;
+            }
+            pthread_mutex_unlock(&e->mu);
+            if (!j) break;
+        }
+        bool trunc;
+        int n = emb_tokenize(e, j->text, &trunc);
+        if (used + n > e->p.batch_tokens) { /* does not fit: first of the next batch */
+            *carry = j;
+            break;
+        }
+        *carry = NULL;
+        for (int i = 0; i < n; i++) {
+            int k = e->batch.n_tokens++;
+            e->batch.token[k] = e->tok[i];
+            e->batch.pos[k] = i;
+            e->batch.n_seq_id[k] = 1;
+            e->batch.seq_id[k][0] = ns;
+            e->batch.logits[k] = true;
+        }
+        slots[ns++] = (emb_slot){j, n, trunc};
+        used += n;
+    }
+    return ns;
+}
+
+static void emb_run(llm_embedder *e, emb_slot *slots, int ns) {
+    double t0 = kern_now_mono();
+    llama_memory_clear(llama_get_memory(e->ctx), true);
+    int drc = llama_decode(e->ctx, e->batch);
+    double dt = kern_now_mono() - t0;
+    int tokens = 0, truncated = 0;
+    for (int s = 0; s < ns; s++) {
+        const float *v = drc == 0 ? llama_get_embeddings_seq(e->ctx, s) : NULL;
+        if (v) {
+            memcpy(e->vec, v, (size_t)e->dim * sizeof *v);
+            vec_normalize(e->vec, e->dim);
+        }
+        tokens += slots[s].n_tokens;
+        truncated += slots[s].truncated;
+        slots[s].job->cb(slots[s].job->ctx, v ? AIOS_OK : AIOS_ERR_MODEL, v ? e->vec : NULL, slots[s].n_tokens);
+        free(slots[s].job->text);
+        free(slots[s].job);
+    }
+    if (drc) log_error("embedder: llama_decode failed (%d) for %d texts", drc, ns);
+    pthread_mutex_lock(&e->mu);
+    e->st.texts += (unsigned long long)ns;
+    e->st.tokens += (unsigned long long)tokens;
+    e->st.truncated += (unsigned long long)truncated;
+    e->st.batches++;
+    e->st.failures += drc ? (unsigned long long)ns : 0;
+    e->st.seconds += dt;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void *emb_main(void *arg) {
+    llm_embedder *e = arg;
+    emb_slot *slots = calloc((size_t)e->p.max_seqs, sizeof *slots);
+    emb_job *carry = NULL;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        while (!e->head && !carry && !e->stop) pthread_cond_wait(&e->cv, &e->mu);
+        bool idle = !e->head && !carry;
+        pthread_mutex_unlock(&e->mu);
+        if (idle) break; /* stopping and drained */
+        int ns = slots ? emb_fill(e, slots, &carry) : 0;
+        if (ns) emb_run(e, slots, ns);
+        else if (!slots) break;
+    }
+    free(slots);
+    return NULL;
+}
