@@ -58,6 +58,9 @@ extern const api_route api_routes_mem[];
 /* The memory / storage kinds of POST /query (routes_mem.c); qd is query_data. */
 enum MHD_Result api_query_memory(api_req *r, const cJSON *qd);
 enum MHD_Result api_query_storage(api_req *r, const cJSON *qd);
+/* The AIOS answer envelope: {"response": response (taken), "start_times", "end_times",
+ * "waiting_times", "turnaround_times"} from the syscall's scheduling rounds. */
+cJSON *api_envelope(syscall_t *sc, cJSON *response);
 /* Appends the memory, storage and embedder series to a /metrics body. */
 void api_metrics_mem(api_req *r, strbuf *b);
 

@@ -14,7 +14,7 @@
 static const char *const ACTIONS[] = {"chat", "chat_with_json_output", "chat_with_tool_call_output", "call_tool",
                                       "operate_file", NULL};
 
-static cJSON *envelope(syscall_t *sc, cJSON *response) {
+cJSON *api_envelope(syscall_t *sc, cJSON *response) {
     double st[SYSCALL_MAX_ROUNDS], en[SYSCALL_MAX_ROUNDS], wt[SYSCALL_MAX_ROUNDS], ta[SYSCALL_MAX_ROUNDS];
     int n = syscall_timings(sc, st, en, wt, ta, SYSCALL_MAX_ROUNDS);
     cJSON *o = cJSON_CreateObject();
@@ -49,7 +49,7 @@ static enum MHD_Result query_llm_done(api_req *r) {
     cJSON_AddNumberToObject(usage, "prompt_tokens", llm_request_prompt_tokens(req));
     cJSON_AddNumberToObject(usage, "completion_tokens", llm_request_completion_tokens(req));
     cJSON_AddItemToObject(resp, "aios", chat_timing_json(sc));
-    return api_reply_json(r, 200, envelope(sc, resp));
+    return api_reply_json(r, 200, api_envelope(sc, resp));
 }
 
 /* The model a query asks for: the first entry of `llms` this kernel serves; null or an

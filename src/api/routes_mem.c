@@ -32,18 +32,6 @@ static void mem_job_free(void *p) {
     free(j);
 }
 
-static cJSON *job_envelope(syscall_t *sc, cJSON *response) {
-    double st[SYSCALL_MAX_ROUNDS], en[SYSCALL_MAX_ROUNDS], wt[SYSCALL_MAX_ROUNDS], ta[SYSCALL_MAX_ROUNDS];
-    int n = syscall_timings(sc, st, en, wt, ta, SYSCALL_MAX_ROUNDS);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "response", response);
-    jp_add_doubles(o, "start_times", st, n);
-    jp_add_doubles(o, "end_times", en, n);
-    jp_add_doubles(o, "waiting_times", wt, n);
-    jp_add_doubles(o, "turnaround_times", ta, n);
-    return o;
-}
-
 /* Answers a finished memory / storage syscall with the AIOS envelope. */
 static enum MHD_Result job_done(api_req *r) {
     syscall_t *sc = r->sc;
@@ -51,7 +39,7 @@ static enum MHD_Result job_done(api_req *r) {
     mem_job *j = sc->args;
     cJSON *resp = j->response;
     j->response = NULL;
-    return api_reply_json(r, 200, job_envelope(sc, resp));
+    return api_reply_json(r, 200, api_envelope(sc, resp));
 }
 
 static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, const cJSON *params, api_work_fn fn,

@@ -71,8 +71,9 @@ static const cfg_key KEYS[] = {
     K_INT("storage.max_path_bytes", storage.max_path_bytes, 16, 1000, "1000", "Longest normalised path (mount root included)."),
     K_ENUM("storage.synchronous", storage.synchronous, "normal", "normal|full", "SQLite durability of memory and storage writes: `normal` (WAL; an acknowledged write survives the kernel being killed) or `full` (also fsync at every commit; survives power loss, slower)."),
     K_STR("storage.embedding_model", storage.embedding_model, "", "GGUF embedding model for retrieval and /v1/embeddings. Empty = all-MiniLM-L6-v2 from the cache (`make model` fetches it) when present, else the chat model with mean pooling."),
-    K_INT("storage.embed_batch_tokens", storage.embed_batch_tokens, 64, 1 << 16, "2048", "Tokens per embedding batch; also the longest text embedded (longer texts are truncated for the embedding, never for storage)."),
+    K_INT("storage.embed_batch_tokens", storage.embed_batch_tokens, 64, 1 << 16, "512", "Tokens per embedding batch; also the longest text embedded (and at most the model's trained context: longer texts are truncated for the embedding, never for storage)."),
     K_INT("storage.embed_threads", storage.embed_threads, 0, 1024, "0", "Threads for embedding; 0 = online CPUs."),
+    K_INT("storage.embed_nice", storage.embed_nice, 0, 19, "5", "Nice value of the embedding threads: bulk embedding yields the CPU to request handling and the chat engine."),
     K_INT("storage.embed_queue", storage.embed_queue, 1, 1 << 24, "65536", "Texts waiting for embedding; a memory add beyond it gets 503."),
     K_INT("storage.hnsw_m", storage.hnsw_m, 4, 128, "16", "HNSW links per vector (hnswlib M)."),
     K_INT("storage.hnsw_ef_search", storage.hnsw_ef_search, 8, 4096, "96", "HNSW search beam (hnswlib ef); higher = better recall, slower."),
@@ -169,6 +170,8 @@ static void model_defaults(aios_model_cfg *m) {
     config_default_model_path(m->path, sizeof m->path);
 }
 
+static int check_enum(const cfg_key *k, const char *value, char *err, size_t errlen);
+
 /* "NAME.priority" or "NAME.memory_limit_bytes" = value: per-agent settings (NAME may contain dots). */
 static int set_agent(aios_config *cfg, const char *rest, const char *value, char *err, size_t errlen) {
     const char *dot = strrchr(rest, '.');
@@ -180,8 +183,10 @@ static int set_agent(aios_config *cfg, const char *rest, const char *value, char
         return AIOS_ERR_CONFIG;
     }
     long v;
-    int rc = prio ? parse_long(value, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, &v, err, errlen, "agents.<name>.priority")
-                  : parse_long(value, 0, 1L << 40, &v, err, errlen, "agents.<name>.memory_limit_bytes");
+    char key[AIOS_NAME_MAX + 40];
+    snprintf(key, sizeof key, "agents.%s", rest);
+    int rc = prio ? parse_long(value, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, &v, err, errlen, key)
+                  : parse_long(value, 0, 1L << 40, &v, err, errlen, key);
     if (rc) return rc;
     int i = 0;
     while (i < cfg->n_agents && (strlen(cfg->agents[i].name) != n || strncmp(cfg->agents[i].name, rest, n))) i++;
@@ -210,6 +215,7 @@ int config_set(aios_config *cfg, const char *key, const char *value, char *err, 
         snprintf(err, errlen, "unknown configuration key '%s' (see docs/config.md)", key);
         return AIOS_ERR_CONFIG;
     }
+    if (k->allowed && check_enum(k, value, err, errlen)) return AIOS_ERR_CONFIG; /* before the length check */
     return set_field(cfg, k->type, k->off, k->size, k->min, k->max, k->name, value, err, errlen);
 }
 

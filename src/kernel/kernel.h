@@ -149,7 +149,7 @@ typedef struct aios_config {
         int max_path_bytes;
         char synchronous[8];    /* normal | full */
         char embedding_model[AIOS_PATH_MAX];
-        int embed_batch_tokens, embed_threads, embed_queue;
+        int embed_batch_tokens, embed_threads, embed_queue, embed_nice;
         int hnsw_m, hnsw_ef_search, exact_below, max_k;
     } storage;
     struct {

@@ -56,6 +56,7 @@ static int managers_open(const aios_config *cfg, managers *m, char *err, size_t 
     ep.threads = cfg->storage.embed_threads;
     ep.batch_tokens = cfg->storage.embed_batch_tokens;
     ep.max_queue = cfg->storage.embed_queue;
+    ep.nice = cfg->storage.embed_nice;
     if (!(m->emb = llm_embedder_new(&ep, err, errlen))) return AIOS_ERR_MODEL;
     vec_index_params ip = vec_index_default_params(0);
     ip.m = cfg->storage.hnsw_m;

@@ -157,6 +157,7 @@ typedef struct llm_embed_params {
     int batch_tokens;        /* tokens per decode; also the longest text (longer ones are truncated) */
     int max_seqs;            /* texts per decode */
     int max_queue;           /* texts waiting before llm_embed_async answers AIOS_ERR_BUSY */
+    int nice;                /* nice value of the embedding threads (0 = as the kernel) */
 } llm_embed_params;
 typedef struct llm_embed_stats {
     unsigned long long texts, tokens, truncated, batches, failures;
@@ -168,7 +169,8 @@ typedef void (*llm_embed_cb)(void *ctx, int rc, const float *vec, int n_tokens);
 
 llm_embed_params llm_embed_default_params(void);
 llm_embedder *llm_embedder_new(const llm_embed_params *p, char *err, size_t errlen);
-/* Embeds what is queued, then stops; accepts NULL. */
+/* Stops after the batch in flight; every text still queued gets its callback with
+ * AIOS_ERR_SHUTDOWN (the stores re-embed what lacks a vector at the next start). Accepts NULL. */
 void llm_embedder_free(llm_embedder *e);
 int llm_embedder_dim(const llm_embedder *e);
 const char *llm_embedder_name(const llm_embedder *e);

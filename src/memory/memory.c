@@ -38,8 +38,9 @@ typedef struct mem_agent {
 struct mem_manager {
     mem_params p;
     sqlite3 *db;
+    sdb_ckpt *ckpt;
     pthread_mutex_t db_mu;
-    sqlite3_stmt *q_insert, *q_load, *q_page, *q_update, *q_meta, *q_delete, *q_vec, *q_unembedded;
+    sqlite3_stmt *q_insert, *q_load, *q_page, *q_update, *q_meta, *q_delete, *q_vec;
     pthread_mutex_t agents_mu;
     strmap agents;
     _Atomic uint64_t clock;
@@ -222,7 +223,7 @@ static void embedded_cb(void *ctx, int rc, const float *vec, int n_tokens) {
     if (!rc && b && b->gen == t->gen) {
         if (vec_index_put(a->ix, b->id, vec) == AIOS_OK) store_vec(m, b->id, vec, llm_embedder_dim(m->p.embedder));
         STAT_ADD(m, embedded, 1);
-    } else if (rc) {
+    } else if (rc && rc != AIOS_ERR_SHUTDOWN) {
         log_warn("memory: embedding block %llu of '%s' failed: %s", (unsigned long long)t->id, a->name,
                  aios_strerror(rc));
         STAT_ADD(m, embed_failures, 1);
@@ -342,7 +343,7 @@ mem_manager *mem_open(const mem_params *p, char *err, size_t errlen) {
     pthread_mutex_init(&m->db_mu, NULL);
     pthread_mutex_init(&m->agents_mu, NULL);
     pthread_mutex_init(&m->st_mu, NULL);
-    if (sdb_open(p->db_path, p->sync_full, SCHEMA, &m->db, err, errlen) ||
+    if (sdb_open(p->db_path, p->sync_full, SCHEMA, &m->db, &m->ckpt, err, errlen) ||
         sdb_prepare(m->db, "INSERT INTO memories(agent,content,meta,created,updated) VALUES(?,?,?,?,?)", &m->q_insert) ||
         sdb_prepare(m->db, "SELECT id, length(CAST(content AS BLOB)) + length(CAST(meta AS BLOB)), vec FROM memories WHERE agent=?", &m->q_load) ||
         sdb_prepare(m->db, "SELECT content, meta, created, updated FROM memories WHERE id=?", &m->q_page) ||
@@ -367,8 +368,9 @@ void mem_close(mem_manager *m) {
     if (!m) return;
     strmap_foreach(&m->agents, free_agent_cb, NULL);
     strmap_free(&m->agents);
-    sqlite3_stmt *stmts[] = {m->q_insert, m->q_load, m->q_page, m->q_update, m->q_meta, m->q_delete, m->q_vec, m->q_unembedded};
+    sqlite3_stmt *stmts[] = {m->q_insert, m->q_load, m->q_page, m->q_update, m->q_meta, m->q_delete, m->q_vec};
     for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) sqlite3_finalize(stmts[i]);
+    sdb_ckpt_stop(m->ckpt);
     sqlite3_close(m->db);
     pthread_mutex_destroy(&m->db_mu);
     pthread_mutex_destroy(&m->agents_mu);

@@ -7,12 +7,23 @@
  * Durability: in WAL mode a committed transaction is in the log (the OS page cache) when
  * sqlite3_step returns, so it survives a kill -9 of the kernel with synchronous=NORMAL;
  * synchronous=FULL also fsyncs the log at every commit, for power loss.
+ *
+ * Checkpoints (copying the log into the database, with an fsync) never run on a request:
+ * automatic checkpoints are off and a checkpointer thread with its own connection runs a
+ * PASSIVE checkpoint every few hundred milliseconds, which never blocks writers.
  */
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "storage.h"
 
-int sdb_open(const char *path, bool sync_full, const char *schema, sqlite3 **out, char *err, size_t errlen) {
+sdb_ckpt *sdb_ckpt_start(const char *path, int interval_ms);
+
+int sdb_open(const char *path, bool sync_full, const char *schema, sqlite3 **out, sdb_ckpt **ckpt, char *err,
+             size_t errlen) {
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     char *msg = NULL;
@@ -20,6 +31,7 @@ int sdb_open(const char *path, bool sync_full, const char *schema, sqlite3 **out
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, &msg);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", NULL, NULL, &msg);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, &msg);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, "BEGIN", NULL, NULL, &msg);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, schema, NULL, NULL, &msg);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, &msg);
@@ -30,6 +42,11 @@ int sdb_open(const char *path, bool sync_full, const char *schema, sqlite3 **out
         return AIOS_ERR_IO;
     }
     *out = db;
+    *ckpt = sdb_ckpt_start(path, 200);
+    if (!*ckpt) {
+        log_warn("%s: no checkpointer thread; commits checkpoint themselves", path);
+        sqlite3_exec(db, "PRAGMA wal_autocheckpoint=1000", NULL, NULL, NULL);
+    }
     return AIOS_OK;
 }
 
@@ -59,4 +76,62 @@ int sdb_exec(sqlite3 *db, const char *sql) {
         return rc == SQLITE_FULL ? AIOS_ERR_QUOTA : AIOS_ERR_IO;
     }
     return AIOS_OK;
+}
+
+struct sdb_ckpt {
+    sqlite3 *db;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+    int interval_ms;
+};
+
+static void *ckpt_main(void *arg) {
+    sdb_ckpt *c = arg;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)c->interval_ms * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+        pthread_mutex_unlock(&c->mu);
+        int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY) log_warn("sqlite checkpoint: %s", sqlite3_errmsg(c->db));
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+sdb_ckpt *sdb_ckpt_start(const char *path, int interval_ms) {
+    sdb_ckpt *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->interval_ms = interval_ms;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+        pthread_create(&c->thread, NULL, ckpt_main, c)) {
+        sqlite3_close(c->db);
+        free(c);
+        return NULL;
+    }
+    sqlite3_busy_timeout(c->db, 1000);
+    return c;
+}
+
+void sdb_ckpt_stop(sdb_ckpt *c) {
+    if (!c) return;
+    pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL); /* a clean stop leaves a small log */
+    sqlite3_close(c->db);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
 }

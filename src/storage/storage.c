@@ -26,6 +26,7 @@ typedef struct st_agent {
 struct storage_manager {
     storage_params p;
     sqlite3 *db;
+    sdb_ckpt *ckpt;
     pthread_mutex_t mu;
     strmap agents;
     storage_stats st;
@@ -235,7 +236,7 @@ storage_manager *storage_open(const storage_params *p, char *err, size_t errlen)
     s->p = *p;
     s->p.index.dim = p->embedder ? llm_embedder_dim(p->embedder) : 1;
     pthread_mutex_init(&s->mu, NULL);
-    if (sdb_open(p->db_path, p->sync_full, SCHEMA, &s->db, err, errlen)) {
+    if (sdb_open(p->db_path, p->sync_full, SCHEMA, &s->db, &s->ckpt, err, errlen)) {
         storage_close(s);
         return NULL;
     }
@@ -255,6 +256,7 @@ void storage_close(storage_manager *s) {
     if (!s) return;
     strmap_foreach(&s->agents, agent_free_cb, NULL);
     strmap_free(&s->agents);
+    sdb_ckpt_stop(s->ckpt);
     sqlite3_close(s->db);
     pthread_mutex_destroy(&s->mu);
     free(s);

@@ -20,12 +20,18 @@
 #include "../vector/vector.h"
 
 /* ---- shared SQLite helpers (db.c) ---- */
-/* Opens (creating) path in WAL mode with synchronous NORMAL or FULL and applies schema. */
-int sdb_open(const char *path, bool sync_full, const char *schema, sqlite3 **out, char *err, size_t errlen);
+typedef struct sdb_ckpt sdb_ckpt;
+/* Opens (creating) path in WAL mode with synchronous NORMAL or FULL, applies schema, and
+ * starts its checkpointer (*ckpt; stop it with sdb_ckpt_stop before closing the db). */
+int sdb_open(const char *path, bool sync_full, const char *schema, sqlite3 **out, sdb_ckpt **ckpt, char *err,
+             size_t errlen);
 int sdb_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out); /* persistent statement */
 /* Steps a statement that returns no rows we need, resets it; AIOS_OK or AIOS_ERR_IO. */
 int sdb_step_done(sqlite3 *db, sqlite3_stmt *st);
 int sdb_exec(sqlite3 *db, const char *sql);
+/* The checkpointer: path's WAL is checkpointed every 200 ms from its own thread and
+ * connection (PASSIVE: never blocks writers), so no commit on a request pays for one. */
+void sdb_ckpt_stop(sdb_ckpt *c); /* accepts NULL; a final TRUNCATE checkpoint */
 
 /* ---- path rules (path.c) ---- */
 /* Joins root and path and normalises ("a//b/./c" -> "a/b/c"; "" = the namespace root).

@@ -317,3 +317,38 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
         assert some_content in [h["snippet"] for h in hits] or any(h["file_path"] == some_path for h in hits), hits
     finally:
         d2.stop_and_check()
+
+
+# ------------------------------------------------------------------ configuration
+
+def test_chat_model_embedding_fallback(spawn_daemon):
+    """storage.embedding_model naming the chat model: mean-pooled embeddings of its hidden state."""
+    from aiosd_helpers import default_model_path
+    d = spawn_daemon("fallback", ["--set", f"storage.embedding_model={default_model_path()}"])
+    r = requests.post(d.url + "/v1/embeddings", json={"input": ["a cat on a mat", "a kitten on a rug"]}, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    v = [e["embedding"] for e in body["data"]]
+    assert len(v[0]) == 576 and abs(cos(v[0], v[0]) - 1) < 1e-5, len(v[0])  # SmolLM2-135M's hidden size
+    mid = mem(d.url, "fb", "add_memory", content="The kernel schedules agents.")["memory_id"]
+    assert mem(d.url, "fb", "retrieve_memory", content="kernel scheduling", k=1)["search_results"][0]["memory_id"] == mid
+
+
+@pytest.mark.parametrize("flag,needle", [
+    ("storage.synchronous=sometimes", "allowed: normal, full"),
+    ("memory.eviction_k=9", "out of range"),
+    ("memory.limit_bytes=-1", "out of range"),
+    ("storage.max_versions=0", "out of range"),
+    ("agents.x.memory_limit_bytes=lots", "expected an integer"),
+    ("kernel.workers=0", "out of range"),
+])
+def test_bad_memory_storage_config(flag, needle):
+    from aiosd_helpers import run_aiosd_to_exit
+    r = run_aiosd_to_exit(["--set", flag], with_model=False)
+    assert r.returncode != 0 and needle in r.stderr and flag.split("=")[0] in r.stderr, r.stderr
+
+
+def test_missing_embedding_model_is_reported(tmp_path):
+    from aiosd_helpers import run_aiosd_to_exit
+    r = run_aiosd_to_exit(["--data-dir", str(tmp_path / "d"), "--set", f"storage.embedding_model={tmp_path}/none.gguf"])
+    assert r.returncode != 0 and "none.gguf" in r.stderr, r.stderr

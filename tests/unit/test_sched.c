@@ -162,7 +162,8 @@ static void test_syscall_output_and_timings(void **st) {
     assert_true(s[0] > 1e9); /* wall clock */
     assert_non_null(syscall_kind_lookup("llm"));
     assert_null(syscall_kind_lookup("quantum"));
-    assert_false(syscall_kind_lookup("memory")->implemented);
+    assert_true(syscall_kind_lookup("memory")->implemented);
+    assert_false(syscall_kind_lookup("tool")->implemented);
     syscall_unref(sc);
     syscall_unref(NULL);
 }
