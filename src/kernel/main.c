@@ -2,8 +2,9 @@
  * main.c - aiosd: parse configuration (defaults < YAML < AIOS_* env < flags), load the LLM
  * cores, the embedder and the memory and storage managers, start the HTTP server, and run
  * until SIGINT/SIGTERM. Shutdown order matters: stop admitting work, stop the cores (every
- * syscall completes, resuming its connection), drain the worker pool and then the embedder
- * (whose callbacks still reach the managers), then stop the HTTP daemon and the managers.
+ * syscall completes, resuming its connection), stop the embedder (queued texts are refused;
+ * their callbacks still reach the managers), drain the worker pool, then stop the HTTP
+ * daemon and the managers.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -221,8 +222,9 @@ int main(int argc, char **argv) {
     }
     api_server_close(srv);
     for (int i = 0; i < cfg.llms.n_models; i++) llm_core_free(cores[i]);
-    if (mg.wq) workq_free(mg.wq);   /* runs queued jobs: they may still embed */
-    llm_embedder_free(mg.emb);      /* embeds what is queued: callbacks reach the managers */
+    llm_embedder_stop(mg.emb);      /* refuses queued texts: callbacks reach the managers, waiters wake */
+    if (mg.wq) workq_free(mg.wq);   /* runs queued jobs (an embedding now fails fast with 503) */
+    llm_embedder_free(mg.emb);
     api_server_free(srv);
     mem_close(mg.mem);
     storage_close(mg.storage);

@@ -123,20 +123,31 @@ llm_embedder *llm_embedder_new(const llm_embed_params *p, char *err, size_t errl
     return e;
 }
 
-void llm_embedder_free(llm_embedder *e) {
+void llm_embedder_stop(llm_embedder *e) {
     if (!e) return;
     pthread_mutex_lock(&e->mu);
-    e->stop = true;
+    e->stop = true; /* from here llm_embed_async refuses */
     pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
     if (e->running) pthread_join(e->thread, NULL);
-    for (emb_job *j = e->head, *n; j; j = n) { /* queued work is refused, not embedded: a fast stop
-                                                * (the stores re-embed what lacks a vector at start) */
+    e->running = false;
+    pthread_mutex_lock(&e->mu);
+    emb_job *j = e->head; /* includes a job the thread had taken and put back */
+    e->head = e->tail = NULL;
+    e->queued = 0;
+    pthread_mutex_unlock(&e->mu);
+    for (emb_job *n; j; j = n) { /* queued work is refused, not embedded: a fast stop
+                                  * (the stores re-embed what lacks a vector at start) */
         n = j->next;
         j->cb(j->ctx, AIOS_ERR_SHUTDOWN, NULL, 0);
         free(j->text);
         free(j);
     }
+}
+
+void llm_embedder_free(llm_embedder *e) {
+    if (!e) return;
+    llm_embedder_stop(e);
     if (e->batch.token) llama_batch_free(e->batch);
     if (e->ctx) llama_detach_threadpool(e->ctx);
     if (e->ctx) llama_free(e->ctx);

@@ -170,7 +170,10 @@ typedef void (*llm_embed_cb)(void *ctx, int rc, const float *vec, int n_tokens);
 llm_embed_params llm_embed_default_params(void);
 llm_embedder *llm_embedder_new(const llm_embed_params *p, char *err, size_t errlen);
 /* Stops after the batch in flight; every text still queued gets its callback with
- * AIOS_ERR_SHUTDOWN (the stores re-embed what lacks a vector at the next start). Accepts NULL. */
+ * AIOS_ERR_SHUTDOWN (the stores re-embed what lacks a vector at the next start), and later
+ * calls are refused the same way. The embedder stays valid until llm_embedder_free. */
+void llm_embedder_stop(llm_embedder *e);
+/* Stops (if not yet) and frees. Accepts NULL. */
 void llm_embedder_free(llm_embedder *e);
 int llm_embedder_dim(const llm_embedder *e);
 const char *llm_embedder_name(const llm_embedder *e);

@@ -19,6 +19,7 @@ typedef struct mem_block {
     size_t bytes;              /* strlen(content) + strlen(meta) */
     uint64_t hist[MEM_K_MAX];  /* access times, most recent first (0 = none) */
     int heap_pos;              /* index in the agent's heap; -1 = not resident */
+    double created, updated;   /* wall clock */
     unsigned gen;              /* bumped when the content changes (stale embeddings are dropped) */
 } mem_block;
 
@@ -275,6 +276,8 @@ static int agent_load(mem_manager *m, mem_agent *a) {
         b->id = (uint64_t)sqlite3_column_int64(m->q_load, 0);
         b->bytes = (size_t)sqlite3_column_int64(m->q_load, 1);
         b->heap_pos = -1;
+        b->created = sqlite3_column_double(m->q_load, 3);
+        b->updated = sqlite3_column_double(m->q_load, 4);
         const void *v = sqlite3_column_blob(m->q_load, 2);
         if (v && sqlite3_column_bytes(m->q_load, 2) == dim * (int)sizeof(float)) vec_index_put(a->ix, b->id, v);
         else b->gen = 1; /* marks "needs an embedding" below */
@@ -345,8 +348,8 @@ mem_manager *mem_open(const mem_params *p, char *err, size_t errlen) {
     pthread_mutex_init(&m->st_mu, NULL);
     if (sdb_open(p->db_path, p->sync_full, SCHEMA, &m->db, &m->ckpt, err, errlen) ||
         sdb_prepare(m->db, "INSERT INTO memories(agent,content,meta,created,updated) VALUES(?,?,?,?,?)", &m->q_insert) ||
-        sdb_prepare(m->db, "SELECT id, length(CAST(content AS BLOB)) + length(CAST(meta AS BLOB)), vec FROM memories WHERE agent=?", &m->q_load) ||
-        sdb_prepare(m->db, "SELECT content, meta, created, updated FROM memories WHERE id=?", &m->q_page) ||
+        sdb_prepare(m->db, "SELECT id, length(CAST(content AS BLOB)) + length(CAST(meta AS BLOB)), vec, created, updated FROM memories WHERE agent=?", &m->q_load) ||
+        sdb_prepare(m->db, "SELECT content, meta FROM memories WHERE id=?", &m->q_page) ||
         sdb_prepare(m->db, "UPDATE memories SET content=?, meta=?, updated=?, vec=NULL WHERE id=?", &m->q_update) ||
         sdb_prepare(m->db, "UPDATE memories SET meta=?, updated=? WHERE id=?", &m->q_meta) ||
         sdb_prepare(m->db, "DELETE FROM memories WHERE id=?", &m->q_delete) ||
@@ -441,6 +444,7 @@ int mem_add(mem_manager *m, const char *agent, const char *content, const char *
         b->meta = md;
         b->bytes = strlen(c) + strlen(md);
         b->heap_pos = -1;
+        b->created = b->updated = now;
         rc = u64map_put(&a->blocks, b->id, b);
         if (!rc && (rc = queue_embed(a, b, c))) u64map_del(&a->blocks, b->id);
         if (rc) { /* nothing half-written: undo the row */
@@ -475,6 +479,8 @@ static int read_block(mem_agent *a, mem_block *b, mem_item *out) {
     touch(a, b);
     memset(out, 0, sizeof *out);
     snprintf(out->id, sizeof out->id, "%llu", (unsigned long long)b->id);
+    out->created = b->created;
+    out->updated = b->updated;
     out->content = strdup(b->content);
     out->metadata = strdup(b->meta);
     drop_text(a, b);
@@ -485,17 +491,6 @@ static int read_block(mem_agent *a, mem_block *b, mem_item *out) {
     return AIOS_OK;
 }
 
-static void read_times(mem_manager *m, mem_item *it) {
-    pthread_mutex_lock(&m->db_mu);
-    sqlite3_bind_int64(m->q_page, 1, (sqlite3_int64)strtoull(it->id, NULL, 10));
-    if (sqlite3_step(m->q_page) == SQLITE_ROW) {
-        it->created = sqlite3_column_double(m->q_page, 2);
-        it->updated = sqlite3_column_double(m->q_page, 3);
-    }
-    sqlite3_reset(m->q_page);
-    pthread_mutex_unlock(&m->db_mu);
-}
-
 int mem_get(mem_manager *m, const char *agent, const char *id, mem_item *out, char *err, size_t errlen) {
     mem_agent *a;
     int rc = agent_lock(m, agent, &a);
@@ -503,8 +498,7 @@ int mem_get(mem_manager *m, const char *agent, const char *id, mem_item *out, ch
     mem_block *b = find_block(a, id, err, errlen);
     rc = b ? read_block(a, b, out) : AIOS_ERR_NOT_FOUND;
     pthread_mutex_unlock(&a->mu);
-    if (!rc) read_times(m, out);
-    else if (b) snprintf(err, errlen, "memory: reading '%s' failed (%s)", id, aios_strerror(rc));
+    if (rc && b) snprintf(err, errlen, "memory: reading '%s' failed (%s)", id, aios_strerror(rc));
     if (!rc) STAT_ADD(m, gets, 1);
     return rc;
 }
@@ -520,13 +514,14 @@ int mem_update(mem_manager *m, const char *agent, const char *id, const char *co
     if (!rc) rc = check_item(m, nc, nm, err, errlen);
     char *c = NULL, *md = NULL;
     if (!rc && (!(c = strdup(nc)) || !(md = strdup(nm)))) rc = AIOS_ERR_NOMEM;
+    double now = kern_now_wall();
     if (!rc) {
         pthread_mutex_lock(&m->db_mu);
         sqlite3_stmt *st = content ? m->q_update : m->q_meta;
         int i = 1;
         if (content) sqlite3_bind_text(st, i++, c, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, i++, md, -1, SQLITE_STATIC);
-        sqlite3_bind_double(st, i++, kern_now_wall());
+        sqlite3_bind_double(st, i++, now);
         sqlite3_bind_int64(st, i, (sqlite3_int64)b->id);
         rc = sdb_step_done(m->db, st);
         pthread_mutex_unlock(&m->db_mu);
@@ -538,6 +533,7 @@ int mem_update(mem_manager *m, const char *agent, const char *id, const char *co
         b->content = c;
         b->meta = md;
         b->bytes = strlen(c) + strlen(md);
+        b->updated = now;
         c = md = NULL;
         if (content) {
             b->gen++;
@@ -611,7 +607,6 @@ int mem_retrieve(mem_manager *m, const char *agent, const char *query, int k, bo
         }
         pthread_mutex_unlock(&a->mu);
     }
-    for (int i = 0; !rc && i < *n; i++) read_times(m, &items[i]);
     free(q);
     free(labels);
     free(scores);

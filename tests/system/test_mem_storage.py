@@ -352,3 +352,25 @@ def test_missing_embedding_model_is_reported(tmp_path):
     from aiosd_helpers import run_aiosd_to_exit
     r = run_aiosd_to_exit(["--data-dir", str(tmp_path / "d"), "--set", f"storage.embedding_model={tmp_path}/none.gguf"])
     assert r.returncode != 0 and "none.gguf" in r.stderr, r.stderr
+
+
+def test_stop_with_embedding_backlog_is_fast_and_resumes(tmp_path):
+    """SIGTERM with thousands of blocks still waiting for their embedding: the kernel stops at
+    once (the queue is refused, not worked off), and after a restart those blocks are embedded
+    again, so retrieval finds them."""
+    d = Daemon("backlog", tmp_path / "backlog").start()
+    with ThreadPoolExecutor(8) as ex:
+        ids = list(ex.map(lambda i: mem(d.url, "bk", "add_memory", content=f"backlog note {i} about topic {i % 97}")["memory_id"],
+                          range(3000)))
+    pending = kernel_metrics(d.url)["aios_memory_pending_embeddings"]
+    t0 = time.monotonic()
+    d.stop_and_check()
+    stop_s = time.monotonic() - t0
+    assert stop_s < 10, f"stop took {stop_s:.1f} s with {pending:.0f} embeddings pending"
+    d2 = Daemon("backlog2", tmp_path / "backlog").start()
+    try:
+        r = mem(d2.url, "bk", "retrieve_memory", content="backlog note 2999 about topic 89", k=1)
+        assert r["search_results"][0]["memory_id"] == ids[2999], r
+        assert kernel_metrics(d2.url)["aios_memory_pending_embeddings"] == 0
+    finally:
+        d2.stop_and_check()
