@@ -15,7 +15,8 @@
 #include <unistd.h>
 #include "memory/memory.h"
 
-static char g_db[256];
+#define TMPDB_NAME "mem"
+#include "tmpdb.h"
 
 static mem_manager *open_mem(long limit, int k) {
     char err[256] = "";
@@ -28,24 +29,6 @@ static mem_manager *open_mem(long limit, int k) {
     mem_manager *m = mem_open(&p, err, sizeof err);
     assert_non_null(m);
     return m;
-}
-
-static int setup(void **st) {
-    (void)st;
-    snprintf(g_db, sizeof g_db, "/tmp/aios-test-mem-%d.db", (int)getpid());
-    unlink(g_db);
-    return 0;
-}
-
-static int teardown(void **st) {
-    (void)st;
-    char p[300];
-    unlink(g_db);
-    snprintf(p, sizeof p, "%s-wal", g_db);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", g_db);
-    unlink(p);
-    return 0;
 }
 
 /* 100 bytes of content + "{}" = 102 bytes per block */
@@ -216,11 +199,11 @@ static void test_agent_limit_and_reopen(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_crud_and_isolation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_max_items, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_lru_k_eviction_and_page_in, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_k1_is_lru, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_agent_limit_and_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crud_and_isolation, tmpdb_setup, tmpdb_teardown),
+        cmocka_unit_test_setup_teardown(test_max_items, tmpdb_setup, tmpdb_teardown),
+        cmocka_unit_test_setup_teardown(test_lru_k_eviction_and_page_in, tmpdb_setup, tmpdb_teardown),
+        cmocka_unit_test_setup_teardown(test_k1_is_lru, tmpdb_setup, tmpdb_teardown),
+        cmocka_unit_test_setup_teardown(test_agent_limit_and_reopen, tmpdb_setup, tmpdb_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

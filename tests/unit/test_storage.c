@@ -16,25 +16,8 @@
 #include <cjson/cJSON.h>
 #include "storage/storage.h"
 
-static char g_db[256];
-
-static int setup(void **st) {
-    (void)st;
-    snprintf(g_db, sizeof g_db, "/tmp/aios-test-st-%d.db", (int)getpid());
-    unlink(g_db);
-    return 0;
-}
-
-static int teardown(void **st) {
-    (void)st;
-    char p[300];
-    unlink(g_db);
-    snprintf(p, sizeof p, "%s-wal", g_db);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", g_db);
-    unlink(p);
-    return 0;
-}
+#define TMPDB_NAME "st"
+#include "tmpdb.h"
 
 static storage_manager *open_st(void) {
     char err[256] = "";
@@ -178,9 +161,9 @@ static void test_limits_and_reopen(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_path_rules),
-        cmocka_unit_test_setup_teardown(test_files_and_versions, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mount_share_isolation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_limits_and_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_files_and_versions, tmpdb_setup, tmpdb_teardown),
+        cmocka_unit_test_setup_teardown(test_mount_share_isolation, tmpdb_setup, tmpdb_teardown),
+        cmocka_unit_test_setup_teardown(test_limits_and_reopen, tmpdb_setup, tmpdb_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
