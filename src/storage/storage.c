@@ -576,11 +576,15 @@ static int op_list(st_call *c) {
         if (!f.is_dir) return fail(c, AIOS_ERR_INVALID, "'%s' is a file, not a directory", c->path);
     }
     char lo[AIOS_PATH_MAX + 2], hi[AIOS_PATH_MAX + 2];
-    snprintf(lo, sizeof lo, "%s%s", c->path, *c->path ? "/" : "");
-    snprintf(hi, sizeof hi, "%s%s", c->path, *c->path ? "0" : "\x7f"); /* '0' follows '/' */
-    list_ctx l = {cJSON_CreateArray(), strlen(lo)};
-    rc = q_run(c->s, "SELECT path, is_dir, size, version, mtime FROM files WHERE agent=? AND path>=? AND path<? ORDER BY path",
-               "ttt", list_cb, &l, ns, lo, hi);
+    snprintf(lo, sizeof lo, "%s/", c->path);
+    snprintf(hi, sizeof hi, "%s0", c->path); /* '0' follows '/': the range is everything under "path/" */
+    list_ctx l = {cJSON_CreateArray(), *c->path ? strlen(lo) : 0};
+    if (*c->path)
+        rc = q_run(c->s, "SELECT path, is_dir, size, version, mtime FROM files WHERE agent=? AND path>=? AND path<? ORDER BY path",
+                   "ttt", list_cb, &l, ns, lo, hi);
+    else /* the root: every path (names may start with any byte) */
+        rc = q_run(c->s, "SELECT path, is_dir, size, version, mtime FROM files WHERE agent=? ORDER BY path", "t", list_cb,
+                   &l, ns);
     char *txt = rc ? NULL : cJSON_PrintUnformatted(l.arr);
     cJSON_Delete(l.arr);
     if (!rc && !txt) rc = AIOS_ERR_NOMEM;

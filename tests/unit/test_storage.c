@@ -89,6 +89,8 @@ static void test_files_and_versions(void **st) {
     expect(s, "a", "read", "{\"file_path\":\"notes/x.txt\"}", AIOS_OK, "v3"); /* the failed rollback changed nothing */
     expect(s, "a", "list", "{\"dir_path\":\"notes\"}", AIOS_OK, "\"name\":\"x.txt\"");
     expect(s, "a", "list", "{}", AIOS_OK, "\"type\":\"dir\"");
+    expect(s, "a", "write", "{\"file_path\":\"\u00e9t\u00e9.txt\",\"content\":\"x\"}", AIOS_OK, NULL);
+    expect(s, "a", "list", "{}", AIOS_OK, "\u00e9t\u00e9.txt"); /* a name starting with a non-ASCII byte */
     expect(s, "a", "create_dir", "{\"dir_path\":\"notes/sub\"}", AIOS_OK, "created directory");
     expect(s, "a", "write", "{\"file_path\":\"notes/x.txt/y\",\"content\":\"z\"}", AIOS_ERR_EXISTS, "is a file");
     expect(s, "a", "write", "{\"file_path\":\"notes\",\"content\":\"z\"}", AIOS_ERR_EXISTS, "is a directory");
