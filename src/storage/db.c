@@ -8,9 +8,9 @@
  * sqlite3_step returns, so it survives a kill -9 of the kernel with synchronous=NORMAL;
  * synchronous=FULL also fsyncs the log at every commit, for power loss.
  *
- * Checkpoints (copying the log into the database, with an fsync) never run on a request:
- * automatic checkpoints are off and a checkpointer thread with its own connection runs a
- * PASSIVE checkpoint every few hundred milliseconds, which never blocks writers.
+ * Checkpoints (copying the log into the database, with an fsync) do not run on requests: a
+ * checkpointer thread with its own connection runs a PASSIVE checkpoint every 200 ms, which
+ * never blocks writers. Automatic checkpoints stay on only as a safety net at 64 MiB of log.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -31,7 +31,10 @@ int sdb_open(const char *path, bool sync_full, const char *schema, sqlite3 **out
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, &msg);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", NULL, NULL, &msg);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, &msg);
+    /* the checkpointer thread keeps the log short; a commit checkpoints by itself only if the
+     * log reached 64 MiB anyway (a writer outrunning it), and the file shrinks back to that */
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA wal_autocheckpoint=16384", NULL, NULL, &msg);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA journal_size_limit=67108864", NULL, NULL, &msg);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, "BEGIN", NULL, NULL, &msg);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, schema, NULL, NULL, &msg);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, &msg);
@@ -98,8 +101,10 @@ static void *ckpt_main(void *arg) {
         ts.tv_nsec %= 1000000000L;
         pthread_cond_timedwait(&c->cv, &c->mu, &ts);
         pthread_mutex_unlock(&c->mu);
-        int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        int log = 0, done = 0;
+        int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
         if (rc != SQLITE_OK && rc != SQLITE_BUSY) log_warn("sqlite checkpoint: %s", sqlite3_errmsg(c->db));
+        else if (rc == SQLITE_OK && log < 0) log_warn("sqlite checkpoint: the database is not in WAL mode");
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);
@@ -112,7 +117,10 @@ sdb_ckpt *sdb_ckpt_start(const char *path, int interval_ms) {
     c->interval_ms = interval_ms;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
+    /* the read makes this connection open the database in WAL mode: until a connection has
+     * read it, a checkpoint on it is a silent no-op (it answers "not in WAL mode") */
     if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+        sqlite3_exec(c->db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) != SQLITE_OK ||
         pthread_create(&c->thread, NULL, ckpt_main, c)) {
         sqlite3_close(c->db);
         free(c);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <cjson/cJSON.h>
 #include "storage/storage.h"
 
@@ -160,12 +161,36 @@ static void test_limits_and_reopen(void **st) {
     storage_close(s);
 }
 
+/* The checkpointer thread really checkpoints: after a burst of commits the data reaches the
+ * database file (a first version's checkpointer connection had never read the database, so
+ * its checkpoints were silent no-ops and the log grew without bound). */
+static void test_checkpointer(void **st) {
+    (void)st;
+    storage_manager *s = open_st();
+    char p[200], wal[300];
+    for (int i = 0; i < 300; i++) {
+        snprintf(p, sizeof p, "{\"file_path\":\"c%d\",\"content\":\"%0100d\"}", i % 4, i);
+        expect(s, "a", "write", p, AIOS_OK, NULL);
+    }
+    struct stat db_st = {0}, wal_st = {0};
+    for (int t = 0; t < 50 && db_st.st_size <= 8192; t++) { /* up to 5 s for a 200 ms period */
+        usleep(100 * 1000);
+        stat(g_db, &db_st);
+    }
+    snprintf(wal, sizeof wal, "%s-wal", g_db);
+    stat(wal, &wal_st);
+    assert_true(db_st.st_size > 8192);
+    assert_true(wal_st.st_size <= 64L << 20);
+    storage_close(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_path_rules),
         cmocka_unit_test_setup_teardown(test_files_and_versions, tmpdb_setup, tmpdb_teardown),
         cmocka_unit_test_setup_teardown(test_mount_share_isolation, tmpdb_setup, tmpdb_teardown),
         cmocka_unit_test_setup_teardown(test_limits_and_reopen, tmpdb_setup, tmpdb_teardown),
+        cmocka_unit_test_setup_teardown(test_checkpointer, tmpdb_setup, tmpdb_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
