@@ -6,10 +6,10 @@
 #      mixed at RATE ops/s offered (latency from each op's scheduled start).
 #   2. recall at each size in SIZES: load, wait for the embeddings, then Q retrievals through
 #      the HNSW index and the same with "exact": true (the reference scan).
-#   AGENTS=32 N=300 RATE=5000 SIZES="10000 100000" Q=300 bash bench/memory.sh
+#   AGENTS=32 N=300 RATE=5000 SIZES="10000 100000" Q=300 bash bench/memory.sh   (SIZES="" skips part 2)
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
-AGENTS="${AGENTS:-32}"; N="${N:-300}"; RATE="${RATE:-5000}"; SIZES="${SIZES:-10000 100000}"; Q="${Q:-300}"
+AGENTS="${AGENTS:-32}"; N="${N:-300}"; RATE="${RATE:-5000}"; SIZES="${SIZES-10000 100000}"; Q="${Q:-300}"
 PORT="${PORT:-8798}"
 tmp="$(mktemp -d)"; pid=""
 stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=""; }
