@@ -6,7 +6,8 @@
 #      mixed at RATE ops/s offered (latency from each op's scheduled start).
 #   2. recall at each size in SIZES: load, wait for the embeddings, then Q retrievals through
 #      the HNSW index and the same with "exact": true (the reference scan).
-#   AGENTS=32 N=300 RATE=5000 SIZES="10000 100000" Q=300 bash bench/memory.sh   (SIZES="" skips part 2)
+#   AGENTS=32 N=300 RATE=5000 SIZES="10000 100000" Q=300 bash bench/memory.sh   (SIZES="" skips part 2;
+#   AIOSD_FLAGS="--set storage.embed_nice=5" adds flags to every aiosd)
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 AGENTS="${AGENTS:-32}"; N="${N:-300}"; RATE="${RATE:-5000}"; SIZES="${SIZES-10000 100000}"; Q="${Q:-300}"
@@ -17,7 +18,7 @@ trap 'stop; rm -rf "$tmp"' EXIT
 start() {
   rm -rf "$tmp/data"
   ./build/aiosd --port "$PORT" --data-dir "$tmp/data" --set kernel.log_level=warn --set llms.model="$model" \
-    --set storage.embed_queue=200000 "$@" 2>>"$tmp/aiosd.log" & pid=$!
+    --set storage.embed_queue=200000 ${AIOSD_FLAGS:-} "$@" 2>>"$tmp/aiosd.log" & pid=$!
   for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$PORT/status" >/dev/null 2>&1 && return; sleep 0.2; done
   echo "aiosd did not start; log:" >&2; tail -20 "$tmp/aiosd.log" >&2; exit 1
 }

@@ -153,7 +153,7 @@ typedef struct llm_embedder llm_embedder;
 typedef struct llm_embed_params {
     const char *model_path;  /* GGUF: an embedding model, or the chat model (mean pooling) */
     const char *name;        /* the model name /v1/embeddings reports */
-    int threads;             /* 0 = online CPUs */
+    int threads;             /* 0 = half the online CPUs (at least 1) */
     int batch_tokens;        /* tokens per decode; also the longest text (longer ones are truncated) */
     int max_seqs;            /* texts per decode */
     int max_queue;           /* texts waiting before llm_embed_async answers AIOS_ERR_BUSY */
