@@ -22,6 +22,7 @@ typedef struct mem_job {
     char op[40];
     cJSON *params;      /* owned copy of query_data.params (or the embeddings body) */
     cJSON *response;    /* built by the work function */
+    bool bare;          /* answer with response itself (OpenAI), not the AIOS envelope */
 } mem_job;
 
 static void mem_job_free(void *p) {
@@ -32,18 +33,18 @@ static void mem_job_free(void *p) {
     free(j);
 }
 
-/* Answers a finished memory / storage syscall with the AIOS envelope. */
+/* Answers a finished job: the AIOS envelope around its response, or the bare response. */
 static enum MHD_Result job_done(api_req *r) {
     syscall_t *sc = r->sc;
     if (sc->result) return api_reply_error(r, sc->result, "%s", sc->errmsg);
     mem_job *j = sc->args;
     cJSON *resp = j->response;
     j->response = NULL;
-    return api_reply_json(r, 200, api_envelope(sc, resp));
+    return api_reply_json(r, 200, j->bare ? resp : api_envelope(sc, resp));
 }
 
 static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, const cJSON *params, api_work_fn fn,
-                                 api_done_fn done) {
+                                 bool bare) {
     mem_job *j = calloc(1, sizeof *j);
     if (!j) return MHD_NO;
     j->mem = api_mem(r);
@@ -51,13 +52,14 @@ static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, 
     j->emb = api_embedder(r);
     snprintf(j->agent, sizeof j->agent, "%s", r->agent);
     snprintf(j->op, sizeof j->op, "%s", op);
+    j->bare = bare;
     j->params = params ? cJSON_Duplicate(params, true) : cJSON_CreateObject();
     syscall_t *sc = j->params ? syscall_new(kind, r->agent, j, mem_job_free, 0) : NULL;
     if (!sc) {
         mem_job_free(j);
         return MHD_NO;
     }
-    return api_run_job(r, sc, fn, done);
+    return api_run_job(r, sc, fn, job_done);
 }
 
 /* ---------- memory ---------- */
@@ -251,7 +253,7 @@ enum MHD_Result api_query_memory(api_req *r, const cJSON *qd) {
         return api_reply_error(r, AIOS_ERR_INVALID, "unknown memory operation_type '%.40s' (allowed: add_memory, add_agentic_memory, get_memory, update_memory, remove_memory, retrieve_memory, retrieve_memory_raw)", op);
     if (!api_mem(r)) return api_reply_error(r, AIOS_ERR_NOT_IMPLEMENTED, "the memory manager is not running");
     if ((rc = mem_check(op, params, err, sizeof err))) return api_reply_error(r, rc, "%s", err);
-    return start_job(r, SYSCALL_KIND_MEMORY, op, params, mem_work, job_done);
+    return start_job(r, SYSCALL_KIND_MEMORY, op, params, mem_work, false);
 }
 
 /* ---------- storage ---------- */
@@ -279,7 +281,7 @@ enum MHD_Result api_query_storage(api_req *r, const cJSON *qd) {
     int rc = op_and_params(qd, &op, &params, err, sizeof err);
     if (rc) return api_reply_error(r, rc, "%s", err);
     if (!api_storage(r)) return api_reply_error(r, AIOS_ERR_NOT_IMPLEMENTED, "the storage manager is not running");
-    return start_job(r, SYSCALL_KIND_STORAGE, op, params, storage_work, job_done);
+    return start_job(r, SYSCALL_KIND_STORAGE, op, params, storage_work, false);
 }
 
 /* ---------- POST /v1/embeddings ---------- */
@@ -387,15 +389,6 @@ static int embeddings_work(void *args, char *err, size_t errlen) {
     return rc;
 }
 
-static enum MHD_Result embeddings_done(api_req *r) {
-    syscall_t *sc = r->sc;
-    if (sc->result) return api_reply_error(r, sc->result, "%s", sc->errmsg);
-    mem_job *j = sc->args;
-    cJSON *o = j->response;
-    j->response = NULL;
-    return api_reply_json(r, 200, o);
-}
-
 #define EMB_MAX_INPUTS 2048
 
 static enum MHD_Result h_embeddings(api_req *r, cJSON *body) {
@@ -422,7 +415,7 @@ static enum MHD_Result h_embeddings(api_req *r, cJSON *body) {
         return api_reply_error(r, AIOS_ERR_INVALID, "'input' must be a string or a non-empty list of strings (token arrays are not supported)");
     if (cJSON_GetArraySize(input) > EMB_MAX_INPUTS)
         return api_reply_error(r, AIOS_ERR_INVALID, "'input' has more than %d items", EMB_MAX_INPUTS);
-    return start_job(r, SYSCALL_KIND_MEMORY, fmt, body, embeddings_work, embeddings_done);
+    return start_job(r, SYSCALL_KIND_MEMORY, fmt, body, embeddings_work, true);
 }
 
 /* ---------- /metrics: memory, storage and embedding series (no model label) ---------- */

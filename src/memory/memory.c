@@ -158,13 +158,13 @@ static void make_resident(mem_agent *a, mem_block *b) {
     if (n) STAT_ADD(a->m, evictions, n);
 }
 
-static void drop_text(mem_agent *a, mem_block *b) {
-    if (b->heap_pos < 0) { /* not resident: the caller's copies were temporary */
+/* Frees the text of a block that is not resident (it was paged in for one access only). */
+static void drop_text(mem_block *b) {
+    if (b->heap_pos < 0) {
         free(b->content);
         free(b->meta);
         b->content = b->meta = NULL;
     }
-    (void)a;
 }
 
 static char *col_text(sqlite3_stmt *st, int i) {
@@ -190,7 +190,7 @@ static int page_in(mem_agent *a, mem_block *b) {
     pthread_mutex_unlock(&m->db_mu);
     if (rc) return rc;
     if (!b->content || !b->meta) {
-        drop_text(a, b);
+        drop_text(b);
         return AIOS_ERR_NOMEM;
     }
     STAT_ADD(m, page_ins, 1);
@@ -291,7 +291,7 @@ static int agent_load(mem_manager *m, mem_agent *a) {
         if (!b || b->gen != 1 || !m->p.embedder) continue;
         b->gen = 0;
         if (page_in(a, b) == AIOS_OK) queue_embed(a, b, b->content);
-        drop_text(a, b);
+        drop_text(b);
     }
     if (n) log_info("memory: loaded %d blocks of agent '%s'", n, a->name);
     return rc;
@@ -464,7 +464,7 @@ int mem_add(mem_manager *m, const char *agent, const char *content, const char *
     } else {
         touch(a, b);
         make_resident(a, b);
-        drop_text(a, b);
+        drop_text(b);
         snprintf(id, MEM_ID_MAX, "%llu", (unsigned long long)b->id);
     }
     pthread_mutex_unlock(&a->mu);
@@ -483,7 +483,7 @@ static int read_block(mem_agent *a, mem_block *b, mem_item *out) {
     out->updated = b->updated;
     out->content = strdup(b->content);
     out->metadata = strdup(b->meta);
-    drop_text(a, b);
+    drop_text(b);
     if (!out->content || !out->metadata) {
         mem_item_clear(out);
         return AIOS_ERR_NOMEM;
@@ -529,7 +529,7 @@ int mem_update(mem_manager *m, const char *agent, const char *id, const char *co
     if (!rc) {
         bool resident = b->heap_pos >= 0;
         if (resident) evict(a, b); /* re-enter with its new size */
-        else drop_text(a, b);
+        else drop_text(b);
         b->content = c;
         b->meta = md;
         b->bytes = strlen(c) + strlen(md);
@@ -542,9 +542,9 @@ int mem_update(mem_manager *m, const char *agent, const char *id, const char *co
         }
         touch(a, b);
         make_resident(a, b);
-        drop_text(a, b);
+        drop_text(b);
     } else if (b) {
-        drop_text(a, b);
+        drop_text(b);
     }
     free(c);
     free(md);

@@ -141,6 +141,12 @@ static int load_vec_cb(sqlite3_stmt *st, void *ud) {
     return AIOS_OK;
 }
 
+/* Fills a->ix from the stored vectors of the agent's files. */
+static void load_index(storage_manager *s, st_agent *a) {
+    load_ctx l = {a, s->p.index.dim};
+    q_run(s, "SELECT id, vec FROM files WHERE agent=? AND is_dir=0 AND vec IS NOT NULL", "t", load_vec_cb, &l, a->name);
+}
+
 static int root_cb(sqlite3_stmt *st, void *ud) {
     snprintf(((st_agent *)ud)->root, AIOS_PATH_MAX, "%s", (const char *)sqlite3_column_text(st, 0));
     return AIOS_OK;
@@ -174,8 +180,7 @@ static st_agent *agent_get(storage_manager *s, const char *name) {
     }
     snprintf(a->name, sizeof a->name, "%s", name);
     pthread_cond_init(&a->idle, NULL);
-    load_ctx l = {a, s->p.index.dim};
-    q_run(s, "SELECT id, vec FROM files WHERE agent=? AND is_dir=0 AND vec IS NOT NULL", "t", load_vec_cb, &l, name);
+    load_index(s, a);
     q_run(s, "SELECT COUNT(*) FROM files WHERE agent=?", "t", long_cb, &a->files, name);
     q_run(s, "SELECT COALESCE(SUM(length(v.content)),0) FROM versions v JOIN files f ON f.id=v.file_id WHERE f.agent=?",
           "t", long_cb, &a->bytes, name);
@@ -324,12 +329,17 @@ typedef struct st_call {
     size_t errlen;
 } st_call;
 
-/* Resolves the path parameter against the agent's mount root. */
-static int call_path(st_call *c, const char *const *names, bool required) {
+/* The path parameter (the first of names present), normalised under root into out. */
+static int param_path(st_call *c, const char *const *names, bool required, const char *root, char *out, size_t outlen) {
     const char *p = NULL;
     int rc = param_str(c->params, names, required, &p, c->err, c->errlen);
-    if (!rc) rc = storage_path_norm(c->a->root, p ? p : "", (size_t)c->s->p.max_path, c->path, sizeof c->path, c->err, c->errlen);
+    if (!rc) rc = storage_path_norm(root, p ? p : "", (size_t)c->s->p.max_path, out, outlen, c->err, c->errlen);
     return rc;
+}
+
+/* Resolves the path parameter against the agent's mount root into c->path. */
+static int call_path(st_call *c, const char *const *names, bool required) {
+    return param_path(c, names, required, c->a->root, c->path, sizeof c->path);
 }
 
 static int fail(st_call *c, int rc, const char *fmt, const char *path) {
@@ -368,10 +378,8 @@ static int make_parents(st_call *c, const char *path) {
 }
 
 static int op_mount(st_call *c) {
-    const char *root = NULL;
     char norm[AIOS_PATH_MAX];
-    int rc = param_str(c->params, P_ROOT, false, &root, c->err, c->errlen);
-    if (!rc) rc = storage_path_norm("", root ? root : "", (size_t)c->s->p.max_path, norm, sizeof norm, c->err, c->errlen);
+    int rc = param_path(c, P_ROOT, false, "", norm, sizeof norm);
     if (rc) return rc;
     rc = begin(c->s);
     if (!rc && *norm) {
@@ -502,9 +510,7 @@ static int read_target(st_call *c, const char *const *names, bool required, cons
         *ns = c->agent;
         return call_path(c, names, required);
     }
-    const char *p = NULL;
-    rc = param_str(c->params, names, required, &p, c->err, c->errlen);
-    if (!rc) rc = storage_path_norm("", p ? p : "", (size_t)c->s->p.max_path, c->path, sizeof c->path, c->err, c->errlen);
+    rc = param_path(c, names, required, "", c->path, sizeof c->path); /* the owner's namespace root */
     if (rc) return rc;
     if (!shared_with(c->s, owner, c->path, c->agent)) {
         snprintf(c->err, c->errlen, "agent '%s' has not shared '%s' with '%s'", owner, *c->path ? c->path : "/", c->agent);
@@ -642,13 +648,13 @@ static int op_delete(st_call *c) {
     rc = finish(c->s, rc);
     if (rc) return rc;
     for (int i = 0; i < ids.n; i++) vec_index_remove(c->a->ix, (uint64_t)ids.ids[i]);
-    if (ids.more) { /* more than one batch of files went: rebuild the index from what is left */
+    vec_index_params ip = c->s->p.index;
+    vec_index *fresh = ids.more ? vec_index_new(&ip) : NULL;
+    if (fresh) { /* more than one batch of files went: rebuild the index from what is left */
         vec_index_free(c->a->ix);
-        vec_index_params ip = c->s->p.index;
-        c->a->ix = vec_index_new(&ip);
-        load_ctx l = {c->a, c->s->p.index.dim};
-        q_run(c->s, "SELECT id, vec FROM files WHERE agent=? AND is_dir=0 AND vec IS NOT NULL", "t", load_vec_cb, &l, c->agent);
-    }
+        c->a->ix = fresh;
+        load_index(c->s, c->a);
+    } /* (without memory for a new one, the old index keeps labels whose rows are gone: retrieval skips them) */
     c->a->bytes -= bytes;
     c->a->files -= 1 + children;
     c->s->st.deletes++;
