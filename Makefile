@@ -22,7 +22,7 @@ ALL_CFLAGS = $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror=implicit-functi
 ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 LLAMA_LDLIBS := -L$(LLAMA_LIB) -lllama -lggml-cpu -lggml-base -Wl,-rpath,$(LLAMA_LIB)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
-KERNEL_LDLIBS := -lstdc++
+KERNEL_LDLIBS := -lstdc++ -lseccomp -lcrypto
 CXX     ?= g++
 # The one C++ file: the shim over hnswlib (header-only), src/vector/vector.cpp. Under ASan,
 # hnswlib's hand-vectorised paths are off: their prefetch in searchBaseLayer reads the
@@ -36,7 +36,9 @@ KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/kern
               src/sched/policy_fair.c src/context/ctx.c \
               src/llm/llm.c src/llm/llamacpp.c src/llm/llamacpp_ctx.c src/llm/text.c src/llm/grammar.c src/llm/embed.c \
               src/memory/memory.c src/storage/db.c src/storage/path.c src/storage/storage.c \
-              src/api/server.c src/api/json.c src/api/chat.c src/api/routes_aios.c src/api/routes_openai.c src/api/routes_mem.c
+              src/tools/schema.c src/tools/calc.c src/tools/manifest.c src/tools/sandbox.c src/tools/mcp.c \
+              src/tools/builtin.c src/tools/tools.c src/access/access.c src/access/audit.c \
+              src/api/server.c src/api/json.c src/api/chat.c src/api/routes_aios.c src/api/routes_openai.c src/api/routes_mem.c src/api/routes_tools.c
 SDK_SRC    := src/sdk/aios.c src/kernel/result.c
 KERNEL_CXX := src/vector/vector.cpp
 KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_CXX:%.cpp=$(BUILD)/obj/%.o)

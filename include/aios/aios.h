@@ -58,5 +58,7 @@ int aios_query_chat(aios_client *c, const char *agent, const aios_message *msgs,
 void aios_chat_result_free(aios_chat_result *r); /* accepts NULL */
 /* GET path; *body (owned by the caller, free()) gets the answer text. */
 int aios_get(aios_client *c, const char *path, char **body, int *http_status);
+/* POSTs a JSON text to path; *body (caller frees) gets the answer. AIOS_OK once an answer came. */
+int aios_post(aios_client *c, const char *path, const char *json, char **body, int *http_status);
 
 #endif

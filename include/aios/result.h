@@ -29,7 +29,10 @@
     X(AIOS_ERR_NOT_IMPLEMENTED, -16,   501, "not_implemented",       "not implemented in this kernel version") \
     X(AIOS_ERR_EXISTS,          -17,   409, "conflict",              "already exists")        \
     X(AIOS_ERR_FORBIDDEN,       -18,   403, "forbidden",             "forbidden")             \
-    X(AIOS_ERR_QUOTA,           -19,   507, "quota_exceeded",        "storage quota exceeded")
+    X(AIOS_ERR_QUOTA,           -19,   507, "quota_exceeded",        "storage quota exceeded") \
+    X(AIOS_ERR_UNAUTHORIZED,    -20,   401, "unauthorized",          "missing or invalid token") \
+    X(AIOS_ERR_TIMEOUT,         -21,   408, "timeout",               "timed out")             \
+    X(AIOS_ERR_TOOL_FAILED,     -22,   502, "tool_failed",           "the tool failed")
 
 typedef enum aios_result {
 #define AIOS_X_ENUM(name, value, http, code, msg) name = value,

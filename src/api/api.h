@@ -14,6 +14,8 @@
 #include "../llm/llm.h"
 #include "../memory/memory.h"
 #include "../storage/storage.h"
+#include "../tools/tools.h"
+#include "../access/access.h"
 
 typedef struct api_server api_server;
 
@@ -25,6 +27,8 @@ typedef struct api_params {
     storage_manager *storage;  /* borrowed; NULL = storage queries get 501 */
     llm_embedder *embedder;    /* borrowed; NULL = /v1/embeddings gets 501 */
     workq *workers;            /* borrowed; runs memory, storage and embedding requests */
+    tool_manager *tools;       /* borrowed; NULL = tool queries get 501 */
+    access_manager *access;    /* borrowed; identities, rules, approvals, audit (required) */
 } api_params;
 
 /* Binds and starts serving. NULL with err set on failure (port in use, ...). */

@@ -25,6 +25,7 @@ struct api_req {
     bool too_large;
     bool answered;
     char agent[AIOS_NAME_MAX];
+    bool token_agent;       /* agent named by a verified identity token */
     int priority;           /* from X-AIOS-Priority or the body; -1 = the agent's default */
 
     /* async LLM work */
@@ -55,6 +56,23 @@ typedef struct api_route {
 extern const api_route api_routes_aios[];
 extern const api_route api_routes_openai[];
 extern const api_route api_routes_mem[];
+extern const api_route api_routes_tools[];
+/* The tool kind of POST /query (routes_tools.c). */
+enum MHD_Result api_query_tool(api_req *r, const cJSON *qd);
+/* call_tool: runs the tool calls an LLM answer made (text is its constrained output) and
+ * answers with their results; replaces r->sc by the tool syscall. */
+enum MHD_Result api_run_model_tool_calls(api_req *r, const char *text, const char *const *model_names,
+                                         const char *const *names, int n_names);
+/* Appends the tool series to a /metrics body. */
+void api_metrics_tools(api_req *r, strbuf *b);
+tool_manager *api_tools(api_req *r);
+access_manager *api_access(api_req *r);
+/* An access decision for r->agent (audited); AIOS_OK or AIOS_ERR_FORBIDDEN with err. */
+int api_check(api_req *r, access_kind kind, const char *resource, unsigned action, const cJSON *params, char *err,
+              size_t errlen);
+/* Switches r to a new syscall run by the tool manager (the previous one, if any, is
+ * released) and suspends until it completes; on_done then answers. */
+enum MHD_Result api_run_tools(api_req *r, syscall_t *sc, api_done_fn on_done);
 /* The memory / storage kinds of POST /query (routes_mem.c); qd is query_data. */
 enum MHD_Result api_query_memory(api_req *r, const cJSON *qd);
 enum MHD_Result api_query_storage(api_req *r, const cJSON *qd);
@@ -73,6 +91,8 @@ double api_uptime(api_req *r);
 
 enum MHD_Result api_reply_json(api_req *r, int status, cJSON *json); /* takes ownership of json */
 enum MHD_Result api_reply_text(api_req *r, int status, const char *ctype, const char *text);
+/* {"error":{"code","message","type"}} for rc. */
+cJSON *api_error_json(int rc, const char *msg);
 enum MHD_Result api_reply_error(api_req *r, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Submits sc (takes ownership of the caller's reference) and suspends until done, or
  * starts an SSE response when on_stream is set. Answers errors itself. */

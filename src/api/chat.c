@@ -282,3 +282,45 @@ cJSON *chat_timing_json(syscall_t *sc) {
     pthread_mutex_unlock(&sc->mu);
     return t;
 }
+
+int chat_check_model(api_req *r, llm_core *core, char *err, size_t errlen) {
+    llm_core_info info;
+    llm_core_get_info(core, &info);
+    return api_check(r, ACCESS_KIND_LLM, info.name, ACCESS_USE, NULL, err, errlen);
+}
+
+/* One entry of a request's tools: checked against the kernel's tools; a bare reference
+ * ({"function":{"name"}} without parameters) becomes the manifest's description. */
+static int kernel_tool_entry(api_req *r, const cJSON *t, bool must, cJSON **repl, char *err, size_t errlen) {
+    const cJSON *f = tool_function(t);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
+    *repl = NULL;
+    if (!cJSON_IsString(name)) return AIOS_OK; /* chat_parse_tools reports it */
+    tool_manager *tm = api_tools(r);
+    if (!tm || !tools_exists(tm, name->valuestring, NULL)) {
+        if (!must) return AIOS_OK; /* a client-side tool (OpenAI semantics) */
+        snprintf(err, errlen, "call_tool: '%.128s' is not a kernel tool (GET /v1/tools lists them)", name->valuestring);
+        return AIOS_ERR_NOT_FOUND;
+    }
+    int rc = api_check(r, ACCESS_KIND_TOOL, name->valuestring, ACCESS_CALL, NULL, err, errlen);
+    if (rc) return rc;
+    if (!cJSON_GetObjectItemCaseSensitive(f, "parameters")) *repl = tools_function_json(tm, name->valuestring);
+    return AIOS_OK;
+}
+
+int chat_kernel_tools(api_req *r, const cJSON *tools, bool must_be_kernel, cJSON **out, char *err, size_t errlen) {
+    *out = NULL;
+    if (!cJSON_IsArray(tools)) return AIOS_OK;
+    cJSON *list = cJSON_CreateArray();
+    bool changed = false;
+    int rc = AIOS_OK;
+    for (const cJSON *t = tools->child; t && !rc; t = t->next) {
+        cJSON *repl = NULL;
+        rc = kernel_tool_entry(r, t, must_be_kernel, &repl, err, errlen);
+        changed |= repl != NULL;
+        cJSON_AddItemToArray(list, repl ? repl : cJSON_Duplicate(t, 1));
+    }
+    if (rc || !changed) cJSON_Delete(list);
+    else *out = list;
+    return rc;
+}

@@ -22,6 +22,7 @@ typedef struct chat_ctx {
     bool include_usage;
     bool role_sent;
     bool completions_api;     /* /v1/completions (text) instead of chat */
+    bool run_tools;           /* call_tool: the kernel runs the calls the model makes */
 } chat_ctx;
 
 /* Everything a request asks, parsed; pointers borrow from the request JSON. */
@@ -44,6 +45,12 @@ int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spe
                        size_t errlen);
 /* Parses the constrained tool-call output into [{"name","parameters","id"}] (AIOS shape). */
 cJSON *chat_tool_calls(const chat_ctx *ctx, const char *text, uint64_t sc_id);
+/* Whether r->agent may use core's model (403 otherwise). */
+int chat_check_model(api_req *r, llm_core *core, char *err, size_t errlen);
+/* The tools list of a request, with each entry that names a kernel tool and gives no
+ * parameters completed from its manifest; every kernel tool named is checked (404 unknown
+ * for call_tool, 403 not allowed). *out is a new list (caller frees) or NULL if unchanged. */
+int chat_kernel_tools(api_req *r, const cJSON *tools, bool must_be_kernel, cJSON **out, char *err, size_t errlen);
 /* Timing extension {"syscall_id","agent","waiting_time","turnaround_time","time_to_first_token"}. */
 cJSON *chat_timing_json(syscall_t *sc);
 

@@ -31,8 +31,13 @@ static enum MHD_Result query_llm_done(api_req *r) {
     syscall_t *sc = r->sc;
     if (sc->result) return api_reply_error(r, sc->result, "%s", sc->errmsg);
     cJSON *resp = cJSON_CreateObject();
-    cJSON_AddStringToObject(resp, "response_class", "llm");
     const char *text = sc->out.data ? sc->out.data : "";
+    if (ctx->run_tools) {
+        cJSON_Delete(resp);
+        return api_run_model_tool_calls(r, text, (const char *const *)ctx->tool_model_names,
+                                        (const char *const *)ctx->tool_names, ctx->n_tools);
+    }
+    cJSON_AddStringToObject(resp, "response_class", "llm");
     if (ctx->mode == CHAT_MODE_TOOLS) {
         cJSON_AddNullToObject(resp, "response_message");
         cJSON_AddItemToObject(resp, "tool_calls", chat_tool_calls(ctx, text, sc->id));
@@ -92,8 +97,8 @@ static int parse_llm_query(api_req *r, const cJSON *qd, chat_spec *spec, const c
         snprintf(err, errlen, "unknown action_type '%.40s' (allowed: chat, chat_with_json_output, chat_with_tool_call_output, call_tool, operate_file)", *action);
         return AIOS_ERR_INVALID;
     }
-    if (!strcmp(*action, "call_tool") || !strcmp(*action, "operate_file")) {
-        snprintf(err, errlen, "action_type '%s' needs the tool manager, which this kernel version does not have yet", *action);
+    if (!strcmp(*action, "operate_file")) {
+        snprintf(err, errlen, "action_type 'operate_file' is not supported; use storage queries or the aios/read_file and aios/write_file tools");
         return AIOS_ERR_NOT_IMPLEMENTED;
     }
     if (strcmp(ret_type, "text") && strcmp(ret_type, "json")) {
@@ -116,9 +121,9 @@ static int parse_llm_query(api_req *r, const cJSON *qd, chat_spec *spec, const c
         if (!schema && cJSON_IsObject(rf) && cJSON_GetObjectItemCaseSensitive(rf, "properties")) schema = rf;
         spec->schema = cJSON_IsObject(schema) ? schema : NULL;
     }
-    if (!strcmp(*action, "chat_with_tool_call_output")) {
+    if (!strcmp(*action, "chat_with_tool_call_output") || !strcmp(*action, "call_tool")) {
         if (!cJSON_IsArray(spec->tools) || !spec->tools->child) {
-            snprintf(err, errlen, "action_type 'chat_with_tool_call_output' needs a non-empty 'tools' list");
+            snprintf(err, errlen, "action_type '%s' needs a non-empty 'tools' list", *action);
             return AIOS_ERR_INVALID;
         }
         spec->mode = CHAT_MODE_TOOLS;
@@ -139,9 +144,15 @@ static enum MHD_Result query_llm(api_req *r, const cJSON *qd) {
     r->data = ctx;
     r->data_free = chat_ctx_free;
     ctx->mode = spec.mode;
-    rc = chat_parse_tools(ctx, spec.mode == CHAT_MODE_TOOLS ? spec.tools : NULL, err, sizeof err);
+    ctx->run_tools = !strcmp(action, "call_tool");
+    cJSON *filled = NULL;
+    rc = chat_check_model(r, core, err, sizeof err);
+    if (!rc && spec.mode == CHAT_MODE_TOOLS) rc = chat_kernel_tools(r, spec.tools, ctx->run_tools, &filled, err, sizeof err);
+    if (filled) spec.tools = filled;
+    if (!rc) rc = chat_parse_tools(ctx, spec.mode == CHAT_MODE_TOOLS ? spec.tools : NULL, err, sizeof err);
     syscall_t *sc = NULL;
     if (!rc) rc = chat_build_syscall(r, core, ctx, &spec, &sc, err, sizeof err);
+    cJSON_Delete(filled);
     if (rc) return api_reply_error(r, rc, "%s", err);
     return api_run_syscall(r, core, sc, query_llm_done, NULL);
 }
@@ -154,6 +165,8 @@ static enum MHD_Result h_query(api_req *r, cJSON *body) {
     if (rc) return api_reply_error(r, rc, "%s", err);
     if (!*agent || strlen(agent) >= AIOS_NAME_MAX)
         return api_reply_error(r, AIOS_ERR_INVALID, "'agent_name' must be 1 to %d bytes", AIOS_NAME_MAX - 1);
+    if (r->token_agent && strcmp(agent, r->agent))
+        return api_reply_error(r, AIOS_ERR_FORBIDDEN, "the token names agent '%s', not '%.64s'", r->agent, agent);
     snprintf(r->agent, sizeof r->agent, "%s", agent);
     rc = jp_priority(r, body, err, sizeof err);
     const cJSON *qd = cJSON_GetObjectItemCaseSensitive(body, "query_data");
@@ -168,6 +181,7 @@ static enum MHD_Result h_query(api_req *r, cJSON *body) {
                                kind->name, kind->name);
     if (kind->kind == SYSCALL_KIND_MEMORY) return api_query_memory(r, qd);
     if (kind->kind == SYSCALL_KIND_STORAGE) return api_query_storage(r, qd);
+    if (kind->kind == SYSCALL_KIND_TOOL) return api_query_tool(r, qd);
     return query_llm(r, qd);
 }
 
@@ -333,6 +347,7 @@ static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
         }
     }
     api_metrics_mem(r, &b);
+    api_metrics_tools(r, &b);
     enum MHD_Result ret = api_reply_text(r, 200, "text/plain; version=0.0.4", b.data ? b.data : "");
     sb_free(&b);
     return ret;

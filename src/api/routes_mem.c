@@ -43,6 +43,26 @@ static enum MHD_Result job_done(api_req *r) {
     return api_reply_json(r, 200, j->bare ? resp : api_envelope(sc, resp));
 }
 
+/* {"owner": AGENT} acts in another agent's namespace. A rule of the caller's group
+ * (memory:AGENT / storage:AGENT with the action) lets it act there as that agent. Without
+ * one, memory is refused (403) and storage falls back to the owner's shares (read-only). */
+static int cross_namespace(api_req *r, syscall_kind kind, mem_job *j, char *err, size_t errlen) {
+    const cJSON *owner = cJSON_GetObjectItemCaseSensitive(j->params, "owner");
+    if (!cJSON_IsString(owner) || !strcmp(owner->valuestring, r->agent) || strlen(owner->valuestring) >= AIOS_NAME_MAX)
+        return AIOS_OK;
+    const char *op = j->op;
+    bool read = !strcmp(op, "get_memory") || !strncmp(op, "retrieve", 8) || !strcmp(op, "read") || !strcmp(op, "list");
+    unsigned action = read ? ACCESS_READ : !strcmp(op, "share") ? ACCESS_SHARE : ACCESS_WRITE;
+    access_kind ak = kind == SYSCALL_KIND_MEMORY ? ACCESS_KIND_MEMORY : ACCESS_KIND_STORAGE;
+    int rc = api_check(r, ak, owner->valuestring, action, NULL, err, errlen);
+    if (!rc) {
+        snprintf(j->agent, sizeof j->agent, "%s", owner->valuestring);
+        cJSON_DeleteItemFromObjectCaseSensitive(j->params, "owner");
+        return AIOS_OK;
+    }
+    return kind == SYSCALL_KIND_STORAGE ? AIOS_OK : rc;
+}
+
 static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, const cJSON *params, api_work_fn fn,
                                  bool bare) {
     mem_job *j = calloc(1, sizeof *j);
@@ -54,6 +74,12 @@ static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, 
     snprintf(j->op, sizeof j->op, "%s", op);
     j->bare = bare;
     j->params = params ? cJSON_Duplicate(params, true) : cJSON_CreateObject();
+    char err[512] = "";
+    int rc = j->params && !bare ? cross_namespace(r, kind, j, err, sizeof err) : AIOS_OK;
+    if (rc) {
+        mem_job_free(j);
+        return api_reply_error(r, rc, "%s", err);
+    }
     syscall_t *sc = j->params ? syscall_new(kind, r->agent, j, mem_job_free, 0) : NULL;
     if (!sc) {
         mem_job_free(j);

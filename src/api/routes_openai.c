@@ -293,10 +293,15 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
         }
         spec.tools = only_list;
     }
-    rc = chat_parse_tools(ctx, spec.mode == CHAT_MODE_TOOLS ? spec.tools : NULL, err, sizeof err);
+    cJSON *filled = NULL;
+    rc = chat_check_model(r, core, err, sizeof err);
+    if (!rc && spec.mode == CHAT_MODE_TOOLS) rc = chat_kernel_tools(r, spec.tools, false, &filled, err, sizeof err);
+    if (filled) spec.tools = filled;
+    if (!rc) rc = chat_parse_tools(ctx, spec.mode == CHAT_MODE_TOOLS ? spec.tools : NULL, err, sizeof err);
     syscall_t *sc = NULL;
     if (!rc) rc = chat_build_syscall(r, core, ctx, &spec, &sc, err, sizeof err);
     cJSON_Delete(only_list);
+    cJSON_Delete(filled);
     if (rc) return api_reply_error(r, rc, "%s", err);
     return api_run_syscall(r, core, sc, openai_done, stream ? openai_stream : NULL);
 }

@@ -33,6 +33,8 @@ struct api_server {
     storage_manager *storage;
     llm_embedder *embedder;
     workq *workers;
+    tool_manager *tools;
+    access_manager *access;
     struct MHD_Daemon *mhd;
     double started;
     pthread_mutex_t gate_mu;   /* closing + submit */
@@ -51,6 +53,16 @@ double api_uptime(api_req *r) { return kern_now_mono() - r->srv->started; }
 mem_manager *api_mem(api_req *r) { return r->srv->mem; }
 storage_manager *api_storage(api_req *r) { return r->srv->storage; }
 llm_embedder *api_embedder(api_req *r) { return r->srv->embedder; }
+tool_manager *api_tools(api_req *r) { return r->srv->tools; }
+access_manager *api_access(api_req *r) { return r->srv->access; }
+
+int api_check(api_req *r, access_kind kind, const char *resource, unsigned action, const cJSON *params, char *err,
+              size_t errlen) {
+    char *p = params ? cJSON_PrintUnformatted(params) : NULL;
+    int rc = access_check(r->srv->access, r->agent, kind, resource, action, p, err, errlen);
+    free(p);
+    return rc;
+}
 
 llm_core *api_core(api_req *r, const char *name) {
     const aios_config *cfg = r->srv->cfg;
@@ -87,7 +99,7 @@ enum MHD_Result api_reply_json(api_req *r, int status, cJSON *json) {
     return reply_buf(r, status, "application/json", txt, strlen(txt));
 }
 
-static cJSON *error_json(int rc, const char *msg) {
+cJSON *api_error_json(int rc, const char *msg) {
     cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
     cJSON_AddStringToObject(e, "code", aios_errcode(rc));
     cJSON_AddStringToObject(e, "message", msg && *msg ? msg : aios_strerror(rc));
@@ -106,7 +118,7 @@ enum MHD_Result api_reply_error(api_req *r, int rc, const char *fmt, ...) {
         va_end(ap);
     }
     log_debug("%s %s -> %d %s: %s", r->method, r->url, aios_http_status(rc), aios_errcode(rc), msg);
-    return api_reply_json(r, aios_http_status(rc), error_json(rc, msg));
+    return api_reply_json(r, aios_http_status(rc), api_error_json(rc, msg));
 }
 
 /* ---------- syscall bridge ---------- */
@@ -257,6 +269,29 @@ enum MHD_Result api_run_job(api_req *r, syscall_t *sc, api_work_fn fn, api_done_
     return wait_or_answer(r);
 }
 
+enum MHD_Result api_run_tools(api_req *r, syscall_t *sc, api_done_fn on_done) {
+    api_server *s = r->srv;
+    bool chained = r->sc != NULL;
+    if (chained) { /* call_tool: the LLM syscall is done; the tool syscall takes its place */
+        syscall_set_sink(r->sc, NULL, NULL);
+        syscall_unref(r->sc);
+    } else sb_init(&r->sse, 0);
+    r->sc = sc;
+    r->core = NULL;
+    r->on_done = on_done;
+    syscall_set_sink(sc, req_notify, r);
+    pthread_mutex_lock(&s->gate_mu);
+    int rc = s->closing ? AIOS_ERR_SHUTDOWN : tools_submit(s->tools, sc);
+    pthread_mutex_unlock(&s->gate_mu);
+    if (rc) {
+        syscall_set_sink(sc, NULL, NULL);
+        syscall_complete(sc, rc, NULL);
+        return api_reply_error(r, rc, rc == AIOS_ERR_BUSY ? "too many tool calls are pending (tools.max_pending); retry later" : NULL);
+    }
+    if (!chained) inflight_add(s, r);
+    return wait_or_answer(r);
+}
+
 /* Cancels an abandoned request: LLM work through its core; a worker job checks the flag
  * before it starts (a storage write that already committed stays committed). */
 static void cancel_work(llm_core *core, syscall_t *sc) {
@@ -302,7 +337,7 @@ static void *watcher_main(void *arg) {
 /* ---------- MHD callbacks ---------- */
 
 static const api_route *find_route(const char *method, const char *url, bool *path_known) {
-    const api_route *tables[] = {api_routes_aios, api_routes_openai, api_routes_mem};
+    const api_route *tables[] = {api_routes_aios, api_routes_openai, api_routes_mem, api_routes_tools};
     *path_known = false;
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (const api_route *rt = tables[t]; rt->path; rt++) {
@@ -313,10 +348,29 @@ static const api_route *find_route(const char *method, const char *url, bool *pa
     return NULL;
 }
 
-static void agent_from_auth(api_req *r) {
+/* Who asks. A bearer token of an identity names its agent (in both modes). In enforce
+ * mode nothing else is accepted (401). In local mode a bearer value that is not a token
+ * is taken as the agent's name (any OpenAI client can pick one), and /query's agent_name
+ * names the agent when no token did. */
+static int authenticate(api_req *r, char *err, size_t errlen) {
     const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (auth && strncasecmp(auth, "Bearer ", 7) == 0 && auth[7]) snprintf(r->agent, sizeof r->agent, "%s", auth + 7);
-    else snprintf(r->agent, sizeof r->agent, "anonymous");
+    const char *tok = auth && strncasecmp(auth, "Bearer ", 7) == 0 && auth[7] ? auth + 7 : NULL;
+    bool enforce = !strcmp(r->srv->cfg->access.mode, "enforce");
+    snprintf(r->agent, sizeof r->agent, "anonymous");
+    if (tok && access_authenticate(r->srv->access, tok, r->agent, sizeof r->agent) == AIOS_OK) {
+        r->token_agent = true;
+        return AIOS_OK;
+    }
+    if (enforce) {
+        snprintf(err, errlen, tok ? "the bearer token is unknown or revoked" : "access.mode is enforce: send Authorization: Bearer TOKEN (aios agent create NAME prints one)");
+        return AIOS_ERR_UNAUTHORIZED;
+    }
+    if (tok && strncmp(tok, "aios_", 5) == 0) {
+        snprintf(err, errlen, "the bearer token is unknown or revoked");
+        return AIOS_ERR_UNAUTHORIZED;
+    }
+    if (tok) snprintf(r->agent, sizeof r->agent, "%s", tok);
+    return AIOS_OK;
 }
 
 /* X-AIOS-Priority: an integer in [AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX]; -1 when absent. */
@@ -352,7 +406,11 @@ static enum MHD_Result dispatch(api_req *r) {
         if (known) return api_reply_error(r, AIOS_ERR_METHOD, "%s is not allowed on %s", r->method, r->url);
         return api_reply_error(r, AIOS_ERR_NOT_FOUND, "no route %s %s", r->method, r->url);
     }
-    agent_from_auth(r);
+    char aerr[200];
+    if (authenticate(r, aerr, sizeof aerr)) return api_reply_error(r, AIOS_ERR_UNAUTHORIZED, "%s", aerr);
+    if (!strncmp(r->url, "/admin/", 7) && strcmp(r->srv->cfg->access.mode, "local") &&
+        api_check(r, ACCESS_KIND_ADMIN, r->url, ACCESS_ADMIN, NULL, aerr, sizeof aerr))
+        return api_reply_error(r, AIOS_ERR_FORBIDDEN, "%s", aerr);
     if (priority_from_header(r))
         return api_reply_error(r, AIOS_ERR_INVALID, "X-AIOS-Priority must be an integer in [%d, %d]", AIOS_PRIORITY_MIN,
                                AIOS_PRIORITY_MAX);
@@ -455,6 +513,8 @@ api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
     s->storage = p->storage;
     s->embedder = p->embedder;
     s->workers = p->workers;
+    s->tools = p->tools;
+    s->access = p->access;
     s->started = kern_now_mono();
     pthread_mutex_init(&s->gate_mu, NULL);
     pthread_mutex_init(&s->in_mu, NULL);

@@ -1,7 +1,10 @@
 /*
  * aios.c - the `aios` command line: talk to a running aiosd.
  *   aios chat [--model M] [--max-tokens N] [--temperature T] [--agent NAME] "prompt"
- *   aios status | aios models | aios metrics
+ *   aios status | aios models | aios metrics | aios tools
+ *   aios agent create NAME [--group G] | aios agent revoke NAME | aios agent list
+ *   aios approvals | aios approve ID | aios deny ID
+ * The token for enforce mode (an identity of the admin group) comes from --token or $AIOS_TOKEN.
  * The kernel URL comes from --url or $AIOS_URL (default http://127.0.0.1:8000).
  */
 #include <stdio.h>
@@ -17,7 +20,12 @@ static void usage(FILE *f) {
                "                     stream an answer from the kernel\n"
                "  status             kernel status (models, queue, counters)\n"
                "  models             models served\n"
-               "  metrics            Prometheus metrics\n");
+               "  metrics            Prometheus metrics\n"
+               "  tools              tools the kernel serves (manifests, MCP servers, built-ins)\n"
+               "  agent create NAME [--group G]   new identity; prints its token once\n"
+               "  agent revoke NAME | agent list\n"
+               "  approvals          calls of irreversible tools waiting for a decision\n"
+               "  approve ID | deny ID\n");
 }
 
 static int print_piece(const char *p, size_t n, void *ud) {
@@ -72,16 +80,68 @@ static int cmd_get(aios_client_params *cp, const char *path, bool pretty) {
     return rc || status / 100 != 2 ? 1 : 0;
 }
 
+/* POSTs body to path and prints the answer; 0 on a 2xx answer. */
+static int post_print(aios_client_params *cp, const char *path, cJSON *body) {
+    aios_client *c = aios_client_new(cp);
+    char *txt = cJSON_PrintUnformatted(body), *ans = NULL;
+    int status = 0;
+    int rc = aios_post(c, path, txt, &ans, &status);
+    if (rc) fprintf(stderr, "aios: cannot reach the kernel at %s (is aiosd running?)\n", cp->url);
+    else {
+        cJSON *j = cJSON_Parse(ans);
+        char *p = j ? cJSON_Print(j) : NULL;
+        printf("%s\n", p ? p : ans);
+        free(p);
+        cJSON_Delete(j);
+    }
+    free(txt);
+    free(ans);
+    cJSON_Delete(body);
+    aios_client_free(c);
+    return rc || status / 100 != 2 ? 1 : 0;
+}
+
+static int cmd_agent(aios_client_params *cp, int argc, char **argv) {
+    if (argc >= 1 && !strcmp(argv[0], "list")) return cmd_get(cp, "/admin/agents", true);
+    if (argc < 2 || (strcmp(argv[0], "create") && strcmp(argv[0], "revoke"))) { usage(stderr); return 2; }
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "name", argv[1]);
+    if (!strcmp(argv[0], "revoke")) return post_print(cp, "/admin/agents/revoke", b);
+    if (argc == 4 && !strcmp(argv[2], "--group")) cJSON_AddStringToObject(b, "group", argv[3]);
+    else if (argc != 2) { cJSON_Delete(b); usage(stderr); return 2; }
+    return post_print(cp, "/admin/agents", b);
+}
+
+static int cmd_decide(aios_client_params *cp, const char *decision, int argc, char **argv) {
+    char *end = NULL;
+    long id = argc == 1 ? strtol(argv[0], &end, 10) : 0;
+    if (argc != 1 || !end || *end || id <= 0) { usage(stderr); return 2; }
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddNumberToObject(b, "id", (double)id);
+    cJSON_AddStringToObject(b, "decision", decision);
+    return post_print(cp, "/admin/approvals/decide", b);
+}
+
 int main(int argc, char **argv) {
     aios_client_params cp = aios_client_default_params();
     int i = 1;
-    if (i + 1 < argc && !strcmp(argv[i], "--url")) { cp.url = argv[i + 1]; i += 2; }
+    if (getenv("AIOS_TOKEN")) cp.token = getenv("AIOS_TOKEN");
+    for (bool more = true; more && i + 1 < argc;) {
+        more = false;
+        if (!strcmp(argv[i], "--url")) { cp.url = argv[i + 1]; i += 2; more = true; }
+        else if (!strcmp(argv[i], "--token")) { cp.token = argv[i + 1]; i += 2; more = true; }
+    }
     if (i >= argc) { usage(stderr); return 2; }
     const char *cmd = argv[i++];
     if (!strcmp(cmd, "chat")) return cmd_chat(&cp, argc - i, argv + i);
     if (!strcmp(cmd, "status")) return cmd_get(&cp, "/status", true);
     if (!strcmp(cmd, "models")) return cmd_get(&cp, "/v1/models", true);
     if (!strcmp(cmd, "metrics")) return cmd_get(&cp, "/metrics", false);
+    if (!strcmp(cmd, "tools")) return cmd_get(&cp, "/v1/tools", true);
+    if (!strcmp(cmd, "agent")) return cmd_agent(&cp, argc - i, argv + i);
+    if (!strcmp(cmd, "approvals")) return cmd_get(&cp, "/admin/approvals", true);
+    if (!strcmp(cmd, "approve")) return cmd_decide(&cp, "approve", argc - i, argv + i);
+    if (!strcmp(cmd, "deny")) return cmd_decide(&cp, "deny", argc - i, argv + i);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
     usage(stderr);
     return 2;

@@ -79,6 +79,27 @@ static const cfg_key KEYS[] = {
     K_INT("storage.hnsw_ef_search", storage.hnsw_ef_search, 8, 4096, "96", "HNSW search beam (hnswlib ef); higher = better recall, slower."),
     K_INT("storage.exact_below", storage.exact_below, 0, 1 << 30, "2048", "Below this many vectors in an agent's index, retrieval scans them all (exact and cheaper)."),
     K_INT("storage.max_k", storage.max_k, 1, 10000, "100", "Largest k (or n) of one memory or storage retrieval."),
+    K_STR("tools.dir", tools.dir, "", "Directory of tool manifests (one JSON file per tool); reloaded when it changes. Empty = only built-in and MCP tools."),
+    K_STR("tools.workdir", tools.workdir, "", "Where per-agent tool workdirs live (`<agent>/<tool>`). Empty = `<data_dir>/tools`."),
+    K_LONG("tools.max_output_bytes", tools.max_output_bytes, 64, 1L << 30, "1048576", "Most stdout bytes kept from one tool call; beyond it the tool is stopped, its output cut with a marker, and the call answers 413."),
+    K_INT("tools.default_timeout_ms", tools.default_timeout_ms, 1, 86400000, "30000", "Timeout of a tool call whose manifest gives no `timeout_ms`; the whole process group is killed and the call answers 408."),
+    K_INT("tools.default_max_parallel", tools.default_max_parallel, 1, 100000, "8", "Calls of one tool running at once when its manifest gives no `max_parallel`; the rest queue."),
+    K_INT("tools.max_calls", tools.max_calls, 1, 1024, "16", "Tool calls in one request (one tool query, or one LLM answer under `call_tool`)."),
+    K_INT("tools.max_pending", tools.max_pending, 1, 1 << 20, "4096", "Tool calls running or queued in all; more get 503."),
+    K_INT("tools.cpu_seconds", tools.cpu_seconds, 1, 86400, "10", "CPU-time limit (RLIMIT_CPU) of a process tool call; the manifest's `limits.cpu_seconds` overrides."),
+    K_INT("tools.memory_mb", tools.memory_mb, 16, 1 << 20, "512", "Address-space limit (RLIMIT_AS, MiB) of a process tool call; `limits.memory_mb` overrides."),
+    K_INT("tools.file_size_mb", tools.file_size_mb, 0, 1 << 20, "64", "Largest file a process tool may write (RLIMIT_FSIZE, MiB); `limits.file_size_mb` overrides."),
+    K_INT("tools.max_procs", tools.max_procs, 1, 65536, "32", "Processes of one tool call (RLIMIT_NPROC under its own uid; stops fork bombs); `limits.max_procs` overrides."),
+    K_LONG("tools.sandbox_uid_base", tools.sandbox_uid_base, 0, 4000000000L, "200000", "When the kernel runs as root, each running process tool call gets its own uid from base + slot, so per-call process limits hold; 0 = keep the kernel's uid."),
+    K_INT("tools.mcp_timeout_ms", tools.mcp_timeout_ms, 100, 600000, "20000", "How long an MCP server may take to start and answer the handshake and tools/list."),
+    K_ENUM("access.mode", access.mode, "local", "local|enforce", "`local`: loopback only; the AIOS envelope's `agent_name` (or a bearer token) names the agent. `enforce`: every route needs `Authorization: Bearer TOKEN` of an identity (`aios agent create`); required to bind beyond loopback."),
+    K_INT("access.approval_timeout", access.approval_timeout_s, 1, 86400 * 7, "300", "Seconds a call to an irreversible tool waits for `aios approve`; then it is denied."),
+    K_INT("access.max_approvals", access.max_approvals, 1, 1 << 20, "1024", "Calls waiting for approval at once; more are denied at once."),
+    K_STR("access.audit_file", access.audit_file, "", "Audit log (JSON lines, append-only). Empty = `<data_dir>/audit.log`."),
+    K_LONG("access.audit_max_bytes", access.audit_max_bytes, 4096, 1L << 40, "67108864", "Size at which the audit log is rotated (`audit.log.1`, ...)."),
+    K_INT("access.audit_keep", access.audit_keep, 1, 1000, "5", "Rotated audit files kept."),
+    K_STR("access.default_group", access.default_group, "default", "Group of an agent with no `agents.<name>.group` and no identity. Unless `access.groups` defines it, it may use every model and every tool."),
+    K_STR("access.admin_group", access.admin_group, "admin", "Group whose members may use the admin API (identities, approvals) in `enforce` mode."),
     K_INT("kernel.workers", workers, 1, 256, "4", "Worker threads for memory, storage and embedding requests (off the HTTP thread)."),
     K_INT("kernel.max_jobs", max_jobs, 1, 1 << 24, "4096", "Requests waiting for a worker; more get 503."),
     K_STR("kernel.data_dir", data_dir, "", "Directory for kernel state (created at start; used by the context and storage managers). Empty = $AIOS_CACHE/data (~/.cache/aios/data)."),
@@ -177,15 +198,20 @@ static int set_agent(aios_config *cfg, const char *rest, const char *value, char
     const char *dot = strrchr(rest, '.');
     size_t n = dot ? (size_t)(dot - rest) : 0;
     bool prio = dot && !strcmp(dot + 1, "priority"), mem = dot && !strcmp(dot + 1, "memory_limit_bytes");
-    if (!dot || n == 0 || n >= AIOS_NAME_MAX || (!prio && !mem)) {
-        snprintf(err, errlen, "agents.%s: expected agents.<name>.priority or agents.<name>.memory_limit_bytes (name 1 to %d bytes)",
+    bool grp = dot && !strcmp(dot + 1, "group");
+    if (!dot || n == 0 || n >= AIOS_NAME_MAX || (!prio && !mem && !grp)) {
+        snprintf(err, errlen, "agents.%s: expected agents.<name>.priority, .memory_limit_bytes or .group (name 1 to %d bytes)",
                  rest, AIOS_NAME_MAX - 1);
         return AIOS_ERR_CONFIG;
     }
-    long v;
+    long v = 0;
     char key[AIOS_NAME_MAX + 40];
     snprintf(key, sizeof key, "agents.%s", rest);
-    int rc = prio ? parse_long(value, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, &v, err, errlen, key)
+    if (grp && (!*value || strlen(value) >= AIOS_NAME_MAX)) {
+        snprintf(err, errlen, "%s: a group name of 1 to %d bytes", key, AIOS_NAME_MAX - 1);
+        return AIOS_ERR_CONFIG;
+    }
+    int rc = grp ? AIOS_OK : prio ? parse_long(value, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, &v, err, errlen, key)
                   : parse_long(value, 0, 1L << 40, &v, err, errlen, key);
     if (rc) return rc;
     int i = 0;
@@ -202,7 +228,8 @@ static int set_agent(aios_config *cfg, const char *rest, const char *value, char
         cfg->agents[i].memory_limit = -1;
     }
     if (prio) cfg->agents[i].priority = (int)v;
-    else cfg->agents[i].memory_limit = v;
+    else if (mem) cfg->agents[i].memory_limit = v;
+    else snprintf(cfg->agents[i].group, sizeof cfg->agents[i].group, "%s", value);
     return AIOS_OK;
 }
 
@@ -271,10 +298,107 @@ static int load_models(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq,
     return AIOS_OK;
 }
 
+static int copy_scalar(char *dst, size_t size, const char *v, const char *what, const char *path, yaml_node_t *n,
+                       char *err, size_t errlen) {
+    char sub[160];
+    if (!v) {
+        snprintf(sub, sizeof sub, "%s: expected a scalar", what);
+        return yaml_err(err, errlen, path, n, sub);
+    }
+    if (strlen(v) >= size) {
+        snprintf(sub, sizeof sub, "%s: longer than %zu bytes", what, size - 1);
+        return yaml_err(err, errlen, path, n, sub);
+    }
+    memcpy(dst, v, strlen(v) + 1);
+    return AIOS_OK;
+}
+
+/* A YAML list of scalars into dst[max][size]. */
+static int load_str_list(yaml_document_t *doc, yaml_node_t *seq, char (*dst)[256], int max, int *n, const char *what,
+                         const char *path, char *err, size_t errlen) {
+    if (seq->type != YAML_SEQUENCE_NODE) return yaml_err(err, errlen, path, seq, "expected a list");
+    *n = 0;
+    for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
+        yaml_node_t *v = yaml_document_get_node(doc, *it);
+        if (*n >= max) return yaml_err(err, errlen, path, v, "too many entries (at most 16)");
+        int rc = copy_scalar(dst[(*n)++], 256, scalar(doc, v), what, path, v, err, errlen);
+        if (rc) return rc;
+    }
+    return AIOS_OK;
+}
+
+/* tools.mcp_servers: [{name, command, args: [..], env: {K: V}}] */
+static int load_mcp_entry(aios_mcp_cfg *m, yaml_document_t *doc, yaml_node_t *map, const char *path, char *err, size_t errlen) {
+    if (map->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, map, "tools.mcp_servers: each entry must be a mapping");
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *kn = yaml_document_get_node(doc, p->key), *vn = yaml_document_get_node(doc, p->value);
+        const char *k = scalar(doc, kn);
+        int rc;
+        if (k && !strcmp(k, "name")) rc = copy_scalar(m->name, sizeof m->name, scalar(doc, vn), "tools.mcp_servers[].name", path, vn, err, errlen);
+        else if (k && !strcmp(k, "command")) rc = copy_scalar(m->command, sizeof m->command, scalar(doc, vn), "tools.mcp_servers[].command", path, vn, err, errlen);
+        else if (k && !strcmp(k, "args")) rc = load_str_list(doc, vn, m->args, AIOS_MCP_MAX_ARGS, &m->n_args, "tools.mcp_servers[].args", path, err, errlen);
+        else if (k && !strcmp(k, "env") && vn->type == YAML_MAPPING_NODE) {
+            rc = AIOS_OK;
+            for (yaml_node_pair_t *q = vn->data.mapping.pairs.start; q < vn->data.mapping.pairs.top && !rc; q++) {
+                const char *ek = scalar(doc, yaml_document_get_node(doc, q->key)), *ev = scalar(doc, yaml_document_get_node(doc, q->value));
+                if (!ek || !ev || m->n_env >= AIOS_MCP_MAX_ARGS || strlen(ek) + strlen(ev) + 2 > 256)
+                    rc = yaml_err(err, errlen, path, vn, "tools.mcp_servers[].env: at most 16 scalar KEY: VALUE pairs of under 256 bytes");
+                else snprintf(m->env[m->n_env++], 256, "%s=%s", ek, ev);
+            }
+        } else {
+            char sub[160];
+            snprintf(sub, sizeof sub, "tools.mcp_servers[]: unknown field '%s' (allowed: name, command, args, env)", k ? k : "?");
+            rc = yaml_err(err, errlen, path, kn, sub);
+        }
+        if (rc) return rc;
+    }
+    if (!m->name[0] || !m->command[0] || strchr(m->name, '/'))
+        return yaml_err(err, errlen, path, map, "tools.mcp_servers[]: needs a 'name' (without '/') and a 'command'");
+    return AIOS_OK;
+}
+
+static int load_mcp(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq, const char *path, char *err, size_t errlen) {
+    if (seq->type != YAML_SEQUENCE_NODE) return yaml_err(err, errlen, path, seq, "tools.mcp_servers: expected a list");
+    cfg->tools.n_mcp = 0;
+    for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
+        yaml_node_t *m = yaml_document_get_node(doc, *it);
+        if (cfg->tools.n_mcp >= AIOS_MAX_MCP) return yaml_err(err, errlen, path, m, "tools.mcp_servers: at most 8 servers");
+        aios_mcp_cfg *mc = &cfg->tools.mcp[cfg->tools.n_mcp];
+        memset(mc, 0, sizeof *mc);
+        int rc = load_mcp_entry(mc, doc, m, path, err, errlen);
+        if (rc) return rc;
+        cfg->tools.n_mcp++;
+    }
+    return AIOS_OK;
+}
+
+/* access.groups: {GROUP: ["kind:pattern[:actions]", ...]} */
+static int load_groups(aios_config *cfg, yaml_document_t *doc, yaml_node_t *map, const char *path, char *err, size_t errlen) {
+    if (map->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, map, "access.groups: expected a mapping of group names to rule lists");
+    cfg->access.n_groups = 0;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *kn = yaml_document_get_node(doc, p->key), *vn = yaml_document_get_node(doc, p->value);
+        if (cfg->access.n_groups >= AIOS_MAX_GROUPS) return yaml_err(err, errlen, path, kn, "access.groups: at most 16 groups");
+        aios_group_cfg *g = &cfg->access.groups[cfg->access.n_groups];
+        memset(g, 0, sizeof *g);
+        int rc = copy_scalar(g->name, sizeof g->name, scalar(doc, kn), "access.groups: group name", path, kn, err, errlen);
+        if (rc) return rc;
+        if (vn->type != YAML_SEQUENCE_NODE) return yaml_err(err, errlen, path, vn, "access.groups.<group>: expected a list of rules");
+        for (yaml_node_item_t *it = vn->data.sequence.items.start; it < vn->data.sequence.items.top; it++) {
+            yaml_node_t *r = yaml_document_get_node(doc, *it);
+            if (g->n_rules >= AIOS_MAX_RULES) return yaml_err(err, errlen, path, r, "access.groups.<group>: at most 32 rules");
+            if ((rc = copy_scalar(g->rules[g->n_rules++], AIOS_RULE_MAX, scalar(doc, r), "access.groups rule", path, r, err, errlen)))
+                return rc;
+        }
+        cfg->access.n_groups++;
+    }
+    return AIOS_OK;
+}
+
 /* Sections of the AIOS config layout that later kernel subsystems own; accepted (and
  * reported) so one config file can serve both kernels. */
 static int is_reserved_section(const char *s) {
-    static const char *const R[] = {"tools", "access", "api_keys", NULL};
+    static const char *const R[] = {"api_keys", NULL};
     for (int i = 0; R[i]; i++)
         if (strcmp(s, R[i]) == 0) return 1;
     return 0;
@@ -310,8 +434,11 @@ static int load_section(aios_config *cfg, yaml_document_t *doc, const char *sect
         if (!k) return yaml_err(err, errlen, path, kn, "keys must be scalars");
         char full[128], sub[256];
         snprintf(full, sizeof full, "%s.%s", sect, k);
-        if (strcmp(full, "llms.models") == 0) {
-            int rc = load_models(cfg, doc, vn, path, err, errlen);
+        int (*list_loader)(aios_config *, yaml_document_t *, yaml_node_t *, const char *, char *, size_t) =
+            !strcmp(full, "llms.models") ? load_models : !strcmp(full, "tools.mcp_servers") ? load_mcp
+            : !strcmp(full, "access.groups") ? load_groups : NULL;
+        if (list_loader) {
+            int rc = list_loader(cfg, doc, vn, path, err, errlen);
             if (rc) return rc;
             continue;
         }
@@ -352,9 +479,9 @@ int config_load_file(aios_config *cfg, const char *path, char *err, size_t errle
             continue;
         }
         if (strcmp(s, "server") && strcmp(s, "llms") && strcmp(s, "scheduler") && strcmp(s, "context") &&
-            strcmp(s, "memory") && strcmp(s, "storage") && strcmp(s, "kernel")) {
+            strcmp(s, "memory") && strcmp(s, "storage") && strcmp(s, "kernel") && strcmp(s, "tools") && strcmp(s, "access")) {
             char what[200];
-            snprintf(what, sizeof what, "unknown section '%s' (allowed: server, llms, scheduler, context, memory, storage, agents, kernel)", s);
+            snprintf(what, sizeof what, "unknown section '%s' (allowed: server, llms, scheduler, context, memory, storage, tools, access, agents, kernel)", s);
             rc = yaml_err(err, errlen, path, kn, what);
             break;
         }
@@ -429,6 +556,17 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
                  cfg->scheduler.max_active, cfg->context.cache_entries);
         return AIOS_ERR_CONFIG;
     }
+    if (!strcmp(cfg->access.mode, "local") && !config_host_is_loopback(cfg->server.host)) {
+        snprintf(err, errlen, "server.host: '%s' is beyond loopback; that needs access.mode: enforce (tokens on every route)",
+                 cfg->server.host);
+        return AIOS_ERR_CONFIG;
+    }
+    for (int i = 0; i < cfg->tools.n_mcp; i++)
+        for (int j = 0; j < i; j++)
+            if (!strcmp(cfg->tools.mcp[i].name, cfg->tools.mcp[j].name)) {
+                snprintf(err, errlen, "tools.mcp_servers[%d].name: duplicate server name '%s'", i, cfg->tools.mcp[i].name);
+                return AIOS_ERR_CONFIG;
+            }
     for (int i = 0; i < cfg->llms.n_models; i++) {
         const aios_model_cfg *m = &cfg->llms.models[i];
         if (strcmp(m->backend, "llamacpp") != 0) {
@@ -467,6 +605,9 @@ int config_write_reference(const char *path) {
     fprintf(f, "| `agents.<name>.priority` | (none) | (`--set` or YAML `agents:`) | Default priority of one agent's requests, in [%d, %d]; YAML: `agents: {planner: {priority: 80}}`. |\n",
             AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX);
     fprintf(f, "| `agents.<name>.memory_limit_bytes` | (none) | (`--set` or YAML `agents:`) | Resident memory limit of one agent, overriding `memory.limit_bytes`. |\n");
+    fprintf(f, "| `agents.<name>.group` | (none) | (`--set` or YAML `agents:`) | Privilege group of an agent named by `agent_name` in `local` mode (identities carry their own group). |\n");
+    fprintf(f, "| `tools.mcp_servers` | `[]` | (YAML only) | MCP servers started over stdio: `[{name, command, args: [...], env: {K: V}}]`; their tools are named `<name>/<tool>`. |\n");
+    fprintf(f, "| `access.groups` | (none) | (YAML only) | Privilege groups: `{GROUP: [RULE, ...]}`, a rule being `kind:pattern[:actions]` (see docs/access.md). |\n");
     fprintf(f, "\nEach entry of `llms.models` (a list) has these fields:\n\n| field | default | meaning |\n|---|---|---|\n");
     for (size_t i = 0; i < N_MODEL_FIELDS; i++)
         fprintf(f, "| `%s` | `%s` | %s |\n", MODEL_FIELDS[i].name, MODEL_FIELDS[i].def, MODEL_FIELDS[i].doc);
@@ -478,6 +619,22 @@ int config_agent_priority(const aios_config *cfg, const char *agent) {
     for (int i = 0; agent && i < cfg->n_agents; i++)
         if (strcmp(cfg->agents[i].name, agent) == 0 && cfg->agents[i].priority >= 0) return cfg->agents[i].priority;
     return cfg->scheduler.default_priority;
+}
+
+const char *config_agent_group(const aios_config *cfg, const char *agent) {
+    for (int i = 0; agent && i < cfg->n_agents; i++)
+        if (strcmp(cfg->agents[i].name, agent) == 0 && cfg->agents[i].group[0]) return cfg->agents[i].group;
+    return cfg->access.default_group;
+}
+
+const aios_group_cfg *config_group(const aios_config *cfg, const char *name) {
+    for (int i = 0; name && i < cfg->access.n_groups; i++)
+        if (strcmp(cfg->access.groups[i].name, name) == 0) return &cfg->access.groups[i];
+    return NULL;
+}
+
+bool config_host_is_loopback(const char *host) {
+    return !strncmp(host, "127.", 4) || !strcmp(host, "::1") || !strcmp(host, "localhost");
 }
 
 long config_agent_memory_limit(const aios_config *cfg, const char *agent) {

@@ -87,6 +87,11 @@ void workq_free(workq *q);
 #define AIOS_NAME_MAX 64
 #define AIOS_PATH_MAX 1024
 #define AIOS_MAX_AGENT_CFG 256
+#define AIOS_MAX_MCP 8         /* tools.mcp_servers entries */
+#define AIOS_MCP_MAX_ARGS 16   /* args and env entries of one MCP server */
+#define AIOS_MAX_GROUPS 16     /* access.groups */
+#define AIOS_MAX_RULES 32      /* rules of one group */
+#define AIOS_RULE_MAX 128
 #define AIOS_PRIORITY_MIN 0    /* request priorities (the priority policy runs higher first) */
 #define AIOS_PRIORITY_MAX 100
 
@@ -99,6 +104,21 @@ typedef struct aios_model_cfg {
     int threads;           /* decode threads; 0 = online CPUs */
     int batch_size;        /* tokens per llama_decode step (prefill chunks + decodes) */
 } aios_model_cfg;
+
+typedef struct aios_mcp_cfg {
+    char name[AIOS_NAME_MAX];   /* its tools are named "<name>/<tool>" */
+    char command[AIOS_PATH_MAX];
+    char args[AIOS_MCP_MAX_ARGS][256];
+    int n_args;
+    char env[AIOS_MCP_MAX_ARGS][256]; /* "KEY=VALUE" */
+    int n_env;
+} aios_mcp_cfg;
+
+typedef struct aios_group_cfg {
+    char name[AIOS_NAME_MAX];
+    char rules[AIOS_MAX_RULES][AIOS_RULE_MAX]; /* "kind:pattern[:actions]" (access.h) */
+    int n_rules;
+} aios_group_cfg;
 
 typedef struct aios_config {
     struct {
@@ -153,9 +173,31 @@ typedef struct aios_config {
         int hnsw_m, hnsw_ef_search, exact_below, max_k;
     } storage;
     struct {
+        char dir[AIOS_PATH_MAX];        /* manifests; "" = none */
+        char workdir[AIOS_PATH_MAX];    /* per-agent tool workdirs; "" = <data_dir>/tools */
+        long max_output_bytes;
+        int default_timeout_ms, default_max_parallel, max_calls, max_pending;
+        int cpu_seconds, memory_mb, file_size_mb, max_procs;
+        long sandbox_uid_base;          /* 0 = keep the kernel's uid */
+        int mcp_timeout_ms;
+        aios_mcp_cfg mcp[AIOS_MAX_MCP];
+        int n_mcp;
+    } tools;
+    struct {
+        char mode[8];                   /* local | enforce */
+        int approval_timeout_s, max_approvals;
+        char audit_file[AIOS_PATH_MAX]; /* "" = <data_dir>/audit.log */
+        long audit_max_bytes;
+        int audit_keep;
+        char default_group[AIOS_NAME_MAX], admin_group[AIOS_NAME_MAX];
+        aios_group_cfg groups[AIOS_MAX_GROUPS];
+        int n_groups;
+    } access;
+    struct {
         char name[AIOS_NAME_MAX];
         int priority;           /* -1 = scheduler.default_priority */
         long memory_limit;      /* -1 = memory.limit_bytes */
+        char group[AIOS_NAME_MAX]; /* "" = access.default_group (local mode; tokens carry their own) */
     } agents[AIOS_MAX_AGENT_CFG];
     int n_agents;
     char data_dir[AIOS_PATH_MAX];
@@ -179,6 +221,12 @@ int config_write_reference(const char *path);
 int config_agent_priority(const aios_config *cfg, const char *agent);
 /* agents.<name>.memory_limit_bytes, else memory.limit_bytes. */
 long config_agent_memory_limit(const aios_config *cfg, const char *agent);
+/* agents.<name>.group, else access.default_group. */
+const char *config_agent_group(const aios_config *cfg, const char *agent);
+/* The group named `name`, or NULL. */
+const aios_group_cfg *config_group(const aios_config *cfg, const char *name);
+/* Whether host is a loopback address (127.0.0.0/8, ::1, localhost). */
+bool config_host_is_loopback(const char *host);
 /* The embedding model file: storage.embedding_model, else the fetched all-MiniLM-L6-v2
  * when present in the cache, else the default chat model (mean pooling). */
 void config_embedding_model(const aios_config *cfg, char *out, size_t outlen);

@@ -44,7 +44,60 @@ typedef struct managers {
     mem_manager *mem;
     storage_manager *storage;
     workq *wq;
+    access_manager *access;
+    tool_manager *tools;
 } managers;
+
+static int hook_approve(void *ctx, const char *agent, const char *tool, const char *params, const atomic_bool *cancel,
+                        char *err, size_t errlen) {
+    return access_await_approval(ctx, agent, tool, params, cancel, err, errlen);
+}
+
+static void hook_ran(void *ctx, const char *agent, const char *tool, const char *params, int rc, double ms) {
+    char res[TOOL_NAME_MAX + 8];
+    snprintf(res, sizeof res, "tool:%s", tool);
+    access_audit(ctx, agent, res, "run", "allow", params, aios_errcode(rc), ms);
+}
+
+/* enforce mode with no admin identity yet: one is made and its token written (0600) to
+ * <data_dir>/admin.token, for the CLI (AIOS_TOKEN) and the operator. */
+static int bootstrap_admin(const aios_config *cfg, access_manager *am, char *err, size_t errlen) {
+    if (strcmp(cfg->access.mode, "enforce") || access_group_has_member(am, cfg->access.admin_group)) return AIOS_OK;
+    char token[80], path[AIOS_PATH_MAX + 16];
+    int rc = access_identity_create(am, "admin", cfg->access.admin_group, token, sizeof token, err, errlen);
+    if (rc) return rc;
+    snprintf(path, sizeof path, "%s/admin.token", cfg->data_dir);
+    FILE *f = fopen(path, "w");
+    if (!f || fprintf(f, "%s\n", token) < 0) {
+        if (f) fclose(f);
+        snprintf(err, errlen, "cannot write %.400s", path);
+        return AIOS_ERR_IO;
+    }
+    fclose(f);
+    chmod(path, 0600);
+    log_info("access: created identity 'admin' (group %s); its token is in %s", cfg->access.admin_group, path);
+    return AIOS_OK;
+}
+
+static int access_tools_open(const aios_config *cfg, managers *m, char *err, size_t errlen) {
+    char db[AIOS_PATH_MAX + 32], audit[AIOS_PATH_MAX + 32];
+    snprintf(db, sizeof db, "%s/access.db", cfg->data_dir);
+    if (cfg->access.audit_file[0]) snprintf(audit, sizeof audit, "%s", cfg->access.audit_file);
+    else snprintf(audit, sizeof audit, "%s/audit.log", cfg->data_dir);
+    access_params ap = access_default_params();
+    ap.cfg = cfg;
+    ap.db_path = db;
+    ap.audit_path = audit;
+    if (!(m->access = access_open(&ap, err, errlen))) return AIOS_ERR_CONFIG;
+    int rc = bootstrap_admin(cfg, m->access, err, errlen);
+    if (rc) return rc;
+    tool_manager_params tp = tool_manager_default_params();
+    tp.cfg = cfg;
+    tp.storage = m->storage;
+    tp.hooks = (tool_hooks){.ctx = m->access, .approve = hook_approve, .ran = hook_ran};
+    if (!(m->tools = tool_manager_new(&tp, err, errlen))) return AIOS_ERR_CONFIG;
+    return AIOS_OK;
+}
 
 static int managers_open(const aios_config *cfg, managers *m, char *err, size_t errlen) {
     char path[AIOS_PATH_MAX], name[AIOS_NAME_MAX], db[AIOS_PATH_MAX + 32];
@@ -96,7 +149,7 @@ static int managers_open(const aios_config *cfg, managers *m, char *err, size_t 
         snprintf(err, errlen, "cannot start %d worker threads", cfg->workers);
         return AIOS_ERR_NOMEM;
     }
-    return AIOS_OK;
+    return access_tools_open(cfg, m, err, errlen);
 }
 
 /* Applies flags; returns -1 to exit 0 (help / doc), 1 on error, 0 to run. */
@@ -163,7 +216,9 @@ int main(int argc, char **argv) {
         printf("configuration ok\n");
         return 0;
     }
-    mkdir(cfg.data_dir, 0700);
+    umask(077);                /* kernel state is private ... */
+    mkdir(cfg.data_dir, 0711); /* ... but tool workdirs below it must be reachable by sandbox uids */
+    chmod(cfg.data_dir, 0711);
 
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
@@ -211,7 +266,8 @@ int main(int argc, char **argv) {
     api_server *srv = NULL;
     if (!rc) {
         api_params ap = {.cfg = &cfg, .cores = cores, .n_cores = cfg.llms.n_models, .mem = mg.mem,
-                         .storage = mg.storage, .embedder = mg.emb, .workers = mg.wq};
+                         .storage = mg.storage, .embedder = mg.emb, .workers = mg.wq, .tools = mg.tools,
+                         .access = mg.access};
         if (!(srv = api_server_start(&ap, err, sizeof err))) rc = die(err);
     }
     if (!rc) {
@@ -221,11 +277,14 @@ int main(int argc, char **argv) {
         log_info("shutting down");
     }
     api_server_close(srv);
+    access_stop_approvals(mg.access);
+    tool_manager_free(mg.tools);    /* kills running tool processes; waiting approvals end below */
     for (int i = 0; i < cfg.llms.n_models; i++) llm_core_free(cores[i]);
     llm_embedder_stop(mg.emb);      /* refuses queued texts: callbacks reach the managers, waiters wake */
     if (mg.wq) workq_free(mg.wq);   /* runs queued jobs (an embedding now fails fast with 503) */
     llm_embedder_free(mg.emb);
     api_server_free(srv);
+    access_close(mg.access);
     mem_close(mg.mem);
     storage_close(mg.storage);
     ctx_store_release(store); /* last: requests freed above may have held snapshots */

@@ -169,6 +169,13 @@ int aios_get(aios_client *c, const char *path, char **body, int *http_status) {
     return rc;
 }
 
+int aios_post(aios_client *c, const char *path, const char *json, char **body, int *http_status) {
+    buf b = {0};
+    int rc = perform(c, path, json, on_body, &b, http_status);
+    *body = b.d ? b.d : strdup("");
+    return rc;
+}
+
 /* ---- chat ---- */
 
 static cJSON *messages_json(const aios_message *msgs, int n) {

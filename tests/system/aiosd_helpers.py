@@ -119,7 +119,7 @@ class Daemon:
                 raise AssertionError(f"aiosd '{self.name}' exited with {rc} before serving; stderr tail:\n{log}")
             try:
                 r = requests.get(self.url + "/status", timeout=2)
-                if r.status_code == 200:
+                if r.status_code in (200, 401):  # 401: serving, in access.mode enforce
                     return
             except requests.RequestException:
                 pass

@@ -1,0 +1,501 @@
+/*
+ * access.c - identities (SQLite + an in-memory map from token hash to agent), rule
+ * matching over privilege groups, and waiting calls of irreversible tools (approvals).
+ * The audit log is audit.c.
+ *
+ * Tokens are 24 random bytes (getrandom) in hex behind "aios_"; only their SHA-256 is
+ * stored, and lookups go through the hash. Token comparison is a hash-map lookup of the
+ * hash, so the time it takes says nothing about how much of a token was right.
+ */
+#include <fnmatch.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include "access_internal.h"
+#include "../storage/storage.h"
+
+typedef struct ident {
+    char name[AIOS_NAME_MAX], group[AIOS_NAME_MAX], hash[65];
+    double created;
+    bool revoked;
+} ident;
+
+typedef struct approval {
+    uint64_t id;
+    char agent[AIOS_NAME_MAX], tool[AIOS_NAME_MAX * 2];
+    char *params;
+    double created, deadline;
+    int state; /* 0 waiting, 1 approved, 2 denied */
+    char by[AIOS_NAME_MAX];
+    struct approval *next;
+} approval;
+
+struct access_manager {
+    const aios_config *cfg;
+    sqlite3 *db;
+    sdb_ckpt *ckpt;
+    pthread_rwlock_t id_lock;
+    strmap by_name, by_hash; /* ident*, owned through by_name */
+    pthread_mutex_t ap_mu;
+    pthread_cond_t ap_cv;
+    approval *approvals;
+    int n_approvals;
+    uint64_t next_approval;
+    bool closing;
+    audit_log audit;
+};
+
+static const char SCHEMA[] =
+    "CREATE TABLE IF NOT EXISTS identities(name TEXT PRIMARY KEY, grp TEXT NOT NULL, token_sha256 TEXT NOT NULL,"
+    " created REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);";
+
+access_params access_default_params(void) { return (access_params){0}; }
+
+/* ---------- rules ---------- */
+
+static const struct { const char *name; access_kind kind; unsigned all; } KINDS[] = {
+    {"llm", ACCESS_KIND_LLM, ACCESS_USE},
+    {"tool", ACCESS_KIND_TOOL, ACCESS_CALL},
+    {"memory", ACCESS_KIND_MEMORY, ACCESS_READ | ACCESS_WRITE},
+    {"storage", ACCESS_KIND_STORAGE, ACCESS_READ | ACCESS_WRITE | ACCESS_SHARE},
+    {"admin", ACCESS_KIND_ADMIN, ACCESS_ADMIN},
+};
+#define N_KINDS (sizeof KINDS / sizeof KINDS[0])
+
+static const struct { const char *name; unsigned bit; } ACTIONS[] = {
+    {"use", ACCESS_USE}, {"call", ACCESS_CALL}, {"read", ACCESS_READ},
+    {"write", ACCESS_WRITE}, {"share", ACCESS_SHARE}, {"admin", ACCESS_ADMIN},
+};
+
+/* "read,write" -> bits; 0 if any word is unknown. */
+static unsigned parse_actions(const char *s) {
+    unsigned bits = 0;
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        unsigned bit = 0;
+        for (size_t i = 0; i < sizeof ACTIONS / sizeof ACTIONS[0]; i++)
+            if (strlen(ACTIONS[i].name) == n && !strncmp(ACTIONS[i].name, s, n)) bit = ACTIONS[i].bit;
+        if (!bit) return 0;
+        bits |= bit;
+        s += n + (s[n] == ',');
+    }
+    return bits;
+}
+
+typedef struct rule {
+    int kind;          /* index in KINDS; -1 = "*" */
+    char pattern[AIOS_RULE_MAX];
+    unsigned actions;
+} rule;
+
+static int parse_rule(const char *text, rule *r, char *err, size_t errlen) {
+    memset(r, 0, sizeof *r);
+    if (!strcmp(text, "*")) {
+        r->kind = -1;
+        return AIOS_OK;
+    }
+    size_t kn = strcspn(text, ":");
+    r->kind = -2;
+    for (size_t i = 0; i < N_KINDS; i++)
+        if (strlen(KINDS[i].name) == kn && !strncmp(KINDS[i].name, text, kn)) r->kind = (int)i;
+    if (r->kind < 0) {
+        snprintf(err, errlen, "rule '%s': unknown kind '%.*s' (allowed: llm, tool, memory, storage, admin, or '*')", text, (int)kn, text);
+        return AIOS_ERR_CONFIG;
+    }
+    const char *rest = text[kn] ? text + kn + 1 : "*";
+    snprintf(r->pattern, sizeof r->pattern, "%s", *rest ? rest : "*");
+    r->actions = KINDS[r->kind].all;
+    char *colon = strrchr(r->pattern, ':');
+    if (colon) {
+        unsigned a = parse_actions(colon + 1);
+        if (!a || (a & ~KINDS[r->kind].all)) {
+            snprintf(err, errlen, "rule '%s': actions '%s' do not apply to %s", text, colon + 1, KINDS[r->kind].name);
+            return AIOS_ERR_CONFIG;
+        }
+        r->actions = a;
+        *colon = 0;
+    }
+    return AIOS_OK;
+}
+
+int access_rule_check(const char *text, char *err, size_t errlen) {
+    rule r;
+    return parse_rule(text, &r, err, errlen);
+}
+
+static bool rule_matches(const rule *r, access_kind kind, const char *resource, unsigned action) {
+    if (r->kind == -1) return true;
+    if (KINDS[r->kind].kind != kind || (r->actions & action) != action) return false;
+    return fnmatch(r->pattern, resource, 0) == 0;
+}
+
+static const char *const BUILTIN_DEFAULT[] = {"llm:*", "tool:*", NULL};
+static const char *const BUILTIN_ADMIN[] = {"*", NULL};
+
+static bool group_allows(const access_manager *am, const char *group, access_kind kind, const char *resource, unsigned action) {
+    const aios_group_cfg *g = config_group(am->cfg, group);
+    rule r;
+    char err[160];
+    if (g) {
+        for (int i = 0; i < g->n_rules; i++)
+            if (!parse_rule(g->rules[i], &r, err, sizeof err) && rule_matches(&r, kind, resource, action)) return true;
+        return false;
+    }
+    const char *const *builtin = !strcmp(group, am->cfg->access.admin_group) ? BUILTIN_ADMIN
+                                 : !strcmp(group, am->cfg->access.default_group) ? BUILTIN_DEFAULT : NULL;
+    for (int i = 0; builtin && builtin[i]; i++)
+        if (!parse_rule(builtin[i], &r, err, sizeof err) && rule_matches(&r, kind, resource, action)) return true;
+    return false;
+}
+
+static const char *action_name(unsigned a) {
+    for (size_t i = 0; i < sizeof ACTIONS / sizeof ACTIONS[0]; i++)
+        if (ACTIONS[i].bit == a) return ACTIONS[i].name;
+    return "access";
+}
+
+int access_check(access_manager *am, const char *agent, access_kind kind, const char *resource, unsigned action,
+                 const char *params, char *err, size_t errlen) {
+    char group[AIOS_NAME_MAX], res[AIOS_NAME_MAX * 3];
+    access_agent_group(am, agent, group, sizeof group);
+    bool ok = group_allows(am, group, kind, resource, action);
+    snprintf(res, sizeof res, "%s:%s", KINDS[kind].name, resource);
+    access_audit(am, agent, res, action_name(action), ok ? "allow" : "deny", params, NULL, -1);
+    if (ok) return AIOS_OK;
+    snprintf(err, errlen, "agent '%s' (group '%s') may not %s %s '%s': no rule of its group allows it", agent, group,
+             action_name(action), KINDS[kind].name, resource);
+    return AIOS_ERR_FORBIDDEN;
+}
+
+/* ---------- identities ---------- */
+
+static void ident_free_cb(const char *key, void *val, void *ctx) {
+    (void)key;
+    (void)ctx;
+    free(val);
+}
+
+static int ident_add(access_manager *am, ident *id) {
+    ident *old = strmap_get(&am->by_name, id->name);
+    if (old) {
+        strmap_del(&am->by_hash, old->hash);
+        strmap_del(&am->by_name, old->name);
+        free(old);
+    }
+    if (strmap_put(&am->by_name, id->name, id)) return AIOS_ERR_NOMEM;
+    if (!id->revoked && strmap_put(&am->by_hash, id->hash, id)) return AIOS_ERR_NOMEM;
+    return AIOS_OK;
+}
+
+static int load_row(void *ud, int ncol, char **vals, char **cols) {
+    (void)ncol;
+    (void)cols;
+    access_manager *am = ud;
+    ident *id = calloc(1, sizeof *id);
+    if (!id) return 1;
+    snprintf(id->name, sizeof id->name, "%s", vals[0]);
+    snprintf(id->group, sizeof id->group, "%s", vals[1]);
+    snprintf(id->hash, sizeof id->hash, "%s", vals[2]);
+    id->created = atof(vals[3]);
+    id->revoked = atoi(vals[4]) != 0;
+    if (ident_add(am, id)) {
+        free(id);
+        return 1;
+    }
+    return 0;
+}
+
+access_manager *access_open(const access_params *p, char *err, size_t errlen) {
+    access_manager *am = calloc(1, sizeof *am);
+    if (!am) return NULL;
+    am->cfg = p->cfg;
+    am->next_approval = 1;
+    pthread_rwlock_init(&am->id_lock, NULL);
+    pthread_mutex_init(&am->ap_mu, NULL);
+    pthread_cond_init(&am->ap_cv, NULL);
+    char sub[256];
+    for (int g = 0; g < p->cfg->access.n_groups; g++)
+        for (int i = 0; i < p->cfg->access.groups[g].n_rules; i++)
+            if (access_rule_check(p->cfg->access.groups[g].rules[i], sub, sizeof sub)) {
+                snprintf(err, errlen, "access.groups.%s: %s", p->cfg->access.groups[g].name, sub);
+                access_close(am);
+                return NULL;
+            }
+    if (sdb_open(p->db_path, false, SCHEMA, &am->db, &am->ckpt, err, errlen) ||
+        sqlite3_exec(am->db, "SELECT name, grp, token_sha256, created, revoked FROM identities", load_row, am, NULL) != SQLITE_OK ||
+        audit_open(&am->audit, p->audit_path, p->cfg->access.audit_max_bytes, p->cfg->access.audit_keep, err, errlen)) {
+        if (!*err) snprintf(err, errlen, "%s: cannot load identities", p->db_path);
+        access_close(am);
+        return NULL;
+    }
+    return am;
+}
+
+void access_stop_approvals(access_manager *am) {
+    if (!am) return;
+    pthread_mutex_lock(&am->ap_mu);
+    am->closing = true;
+    pthread_cond_broadcast(&am->ap_cv);
+    pthread_mutex_unlock(&am->ap_mu);
+}
+
+void access_close(access_manager *am) {
+    if (!am) return;
+    access_stop_approvals(am);
+    pthread_mutex_lock(&am->ap_mu);
+    while (am->n_approvals) pthread_cond_wait(&am->ap_cv, &am->ap_mu); /* waiters leave */
+    pthread_mutex_unlock(&am->ap_mu);
+    sdb_ckpt_stop(am->ckpt);
+    if (am->db) sqlite3_close(am->db);
+    strmap_foreach(&am->by_name, ident_free_cb, NULL);
+    strmap_free(&am->by_name);
+    strmap_free(&am->by_hash);
+    audit_close(&am->audit);
+    pthread_rwlock_destroy(&am->id_lock);
+    pthread_mutex_destroy(&am->ap_mu);
+    pthread_cond_destroy(&am->ap_cv);
+    free(am);
+}
+
+int access_authenticate(access_manager *am, const char *token, char *agent, size_t agent_len) {
+    char hash[65];
+    access_sha256_hex(token, strlen(token), hash);
+    pthread_rwlock_rdlock(&am->id_lock);
+    ident *id = strmap_get(&am->by_hash, hash);
+    if (id) snprintf(agent, agent_len, "%s", id->name);
+    pthread_rwlock_unlock(&am->id_lock);
+    if (!id) access_audit(am, "?", "token", "authenticate", "deny", NULL, "unauthorized", -1);
+    return id ? AIOS_OK : AIOS_ERR_UNAUTHORIZED;
+}
+
+static bool name_ok(const char *s) {
+    size_t n = strlen(s);
+    if (!n || n >= AIOS_NAME_MAX) return false;
+    for (const char *c = s; *c; c++)
+        if ((unsigned char)*c < 0x21 || *c == 0x7f) return false;
+    return true;
+}
+
+static int db_put(access_manager *am, const ident *id) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(am->db, "INSERT OR REPLACE INTO identities(name, grp, token_sha256, created, revoked) VALUES(?,?,?,?,?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return AIOS_ERR_IO;
+    sqlite3_bind_text(st, 1, id->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, id->group, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, id->hash, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 4, id->created);
+    sqlite3_bind_int(st, 5, id->revoked);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? AIOS_OK : AIOS_ERR_IO;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int access_identity_create(access_manager *am, const char *name, const char *group, char *token, size_t token_len,
+                           char *err, size_t errlen) {
+    if (!group || !*group) group = am->cfg->access.default_group;
+    if (!name_ok(name) || !name_ok(group)) {
+        snprintf(err, errlen, "agent and group names must be 1 to %d printable bytes without spaces", AIOS_NAME_MAX - 1);
+        return AIOS_ERR_INVALID;
+    }
+    unsigned char rnd[24];
+    if (token_len < 64 || getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        snprintf(err, errlen, "cannot draw a random token");
+        return AIOS_ERR_INTERNAL;
+    }
+    ident *id = calloc(1, sizeof *id);
+    if (!id) return AIOS_ERR_NOMEM;
+    int n = snprintf(token, token_len, "aios_");
+    for (size_t i = 0; i < sizeof rnd; i++) n += snprintf(token + n, token_len - (size_t)n, "%02x", rnd[i]);
+    snprintf(id->name, sizeof id->name, "%s", name);
+    snprintf(id->group, sizeof id->group, "%s", group);
+    access_sha256_hex(token, strlen(token), id->hash);
+    id->created = kern_now_wall();
+    pthread_rwlock_wrlock(&am->id_lock);
+    ident *old = strmap_get(&am->by_name, name);
+    int rc = old && !old->revoked ? AIOS_ERR_EXISTS : db_put(am, id);
+    if (!rc) rc = ident_add(am, id);
+    else free(id);
+    pthread_rwlock_unlock(&am->id_lock);
+    if (rc == AIOS_ERR_EXISTS) snprintf(err, errlen, "agent '%s' already has an identity (revoke it first)", name);
+    else if (rc) snprintf(err, errlen, "cannot store the identity");
+    access_audit(am, name, "identity", "create", rc ? "deny" : "allow", group, rc ? aios_errcode(rc) : "ok", -1);
+    return rc;
+}
+
+int access_identity_revoke(access_manager *am, const char *name, char *err, size_t errlen) {
+    pthread_rwlock_wrlock(&am->id_lock);
+    ident *id = strmap_get(&am->by_name, name);
+    int rc = !id || id->revoked ? AIOS_ERR_NOT_FOUND : AIOS_OK;
+    if (!rc) {
+        id->revoked = true;
+        strmap_del(&am->by_hash, id->hash);
+        rc = db_put(am, id);
+    }
+    pthread_rwlock_unlock(&am->id_lock);
+    if (rc == AIOS_ERR_NOT_FOUND) snprintf(err, errlen, "no live identity '%s'", name);
+    access_audit(am, name, "identity", "revoke", rc ? "deny" : "allow", NULL, rc ? aios_errcode(rc) : "ok", -1);
+    return rc;
+}
+
+static void ident_json_cb(const char *key, void *val, void *ctx) {
+    (void)key;
+    const ident *id = val;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", id->name);
+    cJSON_AddStringToObject(o, "group", id->group);
+    cJSON_AddNumberToObject(o, "created", id->created);
+    cJSON_AddBoolToObject(o, "revoked", id->revoked);
+    cJSON_AddItemToArray(ctx, o);
+}
+
+cJSON *access_identities_json(access_manager *am) {
+    cJSON *arr = cJSON_CreateArray();
+    pthread_rwlock_rdlock(&am->id_lock);
+    strmap_foreach(&am->by_name, ident_json_cb, arr);
+    pthread_rwlock_unlock(&am->id_lock);
+    return arr;
+}
+
+typedef struct member_q { const char *group; bool found; } member_q;
+static void member_cb(const char *key, void *val, void *ctx) {
+    (void)key;
+    const ident *id = val;
+    member_q *q = ctx;
+    if (!id->revoked && !strcmp(id->group, q->group)) q->found = true;
+}
+
+bool access_group_has_member(access_manager *am, const char *group) {
+    member_q q = {group, false};
+    pthread_rwlock_rdlock(&am->id_lock);
+    strmap_foreach(&am->by_name, member_cb, &q);
+    pthread_rwlock_unlock(&am->id_lock);
+    return q.found;
+}
+
+void access_agent_group(access_manager *am, const char *agent, char *out, size_t outlen) {
+    pthread_rwlock_rdlock(&am->id_lock);
+    const ident *id = strmap_get(&am->by_name, agent);
+    snprintf(out, outlen, "%s", id && !id->revoked ? id->group : config_agent_group(am->cfg, agent));
+    pthread_rwlock_unlock(&am->id_lock);
+}
+
+/* ---------- approvals ---------- */
+
+static void approval_unlink(access_manager *am, approval *a) {
+    for (approval **pp = &am->approvals; *pp; pp = &(*pp)->next)
+        if (*pp == a) {
+            *pp = a->next;
+            break;
+        }
+    am->n_approvals--;
+}
+
+/* Waits on a with ap_mu held until decided, expired, cancelled or closing. */
+static int approval_wait(access_manager *am, approval *a, const atomic_bool *cancel) {
+    while (a->state == 0 && !am->closing) {
+        if (cancel && atomic_load(cancel)) return AIOS_ERR_CANCELLED;
+        double now = kern_now_wall();
+        if (now >= a->deadline) return AIOS_ERR_TIMEOUT;
+        double until = now + 0.1 < a->deadline ? now + 0.1 : a->deadline; /* wake to notice a cancel */
+        struct timespec ts = {(time_t)until, (long)((until - (double)(time_t)until) * 1e9)};
+        pthread_cond_timedwait(&am->ap_cv, &am->ap_mu, &ts);
+    }
+    return a->state == 1 ? AIOS_OK : AIOS_ERR_FORBIDDEN;
+}
+
+int access_await_approval(access_manager *am, const char *agent, const char *tool, const char *params,
+                          const atomic_bool *cancel, char *err, size_t errlen) {
+    approval *a = calloc(1, sizeof *a);
+    if (!a || !(a->params = strdup(params ? params : "{}"))) {
+        free(a);
+        return AIOS_ERR_NOMEM;
+    }
+    snprintf(a->agent, sizeof a->agent, "%s", agent);
+    snprintf(a->tool, sizeof a->tool, "%s", tool);
+    a->created = kern_now_wall();
+    a->deadline = a->created + am->cfg->access.approval_timeout_s;
+    char res[AIOS_NAME_MAX * 3];
+    snprintf(res, sizeof res, "tool:%s", tool);
+    pthread_mutex_lock(&am->ap_mu);
+    if (am->closing || am->n_approvals >= am->cfg->access.max_approvals) {
+        pthread_mutex_unlock(&am->ap_mu);
+        snprintf(err, errlen, "denied: %s", am->closing ? "the kernel is shutting down" : "too many calls are waiting for approval (access.max_approvals)");
+        access_audit(am, agent, res, "approve", "denied", params, "forbidden", -1);
+        free(a->params);
+        free(a);
+        return AIOS_ERR_FORBIDDEN;
+    }
+    a->id = am->next_approval++;
+    a->next = am->approvals;
+    am->approvals = a;
+    am->n_approvals++;
+    pthread_mutex_unlock(&am->ap_mu);
+    log_info("approval %llu: agent '%s' wants to run irreversible tool '%s' (aios approve %llu / aios deny %llu)",
+             (unsigned long long)a->id, agent, tool, (unsigned long long)a->id, (unsigned long long)a->id);
+    access_audit(am, agent, res, "approve", "awaiting_approval", params, NULL, -1);
+    pthread_mutex_lock(&am->ap_mu);
+    int rc = approval_wait(am, a, cancel);
+    approval_unlink(am, a);
+    char by[AIOS_NAME_MAX];
+    snprintf(by, sizeof by, "%s", a->by);
+    uint64_t id = a->id;
+    pthread_cond_broadcast(&am->ap_cv); /* access_close waits for the list to empty */
+    pthread_mutex_unlock(&am->ap_mu);
+    free(a->params);
+    free(a);
+    const char *decision = rc == AIOS_OK ? "approved" : rc == AIOS_ERR_TIMEOUT ? "timeout" : rc == AIOS_ERR_CANCELLED ? "cancelled" : "denied";
+    access_audit(am, agent, res, "approve", decision, params, by[0] ? by : NULL, -1);
+    if (rc == AIOS_ERR_TIMEOUT) {
+        snprintf(err, errlen, "denied: nobody approved call %llu of irreversible tool '%s' within access.approval_timeout (%d s)",
+                 (unsigned long long)id, tool, am->cfg->access.approval_timeout_s);
+        return AIOS_ERR_FORBIDDEN;
+    }
+    if (rc == AIOS_ERR_FORBIDDEN)
+        snprintf(err, errlen, "denied: call %llu of irreversible tool '%s' was denied%s%s", (unsigned long long)id, tool,
+                 by[0] ? " by " : "", by);
+    return rc;
+}
+
+int access_decide(access_manager *am, uint64_t id, bool approve, const char *by, char *err, size_t errlen) {
+    pthread_mutex_lock(&am->ap_mu);
+    approval *a = am->approvals;
+    while (a && (a->id != id || a->state != 0)) a = a->next;
+    if (a) {
+        a->state = approve ? 1 : 2;
+        snprintf(a->by, sizeof a->by, "%s", by ? by : "");
+        pthread_cond_broadcast(&am->ap_cv);
+    }
+    pthread_mutex_unlock(&am->ap_mu);
+    if (!a) snprintf(err, errlen, "no call %llu is waiting for approval", (unsigned long long)id);
+    return a ? AIOS_OK : AIOS_ERR_NOT_FOUND;
+}
+
+cJSON *access_approvals_json(access_manager *am) {
+    cJSON *arr = cJSON_CreateArray();
+    double now = kern_now_wall();
+    pthread_mutex_lock(&am->ap_mu);
+    for (approval *a = am->approvals; a; a = a->next) {
+        if (a->state) continue;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "id", (double)a->id);
+        cJSON_AddStringToObject(o, "agent", a->agent);
+        cJSON_AddStringToObject(o, "tool", a->tool);
+        cJSON *p = cJSON_Parse(a->params);
+        cJSON_AddItemToObject(o, "parameters", p ? p : cJSON_CreateString(a->params));
+        cJSON_AddStringToObject(o, "state", "awaiting_approval");
+        cJSON_AddNumberToObject(o, "waiting_s", now - a->created);
+        cJSON_AddNumberToObject(o, "expires_in_s", a->deadline - now);
+        cJSON_AddItemToArray(arr, o);
+    }
+    pthread_mutex_unlock(&am->ap_mu);
+    return arr;
+}
+
+void access_audit(access_manager *am, const char *agent, const char *resource, const char *action,
+                  const char *decision, const char *params, const char *outcome, double ms) {
+    audit_write(&am->audit, agent, resource, action, decision, params, outcome, ms);
+}

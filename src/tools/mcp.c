@@ -1,0 +1,549 @@
+/*
+ * mcp.c - MCP servers as tool providers: each configured server is a child process spoken
+ * to over stdio with newline-delimited JSON-RPC 2.0 (the MCP stdio transport).
+ *
+ * One thread per server owns its pipes: it starts the server, does the handshake
+ * (initialize -> notifications/initialized -> tools/list), then reads responses and hands
+ * each to the caller waiting on its id. Callers write their request (under a write lock)
+ * and wait on a condition variable, so calls to one server run concurrently. When the
+ * server dies (EOF on its stdout) every waiting call fails at once with 502, and the
+ * thread starts it again (backoff 0.1 s doubling to 5 s, reset once it stayed up 10 s);
+ * a call arriving meanwhile waits for it to be ready. A tool listed by a server with
+ * annotations {destructiveHint: true} (and not readOnlyHint) is irreversible.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include "tools_internal.h"
+
+extern char **environ;
+
+#define MCP_PROTOCOL "2025-03-26"
+#define MCP_MAX_LINE (16L << 20)
+
+typedef struct mcp_wait {
+    long id;
+    cJSON *resp;       /* the whole response object; NULL if the server died */
+    bool done;
+    struct mcp_wait *next;
+} mcp_wait;
+
+struct mcp_server {
+    aios_mcp_cfg cfg;
+    const aios_config *kcfg;
+    int timeout_ms;
+    void (*changed)(void *);
+    void *ctx;
+    pthread_t thread;
+    bool thread_running;
+    atomic_bool stop;
+    pthread_mutex_t mu;      /* state, waiters, tools */
+    pthread_cond_t cv;
+    pthread_mutex_t write_mu;
+    bool ready;
+    pid_t pid;
+    int in_fd, out_fd, err_fd;
+    long next_id;
+    mcp_wait *waiters;
+    cJSON *tools;            /* tools/list result's "tools" */
+    bool relist;
+    unsigned long long restarts;
+    strbuf line;
+};
+
+unsigned long long mcp_restarts(mcp_server *s) {
+    pthread_mutex_lock(&s->mu);
+    unsigned long long r = s->restarts;
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+/* ---------- process ---------- */
+
+static int spawn_server(mcp_server *s) {
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+    if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) goto fail;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setpgroup(&at, 0);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &all);
+    char *argv[AIOS_MCP_MAX_ARGS + 2];
+    argv[0] = s->cfg.command;
+    for (int i = 0; i < s->cfg.n_args; i++) argv[i + 1] = s->cfg.args[i];
+    argv[s->cfg.n_args + 1] = NULL;
+    int ne = 0;
+    while (environ[ne]) ne++;
+    char **envp = calloc((size_t)(ne + s->cfg.n_env + 1), sizeof *envp);
+    int rc = envp ? 0 : ENOMEM;
+    if (envp) {
+        int k = 0;
+        for (int i = 0; i < s->cfg.n_env; i++) envp[k++] = s->cfg.env[i];
+        for (int i = 0; i < ne; i++) envp[k++] = environ[i]; /* the configured values come first and win */
+        rc = posix_spawnp(&s->pid, s->cfg.command, &fa, &at, argv, envp);
+    }
+    free(envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    if (rc) {
+        close(in[1]);
+        close(out[0]);
+        close(err[0]);
+        log_warn("mcp %s: cannot start %s: %s", s->cfg.name, s->cfg.command, strerror(rc));
+        return -1;
+    }
+    s->in_fd = in[1];
+    s->out_fd = out[0];
+    s->err_fd = err[0];
+    return 0;
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (in[i] >= 0) close(in[i]);
+        if (out[i] >= 0) close(out[i]);
+        if (err[i] >= 0) close(err[i]);
+    }
+    return -1;
+}
+
+/* Ends the server: stdin closed (MCP's polite stop), then the group killed; reaped. */
+static void end_server(mcp_server *s, bool polite) {
+    if (s->pid <= 0) return;
+    pthread_mutex_lock(&s->write_mu);
+    if (s->in_fd >= 0) close(s->in_fd);
+    s->in_fd = -1;
+    pthread_mutex_unlock(&s->write_mu);
+    int status;
+    for (int i = 0; polite && i < 20 && waitpid(s->pid, &status, WNOHANG) == 0; i++) usleep(25 * 1000);
+    kill(-s->pid, SIGKILL);
+    while (waitpid(s->pid, &status, 0) < 0 && errno == EINTR) {}
+    s->pid = 0;
+    if (s->out_fd >= 0) close(s->out_fd);
+    if (s->err_fd >= 0) close(s->err_fd);
+    s->out_fd = s->err_fd = -1;
+}
+
+/* ---------- JSON-RPC ---------- */
+
+static int send_json(mcp_server *s, cJSON *msg) {
+    char *txt = cJSON_PrintUnformatted(msg);
+    if (!txt) return AIOS_ERR_NOMEM;
+    size_t n = strlen(txt);
+    txt[n] = '\n';
+    int rc = AIOS_OK;
+    pthread_mutex_lock(&s->write_mu);
+    for (size_t off = 0; off < n + 1 && !rc;) {
+        ssize_t w = s->in_fd >= 0 ? write(s->in_fd, txt + off, n + 1 - off) : -1;
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) rc = AIOS_ERR_TOOL_FAILED;
+        else off += (size_t)w;
+    }
+    pthread_mutex_unlock(&s->write_mu);
+    free(txt);
+    return rc;
+}
+
+static cJSON *request(long id, const char *method, cJSON *params) {
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "jsonrpc", "2.0");
+    if (id >= 0) cJSON_AddNumberToObject(m, "id", (double)id);
+    cJSON_AddStringToObject(m, "method", method);
+    if (params) cJSON_AddItemToObject(m, "params", params);
+    return m;
+}
+
+/* With s->mu held. */
+static mcp_wait *add_waiter(mcp_server *s) {
+    mcp_wait *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->id = s->next_id++;
+    w->next = s->waiters;
+    s->waiters = w;
+    return w;
+}
+
+static void remove_waiter(mcp_server *s, mcp_wait *w) {
+    for (mcp_wait **pp = &s->waiters; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    cJSON_Delete(w->resp);
+    free(w);
+}
+
+/* One line from the server: a response for a waiter, a request we answer, or a notification. */
+static void handle_line(mcp_server *s, const char *line, size_t n) {
+    cJSON *m = cJSON_ParseWithLength(line, n);
+    if (!cJSON_IsObject(m)) { /* servers may log to stdout; MCP says ignore */
+        cJSON_Delete(m);
+        return;
+    }
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id"), *method = cJSON_GetObjectItemCaseSensitive(m, "method");
+    if (cJSON_IsString(method)) {
+        if (id) { /* a request to us (ping, ...): answer so the server is not left waiting */
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddStringToObject(r, "jsonrpc", "2.0");
+            cJSON_AddItemToObject(r, "id", cJSON_Duplicate(id, 1));
+            if (!strcmp(method->valuestring, "ping")) cJSON_AddObjectToObject(r, "result");
+            else {
+                cJSON *e = cJSON_AddObjectToObject(r, "error");
+                cJSON_AddNumberToObject(e, "code", -32601);
+                cJSON_AddStringToObject(e, "message", "Method not found");
+            }
+            send_json(s, r);
+            cJSON_Delete(r);
+        } else if (!strcmp(method->valuestring, "notifications/tools/list_changed")) {
+            pthread_mutex_lock(&s->mu);
+            s->relist = true;
+            pthread_mutex_unlock(&s->mu);
+        }
+        cJSON_Delete(m);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    mcp_wait *w = s->waiters;
+    while (w && !(cJSON_IsNumber(id) && (long)id->valuedouble == w->id)) w = w->next;
+    if (w && !w->done) {
+        w->resp = m;
+        w->done = true;
+        m = NULL;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    cJSON_Delete(m);
+}
+
+/* Reads what is there for up to ms; false once the server's stdout closed. */
+static bool pump(mcp_server *s, int ms) {
+    struct pollfd p[2] = {{.fd = s->out_fd, .events = POLLIN}, {.fd = s->err_fd, .events = POLLIN}};
+    if (poll(p, s->err_fd >= 0 ? 2 : 1, ms) <= 0) return true;
+    char buf[65536];
+    if (s->err_fd >= 0 && p[1].revents) { /* drained; the server's own log */
+        ssize_t r = read(s->err_fd, buf, sizeof buf);
+        if (r <= 0) {
+            close(s->err_fd);
+            s->err_fd = -1;
+        }
+    }
+    if (!p[0].revents) return true;
+    ssize_t r = read(s->out_fd, buf, sizeof buf);
+    if (r <= 0) return r < 0 && errno == EINTR;
+    for (ssize_t i = 0; i < r; i++) {
+        if (buf[i] != '\n') {
+            if (sb_append(&s->line, buf + i, 1)) sb_reset(&s->line); /* over MCP_MAX_LINE: dropped */
+            continue;
+        }
+        if (s->line.len) handle_line(s, s->line.data, s->line.len);
+        sb_reset(&s->line);
+    }
+    return true;
+}
+
+/* From the server thread: a request answered synchronously (handshake, tools/list). */
+static cJSON *rpc_sync(mcp_server *s, const char *method, cJSON *params, int timeout_ms) {
+    pthread_mutex_lock(&s->mu);
+    mcp_wait *w = add_waiter(s);
+    pthread_mutex_unlock(&s->mu);
+    if (!w) {
+        cJSON_Delete(params);
+        return NULL;
+    }
+    cJSON *req = request(w->id, method, params);
+    int rc = send_json(s, req);
+    cJSON_Delete(req);
+    double deadline = kern_now_mono() + timeout_ms / 1000.0;
+    bool alive = true;
+    while (!rc && alive && !w->done && kern_now_mono() < deadline && !atomic_load(&s->stop)) alive = pump(s, 50);
+    pthread_mutex_lock(&s->mu);
+    cJSON *resp = w->done ? w->resp : NULL;
+    w->resp = NULL;
+    remove_waiter(s, w);
+    pthread_mutex_unlock(&s->mu);
+    cJSON *result = cJSON_DetachItemFromObject(resp, "result");
+    cJSON_Delete(resp);
+    return result;
+}
+
+static bool list_tools(mcp_server *s) {
+    cJSON *res = rpc_sync(s, "tools/list", cJSON_CreateObject(), s->timeout_ms);
+    cJSON *tools = cJSON_DetachItemFromObject(res, "tools");
+    cJSON_Delete(res);
+    if (!cJSON_IsArray(tools)) {
+        cJSON_Delete(tools);
+        log_warn("mcp %s: tools/list failed", s->cfg.name);
+        return false;
+    }
+    pthread_mutex_lock(&s->mu);
+    cJSON_Delete(s->tools);
+    s->tools = tools;
+    s->ready = true;
+    s->relist = false;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    log_info("mcp %s: ready, %d tools", s->cfg.name, cJSON_GetArraySize(tools));
+    s->changed(s->ctx);
+    return true;
+}
+
+static bool handshake(mcp_server *s) {
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "protocolVersion", MCP_PROTOCOL);
+    cJSON_AddObjectToObject(p, "capabilities");
+    cJSON *ci = cJSON_AddObjectToObject(p, "clientInfo");
+    cJSON_AddStringToObject(ci, "name", "aiosd");
+    cJSON_AddStringToObject(ci, "version", "1.0");
+    cJSON *res = rpc_sync(s, "initialize", p, s->timeout_ms);
+    bool ok = cJSON_IsObject(res);
+    cJSON_Delete(res);
+    if (!ok) {
+        log_warn("mcp %s: no answer to initialize within tools.mcp_timeout_ms", s->cfg.name);
+        return false;
+    }
+    cJSON *n = request(-1, "notifications/initialized", NULL);
+    send_json(s, n);
+    cJSON_Delete(n);
+    return list_tools(s);
+}
+
+/* With the server gone: every waiting call fails now. */
+static void fail_waiters(mcp_server *s) {
+    pthread_mutex_lock(&s->mu);
+    s->ready = false;
+    for (mcp_wait *w = s->waiters; w; w = w->next) w->done = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void sleep_unless_stopped(mcp_server *s, double seconds) {
+    for (double t = 0; t < seconds && !atomic_load(&s->stop); t += 0.05) usleep(50 * 1000);
+}
+
+static void *server_main(void *arg) {
+    mcp_server *s = arg;
+    double backoff = 0.1;
+    while (!atomic_load(&s->stop)) {
+        double started = kern_now_mono();
+        if (spawn_server(s) == 0) {
+            sb_reset(&s->line);
+            if (handshake(s))
+                while (!atomic_load(&s->stop) && pump(s, 100)) {
+                    pthread_mutex_lock(&s->mu);
+                    bool relist = s->relist;
+                    pthread_mutex_unlock(&s->mu);
+                    if (relist) list_tools(s);
+                }
+            fail_waiters(s);
+            end_server(s, atomic_load(&s->stop));
+        }
+        if (atomic_load(&s->stop)) break;
+        if (kern_now_mono() - started > 10) backoff = 0.1;
+        pthread_mutex_lock(&s->mu);
+        s->restarts++;
+        pthread_mutex_unlock(&s->mu);
+        log_warn("mcp %s: server exited; restarting in %.1f s", s->cfg.name, backoff);
+        sleep_unless_stopped(s, backoff);
+        backoff = backoff * 2 > 5 ? 5 : backoff * 2;
+    }
+    fail_waiters(s);
+    return NULL;
+}
+
+mcp_server *mcp_start(const aios_mcp_cfg *cfg, const aios_config *kcfg, void (*changed)(void *), void *ctx) {
+    mcp_server *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->cfg = *cfg;
+    s->kcfg = kcfg;
+    s->timeout_ms = kcfg->tools.mcp_timeout_ms;
+    s->changed = changed;
+    s->ctx = ctx;
+    s->in_fd = s->out_fd = s->err_fd = -1;
+    s->next_id = 1;
+    sb_init(&s->line, (size_t)MCP_MAX_LINE);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->write_mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (pthread_create(&s->thread, NULL, server_main, s)) {
+        log_error("mcp %s: cannot start its thread", cfg->name);
+        mcp_stop(s);
+        return NULL;
+    }
+    s->thread_running = true;
+    return s;
+}
+
+void mcp_stop(mcp_server *s) {
+    if (!s) return;
+    atomic_store(&s->stop, true);
+    if (s->thread_running) pthread_join(s->thread, NULL);
+    while (s->waiters) remove_waiter(s, s->waiters);
+    cJSON_Delete(s->tools);
+    sb_free(&s->line);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->write_mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+/* ---------- tools ---------- */
+
+static bool destructive(const cJSON *t) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(t, "annotations");
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "destructiveHint")) &&
+           !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "readOnlyHint"));
+}
+
+int mcp_tools(mcp_server *s, tool_def ***defs, int *n, int *cap) {
+    pthread_mutex_lock(&s->mu);
+    for (const cJSON *t = s->tools ? s->tools->child : NULL; t; t = t->next) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(t, "name"), *desc = cJSON_GetObjectItemCaseSensitive(t, "description");
+        const cJSON *schema = cJSON_GetObjectItemCaseSensitive(t, "inputSchema");
+        tool_def *d = cJSON_IsString(name) ? tool_def_new() : NULL;
+        if (!d) continue;
+        snprintf(d->name, sizeof d->name, "%s/%s", s->cfg.name, name->valuestring);
+        snprintf(d->remote, sizeof d->remote, "%s", name->valuestring);
+        snprintf(d->source, sizeof d->source, "mcp:%s", s->cfg.name);
+        d->description = strdup(cJSON_IsString(desc) ? desc->valuestring : "");
+        d->schema = cJSON_IsObject(schema) ? cJSON_Duplicate(schema, 1) : NULL;
+        d->kind = TOOL_KIND_MCP;
+        d->mcp = s;
+        d->timeout_ms = s->kcfg->tools.default_timeout_ms;
+        d->max_parallel = s->kcfg->tools.default_max_parallel;
+        d->irreversible = destructive(t);
+        if (tool_defs_push(defs, n, cap, d)) tool_def_unref(d);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return AIOS_OK;
+}
+
+/* With s->mu held: waits until ready, stopped, cancelled or the deadline. */
+static bool wait_ready(mcp_server *s, const tool_run *run, double deadline) {
+    while (!s->ready && !atomic_load(&s->stop) && !atomic_load(run->cancel) && kern_now_mono() < deadline) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+    return s->ready;
+}
+
+/* The text of a tools/call result: its text content joined; JSON when it parses. */
+static int result_output(const tool_def *d, const tool_run *run, cJSON *result) {
+    for (const cJSON *c = cJSON_GetObjectItemCaseSensitive(result, "content") ? cJSON_GetObjectItemCaseSensitive(result, "content")->child : NULL;
+         c; c = c->next) {
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(c, "text");
+        if (!cJSON_IsString(text)) continue;
+        if (run->out->len) sb_puts(run->out, "\n");
+        size_t room = (size_t)run->max_output - run->out->len, len = strlen(text->valuestring);
+        sb_append(run->out, text->valuestring, len < room ? len : room);
+        if (len > room) {
+            *run->truncated = true;
+            sb_printf(run->out, "\n[aios: output truncated at %ld bytes (tools.max_output_bytes)]", run->max_output);
+            snprintf(run->err, run->errlen, "tool '%s' answered more than tools.max_output_bytes (%ld); the output was cut", d->name, run->max_output);
+            return AIOS_ERR_TOO_LARGE;
+        }
+    }
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(result, "isError"))) {
+        snprintf(run->err, run->errlen, "tool '%s' failed: %.400s", d->name, run->out->data ? run->out->data : "");
+        return AIOS_ERR_TOOL_FAILED;
+    }
+    cJSON *j = run->out->len ? cJSON_ParseWithLength(run->out->data, run->out->len) : NULL;
+    *run->out_json = j != NULL;
+    cJSON_Delete(j);
+    return AIOS_OK;
+}
+
+static int call_once(mcp_server *s, const tool_def *d, const tool_run *run, int timeout_ms, double deadline, bool *died);
+
+/* A call that met a dying server (killed just before or during it) is sent once more to
+ * the restarted one, unless the tool is irreversible (it may have run). */
+int mcp_call(mcp_server *s, const tool_def *d, const tool_run *run, int timeout_ms) {
+    double deadline = kern_now_mono() + timeout_ms / 1000.0;
+    bool died = false;
+    int rc = call_once(s, d, run, timeout_ms, deadline, &died);
+    if (died && !d->irreversible && kern_now_mono() < deadline) {
+        log_info("mcp %s: retrying %s on the restarted server", s->cfg.name, d->name);
+        run->err[0] = 0;
+        rc = call_once(s, d, run, timeout_ms, deadline, &died);
+    }
+    return rc;
+}
+
+static int call_once(mcp_server *s, const tool_def *d, const tool_run *run, int timeout_ms, double deadline, bool *died) {
+    *died = false;
+    pthread_mutex_lock(&s->mu);
+    mcp_wait *w = wait_ready(s, run, deadline) ? add_waiter(s) : NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (!w) {
+        snprintf(run->err, run->errlen, "MCP server '%s' is not ready (starting or restarting)", s->cfg.name);
+        return atomic_load(run->cancel) ? AIOS_ERR_CANCELLED : AIOS_ERR_TOOL_FAILED;
+    }
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "name", d->remote);
+    cJSON_AddItemToObject(p, "arguments", run->params_json ? cJSON_Duplicate(run->params_json, 1) : cJSON_CreateObject());
+    cJSON *req = request(w->id, "tools/call", p);
+    int rc = send_json(s, req);
+    cJSON_Delete(req);
+    pthread_mutex_lock(&s->mu);
+    while (!rc && !w->done && !atomic_load(run->cancel) && !atomic_load(run->stop) && kern_now_mono() < deadline) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+    bool done = w->done;
+    cJSON *resp = w->resp;
+    long id = w->id;
+    w->resp = NULL;
+    remove_waiter(s, w);
+    pthread_mutex_unlock(&s->mu);
+    if (!done) {
+        cJSON *cp = cJSON_CreateObject();
+        cJSON_AddNumberToObject(cp, "requestId", (double)id);
+        cJSON *n = request(-1, "notifications/cancelled", cp);
+        send_json(s, n);
+        cJSON_Delete(n);
+        if (rc) snprintf(run->err, run->errlen, "MCP server '%s' is gone (cannot write)", s->cfg.name);
+        else if (atomic_load(run->cancel) || atomic_load(run->stop)) rc = AIOS_ERR_CANCELLED;
+        else {
+            snprintf(run->err, run->errlen, "tool '%s' timed out after %d ms", d->name, timeout_ms);
+            rc = AIOS_ERR_TIMEOUT;
+        }
+        return rc ? rc : AIOS_ERR_TOOL_FAILED;
+    }
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(resp, "error");
+    *died = !resp;
+    if (!resp || e) {
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(e, "message");
+        snprintf(run->err, run->errlen, "tool '%s': %s", d->name,
+                 !resp ? "the MCP server exited during the call (it is being restarted)"
+                       : cJSON_IsString(msg) ? msg->valuestring : "the MCP server answered an error");
+        cJSON_Delete(resp);
+        return AIOS_ERR_TOOL_FAILED;
+    }
+    rc = result_output(d, run, cJSON_GetObjectItemCaseSensitive(resp, "result"));
+    cJSON_Delete(resp);
+    return rc;
+}

@@ -1,0 +1,95 @@
+/*
+ * tools.h - the tool manager (DESIGN.md §1): tools described by manifests, validated
+ * against their JSON Schema, run with per-tool parallel limits (no global lock), process
+ * tools sandboxed (bubblewrap + rlimits + seccomp), MCP servers as tool providers, and
+ * built-in tools for the demo agents.
+ *
+ * Sources of tools, merged into one table that is swapped whole when one changes:
+ *   - manifests: one JSON file per tool in tools.dir (reloaded on inotify events; a bad
+ *     manifest is logged with file and field and skipped, the rest keep working);
+ *   - MCP servers (tools.mcp_servers): their tools/list, named "<server>/<tool>";
+ *   - built-ins: aios/calculator, aios/time, aios/read_file, aios/write_file, aios/list_files.
+ *
+ * A tool syscall's args is a tool_batch; tools_submit starts every call (each on its own
+ * thread once its tool has a free slot, else queued FIFO behind that tool's running calls)
+ * and completes the syscall when the last call finished. A slow or hanging tool only
+ * ever holds its own slots, never other tools or LLM work.
+ */
+#ifndef AIOS_TOOLS_H
+#define AIOS_TOOLS_H
+
+#include <stdatomic.h>
+#include <cjson/cJSON.h>
+#include "../kernel/kernel.h"
+#include "../syscall/syscall.h"
+#include "../storage/storage.h"
+
+#define TOOL_NAME_MAX 128
+
+typedef struct tool_manager tool_manager;
+
+/* One call: the request, then its result (written by the manager before completion). */
+typedef struct tool_call {
+    char name[TOOL_NAME_MAX];
+    char id[48];
+    cJSON *params;            /* owned */
+    int rc;                   /* AIOS_OK or an error code */
+    char *output;             /* owned: the tool's output (JSON text when output_json) */
+    bool output_json, truncated;
+    char err[512];
+    double seconds;
+} tool_call;
+
+typedef struct tool_batch {
+    char agent[AIOS_NAME_MAX];
+    int n;
+    tool_call *calls;
+    atomic_int remaining;     /* manager-side */
+} tool_batch;
+
+/* New batch of n empty calls for agent; free with tool_batch_free (the syscall's args_free). */
+tool_batch *tool_batch_new(const char *agent, int n);
+void tool_batch_free(void *batch);
+
+typedef struct tool_hooks {
+    void *ctx;
+    /* Irreversible tools: blocks until a user decides (AIOS_OK = approved). NULL = allowed. */
+    int (*approve)(void *ctx, const char *agent, const char *tool, const char *params, const atomic_bool *cancel,
+                   char *err, size_t errlen);
+    /* Every finished run (rc is the call's result). */
+    void (*ran)(void *ctx, const char *agent, const char *tool, const char *params, int rc, double ms);
+} tool_hooks;
+
+typedef struct tool_manager_params {
+    const aios_config *cfg;     /* borrowed: tools.* keys, data_dir */
+    storage_manager *storage;   /* borrowed; the storage built-ins (NULL: they are absent) */
+    tool_hooks hooks;
+} tool_manager_params;
+
+typedef struct tool_stats {
+    unsigned long long calls, failed, timeouts, truncated, rejected, mcp_restarts, reloads;
+    int running, queued, tools;
+} tool_stats;
+
+tool_manager_params tool_manager_default_params(void);
+/* Loads manifests, starts MCP servers (in the background) and the manifest watcher. */
+tool_manager *tool_manager_new(const tool_manager_params *p, char *err, size_t errlen);
+/* Kills running tool processes, fails queued calls, stops MCP servers, joins. Accepts NULL. */
+void tool_manager_free(tool_manager *tm);
+
+/* Whether name is a tool; fills *irreversible. */
+bool tools_exists(tool_manager *tm, const char *name, bool *irreversible);
+/* Checks a call before anything runs: AIOS_ERR_NOT_FOUND (unknown tool) or
+ * AIOS_ERR_INVALID (parameters against the tool's schema; err names the field). */
+int tools_validate(tool_manager *tm, const char *name, const cJSON *params, char *err, size_t errlen);
+/* Starts every call of sc's batch; sc completes (AIOS_OK; per-call results in the batch)
+ * once all finished. AIOS_ERR_BUSY when tools.max_pending calls are already pending. */
+int tools_submit(tool_manager *tm, syscall_t *sc);
+/* {"type":"function","function":{name, description, parameters}} or NULL if unknown. */
+cJSON *tools_function_json(tool_manager *tm, const char *name);
+/* Every tool with its manifest fields and live counters, plus manifest errors:
+ * {"tools":[...], "errors":[{"file","error"}]}. */
+cJSON *tools_list_json(tool_manager *tm);
+void tools_get_stats(tool_manager *tm, tool_stats *out);
+
+#endif
