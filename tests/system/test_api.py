@@ -62,7 +62,7 @@ def test_status(base_url):
     body = r.json()
     assert body["status"] == "ok"
     assert isinstance(body["uptime_s"], float) and body["uptime_s"] >= 0
-    assert sorted(body["inactive_components"]) == ["tool"]
+    assert body["inactive_components"] == []
     [llm] = body["llms"]
     assert llm["name"] == MODEL_NAME and llm["backend"] == "llamacpp"
     assert llm["max_active"] == 16
@@ -209,16 +209,15 @@ def test_query_tool_call_output(base_url):
     assert len({c["id"] for c in calls}) == len(calls)
 
 
-@pytest.mark.parametrize("qtype", ["tool"])
-def test_query_unimplemented_kinds(base_url, qtype):
-    r = post(base_url, "/query", {"agent_name": "a", "query_type": qtype, "query_data": {"operation_type": "x"}})
-    err = assert_error(r, 501, "not_implemented")
-    assert qtype in err["message"]
+def test_query_tool_without_calls(base_url):
+    r = post(base_url, "/query", {"agent_name": "a", "query_type": "tool", "query_data": {"operation_type": "x"}})
+    err = assert_error(r, 400, "invalid_request")
+    assert "tool_calls" in err["message"]
 
 
-def test_query_call_tool_not_implemented(base_url):
+def test_query_call_tool_needs_kernel_tools(base_url):
     r = post(base_url, "/query", query_body(action_type="call_tool"))
-    assert_error(r, 501, "not_implemented")
+    assert r.status_code in (400, 404), r.text
 
 
 # ------------------------------------------------------------------- OpenAI surface
