@@ -62,11 +62,13 @@ static int cmd_chat(aios_client_params *cp, int argc, char **argv) {
     return rc ? 1 : 0;
 }
 
-static int cmd_get(aios_client_params *cp, const char *path, bool pretty) {
+/* GETs path (post NULL) or POSTs the JSON text post to it, and prints the answer
+ * (pretty-printed JSON when pretty); 0 on a 2xx answer. */
+static int request_print(aios_client_params *cp, const char *path, const char *post, bool pretty) {
     aios_client *c = aios_client_new(cp);
     char *body = NULL;
     int status = 0;
-    int rc = aios_get(c, path, &body, &status);
+    int rc = post ? aios_post(c, path, post, &body, &status) : aios_get(c, path, &body, &status);
     if (rc) fprintf(stderr, "aios: cannot reach the kernel at %s (is aiosd running?)\n", cp->url);
     else {
         cJSON *j = pretty ? cJSON_Parse(body) : NULL;
@@ -80,25 +82,15 @@ static int cmd_get(aios_client_params *cp, const char *path, bool pretty) {
     return rc || status / 100 != 2 ? 1 : 0;
 }
 
-/* POSTs body to path and prints the answer; 0 on a 2xx answer. */
+static int cmd_get(aios_client_params *cp, const char *path, bool pretty) { return request_print(cp, path, NULL, pretty); }
+
+/* POSTs body (taken) to path and prints the answer. */
 static int post_print(aios_client_params *cp, const char *path, cJSON *body) {
-    aios_client *c = aios_client_new(cp);
-    char *txt = cJSON_PrintUnformatted(body), *ans = NULL;
-    int status = 0;
-    int rc = aios_post(c, path, txt, &ans, &status);
-    if (rc) fprintf(stderr, "aios: cannot reach the kernel at %s (is aiosd running?)\n", cp->url);
-    else {
-        cJSON *j = cJSON_Parse(ans);
-        char *p = j ? cJSON_Print(j) : NULL;
-        printf("%s\n", p ? p : ans);
-        free(p);
-        cJSON_Delete(j);
-    }
-    free(txt);
-    free(ans);
+    char *txt = cJSON_PrintUnformatted(body);
     cJSON_Delete(body);
-    aios_client_free(c);
-    return rc || status / 100 != 2 ? 1 : 0;
+    int rc = txt ? request_print(cp, path, txt, true) : 1;
+    free(txt);
+    return rc;
 }
 
 static int cmd_agent(aios_client_params *cp, int argc, char **argv) {
