@@ -46,7 +46,7 @@ SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps llama model run test unit system asan bench clean docs
-all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory
+all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools
 
 deps:
 	@bash scripts/install-deps.sh
@@ -56,7 +56,7 @@ model: llama
 	@bash scripts/fetch-model.sh
 	@bash scripts/fetch-embed-model.sh
 
-$(BUILD)/obj/%.o: %.c $(wildcard src/*/*.h include/aios/*.h) | llama-check
+$(BUILD)/obj/%.o: %.c $(wildcard src/*/*.h include/aios/*.h bench/*.h) | llama-check
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LLAMA_INC) -c $< -o $@
 
@@ -78,7 +78,9 @@ $(BUILD)/loadgen: $(BUILD)/obj/bench/loadgen.o $(SDK_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/agents: $(BUILD)/obj/bench/agents.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
-$(BUILD)/memory: $(BUILD)/obj/bench/memory.o
+$(BUILD)/memory: $(BUILD)/obj/bench/memory.o $(BUILD)/obj/bench/http.o
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/tools: $(BUILD)/obj/bench/tools.o $(BUILD)/obj/bench/http.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_OBJ) $(BUILD)/obj/src/sdk/aios.o
 	@mkdir -p $(dir $@)

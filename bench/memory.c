@@ -31,7 +31,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <curl/curl.h>
+#include "http.h"
 
 static const char *WORDS[] = {
     "river", "mountain", "engine", "garden", "violin", "market", "planet", "kitchen", "harbor", "forest",
@@ -47,12 +47,6 @@ static const char *WORDS[] = {
 static const char *g_url;
 static atomic_long g_retries;
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void sentence(unsigned *seed, char *out, size_t n) {
     int len = 8 + (int)(rand_r(seed) % 8);
     size_t j = 0;
@@ -61,81 +55,28 @@ static void sentence(unsigned *seed, char *out, size_t n) {
     out[j] = 0;
 }
 
-typedef struct resp {
-    char buf[65536];
-    size_t len;
-} resp;
-
-static size_t on_data(char *p, size_t sz, size_t nm, void *ud) {
-    resp *r = ud;
-    size_t n = sz * nm, room = sizeof r->buf - 1 - r->len;
-    memcpy(r->buf + r->len, p, n < room ? n : room);
-    r->len += n < room ? n : room;
-    r->buf[r->len] = 0;
-    return n;
-}
-
-typedef struct conn {
-    CURL *c;
-    struct curl_slist *hdr;
-    resp r;
-} conn;
-
-static void conn_init(conn *k) {
-    k->c = curl_easy_init();
-    k->hdr = curl_slist_append(NULL, "Content-Type: application/json");
-    char url[512];
-    snprintf(url, sizeof url, "%s/query", g_url);
-    curl_easy_setopt(k->c, CURLOPT_URL, url);
-    curl_easy_setopt(k->c, CURLOPT_HTTPHEADER, k->hdr);
-    curl_easy_setopt(k->c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(k->c, CURLOPT_WRITEDATA, &k->r);
-    curl_easy_setopt(k->c, CURLOPT_TCP_NODELAY, 1L);
-}
-
-static void conn_free(conn *k) {
-    curl_slist_free_all(k->hdr);
-    curl_easy_cleanup(k->c);
-}
-
-/* POSTs body; returns the HTTP status (retrying 503) with the answer in k->r. */
-static long post(conn *k, const char *body) {
+/* POSTs body to /query; returns the HTTP status (retrying 503) with the answer in k->buf. */
+static long post(bench_conn *k, const char *body) {
     for (;;) {
-        k->r.len = 0;
-        k->r.buf[0] = 0;
-        curl_easy_setopt(k->c, CURLOPT_POSTFIELDS, body);
-        long st = 0;
-        if (curl_easy_perform(k->c) != CURLE_OK) return -1;
-        curl_easy_getinfo(k->c, CURLINFO_RESPONSE_CODE, &st);
+        long st = bench_request(k, body);
         if (st != 503) return st;
         atomic_fetch_add(&g_retries, 1);
         usleep(5000);
     }
 }
 
-static int mem_op(conn *k, const char *agent, const char *op, const char *params) {
+static int mem_op(bench_conn *k, const char *agent, const char *op, const char *params) {
     char body[8192];
     snprintf(body, sizeof body, "{\"agent_name\":\"%s\",\"query_type\":\"memory\",\"query_data\":{\"operation_type\":\"%s\",\"params\":%s}}",
              agent, op, params);
     long st = post(k, body);
-    if (st != 200) fprintf(stderr, "memory %s: HTTP %ld: %.300s\n", op, st, k->r.buf);
+    if (st != 200) fprintf(stderr, "memory %s: HTTP %ld: %.300s\n", op, st, k->buf);
     return st == 200 ? 0 : -1;
 }
 
 static long parse_id(const char *buf) {
     const char *p = strstr(buf, "\"memory_id\":\"");
     return p ? atol(p + 13) : -1;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(double *v, long n, double p) {
-    if (n <= 0) return 0;
-    long i = (long)(p * (double)(n - 1) + 0.5);
-    return v[i];
 }
 
 /* ---------------- ops ---------------- */
@@ -156,19 +97,19 @@ static int g_agents;
 
 static void *agent_main(void *arg) {
     agent_run *a = arg;
-    conn k;
-    conn_init(&k);
+    bench_conn k;
+    bench_conn_init(&k, g_url, "/query", NULL);
     char agent[32], text[512], params[1024];
     unsigned seed = 1000u + (unsigned)a->idx;
     snprintf(agent, sizeof agent, "bench-%d", a->idx);
     for (int phase = 0; phase < PHASES; phase++) {
         pthread_barrier_wait(&g_bar);
-        double start = now(), interval = g_agents / g_rate; /* open loop: this agent's share of RATE */
+        double start = bench_now(), interval = g_agents / g_rate; /* open loop: this agent's share of RATE */
         if (a->idx == 0) g_phase_t[phase][0] = start;
         start += interval * a->idx / g_agents;                /* agents spread over one interval */
         for (int i = 0; i < a->n; i++) {
             bool add = phase == 0 || (phase >= 2 && i % 2 == 0);
-            double t0 = now();
+            double t0 = bench_now();
             if (phase == 3) { /* wait for the scheduled start; latency counts from it */
                 double due = start + i * interval;
                 if (due > t0) usleep((useconds_t)((due - t0) * 1e6));
@@ -179,18 +120,18 @@ static void *agent_main(void *arg) {
                 sentence(&seed, text, sizeof text);
                 snprintf(params, sizeof params, "{\"content\":\"%s\",\"metadata\":{\"i\":%d}}", text, i);
                 rc = mem_op(&k, agent, "add_memory", params);
-                if (!rc && phase == 0) a->ids[i] = parse_id(k.r.buf);
+                if (!rc && phase == 0) a->ids[i] = parse_id(k.buf);
             } else {
                 snprintf(params, sizeof params, "{\"memory_id\":\"%ld\"}", a->ids[(i * 7919) % a->n]);
                 rc = mem_op(&k, agent, "get_memory", params);
             }
-            a->lat[phase][i] = now() - t0;
+            a->lat[phase][i] = bench_now() - t0;
             a->fails += rc != 0;
         }
         pthread_barrier_wait(&g_bar);
-        if (a->idx == 0) g_phase_t[phase][1] = now();
+        if (a->idx == 0) g_phase_t[phase][1] = bench_now();
     }
-    conn_free(&k);
+    bench_conn_free(&k);
     return NULL;
 }
 
@@ -218,14 +159,14 @@ static int run_ops(int agents, int n) {
         long total = (long)agents * n;
         double *all = malloc((size_t)total * sizeof *all);
         for (int i = 0; i < agents; i++) memcpy(all + (long)i * n, runs[i].lat[p], (size_t)n * sizeof *all);
-        qsort(all, (size_t)total, sizeof *all, cmp_d);
+        qsort(all, (size_t)total, sizeof *all, bench_cmp_double);
         double secs = g_phase_t[p][1] - g_phase_t[p][0];
         if (p == 3) printf("| %s, %.0f ops/s offered", NAMES[p], g_rate);
         else printf("| %s", NAMES[p]);
         printf(" | %d | %ld | %.0f | %.2f | %.2f | %.2f |\n", agents, total, (double)total / secs,
-               1e3 * pct(all, total, 0.5), 1e3 * pct(all, total, 0.99), 1e3 * all[total - 1]);
+               1e3 * bench_pct(all, total, 0.5), 1e3 * bench_pct(all, total, 0.99), 1e3 * all[total - 1]);
         fprintf(stderr, "{\"phase\":\"%s\",\"agents\":%d,\"ops\":%ld,\"seconds\":%.3f,\"ops_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n",
-                NAMES[p], agents, total, secs, (double)total / secs, 1e3 * pct(all, total, 0.5), 1e3 * pct(all, total, 0.99));
+                NAMES[p], agents, total, secs, (double)total / secs, 1e3 * bench_pct(all, total, 0.5), 1e3 * bench_pct(all, total, 0.99));
         free(all);
     }
     printf("failures: %ld, 503 retries: %ld\n", fails, atomic_load(&g_retries));
@@ -242,8 +183,8 @@ typedef struct loader {
 
 static void *load_main(void *arg) {
     loader *l = arg;
-    conn k;
-    conn_init(&k);
+    bench_conn k;
+    bench_conn_init(&k, g_url, "/query", NULL);
     char text[512], params[1024];
     for (int i = l->idx; i < l->n; i += l->stride) {
         unsigned seed = 77u * (unsigned)i + 5u;
@@ -251,7 +192,7 @@ static void *load_main(void *arg) {
         snprintf(params, sizeof params, "{\"content\":\"%s\"}", text);
         l->fails += mem_op(&k, l->agent, "add_memory", params) != 0;
     }
-    conn_free(&k);
+    bench_conn_free(&k);
     return NULL;
 }
 
@@ -274,7 +215,7 @@ static int run_recall(int n, int queries, int k) {
     enum { LOADERS = 8 };
     loader ls[LOADERS];
     pthread_t th[LOADERS];
-    double t0 = now();
+    double t0 = bench_now();
     for (int i = 0; i < LOADERS; i++) {
         ls[i] = (loader){i, LOADERS, reuse ? 0 : n, agent, 0};
         pthread_create(&th[i], NULL, load_main, &ls[i]);
@@ -284,13 +225,13 @@ static int run_recall(int n, int queries, int k) {
         pthread_join(th[i], NULL);
         fails += ls[i].fails;
     }
-    double t_add = now() - t0;
-    conn k1;
-    conn_init(&k1);
+    double t_add = bench_now() - t0;
+    bench_conn k1;
+    bench_conn_init(&k1, g_url, "/query", NULL);
     char params[1024], text[512];
-    double t1 = now();
+    double t1 = bench_now();
     mem_op(&k1, agent, "retrieve_memory", "{\"content\":\"warm up\",\"k\":1}"); /* waits for every embedding */
-    double t_index = now() - t1;
+    double t_index = bench_now() - t1;
     fprintf(stderr, "loaded %d blocks in %.1f s (%.0f adds/s); embeddings caught up %.1f s later\n", n, t_add,
             n / t_add, t_index);
     double *lat_a = calloc((size_t)queries, sizeof(double)), *lat_e = calloc((size_t)queries, sizeof(double));
@@ -301,15 +242,15 @@ static int run_recall(int n, int queries, int k) {
             unsigned seed = 999983u * (unsigned)q + 11u;
             sentence(&seed, text, sizeof text);
             snprintf(params, sizeof params, "{\"content\":\"%s\",\"k\":%d%s}", text, k, pass ? ",\"exact\":true" : "");
-            double s = now();
+            double s = bench_now();
             fails += mem_op(&k1, agent, "retrieve_memory", params) != 0;
-            (pass ? lat_e : lat_a)[q] = now() - s;
+            (pass ? lat_e : lat_a)[q] = bench_now() - s;
             if (!pass) {
-                n_ann[q] = result_ids(k1.r.buf, ann + (long)q * 128, 128);
+                n_ann[q] = result_ids(k1.buf, ann + (long)q * 128, 128);
                 continue;
             }
             long e[128];
-            int ne = result_ids(k1.r.buf, e, 128);
+            int ne = result_ids(k1.buf, e, 128);
             for (int i = 0; i < ne; i++)
                 for (int j = 0; j < n_ann[q]; j++) hit += e[i] == ann[(long)q * 128 + j];
             want += ne;
@@ -317,18 +258,18 @@ static int run_recall(int n, int queries, int k) {
     }
     free(ann);
     free(n_ann);
-    qsort(lat_a, (size_t)queries, sizeof(double), cmp_d);
-    qsort(lat_e, (size_t)queries, sizeof(double), cmp_d);
+    qsort(lat_a, (size_t)queries, sizeof(double), bench_cmp_double);
+    qsort(lat_e, (size_t)queries, sizeof(double), bench_cmp_double);
     double recall = want ? (double)hit / (double)want : 0;
     printf("| items | queries | recall@%d (HNSW vs exact) | HNSW p50 ms | HNSW p99 ms | exact p50 ms | exact p99 ms |\n", k);
     printf("|---|---|---|---|---|---|---|\n");
-    printf("| %d | %d | %.4f | %.2f | %.2f | %.2f | %.2f |\n", n, queries, recall, 1e3 * pct(lat_a, queries, 0.5),
-           1e3 * pct(lat_a, queries, 0.99), 1e3 * pct(lat_e, queries, 0.5), 1e3 * pct(lat_e, queries, 0.99));
+    printf("| %d | %d | %.4f | %.2f | %.2f | %.2f | %.2f |\n", n, queries, recall, 1e3 * bench_pct(lat_a, queries, 0.5),
+           1e3 * bench_pct(lat_a, queries, 0.99), 1e3 * bench_pct(lat_e, queries, 0.5), 1e3 * bench_pct(lat_e, queries, 0.99));
     fprintf(stderr, "{\"items\":%d,\"queries\":%d,\"recall\":%.4f,\"ann_p50_ms\":%.3f,\"ann_p99_ms\":%.3f,\"exact_p50_ms\":%.3f,\"exact_p99_ms\":%.3f,\"load_s\":%.1f,\"index_catchup_s\":%.1f}\n",
-            n, queries, recall, 1e3 * pct(lat_a, queries, 0.5), 1e3 * pct(lat_a, queries, 0.99),
-            1e3 * pct(lat_e, queries, 0.5), 1e3 * pct(lat_e, queries, 0.99), t_add, t_index);
+            n, queries, recall, 1e3 * bench_pct(lat_a, queries, 0.5), 1e3 * bench_pct(lat_a, queries, 0.99),
+            1e3 * bench_pct(lat_e, queries, 0.5), 1e3 * bench_pct(lat_e, queries, 0.99), t_add, t_index);
     printf("failures: %ld, 503 retries: %ld\n", fails, atomic_load(&g_retries));
-    conn_free(&k1);
+    bench_conn_free(&k1);
     free(lat_a);
     free(lat_e);
     return fails ? 1 : 0;

@@ -10,10 +10,11 @@
  * only; "none": absent). Nothing else of the host is visible, so there is nothing else to
  * write. All capabilities dropped, no new privileges, and a seccomp filter (libseccomp,
  * exported once to a memfd) that refuses ptrace, mount, namespaces, bpf, keyrings, module
- * loading and the like.
+ * loading, io_uring and the like, and without network socket(2) too (a second wall
+ * behind the empty network namespace).
  *
- * Limits: RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE and RLIMIT_NPROC. When the kernel runs as
- * root each running call gets its own uid (tools.sandbox_uid_base + slot), because
+ * Limits: RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, and RLIMIT_NPROC when the kernel runs as
+ * root: then each running call gets its own uid (tools.sandbox_uid_base + slot), because
  * RLIMIT_NPROC counts the processes of a uid: with one shared uid, 100 concurrent calls
  * would exhaust each other's limit, and root is never limited at all.
  *
@@ -22,6 +23,13 @@
  * system calls. It leads its own process group; bubblewrap's --die-with-parent and the
  * pid namespace take every descendant down when the group is killed (timeout, output
  * flood, cancellation, shutdown).
+ *
+ * The tool itself is pid 1 of its namespace (--as-pid-1). With bubblewrap's own reaper as
+ * pid 1, bubblewrap exits as soon as that reaper reports the tool's status, before reaping
+ * it; the reaper, orphaned to the host's init, lingered as a zombie of the call's uid and
+ * counted against the next call's RLIMIT_NPROC (32 agents calling a no-op tool saw 2 to 3%
+ * "Can't fork" failures). When pid 1 exits, the kernel kills and reaps the rest of the
+ * namespace before bubblewrap sees the exit, so nothing outlives the call.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,7 +56,7 @@
 struct sandbox {
     char bwrap[AIOS_PATH_MAX];  /* "" = not installed */
     char workroot[AIOS_PATH_MAX];
-    int seccomp_fd;             /* memfd with the BPF program */
+    int seccomp_fd[2];          /* memfds with the BPF programs: [network allowed] */
     bool merged_usr;            /* /bin is a link into /usr */
     bool switch_uid;
     long uid_base;
@@ -65,14 +73,19 @@ static const int DENIED[] = {
     SCMP_SYS(setns), SCMP_SYS(unshare), SCMP_SYS(acct), SCMP_SYS(quotactl), SCMP_SYS(open_by_handle_at),
     SCMP_SYS(name_to_handle_at), SCMP_SYS(iopl), SCMP_SYS(ioperm), SCMP_SYS(settimeofday), SCMP_SYS(clock_settime),
     SCMP_SYS(fanotify_init), SCMP_SYS(move_mount), SCMP_SYS(open_tree), SCMP_SYS(fsopen), SCMP_SYS(fsmount),
+    SCMP_SYS(pidfd_getfd), SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_enter), SCMP_SYS(io_uring_register),
 };
 
-static int build_seccomp(char *err, size_t errlen) {
+/* The filter of a call: DENIED, and without network also socket(2) of any family (no
+ * socket, no network; socketpair(2) and pipes still work). Other architectures' system
+ * calls (int 0x80's socketcall) kill the process: libseccomp's default bad-arch action. */
+static int build_seccomp(bool network, char *err, size_t errlen) {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     int fd = ctx ? memfd_create("aios-seccomp", MFD_CLOEXEC) : -1;
     int rc = fd >= 0 ? 0 : -1;
     for (size_t i = 0; !rc && i < sizeof DENIED / sizeof DENIED[0]; i++)
         if (DENIED[i] >= 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), DENIED[i], 0);
+    if (!rc && !network) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 0);
     if (!rc) rc = seccomp_export_bpf(ctx, fd);
     if (ctx) seccomp_release(ctx);
     if (rc) {
@@ -105,7 +118,7 @@ sandbox *sandbox_new(const aios_config *cfg, char *err, size_t errlen) {
     sandbox *sb = calloc(1, sizeof *sb);
     if (!sb) return NULL;
     pthread_mutex_init(&sb->mu, NULL);
-    sb->seccomp_fd = -1;
+    sb->seccomp_fd[0] = sb->seccomp_fd[1] = -1;
     const char *cands[] = {"/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"};
     for (size_t i = 0; i < 3 && !sb->bwrap[0]; i++)
         if (access(cands[i], X_OK) == 0) snprintf(sb->bwrap, sizeof sb->bwrap, "%s", cands[i]);
@@ -115,9 +128,13 @@ sandbox *sandbox_new(const aios_config *cfg, char *err, size_t errlen) {
     if (cfg->tools.workdir[0]) snprintf(sb->workroot, sizeof sb->workroot, "%s", cfg->tools.workdir);
     else snprintf(sb->workroot, sizeof sb->workroot, "%.1000s/tools", cfg->data_dir);
     sb->switch_uid = geteuid() == 0 && cfg->tools.sandbox_uid_base > 0;
+    if (!sb->switch_uid)
+        log_warn("tools: process tool calls run under the kernel's uid (not root, or tools.sandbox_uid_base 0), so "
+                 "tools.max_procs is not enforced; a fork bomb lasts until the call's timeout kills its namespace");
     sb->uid_base = cfg->tools.sandbox_uid_base;
     sb->n_slots = cfg->tools.max_pending;
-    if (!(sb->slots = calloc((size_t)sb->n_slots, 1)) || (sb->seccomp_fd = build_seccomp(err, errlen)) < 0) {
+    if (!(sb->slots = calloc((size_t)sb->n_slots, 1)) || (sb->seccomp_fd[0] = build_seccomp(false, err, errlen)) < 0 ||
+        (sb->seccomp_fd[1] = build_seccomp(true, err, errlen)) < 0) {
         sandbox_free(sb);
         return NULL;
     }
@@ -126,7 +143,8 @@ sandbox *sandbox_new(const aios_config *cfg, char *err, size_t errlen) {
 
 void sandbox_free(sandbox *sb) {
     if (!sb) return;
-    if (sb->seccomp_fd >= 0) close(sb->seccomp_fd);
+    for (int i = 0; i < 2; i++)
+        if (sb->seccomp_fd[i] >= 0) close(sb->seccomp_fd[i]);
     free(sb->slots);
     pthread_mutex_destroy(&sb->mu);
     free(sb);
@@ -154,7 +172,7 @@ typedef struct child_spec {
     char *const *argv, *const *envp;
     int fd_in, fd_out, fd_err, fd_seccomp; /* become 0, 1, 2, 3 */
     struct rlimit lim[4];
-    int res[4];
+    int res[4], n_lim;
     long uid;                               /* < 0: keep */
 } child_spec;
 
@@ -166,7 +184,7 @@ static int child_main(void *arg) {
         syscall(SYS_exit, 126);
     syscall(SYS_close_range, 4, ~0U, 0);
     syscall(SYS_setpgid, 0, 0);
-    for (int i = 0; i < 4; i++) syscall(SYS_prlimit64, 0, c->res[i], &c->lim[i], NULL);
+    for (int i = 0; i < c->n_lim; i++) syscall(SYS_prlimit64, 0, c->res[i], &c->lim[i], NULL);
     if (c->uid >= 0) {
         if (syscall(SYS_setgroups, 0, NULL) || syscall(SYS_setresgid, c->uid, c->uid, c->uid) ||
             syscall(SYS_setresuid, c->uid, c->uid, c->uid))
@@ -210,6 +228,7 @@ static void build_argv(const sandbox *sb, const tool_def *d, const char *workdir
     add(a, sb->bwrap);
     add3(a, "--unshare-user", "--unshare-pid", "--unshare-ipc");
     add3(a, "--unshare-uts", "--unshare-cgroup-try", NULL);
+    add(a, "--as-pid-1"); /* see the header: no reaper that outlives bubblewrap as a zombie */
     if (!d->network) add(a, "--unshare-net");
     add3(a, "--die-with-parent", "--new-session", NULL);
     add3(a, "--cap-drop", "ALL", NULL);
@@ -294,7 +313,7 @@ static int pump(io_state *io, const tool_run *run, double deadline) {
         if (io->in >= 0) { iw = n; p[n++] = (struct pollfd){.fd = io->in, .events = POLLOUT}; }
         if (io->out >= 0) { io_ = n; p[n++] = (struct pollfd){.fd = io->out, .events = POLLIN}; }
         if (io->errfd >= 0) { ie = n; p[n++] = (struct pollfd){.fd = io->errfd, .events = POLLIN}; }
-        int ms = left > 0.05 ? 50 : (int)(left * 1000) + 1;
+        int ms = left > 0.2 ? 200 : (int)(left * 1000) + 1; /* wakes 5 times a second to see a cancel */
         if (poll(p, (nfds_t)n, ms) <= 0) continue;
         if (iw >= 0 && p[iw].revents) {
             ssize_t w = p[iw].revents & POLLOUT ? write(io->in, io->input + io->in_off, io->in_len - io->in_off) : -1;
@@ -376,15 +395,17 @@ static void close_all(run_fds *f) {
     close_fd(&f->sec);
 }
 
-static int open_fds(const sandbox *sb, run_fds *f) {
+static int open_fds(const sandbox *sb, bool network, run_fds *f) {
     char p[64];
-    snprintf(p, sizeof p, "/proc/self/fd/%d", sb->seccomp_fd);
+    snprintf(p, sizeof p, "/proc/self/fd/%d", sb->seccomp_fd[network]);
     f->sec = open(p, O_RDONLY | O_CLOEXEC); /* own offset: concurrent calls each read it whole */
     if (pipe2(f->in, O_CLOEXEC) || pipe2(f->out, O_CLOEXEC) || pipe2(f->err, O_CLOEXEC) || f->sec < 0) return -1;
     fcntl(f->in[1], F_SETFL, O_NONBLOCK);
     return 0;
 }
 
+/* RLIMIT_NPROC counts every task of a uid (threads included), so it is set only when the
+ * call has a uid of its own: under the kernel's uid it would count the kernel's threads. */
 static void set_limits(child_spec *c, const tool_def *d) {
     c->res[0] = RLIMIT_CPU;
     c->lim[0] = (struct rlimit){(rlim_t)d->cpu_seconds, (rlim_t)d->cpu_seconds + 1};
@@ -392,8 +413,9 @@ static void set_limits(child_spec *c, const tool_def *d) {
     c->lim[1] = (struct rlimit){(rlim_t)d->memory_mb << 20, (rlim_t)d->memory_mb << 20};
     c->res[2] = RLIMIT_FSIZE;
     c->lim[2] = (struct rlimit){(rlim_t)d->file_size_mb << 20, (rlim_t)d->file_size_mb << 20};
-    c->res[3] = RLIMIT_NPROC; /* + bubblewrap's own two processes */
-    c->lim[3] = (struct rlimit){(rlim_t)d->max_procs + 2, (rlim_t)d->max_procs + 2};
+    c->res[3] = RLIMIT_NPROC; /* + bubblewrap's own process */
+    c->lim[3] = (struct rlimit){(rlim_t)d->max_procs + 1, (rlim_t)d->max_procs + 1};
+    c->n_lim = c->uid >= 0 ? 4 : 3;
 }
 
 int sandbox_run(sandbox *sb, const tool_def *d, const tool_run *run, int timeout_ms) {
@@ -406,13 +428,11 @@ int sandbox_run(sandbox *sb, const tool_def *d, const tool_run *run, int timeout
         int rc = make_workdir(sb, d, run->agent, workdir, sizeof workdir, run->err, run->errlen);
         if (rc) return rc;
     }
-    if (d->command[0] == '/' || !strchr(d->command, '/')) snprintf(cmd, sizeof cmd, "%s", d->command);
-    else snprintf(cmd, sizeof cmd, "/tool/%s", d->command);
-    if (d->command[0] != '/' && !strchr(d->command, '/')) { /* a file next to the manifest wins over PATH */
-        char host[AIOS_PATH_MAX * 2];
-        snprintf(host, sizeof host, "%s/%s", d->dir, d->command);
-        if (access(host, F_OK) == 0) snprintf(cmd, sizeof cmd, "/tool/%s", d->command);
-    }
+    /* absolute: as is; "dir/x", or a bare name next to the manifest: under /tool; else PATH */
+    char host[AIOS_PATH_MAX * 2];
+    snprintf(host, sizeof host, "%s/%s", d->dir, d->command);
+    bool local = d->command[0] != '/' && (strchr(d->command, '/') || access(host, F_OK) == 0);
+    snprintf(cmd, sizeof cmd, "%s%s", local ? "/tool/" : "", d->command);
     argv_b a = {0};
     build_argv(sb, d, workdir, cmd, &a);
     char e_agent[AIOS_NAME_MAX + 16], e_tool[TOOL_NAME_MAX + 16];
@@ -422,7 +442,7 @@ int sandbox_run(sandbox *sb, const tool_def *d, const tool_run *run, int timeout
                           "LANG=C.UTF-8", e_agent, e_tool, NULL};
     run_fds f = {{-1, -1}, {-1, -1}, {-1, -1}, -1};
     int slot = sb->switch_uid ? slot_get(sb) : -1;
-    if ((sb->switch_uid && slot < 0) || open_fds(sb, &f)) {
+    if ((sb->switch_uid && slot < 0) || open_fds(sb, d->network, &f)) {
         close_all(&f);
         slot_put(sb, slot);
         snprintf(run->err, run->errlen, "tool '%s': no sandbox slot or descriptors left", d->name);

@@ -37,7 +37,7 @@ TOOLS = {
     "bomb.json": {"name": "t/bomb", "command": "bomb.sh", "timeout_ms": 4000, "limits": {"max_procs": 8}},
     "hog.json": {"name": "t/hog", "command": "/usr/bin/python3", "args": ["-c", "x = bytearray(1 << 30); print(len(x))"],
                  "limits": {"memory_mb": 128}},
-    "crash.json": {"name": "t/crash", "command": "/bin/sh", "args": ["-c", "kill -SEGV $$"]},
+    "crash.json": {"name": "t/crash", "command": "/usr/bin/python3", "args": ["-c", "import ctypes; ctypes.string_at(0)"]},
     "flood.json": {"name": "t/flood", "command": "/usr/bin/yes"},
     "hang.json": {"name": "t/hang", "command": "hang.sh", "timeout_ms": 1500, "sandbox": {"fs": "workdir"}},
     "slow.json": {"name": "t/slow", "command": "/bin/sh", "args": ["-c", "sleep 1; echo '\"slept\"'"], "max_parallel": 2},
@@ -47,8 +47,8 @@ TOOLS = {
 SCRIPTS = {
     "write.sh": "#!/bin/sh\ncat >/dev/null\necho hi > /work/ok.txt && echo work-ok\n"
                 "for p in /tmp/x /tool/x /usr/x /x \"$HOST_DATA/x\"; do (echo x > $p) 2>/dev/null && echo LEAK:$p; done\nexit 0\n",
-    "net.py": "import json, socket, sys\np = json.load(sys.stdin)\ns = socket.socket()\ns.settimeout(2)\n"
-              "try:\n    s.connect((p['host'], p['port'])); print(json.dumps('connected'))\n"
+    "net.py": "import json, socket, sys\np = json.load(sys.stdin)\n"
+              "try:\n    s = socket.socket(); s.settimeout(2)\n    s.connect((p['host'], p['port'])); print(json.dumps('connected'))\n"
               "except OSError as e:\n    print(json.dumps('refused: %s' % e))\n",
     "bomb.sh": "#!/bin/sh\nbomb() { bomb & bomb & }\nbomb\nsleep 2\necho '\"survived\"'\n",
     "hang.sh": "#!/bin/sh\n(while true; do date +%s%N > /work/alive; sleep 0.1; done) &\nsleep 600\n",
@@ -337,6 +337,11 @@ def test_enforce_mode(spawn_daemon, tooldir):
     r = requests.post(k.url + "/query", headers=hb, timeout=30, json={"agent_name": "bob", "query_type": "memory",
         "query_data": {"operation_type": "get_memory", "params": {"memory_id": mid, "owner": "alice"}}})
     assert r.status_code == 403
+    st = lambda h, agent, op, params: requests.post(k.url + "/query", headers=h, timeout=30, json={
+        "agent_name": agent, "query_type": "storage", "query_data": {"operation_type": op, "params": params}})
+    assert st(ha, "alice", "write", {"file_path": "s.txt", "content": "alice file"}).status_code == 200
+    assert st(hb, "bob", "read", {"file_path": "s.txt", "owner": "alice"}).status_code == 403
+    assert st(ha, "alice", "read", {"file_path": "s.txt"}).json()["response"]["response_message"] == "alice file"
     r = requests.post(k.url + "/query", headers=hb, timeout=30, json={"agent_name": "alice", "query_type": "memory",
         "query_data": {"operation_type": "get_memory", "params": {"memory_id": mid}}})
     assert r.status_code == 403 and "token names agent 'bob'" in r.json()["error"]["message"]
