@@ -20,7 +20,9 @@ CC      ?= cc
 OPT     ?= -O2 -g
 ALL_CFLAGS = $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror=implicit-function-declaration -Iinclude -Isrc $(PKG_CFLAGS) $(SAN) $(CFLAGS)
 ALL_LDFLAGS = $(SAN) $(LDFLAGS)
-LLAMA_LDLIBS := -L$(LLAMA_LIB) -lllama -lggml-cpu -lggml-base -Wl,-rpath,$(LLAMA_LIB)
+# ggml's CPU backend is not linked: libggml loads the best libggml-cpu-<variant>.so for the
+# host at run time from LLAMA_LIB (src/llm/backend.c, scripts/fetch-llama.sh).
+LLAMA_LDLIBS := -L$(LLAMA_LIB) -lllama -lggml -lggml-base -ldl -Wl,-rpath,$(LLAMA_LIB)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
 KERNEL_LDLIBS := -lstdc++ -lseccomp -lcrypto
 CXX     ?= g++
@@ -34,7 +36,7 @@ ALL_CXXFLAGS = $(OPT) -std=c++17 -Wall -Wextra -Iinclude -Isrc $(SAN) $(HNSW_ASA
 KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/kernel/maps.c src/kernel/workq.c src/syscall/syscall.c \
               src/sched/sched.c src/sched/policy_fifo.c src/sched/policy_rr.c src/sched/policy_priority.c \
               src/sched/policy_fair.c src/context/ctx.c \
-              src/llm/llm.c src/llm/llamacpp.c src/llm/llamacpp_ctx.c src/llm/text.c src/llm/grammar.c src/llm/embed.c \
+              src/llm/llm.c src/llm/backend.c src/llm/llamacpp.c src/llm/llamacpp_ctx.c src/llm/text.c src/llm/grammar.c src/llm/embed.c \
               src/memory/memory.c src/storage/db.c src/storage/path.c src/storage/storage.c \
               src/tools/schema.c src/tools/calc.c src/tools/manifest.c src/tools/sandbox.c src/tools/mcp.c \
               src/tools/builtin.c src/tools/tools.c src/access/access.c src/access/audit.c \
@@ -59,6 +61,8 @@ model: llama
 $(BUILD)/obj/%.o: %.c $(wildcard src/*/*.h include/aios/*.h bench/*.h) | llama-check
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LLAMA_INC) -c $< -o $@
+
+$(BUILD)/obj/src/llm/backend.o: ALL_CFLAGS += -DAIOS_GGML_BACKEND_DIR='"$(LLAMA_LIB)"'
 
 $(BUILD)/obj/%.o: %.cpp src/vector/vector.h Makefile | llama-check
 	@mkdir -p $(dir $@)

@@ -32,4 +32,5 @@ echo "==> converting to Q8_0 with llama-quantize"
 "$quantize" --allow-requantize "$src" "$out.tmp" Q8_0 >"$models/quantize.log" 2>&1 || { tail -20 "$models/quantize.log"; exit 1; }
 mv "$out.tmp" "$out"
 touch "$out.ok"
+bash "$here/engine-smoke.sh" "$out"
 echo "model: ready at $out"

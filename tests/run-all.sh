@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: every tier. 1) unit tests (cmocka), 2) system + fault tests against the real
+# `make test`: every tier, after a preflight (one real decode). 1) unit tests (cmocka), 2) system + fault tests against the real
 # aiosd and model, 3) the same system + fault tests against an ASan+UBSan build. Prints
 # each tier's result and one closing "N passed, N failed" line; exits non-zero on failure.
 set -uo pipefail
@@ -29,6 +29,20 @@ tier() { # name command...
 units=$(for f in tests/unit/test_*.c; do t=${f##*/}; echo "build/tests/${t%.c}"; done)  # every unit test file
 # shellcheck disable=SC2086
 make --no-print-directory -j"$jobs" all $units >/dev/null || { echo "build failed"; exit 1; }
+# Preflight: one real decode by the kernel itself, in a child. When the engine cannot run on
+# this host (an instruction the CPU cannot execute, a missing backend), say so in one line
+# instead of failing every system test.
+echo "==> preflight: aiosd --self-test"
+pre=$(timeout 300 build/aiosd --self-test 2>&1); rc=$?
+if [ $rc -ne 0 ]; then
+  echo "$pre" | tail -5
+  why="exit status $rc"; [ $rc -eq 124 ] && why="no answer in 300 s"
+  [ $rc -gt 128 ] && [ $rc -ne 124 ] && why="killed by SIG$(kill -l $((rc - 128)) 2>/dev/null)"
+  echo "preflight: the engine cannot run on this host: aiosd --self-test $why ($(echo "$pre" | grep -o 'engine: .*' | tail -1 || true)); see scripts/engine-smoke.sh"
+  echo "total: 0 passed, 1 failed"
+  exit 1
+fi
+echo "$pre" | grep -E '^self-test: ok' || true
 # shellcheck disable=SC2086
 tier unit bash tests/run-unit.sh $units
 tier system bash tests/run-system.sh build

@@ -24,9 +24,10 @@ static void on_signal(int sig) { (void)sig; g_stop = 1; }
 static void usage(FILE *f) {
     fprintf(f,
             "usage: aiosd [--config FILE] [--host H] [--port P] [--model PATH] [--data-dir DIR]\n"
-            "             [--set section.key=value]... [--print-config-doc] [--check-config]\n"
+            "             [--set section.key=value]... [--print-config-doc] [--check-config] [--self-test]\n"
             "Configuration layers: built-in defaults < YAML file < AIOS_* environment < flags.\n"
-            "Keys and defaults: docs/config.md (or --print-config-doc).\n");
+            "Keys and defaults: docs/config.md (or --print-config-doc).\n"
+            "--self-test: one real decode of the first model on this host's CPU, then exit (0 = ok).\n");
 }
 
 static int die(const char *what) {
@@ -153,7 +154,7 @@ static int managers_open(const aios_config *cfg, managers *m, char *err, size_t 
 }
 
 /* Applies flags; returns -1 to exit 0 (help / doc), 1 on error, 0 to run. */
-static int parse_flags(int argc, char **argv, aios_config *cfg, bool *check_only) {
+static int parse_flags(int argc, char **argv, aios_config *cfg, bool *check_only, bool *self_test) {
     char err[512];
     const char *file = NULL;
     for (int i = 1; i < argc; i++)
@@ -170,6 +171,7 @@ static int parse_flags(int argc, char **argv, aios_config *cfg, bool *check_only
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return -1; }
         if (!strcmp(a, "--print-config-doc")) { config_write_reference("-"); return -1; }
         if (!strcmp(a, "--check-config")) { *check_only = true; continue; }
+        if (!strcmp(a, "--self-test")) { *self_test = true; continue; }
         bool known = false;
         for (size_t k = 0; k < sizeof FLAGS / sizeof FLAGS[0]; k++) {
             if (strcmp(a, FLAGS[k][0])) continue;
@@ -195,6 +197,16 @@ static int parse_flags(int argc, char **argv, aios_config *cfg, bool *check_only
     return 0;
 }
 
+static int run_self_test(const aios_config *cfg) {
+    char out[1200], err[700];
+    if (llm_self_test(cfg->llms.models[0].path, 8, out, sizeof out, err, sizeof err)) {
+        fprintf(stderr, "aiosd: self-test failed: %s\n", err);
+        return 1;
+    }
+    printf("self-test: ok: %s\n", out);
+    return 0;
+}
+
 static void data_dir_default(aios_config *cfg) {
     if (cfg->data_dir[0]) return;
     const char *cache = getenv("AIOS_CACHE"), *home = getenv("HOME");
@@ -205,8 +217,8 @@ static void data_dir_default(aios_config *cfg) {
 int main(int argc, char **argv) {
     static aios_config cfg;
     config_defaults(&cfg);
-    bool check_only = false;
-    int prc = parse_flags(argc, argv, &cfg, &check_only);
+    bool check_only = false, self_test = false;
+    int prc = parse_flags(argc, argv, &cfg, &check_only, &self_test);
     if (prc) return prc < 0 ? 0 : prc;
     log_level lvl;
     log_parse_level(cfg.log_level, &lvl);
@@ -216,6 +228,7 @@ int main(int argc, char **argv) {
         printf("configuration ok\n");
         return 0;
     }
+    if (self_test) return run_self_test(&cfg);
     umask(077);                /* kernel state is private ... */
     mkdir(cfg.data_dir, 0711); /* ... but tool workdirs below it must be reachable by sandbox uids */
     chmod(cfg.data_dir, 0711);

@@ -81,8 +81,7 @@ static int emb_context(llm_embedder *e, enum llama_pooling_type pooling) {
 }
 
 llm_embedder *llm_embedder_new(const llm_embed_params *p, char *err, size_t errlen) {
-    if (lc_check_gguf(p->model_path, err, errlen)) return NULL;
-    lc_backend_init();
+    if (lc_check_gguf(p->model_path, err, errlen) || lc_backend_init(err, errlen)) return NULL;
     llm_embedder *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     e->p = *p;
@@ -154,7 +153,7 @@ void llm_embedder_free(llm_embedder *e) {
     if (e->batch.token) llama_batch_free(e->batch);
     if (e->ctx) llama_detach_threadpool(e->ctx);
     if (e->ctx) llama_free(e->ctx);
-    if (e->tp) ggml_threadpool_free(e->tp);
+    lc_threadpool_free(e->tp);
     if (e->model) llama_model_free(e->model);
     free(e->tok);
     free(e->vec);
@@ -338,7 +337,7 @@ static void emb_thread_setup(llm_embedder *e) {
         log_warn("embedder: cannot set nice %d: %s", e->p.nice, strerror(errno));
     struct ggml_threadpool_params tpp = ggml_threadpool_params_default(llama_n_threads(e->ctx));
     tpp.poll = 0; /* as in the chat engine: idle workers must not spin on 2 cores */
-    e->tp = ggml_threadpool_new(&tpp);
+    e->tp = lc_threadpool_new(&tpp);
     if (e->tp) llama_attach_threadpool(e->ctx, e->tp, e->tp);
 }
 

@@ -26,16 +26,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <ggml-cpu.h>
 #include "llamacpp_internal.h"
 
 /* ---------- llama.cpp logging, loading progress and checks (shared with embed.c) ---------- */
-
-void lc_backend_init(void) {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, llama_backend_init);
-    llama_log_set(lc_log, NULL);
-}
 
 void lc_log(enum ggml_log_level level, const char *text, void *ud) {
     (void)ud;
@@ -94,8 +87,7 @@ static void *lc_run(void *arg);
 static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *ctxp, void **out,
                    char *err, size_t errlen) {
     int rc = lc_check_gguf(m->path, err, errlen);
-    if (rc) return rc;
-    lc_backend_init();
+    if (rc || (rc = lc_backend_init(err, errlen))) return rc;
 
     lc_engine *e = calloc(1, sizeof *e);
     if (!e) return AIOS_ERR_NOMEM;
@@ -147,7 +139,7 @@ static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, cons
      * work) and from the HTTP thread. Measured on 2 cores: no slower at 1 or 16 sequences. */
     struct ggml_threadpool_params tpp = ggml_threadpool_params_default(cp.n_threads);
     tpp.poll = 0;
-    e->tp = ggml_threadpool_new(&tpp);
+    e->tp = lc_threadpool_new(&tpp);
     if (e->tp) llama_attach_threadpool(e->ctx, e->tp, e->tp);
     if (ctxp->verify_prefix) {
         cp.n_ctx = (uint32_t)e->n_ctx;
@@ -188,7 +180,7 @@ static void lc_close(void *impl) {
     free(e->tmpl);
     if (e->vctx) llama_free(e->vctx);
     if (e->ctx) llama_free(e->ctx);
-    if (e->tp) ggml_threadpool_free(e->tp);
+    lc_threadpool_free(e->tp);
     if (e->model) llama_model_free(e->model);
     pthread_mutex_destroy(&e->st_mu);
     free(e);

@@ -96,7 +96,12 @@ void lc_publish_gauges_locked(lc_engine *e);
 void lc_store_stats(lc_engine *e, llm_core_stats *o);
 
 /* ---- shared with the embedder (embed.c) ---- */
-void lc_backend_init(void);  /* llama_backend_init once; llama.cpp logs errors through ours */
+/* backend.c: loads the best ggml CPU variant for this host (once) and llama_backend_init;
+ * llama.cpp logs errors through ours. Fails (err says why) when no CPU backend loads. */
+int lc_backend_init(char *err, size_t errlen);
+const char *lc_backend_describe(void); /* host CPU features and the variant running ("" before init) */
+struct ggml_threadpool *lc_threadpool_new(struct ggml_threadpool_params *p); /* the CPU backend's */
+void lc_threadpool_free(struct ggml_threadpool *tp);                         /* NULL ok */
 void lc_log(enum ggml_log_level level, const char *text, void *ud);
 bool lc_progress(float p, void *ud); /* ud: int, the last percentage printed (start -100) */
 /* AIOS_OK when path exists and starts with the GGUF magic; err says how to fix it otherwise. */

@@ -167,6 +167,10 @@ typedef struct llm_embed_stats {
 /* Called on the embedder thread: vec (dim floats, valid only during the call) or rc != 0. */
 typedef void (*llm_embed_cb)(void *ctx, int rc, const float *vec, int n_tokens);
 
+/* One real decode (a short prompt, then n <= 32 greedy tokens) of the model at model_path,
+ * outside any core: proves the engine runs on this host. out gets what ran, err why not. */
+int llm_self_test(const char *model_path, int n, char *out, size_t outlen, char *err, size_t errlen);
+
 llm_embed_params llm_embed_default_params(void);
 llm_embedder *llm_embedder_new(const llm_embed_params *p, char *err, size_t errlen);
 /* Stops after the batch in flight; every text still queued gets its callback with
