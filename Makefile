@@ -33,9 +33,9 @@ CXX     ?= g++
 HNSW_ASAN := $(if $(findstring address,$(SAN)),-DNO_MANUAL_VECTORIZATION)
 ALL_CXXFLAGS = $(OPT) -std=c++17 -Wall -Wextra -Iinclude -Isrc $(SAN) $(HNSW_ASAN) $(CXXFLAGS)
 
-KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/kernel/maps.c src/kernel/workq.c src/syscall/syscall.c \
+KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/kernel/maps.c src/syscall/syscall.c \
               src/sched/sched.c src/sched/policy_fifo.c src/sched/policy_rr.c src/sched/policy_priority.c \
-              src/sched/policy_fair.c src/context/ctx.c \
+              src/sched/policy_fair.c src/sched/runq.c src/context/ctx.c \
               src/llm/llm.c src/llm/backend.c src/llm/llamacpp.c src/llm/llamacpp_ctx.c src/llm/text.c src/llm/grammar.c src/llm/embed.c \
               src/memory/memory.c src/storage/db.c src/storage/path.c src/storage/storage.c \
               src/tools/schema.c src/tools/calc.c src/tools/manifest.c src/tools/sandbox.c src/tools/mcp.c \

@@ -35,6 +35,8 @@ typedef struct approval {
 
 struct access_manager {
     const aios_config *cfg;
+    void (*reset_agent)(void *ctx, const char *name);
+    void *reset_ctx;
     sqlite3 *db;
     sdb_ckpt *ckpt;
     pthread_rwlock_t id_lock;
@@ -157,16 +159,33 @@ static const char *action_name(unsigned a) {
     return "access";
 }
 
+/* The MCP server whose tools.mcp_servers[].group restricts tool (named "<server>/..."), or
+ * NULL. The tool manager keeps every tool of such a server under that prefix. */
+static const aios_mcp_cfg *restricting_server(const access_manager *am, const char *tool) {
+    for (int i = 0; i < am->cfg->tools.n_mcp; i++) {
+        const aios_mcp_cfg *m = &am->cfg->tools.mcp[i];
+        size_t n = strlen(m->name);
+        if (m->group[0] && !strncmp(tool, m->name, n) && tool[n] == '/') return m;
+    }
+    return NULL;
+}
+
 int access_check(access_manager *am, const char *agent, access_kind kind, const char *resource, unsigned action,
                  const char *params, char *err, size_t errlen) {
     char group[AIOS_NAME_MAX], res[AIOS_NAME_MAX * 3];
     access_agent_group(am, agent, group, sizeof group);
-    bool ok = group_allows(am, group, kind, resource, action);
+    const aios_mcp_cfg *srv = kind == ACCESS_KIND_TOOL ? restricting_server(am, resource) : NULL;
+    bool member = !srv || !strcmp(group, srv->group) || !strcmp(group, am->cfg->access.admin_group);
+    bool ok = member && group_allows(am, group, kind, resource, action);
     snprintf(res, sizeof res, "%s:%s", KINDS[kind].name, resource);
     access_audit(am, agent, res, action_name(action), ok ? "allow" : "deny", params, NULL, -1);
     if (ok) return AIOS_OK;
-    snprintf(err, errlen, "agent '%s' (group '%s') may not %s %s '%s': no rule of its group allows it", agent, group,
-             action_name(action), KINDS[kind].name, resource);
+    if (!member)
+        snprintf(err, errlen, "agent '%s' (group '%s') may not %s %s '%s': MCP server '%s' serves only group '%s'", agent,
+                 group, action_name(action), KINDS[kind].name, resource, srv->name, srv->group);
+    else
+        snprintf(err, errlen, "agent '%s' (group '%s') may not %s %s '%s': no rule of its group allows it", agent, group,
+                 action_name(action), KINDS[kind].name, resource);
     return AIOS_ERR_FORBIDDEN;
 }
 
@@ -212,6 +231,8 @@ access_manager *access_open(const access_params *p, char *err, size_t errlen) {
     access_manager *am = calloc(1, sizeof *am);
     if (!am) return NULL;
     am->cfg = p->cfg;
+    am->reset_agent = p->reset_agent;
+    am->reset_ctx = p->reset_ctx;
     am->next_approval = 1;
     pthread_rwlock_init(&am->id_lock, NULL);
     pthread_mutex_init(&am->ap_mu, NULL);
@@ -294,8 +315,8 @@ static int db_put(access_manager *am, const ident *id) {
     return rc;
 }
 
-int access_identity_create(access_manager *am, const char *name, const char *group, char *token, size_t token_len,
-                           char *err, size_t errlen) {
+int access_identity_create(access_manager *am, const char *name, const char *group, bool keep_data, char *token,
+                           size_t token_len, char *err, size_t errlen) {
     if (!group || !*group) group = am->cfg->access.default_group;
     if (!name_ok(name) || !name_ok(group)) {
         snprintf(err, errlen, "agent and group names must be 1 to %d printable bytes without spaces", AIOS_NAME_MAX - 1);
@@ -316,13 +337,16 @@ int access_identity_create(access_manager *am, const char *name, const char *gro
     id->created = kern_now_wall();
     pthread_rwlock_wrlock(&am->id_lock);
     ident *old = strmap_get(&am->by_name, name);
+    bool reset = old && old->revoked && !keep_data;
     int rc = old && !old->revoked ? AIOS_ERR_EXISTS : db_put(am, id);
     if (!rc) rc = ident_add(am, id);
     else free(id);
     pthread_rwlock_unlock(&am->id_lock);
     if (rc == AIOS_ERR_EXISTS) snprintf(err, errlen, "agent '%s' already has an identity (revoke it first)", name);
     else if (rc) snprintf(err, errlen, "cannot store the identity");
-    access_audit(am, name, "identity", "create", rc ? "deny" : "allow", group, rc ? aios_errcode(rc) : "ok", -1);
+    if (!rc && reset && am->reset_agent) am->reset_agent(am->reset_ctx, name);
+    access_audit(am, name, "identity", "create", rc ? "deny" : "allow", group,
+                 rc ? aios_errcode(rc) : reset ? "ok, the revoked identity's data was deleted" : "ok", -1);
     return rc;
 }
 

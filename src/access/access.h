@@ -17,6 +17,8 @@
  * An agent's own memory and storage namespace is always its own and needs no rule. A
  * group that access.groups does not define gets built-in rules: access.default_group may
  * use every model and tool, access.admin_group everything, any other group nothing.
+ * An MCP server with tools.mcp_servers[].group serves only that group and the admin group:
+ * a call of its tools ("<server>/...") by anyone else is refused whatever their rules say.
  *
  * Every decision that consults rules, every authentication failure, every approval and
  * every tool run is one JSON line in the audit log (time, agent, resource, action,
@@ -55,6 +57,11 @@ typedef struct access_params {
     const aios_config *cfg;  /* borrowed; groups, mode, approval and audit settings */
     const char *db_path;     /* identities */
     const char *audit_path;
+    /* Called (from the creating thread, no lock held) when a name whose identity was revoked
+     * gets a new identity: its data (memory, files, shares granted to it, tool workdirs) must
+     * go, so the new identity starts empty. May be NULL. */
+    void (*reset_agent)(void *ctx, const char *name);
+    void *reset_ctx;
 } access_params;
 
 access_params access_default_params(void);
@@ -71,9 +78,11 @@ int access_rule_check(const char *rule, char *err, size_t errlen);
  * audited). */
 int access_authenticate(access_manager *am, const char *token, char *agent, size_t agent_len);
 /* Creates NAME in GROUP (NULL: access.default_group); writes the new token (shown once)
- * into token (at least 64 bytes). AIOS_ERR_EXISTS if NAME has a live identity. */
-int access_identity_create(access_manager *am, const char *name, const char *group, char *token, size_t token_len,
-                           char *err, size_t errlen);
+ * into token (at least 64 bytes). AIOS_ERR_EXISTS if NAME has a live identity. When NAME
+ * had a revoked identity, the new one starts empty (params.reset_agent) unless keep_data
+ * (an admin's explicit choice) hands it the old identity's data. */
+int access_identity_create(access_manager *am, const char *name, const char *group, bool keep_data, char *token,
+                           size_t token_len, char *err, size_t errlen);
 int access_identity_revoke(access_manager *am, const char *name, char *err, size_t errlen); /* NOT_FOUND */
 /* [{name, group, created, revoked}] (never a token or its hash); caller owns it. */
 cJSON *access_identities_json(access_manager *am);

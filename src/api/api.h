@@ -26,7 +26,8 @@ typedef struct api_params {
     mem_manager *mem;          /* borrowed; NULL = memory queries get 501 */
     storage_manager *storage;  /* borrowed; NULL = storage queries get 501 */
     llm_embedder *embedder;    /* borrowed; NULL = /v1/embeddings gets 501 */
-    workq *workers;            /* borrowed; runs memory, storage and embedding requests */
+    runq_t *runq[SYSCALL_KIND__COUNT]; /* borrowed; [SYSCALL_KIND_MEMORY] runs memory and embedding
+                                        * requests, [SYSCALL_KIND_STORAGE] storage requests */
     tool_manager *tools;       /* borrowed; NULL = tool queries get 501 */
     access_manager *access;    /* borrowed; identities, rules, approvals, audit (required) */
 } api_params;

@@ -10,6 +10,7 @@
 #include "api.h"
 
 typedef struct api_req api_req;
+typedef struct api_conn api_conn; /* a connection's accounting entry (server.c) */
 
 /* Builds a response for a finished syscall (non-streaming) or produces SSE text. */
 typedef enum MHD_Result (*api_done_fn)(api_req *r);
@@ -27,6 +28,8 @@ struct api_req {
     char agent[AIOS_NAME_MAX];
     bool token_agent;       /* agent named by a verified identity token */
     int priority;           /* from X-AIOS-Priority or the body; -1 = the agent's default */
+    api_conn *cn;           /* the connection's entry; valid until on_completed */
+    bool reserved_only;     /* came when only server.reserved_connections slots were left */
 
     /* async LLM work */
     syscall_t *sc;          /* our reference */
@@ -79,8 +82,10 @@ enum MHD_Result api_query_storage(api_req *r, const cJSON *qd);
 /* The AIOS answer envelope: {"response": response (taken), "start_times", "end_times",
  * "waiting_times", "turnaround_times"} from the syscall's scheduling rounds. */
 cJSON *api_envelope(syscall_t *sc, cJSON *response);
-/* Appends the memory, storage and embedder series to a /metrics body. */
+/* Appends the memory, storage, embedder and run-queue series to a /metrics body. */
 void api_metrics_mem(api_req *r, strbuf *b);
+/* Appends the HTTP connection series (open, busy, refused, timed out) to a /metrics body. */
+void api_metrics_http(api_req *r, strbuf *b);
 
 const aios_config *api_cfg(api_req *r);
 /* The core serving `name` (NULL/empty: the default model); NULL if unknown. */
@@ -98,15 +103,20 @@ enum MHD_Result api_reply_error(api_req *r, int rc, const char *fmt, ...) __attr
  * starts an SSE response when on_stream is set. Answers errors itself. */
 enum MHD_Result api_run_syscall(api_req *r, llm_core *core, syscall_t *sc, api_done_fn on_done, api_stream_fn on_stream);
 
-/* Work run on the worker pool: reads and writes its args (the syscall's), returns a result
- * code with err set on failure. */
+/* Work run by a resource's run queue: reads and writes its args (the syscall's), returns a
+ * result code with err set on failure. */
 typedef int (*api_work_fn)(void *args, char *err, size_t errlen);
-/* Runs fn(sc->args) on the worker pool (takes ownership of the caller's reference to sc)
- * and suspends until it completes; on_done then answers. */
+/* Queues fn(sc->args) on the run queue of sc->kind's resource, ordered by its priority and
+ * agent (takes ownership of the caller's reference to sc), and suspends until it completes;
+ * on_done then answers. A full queue, or the agent's full share of it, answers 503. */
 enum MHD_Result api_run_job(api_req *r, syscall_t *sc, api_work_fn fn, api_done_fn on_done);
 mem_manager *api_mem(api_req *r);
 storage_manager *api_storage(api_req *r);
 llm_embedder *api_embedder(api_req *r);
+/* The run queue of a worker resource (memory, storage), or NULL. */
+runq_t *api_runq(api_req *r, syscall_kind kind);
+/* Adds "run_queues": [{resource, policy, workers, queued, running, ...}] to a /status object. */
+void api_status_runq(api_req *r, cJSON *status);
 
 /* ---- JSON parameter helpers (json.c): each returns AIOS_OK, or AIOS_ERR_INVALID with
  * err naming the field and what was expected. Absent (or null) optional fields keep *out. */
@@ -115,6 +125,25 @@ int jp_number(const cJSON *obj, const char *key, double lo, double hi, double *o
 int jp_int(const cJSON *obj, const char *key, long lo, long hi, long *out, char *err, size_t errlen);
 int jp_bool(const cJSON *obj, const char *key, bool *out, char *err, size_t errlen);
 int jp_depth_ok(const cJSON *j, int max_depth);
+/* The JSON gate: parses a request body into *out (a JSON object; caller frees) after
+ * checking the raw text: strict UTF-8 everywhere, no raw control bytes, \u0000 or lone
+ * surrogate escapes in strings, at most max_depth levels, nothing but whitespace after the
+ * document. Errors (AIOS_ERR_INVALID) name the field: "messages[0].content: invalid UTF-8". */
+int jp_parse_body(const char *text, size_t len, int max_depth, cJSON **out, char *err, size_t errlen);
+/* Fields every OpenAI-compatible body shares: `model` (a non-empty string when given) and
+ * `user` (a string). */
+int jp_openai_common(const cJSON *body, char *err, size_t errlen);
+/* Length of the UTF-8 sequence at s (n bytes left): 1-4, 0 if invalid (overlong forms,
+ * surrogates, past U+10FFFF, stray continuation bytes), -1 if cut short by the end. */
+int jp_utf8_len(const unsigned char *s, size_t n);
+bool jp_utf8_valid(const char *s, size_t n);
+/* Replaces every byte that is not part of a valid UTF-8 sequence by '?', in place. */
+void jp_utf8_sanitize(char *s);
+/* A name (agent, bearer value) is non-empty valid UTF-8 without control characters. */
+bool jp_printable_name(const char *s);
+/* (chat.c) Checks a request's `tools`: null, or an array of at most 128 function tools,
+ * each with a non-empty name and an object (or null) as parameters. */
+int chat_check_tools(const cJSON *tools, char *err, size_t errlen);
 /* A "priority" member of obj, if present, into r->priority (400 when out of range). */
 int jp_priority(api_req *r, const cJSON *obj, char *err, size_t errlen);
 /* Adds an array of doubles to obj under key. */

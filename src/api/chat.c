@@ -38,33 +38,59 @@ static const cJSON *tool_function(const cJSON *t) {
     return cJSON_IsObject(f) ? f : t; /* accept bare {name, description, parameters} too */
 }
 
-int chat_parse_tools(chat_ctx *ctx, const cJSON *tools, char *err, size_t errlen) {
-    if (!tools || cJSON_IsNull(tools)) return AIOS_OK;
-    if (!cJSON_IsArray(tools)) {
-        snprintf(err, errlen, "'tools' must be an array or null");
+/* One entry of `tools`: {"type":"function","function":{"name","description","parameters"}}
+ * (or the bare function object). */
+static int check_tool(const cJSON *t, int i, char *err, size_t errlen) {
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
+    const cJSON *f = cJSON_IsObject(t) ? tool_function(t) : NULL;
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
+    const cJSON *desc = cJSON_GetObjectItemCaseSensitive(f, "description");
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(f, "parameters");
+    if (!cJSON_IsObject(t) || !cJSON_IsString(name) || !*name->valuestring) {
+        snprintf(err, errlen, "tools[%d]: needs {\"type\":\"function\",\"function\":{\"name\":...}}", i);
         return AIOS_ERR_INVALID;
     }
-    int n = cJSON_GetArraySize(tools);
+    if (type && !cJSON_IsNull(type) && (!cJSON_IsString(type) || strcmp(type->valuestring, "function"))) {
+        snprintf(err, errlen, "tools[%d].type must be \"function\"", i);
+        return AIOS_ERR_INVALID;
+    }
+    if (desc && !cJSON_IsNull(desc) && !cJSON_IsString(desc)) {
+        snprintf(err, errlen, "tools[%d].function.description must be a string", i);
+        return AIOS_ERR_INVALID;
+    }
+    if (params && !cJSON_IsNull(params) && !cJSON_IsObject(params)) {
+        snprintf(err, errlen, "tools[%d].function.parameters must be a JSON Schema object", i);
+        return AIOS_ERR_INVALID;
+    }
+    return AIOS_OK;
+}
+
+int chat_check_tools(const cJSON *tools, char *err, size_t errlen) {
+    if (!tools || cJSON_IsNull(tools)) return AIOS_OK;
+    if (!cJSON_IsArray(tools)) {
+        snprintf(err, errlen, "'tools' must be an array of {\"type\":\"function\",\"function\":{...}} or null");
+        return AIOS_ERR_INVALID;
+    }
+    int n = cJSON_GetArraySize(tools), i = 0, rc = AIOS_OK;
     if (n > 128) {
         snprintf(err, errlen, "'tools' has %d entries; at most 128 are accepted", n);
         return AIOS_ERR_INVALID;
     }
+    for (const cJSON *t = tools->child; t && !rc; t = t->next, i++) rc = check_tool(t, i, err, errlen);
+    return rc;
+}
+
+int chat_parse_tools(chat_ctx *ctx, const cJSON *tools, char *err, size_t errlen) {
+    if (!tools || cJSON_IsNull(tools)) return AIOS_OK;
+    int rc = chat_check_tools(tools, err, errlen);
+    if (rc) return rc;
+    int n = cJSON_GetArraySize(tools);
     ctx->tool_names = calloc((size_t)n + 1, sizeof(char *));
     ctx->tool_model_names = calloc((size_t)n + 1, sizeof(char *));
     if (!ctx->tool_names || !ctx->tool_model_names) return AIOS_ERR_NOMEM;
     int i = 0;
     for (const cJSON *t = tools->child; t; t = t->next, i++) {
-        const cJSON *f = tool_function(t);
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
-        const cJSON *params = cJSON_GetObjectItemCaseSensitive(f, "parameters");
-        if (!cJSON_IsObject(t) || !cJSON_IsString(name) || !*name->valuestring) {
-            snprintf(err, errlen, "tools[%d]: needs {\"type\":\"function\",\"function\":{\"name\":...}}", i);
-            return AIOS_ERR_INVALID;
-        }
-        if (params && !cJSON_IsNull(params) && !cJSON_IsObject(params)) {
-            snprintf(err, errlen, "tools[%d].function.parameters must be a JSON Schema object", i);
-            return AIOS_ERR_INVALID;
-        }
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(tool_function(t), "name");
         ctx->tool_names[i] = strdup(name->valuestring);
         ctx->tool_model_names[i] = model_name(name->valuestring);
         ctx->n_tools = i + 1;
@@ -73,10 +99,20 @@ int chat_parse_tools(chat_ctx *ctx, const cJSON *tools, char *err, size_t errlen
     return AIOS_OK;
 }
 
-/* Text of a message's content: a string, null, or an array of {type:"text",text} parts. */
-static int content_text(const cJSON *m, int idx, strbuf *out, char *err, size_t errlen) {
+/* Text of a message's content: a string, or an array of {type:"text",text} parts; absent or
+ * null only for an assistant message that carries tool_calls (as OpenAI allows). */
+static int content_text(const cJSON *m, const char *role, int idx, strbuf *out, char *err, size_t errlen) {
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
-    if (!c || cJSON_IsNull(c)) return AIOS_OK;
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+    if (tc && !cJSON_IsNull(tc) && !cJSON_IsArray(tc)) {
+        snprintf(err, errlen, "messages[%d].tool_calls must be an array", idx);
+        return AIOS_ERR_INVALID;
+    }
+    if (!c || cJSON_IsNull(c)) {
+        if (!strcmp(role, "assistant") && cJSON_IsArray(tc) && tc->child) return AIOS_OK;
+        snprintf(err, errlen, "messages[%d].content is required (null only in an assistant message with tool_calls)", idx);
+        return AIOS_ERR_INVALID;
+    }
     if (cJSON_IsString(c)) return sb_puts(out, c->valuestring);
     if (cJSON_IsArray(c)) {
         for (const cJSON *part = c->child; part; part = part->next) {
@@ -93,6 +129,19 @@ static int content_text(const cJSON *m, int idx, strbuf *out, char *err, size_t 
     }
     snprintf(err, errlen, "messages[%d].content must be a string, an array of text parts, or null", idx);
     return AIOS_ERR_INVALID;
+}
+
+/* The optional string members of a message. */
+static int message_strings(const cJSON *m, int idx, char *err, size_t errlen) {
+    static const char *const KEYS[] = {"name", "tool_call_id", NULL};
+    for (int k = 0; KEYS[k]; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, KEYS[k]);
+        if (v && !cJSON_IsNull(v) && !cJSON_IsString(v)) {
+            snprintf(err, errlen, "messages[%d].%s must be a string", idx, KEYS[k]);
+            return AIOS_ERR_INVALID;
+        }
+    }
+    return AIOS_OK;
 }
 
 /* An assistant message that carried tool calls is shown to the model as their JSON. */
@@ -180,7 +229,8 @@ static int build_messages(api_req *r, const chat_ctx *ctx, const chat_spec *spec
         strbuf *t = merge ? &st->texts[0] : &st->texts[st->n];
         if (merge) rc = sb_puts(t, "\n\n");
         else sb_init(t, 0);
-        if (!rc) rc = content_text(m, i, t, err, errlen);
+        if (!rc) rc = content_text(m, role, i, t, err, errlen);
+        if (!rc) rc = message_strings(m, i, err, errlen);
         if (!rc && !strcmp(role, "assistant")) rc = tool_calls_text(m, t);
         if (!merge) st->msgs[st->n++].role = !strcmp(role, "developer") ? "system" : role;
         total += t->len;

@@ -80,6 +80,36 @@ static int pick_core(api_req *r, const cJSON *llms, llm_core **out, char *err, s
     return AIOS_ERR_NOT_FOUND;
 }
 
+/* response_format of /query: null; OpenAI's {"type":"text"|"json_object"|"json_schema",
+ * "json_schema":{"schema"}}; or a bare JSON Schema. Anything else is refused. Sets JSON mode
+ * (and the schema) unless it asks for text. */
+static int parse_query_format(const cJSON *rf, chat_spec *spec, char *err, size_t errlen) {
+    if (!rf || cJSON_IsNull(rf)) return AIOS_OK;
+    if (!cJSON_IsObject(rf)) {
+        snprintf(err, errlen, "'response_format' must be null, {\"type\":\"json_object\"}, {\"type\":\"json_schema\",\"json_schema\":{\"schema\":{...}}} or a JSON Schema object");
+        return AIOS_ERR_INVALID;
+    }
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(rf, "type");
+    const char *t = cJSON_IsString(type) ? type->valuestring : "";
+    if (!strcmp(t, "text")) return AIOS_OK;
+    spec->mode = CHAT_MODE_JSON;
+    if (!strcmp(t, "json_object")) return AIOS_OK;
+    if (!strcmp(t, "json_schema")) {
+        const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
+        const cJSON *schema = cJSON_IsObject(js) ? cJSON_GetObjectItemCaseSensitive(js, "schema") : NULL;
+        if (!cJSON_IsObject(schema)) {
+            snprintf(err, errlen, "response_format.json_schema.schema must be a JSON Schema object");
+            return AIOS_ERR_INVALID;
+        }
+        spec->schema = schema;
+        return AIOS_OK;
+    }
+    /* a bare schema (the grammar builder checks it); a plain {"type":"object"} keeps the
+     * bounded object of json_object mode */
+    if (strcmp(t, "object") || cJSON_GetArraySize(rf) > 1) spec->schema = rf;
+    return AIOS_OK;
+}
+
 static int parse_llm_query(api_req *r, const cJSON *qd, chat_spec *spec, const char **action, char *err, size_t errlen) {
     const aios_config *cfg = api_cfg(r);
     double temp = 1.0;
@@ -111,16 +141,10 @@ static int parse_llm_query(api_req *r, const cJSON *qd, chat_spec *spec, const c
     spec->messages = cJSON_GetObjectItemCaseSensitive(qd, "messages");
     spec->tools = cJSON_GetObjectItemCaseSensitive(qd, "tools");
     if (cJSON_IsNull(spec->tools)) spec->tools = NULL;
-    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(qd, "response_format");
-    if (!strcmp(*action, "chat_with_json_output") || !strcmp(ret_type, "json") || (rf && !cJSON_IsNull(rf))) {
-        spec->mode = CHAT_MODE_JSON;
-        /* accept OpenAI's {"type":"json_schema","json_schema":{"schema":...}} or a bare schema */
-        const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
-        const cJSON *schema = cJSON_IsObject(js) ? cJSON_GetObjectItemCaseSensitive(js, "schema") : NULL;
-        if (!schema && cJSON_IsObject(rf) && !cJSON_GetObjectItemCaseSensitive(rf, "type")) schema = rf;
-        if (!schema && cJSON_IsObject(rf) && cJSON_GetObjectItemCaseSensitive(rf, "properties")) schema = rf;
-        spec->schema = cJSON_IsObject(schema) ? schema : NULL;
-    }
+    int rc2 = chat_check_tools(spec->tools, err, errlen);
+    if (!rc2) rc2 = parse_query_format(cJSON_GetObjectItemCaseSensitive(qd, "response_format"), spec, err, errlen);
+    if (rc2) return rc2;
+    if (!strcmp(*action, "chat_with_json_output") || !strcmp(ret_type, "json")) spec->mode = CHAT_MODE_JSON;
     if (!strcmp(*action, "chat_with_tool_call_output") || !strcmp(*action, "call_tool")) {
         if (!cJSON_IsArray(spec->tools) || !spec->tools->child) {
             snprintf(err, errlen, "action_type '%s' needs a non-empty 'tools' list", *action);
@@ -165,6 +189,8 @@ static enum MHD_Result h_query(api_req *r, cJSON *body) {
     if (rc) return api_reply_error(r, rc, "%s", err);
     if (!*agent || strlen(agent) >= AIOS_NAME_MAX)
         return api_reply_error(r, AIOS_ERR_INVALID, "'agent_name' must be 1 to %d bytes", AIOS_NAME_MAX - 1);
+    if (!jp_printable_name(agent))
+        return api_reply_error(r, AIOS_ERR_INVALID, "'agent_name' must not hold control characters");
     if (r->token_agent && strcmp(agent, r->agent))
         return api_reply_error(r, AIOS_ERR_FORBIDDEN, "the token names agent '%s', not '%.64s'", r->agent, agent);
     snprintf(r->agent, sizeof r->agent, "%s", agent);
@@ -227,6 +253,7 @@ static enum MHD_Result h_status(api_req *r, cJSON *body) {
         cJSON_AddNumberToObject(m, "completion_tokens", (double)st.completion_tokens);
         cJSON_AddItemToArray(models, m);
     }
+    api_status_runq(r, o);
     return api_reply_json(r, 200, o);
 }
 
@@ -348,6 +375,7 @@ static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
     }
     api_metrics_mem(r, &b);
     api_metrics_tools(r, &b);
+    api_metrics_http(r, &b);
     enum MHD_Result ret = api_reply_text(r, 200, "text/plain; version=0.0.4", b.data ? b.data : "");
     sb_free(&b);
     return ret;

@@ -3,8 +3,10 @@
  * and OpenAI-compatible POST /v1/embeddings.
  *
  * Each request is checked on the HTTP thread (operation, parameter types), then becomes a
- * syscall whose work runs on the worker pool (a database commit or an embedding must not
- * stall the event loop); its answer is built when the syscall completes.
+ * syscall queued on its resource's run queue (memory, which also runs /v1/embeddings, or
+ * storage: sched/runq.c), ordered by scheduler.policy with the request's priority and agent
+ * like LLM work, and run by that resource's workers (a database commit or an embedding must
+ * not stall the event loop); its answer is built when the syscall completes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,6 +87,7 @@ static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, 
         mem_job_free(j);
         return MHD_NO;
     }
+    sc->priority = r->priority >= 0 ? r->priority : config_agent_priority(api_cfg(r), r->agent);
     return api_run_job(r, sc, fn, job_done);
 }
 
@@ -368,7 +371,7 @@ static int embeddings_work(void *args, char *err, size_t errlen) {
     const cJSON *e = cJSON_IsString(input) ? input : input->child;
     for (int i = 0; i < n; i++, e = e->next) {
         slots[i] = (emb_slot_ref){&w, i};
-        int rc = llm_embed_async(j->emb, e->valuestring, emb_one_cb, &slots[i]);
+        int rc = llm_embed_async(j->emb, j->agent, e->valuestring, emb_one_cb, &slots[i]);
         if (rc) { /* never queued: count it done here */
             pthread_mutex_lock(&w.mu);
             if (!w.rc) w.rc = rc;
@@ -496,6 +499,8 @@ static const mem_metric MEM_METRICS[] = {
     {"aios_embed_queue_length", "gauge", "Texts waiting for the embedder.", mm_e_queued},
 };
 
+static void metrics_runq(api_req *r, strbuf *b);
+
 void api_metrics_mem(api_req *r, strbuf *b) {
     mem_snapshot x = {0};
     if (api_mem(r)) mem_get_stats(api_mem(r), &x.m);
@@ -504,6 +509,101 @@ void api_metrics_mem(api_req *r, strbuf *b) {
     for (size_t k = 0; k < sizeof MEM_METRICS / sizeof MEM_METRICS[0]; k++)
         sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", MEM_METRICS[k].name, MEM_METRICS[k].help,
                   MEM_METRICS[k].name, MEM_METRICS[k].type, MEM_METRICS[k].name, MEM_METRICS[k].get(&x));
+    metrics_runq(r, b);
+}
+
+/* ---------- run queues: /metrics series and the /status rows ---------- */
+
+static const syscall_kind RUNQ_KINDS[] = {SYSCALL_KIND_MEMORY, SYSCALL_KIND_STORAGE};
+#define N_RUNQ_KINDS (sizeof RUNQ_KINDS / sizeof RUNQ_KINDS[0])
+
+typedef struct runq_metric {
+    const char *name, *type, *help;
+    double (*get)(const runq_stats *x);
+} runq_metric;
+
+#define RQ(field) static double rq_##field(const runq_stats *x) { return (double)x->field; }
+RQ(workers) RQ(queued) RQ(running) RQ(agents_waiting) RQ(submitted) RQ(completed) RQ(rejected_full) RQ(rejected_agent)
+RQ(busy_seconds)
+
+static const runq_metric RUNQ_METRICS[] = {
+    {"aios_runq_workers", "gauge", "Worker threads of the resource's run queue (kernel.workers).", rq_workers},
+    {"aios_runq_queued", "gauge", "Operations waiting in the resource's run queue.", rq_queued},
+    {"aios_runq_running", "gauge", "Operations being run by the resource's workers.", rq_running},
+    {"aios_runq_agents_waiting", "gauge", "Agents with operations waiting in the run queue.", rq_agents_waiting},
+    {"aios_runq_submitted_total", "counter", "Operations queued.", rq_submitted},
+    {"aios_runq_completed_total", "counter", "Operations run to their end.", rq_completed},
+    {"aios_runq_rejected_full_total", "counter", "Operations refused (503): the run queue was full (kernel.max_jobs).", rq_rejected_full},
+    {"aios_runq_rejected_agent_total", "counter", "Operations refused (503): their agent had kernel.max_jobs_per_agent waiting.", rq_rejected_agent},
+    {"aios_runq_busy_seconds_total", "counter", "Operation time of the completed operations.", rq_busy_seconds},
+};
+
+static void label_escaped(strbuf *b, const char *v) {
+    for (const char *c = v; *c; c++)
+        sb_printf(b, "%s", *c == '"' ? "\\\"" : *c == '\\' ? "\\\\" : *c == '\n' ? "\\n" : (char[2]){*c, 0});
+}
+
+typedef struct runq_agent_lines {
+    strbuf *b;
+    const runq_stats *x;
+    int which; /* 0 ops, 1 service total, 2 service window */
+} runq_agent_lines;
+
+static void runq_agent_line(const char *agent, size_t queued, unsigned long long ops, double total, double window,
+                            void *ud) {
+    (void)queued;
+    runq_agent_lines *al = ud;
+    static const char *const NAMES[] = {"aios_runq_agent_ops_total", "aios_runq_agent_service_seconds_total",
+                                        "aios_runq_agent_service_window_seconds"};
+    sb_printf(al->b, "%s{resource=\"%s\",policy=\"%s\",agent=\"", NAMES[al->which], al->x->resource, al->x->policy);
+    label_escaped(al->b, agent);
+    sb_printf(al->b, "\"} %.17g\n", al->which == 0 ? (double)ops : al->which == 1 ? total : window);
+}
+
+static void metrics_runq(api_req *r, strbuf *b) {
+    runq_stats x[N_RUNQ_KINDS];
+    runq_t *q[N_RUNQ_KINDS];
+    for (size_t i = 0; i < N_RUNQ_KINDS; i++)
+        if ((q[i] = api_runq(r, RUNQ_KINDS[i]))) runq_get_stats(q[i], &x[i]);
+    for (size_t k = 0; k < sizeof RUNQ_METRICS / sizeof RUNQ_METRICS[0]; k++) {
+        const runq_metric *m = &RUNQ_METRICS[k];
+        sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name, m->type);
+        for (size_t i = 0; i < N_RUNQ_KINDS; i++)
+            if (q[i]) sb_printf(b, "%s{resource=\"%s\",policy=\"%s\"} %.17g\n", m->name, x[i].resource, x[i].policy, m->get(&x[i]));
+    }
+    static const char *const HEADS[] = {
+        "# HELP aios_runq_agent_ops_total Operations run per agent and resource.\n# TYPE aios_runq_agent_ops_total counter\n",
+        "# HELP aios_runq_agent_service_seconds_total Operation time per agent and resource.\n# TYPE aios_runq_agent_service_seconds_total counter\n",
+        "# HELP aios_runq_agent_service_window_seconds Operation time per agent and resource in the current fair-share window.\n# TYPE aios_runq_agent_service_window_seconds gauge\n",
+    };
+    for (int w = 0; w < 3; w++) {
+        sb_puts(b, HEADS[w]);
+        for (size_t i = 0; i < N_RUNQ_KINDS; i++) {
+            runq_agent_lines al = {b, &x[i], w};
+            if (q[i]) runq_foreach_agent(q[i], runq_agent_line, &al);
+        }
+    }
+}
+
+void api_status_runq(api_req *r, cJSON *status) {
+    cJSON *arr = cJSON_AddArrayToObject(status, "run_queues");
+    for (size_t i = 0; i < N_RUNQ_KINDS; i++) {
+        runq_t *q = api_runq(r, RUNQ_KINDS[i]);
+        if (!q) continue;
+        runq_stats x;
+        runq_get_stats(q, &x);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "resource", x.resource);
+        cJSON_AddStringToObject(o, "policy", x.policy);
+        for (size_t k = 0; k < sizeof RUNQ_METRICS / sizeof RUNQ_METRICS[0]; k++) {
+            const char *key = RUNQ_METRICS[k].name + strlen("aios_runq_");
+            size_t n = strlen(key);
+            char name[48];
+            snprintf(name, sizeof name, "%.*s", (int)(n > 6 && !strcmp(key + n - 6, "_total") ? n - 6 : n), key);
+            cJSON_AddNumberToObject(o, name, RUNQ_METRICS[k].get(&x));
+        }
+        cJSON_AddItemToArray(arr, o);
+    }
 }
 
 const api_route api_routes_mem[] = {

@@ -62,24 +62,73 @@ static int parse_response_format(const cJSON *body, chat_spec *spec, char *err, 
     return AIOS_OK;
 }
 
+/* The tool_choice value itself: "none" | "auto" | "required" | {"type":"function",
+ * "function":{"name"}}; *named is the function's name. */
+static int tool_choice_value(const cJSON *tc, const char **word, const char **named) {
+    *word = *named = NULL;
+    if (cJSON_IsString(tc)) {
+        *word = tc->valuestring;
+        return strcmp(*word, "none") && strcmp(*word, "auto") && strcmp(*word, "required") ? AIOS_ERR_INVALID : AIOS_OK;
+    }
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(tc, "type");
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(tc, "function");
+    const cJSON *n = cJSON_IsObject(f) ? cJSON_GetObjectItemCaseSensitive(f, "name") : NULL;
+    if (!cJSON_IsObject(tc) || (type && (!cJSON_IsString(type) || strcmp(type->valuestring, "function"))) ||
+        !cJSON_IsString(n) || !*n->valuestring)
+        return AIOS_ERR_INVALID;
+    *named = n->valuestring;
+    return AIOS_OK;
+}
+
 /* tool_choice: "none" drops the tools, "auto"/"required"/a named function constrain the
- * answer to tool calls (a named one to that tool only). */
+ * answer to tool calls (a named one to that tool only). Checked with or without tools;
+ * "required" or a named function without tools cannot be honoured: 400. */
 static int parse_tool_choice(const cJSON *body, chat_spec *spec, const char **only, char *err, size_t errlen) {
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(body, "tool_choice");
+    const char *word = NULL;
     *only = NULL;
-    if (!spec->tools || !spec->tools->child) return AIOS_OK;
-    spec->mode = CHAT_MODE_TOOLS;
-    if (!tc || cJSON_IsNull(tc)) return AIOS_OK;
-    if (cJSON_IsString(tc)) {
-        if (!strcmp(tc->valuestring, "none")) { spec->mode = CHAT_MODE_TEXT; spec->tools = NULL; return AIOS_OK; }
-        if (!strcmp(tc->valuestring, "auto") || !strcmp(tc->valuestring, "required")) return AIOS_OK;
-    } else if (cJSON_IsObject(tc)) {
-        const cJSON *f = cJSON_GetObjectItemCaseSensitive(tc, "function");
-        const cJSON *n = cJSON_IsObject(f) ? cJSON_GetObjectItemCaseSensitive(f, "name") : NULL;
-        if (cJSON_IsString(n)) { *only = n->valuestring; return AIOS_OK; }
+    if (tc && !cJSON_IsNull(tc) && tool_choice_value(tc, &word, only)) {
+        snprintf(err, errlen, "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":...}}");
+        return AIOS_ERR_INVALID;
     }
-    snprintf(err, errlen, "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":...}}");
-    return AIOS_ERR_INVALID;
+    bool have_tools = spec->tools && spec->tools->child;
+    if (!have_tools) {
+        if (*only || (word && !strcmp(word, "required"))) {
+            snprintf(err, errlen, "'tool_choice' %s needs a non-empty 'tools' list", *only ? "names a function and" : "\"required\"");
+            return AIOS_ERR_INVALID;
+        }
+        spec->tools = NULL;
+        return AIOS_OK;
+    }
+    spec->mode = CHAT_MODE_TOOLS;
+    if (word && !strcmp(word, "none")) {
+        spec->mode = CHAT_MODE_TEXT;
+        spec->tools = NULL;
+    }
+    return AIOS_OK;
+}
+
+/* stream_options: null or {"include_usage": bool}. */
+static int parse_stream_options(const cJSON *body, bool *include_usage, char *err, size_t errlen) {
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(body, "stream_options");
+    if (!so || cJSON_IsNull(so)) return AIOS_OK;
+    if (!cJSON_IsObject(so)) {
+        snprintf(err, errlen, "'stream_options' must be an object or null");
+        return AIOS_ERR_INVALID;
+    }
+    int rc = jp_bool(so, "include_usage", include_usage, err, errlen);
+    if (rc) snprintf(err, errlen, "'stream_options.include_usage' must be true or false");
+    return rc;
+}
+
+/* Fields accepted for compatibility and not acted upon: still checked for type and range. */
+static int check_ignored(const cJSON *body, char *err, size_t errlen) {
+    double pen = 0;
+    bool b = false;
+    int rc = jp_number(body, "frequency_penalty", -2, 2, &pen, err, errlen);
+    if (!rc) rc = jp_number(body, "presence_penalty", -2, 2, &pen, err, errlen);
+    if (!rc) rc = jp_bool(body, "parallel_tool_calls", &b, err, errlen);
+    return rc;
 }
 
 static int parse_sampling(const cJSON *body, const aios_config *cfg, llm_sampling *s, char *err, size_t errlen) {
@@ -250,8 +299,11 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
     const char *model = NULL, *only_tool = NULL;
     bool stream = false;
     chat_spec spec = {.mode = CHAT_MODE_TEXT};
+    bool include_usage = false;
     int rc = jp_string(body, "model", false, &model, err, sizeof err);
     if (!rc) rc = jp_bool(body, "stream", &stream, err, sizeof err);
+    if (!rc) rc = parse_stream_options(body, &include_usage, err, sizeof err);
+    if (!rc) rc = check_ignored(body, err, sizeof err);
     if (!rc) rc = parse_sampling(body, cfg, &spec.sampling, err, sizeof err);
     if (!rc) rc = jp_priority(r, body, err, sizeof err);
     if (!rc) rc = parse_stop(body, &spec, cfg->llms.max_stop, err, sizeof err);
@@ -259,7 +311,8 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
         spec.messages = cJSON_GetObjectItemCaseSensitive(body, "messages");
         spec.tools = cJSON_GetObjectItemCaseSensitive(body, "tools");
         if (cJSON_IsNull(spec.tools)) spec.tools = NULL;
-        rc = parse_response_format(body, &spec, err, sizeof err);
+        rc = chat_check_tools(spec.tools, err, sizeof err);
+        if (!rc) rc = parse_response_format(body, &spec, err, sizeof err);
         if (!rc) rc = parse_tool_choice(body, &spec, &only_tool, err, sizeof err);
     } else if (!rc) {
         rc = jp_string(body, "prompt", true, &spec.prompt, err, sizeof err);
@@ -277,8 +330,7 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
     ctx->created = (long)time(NULL);
     ctx->mode = spec.mode;
     ctx->completions_api = !chat_api;
-    const cJSON *so = cJSON_GetObjectItemCaseSensitive(body, "stream_options");
-    ctx->include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
+    ctx->include_usage = include_usage;
     cJSON *only_list = NULL;
     if (only_tool) { /* keep just the named tool */
         only_list = cJSON_CreateArray();

@@ -180,9 +180,11 @@ static enum MHD_Result h_agents_list(api_req *r, cJSON *body) {
 static enum MHD_Result h_agents_create(api_req *r, cJSON *body) {
     char err[256] = "", token[80];
     const char *name = NULL, *group = NULL;
+    bool keep = false;
     int rc = jp_string(body, "name", true, &name, err, sizeof err);
     if (!rc) rc = jp_string(body, "group", false, &group, err, sizeof err);
-    if (!rc) rc = access_identity_create(api_access(r), name, group, token, sizeof token, err, sizeof err);
+    if (!rc) rc = jp_bool(body, "keep_data", &keep, err, sizeof err);
+    if (!rc) rc = access_identity_create(api_access(r), name, group, keep, token, sizeof token, err, sizeof err);
     if (rc) return api_reply_error(r, rc, "%s", err);
     char g[AIOS_NAME_MAX];
     access_agent_group(api_access(r), name, g, sizeof g);

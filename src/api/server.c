@@ -13,6 +13,27 @@
  * MHD does not notice a client hang-up while a connection is suspended, so a watcher
  * thread polls the sockets of suspended connections (POLLRDHUP) every 50 ms and cancels
  * the syscalls of those that closed.
+ *
+ * Slow and idle clients (slowloris): MHD's own timeout restarts on every byte, so one
+ * header line a second holds a connection forever. Every connection is therefore tracked
+ * from accept (MHD_OPTION_NOTIFY_CONNECTION) through phases with their own deadlines: the
+ * request headers must be complete within server.header_timeout_ms of accept (or of the end
+ * of the previous answer on a kept-alive connection, within server.connection_timeout_s);
+ * a body must arrive at server.min_body_rate bytes/s on average once that grace has passed;
+ * a request being served (suspended on the engine, streaming) has no deadline. The watcher
+ * enforces them by answering 408 and shutting the socket down; MHD then sees the end of the
+ * stream and cleans up in its own thread. MHD itself may hold more connections than
+ * server.max_connections (so it never stops accepting and leaves clients in the listen
+ * backlog): at the limit a new connection takes the place of the oldest one still waiting
+ * for its headers, or, when every slot serves a request, is answered 503 at once. When
+ * fewer than server.reserved_connections slots are left, only identities (a verified bearer
+ * token) are served; others get 503.
+ *
+ * libmicrohttpd 0.9.75 closes a connection whose request line does not parse (no space,
+ * as in "GARBAGE" or "GET") without an answer and without calling back (connection.c:
+ * parse_initial_message_line() -> CONNECTION_CLOSE_ERROR_CHECK), and answers a bad HTTP
+ * version with its own HTML 400; neither can be turned into a JSON error here. Both close
+ * the connection at once.
  */
 #include <arpa/inet.h>
 #include <poll.h>
@@ -22,8 +43,40 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include "api_internal.h"
+
+/* Phases of a connection (api_conn), in the order a request goes through them. */
+typedef enum conn_phase {
+    CONN_PHASE_HEAD,    /* accepted; the first request's headers are not complete */
+    CONN_PHASE_IDLE,    /* kept alive after an answer; the next request's headers are not complete */
+    CONN_PHASE_BODY,    /* headers in, the body arriving */
+    CONN_PHASE_BUSY,    /* the request is complete and being served (no deadline) */
+    CONN_PHASE_REFUSED, /* over the limit: answered 503, closed after CONN_REFUSED_LINGER_S */
+    CONN_PHASE_DEAD,    /* shut down by us; MHD has not cleaned it up yet */
+} conn_phase;
+
+/* A refused connection keeps reading for this long after its 503, so that the request the
+ * client sent meanwhile does not turn the close into a reset that loses the answer. */
+#define CONN_REFUSED_LINGER_S 1.0
+/* File descriptors kept for everything but HTTP connections (models, databases, tools). */
+#define CONN_FD_RESERVE 256
+
+/* One TCP connection, from MHD's accept to its cleanup (MHD's socket context). The fd stays
+ * open until the entry is unlinked: MHD closes it only after NOTIFY_CONNECTION_CLOSED. */
+struct api_conn {
+    int fd;
+    conn_phase phase;
+    double t;             /* when the phase began (kern_now_mono) */
+    uint64_t body_bytes;  /* BODY: received so far */
+    api_conn *prev, *next;
+};
+
+typedef struct conn_stats {
+    unsigned long long refused, evicted, header_timeouts, slow_bodies, reserved_refused;
+} conn_stats;
 
 struct api_server {
     const aios_config *cfg;
@@ -32,7 +85,7 @@ struct api_server {
     mem_manager *mem;
     storage_manager *storage;
     llm_embedder *embedder;
-    workq *workers;
+    runq_t *runq[SYSCALL_KIND__COUNT]; /* memory, storage; NULL for the other kinds */
     tool_manager *tools;
     access_manager *access;
     struct MHD_Daemon *mhd;
@@ -44,6 +97,17 @@ struct api_server {
     pthread_t watcher;
     bool watcher_running;
     volatile bool watcher_stop;
+    pthread_mutex_t conn_mu;   /* the connection list, its counts and stats */
+    api_conn *conns;
+    int n_open;                /* HEAD, IDLE, BODY, BUSY */
+    int n_busy;                /* BODY, BUSY */
+    int max_conns;             /* server.max_connections, or less if file descriptors are short */
+    int reserved;              /* server.reserved_connections, at most half of max_conns */
+    unsigned mhd_limit;        /* MHD's own limit: max_conns + room for those being closed */
+    conn_stats cstat;
+    char *ans_head_timeout;    /* raw HTTP answers written by the connection accounting */
+    char *ans_slow_body;
+    char *ans_over_limit;
 };
 
 const aios_config *api_cfg(api_req *r) { return r->srv->cfg; }
@@ -55,6 +119,7 @@ storage_manager *api_storage(api_req *r) { return r->srv->storage; }
 llm_embedder *api_embedder(api_req *r) { return r->srv->embedder; }
 tool_manager *api_tools(api_req *r) { return r->srv->tools; }
 access_manager *api_access(api_req *r) { return r->srv->access; }
+runq_t *api_runq(api_req *r, syscall_kind kind) { return kind < SYSCALL_KIND__COUNT ? r->srv->runq[kind] : NULL; }
 
 int api_check(api_req *r, access_kind kind, const char *resource, unsigned action, const cJSON *params, char *err,
               size_t errlen) {
@@ -101,8 +166,12 @@ enum MHD_Result api_reply_json(api_req *r, int status, cJSON *json) {
 
 cJSON *api_error_json(int rc, const char *msg) {
     cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
+    /* messages quote input (a URL, a method, a cut-off name): keep the answer valid UTF-8 */
+    char *clean = msg && *msg ? strdup(msg) : NULL;
+    if (clean) jp_utf8_sanitize(clean);
     cJSON_AddStringToObject(e, "code", aios_errcode(rc));
-    cJSON_AddStringToObject(e, "message", msg && *msg ? msg : aios_strerror(rc));
+    cJSON_AddStringToObject(e, "message", clean ? clean : aios_strerror(rc));
+    free(clean);
     int st = aios_http_status(rc);
     cJSON_AddStringToObject(e, "type", st == 401 ? "authentication_error" : st == 403 ? "permission_error" : st == 404 ? "not_found_error"
                                        : st < 500 ? "invalid_request_error" : "server_error");
@@ -224,7 +293,7 @@ enum MHD_Result api_run_syscall(api_req *r, llm_core *core, syscall_t *sc, api_d
     return r->streaming ? start_stream(r) : wait_or_answer(r);
 }
 
-/* A worker-pool job: runs fn on the syscall's args and completes the syscall. */
+/* A run-queue job: runs fn on the syscall's args and completes the syscall. */
 typedef struct api_job {
     syscall_t *sc;   /* the job's own reference */
     api_work_fn fn;
@@ -255,15 +324,19 @@ enum MHD_Result api_run_job(api_req *r, syscall_t *sc, api_work_fn fn, api_done_
     r->on_done = on_done;
     sb_init(&r->sse, 0);
     syscall_set_sink(sc, req_notify, r);
+    /* the run queue of the syscall's resource, in its policy's order (sched/runq.c) */
+    runq_t *q = api_runq(r, sc->kind);
+    runq_job rj = {.fn = job_main, .arg = j, .agent = sc->agent, .priority = sc->priority};
+    char qerr[256] = "";
     pthread_mutex_lock(&s->gate_mu);
-    int rc = s->closing ? AIOS_ERR_SHUTDOWN : workq_submit(s->workers, job_main, j);
+    int rc = s->closing ? AIOS_ERR_SHUTDOWN : q ? runq_submit(q, &rj, qerr, sizeof qerr) : AIOS_ERR_NOT_IMPLEMENTED;
     pthread_mutex_unlock(&s->gate_mu);
-    if (rc) {
+    if (rc) { /* j was not queued: it is still ours */
         syscall_unref(j->sc);
         free(j);
         syscall_set_sink(sc, NULL, NULL);
         syscall_complete(sc, rc, NULL);
-        return api_reply_error(r, rc, rc == AIOS_ERR_BUSY ? "the worker queue is full (kernel.max_jobs); retry later" : NULL);
+        return qerr[0] ? api_reply_error(r, rc, "%s", qerr) : api_reply_error(r, rc, NULL);
     }
     inflight_add(s, r);
     return wait_or_answer(r);
@@ -299,6 +372,204 @@ static void cancel_work(llm_core *core, syscall_t *sc) {
     else syscall_cancel(sc);
 }
 
+/* ---------- connection accounting: limits and deadlines ---------- */
+
+static bool phase_open(conn_phase p) { return p <= CONN_PHASE_BUSY; }
+static bool phase_busy(conn_phase p) { return p == CONN_PHASE_BODY || p == CONN_PHASE_BUSY; }
+
+/* conn_mu held. */
+static void conn_set_phase(api_server *s, api_conn *c, conn_phase p, double now) {
+    s->n_open += (int)phase_open(p) - (int)phase_open(c->phase);
+    s->n_busy += (int)phase_busy(p) - (int)phase_busy(c->phase);
+    c->phase = p;
+    c->t = now;
+}
+
+/* Closes c from our side (conn_mu held): an answer first if given, then both directions.
+ * MHD sees the end of the stream in its own thread and cleans the connection up. */
+static void conn_kill(api_server *s, api_conn *c, const char *answer, double now) {
+    if (answer) (void)!send(c->fd, answer, strlen(answer), MSG_NOSIGNAL | MSG_DONTWAIT);
+    shutdown(c->fd, SHUT_RDWR);
+    conn_set_phase(s, c, CONN_PHASE_DEAD, now);
+}
+
+/* The connection that has waited longest for request headers (a first request, or the next
+ * one on a kept-alive connection), to make room for a new one; NULL if every slot serves a
+ * request. The oldest, not any: a connection accepted a moment ago may simply not have
+ * been read yet. */
+static api_conn *conn_victim(api_server *s) {
+    api_conn *best = NULL;
+    for (api_conn *c = s->conns; c; c = c->next)
+        if ((c->phase == CONN_PHASE_HEAD || c->phase == CONN_PHASE_IDLE) && (!best || c->t < best->t)) best = c;
+    return best;
+}
+
+/* A complete HTTP answer with the error JSON of rc, for writing straight to a socket. */
+static char *raw_answer(int rc, const char *msg) {
+    cJSON *j = api_error_json(rc, msg);
+    char *body = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    strbuf b;
+    sb_init(&b, 0);
+    int st = aios_http_status(rc);
+    if (body)
+        sb_printf(&b, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                  st, st == 408 ? "Request Timeout" : "Service Unavailable", strlen(body), body);
+    free(body);
+    return b.data;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx, enum MHD_ConnectionNotificationCode code) {
+    api_server *s = cls;
+    api_conn *c = *socket_ctx;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if (!c) return;
+        pthread_mutex_lock(&s->conn_mu);
+        conn_set_phase(s, c, CONN_PHASE_DEAD, 0);
+        if (c->prev) c->prev->next = c->next;
+        else s->conns = c->next;
+        if (c->next) c->next->prev = c->prev;
+        pthread_mutex_unlock(&s->conn_mu);
+        free(c);
+        *socket_ctx = NULL;
+        return;
+    }
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return;
+    c = calloc(1, sizeof *c);
+    if (!c) { /* cannot account for it: do not serve it */
+        shutdown(ci->connect_fd, SHUT_RDWR);
+        return;
+    }
+    c->fd = ci->connect_fd;
+    c->phase = CONN_PHASE_DEAD;
+    double now = kern_now_mono();
+    pthread_mutex_lock(&s->conn_mu);
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    api_conn *victim = s->n_open >= s->max_conns ? conn_victim(s) : NULL;
+    if (victim) {
+        conn_kill(s, victim, NULL, now);
+        s->cstat.evicted++;
+    }
+    if (s->n_open < s->max_conns) {
+        conn_set_phase(s, c, CONN_PHASE_HEAD, now);
+    } else { /* every slot serves a request: refuse now rather than leave it in the backlog */
+        (void)!send(c->fd, s->ans_over_limit, strlen(s->ans_over_limit), MSG_NOSIGNAL | MSG_DONTWAIT);
+        shutdown(c->fd, SHUT_WR);
+        c->phase = CONN_PHASE_REFUSED;
+        c->t = now;
+        s->cstat.refused++;
+    }
+    pthread_mutex_unlock(&s->conn_mu);
+    *socket_ctx = c;
+}
+
+/* Enforces the deadlines of the connection phases (the watcher, every 50 ms). */
+static void conn_sweep(api_server *s) {
+    const aios_config *cfg = s->cfg;
+    double now = kern_now_mono(), grace = cfg->server.header_timeout_ms / 1000.0;
+    double idle = cfg->server.connection_timeout_s, rate = (double)cfg->server.min_body_rate;
+    pthread_mutex_lock(&s->conn_mu);
+    for (api_conn *c = s->conns; c; c = c->next) {
+        double age = now - c->t;
+        if (c->phase == CONN_PHASE_HEAD && age > grace) {
+            conn_kill(s, c, s->ans_head_timeout, now);
+            s->cstat.header_timeouts++;
+        } else if (c->phase == CONN_PHASE_IDLE && idle > 0 && age > idle) {
+            conn_kill(s, c, NULL, now);
+        } else if (c->phase == CONN_PHASE_BODY && rate > 0 && age > grace && (double)c->body_bytes < rate * age) {
+            conn_kill(s, c, s->ans_slow_body, now);
+            s->cstat.slow_bodies++;
+        } else if (c->phase == CONN_PHASE_REFUSED && age > CONN_REFUSED_LINGER_S) {
+            conn_kill(s, c, NULL, now);
+        }
+    }
+    pthread_mutex_unlock(&s->conn_mu);
+}
+
+/* The request's headers are complete: its connection enters the body phase. Returns false
+ * for a connection refused at accept (closed without a second answer). */
+static bool conn_request_begins(api_req *r, struct MHD_Connection *conn) {
+    api_server *s = r->srv;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->cn = ci ? ci->socket_context : NULL;
+    if (!r->cn) return true;
+    pthread_mutex_lock(&s->conn_mu);
+    bool refused = r->cn->phase == CONN_PHASE_REFUSED || r->cn->phase == CONN_PHASE_DEAD;
+    if (!refused) {
+        conn_set_phase(s, r->cn, CONN_PHASE_BODY, kern_now_mono());
+        r->cn->body_bytes = 0;
+        r->reserved_only = s->reserved > 0 && s->n_busy - 1 >= s->max_conns - s->reserved;
+    }
+    pthread_mutex_unlock(&s->conn_mu);
+    return !refused;
+}
+
+/* The request left the phase it was in: BODY -> BUSY (complete), BUSY -> IDLE (answered). */
+static void conn_request_moves(api_req *r, conn_phase from, conn_phase to) {
+    if (!r->cn) return;
+    pthread_mutex_lock(&r->srv->conn_mu);
+    if (r->cn->phase == from) conn_set_phase(r->srv, r->cn, to, kern_now_mono());
+    pthread_mutex_unlock(&r->srv->conn_mu);
+}
+
+static void conn_body_bytes(api_req *r, size_t n) {
+    if (!r->cn) return;
+    pthread_mutex_lock(&r->srv->conn_mu);
+    r->cn->body_bytes += n;
+    pthread_mutex_unlock(&r->srv->conn_mu);
+}
+
+/* MHD's own limit stays above server.max_connections, so that MHD keeps accepting and this
+ * file decides (refuse or make room). Raises the soft file-descriptor limit if needed (as
+ * redis does); if the hard limit is too low, serves fewer connections and says so. */
+static void conn_limits(api_server *s) {
+    int n = s->cfg->server.max_connections;
+    unsigned hard = (unsigned)n + (unsigned)n / 4 + 16;
+    struct rlimit rl;
+    rlim_t need = (rlim_t)hard + CONN_FD_RESERVE;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+        if (rl.rlim_cur < need) {
+            hard = rl.rlim_cur > 2 * CONN_FD_RESERVE ? (unsigned)(rl.rlim_cur - CONN_FD_RESERVE) : (unsigned)rl.rlim_cur / 2;
+            int fit = (int)(hard * 4 / 5);
+            if (fit < n) {
+                log_warn("server.max_connections=%d needs %llu file descriptors, the limit (ulimit -n) is %llu: serving at most %d",
+                         n, (unsigned long long)need, (unsigned long long)rl.rlim_cur, fit < 4 ? 4 : fit);
+                n = fit < 4 ? 4 : fit;
+            }
+        }
+    }
+    s->max_conns = n;
+    s->mhd_limit = hard;
+    s->reserved = s->cfg->server.reserved_connections < n / 2 ? s->cfg->server.reserved_connections : n / 2;
+}
+
+void api_metrics_http(api_req *r, strbuf *b) {
+    api_server *s = r->srv;
+    pthread_mutex_lock(&s->conn_mu);
+    int open = s->n_open, busy = s->n_busy;
+    conn_stats st = s->cstat;
+    pthread_mutex_unlock(&s->conn_mu);
+    sb_printf(b, "# HELP aios_http_connections Open HTTP connections (server.max_connections at most).\n"
+                 "# TYPE aios_http_connections gauge\naios_http_connections %d\n", open);
+    sb_printf(b, "# HELP aios_http_connections_busy Connections whose request is arriving or being served.\n"
+                 "# TYPE aios_http_connections_busy gauge\naios_http_connections_busy %d\n", busy);
+    const struct { const char *name, *help; unsigned long long v; } c[] = {
+        {"aios_http_connections_refused_total", "Connections answered 503 at accept: every slot was serving a request.", st.refused},
+        {"aios_http_connections_evicted_total", "Connections still waiting for their request headers, closed to make room for a new one.", st.evicted},
+        {"aios_http_header_timeouts_total", "Connections closed (408) for not completing their request headers within server.header_timeout_ms.", st.header_timeouts},
+        {"aios_http_slow_bodies_total", "Requests closed (408) for sending their body slower than server.min_body_rate.", st.slow_bodies},
+        {"aios_http_reserved_refused_total", "Requests without an identity token answered 503 while only server.reserved_connections slots were left.", st.reserved_refused},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+        sb_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", c[i].name, c[i].help, c[i].name, c[i].name, c[i].v);
+}
+
 /* ---------- hang-up watcher ---------- */
 
 static void *watcher_main(void *arg) {
@@ -329,6 +600,7 @@ static void *watcher_main(void *arg) {
                     cancel_work(cores[i], scs[i]);
                 }
         for (int i = 0; i < n; i++) syscall_unref(scs[i]);
+        conn_sweep(s);
         usleep(50 * 1000);
     }
     return NULL;
@@ -346,6 +618,17 @@ static const api_route *find_route(const char *method, const char *url, bool *pa
             if (strcmp(rt->method, method) == 0) return rt;
         }
     return NULL;
+}
+
+/* Copies a name, cut (if it must be) at a character boundary so it stays valid UTF-8. */
+static void copy_name(char *dst, size_t cap, const char *src) {
+    size_t n = strlen(src);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n && ((unsigned char)src[n] & 0xC0) == 0x80) n--; /* src[n] starts a character */
+    }
+    memcpy(dst, src, n);
+    dst[n] = 0;
 }
 
 /* Who asks. A bearer token of an identity names its agent (in both modes). In enforce
@@ -369,7 +652,11 @@ static int authenticate(api_req *r, char *err, size_t errlen) {
         snprintf(err, errlen, "the bearer token is unknown or revoked");
         return AIOS_ERR_UNAUTHORIZED;
     }
-    if (tok) snprintf(r->agent, sizeof r->agent, "%s", tok);
+    if (tok && !jp_printable_name(tok)) { /* it becomes the agent's name, echoed in answers */
+        snprintf(err, errlen, "Authorization: the bearer value must be valid UTF-8 without control characters");
+        return AIOS_ERR_INVALID;
+    }
+    if (tok) copy_name(r->agent, sizeof r->agent, tok);
     return AIOS_OK;
 }
 
@@ -385,17 +672,6 @@ static int priority_from_header(api_req *r) {
     return AIOS_OK;
 }
 
-/* Whether JSON text holds a \u0000 escape. cJSON would cut the string there, so a path
- * or name could silently mean something shorter; the kernel refuses NUL in any string. */
-static bool has_nul_escape(const char *s, size_t n) {
-    for (size_t i = 0; i + 1 < n; i++) {
-        if (s[i] != '\\') continue;
-        if (s[i + 1] == 'u' && i + 5 < n && !memcmp(s + i + 2, "0000", 4)) return true;
-        i++; /* skip the escaped character */
-    }
-    return false;
-}
-
 static enum MHD_Result dispatch(api_req *r) {
     if (r->too_large)
         return api_reply_error(r, AIOS_ERR_TOO_LARGE, "request body exceeds server.max_body_bytes (%ld bytes)",
@@ -407,7 +683,15 @@ static enum MHD_Result dispatch(api_req *r) {
         return api_reply_error(r, AIOS_ERR_NOT_FOUND, "no route %s %s", r->method, r->url);
     }
     char aerr[200];
-    if (authenticate(r, aerr, sizeof aerr)) return api_reply_error(r, AIOS_ERR_UNAUTHORIZED, "%s", aerr);
+    int arc = authenticate(r, aerr, sizeof aerr);
+    if (arc) return api_reply_error(r, arc, "%s", aerr);
+    if (r->reserved_only && !r->token_agent) {
+        pthread_mutex_lock(&r->srv->conn_mu);
+        r->srv->cstat.reserved_refused++;
+        pthread_mutex_unlock(&r->srv->conn_mu);
+        return api_reply_error(r, AIOS_ERR_BUSY, "all but server.reserved_connections (%d) of server.max_connections (%d) connections are busy; "
+                               "the rest are kept for identities (a bearer token): retry later", r->srv->reserved, r->srv->max_conns);
+    }
     if (!strncmp(r->url, "/admin/", 7) && strcmp(r->srv->cfg->access.mode, "local") &&
         api_check(r, ACCESS_KIND_ADMIN, r->url, ACCESS_ADMIN, NULL, aerr, sizeof aerr))
         return api_reply_error(r, AIOS_ERR_FORBIDDEN, "%s", aerr);
@@ -415,22 +699,13 @@ static enum MHD_Result dispatch(api_req *r) {
         return api_reply_error(r, AIOS_ERR_INVALID, "X-AIOS-Priority must be an integer in [%d, %d]", AIOS_PRIORITY_MIN,
                                AIOS_PRIORITY_MAX);
     cJSON *body = NULL;
-    if (rt->json_body) {
-        if (!r->body.len) return api_reply_error(r, AIOS_ERR_INVALID, "the request body must be a JSON object");
-        body = cJSON_ParseWithLength(r->body.data, r->body.len);
-        if (!body) return api_reply_error(r, AIOS_ERR_INVALID, "malformed JSON in the request body");
-        if (has_nul_escape(r->body.data, r->body.len)) {
+    if (rt->json_body) { /* the one JSON gate (json.c) */
+        char jerr[512];
+        int rc = jp_parse_body(r->body.data, r->body.len, r->srv->cfg->server.json_max_depth, &body, jerr, sizeof jerr);
+        if (!rc && !strncmp(r->url, "/v1/", 4)) rc = jp_openai_common(body, jerr, sizeof jerr);
+        if (rc) {
             cJSON_Delete(body);
-            return api_reply_error(r, AIOS_ERR_INVALID, "strings in the request must not contain NUL (\\u0000)");
-        }
-        if (!cJSON_IsObject(body)) {
-            cJSON_Delete(body);
-            return api_reply_error(r, AIOS_ERR_INVALID, "the request body must be a JSON object");
-        }
-        if (!jp_depth_ok(body, r->srv->cfg->server.json_max_depth)) {
-            cJSON_Delete(body);
-            return api_reply_error(r, AIOS_ERR_INVALID, "JSON nested deeper than server.json_max_depth (%d)",
-                                   r->srv->cfg->server.json_max_depth);
+            return api_reply_error(r, rc, "%s", jerr);
         }
     }
     enum MHD_Result ret = rt->handler(r, body);
@@ -454,9 +729,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoll(cl, NULL, 10) > s->cfg->server.max_body_bytes) r->too_large = true;
         *con_cls = r;
+        if (!conn_request_begins(r, conn)) return MHD_NO; /* refused at accept: already answered 503 */
         return r->url ? MHD_YES : MHD_NO;
     }
     if (*upload_size) {
+        conn_body_bytes(r, *upload_size);
         if (!r->too_large && sb_append(&r->body, upload, *upload_size) != AIOS_OK) {
             r->too_large = true;
             sb_free(&r->body);
@@ -469,6 +746,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return wait_or_answer(r);
     }
     if (r->answered) return MHD_YES;
+    conn_request_moves(r, CONN_PHASE_BODY, CONN_PHASE_BUSY);
     return dispatch(r);
 }
 
@@ -477,6 +755,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     api_server *s = cls;
     api_req *r = *con_cls;
     if (!r) return;
+    /* answered (or abandoned): a kept-alive connection now waits for its next request */
+    conn_request_moves(r, CONN_PHASE_BUSY, CONN_PHASE_IDLE);
+    conn_request_moves(r, CONN_PHASE_BODY, CONN_PHASE_IDLE);
     if (r->sc) {
         syscall_set_sink(r->sc, NULL, NULL);
         inflight_remove(s, r);
@@ -503,6 +784,22 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     log_debug("http: %s", line);
 }
 
+/* Frees what api_server_start set up besides the daemon (MHD has closed every connection). */
+static void server_free_parts(api_server *s) {
+    while (s->conns) {
+        api_conn *c = s->conns;
+        s->conns = c->next;
+        free(c);
+    }
+    free(s->ans_head_timeout);
+    free(s->ans_slow_body);
+    free(s->ans_over_limit);
+    pthread_mutex_destroy(&s->gate_mu);
+    pthread_mutex_destroy(&s->in_mu);
+    pthread_mutex_destroy(&s->conn_mu);
+    free(s);
+}
+
 api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
     api_server *s = calloc(1, sizeof *s);
     if (!s) return NULL;
@@ -512,28 +809,39 @@ api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
     s->mem = p->mem;
     s->storage = p->storage;
     s->embedder = p->embedder;
-    s->workers = p->workers;
+    memcpy(s->runq, p->runq, sizeof s->runq);
     s->tools = p->tools;
     s->access = p->access;
     s->started = kern_now_mono();
     pthread_mutex_init(&s->gate_mu, NULL);
     pthread_mutex_init(&s->in_mu, NULL);
+    pthread_mutex_init(&s->conn_mu, NULL);
+    conn_limits(s);
+    s->ans_head_timeout = raw_answer(AIOS_ERR_TIMEOUT, "the request headers did not arrive within server.header_timeout_ms");
+    s->ans_slow_body = raw_answer(AIOS_ERR_TIMEOUT, "the request body arrived slower than server.min_body_rate bytes/s");
+    s->ans_over_limit = raw_answer(AIOS_ERR_BUSY, "server.max_connections connections are serving requests; retry later");
+    if (!s->ans_head_timeout || !s->ans_slow_body || !s->ans_over_limit) {
+        snprintf(err, errlen, "out of memory");
+        server_free_parts(s);
+        return NULL;
+    }
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->cfg->server.port)};
     if (inet_pton(AF_INET, p->cfg->server.host, &sa.sin_addr) != 1) {
         snprintf(err, errlen, "server.host: '%s' is not an IPv4 address", p->cfg->server.host);
-        free(s);
+        server_free_parts(s);
         return NULL;
     }
     s->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
                               (uint16_t)p->cfg->server.port, NULL, NULL, on_request, s,
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->cfg->server.max_connections,
+                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                              MHD_OPTION_CONNECTION_LIMIT, s->mhd_limit,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)p->cfg->server.connection_timeout_s,
                               MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (!s->mhd) {
         snprintf(err, errlen, "cannot listen on %s:%d (is the port in use?)", p->cfg->server.host, p->cfg->server.port);
-        free(s);
+        server_free_parts(s);
         return NULL;
     }
     if (pthread_create(&s->watcher, NULL, watcher_main, s) == 0) s->watcher_running = true;
@@ -562,7 +870,5 @@ void api_server_free(api_server *s) {
         usleep(50 * 1000);
     }
     MHD_stop_daemon(s->mhd);
-    pthread_mutex_destroy(&s->gate_mu);
-    pthread_mutex_destroy(&s->in_mu);
-    free(s);
+    server_free_parts(s);
 }

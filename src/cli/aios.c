@@ -2,7 +2,7 @@
  * aios.c - the `aios` command line: talk to a running aiosd.
  *   aios chat [--model M] [--max-tokens N] [--temperature T] [--agent NAME] "prompt"
  *   aios status | aios models | aios metrics | aios tools
- *   aios agent create NAME [--group G] | aios agent revoke NAME | aios agent list
+ *   aios agent create NAME [--group G] [--keep-data] | aios agent revoke NAME | aios agent list
  *   aios approvals | aios approve ID | aios deny ID
  * The token for enforce mode (an identity of the admin group) comes from --token or $AIOS_TOKEN.
  * The kernel URL comes from --url or $AIOS_URL (default http://127.0.0.1:8000).
@@ -22,7 +22,9 @@ static void usage(FILE *f) {
                "  models             models served\n"
                "  metrics            Prometheus metrics\n"
                "  tools              tools the kernel serves (manifests, MCP servers, built-ins)\n"
-               "  agent create NAME [--group G]   new identity; prints its token once\n"
+               "  agent create NAME [--group G] [--keep-data]\n"
+               "                                  new identity; prints its token once (a revoked NAME's data is\n"
+               "                                  deleted unless --keep-data hands it to the new identity)\n"
                "  agent revoke NAME | agent list\n"
                "  approvals          calls of irreversible tools waiting for a decision\n"
                "  approve ID | deny ID\n");
@@ -99,8 +101,15 @@ static int cmd_agent(aios_client_params *cp, int argc, char **argv) {
     cJSON *b = cJSON_CreateObject();
     cJSON_AddStringToObject(b, "name", argv[1]);
     if (!strcmp(argv[0], "revoke")) return post_print(cp, "/admin/agents/revoke", b);
-    if (argc == 4 && !strcmp(argv[2], "--group")) cJSON_AddStringToObject(b, "group", argv[3]);
-    else if (argc != 2) { cJSON_Delete(b); usage(stderr); return 2; }
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--group") && i + 1 < argc) cJSON_AddStringToObject(b, "group", argv[++i]);
+        else if (!strcmp(argv[i], "--keep-data")) cJSON_AddBoolToObject(b, "keep_data", true);
+        else {
+            cJSON_Delete(b);
+            usage(stderr);
+            return 2;
+        }
+    }
     return post_print(cp, "/admin/agents", b);
 }
 

@@ -39,6 +39,9 @@ static const cfg_key KEYS[] = {
     K_INT("server.max_connections", server.max_connections, 4, 100000, "1024", "Concurrent HTTP connections."),
     K_INT("server.connection_timeout_s", server.connection_timeout_s, 0, 86400, "300", "Idle connection timeout in seconds (0 = none). Generation in progress is never idle."),
     K_INT("server.max_stream_buffer_kb", server.max_stream_buffer_kb, 4, 1 << 20, "1024", "Generated text kept per request (KiB); also caps one response."),
+    K_INT("server.header_timeout_ms", server.header_timeout_ms, 100, 3600000, "10000", "A new connection must complete its request headers within this (counted from accept, not reset by each byte); later 408 and closed. Also the grace before `server.min_body_rate` applies."),
+    K_LONG("server.min_body_rate", server.min_body_rate, 0, 1L << 30, "1024", "Slowest request body accepted, in bytes/s averaged over the body once `server.header_timeout_ms` has passed; slower gets 408 and is closed (0 = no floor). A request being served (generating, streaming) has no deadline."),
+    K_INT("server.reserved_connections", server.reserved_connections, 0, 100000, "16", "Connections (of `server.max_connections`, at most half) kept for identities: when fewer are left, a request without a verified bearer token gets 503. At the limit a new connection replaces the oldest one still waiting for its headers, or gets 503 at once when every slot serves a request."),
     K_STR("llms.default_model", llms.default_model, "smollm2", "Model used when a request names none (AIOS `llms: null`, OpenAI without `model`); a named model that is not served gets 404."),
     K_INT("llms.default_max_tokens", llms.default_max_tokens, 1, 1 << 20, "1000", "max_tokens when a request gives none (the Cerebrum SDK sends 1000)."),
     K_INT("llms.max_messages", llms.max_messages, 1, 1 << 20, "1024", "Most messages in one chat request."),
@@ -75,6 +78,8 @@ static const cfg_key KEYS[] = {
     K_INT("storage.embed_threads", storage.embed_threads, 0, 1024, "0", "Threads for embedding; 0 = half the online CPUs (at least 1), leaving the rest to request handling and the chat engine."),
     K_INT("storage.embed_nice", storage.embed_nice, 0, 19, "10", "Nice value of the embedding threads: bulk embedding yields the CPU to request handling and the chat engine."),
     K_INT("storage.embed_queue", storage.embed_queue, 1, 1 << 24, "65536", "Texts waiting for embedding; a memory add beyond it gets 503."),
+    K_INT("storage.embed_agent_queue", storage.embed_agent_queue, 1, 1 << 24, "4096", "Texts one agent may have waiting for embedding; its memory adds and file writes beyond it get 503 (other agents are not affected). Agents' texts are embedded round robin."),
+    K_INT("storage.retrieve_timeout_ms", storage.retrieve_timeout_ms, 0, 86400000, "30000", "A memory or storage retrieval that cannot be served in this time (its query embedded and the agent's own pending texts indexed) answers 504 with the reason; 0 = no limit."),
     K_INT("storage.hnsw_m", storage.hnsw_m, 4, 128, "16", "HNSW links per vector (hnswlib M)."),
     K_INT("storage.hnsw_ef_search", storage.hnsw_ef_search, 8, 4096, "96", "HNSW search beam (hnswlib ef); higher = better recall, slower."),
     K_INT("storage.exact_below", storage.exact_below, 0, 1 << 30, "2048", "Below this many vectors in an agent's index, retrieval scans them all (exact and cheaper)."),
@@ -100,8 +105,9 @@ static const cfg_key KEYS[] = {
     K_INT("access.audit_keep", access.audit_keep, 1, 1000, "5", "Rotated audit files kept."),
     K_STR("access.default_group", access.default_group, "default", "Group of an agent with no `agents.<name>.group` and no identity. Unless `access.groups` defines it, it may use every model and every tool."),
     K_STR("access.admin_group", access.admin_group, "admin", "Group whose members may use the admin API (identities, approvals) in `enforce` mode."),
-    K_INT("kernel.workers", workers, 1, 256, "4", "Worker threads for memory, storage and embedding requests (off the HTTP thread)."),
-    K_INT("kernel.max_jobs", max_jobs, 1, 1 << 24, "4096", "Requests waiting for a worker; more get 503."),
+    K_INT("kernel.workers", workers, 1, 256, "4", "Worker threads of each worker resource's run queue (memory, storage; /v1/embeddings runs on memory's), off the HTTP thread: 2 x this in all."),
+    K_INT("kernel.max_jobs", max_jobs, 1, 1 << 24, "4096", "Operations waiting in one resource's run queue (memory, storage); more get 503."),
+    K_INT("kernel.max_jobs_per_agent", max_jobs_per_agent, 1, 1 << 24, "1024", "Operations one agent may have waiting in one resource's run queue; its next ones get 503 while other agents still get in."),
     K_STR("kernel.data_dir", data_dir, "", "Directory for kernel state (created at start; used by the context and storage managers). Empty = $AIOS_CACHE/data (~/.cache/aios/data)."),
     K_ENUM("kernel.log_level", log_level, "info", "debug|info|warn|error", "Least severe message logged: debug, info, warn or error."),
 };
@@ -327,29 +333,114 @@ static int load_str_list(yaml_document_t *doc, yaml_node_t *seq, char (*dst)[256
     return AIOS_OK;
 }
 
-/* tools.mcp_servers: [{name, command, args: [..], env: {K: V}}] */
+/* ---- tools.mcp_servers ---- */
+
+#define P_STR(n, f, d, doc) {n, CFG_STR, offsetof(aios_mcp_cfg, f), sizeof(((aios_mcp_cfg *)0)->f), 0, 0, d, doc}
+#define P_INT(n, f, lo, hi, d, doc) {n, CFG_INT, offsetof(aios_mcp_cfg, f), 0, lo, hi, d, doc}
+/* The scalar fields of one server; the lists (args, env, ro_paths) and `network` are read
+ * by load_mcp_entry itself and documented in MCP_LIST_DOC. */
+static const model_field MCP_FIELDS[] = {
+    P_STR("name", name, "(required)", "Its tools are named `<name>/<tool>`; no `/`."),
+    P_STR("command", command, "(required)", "The server's executable: an absolute path, or a name found on the sandbox's PATH (`/usr/bin:/bin`). An absolute command outside `/usr` has its install directory (the parent of its `bin/`, else its own directory) bound read-only at the same path, e.g. a Python venv."),
+    P_STR("fs", fs, "workdir", "Its own directory `<tools.workdir>/.mcp/<name>` at `/work` (its cwd and HOME): `workdir` read-write, `ro` read-only, `none` absent (cwd `/`)."),
+    P_INT("memory_mb", memory_mb, 16, 1 << 20, "tools.memory_mb", "Address-space limit (RLIMIT_AS, MiB) of the server."),
+    P_INT("file_size_mb", file_size_mb, 0, 1 << 20, "tools.file_size_mb", "Largest file it may write (RLIMIT_FSIZE, MiB)."),
+    P_INT("max_procs", max_procs, 1, 65536, "tools.max_procs", "Processes and threads of the server (RLIMIT_NPROC), applied when it runs under a uid of its own (a root kernel with `tools.sandbox_uid_base`)."),
+    P_STR("group", group, "", "When set, only agents of this access group (or of `access.admin_group`) may call its tools (every tool named `<name>/...`); others get 403. Their group's rules must allow the tool too."),
+};
+#define N_MCP_FIELDS (sizeof MCP_FIELDS / sizeof MCP_FIELDS[0])
+
+static const char *const MCP_LIST_DOC[][3] = {
+    {"args", "[]", "Arguments after the command."},
+    {"env", "{}", "Its environment besides `PATH=/usr/bin:/bin`, `HOME=/work` and `LANG=C.UTF-8` (which it may override): a mapping `{K: V}` or a list of `K=V`; at most 16. The kernel's own environment is never passed."},
+    {"ro_paths", "[]", "More host directories bound read-only at the same path (at most 8). Neither these nor the install directory may hold or lie inside the data dir, the tools workdir root, a model file or the audit log, nor hold the cache dir (`$AIOS_CACHE`); such a server is not started."},
+    {"network", "false", "`false`: a network namespace of its own (loopback only, nothing listening) and `socket(2)` refused by seccomp; `true`: the host's network."},
+};
+
+static int set_mcp_field(aios_mcp_cfg *m, const char *field, const char *value, char *err, size_t errlen) {
+    for (size_t i = 0; i < N_MCP_FIELDS; i++) {
+        const model_field *f = &MCP_FIELDS[i];
+        if (strcmp(f->name, field)) continue;
+        char key[96];
+        snprintf(key, sizeof key, "tools.mcp_servers[].%s", field);
+        if (!strcmp(field, "fs") && strcmp(value, "workdir") && strcmp(value, "ro") && strcmp(value, "none")) {
+            snprintf(err, errlen, "%s: unknown value '%s' (allowed: workdir, ro, none)", key, value);
+            return AIOS_ERR_CONFIG;
+        }
+        return set_field(m, f->type, f->off, f->size, f->min, f->max, key, value, err, errlen);
+    }
+    snprintf(err, errlen, "tools.mcp_servers[]: unknown field '%s' (allowed: name, command, args, env, ro_paths, fs, network, "
+                          "memory_mb, file_size_mb, max_procs, group)", field);
+    return AIOS_ERR_CONFIG;
+}
+
+static void mcp_defaults(aios_mcp_cfg *m) {
+    memset(m, 0, sizeof *m);
+    snprintf(m->fs, sizeof m->fs, "workdir");
+    m->memory_mb = m->file_size_mb = m->max_procs = -1;
+}
+
+/* env: {K: V} or ["K=V", ...] into m->env. */
+static int load_mcp_env(aios_mcp_cfg *m, yaml_document_t *doc, yaml_node_t *vn, const char *path, char *err, size_t errlen) {
+    static const char WHAT[] = "tools.mcp_servers[].env: a mapping {KEY: VALUE} or a list of KEY=VALUE, at most 16, each under 256 bytes";
+    if (vn->type == YAML_SEQUENCE_NODE) {
+        int rc = load_str_list(doc, vn, m->env, AIOS_MCP_MAX_ARGS, &m->n_env, "tools.mcp_servers[].env", path, err, errlen);
+        for (int i = 0; !rc && i < m->n_env; i++)
+            if (!strchr(m->env[i], '=') || m->env[i][0] == '=') rc = yaml_err(err, errlen, path, vn, WHAT);
+        return rc;
+    }
+    if (vn->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, vn, WHAT);
+    m->n_env = 0;
+    for (yaml_node_pair_t *q = vn->data.mapping.pairs.start; q < vn->data.mapping.pairs.top; q++) {
+        const char *ek = scalar(doc, yaml_document_get_node(doc, q->key)), *ev = scalar(doc, yaml_document_get_node(doc, q->value));
+        if (!ek || !ev || !*ek || strchr(ek, '=') || m->n_env >= AIOS_MCP_MAX_ARGS || strlen(ek) + strlen(ev) + 2 > 256)
+            return yaml_err(err, errlen, path, vn, WHAT);
+        snprintf(m->env[m->n_env++], 256, "%s=%s", ek, ev);
+    }
+    return AIOS_OK;
+}
+
+/* ro_paths: absolute directories. */
+static int load_mcp_ro_paths(aios_mcp_cfg *m, yaml_document_t *doc, yaml_node_t *vn, const char *path, char *err, size_t errlen) {
+    if (vn->type != YAML_SEQUENCE_NODE) return yaml_err(err, errlen, path, vn, "tools.mcp_servers[].ro_paths: expected a list");
+    m->n_ro_paths = 0;
+    for (yaml_node_item_t *it = vn->data.sequence.items.start; it < vn->data.sequence.items.top; it++) {
+        yaml_node_t *v = yaml_document_get_node(doc, *it);
+        const char *s = scalar(doc, v);
+        if (m->n_ro_paths >= AIOS_MCP_MAX_RO || !s || s[0] != '/')
+            return yaml_err(err, errlen, path, v, "tools.mcp_servers[].ro_paths: at most 8 absolute paths");
+        int rc = copy_scalar(m->ro_paths[m->n_ro_paths++], AIOS_PATH_MAX, s, "tools.mcp_servers[].ro_paths", path, v, err, errlen);
+        if (rc) return rc;
+    }
+    return AIOS_OK;
+}
+
+static int load_mcp_field(aios_mcp_cfg *m, yaml_document_t *doc, const char *k, yaml_node_t *kn, yaml_node_t *vn,
+                          const char *path, char *err, size_t errlen) {
+    if (!strcmp(k, "args"))
+        return load_str_list(doc, vn, m->args, AIOS_MCP_MAX_ARGS, &m->n_args, "tools.mcp_servers[].args", path, err, errlen);
+    if (!strcmp(k, "env")) return load_mcp_env(m, doc, vn, path, err, errlen);
+    if (!strcmp(k, "ro_paths")) return load_mcp_ro_paths(m, doc, vn, path, err, errlen);
+    const char *v = scalar(doc, vn);
+    if (!v) return yaml_err(err, errlen, path, vn, "tools.mcp_servers[]: expected a scalar value");
+    if (!strcmp(k, "network")) {
+        bool t = !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on"), f = !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off");
+        if (!t && !f) return yaml_err(err, errlen, path, vn, "tools.mcp_servers[].network: expected true or false");
+        m->network = t;
+        return AIOS_OK;
+    }
+    char sub[256];
+    if (set_mcp_field(m, k, v, sub, sizeof sub)) return yaml_err(err, errlen, path, kn, sub);
+    return AIOS_OK;
+}
+
 static int load_mcp_entry(aios_mcp_cfg *m, yaml_document_t *doc, yaml_node_t *map, const char *path, char *err, size_t errlen) {
     if (map->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, map, "tools.mcp_servers: each entry must be a mapping");
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         yaml_node_t *kn = yaml_document_get_node(doc, p->key), *vn = yaml_document_get_node(doc, p->value);
         const char *k = scalar(doc, kn);
-        int rc;
-        if (k && !strcmp(k, "name")) rc = copy_scalar(m->name, sizeof m->name, scalar(doc, vn), "tools.mcp_servers[].name", path, vn, err, errlen);
-        else if (k && !strcmp(k, "command")) rc = copy_scalar(m->command, sizeof m->command, scalar(doc, vn), "tools.mcp_servers[].command", path, vn, err, errlen);
-        else if (k && !strcmp(k, "args")) rc = load_str_list(doc, vn, m->args, AIOS_MCP_MAX_ARGS, &m->n_args, "tools.mcp_servers[].args", path, err, errlen);
-        else if (k && !strcmp(k, "env") && vn->type == YAML_MAPPING_NODE) {
-            rc = AIOS_OK;
-            for (yaml_node_pair_t *q = vn->data.mapping.pairs.start; q < vn->data.mapping.pairs.top && !rc; q++) {
-                const char *ek = scalar(doc, yaml_document_get_node(doc, q->key)), *ev = scalar(doc, yaml_document_get_node(doc, q->value));
-                if (!ek || !ev || m->n_env >= AIOS_MCP_MAX_ARGS || strlen(ek) + strlen(ev) + 2 > 256)
-                    rc = yaml_err(err, errlen, path, vn, "tools.mcp_servers[].env: at most 16 scalar KEY: VALUE pairs of under 256 bytes");
-                else snprintf(m->env[m->n_env++], 256, "%s=%s", ek, ev);
-            }
-        } else {
-            char sub[160];
-            snprintf(sub, sizeof sub, "tools.mcp_servers[]: unknown field '%s' (allowed: name, command, args, env)", k ? k : "?");
-            rc = yaml_err(err, errlen, path, kn, sub);
-        }
+        if (!k || !vn) return yaml_err(err, errlen, path, kn, "tools.mcp_servers[]: keys must be scalars");
+        int rc = load_mcp_field(m, doc, k, kn, vn, path, err, errlen);
         if (rc) return rc;
     }
     if (!m->name[0] || !m->command[0] || strchr(m->name, '/'))
@@ -364,7 +455,7 @@ static int load_mcp(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq, co
         yaml_node_t *m = yaml_document_get_node(doc, *it);
         if (cfg->tools.n_mcp >= AIOS_MAX_MCP) return yaml_err(err, errlen, path, m, "tools.mcp_servers: at most 8 servers");
         aios_mcp_cfg *mc = &cfg->tools.mcp[cfg->tools.n_mcp];
-        memset(mc, 0, sizeof *mc);
+        mcp_defaults(mc);
         int rc = load_mcp_entry(mc, doc, m, path, err, errlen);
         if (rc) return rc;
         cfg->tools.n_mcp++;
@@ -606,11 +697,16 @@ int config_write_reference(const char *path) {
             AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX);
     fprintf(f, "| `agents.<name>.memory_limit_bytes` | (none) | (`--set` or YAML `agents:`) | Resident memory limit of one agent, overriding `memory.limit_bytes`. |\n");
     fprintf(f, "| `agents.<name>.group` | (none) | (`--set` or YAML `agents:`) | Privilege group of an agent named by `agent_name` in `local` mode (identities carry their own group). |\n");
-    fprintf(f, "| `tools.mcp_servers` | `[]` | (YAML only) | MCP servers started over stdio: `[{name, command, args: [...], env: {K: V}}]`; their tools are named `<name>/<tool>`. |\n");
+    fprintf(f, "| `tools.mcp_servers` | `[]` | (YAML only) | MCP servers started over stdio, each in a sandbox (docs/tools.md): `[{name, command, args: [...], env: {K: V}, ...}]` (fields below); their tools are named `<name>/<tool>`. |\n");
     fprintf(f, "| `access.groups` | (none) | (YAML only) | Privilege groups: `{GROUP: [RULE, ...]}`, a rule being `kind:pattern[:actions]` (see docs/access.md). |\n");
     fprintf(f, "\nEach entry of `llms.models` (a list) has these fields:\n\n| field | default | meaning |\n|---|---|---|\n");
     for (size_t i = 0; i < N_MODEL_FIELDS; i++)
         fprintf(f, "| `%s` | `%s` | %s |\n", MODEL_FIELDS[i].name, MODEL_FIELDS[i].def, MODEL_FIELDS[i].doc);
+    fprintf(f, "\nEach entry of `tools.mcp_servers` (a list) has these fields:\n\n| field | default | meaning |\n|---|---|---|\n");
+    for (size_t i = 0; i < N_MCP_FIELDS; i++)
+        fprintf(f, "| `%s` | `%s` | %s |\n", MCP_FIELDS[i].name, MCP_FIELDS[i].def, MCP_FIELDS[i].doc);
+    for (size_t i = 0; i < sizeof MCP_LIST_DOC / sizeof MCP_LIST_DOC[0]; i++)
+        fprintf(f, "| `%s` | `%s` | %s |\n", MCP_LIST_DOC[i][0], MCP_LIST_DOC[i][1], MCP_LIST_DOC[i][2]);
     if (f != stdout) fclose(f);
     return AIOS_OK;
 }

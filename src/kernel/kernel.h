@@ -9,6 +9,7 @@
 #ifndef AIOS_KERNEL_H
 #define AIOS_KERNEL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -18,6 +19,11 @@
 /* ---------- clocks ---------- */
 double kern_now_mono(void);  /* seconds, CLOCK_MONOTONIC */
 double kern_now_wall(void);  /* seconds since the epoch */
+struct timespec;
+void kern_deadline(struct timespec *ts, long ms); /* now + ms on CLOCK_REALTIME (pthread_cond_timedwait) */
+/* Waits on cv (mu held) until *count is 0, or until timeout_ms (<= 0: no limit) have passed
+ * since t0 (kern_now_mono): AIOS_ERR_DEADLINE then. */
+int kern_wait_zero(pthread_cond_t *cv, pthread_mutex_t *mu, const int *count, int timeout_ms, double t0);
 
 /* ---------- logging ---------- */
 typedef enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR } log_level;
@@ -74,14 +80,6 @@ int strmap_put(strmap *m, const char *key, void *val);
 void *strmap_del(strmap *m, const char *key);
 void strmap_foreach(const strmap *m, void (*fn)(const char *key, void *val, void *ctx), void *ctx);
 
-/* ---------- worker pool (workq.c) ----------
- * Fixed threads, one bounded FIFO. workq_submit: AIOS_ERR_BUSY when the queue is full,
- * AIOS_ERR_SHUTDOWN once freeing started. workq_free runs every queued job, then joins. */
-typedef struct workq workq;
-workq *workq_new(int threads, int max_queue);
-int workq_submit(workq *q, void (*fn)(void *), void *arg);
-void workq_free(workq *q);
-
 /* ---------- configuration ---------- */
 #define AIOS_MAX_MODELS 8
 #define AIOS_NAME_MAX 64
@@ -105,13 +103,23 @@ typedef struct aios_model_cfg {
     int batch_size;        /* tokens per llama_decode step (prefill chunks + decodes) */
 } aios_model_cfg;
 
+#define AIOS_MCP_MAX_RO 8       /* ro_paths of one MCP server */
+
+/* One MCP server. It runs in a sandbox like a process tool's (docs/tools.md): the limits
+ * are -1 for "the tools.* default". */
 typedef struct aios_mcp_cfg {
     char name[AIOS_NAME_MAX];   /* its tools are named "<name>/<tool>" */
     char command[AIOS_PATH_MAX];
     char args[AIOS_MCP_MAX_ARGS][256];
     int n_args;
-    char env[AIOS_MCP_MAX_ARGS][256]; /* "KEY=VALUE" */
+    char env[AIOS_MCP_MAX_ARGS][256]; /* "KEY=VALUE": its whole environment besides PATH, HOME, LANG */
     int n_env;
+    char ro_paths[AIOS_MCP_MAX_RO][AIOS_PATH_MAX]; /* host directories bound read-only at the same path */
+    int n_ro_paths;
+    char fs[8];                 /* workdir | ro | none: its own directory at /work */
+    bool network;
+    int memory_mb, file_size_mb, max_procs;
+    char group[AIOS_NAME_MAX];  /* "" = anyone whose rules allow; else only this group and admins */
 } aios_mcp_cfg;
 
 typedef struct aios_group_cfg {
@@ -129,6 +137,9 @@ typedef struct aios_config {
         int max_connections;
         int connection_timeout_s;
         int max_stream_buffer_kb;
+        int header_timeout_ms;      /* request headers complete within this of accept */
+        long min_body_rate;         /* bytes/s floor for a body after the grace; 0 = none */
+        int reserved_connections;   /* slots kept for identities */
     } server;
     struct {
         aios_model_cfg models[AIOS_MAX_MODELS];
@@ -169,7 +180,7 @@ typedef struct aios_config {
         int max_path_bytes;
         char synchronous[8];    /* normal | full */
         char embedding_model[AIOS_PATH_MAX];
-        int embed_batch_tokens, embed_threads, embed_queue, embed_nice;
+        int embed_batch_tokens, embed_threads, embed_queue, embed_nice, embed_agent_queue, retrieve_timeout_ms;
         int hnsw_m, hnsw_ef_search, exact_below, max_k;
     } storage;
     struct {
@@ -202,7 +213,7 @@ typedef struct aios_config {
     int n_agents;
     char data_dir[AIOS_PATH_MAX];
     char log_level[16];
-    int workers, max_jobs;      /* the worker pool for memory, storage and embedding requests */
+    int workers, max_jobs, max_jobs_per_agent; /* each worker resource's run queue (sched/runq.c) */
 } aios_config;
 
 /* Built-in defaults (zero-config start: the default model in the cache). */

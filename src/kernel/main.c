@@ -3,7 +3,7 @@
  * cores, the embedder and the memory and storage managers, start the HTTP server, and run
  * until SIGINT/SIGTERM. Shutdown order matters: stop admitting work, stop the cores (every
  * syscall completes, resuming its connection), stop the embedder (queued texts are refused;
- * their callbacks still reach the managers), drain the worker pool, then stop the HTTP
+ * their callbacks still reach the managers), drain the run queues, then stop the HTTP
  * daemon and the managers.
  */
 #include <signal.h>
@@ -39,12 +39,12 @@ static const char *env_get(const char *name) { return getenv(name); }
 
 static long memory_limit_for(void *ud, const char *agent) { return config_agent_memory_limit(ud, agent); }
 
-/* The embedder, the memory and storage managers and the worker pool (all or nothing). */
+/* The embedder, the memory and storage managers and their run queues (all or nothing). */
 typedef struct managers {
     llm_embedder *emb;
     mem_manager *mem;
     storage_manager *storage;
-    workq *wq;
+    runq_t *runq[SYSCALL_KIND__COUNT]; /* run queues of memory and storage; NULL for the other kinds */
     access_manager *access;
     tool_manager *tools;
 } managers;
@@ -65,7 +65,7 @@ static void hook_ran(void *ctx, const char *agent, const char *tool, const char 
 static int bootstrap_admin(const aios_config *cfg, access_manager *am, char *err, size_t errlen) {
     if (strcmp(cfg->access.mode, "enforce") || access_group_has_member(am, cfg->access.admin_group)) return AIOS_OK;
     char token[80], path[AIOS_PATH_MAX + 16];
-    int rc = access_identity_create(am, "admin", cfg->access.admin_group, token, sizeof token, err, errlen);
+    int rc = access_identity_create(am, "admin", cfg->access.admin_group, false, token, sizeof token, err, errlen);
     if (rc) return rc;
     snprintf(path, sizeof path, "%s/admin.token", cfg->data_dir);
     FILE *f = fopen(path, "w");
@@ -80,6 +80,15 @@ static int bootstrap_admin(const aios_config *cfg, access_manager *am, char *err
     return AIOS_OK;
 }
 
+/* A revoked name got a new identity: it starts with no memory, files, shares or tool workdirs. */
+static void reset_agent(void *ctx, const char *name) {
+    managers *m = ctx;
+    int rc = mem_purge(m->mem, name), src = storage_purge(m->storage, name), trc = m->tools ? tools_purge_agent(m->tools, name) : 0;
+    if (rc || src || trc) log_warn("access: the data of revoked agent '%s' was not all deleted (memory: %s, storage: %s, tools: %s)",
+                                   name, aios_strerror(rc), aios_strerror(src), aios_strerror(trc));
+    else log_info("access: new identity '%s' starts empty: the revoked identity's memory, files, shares and tool workdirs are deleted", name);
+}
+
 static int access_tools_open(const aios_config *cfg, managers *m, char *err, size_t errlen) {
     char db[AIOS_PATH_MAX + 32], audit[AIOS_PATH_MAX + 32];
     snprintf(db, sizeof db, "%s/access.db", cfg->data_dir);
@@ -89,6 +98,8 @@ static int access_tools_open(const aios_config *cfg, managers *m, char *err, siz
     ap.cfg = cfg;
     ap.db_path = db;
     ap.audit_path = audit;
+    ap.reset_agent = reset_agent;
+    ap.reset_ctx = m;
     if (!(m->access = access_open(&ap, err, errlen))) return AIOS_ERR_CONFIG;
     int rc = bootstrap_admin(cfg, m->access, err, errlen);
     if (rc) return rc;
@@ -97,6 +108,24 @@ static int access_tools_open(const aios_config *cfg, managers *m, char *err, siz
     tp.storage = m->storage;
     tp.hooks = (tool_hooks){.ctx = m->access, .approve = hook_approve, .ran = hook_ran};
     if (!(m->tools = tool_manager_new(&tp, err, errlen))) return AIOS_ERR_CONFIG;
+    return AIOS_OK;
+}
+
+/* One run queue, with its own kernel.workers threads, per worker resource: memory (which
+ * also runs /v1/embeddings) and storage; ordered by scheduler.policy like the LLM queues. */
+static int runqs_open(const aios_config *cfg, managers *m, char *err, size_t errlen) {
+    static const syscall_kind KINDS[] = {SYSCALL_KIND_MEMORY, SYSCALL_KIND_STORAGE};
+    for (size_t i = 0; i < sizeof KINDS / sizeof KINDS[0]; i++) {
+        runq_params p = runq_default_params();
+        p.resource = syscall_kind_get(KINDS[i])->name;
+        p.policy = cfg->scheduler.policy;
+        p.workers = cfg->workers;
+        p.max_queue = cfg->max_jobs;
+        p.max_per_agent = cfg->max_jobs_per_agent;
+        p.fair_window_s = cfg->scheduler.fair_window_s;
+        p.max_agents = cfg->scheduler.max_agents;
+        if (!(m->runq[KINDS[i]] = runq_new(&p, err, errlen))) return AIOS_ERR_NOMEM;
+    }
     return AIOS_OK;
 }
 
@@ -111,6 +140,7 @@ static int managers_open(const aios_config *cfg, managers *m, char *err, size_t 
     ep.threads = cfg->storage.embed_threads;
     ep.batch_tokens = cfg->storage.embed_batch_tokens;
     ep.max_queue = cfg->storage.embed_queue;
+    ep.max_queue_per_owner = cfg->storage.embed_agent_queue;
     ep.nice = cfg->storage.embed_nice;
     if (!(m->emb = llm_embedder_new(&ep, err, errlen))) return AIOS_ERR_MODEL;
     vec_index_params ip = vec_index_default_params(0);
@@ -132,6 +162,7 @@ static int managers_open(const aios_config *cfg, managers *m, char *err, size_t 
     mp.max_k = cfg->storage.max_k;
     mp.embedder = m->emb;
     mp.index = ip;
+    mp.retrieve_timeout_ms = cfg->storage.retrieve_timeout_ms;
     if (!(m->mem = mem_open(&mp, err, errlen))) return AIOS_ERR_IO;
     storage_params sp = storage_default_params();
     snprintf(db, sizeof db, "%s/storage.db", cfg->data_dir);
@@ -145,11 +176,10 @@ static int managers_open(const aios_config *cfg, managers *m, char *err, size_t 
     sp.max_k = cfg->storage.max_k;
     sp.embedder = m->emb;
     sp.index = ip;
+    sp.retrieve_timeout_ms = cfg->storage.retrieve_timeout_ms;
     if (!(m->storage = storage_open(&sp, err, errlen))) return AIOS_ERR_IO;
-    if (!(m->wq = workq_new(cfg->workers, cfg->max_jobs))) {
-        snprintf(err, errlen, "cannot start %d worker threads", cfg->workers);
-        return AIOS_ERR_NOMEM;
-    }
+    int rc = runqs_open(cfg, m, err, errlen);
+    if (rc) return rc;
     return access_tools_open(cfg, m, err, errlen);
 }
 
@@ -279,8 +309,9 @@ int main(int argc, char **argv) {
     api_server *srv = NULL;
     if (!rc) {
         api_params ap = {.cfg = &cfg, .cores = cores, .n_cores = cfg.llms.n_models, .mem = mg.mem,
-                         .storage = mg.storage, .embedder = mg.emb, .workers = mg.wq, .tools = mg.tools,
+                         .storage = mg.storage, .embedder = mg.emb, .tools = mg.tools,
                          .access = mg.access};
+        memcpy(ap.runq, mg.runq, sizeof ap.runq);
         if (!(srv = api_server_start(&ap, err, sizeof err))) rc = die(err);
     }
     if (!rc) {
@@ -294,7 +325,8 @@ int main(int argc, char **argv) {
     tool_manager_free(mg.tools);    /* kills running tool processes; waiting approvals end below */
     for (int i = 0; i < cfg.llms.n_models; i++) llm_core_free(cores[i]);
     llm_embedder_stop(mg.emb);      /* refuses queued texts: callbacks reach the managers, waiters wake */
-    if (mg.wq) workq_free(mg.wq);   /* runs queued jobs (an embedding now fails fast with 503) */
+    for (int k = 0; k < SYSCALL_KIND__COUNT; k++)
+        runq_free(mg.runq[k]);      /* runs queued jobs (an embedding now fails fast with 503) */
     llm_embedder_free(mg.emb);
     api_server_free(srv);
     access_close(mg.access);

@@ -22,6 +22,28 @@ double kern_now_wall(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+void kern_deadline(struct timespec *ts, long ms) {
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) ts->tv_sec++, ts->tv_nsec -= 1000000000L;
+}
+
+int kern_wait_zero(pthread_cond_t *cv, pthread_mutex_t *mu, const int *count, int timeout_ms, double t0) {
+    if (timeout_ms <= 0) {
+        while (*count) pthread_cond_wait(cv, mu);
+        return AIOS_OK;
+    }
+    while (*count) {
+        long left = (long)((t0 + timeout_ms / 1000.0 - kern_now_mono()) * 1000.0);
+        if (left <= 0) return AIOS_ERR_DEADLINE;
+        struct timespec ts;
+        kern_deadline(&ts, left);
+        pthread_cond_timedwait(cv, mu, &ts);
+    }
+    return AIOS_OK;
+}
+
 static log_level g_level = LOG_LEVEL_INFO;
 static const char *const LEVEL_NAMES[] = {"debug", "info", "warn", "error"};
 

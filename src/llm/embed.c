@@ -22,12 +22,26 @@
 #include "llamacpp_internal.h"
 #include "../vector/vector.h"
 
+typedef struct emb_owner emb_owner;
+
 typedef struct emb_job {
     char *text;
     llm_embed_cb cb;
     void *ctx;
+    emb_owner *owner;     /* while queued */
     struct emb_job *next;
 } emb_job;
+
+/* One agent's (or one client's) queue. Owners with texts waiting form a ring that the
+ * engine thread serves one text at a time, so one agent's backlog delays another's texts by
+ * at most one text per waiting agent, not by the whole backlog; an owner is freed as soon
+ * as its queue is empty. */
+struct emb_owner {
+    char name[AIOS_NAME_MAX];
+    emb_job *head, *tail;
+    int queued;
+    emb_owner *prev, *next; /* the ring of owners with texts waiting */
+};
 
 struct llm_embedder {
     llm_embed_params p;
@@ -46,7 +60,8 @@ struct llm_embedder {
     bool running;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    emb_job *head, *tail;
+    strmap owners;        /* name -> emb_owner, only owners with texts waiting */
+    emb_owner *ring;      /* the owner served next (NULL = nothing queued) */
     int queued;
     bool stop;
     llm_embed_stats st;   /* guarded by mu */
@@ -54,10 +69,11 @@ struct llm_embedder {
 
 llm_embed_params llm_embed_default_params(void) {
     return (llm_embed_params){.model_path = NULL, .threads = 0, .batch_tokens = 512, .max_seqs = 64,
-                              .max_queue = 65536, .name = "embed", .nice = 10};
+                              .max_queue = 65536, .max_queue_per_owner = 4096, .name = "embed", .nice = 10};
 }
 
 static void *emb_main(void *arg);
+static emb_job *emb_pop(llm_embedder *e);
 
 static int emb_context(llm_embedder *e, enum llama_pooling_type pooling) {
     struct llama_context_params cp = llama_context_default_params();
@@ -88,6 +104,7 @@ llm_embedder *llm_embedder_new(const llm_embed_params *p, char *err, size_t errl
     snprintf(e->name, sizeof e->name, "%s", p->name ? p->name : "embed");
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
+    strmap_init(&e->owners);
     struct llama_model_params mp = llama_model_default_params();
     e->model = llama_model_load_from_file(p->model_path, mp);
     if (!e->model) {
@@ -134,9 +151,9 @@ void llm_embedder_stop(llm_embedder *e) {
     if (e->running) pthread_join(e->thread, NULL);
     e->running = false;
     pthread_mutex_lock(&e->mu);
-    emb_job *j = e->head; /* includes a job the thread had taken and put back */
-    e->head = e->tail = NULL;
-    e->queued = 0;
+    emb_job *j = NULL, **end = &j; /* the thread refused the text it had taken itself */
+    for (emb_job *q; (q = emb_pop(e));) *end = q, end = &q->next;
+    *end = NULL;
     pthread_mutex_unlock(&e->mu);
     for (emb_job *n; j; j = n) { /* queued work is refused, not embedded: a fast stop
                                   * (the stores re-embed what lacks a vector at start) */
@@ -157,6 +174,7 @@ void llm_embedder_free(llm_embedder *e) {
     if (e->model) llama_model_free(e->model);
     free(e->tok);
     free(e->vec);
+    strmap_free(&e->owners);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     free(e);
@@ -172,7 +190,84 @@ void llm_embedder_get_stats(llm_embedder *e, llm_embed_stats *out) {
     pthread_mutex_unlock(&e->mu);
 }
 
-int llm_embed_async(llm_embedder *e, const char *text, llm_embed_cb cb, void *ctx) {
+/* ---- the owners' queues (e->mu held) ---- */
+
+static void ring_unlink(llm_embedder *e, emb_owner *o) {
+    if (o->next == o) e->ring = NULL;
+    else {
+        o->prev->next = o->next;
+        o->next->prev = o->prev;
+        if (e->ring == o) e->ring = o->next;
+    }
+    strmap_del(&e->owners, o->name);
+    free(o);
+}
+
+/* Appends j to its owner's queue (or puts it first: a query someone waits on goes ahead of
+ * the owner's bulk texts), the owner joining the ring (just before the one served next,
+ * i.e. last in this round) if it had nothing waiting. */
+static int emb_push(llm_embedder *e, const char *owner, emb_job *j, bool first) {
+    const char *name = owner && *owner ? owner : "-";
+    emb_owner *o = strmap_get(&e->owners, name);
+    if (o && o->queued >= e->p.max_queue_per_owner) return AIOS_ERR_BUSY;
+    if (!o) {
+        if (!(o = calloc(1, sizeof *o))) return AIOS_ERR_NOMEM;
+        snprintf(o->name, sizeof o->name, "%s", name);
+        if (strmap_put(&e->owners, o->name, o)) {
+            free(o);
+            return AIOS_ERR_NOMEM;
+        }
+        if (!e->ring) o->prev = o->next = e->ring = o;
+        else {
+            o->next = e->ring;
+            o->prev = e->ring->prev;
+            o->prev->next = o->next->prev = o;
+        }
+    }
+    j->owner = o;
+    j->next = first ? o->head : NULL;
+    if (first) o->head = j;
+    else if (o->tail) o->tail->next = j;
+    else o->head = j;
+    if (!o->tail || !first) o->tail = j;
+    o->queued++;
+    e->queued++;
+    return AIOS_OK;
+}
+
+/* Takes the next text in round-robin order over the owners; NULL when nothing waits. */
+static emb_job *emb_pop(llm_embedder *e) {
+    emb_owner *o = e->ring;
+    if (!o) return NULL;
+    emb_job *j = o->head;
+    o->head = j->next;
+    if (!o->head) o->tail = NULL;
+    o->queued--;
+    e->queued--;
+    j->owner = NULL;
+    e->ring = o->next;
+    if (!o->queued) ring_unlink(e, o);
+    return j;
+}
+
+/* Takes j out of its owner's queue if it is still there (false: the engine has it). */
+static bool emb_unqueue(llm_embedder *e, emb_job *j) {
+    emb_owner *o = j->owner;
+    if (!o) return false;
+    emb_job **pp = &o->head, *prev = NULL;
+    while (*pp && *pp != j) prev = *pp, pp = &(*pp)->next;
+    if (!*pp) return false;
+    *pp = j->next;
+    if (o->tail == j) o->tail = prev;
+    o->queued--;
+    e->queued--;
+    j->owner = NULL;
+    if (!o->queued) ring_unlink(e, o);
+    return true;
+}
+
+static int emb_submit(llm_embedder *e, const char *owner, const char *text, llm_embed_cb cb, void *ctx,
+                      emb_job **out, bool first) {
     emb_job *j = calloc(1, sizeof *j);
     if (!j || !(j->text = strdup(text))) {
         free(j);
@@ -181,20 +276,36 @@ int llm_embed_async(llm_embedder *e, const char *text, llm_embed_cb cb, void *ct
     j->cb = cb;
     j->ctx = ctx;
     pthread_mutex_lock(&e->mu);
-    int rc = e->stop ? AIOS_ERR_SHUTDOWN : e->queued >= e->p.max_queue ? AIOS_ERR_BUSY : AIOS_OK;
-    if (!rc) {
-        if (e->tail) e->tail->next = j;
-        else e->head = j;
-        e->tail = j;
-        e->queued++;
-        pthread_cond_signal(&e->cv);
-    }
+    int rc = e->stop ? AIOS_ERR_SHUTDOWN : e->queued >= e->p.max_queue ? AIOS_ERR_BUSY : emb_push(e, owner, j, first);
+    if (!rc) pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
     if (rc) {
         free(j->text);
         free(j);
+    } else if (out) {
+        *out = j;
     }
     return rc;
+}
+
+int llm_embed_async(llm_embedder *e, const char *owner, const char *text, llm_embed_cb cb, void *ctx) {
+    return emb_submit(e, owner, text, cb, ctx, NULL, false);
+}
+
+int llm_embed_backlog(llm_embedder *e, const char *owner) {
+    pthread_mutex_lock(&e->mu);
+    emb_owner *o = strmap_get(&e->owners, owner && *owner ? owner : "-");
+    int n = o ? o->queued : 0;
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
+int llm_embed_admit(llm_embedder *e, const char *owner, char *err, size_t errlen) {
+    int n = llm_embed_backlog(e, owner);
+    if (n < e->p.max_queue_per_owner) return AIOS_OK;
+    snprintf(err, errlen, "'%s' already has %d texts waiting to be embedded (storage.embed_agent_queue); retry "
+             "once they are done", owner && *owner ? owner : "-", n);
+    return AIOS_ERR_BUSY;
 }
 
 /* ---- blocking form ---- */
@@ -218,15 +329,39 @@ static void emb_wait_cb(void *ctx, int rc, const float *vec, int n_tokens) {
     pthread_mutex_unlock(&w->mu);
 }
 
-int llm_embed(llm_embedder *e, const char *text, float *out, int *n_tokens) {
+/* Waits for w until deadline (CLOCK_REALTIME; 0 = none); false on timeout. */
+static bool emb_wait_until(emb_wait *w, const struct timespec *deadline) {
+    pthread_mutex_lock(&w->mu);
+    int trc = 0;
+    while (!w->done && trc != ETIMEDOUT)
+        trc = deadline ? pthread_cond_timedwait(&w->cv, &w->mu, deadline) : pthread_cond_wait(&w->cv, &w->mu);
+    bool done = w->done;
+    pthread_mutex_unlock(&w->mu);
+    return done;
+}
+
+int llm_embed(llm_embedder *e, const char *owner, const char *text, float *out, int *n_tokens, int timeout_ms) {
     emb_wait w = {.out = out, .dim = e->dim};
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
-    int rc = llm_embed_async(e, text, emb_wait_cb, &w);
+    emb_job *j = NULL;
+    int rc = emb_submit(e, owner, text, emb_wait_cb, &w, &j, true);
     if (!rc) {
-        pthread_mutex_lock(&w.mu);
-        while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
-        pthread_mutex_unlock(&w.mu);
+        struct timespec dl;
+        kern_deadline(&dl, timeout_ms);
+        if (!emb_wait_until(&w, timeout_ms > 0 ? &dl : NULL)) {
+            pthread_mutex_lock(&e->mu);
+            bool taken_back = emb_unqueue(e, j);
+            pthread_mutex_unlock(&e->mu);
+            if (taken_back) {
+                free(j->text);
+                free(j);
+                w.done = true;
+                w.rc = AIOS_ERR_DEADLINE;
+            } else {
+                emb_wait_until(&w, NULL); /* in the batch being embedded: done within one decode */
+            }
+        }
         rc = w.rc;
         if (n_tokens) *n_tokens = w.n_tokens;
     }
@@ -270,12 +405,7 @@ static int emb_fill(llm_embedder *e, emb_slot *slots, emb_job **carry) {
         emb_job *j = *carry;
         if (!j) {
             pthread_mutex_lock(&e->mu);
-            j = e->head;
-            if (j) {
-                e->head = j->next;
-                if (!e->head) e->tail = NULL;
-                e->queued--;
-            }
+            j = emb_pop(e);
             pthread_mutex_unlock(&e->mu);
             if (!j) break;
         }
@@ -348,19 +478,17 @@ static void *emb_main(void *arg) {
     emb_job *carry = NULL;
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        while (!e->head && !carry && !e->stop) pthread_cond_wait(&e->cv, &e->mu);
+        while (!e->ring && !carry && !e->stop) pthread_cond_wait(&e->cv, &e->mu);
         bool stop = e->stop;
         pthread_mutex_unlock(&e->mu);
         if (stop || !slots) break; /* what is left is refused in llm_embedder_free */
         int ns = emb_fill(e, slots, &carry);
         if (ns) emb_run(e, slots, ns);
     }
-    if (carry) { /* back to the head of the queue, refused with the rest */
-        pthread_mutex_lock(&e->mu);
-        carry->next = e->head;
-        e->head = carry;
-        if (!e->tail) e->tail = carry;
-        pthread_mutex_unlock(&e->mu);
+    if (carry) { /* refused with the rest (its own callback, now) */
+        carry->cb(carry->ctx, AIOS_ERR_SHUTDOWN, NULL, 0);
+        free(carry->text);
+        free(carry);
     }
     free(slots);
     return NULL;

@@ -157,6 +157,7 @@ typedef struct llm_embed_params {
     int batch_tokens;        /* tokens per decode; also the longest text (longer ones are truncated) */
     int max_seqs;            /* texts per decode */
     int max_queue;           /* texts waiting before llm_embed_async answers AIOS_ERR_BUSY */
+    int max_queue_per_owner; /* texts one owner (agent) may have waiting; beyond: AIOS_ERR_BUSY for it only */
     int nice;                /* nice value of the embedding threads (0 = as the kernel) */
 } llm_embed_params;
 typedef struct llm_embed_stats {
@@ -182,10 +183,19 @@ void llm_embedder_free(llm_embedder *e);
 int llm_embedder_dim(const llm_embedder *e);
 const char *llm_embedder_name(const llm_embedder *e);
 void llm_embedder_get_stats(llm_embedder *e, llm_embed_stats *out);
-/* Queues a copy of text; cb runs exactly once (AIOS_ERR_BUSY/NOMEM here mean it never will). */
-int llm_embed_async(llm_embedder *e, const char *text, llm_embed_cb cb, void *ctx);
-/* Blocking: out gets dim floats. Thread-safe; do not call from a callback. */
-int llm_embed(llm_embedder *e, const char *text, float *out, int *n_tokens);
+/* Queues a copy of text on owner's queue (an agent name; NULL or "" = one shared anonymous
+ * queue). Owners are served round robin, one text each, so a flood by one agent delays
+ * the others' texts by a round, not by its backlog. cb runs exactly once (AIOS_ERR_BUSY:
+ * the embedder's or this owner's queue is full, or NOMEM, mean it never will). */
+int llm_embed_async(llm_embedder *e, const char *owner, const char *text, llm_embed_cb cb, void *ctx);
+/* Texts owner has waiting. */
+int llm_embed_backlog(llm_embedder *e, const char *owner);
+/* AIOS_OK when owner may queue another text now; AIOS_ERR_BUSY with err saying why. */
+int llm_embed_admit(llm_embedder *e, const char *owner, char *err, size_t errlen);
+/* Blocking: out gets dim floats. The text goes ahead of owner's queued texts (someone
+ * waits on it). AIOS_ERR_DEADLINE when it was not embedded within timeout_ms (0 = no
+ * limit); it is then withdrawn. Thread-safe; not from a callback. */
+int llm_embed(llm_embedder *e, const char *owner, const char *text, float *out, int *n_tokens, int timeout_ms);
 
 /* ---- generated text helpers (text.c) ---- */
 /* How many leading bytes of `buf` may be released now: stops at an incomplete UTF-8

@@ -240,7 +240,7 @@ static int queue_embed(mem_agent *a, mem_block *b, const char *content) {
     embed_ticket *t = malloc(sizeof *t);
     if (!t) return AIOS_ERR_NOMEM;
     *t = (embed_ticket){a, b->id, b->gen};
-    int rc = llm_embed_async(a->m->p.embedder, content, embedded_cb, t);
+    int rc = llm_embed_async(a->m->p.embedder, a->name, content, embedded_cb, t);
     if (rc) free(t);
     else a->pending++;
     return rc;
@@ -452,7 +452,10 @@ int mem_add(mem_manager *m, const char *agent, const char *content, const char *
             sqlite3_bind_int64(m->q_delete, 1, (sqlite3_int64)b->id);
             sdb_step_done(m->db, m->q_delete);
             pthread_mutex_unlock(&m->db_mu);
-            snprintf(err, errlen, rc == AIOS_ERR_BUSY ? "the embedding queue is full; retry later" : "memory: %s", aios_strerror(rc));
+            if (rc == AIOS_ERR_BUSY)
+                snprintf(err, errlen, "'%s' has too many texts waiting to be embedded (storage.embed_agent_queue, "
+                         "storage.embed_queue); retry later", agent);
+            else snprintf(err, errlen, "memory: %s", aios_strerror(rc));
         }
     } else {
         snprintf(err, errlen, "memory store: %s", aios_strerror(rc));
@@ -576,10 +579,35 @@ int mem_remove(mem_manager *m, const char *agent, const char *id, char *err, siz
     return rc;
 }
 
+int mem_purge(mem_manager *m, const char *agent) {
+    mem_agent *a;
+    int rc = agent_lock(m, agent, &a);
+    if (rc) return rc;
+    pthread_mutex_lock(&m->db_mu);
+    rc = sdb_exec_text(m->db, "DELETE FROM memories WHERE agent=?", agent);
+    pthread_mutex_unlock(&m->db_mu);
+    for (size_t i = 0; !rc && i < a->blocks.cap; i++) {
+        mem_block *b = a->blocks.used[i] ? a->blocks.vals[i] : NULL;
+        if (!b) continue;
+        if (b->heap_pos >= 0) evict(a, b);
+        vec_index_remove(a->ix, b->id);
+        free(b->content);
+        free(b->meta);
+        free(b);
+    }
+    if (!rc) { /* an embedding still queued finds no block and is dropped */
+        u64map_free(&a->blocks);
+        memset(&a->blocks, 0, sizeof a->blocks);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
 int mem_retrieve(mem_manager *m, const char *agent, const char *query, int k, bool exact, mem_item **out, int *n,
                  char *err, size_t errlen) {
     *out = NULL;
     *n = 0;
+    err[0] = 0;
     if (!m->p.embedder) {
         snprintf(err, errlen, "retrieval needs an embedding model, and none is loaded");
         return AIOS_ERR_UNSUPPORTED;
@@ -593,11 +621,16 @@ int mem_retrieve(mem_manager *m, const char *agent, const char *query, int k, bo
     uint64_t *labels = malloc((size_t)k * sizeof *labels);
     float *scores = malloc((size_t)k * sizeof *scores);
     mem_item *items = calloc((size_t)k, sizeof *items);
-    int rc = q && labels && scores && items ? llm_embed(m->p.embedder, query, q, NULL) : AIOS_ERR_NOMEM;
+    double t0 = kern_now_mono();
+    int rc = q && labels && scores && items ? llm_embed(m->p.embedder, agent, query, q, NULL, m->p.retrieve_timeout_ms)
+                                            : AIOS_ERR_NOMEM;
     mem_agent *a = NULL;
     if (!rc) rc = agent_lock(m, agent, &a);
-    if (!rc) {
-        while (a->pending) pthread_cond_wait(&a->idle, &a->mu); /* see every acknowledged add */
+    if (!rc && (rc = kern_wait_zero(&a->idle, &a->mu, &a->pending, m->p.retrieve_timeout_ms, t0))) {
+        snprintf(err, errlen, "retrieval not served within storage.retrieve_timeout_ms (%d ms): %d texts of '%s' are "
+                 "still waiting to be embedded", m->p.retrieve_timeout_ms, a->pending, agent);
+        pthread_mutex_unlock(&a->mu);
+    } else if (!rc) {
         int found = vec_index_search(a->ix, q, k, exact, labels, scores);
         for (int i = 0; i < found && !rc; i++) {
             mem_block *b = u64map_get(&a->blocks, labels[i]);
@@ -611,7 +644,10 @@ int mem_retrieve(mem_manager *m, const char *agent, const char *query, int k, bo
     free(labels);
     free(scores);
     if (rc) {
-        snprintf(err, errlen, "memory retrieval failed: %s", aios_strerror(rc));
+        if (rc == AIOS_ERR_DEADLINE && !*err)
+            snprintf(err, errlen, "retrieval not served within storage.retrieve_timeout_ms (%d ms): the query was not "
+                     "embedded in time", m->p.retrieve_timeout_ms);
+        else if (rc != AIOS_ERR_DEADLINE) snprintf(err, errlen, "memory retrieval failed: %s", aios_strerror(rc));
         mem_items_free(items, *n);
         *n = 0;
         return rc;

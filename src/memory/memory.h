@@ -40,6 +40,7 @@ typedef struct mem_params {
     int max_k;                  /* largest k of a retrieval */
     llm_embedder *embedder;     /* borrowed, must outlive the manager's use; NULL = no retrieval */
     vec_index_params index;     /* dim is taken from the embedder */
+    int retrieve_timeout_ms;    /* a retrieval that cannot be served in this time answers AIOS_ERR_TIMEOUT */
 } mem_params;
 
 typedef struct mem_item {
@@ -69,6 +70,9 @@ int mem_get(mem_manager *m, const char *agent, const char *id, mem_item *out, ch
 int mem_update(mem_manager *m, const char *agent, const char *id, const char *content, const char *metadata,
                char *err, size_t errlen);
 int mem_remove(mem_manager *m, const char *agent, const char *id, char *err, size_t errlen);
+/* Deletes every block of agent (store, RAM and index): a new identity of a revoked name
+ * starts empty. */
+int mem_purge(mem_manager *m, const char *agent);
 /* Up to k blocks most similar to query, best first; *out (n items) is the caller's to free
  * with mem_items_free. exact: full scan instead of the HNSW graph (the reference). */
 int mem_retrieve(mem_manager *m, const char *agent, const char *query, int k, bool exact, mem_item **out, int *n,

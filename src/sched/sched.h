@@ -1,5 +1,7 @@
 /*
- * sched.h - the run queue of one resource (an LLM core) and its pluggable policy.
+ * sched.h - the run queue of one resource (an LLM core) and its pluggable policy, and the
+ * run queues of the worker resources (memory, storage: runq.c, at the end) under the same
+ * policies.
  *
  * Producers (API handlers) sched_submit() syscalls; the consumer (the engine thread of the
  * core) asks sched_next() for the next syscall to start whenever it has room, reports the
@@ -106,5 +108,64 @@ void sched_get_stats(sched_t *s, sched_stats *out);
 typedef void (*sched_agent_fn)(const char *agent, unsigned long long service_total, unsigned long long service_window,
                                void *ud);
 void sched_foreach_agent(sched_t *s, sched_agent_fn fn, void *ud);
+
+/* ---- run queues of the worker resources (runq.c) ----
+ * Memory and storage syscalls (and /v1/embeddings jobs) are short operations run to the
+ * end by a resource's own worker threads: no preemption, so a policy is only the order of
+ * the waiting jobs, through the same `before` rule as the LLM scheduler's:
+ *   fifo      arrival order
+ *   priority  the job's priority (higher first), then arrival
+ *   rr        round robin over agents, one operation each: an agent's k-th waiting job
+ *             gets round max(its last round, the round now being served) + 1
+ *   fair      the agent that received the least operation time (seconds its jobs kept a
+ *             worker busy) in the current fair_window_s window first, then arrival
+ * Ties go to the earlier arrival. Bounds: max_queue waiting jobs in all, max_per_agent
+ * waiting jobs per agent (AIOS_ERR_BUSY with a message naming the bound). */
+typedef struct runq runq_t;
+
+typedef struct runq_params {
+    const char *resource;  /* "memory", "storage": names it in errors, /status and /metrics (borrowed) */
+    const char *policy;    /* a name from sched_policy_names() */
+    int workers;           /* worker threads of this resource */
+    int max_queue;         /* waiting jobs in all before submit fails with AIOS_ERR_BUSY */
+    int max_per_agent;     /* waiting jobs of one agent before its submits fail with AIOS_ERR_BUSY */
+    double fair_window_s;  /* length of the service window of the fair policy */
+    int max_agents;        /* per-agent records kept (idle ones are recycled) */
+} runq_params;
+
+/* One operation: fn(arg) on a worker thread. arg stays the caller's: runq never frees it,
+ * fn receives it once (or never, when submit fails). agent is copied. */
+typedef struct runq_job {
+    void (*fn)(void *arg);
+    void *arg;
+    const char *agent;
+    int priority;
+} runq_job;
+
+runq_params runq_default_params(void);
+/* Starts the workers. NULL on an unknown policy (err says which names are allowed) or
+ * when no thread could start. */
+runq_t *runq_new(const runq_params *params, char *err, size_t errlen);
+/* Queues a job. AIOS_ERR_BUSY when the queue or the agent's share of it is full (err says
+ * which), AIOS_ERR_SHUTDOWN once runq_free began, AIOS_ERR_NOMEM. */
+int runq_submit(runq_t *q, const runq_job *job, char *err, size_t errlen);
+/* Refuses new jobs, runs every queued one (in policy order), joins the workers, frees.
+ * Accepts NULL. */
+void runq_free(runq_t *q);
+
+typedef struct runq_stats {
+    const char *resource, *policy;
+    int workers;
+    size_t queued, running, agents_waiting;
+    unsigned long long submitted, completed, rejected_full, rejected_agent;
+    double busy_seconds;   /* operation time of all completed jobs */
+} runq_stats;
+void runq_get_stats(runq_t *q, runq_stats *out);
+
+/* Per-agent accounting, for /metrics: calls fn once per known agent (under the lock; fn
+ * must not call back into the run queue). Service is operation time in seconds. */
+typedef void (*runq_agent_fn)(const char *agent, size_t queued, unsigned long long ops, double service_total_s,
+                              double service_window_s, void *ud);
+void runq_foreach_agent(runq_t *q, runq_agent_fn fn, void *ud);
 
 #endif

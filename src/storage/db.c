@@ -81,6 +81,18 @@ int sdb_exec(sqlite3 *db, const char *sql) {
     return AIOS_OK;
 }
 
+int sdb_exec_text(sqlite3 *db, const char *sql, const char *arg) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        log_error("sqlite: cannot prepare '%s': %s", sql, sqlite3_errmsg(db));
+        return AIOS_ERR_IO;
+    }
+    sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+    int rc = sdb_step_done(db, st);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 struct sdb_ckpt {
     sqlite3 *db;
     pthread_t thread;
@@ -95,10 +107,7 @@ static void *ckpt_main(void *arg) {
     pthread_mutex_lock(&c->mu);
     while (!c->stop) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)c->interval_ms * 1000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        kern_deadline(&ts, c->interval_ms);
         pthread_cond_timedwait(&c->cv, &c->mu, &ts);
         pthread_mutex_unlock(&c->mu);
         int log = 0, done = 0;

@@ -226,7 +226,7 @@ static void queue_file_embed(storage_manager *s, st_agent *a, long long id, cons
     st_ticket *t = malloc(sizeof *t);
     if (!t) return;
     *t = (st_ticket){s, a, id};
-    if (llm_embed_async(s->p.embedder, text, file_embedded_cb, t) == AIOS_OK) a->pending++;
+    if (llm_embed_async(s->p.embedder, a->name, text, file_embedded_cb, t) == AIOS_OK) a->pending++;
     else { /* left without a vector: embedded at the next start */
         log_warn("storage: embedding queue full; file %lld of '%s' is embedded later", id, a->name);
         free(t);
@@ -445,6 +445,8 @@ static int do_write(st_call *c, bool create_only) {
         snprintf(c->err, c->errlen, "content of %zu bytes exceeds storage.max_file_bytes (%ld)", n, c->s->p.max_file_bytes);
         return AIOS_ERR_TOO_LARGE;
     }
+    /* backpressure on the writer whose texts wait to be embedded, not on everyone */
+    if (c->s->p.embedder && (rc = llm_embed_admit(c->s->p.embedder, c->agent, c->err, c->errlen))) return rc;
     file_row f;
     if ((rc = file_lookup(c->s, c->agent, c->path, &f))) return rc;
     if (f.found && f.is_dir) return fail(c, AIOS_ERR_EXISTS, "'%s' is a directory", c->path);
@@ -784,10 +786,17 @@ static int op_retrieve(st_call *c) {
     uint64_t *labels = malloc((size_t)want * sizeof *labels);
     if (!q || !scores || !labels) rc = AIOS_ERR_NOMEM;
     pthread_mutex_unlock(&s->mu); /* embedding the query takes a while: let other calls run */
-    if (!rc) rc = llm_embed(s->p.embedder, query, q, NULL);
+    double t0 = kern_now_mono();
+    int limit = s->p.retrieve_timeout_ms;
+    if (!rc && (rc = llm_embed(s->p.embedder, c->agent, query, q, NULL, limit)) == AIOS_ERR_DEADLINE)
+        snprintf(c->err, c->errlen, "retrieval not served within storage.retrieve_timeout_ms (%d ms): the query was not "
+                 "embedded in time", limit);
     pthread_mutex_lock(&s->mu);
+    /* see every acknowledged write, within the deadline */
+    if (!rc && (rc = kern_wait_zero(&c->a->idle, &s->mu, &c->a->pending, limit, t0)))
+        snprintf(c->err, c->errlen, "retrieval not served within storage.retrieve_timeout_ms (%d ms): %d files of '%s' "
+                 "are still waiting to be embedded", limit, c->a->pending, c->agent);
     if (!rc) {
-        while (c->a->pending) pthread_cond_wait(&c->a->idle, &s->mu); /* see every acknowledged write */
         int found = vec_index_search(c->a->ix, q, want, exact, labels, scores);
         hit_ctx h = {cJSON_CreateArray(), 0, kw, nkw};
         for (int i = 0; i < found && !rc && cJSON_GetArraySize(h.arr) < k; i++) {
@@ -821,6 +830,30 @@ static const st_op OPS[] = {
     {"read", op_read},     {"list", op_list},               {"delete", op_delete},         {"retrieve", op_retrieve},
     {"rollback", op_rollback}, {"share", op_share},
 };
+
+int storage_purge(storage_manager *s, const char *agent) {
+    pthread_mutex_lock(&s->mu);
+    int rc = begin(s);
+    if (!rc) rc = q_run(s, "DELETE FROM versions WHERE file_id IN (SELECT id FROM files WHERE agent=?)", "t", NULL, NULL, agent);
+    if (!rc) rc = q_run(s, "DELETE FROM files WHERE agent=?", "t", NULL, NULL, agent);
+    if (!rc) rc = q_run(s, "DELETE FROM shares WHERE owner=? OR grantee=?", "tt", NULL, NULL, agent, agent);
+    if (!rc) rc = q_run(s, "DELETE FROM mounts WHERE agent=?", "t", NULL, NULL, agent);
+    rc = finish(s, rc);
+    st_agent *a = rc ? NULL : strmap_get(&s->agents, agent);
+    vec_index_params ip = s->p.index;
+    vec_index *fresh = a ? vec_index_new(&ip) : NULL;
+    if (a) { /* an embedding still queued finds no file row and is dropped; without a fresh index
+              * the old labels name deleted rows, which retrieval never returns */
+        if (fresh) {
+            vec_index_free(a->ix);
+            a->ix = fresh;
+        }
+        a->bytes = a->files = 0;
+        a->root[0] = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
 
 int storage_call(storage_manager *s, const char *agent, const char *op, const cJSON *params, char **message, char *err,
                  size_t errlen) {

@@ -29,6 +29,7 @@ int sdb_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out); /* persistent
 /* Steps a statement that returns no rows we need, resets it; AIOS_OK or AIOS_ERR_IO. */
 int sdb_step_done(sqlite3 *db, sqlite3_stmt *st);
 int sdb_exec(sqlite3 *db, const char *sql);
+int sdb_exec_text(sqlite3 *db, const char *sql, const char *arg); /* one statement, ?1 = arg */
 /* The checkpointer: path's WAL is checkpointed every 200 ms from its own thread and
  * connection (PASSIVE: never blocks writers), so no commit on a request pays for one. */
 void sdb_ckpt_stop(sdb_ckpt *c); /* accepts NULL; a final TRUNCATE checkpoint */
@@ -54,6 +55,7 @@ typedef struct storage_params {
     int max_k;              /* largest k of a retrieval */
     llm_embedder *embedder; /* borrowed; NULL = no retrieval */
     vec_index_params index;
+    int retrieve_timeout_ms; /* a retrieval not served in this time answers AIOS_ERR_DEADLINE (0 = no limit) */
 } storage_params;
 
 typedef struct storage_stats {
@@ -65,6 +67,9 @@ typedef struct storage_stats {
 storage_params storage_default_params(void);
 storage_manager *storage_open(const storage_params *p, char *err, size_t errlen);
 void storage_close(storage_manager *s); /* accepts NULL; free the embedder first */
+/* Deletes every file, version, mount and share of agent, and every share granted to it:
+ * a new identity of a revoked name starts empty. */
+int storage_purge(storage_manager *s, const char *agent);
 
 /* One storage syscall: op and its params (the AIOS/Cerebrum shapes, see docs/api.md);
  * on success *message is the response_message text (JSON text for list and retrieve),

@@ -1,6 +1,7 @@
 /*
  * manifest.c - one tool manifest (a JSON file in tools.dir) into a tool_def, every field
- * checked, so a bad manifest is reported as "FILE: FIELD: reason" and skipped.
+ * checked, so a bad manifest is reported as "FILE: FIELD: reason" and skipped. Names are
+ * checked by tool_name_ok, which the other sources of tools share (MCP: "<server>/<tool>").
  *
  *   {"name": "author/tool", "description": "...", "parameters": {JSON Schema},
  *    "kind": "process" | "mcp" | "builtin", "version": "1.0",
@@ -61,12 +62,26 @@ static int get_bool(mf_ctx *c, const cJSON *o, const char *field, bool *out) {
     return AIOS_OK;
 }
 
-static bool tool_name_ok(const char *n) {
-    if (!*n) return false;
-    for (const char *p = n; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("_-./", *p)))
-            return false;
-    return n[0] != '/' && !strstr(n, "..") && !strstr(n, "__");
+/* A tool name is '/'-separated segments of letters, digits, '_', '-' and '.': no empty
+ * segment (so no leading, trailing or doubled '/'), no segment of dots only ("." or ".."
+ * would name a directory above the tool's own wherever a name becomes a path), no ".."
+ * anywhere and no "__" (models see '/' as "__", see api/chat.c). */
+bool tool_name_ok(const char *name) {
+    size_t len = strlen(name);
+    if (!len || len >= TOOL_NAME_MAX || strstr(name, "..") || strstr(name, "__")) return false;
+    bool empty = true, dots = true; /* of the segment so far */
+    for (const char *p = name;; p++) {
+        if (!*p || *p == '/') {
+            if (empty || dots) return false;
+            if (!*p) return true;
+            empty = dots = true;
+            continue;
+        }
+        bool alnum = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9');
+        if (!alnum && *p != '_' && *p != '-' && *p != '.') return false;
+        empty = false;
+        dots = dots && *p == '.';
+    }
 }
 
 static int parse_args(mf_ctx *c, const cJSON *m, tool_def *d) {
@@ -139,7 +154,10 @@ static int parse_manifest(mf_ctx *c, const cJSON *m, const aios_config *cfg, too
     int rc = get_str(c, m, "name", true, d->name, sizeof d->name);
     if (rc) return rc;
     if (!tool_name_ok(d->name))
-        return bad(c, "name", "'%s' must be letters, digits, '_', '-', '.', '/' (\"author/name\"), without '..' or '__'", d->name);
+        return bad(c, "name",
+                   "'%s' must be '/'-separated segments (\"author/name\") of letters, digits, '_', '-', '.': no empty "
+                   "segment, no leading or trailing '/', no segment of dots only, no '..' or '__'",
+                   d->name);
     char desc[4096] = "";
     if ((rc = get_str(c, m, "description", false, desc, sizeof desc))) return rc;
     if (!(d->description = strdup(desc))) return AIOS_ERR_NOMEM;

@@ -10,13 +10,19 @@
  * thread starts it again (backoff 0.1 s doubling to 5 s, reset once it stayed up 10 s);
  * a call arriving meanwhile waits for it to be ready. A tool listed by a server with
  * annotations {destructiveHint: true} (and not readOnlyHint) is irreversible.
+ *
+ * A server runs sandboxed like a process tool (sandbox.c, sandbox_mcp_*): bubblewrap, its
+ * own workdir, no network unless configured, seccomp, rlimits, a minimal environment. Its
+ * stderr is logged line by line under its name (at most MCP_LOG_BURST lines per
+ * MCP_LOG_WINDOW seconds; the rest are counted). A server with a `group` serves that group
+ * only: the access manager checks "<server>/..." names, and mcp_call refuses its tools
+ * re-exported by a manifest under any other name.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,10 +31,11 @@
 #include <unistd.h>
 #include "tools_internal.h"
 
-extern char **environ;
-
 #define MCP_PROTOCOL "2025-03-26"
 #define MCP_MAX_LINE (16L << 20)
+#define MCP_ERR_LINE 2048   /* longer stderr lines are logged in pieces */
+#define MCP_LOG_BURST 200   /* stderr lines logged per window; the rest are counted */
+#define MCP_LOG_WINDOW 10.0
 
 typedef struct mcp_wait {
     long id;
@@ -40,6 +47,7 @@ typedef struct mcp_wait {
 struct mcp_server {
     aios_mcp_cfg cfg;
     const aios_config *kcfg;
+    sandbox_mcp *sandbox;
     int timeout_ms;
     void (*changed)(void *);
     void *ctx;
@@ -58,6 +66,10 @@ struct mcp_server {
     bool relist;
     unsigned long long restarts;
     strbuf line;
+    strbuf errline;          /* the server's stderr line being assembled */
+    double log_window;       /* start of the current stderr log window */
+    int log_lines;
+    unsigned long log_dropped;
 };
 
 unsigned long long mcp_restarts(mcp_server *s) {
@@ -70,60 +82,72 @@ unsigned long long mcp_restarts(mcp_server *s) {
 /* ---------- process ---------- */
 
 static int spawn_server(mcp_server *s) {
-    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
-    if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) goto fail;
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&at, 0);
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &all);
-    char *argv[AIOS_MCP_MAX_ARGS + 2];
-    argv[0] = s->cfg.command;
-    for (int i = 0; i < s->cfg.n_args; i++) argv[i + 1] = s->cfg.args[i];
-    argv[s->cfg.n_args + 1] = NULL;
-    int ne = 0;
-    while (environ[ne]) ne++;
-    char **envp = calloc((size_t)(ne + s->cfg.n_env + 1), sizeof *envp);
-    int rc = envp ? 0 : ENOMEM;
-    if (envp) {
-        int k = 0;
-        for (int i = 0; i < s->cfg.n_env; i++) envp[k++] = s->cfg.env[i];
-        for (int i = 0; i < ne; i++) envp[k++] = environ[i]; /* the configured values come first and win */
-        rc = posix_spawnp(&s->pid, s->cfg.command, &fa, &at, argv, envp);
-    }
-    free(envp);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    close(in[0]);
-    close(out[1]);
-    close(err[1]);
-    if (rc) {
-        close(in[1]);
-        close(out[0]);
-        close(err[0]);
-        log_warn("mcp %s: cannot start %s: %s", s->cfg.name, s->cfg.command, strerror(rc));
+    int fds[3];
+    char err[512];
+    if (sandbox_mcp_spawn(s->sandbox, &s->pid, fds, err, sizeof err)) {
+        log_warn("mcp %s: cannot start %s: %s", s->cfg.name, s->cfg.command, err);
+        s->pid = 0;
         return -1;
     }
-    s->in_fd = in[1];
-    s->out_fd = out[0];
-    s->err_fd = err[0];
+    s->in_fd = fds[0];
+    s->out_fd = fds[1];
+    s->err_fd = fds[2];
     return 0;
-fail:
-    for (int i = 0; i < 2; i++) {
-        if (in[i] >= 0) close(in[i]);
-        if (out[i] >= 0) close(out[i]);
-        if (err[i] >= 0) close(err[i]);
+}
+
+/* ---------- the server's stderr ---------- */
+
+/* One line of the server's stderr into the kernel's log, control bytes made spaces;
+ * bubblewrap's own complaints (the sandbox could not be set up) as warnings. */
+static void log_err_line(mcp_server *s, char *line, size_t n) {
+    double now = kern_now_mono();
+    if (now - s->log_window >= MCP_LOG_WINDOW) {
+        if (s->log_dropped) log_warn("mcp %s: %lu stderr lines not logged (more than %d in %.0f s)", s->cfg.name, s->log_dropped,
+                                     MCP_LOG_BURST, MCP_LOG_WINDOW);
+        s->log_window = now;
+        s->log_lines = 0;
+        s->log_dropped = 0;
     }
-    return -1;
+    if (++s->log_lines > MCP_LOG_BURST) {
+        s->log_dropped++;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f) line[i] = ' ';
+    if (!strncmp(line, "bwrap:", 6)) log_warn("mcp %s: stderr: %.*s", s->cfg.name, (int)n, line);
+    else log_info("mcp %s: stderr: %.*s", s->cfg.name, (int)n, line);
+}
+
+static void err_flush(mcp_server *s) {
+    if (s->errline.len) log_err_line(s, s->errline.data, s->errline.len);
+    sb_reset(&s->errline);
+}
+
+/* Bytes of the server's stderr: whole lines are logged, a partial one is kept. */
+static void err_feed(mcp_server *s, const char *buf, size_t n) {
+    while (n) {
+        const char *nl = memchr(buf, '\n', n);
+        size_t take = nl ? (size_t)(nl - buf) : n, room = MCP_ERR_LINE - s->errline.len;
+        if (take > room) take = room;
+        sb_append(&s->errline, buf, take);
+        buf += take;
+        n -= take;
+        if (n && *buf == '\n') buf++, n--;
+        else if (s->errline.len < MCP_ERR_LINE) break; /* a partial line: wait for the rest */
+        err_flush(s);
+    }
+}
+
+/* After the server exited: what is left in its stderr pipe, then a last partial line. */
+static void err_drain(mcp_server *s) {
+    char buf[4096];
+    fcntl(s->err_fd, F_SETFL, O_NONBLOCK);
+    for (int i = 0; i < 64; i++) { /* at most 256 KiB */
+        ssize_t r = read(s->err_fd, buf, sizeof buf);
+        if (r <= 0) break;
+        err_feed(s, buf, (size_t)r);
+    }
+    err_flush(s);
 }
 
 /* Ends the server: stdin closed (MCP's polite stop), then the group killed; reaped. */
@@ -138,6 +162,7 @@ static void end_server(mcp_server *s, bool polite) {
     kill(-s->pid, SIGKILL);
     while (waitpid(s->pid, &status, 0) < 0 && errno == EINTR) {}
     s->pid = 0;
+    if (s->err_fd >= 0) err_drain(s);
     if (s->out_fd >= 0) close(s->out_fd);
     if (s->err_fd >= 0) close(s->err_fd);
     s->out_fd = s->err_fd = -1;
@@ -239,9 +264,11 @@ static bool pump(mcp_server *s, int ms) {
     struct pollfd p[2] = {{.fd = s->out_fd, .events = POLLIN}, {.fd = s->err_fd, .events = POLLIN}};
     if (poll(p, s->err_fd >= 0 ? 2 : 1, ms) <= 0) return true;
     char buf[65536];
-    if (s->err_fd >= 0 && p[1].revents) { /* drained; the server's own log */
+    if (s->err_fd >= 0 && p[1].revents) { /* the server's own log */
         ssize_t r = read(s->err_fd, buf, sizeof buf);
-        if (r <= 0) {
+        if (r > 0) err_feed(s, buf, (size_t)r);
+        else {
+            err_flush(s);
             close(s->err_fd);
             s->err_fd = -1;
         }
@@ -380,9 +407,16 @@ mcp_server *mcp_start(const aios_mcp_cfg *cfg, const aios_config *kcfg, void (*c
     s->in_fd = s->out_fd = s->err_fd = -1;
     s->next_id = 1;
     sb_init(&s->line, (size_t)MCP_MAX_LINE);
+    sb_init(&s->errline, MCP_ERR_LINE + 1);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->write_mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    char err[512] = "";
+    if (!(s->sandbox = sandbox_mcp_new(kcfg, &s->cfg, err, sizeof err))) {
+        log_error("mcp %s: not started: %s", cfg->name, err);
+        mcp_stop(s);
+        return NULL;
+    }
     if (pthread_create(&s->thread, NULL, server_main, s)) {
         log_error("mcp %s: cannot start its thread", cfg->name);
         mcp_stop(s);
@@ -399,6 +433,8 @@ void mcp_stop(mcp_server *s) {
     while (s->waiters) remove_waiter(s, s->waiters);
     cJSON_Delete(s->tools);
     sb_free(&s->line);
+    sb_free(&s->errline);
+    sandbox_mcp_free(s->sandbox);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->write_mu);
     pthread_cond_destroy(&s->cv);
@@ -421,6 +457,11 @@ int mcp_tools(mcp_server *s, tool_def ***defs, int *n, int *cap) {
         tool_def *d = cJSON_IsString(name) ? tool_def_new() : NULL;
         if (!d) continue;
         snprintf(d->name, sizeof d->name, "%s/%s", s->cfg.name, name->valuestring);
+        if (!tool_name_ok(d->name)) { /* the names manifests may use, nothing else */
+            log_warn("mcp %s: tool '%.128s' skipped: not a valid tool name", s->cfg.name, name->valuestring);
+            tool_def_unref(d);
+            continue;
+        }
         snprintf(d->remote, sizeof d->remote, "%s", name->valuestring);
         snprintf(d->source, sizeof d->source, "mcp:%s", s->cfg.name);
         d->description = strdup(cJSON_IsString(desc) ? desc->valuestring : "");
@@ -479,6 +520,12 @@ static int call_once(mcp_server *s, const tool_def *d, const tool_run *run, int 
 /* A call that met a dying server (killed just before or during it) is sent once more to
  * the restarted one, unless the tool is irreversible (it may have run). */
 int mcp_call(mcp_server *s, const tool_def *d, const tool_run *run, int timeout_ms) {
+    size_t n = strlen(s->cfg.name);
+    if (s->cfg.group[0] && (strncmp(d->name, s->cfg.name, n) || d->name[n] != '/')) {
+        snprintf(run->err, run->errlen, "tool '%s': MCP server '%s' serves only group '%s', and only under its own names ('%s/...')",
+                 d->name, s->cfg.name, s->cfg.group, s->cfg.name);
+        return AIOS_ERR_FORBIDDEN;
+    }
     double deadline = kern_now_mono() + timeout_ms / 1000.0;
     bool died = false;
     int rc = call_once(s, d, run, timeout_ms, deadline, &died);

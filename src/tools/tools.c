@@ -64,6 +64,7 @@ struct tool_manager {
 
 tool_manager_params tool_manager_default_params(void) { return (tool_manager_params){0}; }
 storage_manager *tools_storage(tool_manager *tm) { return tm->storage; }
+int tools_purge_agent(tool_manager *tm, const char *agent) { return sandbox_purge_agent(tm->sandbox, agent); }
 
 /* ---------- definitions ---------- */
 

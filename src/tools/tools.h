@@ -91,5 +91,7 @@ cJSON *tools_function_json(tool_manager *tm, const char *name);
  * {"tools":[...], "errors":[{"file","error"}]}. */
 cJSON *tools_list_json(tool_manager *tm);
 void tools_get_stats(tool_manager *tm, tool_stats *out);
+/* Removes agent's tool workdirs: a new identity of a revoked name starts empty. */
+int tools_purge_agent(tool_manager *tm, const char *agent);
 
 #endif

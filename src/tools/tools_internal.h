@@ -5,6 +5,7 @@
 #ifndef AIOS_TOOLS_INTERNAL_H
 #define AIOS_TOOLS_INTERNAL_H
 
+#include <sys/types.h>
 #include "tools.h"
 
 typedef enum tool_kind { TOOL_KIND_PROCESS, TOOL_KIND_MCP, TOOL_KIND_BUILTIN } tool_kind;
@@ -62,12 +63,26 @@ void tool_def_unref(tool_def *d); /* accepts NULL */
 
 /* manifest.c: parses one manifest file; NULL with err "FILE: FIELD: reason". */
 tool_def *manifest_load(const char *path, const aios_config *cfg, char *err, size_t errlen);
+/* manifest.c: whether name may name a tool (every source checks its names with it):
+ * "author/name" segments of [A-Za-z0-9_.-], none empty or dots only, no ".." or "__". */
+bool tool_name_ok(const char *name);
 
 /* sandbox.c */
 typedef struct sandbox sandbox;
 sandbox *sandbox_new(const aios_config *cfg, char *err, size_t errlen);
 void sandbox_free(sandbox *sb);
 int sandbox_run(sandbox *sb, const tool_def *d, const tool_run *run, int timeout_ms);
+/* Removes every tool workdir of agent (without following symlinks). */
+int sandbox_purge_agent(sandbox *sb, const char *agent);
+/* sandbox.c: the sandbox of one MCP server (see the MCP section there). m is borrowed and
+ * must outlive it. NULL with err saying why (no bubblewrap, a bind that would expose the
+ * kernel's files, ...): the server is not started. */
+typedef struct sandbox_mcp sandbox_mcp;
+sandbox_mcp *sandbox_mcp_new(const aios_config *kcfg, const aios_mcp_cfg *m, char *err, size_t errlen);
+void sandbox_mcp_free(sandbox_mcp *p); /* accepts NULL */
+/* Starts the server under bubblewrap as the leader of its own process group: *pid, and
+ * the kernel's ends of its stdin, stdout and stderr in fds[0..2] (close-on-exec). */
+int sandbox_mcp_spawn(sandbox_mcp *p, pid_t *pid, int fds[3], char *err, size_t errlen);
 
 /* mcp.c: servers start in the background; tools appear once listed. changed(ctx) runs
  * (from the server's thread) whenever a server's tool list changes. */

@@ -166,7 +166,7 @@ def test_sandbox_writes_only_its_workdir(kernel, tooldir):
     assert r.status_code == 200, r.text
     out = r.json()["response"]["response_message"]
     assert "work-ok" in out and "LEAK" not in out
-    assert (work / "alice" / "t__write" / "ok.txt").read_text() == "hi\n"
+    assert (work / "alice" / "t%2Fwrite" / "ok.txt").read_text() == "hi\n"
 
 
 def test_sandbox_network(kernel):
@@ -202,7 +202,7 @@ def test_timeout_kills_the_process_group(kernel, tooldir):
     r = tool_query(kernel.url, [{"name": "t/hang", "parameters": {}}], agent="hanger")
     assert r.status_code == 408 and "process group was killed" in r.json()["error"]["message"]
     assert time.time() - t0 < 10
-    alive = work / "hanger" / "t__hang" / "alive"
+    alive = work / "hanger" / "t%2Fhang" / "alive"
     before = alive.read_text()
     time.sleep(0.6)
     assert alive.read_text() == before, "a process of the timed-out tool is still running"

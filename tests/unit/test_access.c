@@ -173,17 +173,17 @@ static void test_identities(void **st) {
     (void)st;
     access_manager *am = open_am();
     char tok[80], tok2[80], agent[AIOS_NAME_MAX], err[256];
-    assert_int_equal(access_identity_create(am, "alice", "readers", tok, sizeof tok, err, sizeof err), AIOS_OK);
+    assert_int_equal(access_identity_create(am, "alice", "readers", false, tok, sizeof tok, err, sizeof err), AIOS_OK);
     assert_int_equal(strncmp(tok, "aios_", 5), 0);
     assert_int_equal(strlen(tok), 5 + 48);
     assert_int_equal(access_authenticate(am, tok, agent, sizeof agent), AIOS_OK);
     assert_string_equal(agent, "alice");
-    assert_int_equal(access_identity_create(am, "alice", NULL, tok2, sizeof tok2, err, sizeof err), AIOS_ERR_EXISTS);
-    assert_int_equal(access_identity_create(am, "bad name", NULL, tok2, sizeof tok2, err, sizeof err), AIOS_ERR_INVALID);
-    assert_int_equal(access_identity_create(am, "", NULL, tok2, sizeof tok2, err, sizeof err), AIOS_ERR_INVALID);
+    assert_int_equal(access_identity_create(am, "alice", NULL, false, tok2, sizeof tok2, err, sizeof err), AIOS_ERR_EXISTS);
+    assert_int_equal(access_identity_create(am, "bad name", NULL, false, tok2, sizeof tok2, err, sizeof err), AIOS_ERR_INVALID);
+    assert_int_equal(access_identity_create(am, "", NULL, false, tok2, sizeof tok2, err, sizeof err), AIOS_ERR_INVALID);
     assert_int_equal(access_authenticate(am, "aios_000000", agent, sizeof agent), AIOS_ERR_UNAUTHORIZED);
     /* the identity's group wins over agents.<name>.group; an unknown agent gets the default */
-    assert_int_equal(access_identity_create(am, "root", "readers", tok2, sizeof tok2, err, sizeof err), AIOS_OK);
+    assert_int_equal(access_identity_create(am, "root", "readers", false, tok2, sizeof tok2, err, sizeof err), AIOS_OK);
     char group[AIOS_NAME_MAX];
     access_agent_group(am, "root", group, sizeof group);
     assert_string_equal(group, "readers");
@@ -219,8 +219,42 @@ static void test_identities(void **st) {
     assert_int_equal(access_authenticate(am, tok, agent, sizeof agent), AIOS_ERR_UNAUTHORIZED);
     assert_int_equal(access_authenticate(am, tok2, agent, sizeof agent), AIOS_OK);
     assert_string_equal(agent, "root");
-    assert_int_equal(access_identity_create(am, "alice", "readers", tok, sizeof tok, err, sizeof err), AIOS_OK);
+    assert_int_equal(access_identity_create(am, "alice", "readers", false, tok, sizeof tok, err, sizeof err), AIOS_OK);
     assert_int_equal(access_authenticate(am, tok, agent, sizeof agent), AIOS_OK);
+    access_close(am);
+}
+
+static char g_reset[64];
+static int g_resets;
+static void on_reset(void *ctx, const char *name) {
+    (void)ctx;
+    snprintf(g_reset, sizeof g_reset, "%s", name);
+    g_resets++;
+}
+
+/* A revoked name that gets a new identity starts empty (the reset hook runs once), unless
+ * keep_data; a first identity or a live name never triggers it. */
+static void test_identity_reset(void **state) {
+    (void)state;
+    char err[256] = "", tok[80];
+    access_params p = access_default_params();
+    p.cfg = &g_cfg;
+    p.db_path = g_db;
+    p.audit_path = g_audit;
+    p.reset_agent = on_reset;
+    g_resets = 0;
+    access_manager *am = access_open(&p, err, sizeof err);
+    assert_non_null(am);
+    assert_int_equal(access_identity_create(am, "alice", NULL, false, tok, sizeof tok, err, sizeof err), AIOS_OK);
+    assert_int_equal(access_identity_create(am, "alice", NULL, false, tok, sizeof tok, err, sizeof err), AIOS_ERR_EXISTS);
+    assert_int_equal(g_resets, 0);
+    assert_int_equal(access_identity_revoke(am, "alice", err, sizeof err), AIOS_OK);
+    assert_int_equal(access_identity_create(am, "alice", NULL, false, tok, sizeof tok, err, sizeof err), AIOS_OK);
+    assert_int_equal(g_resets, 1);
+    assert_string_equal(g_reset, "alice");
+    assert_int_equal(access_identity_revoke(am, "alice", err, sizeof err), AIOS_OK);
+    assert_int_equal(access_identity_create(am, "alice", NULL, true, tok, sizeof tok, err, sizeof err), AIOS_OK);
+    assert_int_equal(g_resets, 1);
     access_close(am);
 }
 
@@ -355,6 +389,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_rule_syntax, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_identities, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_identity_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_approvals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_lines_and_rotation, setup, teardown),
     };

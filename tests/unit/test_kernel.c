@@ -237,31 +237,6 @@ static void test_strmap(void **st) {
     strmap_free(&m);
 }
 
-static void bump(void *arg) {
-    usleep(1000);
-    __atomic_add_fetch((int *)arg, 1, __ATOMIC_SEQ_CST);
-}
-
-static void test_workq(void **st) {
-    (void)st;
-    static int done;
-    done = 0;
-    workq *q = workq_new(2, 8);
-    assert_non_null(q);
-    int accepted = 0, busy = 0;
-    for (int i = 0; i < 40; i++) {
-        int rc = workq_submit(q, bump, &done);
-        if (rc == AIOS_OK) accepted++;
-        else {
-            assert_int_equal(rc, AIOS_ERR_BUSY); /* bounded: a full queue refuses */
-            busy++;
-        }
-    }
-    assert_true(busy > 0);
-    workq_free(q); /* runs every accepted job before it returns */
-    assert_int_equal(done, accepted);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_result_table),       cmocka_unit_test(test_strbuf_limits),
@@ -269,7 +244,6 @@ int main(void) {
         cmocka_unit_test(test_config_yaml_errors), cmocka_unit_test(test_config_env_and_set),
         cmocka_unit_test(test_config_validate),    cmocka_unit_test(test_config_reference),
         cmocka_unit_test(test_u64map),             cmocka_unit_test(test_strmap),
-        cmocka_unit_test(test_workq),
     };
     return cmocka_run_group_tests_name("kernel", tests, NULL, NULL);
 }

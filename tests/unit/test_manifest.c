@@ -1,7 +1,8 @@
 /*
  * test_manifest.c - unit tests of tool manifest loading: a full manifest sets every field
- * (and an empty one takes the tools.* defaults), and each kind of bad manifest is refused
- * with an error naming the file and the field.
+ * (and an empty one takes the tools.* defaults), each kind of bad manifest is refused
+ * with an error naming the file and the field, and tool names that could become "." or ".."
+ * or an empty segment of a path are refused wherever they come from.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -94,6 +95,16 @@ static void test_bad_manifests(void **st) {
         {"{\"name\": 7, \"command\": \"x\"}", "name: must be a string"},
         {"{\"name\": \"../etc\", \"command\": \"x\"}", "name: '../etc' must be"},
         {"{\"name\": \"a__b\", \"command\": \"x\"}", "name: 'a__b' must be"},
+        /* a name is used as a path component: no segment may be empty or dots only */
+        {"{\"name\": \".\", \"command\": \"x\"}", "name: '.' must be"},
+        {"{\"name\": \"..\", \"command\": \"x\"}", "name: '..' must be"},
+        {"{\"name\": \"a/./b\", \"command\": \"x\"}", "name: 'a/./b' must be"},
+        {"{\"name\": \"a//b\", \"command\": \"x\"}", "name: 'a//b' must be"},
+        {"{\"name\": \"/a\", \"command\": \"x\"}", "name: '/a' must be"},
+        {"{\"name\": \"a/\", \"command\": \"x\"}", "name: 'a/' must be"},
+        {"{\"name\": \"a/.\", \"command\": \"x\"}", "name: 'a/.' must be"},
+        {"{\"name\": \"./a\", \"command\": \"x\"}", "name: './a' must be"},
+        {"{\"name\": \"\", \"command\": \"x\"}", "name: '' must be"},
         {"{\"name\": \"x\"}", "command: required"},
         {"{\"name\": \"x\", \"command\": \"\"}", "command: must not be empty"},
         {"{\"name\": \"x\", \"command\": \"c\", \"args\": [1]}", "args: must be a list of strings"},
@@ -121,10 +132,31 @@ static void test_bad_manifests(void **st) {
     assert_string_equal(err, "/nonexistent/x.json: cannot open");
 }
 
+/* The validator every source of tools shares (manifests, MCP "<server>/<tool>"). */
+static void test_tool_names(void **st) {
+    (void)st;
+    static const char *const good[] = {"x", "demo/grep", "time/get_current_time", "a.b/c-d_e", ".hidden", "a/b.", "v1.2/x"};
+    static const char *const bad[] = {"", ".", "..", "...", "a/./b", "a/../b", "a//b", "/a", "a/", "a/.", "./a",
+                                      "a__b", "a..b", "a b", "a\\b", "caf\xc3\xa9", "x/%2E"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+        if (!tool_name_ok(good[i])) fail_msg("'%s' refused", good[i]);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (tool_name_ok(bad[i])) fail_msg("'%s' accepted", bad[i]);
+    char longest[TOOL_NAME_MAX];
+    memset(longest, 'a', sizeof longest - 1);
+    longest[sizeof longest - 1] = 0;
+    assert_true(tool_name_ok(longest));
+    char too_long[TOOL_NAME_MAX + 1];
+    memset(too_long, 'a', sizeof too_long - 1);
+    too_long[sizeof too_long - 1] = 0;
+    assert_false(tool_name_ok(too_long));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_manifest),
         cmocka_unit_test(test_bad_manifests),
+        cmocka_unit_test(test_tool_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
