@@ -65,6 +65,17 @@ static int check_tool(const cJSON *t, int i, char *err, size_t errlen) {
     return AIOS_OK;
 }
 
+int chat_json_schema(const cJSON *rf, chat_spec *spec, char *err, size_t errlen) {
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
+    const cJSON *schema = cJSON_IsObject(js) ? cJSON_GetObjectItemCaseSensitive(js, "schema") : NULL;
+    if (!cJSON_IsObject(schema)) {
+        snprintf(err, errlen, "response_format.json_schema.schema must be a JSON Schema object");
+        return AIOS_ERR_INVALID;
+    }
+    spec->schema = schema;
+    return AIOS_OK;
+}
+
 int chat_check_tools(const cJSON *tools, char *err, size_t errlen) {
     if (!tools || cJSON_IsNull(tools)) return AIOS_OK;
     if (!cJSON_IsArray(tools)) {

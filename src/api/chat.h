@@ -37,6 +37,10 @@ typedef struct chat_spec {
     int n_stop;
 } chat_spec;
 
+/* response_format {"type":"json_schema","json_schema":{"schema":{...}}}: spec->schema is that
+ * schema (borrowed from rf), or a 400 saying what is missing. Both doors use it. */
+int chat_json_schema(const cJSON *rf, chat_spec *spec, char *err, size_t errlen);
+
 void chat_ctx_free(void *p);
 /* Parses tools into ctx (names both ways) and checks each. */
 int chat_parse_tools(chat_ctx *ctx, const cJSON *tools, char *err, size_t errlen);

@@ -94,16 +94,7 @@ static int parse_query_format(const cJSON *rf, chat_spec *spec, char *err, size_
     if (!strcmp(t, "text")) return AIOS_OK;
     spec->mode = CHAT_MODE_JSON;
     if (!strcmp(t, "json_object")) return AIOS_OK;
-    if (!strcmp(t, "json_schema")) {
-        const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
-        const cJSON *schema = cJSON_IsObject(js) ? cJSON_GetObjectItemCaseSensitive(js, "schema") : NULL;
-        if (!cJSON_IsObject(schema)) {
-            snprintf(err, errlen, "response_format.json_schema.schema must be a JSON Schema object");
-            return AIOS_ERR_INVALID;
-        }
-        spec->schema = schema;
-        return AIOS_OK;
-    }
+    if (!strcmp(t, "json_schema")) return chat_json_schema(rf, spec, err, errlen);
     /* a bare schema (the grammar builder checks it); a plain {"type":"object"} keeps the
      * bounded object of json_object mode */
     if (strcmp(t, "object") || cJSON_GetArraySize(rf) > 1) spec->schema = rf;

@@ -52,14 +52,7 @@ static int parse_response_format(const cJSON *body, chat_spec *spec, char *err, 
         snprintf(err, errlen, "response_format.type '%.32s' is not one of text, json_object, json_schema", type);
         return AIOS_ERR_INVALID;
     }
-    const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
-    const cJSON *schema = cJSON_IsObject(js) ? cJSON_GetObjectItemCaseSensitive(js, "schema") : NULL;
-    if (!cJSON_IsObject(schema)) {
-        snprintf(err, errlen, "response_format.json_schema.schema must be a JSON Schema object");
-        return AIOS_ERR_INVALID;
-    }
-    spec->schema = schema;
-    return AIOS_OK;
+    return chat_json_schema(rf, spec, err, errlen);
 }
 
 /* The tool_choice value itself: "none" | "auto" | "required" | {"type":"function",
