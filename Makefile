@@ -18,7 +18,7 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CC      ?= cc
 OPT     ?= -O2 -g
-ALL_CFLAGS = $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror=implicit-function-declaration -Iinclude -Isrc $(PKG_CFLAGS) $(SAN) $(CFLAGS)
+ALL_CFLAGS = $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc $(PKG_CFLAGS) $(SAN) $(CFLAGS)
 ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 # ggml's CPU backend is not linked: libggml loads the best libggml-cpu-<variant>.so for the
 # host at run time from LLAMA_LIB (src/llm/backend.c, scripts/fetch-llama.sh).
@@ -40,7 +40,7 @@ KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/kern
               src/memory/memory.c src/storage/db.c src/storage/path.c src/storage/storage.c \
               src/tools/schema.c src/tools/calc.c src/tools/manifest.c src/tools/sandbox.c src/tools/mcp.c \
               src/tools/builtin.c src/tools/tools.c src/access/access.c src/access/audit.c \
-              src/api/server.c src/api/json.c src/api/chat.c src/api/routes_aios.c src/api/routes_openai.c src/api/routes_mem.c src/api/routes_tools.c
+              src/api/server.c src/api/admit.c src/api/json.c src/api/chat.c src/api/routes_aios.c src/api/routes_openai.c src/api/routes_mem.c src/api/routes_tools.c
 SDK_SRC    := src/sdk/aios.c src/kernel/result.c
 KERNEL_CXX := src/vector/vector.cpp
 KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_CXX:%.cpp=$(BUILD)/obj/%.o)

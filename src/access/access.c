@@ -89,12 +89,17 @@ static unsigned parse_actions(const char *s) {
 
 typedef struct rule {
     int kind;          /* index in KINDS; -1 = "*" */
-    char pattern[AIOS_RULE_MAX];
+    char pattern[AIOS_RULE_MAX]; /* "self" = the asking agent's own name */
     unsigned actions;
+    bool deny;         /* "!kind:pattern[:actions]": refuses, before any rule allows */
 } rule;
 
 static int parse_rule(const char *text, rule *r, char *err, size_t errlen) {
     memset(r, 0, sizeof *r);
+    if (text[0] == '!') {
+        r->deny = true;
+        text++;
+    }
     if (!strcmp(text, "*")) {
         r->kind = -1;
         return AIOS_OK;
@@ -128,28 +133,52 @@ int access_rule_check(const char *text, char *err, size_t errlen) {
     return parse_rule(text, &r, err, errlen);
 }
 
-static bool rule_matches(const rule *r, access_kind kind, const char *resource, unsigned action) {
+/* An allow rule must grant every bit of action; a deny rule refuses any of them. */
+static bool rule_matches(const rule *r, const char *agent, access_kind kind, const char *resource, unsigned action) {
     if (r->kind == -1) return true;
-    if (KINDS[r->kind].kind != kind || (r->actions & action) != action) return false;
+    if (KINDS[r->kind].kind != kind) return false;
+    if (r->deny ? !(r->actions & action) : (r->actions & action) != action) return false;
+    if (!strcmp(r->pattern, "self")) return !strcmp(resource, agent);
     return fnmatch(r->pattern, resource, 0) == 0;
 }
 
 static const char *const BUILTIN_DEFAULT[] = {"llm:*", "tool:*", NULL};
 static const char *const BUILTIN_ADMIN[] = {"*", NULL};
 
-static bool group_allows(const access_manager *am, const char *group, access_kind kind, const char *resource, unsigned action) {
+typedef enum verdict { VERDICT_NONE, VERDICT_ALLOW, VERDICT_DENY } verdict;
+
+/* What the rules of group say about the request: a matching deny rule wins over any allow
+ * rule; no matching rule says nothing. A group access.groups does not define has the
+ * built-in rules (never a deny). */
+static verdict group_verdict(const access_manager *am, const char *group, const char *agent, access_kind kind,
+                             const char *resource, unsigned action) {
     const aios_group_cfg *g = config_group(am->cfg, group);
-    rule r;
-    char err[160];
-    if (g) {
-        for (int i = 0; i < g->n_rules; i++)
-            if (!parse_rule(g->rules[i], &r, err, sizeof err) && rule_matches(&r, kind, resource, action)) return true;
-        return false;
-    }
-    const char *const *builtin = !strcmp(group, am->cfg->access.admin_group) ? BUILTIN_ADMIN
+    const char *const *builtin = g ? NULL : !strcmp(group, am->cfg->access.admin_group) ? BUILTIN_ADMIN
                                  : !strcmp(group, am->cfg->access.default_group) ? BUILTIN_DEFAULT : NULL;
-    for (int i = 0; builtin && builtin[i]; i++)
-        if (!parse_rule(builtin[i], &r, err, sizeof err) && rule_matches(&r, kind, resource, action)) return true;
+    int n = g ? g->n_rules : 0;
+    while (builtin && builtin[n]) n++;
+    verdict v = VERDICT_NONE;
+    for (int i = 0; i < n && v != VERDICT_DENY; i++) {
+        rule r;
+        char err[160];
+        if (parse_rule(g ? g->rules[i] : builtin[i], &r, err, sizeof err) ||
+            !rule_matches(&r, agent, kind, resource, action))
+            continue;
+        v = r.deny ? VERDICT_DENY : VERDICT_ALLOW;
+    }
+    return v;
+}
+
+/* Whether any deny rule of group names kind: only then is an agent's own namespace
+ * checked (and audited) at all. */
+static bool group_denies_kind(const access_manager *am, const char *group, access_kind kind) {
+    const aios_group_cfg *g = config_group(am->cfg, group);
+    for (int i = 0; g && i < g->n_rules; i++) {
+        rule r;
+        char err[160];
+        if (!parse_rule(g->rules[i], &r, err, sizeof err) && r.deny && (r.kind == -1 || KINDS[r.kind].kind == kind))
+            return true;
+    }
     return false;
 }
 
@@ -171,18 +200,26 @@ static const aios_mcp_cfg *restricting_server(const access_manager *am, const ch
 }
 
 int access_check(access_manager *am, const char *agent, access_kind kind, const char *resource, unsigned action,
-                 const char *params, char *err, size_t errlen) {
+                 const char *params, bool *by_deny, char *err, size_t errlen) {
+    if (by_deny) *by_deny = false;
     char group[AIOS_NAME_MAX], res[AIOS_NAME_MAX * 3];
     access_agent_group(am, agent, group, sizeof group);
+    bool own = (kind == ACCESS_KIND_MEMORY || kind == ACCESS_KIND_STORAGE) && !strcmp(resource, agent);
+    if (own && !group_denies_kind(am, group, kind)) return AIOS_OK; /* no rule consulted */
     const aios_mcp_cfg *srv = kind == ACCESS_KIND_TOOL ? restricting_server(am, resource) : NULL;
     bool member = !srv || !strcmp(group, srv->group) || !strcmp(group, am->cfg->access.admin_group);
-    bool ok = member && group_allows(am, group, kind, resource, action);
+    verdict v = member ? group_verdict(am, group, agent, kind, resource, action) : VERDICT_DENY;
+    bool ok = v == VERDICT_ALLOW || (own && v == VERDICT_NONE);
     snprintf(res, sizeof res, "%s:%s", KINDS[kind].name, resource);
     access_audit(am, agent, res, action_name(action), ok ? "allow" : "deny", params, NULL, -1);
     if (ok) return AIOS_OK;
+    if (by_deny) *by_deny = v == VERDICT_DENY;
     if (!member)
         snprintf(err, errlen, "agent '%s' (group '%s') may not %s %s '%s': MCP server '%s' serves only group '%s'", agent,
                  group, action_name(action), KINDS[kind].name, resource, srv->name, srv->group);
+    else if (v == VERDICT_DENY)
+        snprintf(err, errlen, "agent '%s' (group '%s') may not %s %s '%s': a deny rule of its group refuses it", agent,
+                 group, action_name(action), KINDS[kind].name, resource);
     else
         snprintf(err, errlen, "agent '%s' (group '%s') may not %s %s '%s': no rule of its group allows it", agent, group,
                  action_name(action), KINDS[kind].name, resource);

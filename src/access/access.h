@@ -14,7 +14,10 @@
  *   storage:AGENT[:read,write,share]   another agent's files
  *   admin                  the admin API
  *   *                      everything
- * An agent's own memory and storage namespace is always its own and needs no rule. A
+ * A rule starting with '!' denies what it matches, whatever else allows it; the pattern
+ * `self` matches the asking agent's own name. An agent's own memory and storage namespace
+ * needs no rule: it is refused only by a deny rule of its group (!memory:self:write makes
+ * an agent's memory read-only, !storage refuses it all storage). A
  * group that access.groups does not define gets built-in rules: access.default_group may
  * use every model and tool, access.admin_group everything, any other group nothing.
  * An MCP server with tools.mcp_servers[].group serves only that group and the admin group:
@@ -93,10 +96,13 @@ void access_agent_group(access_manager *am, const char *agent, char *out, size_t
 
 /* ---- rules ---- */
 /* Whether agent may do action on resource of kind (a model name, a tool name, an owner
- * agent); AIOS_OK or AIOS_ERR_FORBIDDEN with err naming the agent, resource and group.
- * Audited. params (may be NULL) is hashed into the audit line. */
+ * agent: resource == agent is its own namespace); AIOS_OK or AIOS_ERR_FORBIDDEN with err
+ * naming the agent, resource, group and why. Audited whenever a rule decided; params (may
+ * be NULL) is hashed into the audit line; *by_deny (may be NULL) says whether a deny rule
+ * (rather than the lack of an allow rule) refused it. Called only by the API's admission
+ * gate. */
 int access_check(access_manager *am, const char *agent, access_kind kind, const char *resource, unsigned action,
-                 const char *params, char *err, size_t errlen);
+                 const char *params, bool *by_deny, char *err, size_t errlen);
 
 /* ---- approvals ---- */
 /* Blocks the calling thread until a user approves (AIOS_OK) or denies the call, or

@@ -27,7 +27,8 @@ typedef struct api_params {
     storage_manager *storage;  /* borrowed; NULL = storage queries get 501 */
     llm_embedder *embedder;    /* borrowed; NULL = /v1/embeddings gets 501 */
     runq_t *runq[SYSCALL_KIND__COUNT]; /* borrowed; [SYSCALL_KIND_MEMORY] runs memory and embedding
-                                        * requests, [SYSCALL_KIND_STORAGE] storage requests */
+                                        * requests, [SYSCALL_KIND_STORAGE] storage requests;
+                                        * [SYSCALL_KIND_TOOL] the tool manager's, only shown */
     tool_manager *tools;       /* borrowed; NULL = tool queries get 501 */
     access_manager *access;    /* borrowed; identities, rules, approvals, audit (required) */
 } api_params;

@@ -12,6 +12,55 @@
 typedef struct api_req api_req;
 typedef struct api_conn api_conn; /* a connection's accounting entry (server.c) */
 
+/* ---- the admission gate (admit.c) ----
+ * A route's plan names what its request asks for; the gate decides it. */
+typedef enum api_gate_class {
+    API_GATE_ADMIN = 0, /* the admin rule (enforce mode): the default, so a route that forgets is closed */
+    API_GATE_AGENT,     /* any caller the gate identifies: listings, status, metrics */
+    API_GATE_SYSCALL,   /* a syscall: the route's plan names its kind and resources */
+} api_gate_class;
+
+typedef struct api_claim {
+    access_kind kind;
+    char *resource;         /* owned; NULL = the asking agent's own namespace (OWNED kinds) */
+    unsigned action;
+    const cJSON *params;    /* borrowed from the body; hashed into the audit line; may be NULL */
+    bool soft;              /* a refusal is recorded in granted, not answered */
+    bool granted;           /* the gate's decision */
+} api_claim;
+
+typedef struct api_admission {
+    syscall_kind kind;
+    const char *agent_name; /* the agent the body names (/query's agent_name), borrowed; NULL = none */
+    bool name_required;     /* without a token or bearer name, the body must name the agent */
+    llm_core *core;         /* the model an LLM syscall runs on, resolved once by the plan */
+    api_claim *claims;      /* owned */
+    int n, cap;
+} api_admission;
+
+typedef struct api_gatekeeper api_gatekeeper; /* the gate's state: per-agent token buckets */
+api_gatekeeper *api_gatekeeper_new(const aios_config *cfg);
+void api_gatekeeper_free(api_gatekeeper *g); /* accepts NULL */
+unsigned long long api_gatekeeper_limited(api_gatekeeper *g); /* requests answered 429 */
+/* Adds a claim (resource is copied); AIOS_ERR_NOMEM. */
+int api_claim_add(api_admission *a, access_kind kind, const char *resource, unsigned action, const cJSON *params,
+                  bool soft);
+void api_admission_free(api_admission *a);
+/* Drops what a borrowed from the request body (freed before the request ends). */
+void api_admission_unborrow(api_admission *a);
+/* A call of tool name: its claim, and for a built-in storage tool the claim on the
+ * caller's own storage namespace it acts on. */
+int api_claim_tool(api_req *r, api_admission *a, const char *name, const cJSON *params);
+/* Whether a claimed (kind, resource): a handler meeting a resource its plan did not name
+ * refuses rather than run it unchecked. */
+bool api_claimed(const api_admission *a, access_kind kind, const char *resource);
+/* The access action of a memory or storage operation (read, write or share). */
+unsigned api_storage_action(const char *op);
+/* Credentials of the headers into r->agent; 401 / 400 with err. */
+int api_gate_identify(api_req *r, char *err, size_t errlen);
+/* Admits r (identified) with its plan a, or refuses with a result code and err. */
+int api_gate_admit(api_req *r, api_gate_class gate, api_admission *a, char *err, size_t errlen);
+
 /* Builds a response for a finished syscall (non-streaming) or produces SSE text. */
 typedef enum MHD_Result (*api_done_fn)(api_req *r);
 /* Streaming: formats new text (delta, may be empty) and, once `final`, the closing events. */
@@ -27,6 +76,9 @@ struct api_req {
     bool answered;
     char agent[AIOS_NAME_MAX];
     bool token_agent;       /* agent named by a verified identity token */
+    bool bearer_name;       /* local mode: agent named by a bearer value that is not a token */
+    api_admission adm;      /* what the route's plan claimed and the gate decided */
+    int retry_after_s;      /* > 0: a Retry-After header on the answer */
     int priority;           /* from X-AIOS-Priority or the body; -1 = the agent's default */
     api_conn *cn;           /* the connection's entry; valid until on_completed */
     bool reserved_only;     /* came when only server.reserved_connections slots were left */
@@ -48,12 +100,18 @@ struct api_req {
 };
 
 typedef enum MHD_Result (*api_handler_fn)(api_req *r, cJSON *body);
+/* A route's plan: from the parsed body, the syscall kind, the agent the body names and the
+ * claims the gate must decide (a->core for LLM routes). Errors answer 4xx before the gate;
+ * a malformed part it cannot plan from is left for the handler to report. */
+typedef int (*api_plan_fn)(api_req *r, const cJSON *body, api_admission *a, char *err, size_t errlen);
 
 typedef struct api_route {
     const char *method;
     const char *path;
     api_handler_fn handler;
-    bool json_body;    /* parse the body as a JSON object first */
+    bool json_body;       /* parse the body as a JSON object first */
+    api_gate_class gate;
+    api_plan_fn plan;     /* API_GATE_SYSCALL routes */
 } api_route;
 
 extern const api_route api_routes_aios[];
@@ -70,9 +128,17 @@ enum MHD_Result api_run_model_tool_calls(api_req *r, const char *text, const cha
 void api_metrics_tools(api_req *r, strbuf *b);
 tool_manager *api_tools(api_req *r);
 access_manager *api_access(api_req *r);
-/* An access decision for r->agent (audited); AIOS_OK or AIOS_ERR_FORBIDDEN with err. */
-int api_check(api_req *r, access_kind kind, const char *resource, unsigned action, const cJSON *params, char *err,
-              size_t errlen);
+api_gatekeeper *api_gatekeeper_of(api_req *r);
+/* Whether r may take a connection slot: false (counted, err set) when only
+ * server.reserved_connections slots were left at its accept and no token names its agent. */
+bool api_conn_admits(api_req *r, char *err, size_t errlen);
+/* The plans of the syscall routes that live with their kinds' handlers: the LLM kind of
+ * /query (routes_aios.c), memory and storage (routes_mem.c), tool (routes_tools.c); qd is
+ * query_data. And the kernel tools named in a request's `tools` (chat.c): one call claim each. */
+int api_plan_llm_query(api_req *r, const cJSON *qd, api_admission *a, char *err, size_t errlen);
+int api_plan_mem(api_req *r, syscall_kind kind, const cJSON *qd, api_admission *a, char *err, size_t errlen);
+int api_plan_tool_calls(api_req *r, const cJSON *qd, api_admission *a, char *err, size_t errlen);
+int chat_plan_tools(api_req *r, const cJSON *tools, api_admission *a, char *err, size_t errlen);
 /* Switches r to a new syscall run by the tool manager (the previous one, if any, is
  * released) and suspends until it completes; on_done then answers. */
 enum MHD_Result api_run_tools(api_req *r, syscall_t *sc, api_done_fn on_done);
@@ -133,12 +199,6 @@ int jp_parse_body(const char *text, size_t len, int max_depth, cJSON **out, char
 /* Fields every OpenAI-compatible body shares: `model` (a non-empty string when given) and
  * `user` (a string). */
 int jp_openai_common(const cJSON *body, char *err, size_t errlen);
-/* Length of the UTF-8 sequence at s (n bytes left): 1-4, 0 if invalid (overlong forms,
- * surrogates, past U+10FFFF, stray continuation bytes), -1 if cut short by the end. */
-int jp_utf8_len(const unsigned char *s, size_t n);
-bool jp_utf8_valid(const char *s, size_t n);
-/* Replaces every byte that is not part of a valid UTF-8 sequence by '?', in place. */
-void jp_utf8_sanitize(char *s);
 /* A name (agent, bearer value) is non-empty valid UTF-8 without control characters. */
 bool jp_printable_name(const char *s);
 /* (chat.c) Checks a request's `tools`: null, or an array of at most 128 function tools,

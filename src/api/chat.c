@@ -344,14 +344,26 @@ cJSON *chat_timing_json(syscall_t *sc) {
     return t;
 }
 
-int chat_check_model(api_req *r, llm_core *core, char *err, size_t errlen) {
+int chat_plan_model(api_admission *a) {
     llm_core_info info;
-    llm_core_get_info(core, &info);
-    return api_check(r, ACCESS_KIND_LLM, info.name, ACCESS_USE, NULL, err, errlen);
+    llm_core_get_info(a->core, &info);
+    return api_claim_add(a, ACCESS_KIND_LLM, info.name, ACCESS_USE, NULL, false);
 }
 
-/* One entry of a request's tools: checked against the kernel's tools; a bare reference
- * ({"function":{"name"}} without parameters) becomes the manifest's description. */
+int chat_plan_tools(api_req *r, const cJSON *tools, api_admission *a, char *err, size_t errlen) {
+    tool_manager *tm = api_tools(r);
+    int rc = chat_check_tools(tools, err, errlen); /* bounded (128) before anything is claimed */
+    for (const cJSON *t = !rc && cJSON_IsArray(tools) && tm ? tools->child : NULL; t && !rc; t = t->next) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(tool_function(t), "name");
+        if (cJSON_IsString(name) && tools_exists(tm, name->valuestring, NULL))
+            rc = api_claim_tool(r, a, name->valuestring, NULL);
+    }
+    return rc;
+}
+
+/* One entry of a request's tools: checked against the kernel's tools (the gate has
+ * admitted the calls, chat_plan_tools); a bare reference ({"function":{"name"}} without
+ * parameters) becomes the manifest's description. */
 static int kernel_tool_entry(api_req *r, const cJSON *t, bool must, cJSON **repl, char *err, size_t errlen) {
     const cJSON *f = tool_function(t);
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
@@ -363,8 +375,10 @@ static int kernel_tool_entry(api_req *r, const cJSON *t, bool must, cJSON **repl
         snprintf(err, errlen, "call_tool: '%.128s' is not a kernel tool (GET /v1/tools lists them)", name->valuestring);
         return AIOS_ERR_NOT_FOUND;
     }
-    int rc = api_check(r, ACCESS_KIND_TOOL, name->valuestring, ACCESS_CALL, NULL, err, errlen);
-    if (rc) return rc;
+    if (!api_claimed(&r->adm, ACCESS_KIND_TOOL, name->valuestring)) { /* it appeared after admission (a reload) */
+        snprintf(err, errlen, "tool '%.128s' appeared while the request was admitted; retry", name->valuestring);
+        return AIOS_ERR_BUSY;
+    }
     if (!cJSON_GetObjectItemCaseSensitive(f, "parameters")) *repl = tools_function_json(tm, name->valuestring);
     return AIOS_OK;
 }

@@ -49,11 +49,11 @@ int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spe
                        size_t errlen);
 /* Parses the constrained tool-call output into [{"name","parameters","id"}] (AIOS shape). */
 cJSON *chat_tool_calls(const chat_ctx *ctx, const char *text, uint64_t sc_id);
-/* Whether r->agent may use core's model (403 otherwise). */
-int chat_check_model(api_req *r, llm_core *core, char *err, size_t errlen);
+/* The plan's claim to use a->core's model. */
+int chat_plan_model(api_admission *a);
 /* The tools list of a request, with each entry that names a kernel tool and gives no
- * parameters completed from its manifest; every kernel tool named is checked (404 unknown
- * for call_tool, 403 not allowed). *out is a new list (caller frees) or NULL if unchanged. */
+ * parameters completed from its manifest; with must_be_kernel a name that is not a kernel
+ * tool is 404 (call_tool). The gate has admitted the kernel tools named (chat_plan_tools). *out is a new list (caller frees) or NULL if unchanged. */
 int chat_kernel_tools(api_req *r, const cJSON *tools, bool must_be_kernel, cJSON **out, char *err, size_t errlen);
 /* Timing extension {"syscall_id","agent","waiting_time","turnaround_time","time_to_first_token"}. */
 cJSON *chat_timing_json(syscall_t *sc);

@@ -90,50 +90,6 @@ int jp_priority(api_req *r, const cJSON *obj, char *err, size_t errlen) {
  * Each error names the field it is in ("messages[0].content"). cJSON then parses, and bytes
  * after the document (other than whitespace) are refused too. */
 
-int jp_utf8_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    int len;
-    unsigned lo = 0x80, hi = 0xBF; /* bounds of the second byte */
-    if (c < 0x80) return 1;
-    if (c < 0xC2) return 0; /* continuation byte, or an overlong 2-byte lead */
-    if (c < 0xE0) len = 2;
-    else if (c < 0xF0) {
-        len = 3;
-        if (c == 0xE0) lo = 0xA0;      /* overlong */
-        else if (c == 0xED) hi = 0x9F; /* UTF-16 surrogates (CESU-8) */
-    } else if (c < 0xF5) {
-        len = 4;
-        if (c == 0xF0) lo = 0x90;      /* overlong */
-        else if (c == 0xF4) hi = 0x8F; /* past U+10FFFF */
-    } else return 0;                   /* F5..FF: 5- and 6-byte forms, past U+10FFFF */
-    for (int k = 1; k < len; k++) {
-        if ((size_t)k >= n) return -1;
-        unsigned b = s[k];
-        if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) return 0;
-    }
-    return len;
-}
-
-bool jp_utf8_valid(const char *s, size_t n) {
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        int k = jp_utf8_len(p + i, n - i);
-        if (k <= 0) return false;
-        i += (size_t)k;
-    }
-    return true;
-}
-
-void jp_utf8_sanitize(char *s) {
-    unsigned char *p = (unsigned char *)s;
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n;) {
-        int k = jp_utf8_len(p + i, n - i);
-        if (k > 0) i += (size_t)k;
-        else p[i++] = '?';
-    }
-}
-
 #define JP_MAX_FRAMES 520 /* > the largest server.json_max_depth (512) */
 
 typedef struct jp_frame {
@@ -252,7 +208,7 @@ static int scan_string(jp_scan *sc, size_t *i, bool in_key) {
             else scan_error(sc, in_key, "unescaped control byte 0x%02X in a string (offset %zu; JSON needs \\u%04X)", c, j, c);
             return AIOS_ERR_INVALID;
         }
-        int k = jp_utf8_len(s + j, sc->n - j);
+        int k = kern_utf8_len(s + j, sc->n - j);
         if (k < 0) {
             scan_error(sc, in_key, "invalid UTF-8 (the body ends inside a multi-byte sequence)");
             return AIOS_ERR_INVALID;
@@ -305,7 +261,7 @@ static int scan_text(jp_scan *sc) {
             if (top->array) top->index++;
             else *top = (jp_frame){.want_key = true};
         } else if (c >= 0x80) {
-            int k = jp_utf8_len(sc->s + i, sc->n - i);
+            int k = kern_utf8_len(sc->s + i, sc->n - i);
             if (k <= 0) {
                 snprintf(sc->err, sc->errlen, "the body is not valid UTF-8 (byte 0x%02X at offset %zu)", c, i);
                 return AIOS_ERR_INVALID;
@@ -365,7 +321,7 @@ int jp_openai_common(const cJSON *body, char *err, size_t errlen) {
 }
 
 bool jp_printable_name(const char *s) {
-    if (!*s || !jp_utf8_valid(s, strlen(s))) return false;
+    if (!*s || !kern_utf8_valid(s, strlen(s))) return false;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
         if (*p < 0x20 || *p == 0x7F) return false;
     return true;

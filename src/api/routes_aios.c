@@ -150,9 +150,8 @@ static enum MHD_Result query_llm(api_req *r, const cJSON *qd) {
     char err[512] = "";
     chat_spec spec = {.mode = CHAT_MODE_TEXT};
     const char *action;
-    llm_core *core = NULL;
+    llm_core *core = r->adm.core;
     int rc = parse_llm_query(r, qd, &spec, &action, err, sizeof err);
-    if (!rc) rc = pick_core(r, cJSON_GetObjectItemCaseSensitive(qd, "llms"), &core, err, sizeof err);
     if (rc) return api_reply_error(r, rc, "%s", err);
     chat_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return MHD_NO;
@@ -161,8 +160,7 @@ static enum MHD_Result query_llm(api_req *r, const cJSON *qd) {
     ctx->mode = spec.mode;
     ctx->run_tools = !strcmp(action, "call_tool");
     cJSON *filled = NULL;
-    rc = chat_check_model(r, core, err, sizeof err);
-    if (!rc && spec.mode == CHAT_MODE_TOOLS) rc = chat_kernel_tools(r, spec.tools, ctx->run_tools, &filled, err, sizeof err);
+    if (spec.mode == CHAT_MODE_TOOLS) rc = chat_kernel_tools(r, spec.tools, ctx->run_tools, &filled, err, sizeof err);
     if (filled) spec.tools = filled;
     if (!rc) rc = chat_parse_tools(ctx, spec.mode == CHAT_MODE_TOOLS ? spec.tools : NULL, err, sizeof err);
     syscall_t *sc = NULL;
@@ -172,34 +170,52 @@ static enum MHD_Result query_llm(api_req *r, const cJSON *qd) {
     return api_run_syscall(r, core, sc, query_llm_done, NULL);
 }
 
+int api_plan_llm_query(api_req *r, const cJSON *qd, api_admission *a, char *err, size_t errlen) {
+    int rc = pick_core(r, cJSON_GetObjectItemCaseSensitive(qd, "llms"), &a->core, err, errlen);
+    if (!rc) rc = chat_plan_model(a);
+    return rc ? rc : chat_plan_tools(r, cJSON_GetObjectItemCaseSensitive(qd, "tools"), a, err, errlen);
+}
+
+/* POST /query: the agent (agent_name, or the token's agent when absent), the kind
+ * (query_type) and that kind's resources. */
+static int plan_query(api_req *r, const cJSON *body, api_admission *a, char *err, size_t errlen) {
+    const char *qtype = NULL;
+    int rc = jp_string(body, "agent_name", false, &a->agent_name, err, errlen);
+    if (!rc) rc = jp_string(body, "query_type", true, &qtype, err, errlen);
+    if (rc) return rc;
+    a->name_required = true;
+    const syscall_kind_info *kind = syscall_kind_lookup(qtype);
+    if (!kind) {
+        snprintf(err, errlen, "unknown query_type '%.40s' (allowed: llm, memory, storage, tool)", qtype);
+        return AIOS_ERR_INVALID;
+    }
+    const cJSON *qd = cJSON_GetObjectItemCaseSensitive(body, "query_data");
+    if (!cJSON_IsObject(qd)) {
+        snprintf(err, errlen, "'query_data' must be an object");
+        return AIOS_ERR_INVALID;
+    }
+    a->kind = kind->kind;
+    switch (kind->kind) {
+    case SYSCALL_KIND_LLM: return api_plan_llm_query(r, qd, a, err, errlen);
+    case SYSCALL_KIND_MEMORY:
+    case SYSCALL_KIND_STORAGE: return api_plan_mem(r, kind->kind, qd, a, err, errlen);
+    case SYSCALL_KIND_TOOL: return api_plan_tool_calls(r, qd, a, err, errlen);
+    default: return AIOS_ERR_INTERNAL;
+    }
+}
+
 static enum MHD_Result h_query(api_req *r, cJSON *body) {
     char err[256] = "";
-    const char *agent = NULL, *qtype = NULL;
-    int rc = jp_string(body, "agent_name", true, &agent, err, sizeof err);
-    if (!rc) rc = jp_string(body, "query_type", true, &qtype, err, sizeof err);
-    if (rc) return api_reply_error(r, rc, "%s", err);
-    if (!*agent || strlen(agent) >= AIOS_NAME_MAX)
-        return api_reply_error(r, AIOS_ERR_INVALID, "'agent_name' must be 1 to %d bytes", AIOS_NAME_MAX - 1);
-    if (!jp_printable_name(agent))
-        return api_reply_error(r, AIOS_ERR_INVALID, "'agent_name' must not hold control characters");
-    if (r->token_agent && strcmp(agent, r->agent))
-        return api_reply_error(r, AIOS_ERR_FORBIDDEN, "the token names agent '%s', not '%.64s'", r->agent, agent);
-    snprintf(r->agent, sizeof r->agent, "%s", agent);
-    rc = jp_priority(r, body, err, sizeof err);
+    int rc = jp_priority(r, body, err, sizeof err);
     const cJSON *qd = cJSON_GetObjectItemCaseSensitive(body, "query_data");
-    if (!rc && cJSON_IsObject(qd)) rc = jp_priority(r, qd, err, sizeof err);
+    if (!rc) rc = jp_priority(r, qd, err, sizeof err);
     if (rc) return api_reply_error(r, rc, "%s", err);
-    const syscall_kind_info *kind = syscall_kind_lookup(qtype);
-    if (!kind)
-        return api_reply_error(r, AIOS_ERR_INVALID, "unknown query_type '%.40s' (allowed: llm, memory, storage, tool)", qtype);
-    if (!cJSON_IsObject(qd)) return api_reply_error(r, AIOS_ERR_INVALID, "'query_data' must be an object");
-    if (!kind->implemented)
-        return api_reply_error(r, AIOS_ERR_NOT_IMPLEMENTED, "query_type '%s' needs the %s manager, which this kernel version does not have yet",
-                               kind->name, kind->name);
-    if (kind->kind == SYSCALL_KIND_MEMORY) return api_query_memory(r, qd);
-    if (kind->kind == SYSCALL_KIND_STORAGE) return api_query_storage(r, qd);
-    if (kind->kind == SYSCALL_KIND_TOOL) return api_query_tool(r, qd);
-    return query_llm(r, qd);
+    switch (r->adm.kind) {
+    case SYSCALL_KIND_MEMORY: return api_query_memory(r, qd);
+    case SYSCALL_KIND_STORAGE: return api_query_storage(r, qd);
+    case SYSCALL_KIND_TOOL: return api_query_tool(r, qd);
+    default: return query_llm(r, qd);
+    }
 }
 
 static void core_snapshot(api_req *r, int i, llm_core_info *info, llm_core_stats *st, sched_stats *ss) {
@@ -373,9 +389,9 @@ static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
 }
 
 const api_route api_routes_aios[] = {
-    {"POST", "/query", h_query, true},
-    {"GET", "/status", h_status, false},
-    {"GET", "/core/llms/list", h_llms_list, false},
-    {"GET", "/metrics", h_metrics, false},
-    {NULL, NULL, NULL, false},
+    {"POST", "/query", h_query, true, API_GATE_SYSCALL, plan_query},
+    {"GET", "/status", h_status, false, API_GATE_AGENT, NULL},
+    {"GET", "/core/llms/list", h_llms_list, false, API_GATE_AGENT, NULL},
+    {"GET", "/metrics", h_metrics, false, API_GATE_AGENT, NULL},
+    {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL},
 };

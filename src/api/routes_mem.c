@@ -45,24 +45,15 @@ static enum MHD_Result job_done(api_req *r) {
     return api_reply_json(r, 200, j->bare ? resp : api_envelope(sc, resp));
 }
 
-/* {"owner": AGENT} acts in another agent's namespace. A rule of the caller's group
- * (memory:AGENT / storage:AGENT with the action) lets it act there as that agent. Without
- * one, memory is refused (403) and storage falls back to the owner's shares (read-only). */
-static int cross_namespace(api_req *r, syscall_kind kind, mem_job *j, char *err, size_t errlen) {
-    const cJSON *owner = cJSON_GetObjectItemCaseSensitive(j->params, "owner");
-    if (!cJSON_IsString(owner) || !strcmp(owner->valuestring, r->agent) || strlen(owner->valuestring) >= AIOS_NAME_MAX)
-        return AIOS_OK;
-    const char *op = j->op;
-    bool read = !strcmp(op, "get_memory") || !strncmp(op, "retrieve", 8) || !strcmp(op, "read") || !strcmp(op, "list");
-    unsigned action = read ? ACCESS_READ : !strcmp(op, "share") ? ACCESS_SHARE : ACCESS_WRITE;
-    access_kind ak = kind == SYSCALL_KIND_MEMORY ? ACCESS_KIND_MEMORY : ACCESS_KIND_STORAGE;
-    int rc = api_check(r, ak, owner->valuestring, action, NULL, err, errlen);
-    if (!rc) {
-        snprintf(j->agent, sizeof j->agent, "%s", owner->valuestring);
-        cJSON_DeleteItemFromObjectCaseSensitive(j->params, "owner");
-        return AIOS_OK;
-    }
-    return kind == SYSCALL_KIND_STORAGE ? AIOS_OK : rc;
+/* {"owner": AGENT} acts in another agent's namespace. The plan claims it (api_plan_mem): a
+ * rule of the caller's group (memory:AGENT / storage:AGENT with the action) lets it act
+ * there as that agent. Without one the gate refuses memory (403), and storage falls back
+ * to the owner's shares (read-only). */
+static void cross_namespace(api_req *r, mem_job *j) {
+    const api_claim *c = r->adm.n ? &r->adm.claims[0] : NULL;
+    if (!c || !c->resource || !strcmp(c->resource, r->agent) || !c->granted) return;
+    snprintf(j->agent, sizeof j->agent, "%s", c->resource);
+    cJSON_DeleteItemFromObjectCaseSensitive(j->params, "owner");
 }
 
 static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, const cJSON *params, api_work_fn fn,
@@ -76,12 +67,7 @@ static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, 
     snprintf(j->op, sizeof j->op, "%s", op);
     j->bare = bare;
     j->params = params ? cJSON_Duplicate(params, true) : cJSON_CreateObject();
-    char err[512] = "";
-    int rc = j->params && !bare ? cross_namespace(r, kind, j, err, sizeof err) : AIOS_OK;
-    if (rc) {
-        mem_job_free(j);
-        return api_reply_error(r, rc, "%s", err);
-    }
+    if (j->params && !bare) cross_namespace(r, j);
     syscall_t *sc = j->params ? syscall_new(kind, r->agent, j, mem_job_free, 0) : NULL;
     if (!sc) {
         mem_job_free(j);
@@ -270,6 +256,18 @@ static int op_and_params(const cJSON *qd, const char **op, const cJSON **params,
     return AIOS_OK;
 }
 
+int api_plan_mem(api_req *r, syscall_kind kind, const cJSON *qd, api_admission *a, char *err, size_t errlen) {
+    (void)r;
+    const char *op;
+    const cJSON *params;
+    int rc = op_and_params(qd, &op, &params, err, errlen);
+    if (rc) return rc;
+    const cJSON *owner = cJSON_GetObjectItemCaseSensitive(params, "owner");
+    const char *ns = cJSON_IsString(owner) && strlen(owner->valuestring) < AIOS_NAME_MAX ? owner->valuestring : NULL;
+    access_kind ak = kind == SYSCALL_KIND_MEMORY ? ACCESS_KIND_MEMORY : ACCESS_KIND_STORAGE;
+    return api_claim_add(a, ak, ns, api_storage_action(op), NULL, kind == SYSCALL_KIND_STORAGE && ns);
+}
+
 enum MHD_Result api_query_memory(api_req *r, const cJSON *qd) {
     char err[512] = "";
     const char *op;
@@ -420,6 +418,14 @@ static int embeddings_work(void *args, char *err, size_t errlen) {
 
 #define EMB_MAX_INPUTS 2048
 
+/* The embedding model: an LLM claim, run on the memory resource's queue. */
+static int plan_embeddings(api_req *r, const cJSON *body, api_admission *a, char *err, size_t errlen) {
+    (void)body, (void)err, (void)errlen;
+    llm_embedder *e = api_embedder(r);
+    a->kind = SYSCALL_KIND_MEMORY;
+    return e ? api_claim_add(a, ACCESS_KIND_LLM, llm_embedder_name(e), ACCESS_USE, NULL, false) : AIOS_OK;
+}
+
 static enum MHD_Result h_embeddings(api_req *r, cJSON *body) {
     llm_embedder *e = api_embedder(r);
     if (!e) return api_reply_error(r, AIOS_ERR_NOT_IMPLEMENTED, "no embedding model is loaded");
@@ -514,7 +520,7 @@ void api_metrics_mem(api_req *r, strbuf *b) {
 
 /* ---------- run queues: /metrics series and the /status rows ---------- */
 
-static const syscall_kind RUNQ_KINDS[] = {SYSCALL_KIND_MEMORY, SYSCALL_KIND_STORAGE};
+static const syscall_kind RUNQ_KINDS[] = {SYSCALL_KIND_MEMORY, SYSCALL_KIND_STORAGE, SYSCALL_KIND_TOOL};
 #define N_RUNQ_KINDS (sizeof RUNQ_KINDS / sizeof RUNQ_KINDS[0])
 
 typedef struct runq_metric {
@@ -607,6 +613,6 @@ void api_status_runq(api_req *r, cJSON *status) {
 }
 
 const api_route api_routes_mem[] = {
-    {"POST", "/v1/embeddings", h_embeddings, true},
-    {NULL, NULL, NULL, false},
+    {"POST", "/v1/embeddings", h_embeddings, true, API_GATE_SYSCALL, plan_embeddings},
+    {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL},
 };

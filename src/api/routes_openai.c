@@ -289,12 +289,11 @@ static void openai_stream(api_req *r, const char *delta, size_t n, bool final, s
 static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
     const aios_config *cfg = api_cfg(r);
     char err[512] = "";
-    const char *model = NULL, *only_tool = NULL;
+    const char *only_tool = NULL;
     bool stream = false;
     chat_spec spec = {.mode = CHAT_MODE_TEXT};
     bool include_usage = false;
-    int rc = jp_string(body, "model", false, &model, err, sizeof err);
-    if (!rc) rc = jp_bool(body, "stream", &stream, err, sizeof err);
+    int rc = jp_bool(body, "stream", &stream, err, sizeof err);
     if (!rc) rc = parse_stream_options(body, &include_usage, err, sizeof err);
     if (!rc) rc = check_ignored(body, err, sizeof err);
     if (!rc) rc = parse_sampling(body, cfg, &spec.sampling, err, sizeof err);
@@ -311,8 +310,7 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
         rc = jp_string(body, "prompt", true, &spec.prompt, err, sizeof err);
     }
     if (rc) return api_reply_error(r, rc, "%s", err);
-    llm_core *core = api_core(r, model);
-    if (!core) return api_reply_error(r, AIOS_ERR_NOT_FOUND, "model '%s' does not exist (GET /v1/models lists them)", model);
+    llm_core *core = r->adm.core;
     chat_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return MHD_NO;
     r->data = ctx;
@@ -339,8 +337,7 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
         spec.tools = only_list;
     }
     cJSON *filled = NULL;
-    rc = chat_check_model(r, core, err, sizeof err);
-    if (!rc && spec.mode == CHAT_MODE_TOOLS) rc = chat_kernel_tools(r, spec.tools, false, &filled, err, sizeof err);
+    if (spec.mode == CHAT_MODE_TOOLS) rc = chat_kernel_tools(r, spec.tools, false, &filled, err, sizeof err);
     if (filled) spec.tools = filled;
     if (!rc) rc = chat_parse_tools(ctx, spec.mode == CHAT_MODE_TOOLS ? spec.tools : NULL, err, sizeof err);
     syscall_t *sc = NULL;
@@ -349,6 +346,20 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
     cJSON_Delete(filled);
     if (rc) return api_reply_error(r, rc, "%s", err);
     return api_run_syscall(r, core, sc, openai_done, stream ? openai_stream : NULL);
+}
+
+/* The model (`model`, default when absent) and the kernel tools `tools` names. */
+static int plan_completions(api_req *r, const cJSON *body, api_admission *a, char *err, size_t errlen) {
+    const char *model = NULL;
+    int rc = jp_string(body, "model", false, &model, err, errlen);
+    if (rc) return rc;
+    a->kind = SYSCALL_KIND_LLM;
+    if (!(a->core = api_core(r, model))) {
+        snprintf(err, errlen, "model '%s' does not exist (GET /v1/models lists them)", model);
+        return AIOS_ERR_NOT_FOUND;
+    }
+    rc = chat_plan_model(a);
+    return rc ? rc : chat_plan_tools(r, cJSON_GetObjectItemCaseSensitive(body, "tools"), a, err, errlen);
 }
 
 static enum MHD_Result h_chat(api_req *r, cJSON *body) { return completions(r, body, true); }
@@ -379,8 +390,8 @@ static enum MHD_Result h_models(api_req *r, cJSON *body) {
 }
 
 const api_route api_routes_openai[] = {
-    {"POST", "/v1/chat/completions", h_chat, true},
-    {"POST", "/v1/completions", h_completions, true},
-    {"GET", "/v1/models", h_models, false},
-    {NULL, NULL, NULL, false},
+    {"POST", "/v1/chat/completions", h_chat, true, API_GATE_SYSCALL, plan_completions},
+    {"POST", "/v1/completions", h_completions, true, API_GATE_SYSCALL, plan_completions},
+    {"GET", "/v1/models", h_models, false, API_GATE_AGENT, NULL},
+    {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL},
 };

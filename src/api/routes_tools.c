@@ -50,7 +50,6 @@ static int build_batch(api_req *r, const cJSON *calls, const char *const *model_
         if (cJSON_IsString(id)) snprintf(tc->id, sizeof tc->id, "%s", id->valuestring);
         tc->params = params && !cJSON_IsNull(params) ? cJSON_Duplicate(params, 1) : cJSON_CreateObject();
         rc = tools_validate(api_tools(r), tc->name, tc->params, err, errlen);
-        if (!rc) rc = api_check(r, ACCESS_KIND_TOOL, tc->name, ACCESS_CALL, tc->params, err, errlen);
     }
     if (rc) tool_batch_free(b);
     else *out = b;
@@ -117,6 +116,8 @@ static enum MHD_Result start_batch(api_req *r, tool_batch *b, syscall_t *prev) {
         tool_batch_free(b);
         return MHD_NO;
     }
+    /* queued by this priority in the tool run queue; call_tool keeps its LLM call's */
+    sc->priority = prev ? prev->priority : r->priority >= 0 ? r->priority : config_agent_priority(api_cfg(r), r->agent);
     if (prev) { /* call_tool: the answer's timings cover the LLM's rounds and the tools' */
         pthread_mutex_lock(&prev->mu);
         sc->n_rounds = prev->n_rounds;
@@ -127,6 +128,24 @@ static enum MHD_Result start_batch(api_req *r, tool_batch *b, syscall_t *prev) {
         pthread_mutex_unlock(&prev->mu);
     }
     return api_run_tools(r, sc, tools_done);
+}
+
+/* One claim per call, with its parameters for the audit line. A malformed entry is left for
+ * build_batch to report. */
+int api_plan_tool_calls(api_req *r, const cJSON *qd, api_admission *a, char *err, size_t errlen) {
+    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(qd, "tool_calls");
+    int rc = AIOS_OK, max = api_cfg(r)->tools.max_calls;
+    if (cJSON_GetArraySize(calls) > max) { /* bounded before anything is claimed */
+        snprintf(err, errlen, "%d tool calls exceed tools.max_calls (%d)", cJSON_GetArraySize(calls), max);
+        return AIOS_ERR_INVALID;
+    }
+    for (const cJSON *c = cJSON_IsArray(calls) ? calls->child : NULL; c && !rc; c = c->next) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(c, "name");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(c, "parameters");
+        if (!params) params = cJSON_GetObjectItemCaseSensitive(c, "arguments");
+        if (cJSON_IsString(name)) rc = api_claim_tool(r, a, name->valuestring, params);
+    }
+    return rc;
 }
 
 enum MHD_Result api_query_tool(api_req *r, const cJSON *qd) {
@@ -260,11 +279,11 @@ void api_metrics_tools(api_req *r, strbuf *b) {
 }
 
 const api_route api_routes_tools[] = {
-    {"GET", "/v1/tools", h_tools, false},
-    {"GET", "/admin/agents", h_agents_list, false},
-    {"POST", "/admin/agents", h_agents_create, true},
-    {"POST", "/admin/agents/revoke", h_agents_revoke, true},
-    {"GET", "/admin/approvals", h_approvals, false},
-    {"POST", "/admin/approvals/decide", h_decide, true},
-    {NULL, NULL, NULL, false},
+    {"GET", "/v1/tools", h_tools, false, API_GATE_AGENT, NULL},
+    {"GET", "/admin/agents", h_agents_list, false, API_GATE_ADMIN, NULL},
+    {"POST", "/admin/agents", h_agents_create, true, API_GATE_ADMIN, NULL},
+    {"POST", "/admin/agents/revoke", h_agents_revoke, true, API_GATE_ADMIN, NULL},
+    {"GET", "/admin/approvals", h_approvals, false, API_GATE_ADMIN, NULL},
+    {"POST", "/admin/approvals/decide", h_decide, true, API_GATE_ADMIN, NULL},
+    {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL},
 };

@@ -36,6 +36,8 @@
  * the connection at once.
  */
 #include <arpa/inet.h>
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received and tcpi_bytes_sent */
+#include <netinet/in.h>
 #include <poll.h>
 #include <strings.h>
 #include <pthread.h>
@@ -75,7 +77,7 @@ struct api_conn {
 };
 
 typedef struct conn_stats {
-    unsigned long long refused, evicted, header_timeouts, slow_bodies, reserved_refused;
+    unsigned long long refused, evicted, header_timeouts, slow_bodies, reserved_refused, malformed;
 } conn_stats;
 
 struct api_server {
@@ -88,6 +90,7 @@ struct api_server {
     runq_t *runq[SYSCALL_KIND__COUNT]; /* memory, storage; NULL for the other kinds */
     tool_manager *tools;
     access_manager *access;
+    api_gatekeeper *gate;
     struct MHD_Daemon *mhd;
     double started;
     pthread_mutex_t gate_mu;   /* closing + submit */
@@ -108,6 +111,7 @@ struct api_server {
     char *ans_head_timeout;    /* raw HTTP answers written by the connection accounting */
     char *ans_slow_body;
     char *ans_over_limit;
+    char *ans_malformed;
 };
 
 const aios_config *api_cfg(api_req *r) { return r->srv->cfg; }
@@ -121,13 +125,7 @@ tool_manager *api_tools(api_req *r) { return r->srv->tools; }
 access_manager *api_access(api_req *r) { return r->srv->access; }
 runq_t *api_runq(api_req *r, syscall_kind kind) { return kind < SYSCALL_KIND__COUNT ? r->srv->runq[kind] : NULL; }
 
-int api_check(api_req *r, access_kind kind, const char *resource, unsigned action, const cJSON *params, char *err,
-              size_t errlen) {
-    char *p = params ? cJSON_PrintUnformatted(params) : NULL;
-    int rc = access_check(r->srv->access, r->agent, kind, resource, action, p, err, errlen);
-    free(p);
-    return rc;
-}
+api_gatekeeper *api_gatekeeper_of(api_req *r) { return r->srv->gate; }
 
 llm_core *api_core(api_req *r, const char *name) {
     const aios_config *cfg = r->srv->cfg;
@@ -146,6 +144,11 @@ static enum MHD_Result reply_buf(api_req *r, int status, const char *ctype, char
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (r->retry_after_s > 0) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", r->retry_after_s);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->answered = true;
@@ -168,7 +171,7 @@ cJSON *api_error_json(int rc, const char *msg) {
     cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
     /* messages quote input (a URL, a method, a cut-off name): keep the answer valid UTF-8 */
     char *clean = msg && *msg ? strdup(msg) : NULL;
-    if (clean) jp_utf8_sanitize(clean);
+    if (clean) kern_utf8_sanitize(clean);
     cJSON_AddStringToObject(e, "code", aios_errcode(rc));
     cJSON_AddStringToObject(e, "message", clean ? clean : aios_strerror(rc));
     free(clean);
@@ -414,9 +417,25 @@ static char *raw_answer(int rc, const char *msg) {
     int st = aios_http_status(rc);
     if (body)
         sb_printf(&b, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                  st, st == 408 ? "Request Timeout" : "Service Unavailable", strlen(body), body);
+                  st, st == 400 ? "Bad Request" : st == 408 ? "Request Timeout" : "Service Unavailable", strlen(body), body);
     free(body);
     return b.data;
+}
+
+/* A connection closing before its first request reached us (conn_mu held): libmicrohttpd
+ * drops a request line or header it cannot parse without a word (or after its own
+ * answer). When the client sent bytes and nothing went back, it gets the JSON 400 before
+ * the socket goes (MHD_USE_TURBO: MHD has not shut the sending side down yet). */
+static void conn_malformed(api_server *s, const api_conn *c) {
+    struct tcp_info ti;
+    socklen_t n = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    if (c->phase != CONN_PHASE_HEAD || getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &n) ||
+        n < offsetof(struct tcp_info, tcpi_bytes_sent) + sizeof ti.tcpi_bytes_sent)
+        return;
+    if (ti.tcpi_bytes_received == 0 || ti.tcpi_bytes_sent != 0) return;
+    size_t len = strlen(s->ans_malformed);
+    if (send(c->fd, s->ans_malformed, len, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)len) s->cstat.malformed++;
 }
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx, enum MHD_ConnectionNotificationCode code) {
@@ -425,6 +444,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
         if (!c) return;
         pthread_mutex_lock(&s->conn_mu);
+        conn_malformed(s, c);
         conn_set_phase(s, c, CONN_PHASE_DEAD, 0);
         if (c->prev) c->prev->next = c->next;
         else s->conns = c->next;
@@ -565,6 +585,8 @@ void api_metrics_http(api_req *r, strbuf *b) {
         {"aios_http_header_timeouts_total", "Connections closed (408) for not completing their request headers within server.header_timeout_ms.", st.header_timeouts},
         {"aios_http_slow_bodies_total", "Requests closed (408) for sending their body slower than server.min_body_rate.", st.slow_bodies},
         {"aios_http_reserved_refused_total", "Requests without an identity token answered 503 while only server.reserved_connections slots were left.", st.reserved_refused},
+        {"aios_http_malformed_total", "Connections whose first request line or header could not be parsed, answered 400.", st.malformed},
+        {"aios_http_rate_limited_total", "Syscalls answered 429: their agent was over access.rate_limit.", api_gatekeeper_limited(s->gate)},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
         sb_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", c[i].name, c[i].help, c[i].name, c[i].name, c[i].v);
@@ -620,46 +642,6 @@ static const api_route *find_route(const char *method, const char *url, bool *pa
     return NULL;
 }
 
-/* Copies a name, cut (if it must be) at a character boundary so it stays valid UTF-8. */
-static void copy_name(char *dst, size_t cap, const char *src) {
-    size_t n = strlen(src);
-    if (n >= cap) {
-        n = cap - 1;
-        while (n && ((unsigned char)src[n] & 0xC0) == 0x80) n--; /* src[n] starts a character */
-    }
-    memcpy(dst, src, n);
-    dst[n] = 0;
-}
-
-/* Who asks. A bearer token of an identity names its agent (in both modes). In enforce
- * mode nothing else is accepted (401). In local mode a bearer value that is not a token
- * is taken as the agent's name (any OpenAI client can pick one), and /query's agent_name
- * names the agent when no token did. */
-static int authenticate(api_req *r, char *err, size_t errlen) {
-    const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    const char *tok = auth && strncasecmp(auth, "Bearer ", 7) == 0 && auth[7] ? auth + 7 : NULL;
-    bool enforce = !strcmp(r->srv->cfg->access.mode, "enforce");
-    snprintf(r->agent, sizeof r->agent, "anonymous");
-    if (tok && access_authenticate(r->srv->access, tok, r->agent, sizeof r->agent) == AIOS_OK) {
-        r->token_agent = true;
-        return AIOS_OK;
-    }
-    if (enforce) {
-        snprintf(err, errlen, tok ? "the bearer token is unknown or revoked" : "access.mode is enforce: send Authorization: Bearer TOKEN (aios agent create NAME prints one)");
-        return AIOS_ERR_UNAUTHORIZED;
-    }
-    if (tok && strncmp(tok, "aios_", 5) == 0) {
-        snprintf(err, errlen, "the bearer token is unknown or revoked");
-        return AIOS_ERR_UNAUTHORIZED;
-    }
-    if (tok && !jp_printable_name(tok)) { /* it becomes the agent's name, echoed in answers */
-        snprintf(err, errlen, "Authorization: the bearer value must be valid UTF-8 without control characters");
-        return AIOS_ERR_INVALID;
-    }
-    if (tok) copy_name(r->agent, sizeof r->agent, tok);
-    return AIOS_OK;
-}
-
 /* X-AIOS-Priority: an integer in [AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX]; -1 when absent. */
 static int priority_from_header(api_req *r) {
     const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-AIOS-Priority");
@@ -672,6 +654,24 @@ static int priority_from_header(api_req *r) {
     return AIOS_OK;
 }
 
+bool api_conn_admits(api_req *r, char *err, size_t errlen) {
+    if (!r->reserved_only || r->token_agent) return true;
+    pthread_mutex_lock(&r->srv->conn_mu);
+    r->srv->cstat.reserved_refused++;
+    pthread_mutex_unlock(&r->srv->conn_mu);
+    snprintf(err, errlen, "all but server.reserved_connections (%d) of server.max_connections (%d) connections are busy; "
+             "the rest are kept for identities (a bearer token): retry later", r->srv->reserved, r->srv->max_conns);
+    return false;
+}
+
+/* The request's JSON body through the one JSON gate (json.c) into *body. */
+static int parse_body(api_req *r, cJSON **body, char *err, size_t errlen) {
+    int rc = jp_parse_body(r->body.data, r->body.len, r->srv->cfg->server.json_max_depth, body, err, errlen);
+    if (!rc && !strncmp(r->url, "/v1/", 4)) rc = jp_openai_common(*body, err, errlen);
+    return rc;
+}
+
+/* Route, credentials, JSON gate, the route's plan, the admission gate, then the handler. */
 static enum MHD_Result dispatch(api_req *r) {
     if (r->too_large)
         return api_reply_error(r, AIOS_ERR_TOO_LARGE, "request body exceeds server.max_body_bytes (%ld bytes)",
@@ -682,33 +682,18 @@ static enum MHD_Result dispatch(api_req *r) {
         if (known) return api_reply_error(r, AIOS_ERR_METHOD, "%s is not allowed on %s", r->method, r->url);
         return api_reply_error(r, AIOS_ERR_NOT_FOUND, "no route %s %s", r->method, r->url);
     }
-    char aerr[200];
-    int arc = authenticate(r, aerr, sizeof aerr);
-    if (arc) return api_reply_error(r, arc, "%s", aerr);
-    if (r->reserved_only && !r->token_agent) {
-        pthread_mutex_lock(&r->srv->conn_mu);
-        r->srv->cstat.reserved_refused++;
-        pthread_mutex_unlock(&r->srv->conn_mu);
-        return api_reply_error(r, AIOS_ERR_BUSY, "all but server.reserved_connections (%d) of server.max_connections (%d) connections are busy; "
-                               "the rest are kept for identities (a bearer token): retry later", r->srv->reserved, r->srv->max_conns);
-    }
-    if (!strncmp(r->url, "/admin/", 7) && strcmp(r->srv->cfg->access.mode, "local") &&
-        api_check(r, ACCESS_KIND_ADMIN, r->url, ACCESS_ADMIN, NULL, aerr, sizeof aerr))
-        return api_reply_error(r, AIOS_ERR_FORBIDDEN, "%s", aerr);
+    char err[512] = "";
+    int rc = api_gate_identify(r, err, sizeof err);
+    if (rc) return api_reply_error(r, rc, "%s", err);
     if (priority_from_header(r))
         return api_reply_error(r, AIOS_ERR_INVALID, "X-AIOS-Priority must be an integer in [%d, %d]", AIOS_PRIORITY_MIN,
                                AIOS_PRIORITY_MAX);
     cJSON *body = NULL;
-    if (rt->json_body) { /* the one JSON gate (json.c) */
-        char jerr[512];
-        int rc = jp_parse_body(r->body.data, r->body.len, r->srv->cfg->server.json_max_depth, &body, jerr, sizeof jerr);
-        if (!rc && !strncmp(r->url, "/v1/", 4)) rc = jp_openai_common(body, jerr, sizeof jerr);
-        if (rc) {
-            cJSON_Delete(body);
-            return api_reply_error(r, rc, "%s", jerr);
-        }
-    }
-    enum MHD_Result ret = rt->handler(r, body);
+    if (rt->json_body) rc = parse_body(r, &body, err, sizeof err);
+    if (!rc && rt->plan) rc = rt->plan(r, body, &r->adm, err, sizeof err);
+    if (!rc) rc = api_gate_admit(r, rt->gate, &r->adm, err, sizeof err);
+    api_admission_unborrow(&r->adm); /* the handler reads what it needs now; body goes below */
+    enum MHD_Result ret = rc ? api_reply_error(r, rc, "%s", err) : rt->handler(r, body);
     cJSON_Delete(body);
     return ret;
 }
@@ -768,6 +753,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         syscall_unref(r->sc);
     }
     if (r->data_free) r->data_free(r->data);
+    api_admission_free(&r->adm);
     sb_free(&r->body);
     sb_free(&r->sse);
     free(r->url);
@@ -794,6 +780,8 @@ static void server_free_parts(api_server *s) {
     free(s->ans_head_timeout);
     free(s->ans_slow_body);
     free(s->ans_over_limit);
+    free(s->ans_malformed);
+    api_gatekeeper_free(s->gate);
     pthread_mutex_destroy(&s->gate_mu);
     pthread_mutex_destroy(&s->in_mu);
     pthread_mutex_destroy(&s->conn_mu);
@@ -820,7 +808,9 @@ api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
     s->ans_head_timeout = raw_answer(AIOS_ERR_TIMEOUT, "the request headers did not arrive within server.header_timeout_ms");
     s->ans_slow_body = raw_answer(AIOS_ERR_TIMEOUT, "the request body arrived slower than server.min_body_rate bytes/s");
     s->ans_over_limit = raw_answer(AIOS_ERR_BUSY, "server.max_connections connections are serving requests; retry later");
-    if (!s->ans_head_timeout || !s->ans_slow_body || !s->ans_over_limit) {
+    s->ans_malformed = raw_answer(AIOS_ERR_INVALID, "the request line or a header is not HTTP/1.1 (METHOD /path HTTP/1.1, then Name: value lines)");
+    s->gate = api_gatekeeper_new(p->cfg);
+    if (!s->ans_head_timeout || !s->ans_slow_body || !s->ans_over_limit || !s->ans_malformed || !s->gate) {
         snprintf(err, errlen, "out of memory");
         server_free_parts(s);
         return NULL;
@@ -831,7 +821,7 @@ api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
         server_free_parts(s);
         return NULL;
     }
-    s->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+    s->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO,
                               (uint16_t)p->cfg->server.port, NULL, NULL, on_request, s,
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,

@@ -99,6 +99,8 @@ static const cfg_key KEYS[] = {
     K_INT("tools.mcp_timeout_ms", tools.mcp_timeout_ms, 100, 600000, "20000", "How long an MCP server may take to start and answer the handshake and tools/list."),
     K_ENUM("access.mode", access.mode, "local", "local|enforce", "`local`: loopback only; the AIOS envelope's `agent_name` (or a bearer token) names the agent. `enforce`: every route needs `Authorization: Bearer TOKEN` of an identity (`aios agent create`); required to bind beyond loopback."),
     K_INT("access.approval_timeout", access.approval_timeout_s, 1, 86400 * 7, "300", "Seconds a call to an irreversible tool waits for `aios approve`; then it is denied."),
+    K_INT("access.rate_limit", access.rate_limit, 0, 1000000, "0", "Syscalls (LLM, memory, storage and tool requests) one agent may make per second, sustained; more get 429 with Retry-After. 0 = no limit."),
+    K_INT("access.rate_burst", access.rate_burst, 1, 1000000, "20", "Syscalls one agent may make at once above `access.rate_limit` before it applies (the token bucket's size)."),
     K_INT("access.max_approvals", access.max_approvals, 1, 1 << 20, "1024", "Calls waiting for approval at once; more are denied at once."),
     K_STR("access.audit_file", access.audit_file, "", "Audit log (JSON lines, append-only). Empty = `<data_dir>/audit.log`."),
     K_LONG("access.audit_max_bytes", access.audit_max_bytes, 4096, 1L << 40, "67108864", "Size at which the audit log is rotated (`audit.log.1`, ...)."),
@@ -698,7 +700,7 @@ int config_write_reference(const char *path) {
     fprintf(f, "| `agents.<name>.memory_limit_bytes` | (none) | (`--set` or YAML `agents:`) | Resident memory limit of one agent, overriding `memory.limit_bytes`. |\n");
     fprintf(f, "| `agents.<name>.group` | (none) | (`--set` or YAML `agents:`) | Privilege group of an agent named by `agent_name` in `local` mode (identities carry their own group). |\n");
     fprintf(f, "| `tools.mcp_servers` | `[]` | (YAML only) | MCP servers started over stdio, each in a sandbox (docs/tools.md): `[{name, command, args: [...], env: {K: V}, ...}]` (fields below); their tools are named `<name>/<tool>`. |\n");
-    fprintf(f, "| `access.groups` | (none) | (YAML only) | Privilege groups: `{GROUP: [RULE, ...]}`, a rule being `kind:pattern[:actions]` (see docs/access.md). |\n");
+    fprintf(f, "| `access.groups` | (none) | (YAML only) | Privilege groups: `{GROUP: [RULE, ...]}`, a rule being `kind:pattern[:actions]`, or `!kind:pattern[:actions]` to deny (see docs/access.md). |\n");
     fprintf(f, "\nEach entry of `llms.models` (a list) has these fields:\n\n| field | default | meaning |\n|---|---|---|\n");
     for (size_t i = 0; i < N_MODEL_FIELDS; i++)
         fprintf(f, "| `%s` | `%s` | %s |\n", MODEL_FIELDS[i].name, MODEL_FIELDS[i].def, MODEL_FIELDS[i].doc);

@@ -51,6 +51,14 @@ int sb_printf(strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2,
 /* Takes the data out of the buffer; the caller owns (and frees) it. Never NULL. */
 char *sb_steal(strbuf *sb);
 
+/* ---------- UTF-8 (util.c) ---------- */
+/* Length of the UTF-8 sequence at s (n bytes left): 1-4, 0 if invalid (overlong forms,
+ * surrogates, past U+10FFFF, stray continuation bytes), -1 if cut short by the end. */
+int kern_utf8_len(const unsigned char *s, size_t n);
+bool kern_utf8_valid(const char *s, size_t n);
+/* Replaces every byte that is not part of a valid UTF-8 sequence by '?', in place. */
+void kern_utf8_sanitize(char *s);
+
 /* ---------- hash maps (maps.c) ----------
  * Open addressing, linear probing, backward-shift deletion; not thread-safe (the owner
  * locks). Values are borrowed; strmap copies its keys. Zero-initialised maps are empty. */
@@ -197,6 +205,7 @@ typedef struct aios_config {
     struct {
         char mode[8];                   /* local | enforce */
         int approval_timeout_s, max_approvals;
+        int rate_limit, rate_burst; /* syscalls/s per agent (0 = none), bucket size */
         char audit_file[AIOS_PATH_MAX]; /* "" = <data_dir>/audit.log */
         long audit_max_bytes;
         int audit_keep;

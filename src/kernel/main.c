@@ -312,6 +312,7 @@ int main(int argc, char **argv) {
                          .storage = mg.storage, .embedder = mg.emb, .tools = mg.tools,
                          .access = mg.access};
         memcpy(ap.runq, mg.runq, sizeof ap.runq);
+        if (mg.tools) ap.runq[SYSCALL_KIND_TOOL] = tools_runq(mg.tools); /* the tool manager's own, shown */
         if (!(srv = api_server_start(&ap, err, sizeof err))) rc = die(err);
     }
     if (!rc) {

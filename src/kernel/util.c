@@ -128,3 +128,49 @@ char *sb_steal(strbuf *sb) {
     sb->len = sb->alloc = 0;
     return p;
 }
+
+/* ---------- UTF-8 ---------- */
+
+int kern_utf8_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    int len;
+    unsigned lo = 0x80, hi = 0xBF; /* bounds of the second byte */
+    if (c < 0x80) return 1;
+    if (c < 0xC2) return 0; /* continuation byte, or an overlong 2-byte lead */
+    if (c < 0xE0) len = 2;
+    else if (c < 0xF0) {
+        len = 3;
+        if (c == 0xE0) lo = 0xA0;      /* overlong */
+        else if (c == 0xED) hi = 0x9F; /* UTF-16 surrogates (CESU-8) */
+    } else if (c < 0xF5) {
+        len = 4;
+        if (c == 0xF0) lo = 0x90;      /* overlong */
+        else if (c == 0xF4) hi = 0x8F; /* past U+10FFFF */
+    } else return 0;                   /* F5..FF: 5- and 6-byte forms, past U+10FFFF */
+    for (int k = 1; k < len; k++) {
+        if ((size_t)k >= n) return -1;
+        unsigned b = s[k];
+        if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) return 0;
+    }
+    return len;
+}
+
+bool kern_utf8_valid(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        int k = kern_utf8_len(p + i, n - i);
+        if (k <= 0) return false;
+        i += (size_t)k;
+    }
+    return true;
+}
+
+void kern_utf8_sanitize(char *s) {
+    unsigned char *p = (unsigned char *)s;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        int k = kern_utf8_len(p + i, n - i);
+        if (k > 0) i += (size_t)k;
+        else p[i++] = '?';
+    }
+}

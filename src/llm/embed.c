@@ -273,6 +273,7 @@ static int emb_submit(llm_embedder *e, const char *owner, const char *text, llm_
         free(j);
         return AIOS_ERR_NOMEM;
     }
+    kern_utf8_sanitize(j->text); /* llama.cpp's tokenizer throws on invalid UTF-8 */
     j->cb = cb;
     j->ctx = ctx;
     pthread_mutex_lock(&e->mu);

@@ -279,6 +279,11 @@ static int lc_prepare(void *impl, const llm_chat *chat, llm_request **out, char 
     strbuf prompt;
     sb_init(&prompt, 0);
     int rc = render(e, chat, &prompt, err, errlen);
+    if (!rc && !kern_utf8_valid(prompt.data ? prompt.data : "", prompt.len)) {
+        /* llama.cpp's tokenizer throws (and takes the kernel down) on invalid UTF-8 */
+        snprintf(err, errlen, "the prompt is not valid UTF-8");
+        rc = AIOS_ERR_INVALID;
+    }
     if (rc) { sb_free(&prompt); return rc; }
     llm_request *r = llm_request_new(chat);
     if (!r) { sb_free(&prompt); return AIOS_ERR_NOMEM; }

@@ -1,7 +1,8 @@
 /*
- * runq.c - the run queue of one worker resource (memory, storage): every memory and
- * storage syscall is scheduled like LLM work (DESIGN.md §1-2), by the same policies, so
- * priority and fair share reach them and one agent cannot fill a resource's queue.
+ * runq.c - the run queue of one worker resource (memory, storage, tools): every memory,
+ * storage and tool syscall is scheduled like LLM work (DESIGN.md §1-2), by the same
+ * policies, so priority and fair share reach them and one agent cannot fill a resource's
+ * queue.
  *
  * Each agent has its own waiting list, kept in the policy's order for that agent (arrival;
  * under `priority`, priority then arrival), so the policy's first job overall is the best
@@ -9,6 +10,8 @@
  * (a flood of 10,000 jobs by one agent costs nothing to the others' picks). A resource has
  * its own fixed worker threads; a job runs to its end (these are short operations) and its
  * operation time is charged to its agent (the `fair` service). One mutex guards it all.
+ * In pull mode (tools) there are no workers: the owner takes the first job that fits its
+ * own limits (a tool's max_parallel) and reports when it is done.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,19 +129,22 @@ static bool job_before(const runq_t *q, const rq_job *a, const rq_job *b) {
     return a->ticket < b->ticket;
 }
 
-static rq_job *first_waiting(runq_t *q) {
+/* The policy's first waiting job that fits (fits NULL: any): each agent's list is in the
+ * policy's order, so its first fitting job is its candidate. */
+static rq_job *first_waiting(runq_t *q, runq_fits_fn fits, void *ctx) {
     rq_job *best = NULL;
     for (int i = 0; i <= q->n_agents; i++) {
         rq_job *j = i < q->n_agents ? q->agents[i].head : q->overflow.head;
+        while (j && fits && !fits(&j->j, ctx)) j = j->next;
         if (j && (!best || job_before(q, j, best))) best = j;
     }
     return best;
 }
 
-/* Takes the policy's first waiting job off the queue, or NULL when none waits. */
-static rq_job *take_next(runq_t *q) {
+/* Takes the policy's first waiting job that fits off the queue, or NULL when none does. */
+static rq_job *take_next(runq_t *q, runq_fits_fn fits, void *ctx) {
     window_roll(q);
-    rq_job *j = first_waiting(q);
+    rq_job *j = first_waiting(q, fits, ctx);
     if (!j) return NULL;
     agent_pop(j->agent, j);
     q->queued--;
@@ -165,7 +171,7 @@ static void *rq_main(void *arg) {
     pthread_mutex_lock(&q->mu);
     for (;;) {
         while (!q->queued && !q->stop) pthread_cond_wait(&q->cv, &q->mu);
-        rq_job *j = take_next(q);
+        rq_job *j = take_next(q, NULL, NULL);
         if (!j) break; /* stopping and drained */
         pthread_mutex_unlock(&q->mu);
         double t0 = kern_now_mono();
@@ -186,7 +192,7 @@ static runq_t *runq_alloc(const runq_params *p, const sched_policy_ops *ops) {
     if (!q) return NULL;
     q->ops = ops;
     q->p = *p;
-    q->p.workers = p->workers > 0 ? p->workers : 1;
+    q->p.workers = p->pull ? 0 : p->workers > 0 ? p->workers : 1;
     q->p.max_queue = p->max_queue > 0 ? p->max_queue : 1;
     q->p.max_per_agent = p->max_per_agent > 0 ? p->max_per_agent : 1;
     q->p.max_agents = p->max_agents > 0 ? p->max_agents : 1;
@@ -194,7 +200,7 @@ static runq_t *runq_alloc(const runq_params *p, const sched_policy_ops *ops) {
     q->p.resource = q->resource;
     snprintf(q->overflow.name, sizeof q->overflow.name, "(other)");
     q->agents = calloc((size_t)q->p.max_agents, sizeof *q->agents);
-    q->threads = calloc((size_t)q->p.workers, sizeof *q->threads);
+    q->threads = calloc((size_t)q->p.workers + 1, sizeof *q->threads);
     if (!q->agents || !q->threads) {
         free(q->agents);
         free(q->threads);
@@ -223,7 +229,7 @@ runq_t *runq_new(const runq_params *p, char *err, size_t errlen) {
         if (pthread_create(&q->threads[i], NULL, rq_main, q)) break;
         q->n_threads++;
     }
-    if (!q->n_threads) {
+    if (!q->n_threads && !q->p.pull) {
         snprintf(err, errlen, "cannot start %d worker threads for the %s run queue", q->p.workers, q->resource);
         runq_free(q);
         return NULL;
@@ -280,11 +286,27 @@ void runq_free(runq_t *q) {
     pthread_cond_broadcast(&q->cv);
     pthread_mutex_unlock(&q->mu);
     for (int i = 0; i < q->n_threads; i++) pthread_join(q->threads[i], NULL);
+    for (rq_job *j; (j = take_next(q, NULL, NULL));) free(j); /* pull mode: what the owner left */
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
     free(q->threads);
     free(q->agents);
     free(q);
+}
+
+void *runq_take(runq_t *q, runq_fits_fn fits, void *ctx, runq_job *out) {
+    pthread_mutex_lock(&q->mu);
+    rq_job *j = take_next(q, fits, ctx);
+    if (j) *out = j->j;
+    pthread_mutex_unlock(&q->mu);
+    return j;
+}
+
+void runq_done(runq_t *q, void *handle, double seconds) {
+    pthread_mutex_lock(&q->mu);
+    charge(q, handle, seconds);
+    pthread_mutex_unlock(&q->mu);
+    free(handle);
 }
 
 void runq_get_stats(runq_t *q, runq_stats *o) {

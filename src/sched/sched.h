@@ -111,8 +111,9 @@ void sched_foreach_agent(sched_t *s, sched_agent_fn fn, void *ud);
 
 /* ---- run queues of the worker resources (runq.c) ----
  * Memory and storage syscalls (and /v1/embeddings jobs) are short operations run to the
- * end by a resource's own worker threads: no preemption, so a policy is only the order of
- * the waiting jobs, through the same `before` rule as the LLM scheduler's:
+ * end by a resource's own worker threads; tool calls are taken (pull mode) by the tool
+ * manager whenever their tool has a free slot. No preemption, so a policy is only the
+ * order of the waiting jobs, through the same `before` rule as the LLM scheduler's:
  *   fifo      arrival order
  *   priority  the job's priority (higher first), then arrival
  *   rr        round robin over agents, one operation each: an agent's k-th waiting job
@@ -131,6 +132,7 @@ typedef struct runq_params {
     int max_per_agent;     /* waiting jobs of one agent before its submits fail with AIOS_ERR_BUSY */
     double fair_window_s;  /* length of the service window of the fair policy */
     int max_agents;        /* per-agent records kept (idle ones are recycled) */
+    bool pull;             /* no workers: the owner takes jobs (runq_take) and reports them done */
 } runq_params;
 
 /* One operation: fn(arg) on a worker thread. arg stays the caller's: runq never frees it,
@@ -150,8 +152,18 @@ runq_t *runq_new(const runq_params *params, char *err, size_t errlen);
  * which), AIOS_ERR_SHUTDOWN once runq_free began, AIOS_ERR_NOMEM. */
 int runq_submit(runq_t *q, const runq_job *job, char *err, size_t errlen);
 /* Refuses new jobs, runs every queued one (in policy order), joins the workers, frees.
- * Accepts NULL. */
+ * In pull mode the jobs still queued are dropped (their args stay the owner's: take them
+ * first). Accepts NULL. */
 void runq_free(runq_t *q);
+
+/* Pull mode. fits says whether a waiting job may start now (the owner's own limits); it
+ * runs under the queue's lock and must not call back into it. runq_take takes the
+ * policy's first waiting job that fits, copies it into *out and returns its handle, or
+ * NULL when none fits; the owner runs it and hands the handle back to runq_done with the
+ * seconds it took, which are charged to its agent. */
+typedef bool (*runq_fits_fn)(const runq_job *job, void *ctx);
+void *runq_take(runq_t *q, runq_fits_fn fits, void *ctx, runq_job *out);
+void runq_done(runq_t *q, void *handle, double seconds);
 
 typedef struct runq_stats {
     const char *resource, *policy;

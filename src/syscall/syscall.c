@@ -8,10 +8,10 @@
 #include "syscall.h"
 
 static const syscall_kind_info KINDS[SYSCALL_KIND__COUNT] = {
-    {SYSCALL_KIND_LLM, "llm", SYSCALL_F_SCHEDULED | SYSCALL_F_STREAMS, true},
-    {SYSCALL_KIND_MEMORY, "memory", 0, true},
-    {SYSCALL_KIND_STORAGE, "storage", 0, true},
-    {SYSCALL_KIND_TOOL, "tool", 0, true},
+    {SYSCALL_KIND_LLM, "llm", SYSCALL_F_SCHEDULED | SYSCALL_F_STREAMS | SYSCALL_F_RATED, true},
+    {SYSCALL_KIND_MEMORY, "memory", SYSCALL_F_SCHEDULED | SYSCALL_F_OWNED | SYSCALL_F_RATED, true},
+    {SYSCALL_KIND_STORAGE, "storage", SYSCALL_F_SCHEDULED | SYSCALL_F_OWNED | SYSCALL_F_RATED, true},
+    {SYSCALL_KIND_TOOL, "tool", SYSCALL_F_SCHEDULED | SYSCALL_F_RATED, true},
 };
 
 const syscall_kind_info *syscall_kind_lookup(const char *name) {

@@ -33,8 +33,13 @@ typedef enum syscall_state {
     SYSCALL_STATE_DONE,
 } syscall_state;
 
-/* Flags of the kinds table: what the admission gate and dispatcher need to know. */
-enum { SYSCALL_F_SCHEDULED = 1 << 0, SYSCALL_F_STREAMS = 1 << 1 };
+/* Flags of the kinds table: what the admission gate (api/admit.c) and dispatcher read.
+ *   SCHEDULED  queued at a scheduler or run queue under scheduler.policy
+ *   STREAMS    may answer as a stream of events
+ *   OWNED      resources are agents' namespaces: an agent's own needs no rule (only a
+ *              deny rule of its group refuses it); another agent's needs an allow rule
+ *   RATED      counts against access.rate_limit of the calling agent */
+enum { SYSCALL_F_SCHEDULED = 1 << 0, SYSCALL_F_STREAMS = 1 << 1, SYSCALL_F_OWNED = 1 << 2, SYSCALL_F_RATED = 1 << 3 };
 
 typedef struct syscall_kind_info {
     syscall_kind kind;

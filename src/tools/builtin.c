@@ -59,28 +59,28 @@ static int b_list(const tool_run *run) { return storage_op(run, "list"); }
 typedef struct builtin_spec {
     const char *name, *description, *schema;
     builtin_fn fn;
-    bool needs_storage;
+    const char *storage_op; /* the storage operation it makes on the caller's namespace, or NULL */
 } builtin_spec;
 
 static const builtin_spec BUILTINS[] = {
     {"aios/calculator", "Evaluates an arithmetic expression: + - * / % ^, parentheses, sqrt, sin, cos, log, exp, pi, e, min, max.",
      "{\"type\":\"object\",\"properties\":{\"expression\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":4096,"
-     "\"description\":\"for example (2 + 3) * 4\"}},\"required\":[\"expression\"],\"additionalProperties\":false}", b_calculator, false},
+     "\"description\":\"for example (2 + 3) * 4\"}},\"required\":[\"expression\"],\"additionalProperties\":false}", b_calculator, NULL},
     {"aios/time", "The current date and time (UTC and the kernel's local time).",
-     "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}", b_time, false},
+     "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}", b_time, NULL},
     {"aios/read_file", "Reads a file of the calling agent's storage.",
-     "{\"type\":\"object\",\"properties\":{\"file_path\":{\"type\":\"string\",\"minLength\":1}},\"required\":[\"file_path\"]}", b_read, true},
+     "{\"type\":\"object\",\"properties\":{\"file_path\":{\"type\":\"string\",\"minLength\":1}},\"required\":[\"file_path\"]}", b_read, "read"},
     {"aios/write_file", "Writes (a new version of) a file of the calling agent's storage.",
      "{\"type\":\"object\",\"properties\":{\"file_path\":{\"type\":\"string\",\"minLength\":1},\"content\":{\"type\":\"string\"}},"
-     "\"required\":[\"file_path\",\"content\"]}", b_write, true},
+     "\"required\":[\"file_path\",\"content\"]}", b_write, "write"},
     {"aios/list_files", "Lists a directory of the calling agent's storage.",
-     "{\"type\":\"object\",\"properties\":{\"dir_path\":{\"type\":\"string\"}}}", b_list, true},
+     "{\"type\":\"object\",\"properties\":{\"dir_path\":{\"type\":\"string\"}}}", b_list, "list"},
 };
 
 int builtin_tools(storage_manager *st, tool_def ***defs, int *n, int *cap) {
     for (size_t i = 0; i < sizeof BUILTINS / sizeof BUILTINS[0]; i++) {
         const builtin_spec *b = &BUILTINS[i];
-        if (b->needs_storage && !st) continue;
+        if (b->storage_op && !st) continue;
         tool_def *d = tool_def_new();
         if (!d) return AIOS_ERR_NOMEM;
         snprintf(d->name, sizeof d->name, "%s", b->name);
@@ -91,6 +91,7 @@ int builtin_tools(storage_manager *st, tool_def ***defs, int *n, int *cap) {
         d->schema = cJSON_Parse(b->schema);
         d->kind = TOOL_KIND_BUILTIN;
         d->fn = b->fn;
+        d->storage_op = b->storage_op;
         d->timeout_ms = 30000;
         d->max_parallel = 64;
         if (tool_defs_push(defs, n, cap, d)) {

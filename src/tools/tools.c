@@ -3,10 +3,13 @@
  * reference counted, so a reload never pulls a definition from under a running call),
  * the manifest watcher (inotify on tools.dir), and dispatch with per-tool limits.
  *
- * Limits instead of a global lock: each tool name has a limiter {running, FIFO queue}.
- * A call starts on its own thread when its tool runs fewer than max_parallel calls, else
- * it waits in that tool's queue; a finishing thread takes the next queued call of the same
- * tool. Threads only block in poll/waitpid/condvars, so 100 slow tools cost no CPU.
+ * Every call waits in the tool resource's run queue (sched/runq.c, pull mode), ordered by
+ * scheduler.policy with its syscall's priority and agent like every other syscall; each
+ * tool name has a limiter counting its running calls. A call starts on its own thread as
+ * soon as it is the policy's first waiting call whose tool runs fewer than max_parallel
+ * calls; a finishing thread goes on with the next such call (of any tool), and the tool
+ * time it used is charged to its agent (the `fair` service). Threads only block in
+ * poll/waitpid/condvars, so 100 slow tools cost no CPU.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -30,12 +33,11 @@ typedef struct call_job {
     tool_batch *batch;
     tool_call *call;
     tool_def *def;          /* a reference */
-    struct call_job *next;
+    void *handle;           /* its run-queue entry, once taken */
 } call_job;
 
 typedef struct limiter {
-    int running;
-    call_job *head, *tail;
+    int running, queued;
 } limiter;
 
 struct tool_manager {
@@ -50,9 +52,10 @@ struct tool_manager {
     tool_table table;
     cJSON *errors;             /* [{"file","error"}] of the last manifest load */
 
-    pthread_mutex_t mu;        /* limiters, counters */
+    pthread_mutex_t mu;        /* limiters, counters; taken before the run queue's own lock */
     pthread_cond_t idle_cv;
     strmap limiters;
+    runq_t *rq;                /* waiting calls, in the policy's order */
     int pending, threads;
     tool_stats stats;
     atomic_bool stop;
@@ -65,6 +68,7 @@ struct tool_manager {
 tool_manager_params tool_manager_default_params(void) { return (tool_manager_params){0}; }
 storage_manager *tools_storage(tool_manager *tm) { return tm->storage; }
 int tools_purge_agent(tool_manager *tm, const char *agent) { return sandbox_purge_agent(tm->sandbox, agent); }
+runq_t *tools_runq(tool_manager *tm) { return tm->rq; }
 
 /* ---------- definitions ---------- */
 
@@ -196,6 +200,7 @@ static int link_manifest(tool_def *d, tool_def **defs, int n, cJSON *errors) {
         return AIOS_ERR_NOT_FOUND;
     }
     d->fn = src->fn;
+    d->storage_op = src->storage_op;
     d->mcp = src->mcp;
     if (d->kind == TOOL_KIND_MCP) snprintf(d->remote, sizeof d->remote, "%s", src->remote);
     if (!d->schema && src->schema) d->schema = cJSON_Duplicate(src->schema, 1);
@@ -294,7 +299,15 @@ tool_manager *tool_manager_new(const tool_manager_params *p, char *err, size_t e
     pthread_mutex_init(&tm->mu, NULL);
     pthread_cond_init(&tm->idle_cv, NULL);
     tm->inotify_fd = -1;
-    if (!(tm->sandbox = sandbox_new(p->cfg, err, errlen))) {
+    runq_params rp = runq_default_params();
+    rp.resource = "tool";
+    rp.policy = p->cfg->scheduler.policy;
+    rp.pull = true;
+    rp.max_queue = p->cfg->tools.max_pending;
+    rp.max_per_agent = p->cfg->max_jobs_per_agent;
+    rp.fair_window_s = p->cfg->scheduler.fair_window_s;
+    rp.max_agents = p->cfg->scheduler.max_agents;
+    if (!(tm->rq = runq_new(&rp, err, errlen)) || !(tm->sandbox = sandbox_new(p->cfg, err, errlen))) {
         tool_manager_free(tm);
         return NULL;
     }
@@ -305,7 +318,7 @@ tool_manager *tool_manager_new(const tool_manager_params *p, char *err, size_t e
     return tm;
 }
 
-static void fail_queued(const char *key, void *val, void *ctx);
+static void fail_queued(tool_manager *tm);
 static void free_limiter_cb(const char *key, void *val, void *ctx);
 
 void tool_manager_free(tool_manager *tm) {
@@ -314,7 +327,7 @@ void tool_manager_free(tool_manager *tm) {
     if (tm->watcher_running) pthread_join(tm->watcher, NULL);
     if (tm->inotify_fd >= 0) close(tm->inotify_fd);
     pthread_mutex_lock(&tm->mu);
-    strmap_foreach(&tm->limiters, fail_queued, tm);
+    if (tm->rq) fail_queued(tm);
     while (tm->threads) pthread_cond_wait(&tm->idle_cv, &tm->mu);
     pthread_mutex_unlock(&tm->mu);
     for (int i = 0; i < tm->n_mcp; i++) mcp_stop(tm->mcp[i]);
@@ -324,6 +337,7 @@ void tool_manager_free(tool_manager *tm) {
     cJSON_Delete(tm->errors);
     strmap_foreach(&tm->limiters, free_limiter_cb, NULL);
     strmap_free(&tm->limiters);
+    runq_free(tm->rq);
     pthread_mutex_destroy(&tm->table_mu);
     pthread_mutex_destroy(&tm->mu);
     pthread_cond_destroy(&tm->idle_cv);
@@ -337,6 +351,13 @@ bool tools_exists(tool_manager *tm, const char *name, bool *irreversible) {
     if (d && irreversible) *irreversible = d->irreversible;
     tool_def_unref(d);
     return d != NULL;
+}
+
+const char *tools_storage_op(tool_manager *tm, const char *name) {
+    tool_def *d = lookup(tm, name);
+    const char *op = d ? d->storage_op : NULL; /* a string constant of builtin.c */
+    tool_def_unref(d);
+    return op;
 }
 
 int tools_validate(tool_manager *tm, const char *name, const cJSON *params, char *err, size_t errlen) {
@@ -407,10 +428,8 @@ cJSON *tools_list_json(tool_manager *tm) {
     pthread_mutex_lock(&tm->mu);
     for (cJSON *t = arr->child; t; t = t->next) {
         limiter *l = strmap_get(&tm->limiters, cJSON_GetObjectItem(t, "name")->valuestring);
-        int q = 0;
-        for (call_job *j = l ? l->head : NULL; j; j = j->next) q++;
         cJSON_AddNumberToObject(t, "running", l ? l->running : 0);
-        cJSON_AddNumberToObject(t, "queued", q);
+        cJSON_AddNumberToObject(t, "queued", l ? l->queued : 0);
     }
     pthread_mutex_unlock(&tm->mu);
     return o;
@@ -509,18 +528,51 @@ static void fail_job(tool_manager *tm, call_job *j, int rc, const char *msg) {
 }
 
 /* With tm->mu held, at shutdown: queued calls fail at once. */
-static void fail_queued(const char *key, void *val, void *ctx) {
-    (void)key;
-    limiter *l = val;
-    tool_manager *tm = ctx;
-    while (l->head) {
-        call_job *j = l->head;
-        l->head = j->next;
+static void fail_queued(tool_manager *tm) {
+    runq_job rj;
+    void *h;
+    while ((h = runq_take(tm->rq, NULL, NULL, &rj))) {
+        call_job *j = rj.arg;
+        limiter *l = strmap_get(&tm->limiters, j->def->name);
+        if (l) l->queued--;
+        tm->stats.queued--;
+        runq_done(tm->rq, h, 0);
         pthread_mutex_unlock(&tm->mu);
         fail_job(tm, j, AIOS_ERR_SHUTDOWN, "the kernel is shutting down");
         pthread_mutex_lock(&tm->mu);
     }
-    l->tail = NULL;
+}
+
+/* tm->mu held (under the run queue's lock): whether the call's tool has a free slot. */
+static bool job_fits(const runq_job *rj, void *ctx) {
+    tool_manager *tm = ctx;
+    const call_job *j = rj->arg;
+    const limiter *l = strmap_get(&tm->limiters, j->def->name);
+    return !l || l->running < j->def->max_parallel;
+}
+
+/* tm->mu held: the policy's first waiting call whose tool has a free slot, now counted as
+ * running; NULL when none fits (or the kernel stops). */
+static call_job *take_job(tool_manager *tm) {
+    runq_job rj;
+    void *h = atomic_load(&tm->stop) ? NULL : runq_take(tm->rq, job_fits, tm, &rj);
+    if (!h) return NULL;
+    call_job *j = rj.arg;
+    j->handle = h;
+    limiter *l = strmap_get(&tm->limiters, j->def->name);
+    l->queued--;
+    l->running++;
+    tm->stats.queued--;
+    tm->stats.running++;
+    return j;
+}
+
+/* tm->mu held: j's run is over after dt seconds: its slot is free, its agent charged. */
+static void slot_release(tool_manager *tm, call_job *j, double dt) {
+    limiter *l = strmap_get(&tm->limiters, j->def->name);
+    l->running--;
+    tm->stats.running--;
+    runq_done(tm->rq, j->handle, dt);
 }
 
 typedef struct thread_arg {
@@ -528,27 +580,22 @@ typedef struct thread_arg {
     call_job *job;
 } thread_arg;
 
-/* Runs a job, then the next queued call of the same tool, until none is left. */
+/* Runs a job, then the policy's next call that fits, until none is left. */
 static void *call_thread(void *arg) {
     thread_arg *ta = arg;
     tool_manager *tm = ta->tm;
     call_job *j = ta->job;
     free(ta);
-    char name[TOOL_NAME_MAX];
-    snprintf(name, sizeof name, "%s", j->def->name);
     while (j) {
+        double t0 = kern_now_mono();
         run_call(tm, j);
+        double dt = kern_now_mono() - t0;
+        pthread_mutex_lock(&tm->mu);
+        slot_release(tm, j, dt);
+        pthread_mutex_unlock(&tm->mu);
         finish_job(tm, j);
         pthread_mutex_lock(&tm->mu);
-        limiter *l = strmap_get(&tm->limiters, name);
-        j = l->head;
-        if (j) {
-            l->head = j->next;
-            if (!l->head) l->tail = NULL;
-            tm->stats.queued--;
-        } else {
-            l->running--;
-            tm->stats.running--;
+        if (!(j = take_job(tm))) {
             tm->threads--;
             pthread_cond_broadcast(&tm->idle_cv);
         }
@@ -563,22 +610,8 @@ static void free_limiter_cb(const char *key, void *val, void *ctx) {
     free(val);
 }
 
-/* With tm->mu held: starts j now (a thread) or queues it behind its tool's running calls. */
-static int dispatch(tool_manager *tm, call_job *j) {
-    limiter *l = strmap_get(&tm->limiters, j->def->name);
-    if (!l) {
-        if (!(l = calloc(1, sizeof *l)) || strmap_put(&tm->limiters, j->def->name, l)) {
-            free(l);
-            return AIOS_ERR_NOMEM;
-        }
-    }
-    if (l->running >= j->def->max_parallel) {
-        if (l->tail) l->tail->next = j;
-        else l->head = j;
-        l->tail = j;
-        tm->stats.queued++;
-        return AIOS_OK;
-    }
+/* With tm->mu held: starts a thread for j (taken). */
+static int start_thread(tool_manager *tm, call_job *j) {
     thread_arg *ta = malloc(sizeof *ta);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -592,12 +625,41 @@ static int dispatch(tool_manager *tm, call_job *j) {
         rc = AIOS_ERR_BUSY;
     }
     pthread_attr_destroy(&attr);
-    if (!rc) {
-        l->running++;
-        tm->stats.running++;
-        tm->threads++;
-    }
+    if (!rc) tm->threads++;
     return rc;
+}
+
+/* Starts a thread for every waiting call that fits now. A call whose thread cannot start
+ * fails (its slot given back). */
+static void pump(tool_manager *tm) {
+    pthread_mutex_lock(&tm->mu);
+    for (call_job *j; (j = take_job(tm));) {
+        int rc = start_thread(tm, j);
+        if (!rc) continue;
+        slot_release(tm, j, 0);
+        pthread_mutex_unlock(&tm->mu);
+        fail_job(tm, j, rc, "cannot start a thread for the tool call");
+        pthread_mutex_lock(&tm->mu);
+    }
+    pthread_mutex_unlock(&tm->mu);
+}
+
+/* With tm->mu held: queues j in the run queue (its tool's limiter counts it). */
+static int enqueue(tool_manager *tm, call_job *j, char *err, size_t errlen) {
+    limiter *l = strmap_get(&tm->limiters, j->def->name);
+    if (!l) {
+        if (!(l = calloc(1, sizeof *l)) || strmap_put(&tm->limiters, j->def->name, l)) {
+            free(l);
+            snprintf(err, errlen, "out of memory");
+            return AIOS_ERR_NOMEM;
+        }
+    }
+    runq_job rj = {.arg = j, .agent = j->batch->agent, .priority = j->sc->priority};
+    int rc = runq_submit(tm->rq, &rj, err, errlen);
+    if (rc) return rc;
+    l->queued++;
+    tm->stats.queued++;
+    return AIOS_OK;
 }
 
 int tools_submit(tool_manager *tm, syscall_t *sc) {
@@ -621,10 +683,12 @@ int tools_submit(tool_manager *tm, syscall_t *sc) {
             continue;
         }
         *j = (call_job){.sc = syscall_ref(sc), .batch = b, .call = &b->calls[i], .def = d};
+        char err[256] = "";
         pthread_mutex_lock(&tm->mu);
-        int rc = dispatch(tm, j);
+        int rc = enqueue(tm, j, err, sizeof err);
         pthread_mutex_unlock(&tm->mu);
-        if (rc) fail_job(tm, j, rc, "cannot start a thread for the tool call");
+        if (rc) fail_job(tm, j, rc, err);
     }
+    pump(tm);
     return AIOS_OK;
 }

@@ -23,6 +23,7 @@
 #include "../kernel/kernel.h"
 #include "../syscall/syscall.h"
 #include "../storage/storage.h"
+#include "../sched/sched.h"
 
 #define TOOL_NAME_MAX 128
 
@@ -79,11 +80,16 @@ void tool_manager_free(tool_manager *tm);
 
 /* Whether name is a tool; fills *irreversible. */
 bool tools_exists(tool_manager *tm, const char *name, bool *irreversible);
+/* The storage operation ("read", "write", "list") a built-in storage tool makes on the
+ * caller's own namespace (so the admission gate can claim it), or NULL. */
+const char *tools_storage_op(tool_manager *tm, const char *name);
 /* Checks a call before anything runs: AIOS_ERR_NOT_FOUND (unknown tool) or
  * AIOS_ERR_INVALID (parameters against the tool's schema; err names the field). */
 int tools_validate(tool_manager *tm, const char *name, const cJSON *params, char *err, size_t errlen);
-/* Starts every call of sc's batch; sc completes (AIOS_OK; per-call results in the batch)
- * once all finished. AIOS_ERR_BUSY when tools.max_pending calls are already pending. */
+/* Queues every call of sc's batch on the tool run queue (by sc's priority and agent); sc
+ * completes (AIOS_OK; per-call results in the batch) once all finished. AIOS_ERR_BUSY when
+ * tools.max_pending calls are already pending; a call beyond kernel.max_jobs_per_agent
+ * waiting calls of its agent fails alone (503). */
 int tools_submit(tool_manager *tm, syscall_t *sc);
 /* {"type":"function","function":{name, description, parameters}} or NULL if unknown. */
 cJSON *tools_function_json(tool_manager *tm, const char *name);
@@ -91,6 +97,8 @@ cJSON *tools_function_json(tool_manager *tm, const char *name);
  * {"tools":[...], "errors":[{"file","error"}]}. */
 cJSON *tools_list_json(tool_manager *tm);
 void tools_get_stats(tool_manager *tm, tool_stats *out);
+/* The tool resource's run queue (pull mode), for /status and /metrics. */
+runq_t *tools_runq(tool_manager *tm);
 /* Removes agent's tool workdirs: a new identity of a revoked name starts empty. */
 int tools_purge_agent(tool_manager *tm, const char *agent);
 

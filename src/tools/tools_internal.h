@@ -55,6 +55,7 @@ struct tool_def {
     char remote[TOOL_NAME_MAX];
     /* builtin */
     builtin_fn fn;
+    const char *storage_op;    /* a built-in acting on the caller's storage: its operation; else NULL */
 };
 
 tool_def *tool_def_new(void);

@@ -4,11 +4,13 @@ in enforce mode (so <data_dir>/admin.token exists) starts tests/system/mcp_probe
 and its `probe` tool, called through the kernel (query_type tool), reports what it could
 reach. Without `network` it reads no admin token, no model file, no data dir, writes
 nothing but /work, opens no socket and sees none of the kernel's environment; with
-`network: true` the socket to the kernel's port connects. A server with `group` serves only
+`network: true` a socket to another port connects, but not to the kernel's own port (a
+landlock rule, where Linux has it: the server must not speak to the kernel as any agent). A server with `group` serves only
 that group (and admins): anyone else gets 403. A server whose ro_paths would expose the
 data dir is not started. Its stderr reaches the kernel's log under its name.
 """
 import json
+import socket
 import os
 import shutil
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from test_tools_access import landlock_abi
 from aiosd_helpers import default_model_path
 
 PROBE = Path(__file__).resolve().parent / "mcp_probe_server.py"
@@ -46,8 +49,8 @@ def create_agent(k, admin, name, group):
     return r.json()["token"]
 
 
-def probe(k, token, agent, tool):
-    args = {"data_dir": str(k.workdir / "data"), "cache_file": default_model_path(), "port": k.port,
+def probe(k, token, agent, tool, port=None):
+    args = {"data_dir": str(k.workdir / "data"), "cache_file": default_model_path(), "port": port or k.port,
             "secret_var": "MCP_PROBE_SECRET"}
     r = query(k, token, agent, [{"name": tool, "parameters": args}])
     assert r.status_code == 200, r.text
@@ -110,12 +113,23 @@ def test_mcp_network_true_and_group(probe_kernel):
     assert r.status_code == 403, r.text
     assert "serves only group 'netgroup'" in r.json()["error"]["message"]
     assert query(k, outsider, "outsider", [{"name": "probe/probe", "parameters": {}}]).status_code == 200
-    rep = probe(k, insider, "insider", "netprobe/probe")
-    assert rep["socket"]["ok"], f"network: true, yet no socket: {rep['socket']}"
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(4)
+    try:
+        rep = probe(k, insider, "insider", "netprobe/probe", port=other.getsockname()[1])
+        assert rep["socket"]["ok"], f"network: true, yet no socket: {rep['socket']}"
+        assert probe(k, admin, "admin", "netprobe/probe", port=other.getsockname()[1])["socket"]["ok"]  # admins may call it too
+    finally:
+        other.close()
+    wall = probe(k, insider, "insider", "netprobe/probe")["socket"]  # the kernel's own port
+    if landlock_abi() >= 4:
+        assert not wall["ok"] and "Permission denied" in wall["detail"], wall
+    else:
+        assert "no landlock network rules" in k.tail(400), k.tail(40)
     assert rep["greeting"] == "net"
     for what in ("admin_token", "cache_file", "data_list", "write_tmp", "write_etc", "secret"):
         assert not rep[what]["ok"], f"the sandboxed server reached {what}: {rep[what]}"
-    assert probe(k, admin, "admin", "netprobe/probe")["socket"]["ok"]  # admins may call it too
     audit = (k.workdir / "data" / "audit.log").read_text().splitlines()
     denied = [json.loads(line) for line in audit if '"outsider"' in line and "netprobe" in line]
     assert any(e["decision"] == "deny" for e in denied)

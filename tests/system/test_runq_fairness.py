@@ -172,7 +172,7 @@ def test_fair_storage_reads_not_delayed_by_a_flood(spawn_daemon):
     c.request("GET", "/status")
     st = json.loads(c.getresponse().read())
     rq = {q["resource"]: q for q in st["run_queues"]}
-    assert set(rq) == {"memory", "storage"}, st
+    assert set(rq) == {"memory", "storage", "tool"}, st
     assert rq["storage"]["policy"] == "fair" and rq["storage"]["completed"] >= FLOOD_N + READS, rq
     assert_serving(d.url)
 

@@ -170,11 +170,34 @@ def test_sandbox_writes_only_its_workdir(kernel, tooldir):
 
 
 def test_sandbox_network(kernel):
-    params = {"host": "127.0.0.1", "port": kernel.port}
-    r = tool_query(kernel.url, [{"name": "t/net", "parameters": params}, {"name": "t/netok", "parameters": params}])
-    res = r.json()["response"]["tool_results"]
-    assert res[0]["result"].startswith("refused"), res[0]
-    assert res[1]["result"] == "connected", res[1]
+    """Without sandbox.network a tool reaches nothing; with it, anything but the kernel's own
+    port (a landlock rule: in local mode the kernel's port would let it speak as any agent)."""
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(4)
+    try:
+        kport = {"host": "127.0.0.1", "port": kernel.port}
+        oport = {"host": "127.0.0.1", "port": other.getsockname()[1]}
+        r = tool_query(kernel.url, [{"name": "t/net", "parameters": oport}, {"name": "t/netok", "parameters": oport},
+                                    {"name": "t/netok", "parameters": kport}])
+        res = r.json()["response"]["tool_results"]
+        assert res[0]["result"].startswith("refused"), res[0]
+        assert res[1]["result"] == "connected", res[1]
+        if landlock_abi() >= 4:
+            assert res[2]["result"].startswith("refused") and "Permission denied" in res[2]["result"], res[2]
+        else:  # an older Linux: no wall, and the kernel said so at start
+            assert "no landlock network rules" in kernel.tail(400), kernel.tail(40)
+    finally:
+        other.close()
+
+
+def landlock_abi() -> int:
+    """landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION): 4 and up has TCP
+    port rules (Linux 6.7+); an error (no landlock) reads as 0."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    v = libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return max(v, 0)
 
 
 def test_fork_bomb_and_memory_hog_are_contained(kernel):

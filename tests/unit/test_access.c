@@ -1,6 +1,6 @@
 /*
  * test_access.c - unit tests of the access manager: rule syntax, group rules and the
- * built-in groups, identities (hashed tokens, revocation, persistence across a reopen),
+ * built-in groups, deny rules and the own namespace, identities (hashed tokens, revocation, persistence across a reopen),
  * approvals (approve, deny, timeout, cancel, the waiting bound) and the audit log (one
  * JSON line per decision with the parameters' SHA-256, rotation by size).
  */
@@ -29,7 +29,10 @@ static const char *YAML =
     "  groups:\n"
     "    readers: [\"memory:bob:read\", \"tool:demo/*\", \"llm:qwen*\", \"storage:bob:read,share\"]\n"
     "    nothing: []\n"
+    "    guarded: [\"llm:*\", \"tool:*\", \"!tool:demo/rm\", \"memory:*:read\", \"!memory:carol\", \"!memory:self:write\", \"!storage:self\"]\n"
     "agents:\n"
+    "  gus:\n"
+    "    group: guarded\n"
     "  alice:\n"
     "    group: readers\n"
     "  root:\n"
@@ -76,7 +79,7 @@ static access_manager *open_am(void) {
 
 static int check(access_manager *am, const char *agent, access_kind kind, const char *res, unsigned action) {
     char err[256];
-    return access_check(am, agent, kind, res, action, NULL, err, sizeof err);
+    return access_check(am, agent, kind, res, action, NULL, NULL, err, sizeof err);
 }
 
 /* The audit file's lines, parsed; *n gets how many. */
@@ -154,7 +157,7 @@ static void test_group_rules(void **st) {
     snprintf(g_cfg.agents[g_cfg.n_agents++].group, AIOS_NAME_MAX, "nothing");
     assert_int_equal(check(am, "eve", ACCESS_KIND_LLM, "qwen", ACCESS_USE), AIOS_ERR_FORBIDDEN);
     char err[256];
-    assert_int_equal(access_check(am, "eve", ACCESS_KIND_TOOL, "demo/x", ACCESS_CALL, NULL, err, sizeof err), AIOS_ERR_FORBIDDEN);
+    assert_int_equal(access_check(am, "eve", ACCESS_KIND_TOOL, "demo/x", ACCESS_CALL, NULL, NULL, err, sizeof err), AIOS_ERR_FORBIDDEN);
     assert_non_null(strstr(err, "agent 'eve' (group 'nothing') may not call tool 'demo/x'"));
     access_close(am);
     /* every decision was audited */
@@ -384,10 +387,51 @@ static void test_audit_lines_and_rotation(void **st) {
     assert_true(sb.st_size < 4096);
 }
 
+/* Deny rules win over any allow rule, `self` is the asking agent, and an agent's own
+ * namespace is refused only by a deny rule (and only then audited). */
+static void test_deny_rules(void **st) {
+    (void)st;
+    char err[256];
+    assert_int_equal(access_rule_check("!memory:self:write", err, sizeof err), AIOS_OK);
+    assert_int_equal(access_rule_check("!*", err, sizeof err), AIOS_OK);
+    assert_int_equal(access_rule_check("!bogus:x", err, sizeof err), AIOS_ERR_CONFIG);
+    access_manager *am = open_am();
+    assert_int_equal(check(am, "gus", ACCESS_KIND_TOOL, "demo/ls", ACCESS_CALL), AIOS_OK);
+    bool by_deny = false;
+    assert_int_equal(access_check(am, "gus", ACCESS_KIND_TOOL, "demo/rm", ACCESS_CALL, NULL, &by_deny, err, sizeof err),
+                     AIOS_ERR_FORBIDDEN);
+    assert_true(by_deny);
+    assert_non_null(strstr(err, "deny rule"));
+    assert_int_equal(check(am, "gus", ACCESS_KIND_MEMORY, "bob", ACCESS_READ), AIOS_OK);
+    assert_int_equal(check(am, "gus", ACCESS_KIND_MEMORY, "carol", ACCESS_READ), AIOS_ERR_FORBIDDEN); /* deny wins */
+    assert_int_equal(access_check(am, "gus", ACCESS_KIND_MEMORY, "bob", ACCESS_WRITE, NULL, &by_deny, err, sizeof err),
+                     AIOS_ERR_FORBIDDEN); /* no allow rule: refused, but not by a deny rule */
+    assert_false(by_deny);
+    /* own memory: read allowed (no rule needed), write denied by self */
+    assert_int_equal(check(am, "gus", ACCESS_KIND_MEMORY, "gus", ACCESS_READ), AIOS_OK);
+    assert_int_equal(check(am, "gus", ACCESS_KIND_MEMORY, "gus", ACCESS_WRITE), AIOS_ERR_FORBIDDEN);
+    assert_int_equal(check(am, "gus", ACCESS_KIND_STORAGE, "gus", ACCESS_READ), AIOS_ERR_FORBIDDEN);
+    /* an agent of a group without deny rules keeps its own namespace, unaudited */
+    assert_int_equal(check(am, "alice", ACCESS_KIND_STORAGE, "alice", ACCESS_WRITE), AIOS_OK);
+    assert_int_equal(check(am, "nobody", ACCESS_KIND_MEMORY, "nobody", ACCESS_WRITE), AIOS_OK);
+    access_close(am);
+    int n;
+    cJSON **lines = audit_lines(g_audit, &n);
+    bool gus_own = false, alice_own = false;
+    for (int i = 0; i < n; i++) {
+        gus_own |= !strcmp(str(lines[i], "agent"), "gus") && !strcmp(str(lines[i], "resource"), "memory:gus");
+        alice_own |= !strcmp(str(lines[i], "agent"), "alice") && !strcmp(str(lines[i], "resource"), "storage:alice");
+    }
+    free_lines(lines, n);
+    assert_true(gus_own);
+    assert_false(alice_own);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_rule_syntax, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deny_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_identities, setup, teardown),
         cmocka_unit_test_setup_teardown(test_identity_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_approvals, setup, teardown),

@@ -237,6 +237,26 @@ static void test_strmap(void **st) {
     strmap_free(&m);
 }
 
+/* The one UTF-8 check (the JSON gate's, and the LLM module's before llama.cpp's tokenizer,
+ * which throws on what it cannot decode). */
+static void test_utf8(void **st) {
+    (void)st;
+    const char *good[] = {"plain", "\xc3\xa9t\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xf4\x8f\xbf\xbf", ""};
+    const char *bad[] = {"\xc0\xaf",          /* overlong '/' */
+                         "\xe0\x80\xaf",     /* overlong, 3 bytes */
+                         "\xed\xa0\x80",     /* a UTF-16 surrogate (CESU-8) */
+                         "\xf4\x90\x80\x80", /* past U+10FFFF */
+                         "\xf5\x80\x80\x80", /* 5-byte lead range */
+                         "\x80", "a\xe2\x82"};  /* a stray continuation byte; cut short */
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) assert_true(kern_utf8_valid(good[i], strlen(good[i])));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) assert_false(kern_utf8_valid(bad[i], strlen(bad[i])));
+    assert_int_equal(kern_utf8_len((const unsigned char *)"\xe2\x82", 2), -1);
+    char s[] = "ok\xf4\x90\x80\x80\xc3\xa9";
+    kern_utf8_sanitize(s);
+    assert_string_equal(s, "ok????\xc3\xa9");
+    assert_true(kern_utf8_valid(s, strlen(s)));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_result_table),       cmocka_unit_test(test_strbuf_limits),
@@ -244,6 +264,7 @@ int main(void) {
         cmocka_unit_test(test_config_yaml_errors), cmocka_unit_test(test_config_env_and_set),
         cmocka_unit_test(test_config_validate),    cmocka_unit_test(test_config_reference),
         cmocka_unit_test(test_u64map),             cmocka_unit_test(test_strmap),
+        cmocka_unit_test(test_utf8),
     };
     return cmocka_run_group_tests_name("kernel", tests, NULL, NULL);
 }

@@ -3,8 +3,9 @@
  * deterministic stand-in job: one worker is held by a gate job while the others queue, so
  * the order in which they then run is the policy's alone. Covers fifo, priority (within
  * and across agents), rr alternation over agents, fair (least operation time first), the
- * per-agent and global bounds with their messages, the stats, and that freeing runs every
- * queued job before it returns.
+ * per-agent and global bounds with their messages, the stats, that freeing runs every
+ * queued job before it returns, and pull mode (the tool manager's): the owner takes the
+ * policy's first job that fits its own limits, and the time it reports is charged.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -212,12 +213,81 @@ static void test_free_runs_queued_jobs(void **st) {
     assert_int_equal(g_done, accepted);
 }
 
+/* Pull mode: a job's arg names its "tool"; tool "slow" is at its limit. */
+static bool not_slow(const runq_job *j, void *ctx) {
+    (void)ctx;
+    return strncmp((const char *)j->arg, "slow", 4) != 0;
+}
+
+static runq_t *mk_pull(const char *policy) {
+    runq_params p = runq_default_params();
+    p.resource = "tool";
+    p.policy = policy;
+    p.pull = true;
+    char err[128];
+    runq_t *q = runq_new(&p, err, sizeof err);
+    assert_non_null(q);
+    return q;
+}
+
+static const char *take(runq_t *q, runq_fits_fn fits, void **h) {
+    runq_job j;
+    *h = runq_take(q, fits, NULL, &j);
+    return *h ? j.arg : NULL;
+}
+
+static void test_pull_mode_takes_what_fits(void **st) {
+    (void)st;
+    runq_t *q = mk_pull("priority");
+    assert_int_equal(submit(q, NULL, "slow-a9", "a", 9), AIOS_OK);
+    assert_int_equal(submit(q, NULL, "fast-a1", "a", 1), AIOS_OK);
+    assert_int_equal(submit(q, NULL, "fast-b5", "b", 5), AIOS_OK);
+    runq_stats s;
+    runq_get_stats(q, &s);
+    assert_int_equal(s.workers, 0);
+    assert_int_equal(s.queued, 3);
+    void *h;
+    /* the slow tool is full: its job waits although it is first; past it, a's later job
+     * is a candidate too, and priority picks b's */
+    assert_string_equal(take(q, not_slow, &h), "fast-b5");
+    runq_done(q, h, 0.001);
+    assert_string_equal(take(q, not_slow, &h), "fast-a1");
+    runq_done(q, h, 0.001);
+    assert_null(take(q, not_slow, &h));
+    assert_string_equal(take(q, NULL, &h), "slow-a9"); /* a slot came free */
+    runq_get_stats(q, &s);
+    assert_int_equal(s.running, 1);
+    runq_done(q, h, 0.001);
+    runq_get_stats(q, &s);
+    assert_int_equal(s.completed, 3);
+    assert_int_equal(s.queued, 0);
+    assert_int_equal(submit(q, NULL, "left", "a", 0), AIOS_OK);
+    runq_free(q); /* drops what the owner left */
+}
+
+static void test_pull_mode_fair_charges_reported_time(void **st) {
+    (void)st;
+    runq_t *q = mk_pull("fair");
+    void *h;
+    assert_int_equal(submit(q, NULL, "a0", "a", 0), AIOS_OK);
+    assert_string_equal(take(q, NULL, &h), "a0");
+    runq_done(q, h, 5.0); /* a used the tool for 5 s */
+    assert_int_equal(submit(q, NULL, "a1", "a", 0), AIOS_OK);
+    assert_int_equal(submit(q, NULL, "b1", "b", 0), AIOS_OK);
+    assert_string_equal(take(q, NULL, &h), "b1");
+    runq_done(q, h, 0.1);
+    assert_string_equal(take(q, NULL, &h), "a1");
+    runq_done(q, h, 0.1);
+    runq_free(q);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unknown_policy),          cmocka_unit_test(test_fifo_order),
         cmocka_unit_test(test_priority_order),          cmocka_unit_test(test_rr_alternates_agents),
         cmocka_unit_test(test_fair_least_served_first), cmocka_unit_test(test_bounds_and_stats),
-        cmocka_unit_test(test_free_runs_queued_jobs),
+        cmocka_unit_test(test_free_runs_queued_jobs),   cmocka_unit_test(test_pull_mode_takes_what_fits),
+        cmocka_unit_test(test_pull_mode_fair_charges_reported_time),
     };
     return cmocka_run_group_tests_name("runq", tests, NULL, NULL);
 }
