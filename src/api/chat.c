@@ -19,6 +19,7 @@ void chat_ctx_free(void *p) {
     }
     free(c->tool_names);
     free(c->tool_model_names);
+    sb_free(&c->held);
     free(c);
 }
 
@@ -166,6 +167,16 @@ static int tool_calls_text(const cJSON *m, strbuf *out) {
     return rc;
 }
 
+/* tool_choice auto: the grammar applies once the output opens a JSON array. */
+#define CHAT_CALLS_TRIGGER "^\\s*(\\[[\\s\\S]*)"
+
+bool chat_made_calls(const chat_ctx *ctx, const char *text) {
+    if (ctx->mode != CHAT_MODE_TOOLS) return false;
+    if (!ctx->tools_auto) return true;
+    while (*text == ' ' || *text == '\n' || *text == '\t' || *text == '\r') text++;
+    return *text == '[';
+}
+
 static int tools_prompt(const chat_ctx *ctx, const cJSON *tools, strbuf *out) {
     int rc = sb_puts(out, "You can call these tools:\n");
     int i = 0;
@@ -178,6 +189,9 @@ static int tools_prompt(const chat_ctx *ctx, const cJSON *tools, strbuf *out) {
                        ps ? ps : "{}");
         free(ps);
     }
+    if (!rc && ctx->tools_auto)
+        return sb_puts(out, "To call tools, answer with only a JSON array of tool calls: [{\"name\": \"<tool>\", \"parameters\": {...}}]. "
+                            "If no tool is needed, answer in plain text.");
     return rc ? rc : sb_puts(out, "Answer with a JSON array of tool calls: [{\"name\": \"<tool>\", \"parameters\": {...}}].");
 }
 
@@ -265,7 +279,8 @@ static int build_grammar(const chat_ctx *ctx, const chat_spec *spec, strbuf *g, 
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(tool_function(t), "parameters");
         schemas[i] = cJSON_IsObject(p) ? p : NULL;
     }
-    int rc = llm_grammar_tool_calls((const char *const *)ctx->tool_model_names, schemas, ctx->n_tools, g, err, errlen);
+    int rc = llm_grammar_tool_calls((const char *const *)ctx->tool_model_names, schemas, ctx->n_tools,
+                                    spec->single_call ? 1 : CHAT_MAX_CALLS, g, err, errlen);
     free(schemas);
     return rc;
 }
@@ -295,6 +310,7 @@ int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spe
     }
     if (!rc) rc = build_grammar(ctx, spec, &grammar, err, errlen);
     chat.grammar = grammar.len ? grammar.data : NULL;
+    chat.grammar_trigger = spec->mode == CHAT_MODE_TOOLS && spec->tools_auto ? CHAT_CALLS_TRIGGER : NULL;
     llm_request *req = NULL;
     if (!rc) rc = llm_core_prepare(core, &chat, &req, err, errlen);
     msg_store_free(&st);

@@ -9,6 +9,7 @@
 #include "api_internal.h"
 
 typedef enum chat_mode { CHAT_MODE_TEXT, CHAT_MODE_JSON, CHAT_MODE_TOOLS } chat_mode;
+#define CHAT_MAX_CALLS 8 /* tool calls in one answer */
 
 /* Route state of one chat request (api_req.data). */
 typedef struct chat_ctx {
@@ -23,6 +24,10 @@ typedef struct chat_ctx {
     bool role_sent;
     bool completions_api;     /* /v1/completions (text) instead of chat */
     bool run_tools;           /* call_tool: the kernel runs the calls the model makes */
+    bool tools_auto;          /* tool_choice auto: text or calls, the model decides */
+    bool stream_decided;      /* auto, streaming: the first non-blank output byte was seen */
+    bool stream_text;         /* ... and it did not open a tool call: stream as text */
+    strbuf held;              /* auto, streaming: output held until then */
 } chat_ctx;
 
 /* Everything a request asks, parsed; pointers borrow from the request JSON. */
@@ -32,6 +37,8 @@ typedef struct chat_spec {
     const cJSON *tools;           /* array or NULL */
     const cJSON *schema;          /* json mode: schema or NULL (any object) */
     chat_mode mode;
+    bool tools_auto;              /* tools mode: calls optional (tool_choice auto), else at least one */
+    bool single_call;             /* parallel_tool_calls false: at most one call */
     llm_sampling sampling;
     const char *stop[64];
     int n_stop;
@@ -49,6 +56,9 @@ int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spe
                        size_t errlen);
 /* Parses the constrained tool-call output into [{"name","parameters","id"}] (AIOS shape). */
 cJSON *chat_tool_calls(const chat_ctx *ctx, const char *text, uint64_t sc_id);
+/* Whether a tools-mode output is tool calls: always when they were required; under auto
+ * when the model opened a call ('[' first), else the output is a text answer. */
+bool chat_made_calls(const chat_ctx *ctx, const char *text);
 /* The plan's claim to use a->core's model. */
 int chat_plan_model(api_admission *a);
 /* The tools list of a request, with each entry that names a kernel tool and gives no

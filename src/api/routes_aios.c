@@ -38,7 +38,7 @@ static enum MHD_Result query_llm_done(api_req *r) {
                                         (const char *const *)ctx->tool_names, ctx->n_tools);
     }
     cJSON_AddStringToObject(resp, "response_class", "llm");
-    if (ctx->mode == CHAT_MODE_TOOLS) {
+    if (chat_made_calls(ctx, text)) {
         cJSON_AddNullToObject(resp, "response_message");
         cJSON_AddItemToObject(resp, "tool_calls", chat_tool_calls(ctx, text, sc->id));
     } else {

@@ -80,6 +80,9 @@ static int parse_tool_choice(const cJSON *body, chat_spec *spec, const char **on
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(body, "tool_choice");
     const char *word = NULL;
     *only = NULL;
+    bool parallel = true; /* checked with or without tools */
+    int rc = jp_bool(body, "parallel_tool_calls", &parallel, err, errlen);
+    if (rc) return rc;
     if (tc && !cJSON_IsNull(tc) && tool_choice_value(tc, &word, only)) {
         snprintf(err, errlen, "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":...}}");
         return AIOS_ERR_INVALID;
@@ -94,6 +97,8 @@ static int parse_tool_choice(const cJSON *body, chat_spec *spec, const char **on
         return AIOS_OK;
     }
     spec->mode = CHAT_MODE_TOOLS;
+    spec->tools_auto = !*only && (!word || !strcmp(word, "auto")); /* the default with tools: the model decides */
+    spec->single_call = !parallel;
     if (word && !strcmp(word, "none")) {
         spec->mode = CHAT_MODE_TEXT;
         spec->tools = NULL;
@@ -117,10 +122,8 @@ static int parse_stream_options(const cJSON *body, bool *include_usage, char *er
 /* Fields accepted for compatibility and not acted upon: still checked for type and range. */
 static int check_ignored(const cJSON *body, char *err, size_t errlen) {
     double pen = 0;
-    bool b = false;
     int rc = jp_number(body, "frequency_penalty", -2, 2, &pen, err, errlen);
     if (!rc) rc = jp_number(body, "presence_penalty", -2, 2, &pen, err, errlen);
-    if (!rc) rc = jp_bool(body, "parallel_tool_calls", &b, err, errlen);
     return rc;
 }
 
@@ -190,7 +193,7 @@ static cJSON *openai_tool_calls(cJSON *calls) {
 
 static const char *finish_reason(const chat_ctx *ctx, syscall_t *sc) {
     llm_finish f = llm_request_finish(sc->args);
-    if (ctx->mode == CHAT_MODE_TOOLS && f == LLM_FINISH_STOP) return "tool_calls";
+    if (f == LLM_FINISH_STOP && chat_made_calls(ctx, sc->out.data ? sc->out.data : "")) return "tool_calls";
     return llm_finish_name(f);
 }
 
@@ -208,7 +211,7 @@ static enum MHD_Result openai_done(api_req *r) {
     } else {
         cJSON *msg = cJSON_AddObjectToObject(ch, "message");
         cJSON_AddStringToObject(msg, "role", "assistant");
-        if (ctx->mode == CHAT_MODE_TOOLS) {
+        if (chat_made_calls(ctx, text)) {
             cJSON *calls = chat_tool_calls(ctx, text, sc->id);
             cJSON_AddNullToObject(msg, "content");
             cJSON_AddItemToObject(msg, "tool_calls", openai_tool_calls(calls));
@@ -254,7 +257,17 @@ static void openai_stream(api_req *r, const char *delta, size_t n, bool final, s
     chat_ctx *ctx = r->data;
     syscall_t *sc = r->sc;
     bool tools = ctx->mode == CHAT_MODE_TOOLS;
-    if (n && !tools) sse_event(sse, chunk(ctx, content_delta(ctx, delta, n), NULL));
+    if (tools && ctx->tools_auto && !ctx->stream_decided) { /* text or calls: the first non-blank byte tells */
+        sb_append(&ctx->held, delta, n);
+        const char *o = ctx->held.data ? ctx->held.data : "";
+        if (o[strspn(o, " \t\r\n")] || final) {
+            ctx->stream_decided = true;
+            ctx->stream_text = !chat_made_calls(ctx, o);
+            if (ctx->stream_text && ctx->held.len) sse_event(sse, chunk(ctx, content_delta(ctx, o, ctx->held.len), NULL));
+        }
+    } else if (n && (!tools || ctx->stream_text)) {
+        sse_event(sse, chunk(ctx, content_delta(ctx, delta, n), NULL));
+    }
     if (!final) return;
     if (sc->result) {
         cJSON *e = cJSON_CreateObject(), *eo = cJSON_AddObjectToObject(e, "error");
@@ -263,7 +276,7 @@ static void openai_stream(api_req *r, const char *delta, size_t n, bool final, s
         sse_event(sse, e);
     } else {
         cJSON *last;
-        if (tools) {
+        if (tools && !ctx->stream_text) {
             cJSON *calls = chat_tool_calls(ctx, sc->out.data ? sc->out.data : "", sc->id);
             last = cJSON_CreateObject();
             cJSON_AddStringToObject(last, "role", "assistant");
@@ -320,6 +333,7 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
     snprintf(ctx->model, sizeof ctx->model, "%s", info.name);
     ctx->created = (long)time(NULL);
     ctx->mode = spec.mode;
+    ctx->tools_auto = spec.tools_auto;
     ctx->completions_api = !chat_api;
     ctx->include_usage = include_usage;
     cJSON *only_list = NULL;

@@ -164,12 +164,16 @@ enum MHD_Result api_run_model_tool_calls(api_req *r, const char *text, const cha
     tool_batch *b = NULL;
     if (!cJSON_IsArray(calls) || !calls->child) { /* nothing to run: the answer says so */
         cJSON_Delete(calls);
+        /* the grammar makes every complete output a call: an incomplete one was cut short */
+        bool cut = llm_request_finish(r->sc->args) == LLM_FINISH_LENGTH;
         cJSON *resp = cJSON_CreateObject();
         cJSON_AddStringToObject(resp, "response_class", "tool");
-        cJSON_AddStringToObject(resp, "response_message", "the model made no tool call");
+        cJSON_AddStringToObject(resp, "response_message", cut ? "the model's tool call was cut at max_new_tokens before it was complete; nothing ran"
+                                                              : "the model made no tool call");
         cJSON_AddArrayToObject(resp, "tool_results");
         cJSON_AddBoolToObject(resp, "finished", true);
-        cJSON_AddNullToObject(resp, "error");
+        if (cut) cJSON_AddStringToObject(resp, "error", "tool call cut at max_new_tokens: raise max_new_tokens");
+        else cJSON_AddNullToObject(resp, "error");
         cJSON_AddNumberToObject(resp, "status_code", 200);
         return api_reply_json(r, 200, api_envelope(r->sc, resp));
     }

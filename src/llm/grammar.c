@@ -4,12 +4,23 @@
  * then produces well-formed calls.
  *
  * The converter walks the schema and returns a GBNF expression per node, adding a named
- * rule for every object and array. Supported: type (and type lists), properties, required,
- * items, minItems/maxItems, enum, const, anyOf/oneOf, minLength/maxLength, minimum >= 0
- * on integers. Unsupported constructs ($ref, pattern) are errors naming the construct,
- * never a silently looser grammar. Objects emit required properties first, in schema
- * order, then optional ones, each optional; the output is always a valid instance.
+ * rule for every object and array. The grammar and the tool-parameter validator
+ * (tools/schema.c) must agree: everything the grammar can generate, the validator accepts
+ * (a property test walks the grammars at random, tests/unit/test_llm.c). So each keyword
+ * the validator checks is either generated exactly or, where a grammar cannot say it, by a
+ * subset that is still always valid, or refused with an error naming it; never a looser
+ * grammar:
+ *   type (and lists), const, enum, properties, required, additionalProperties (false: only
+ *   the listed properties; a schema: the values of a map without properties), items,
+ *   minItems/maxItems, minLength/maxLength, anyOf; integer minimum/maximum/exclusive* as
+ *   exact digit-range rules; number bounds as the whole numbers inside them; uniqueItems
+ *   as at most one item; oneOf only over branches of distinct types (one match by
+ *   construction). Refused: pattern, allOf, $ref, oneOf over overlapping branches.
+ * Objects emit required properties first, in schema order, then optional ones, each
+ * optional. Strings never hold a \u escape of a control character or a UTF-16 surrogate
+ * (one character to the validator, however it is written).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,11 +34,12 @@ static const char JSON_BASE_RULES[] =
     "value ::= object | array | string | number | boolean | null\n"
     "object ::= \"{\" ws ( string \":\" ws value ( \",\" ws string \":\" ws value )* )? \"}\" ws\n"
     "array ::= \"[\" ws ( value ( \",\" ws value )* )? \"]\" ws\n"
-    "char ::= [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4} )\n"
+    "char ::= [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" uesc )\n"
+    "uesc ::= \"00\" [2-9a-fA-F] [0-9a-fA-F] | \"0\" [1-9a-fA-F] [0-9a-fA-F]{2} | [1-9a-cA-C] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2} | [eEfF] [0-9a-fA-F]{3}\n"
     "string ::= \"\\\"\" char* \"\\\"\" ws\n"
     "integer ::= \"-\"? ( [0-9] | [1-9] [0-9]{1,15} ) ws\n"
     "uinteger ::= ( [0-9] | [1-9] [0-9]{1,15} ) ws\n"
-    "number ::= \"-\"? ( [0-9] | [1-9] [0-9]{1,15} ) ( \".\" [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,3} )? ws\n"
+    "number ::= \"-\"? ( [0-9] | [1-9] [0-9]{1,15} ) ( \".\" [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,2} )? ws\n"
     "boolean ::= ( \"true\" | \"false\" ) ws\n"
     "null ::= \"null\" ws\n";
 
@@ -68,6 +80,23 @@ static int fail(gctx *g, const char *what) {
 
 static int emit(gctx *g, const cJSON *s, strbuf *expr, int depth);
 
+/* oneOf passes the validator only when exactly one branch matches: generated only over
+ * branches of distinct single types (integer and number overlap), one match by construction. */
+static bool branches_exclusive(const cJSON *arr) {
+    for (const cJSON *a = arr->child; a; a = a->next) {
+        const cJSON *ta = cJSON_GetObjectItemCaseSensitive(a, "type");
+        if (!cJSON_IsString(ta)) return false;
+        for (const cJSON *b = a->next; b; b = b->next) {
+            const cJSON *tb = cJSON_GetObjectItemCaseSensitive(b, "type");
+            if (!cJSON_IsString(tb) || !strcmp(ta->valuestring, tb->valuestring)) return false;
+            bool na = !strcmp(ta->valuestring, "number") || !strcmp(ta->valuestring, "integer");
+            bool nb = !strcmp(tb->valuestring, "number") || !strcmp(tb->valuestring, "integer");
+            if (na && nb) return false;
+        }
+    }
+    return true;
+}
+
 static int emit_alternatives(gctx *g, const cJSON *arr, strbuf *expr, int depth) {
     if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0) return fail(g, "anyOf/oneOf must be a non-empty array");
     int rc = sb_puts(expr, "( ");
@@ -98,6 +127,110 @@ static int define_rule(gctx *g, strbuf *body, strbuf *expr) {
     return rc ? rc : sb_printf(expr, "r%d", id);
 }
 
+/* ---- integer ranges as digit rules ----
+ * Non-negative integers in [lo, hi] (hi < 0: no upper bound) without leading zeros,
+ * split by digit count; within one count, the classic digit-string range recursion. The
+ * base rules allow 16 digits at most, so "no bound" means below 10^16. */
+#define INT_DIGITS 16
+
+static long long pow10ll(int d) {
+    long long p = 1;
+    while (d-- > 0) p *= 10;
+    return p;
+}
+
+/* Equal-length digit strings x..y (x <= y). */
+static int digits_range(strbuf *o, const char *x, const char *y) {
+    size_t n = strlen(x);
+    if (n == 1) return sb_printf(o, "[%c-%c]", x[0], y[0]);
+    if (x[0] == y[0]) {
+        int rc = sb_printf(o, "\"%c\" ", x[0]);
+        return rc ? rc : digits_range(o, x + 1, y + 1);
+    }
+    bool x_low = strspn(x + 1, "0") == n - 1, y_high = strspn(y + 1, "9") == n - 1;
+    if (x_low && y_high) return sb_printf(o, "[%c-%c] [0-9]{%zu}", x[0], y[0], n - 1);
+    char nines[INT_DIGITS + 1], zeros[INT_DIGITS + 1];
+    memset(nines, '9', n - 1), nines[n - 1] = 0;
+    memset(zeros, '0', n - 1), zeros[n - 1] = 0;
+    int rc = sb_printf(o, "( \"%c\" ", x[0]);
+    if (!rc) rc = x_low ? sb_printf(o, "[0-9]{%zu}", n - 1) : digits_range(o, x + 1, nines);
+    if (!rc && x[0] + 1 <= y[0] - 1) rc = sb_printf(o, " | [%c-%c] [0-9]{%zu}", x[0] + 1, y[0] - 1, n - 1);
+    if (!rc) rc = sb_printf(o, " | \"%c\" ", y[0]);
+    if (!rc) rc = y_high ? sb_printf(o, "[0-9]{%zu}", n - 1) : digits_range(o, zeros, y + 1);
+    return rc ? rc : sb_puts(o, " )");
+}
+
+static int uint_range(strbuf *o, long long lo, long long hi) {
+    int rc = sb_puts(o, "( ");
+    bool first = true;
+    for (int d = 1; d <= INT_DIGITS && !rc; d++) {
+        long long a = d == 1 ? 0 : pow10ll(d - 1), b = pow10ll(d) - 1;
+        if (a < lo) a = lo;
+        if (hi >= 0 && b > hi) b = hi;
+        if (a > b) continue;
+        char xs[24], ys[24];
+        snprintf(xs, sizeof xs, "%lld", a);
+        snprintf(ys, sizeof ys, "%lld", b);
+        if (!first) rc = sb_puts(o, " | ");
+        first = false;
+        if (!rc) rc = digits_range(o, xs, ys);
+    }
+    if (first) return AIOS_ERR_INVALID; /* empty */
+    return rc ? rc : sb_puts(o, " )");
+}
+
+/* Integers in [lo, hi]; has_lo / has_hi false: unbounded on that side. */
+static int int_range(gctx *g, strbuf *expr, bool has_lo, long long lo, bool has_hi, long long hi) {
+    long long lim = pow10ll(INT_DIGITS) - 1;
+    if (!has_lo || lo < -lim) lo = -lim;
+    if (!has_hi || hi > lim) hi = lim;
+    if (lo > hi) return fail(g, "minimum/maximum leave no integer");
+    strbuf b;
+    sb_init(&b, 0);
+    int rc = sb_puts(&b, "( ");
+    bool any = false;
+    if (lo < 0) { /* negatives: "-" then |v| in [max(1, -hi), -lo] */
+        rc = sb_puts(&b, "\"-\" ");
+        if (!rc) rc = uint_range(&b, hi < 0 ? -hi : 1, -lo);
+        any = true;
+    }
+    if (!rc && hi >= 0) {
+        if (any) rc = sb_puts(&b, " | ");
+        if (!rc) rc = uint_range(&b, lo > 0 ? lo : 0, hi);
+    }
+    if (!rc) rc = sb_puts(&b, " ) ws");
+    if (rc) {
+        sb_free(&b);
+        return rc == AIOS_ERR_INVALID ? fail(g, "minimum/maximum leave no integer") : rc;
+    }
+    return define_rule(g, &b, expr);
+}
+
+/* The integer bounds of s (minimum, maximum, exclusiveMinimum, exclusiveMaximum as
+ * numbers), rounded inward. */
+static void int_bounds(const cJSON *s, bool *has_lo, long long *lo, bool *has_hi, long long *hi) {
+    const char *keys[] = {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"};
+    *has_lo = *has_hi = false;
+    for (int k = 0; k < 4; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, keys[k]);
+        if (!cJSON_IsNumber(v)) continue;
+        double x = v->valuedouble;
+        if (x > 1e17) x = 1e17;
+        if (x < -1e17) x = -1e17;
+        if (k < 2) {
+            long long b = (long long)ceil(x);
+            if (k == 1 && (double)b == x) b++;
+            if (!*has_lo || b > *lo) *lo = b;
+            *has_lo = true;
+        } else {
+            long long b = (long long)floor(x);
+            if (k == 3 && (double)b == x) b--;
+            if (!*has_hi || b < *hi) *hi = b;
+            *has_hi = true;
+        }
+    }
+}
+
 static int emit_prop(gctx *g, const cJSON *prop, strbuf *b, int depth) {
     cJSON *key = cJSON_CreateString(prop->string);
     if (!key) return AIOS_ERR_NOMEM;
@@ -114,12 +247,32 @@ static bool is_required(const cJSON *req, const char *name) {
     return false;
 }
 
+/* An object without properties: {} when additionalProperties is false, a map of its
+ * schema's values when it is one, else any object. */
+static int emit_map(gctx *g, const cJSON *s, const cJSON *req, strbuf *expr, int depth) {
+    const cJSON *add = cJSON_GetObjectItemCaseSensitive(s, "additionalProperties");
+    if (req && req->child) return fail(g, "required names a property that is not in properties");
+    if (cJSON_IsFalse(add)) return sb_puts(expr, "( \"{\" ws \"}\" ws )");
+    if (!cJSON_IsObject(add)) return sb_puts(expr, "object");
+    strbuf v, b;
+    sb_init(&v, 0);
+    sb_init(&b, 0);
+    int rc = emit(g, add, &v, depth + 1);
+    if (!rc) rc = sb_printf(&b, "\"{\" ws ( string \":\" ws %s ( \",\" ws string \":\" ws %s )* )? \"}\" ws", v.data, v.data);
+    sb_free(&v);
+    if (rc) {
+        sb_free(&b);
+        return rc;
+    }
+    return define_rule(g, &b, expr);
+}
+
 static int emit_object(gctx *g, const cJSON *s, strbuf *expr, int depth) {
     const cJSON *props = cJSON_GetObjectItemCaseSensitive(s, "properties");
     const cJSON *req = cJSON_GetObjectItemCaseSensitive(s, "required");
     if (props && !cJSON_IsObject(props)) return fail(g, "properties must be an object");
     if (req && !cJSON_IsArray(req)) return fail(g, "required must be an array");
-    if (!props || !props->child) return sb_puts(expr, "object");
+    if (!props || !props->child) return emit_map(g, s, req, expr, depth);
     for (const cJSON *r = req ? req->child : NULL; r; r = r->next)
         if (!cJSON_IsString(r) || !cJSON_GetObjectItemCaseSensitive(props, r->valuestring))
             return fail(g, "required names a property that is not in properties");
@@ -164,7 +317,11 @@ static int emit_array(gctx *g, const cJSON *s, strbuf *expr, int depth) {
     if (get_count(s, "minItems", 0, &lo) || get_count(s, "maxItems", -1, &hi) || (hi >= 0 && hi < lo))
         return fail(g, "minItems/maxItems must be non-negative integers with minItems <= maxItems");
     if (lo > 64) return fail(g, "minItems above 64 is not supported");
-    if (hi > 64) hi = 64; /* keeps the expanded grammar small; at most 64 items is still valid */
+    if (hi > 64 || hi < 0) hi = 64; /* keeps the expanded grammar small; at most 64 items is still valid */
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "uniqueItems"))) { /* one item is always unique */
+        if (lo > 1) return fail(g, "uniqueItems with minItems above 1 is not supported");
+        if (hi > 1) hi = 1;
+    }
     const cJSON *items = cJSON_GetObjectItemCaseSensitive(s, "items");
     strbuf item;
     sb_init(&item, 0);
@@ -201,11 +358,12 @@ static int emit_type(gctx *g, const cJSON *s, const char *type, strbuf *expr, in
     if (!strcmp(type, "object")) return emit_object(g, s, expr, depth);
     if (!strcmp(type, "array")) return emit_array(g, s, expr, depth);
     if (!strcmp(type, "string")) return emit_string(g, s, expr);
-    if (!strcmp(type, "number")) return sb_puts(expr, "number");
-    if (!strcmp(type, "integer")) {
-        const cJSON *min = cJSON_GetObjectItemCaseSensitive(s, "minimum");
-        return sb_puts(expr, cJSON_IsNumber(min) && min->valuedouble >= 0 ? "uinteger" : "integer");
-    }
+    bool has_lo, has_hi;
+    long long lo = 0, hi = 0;
+    int_bounds(s, &has_lo, &lo, &has_hi, &hi);
+    if (!strcmp(type, "number")) /* bounded: the whole numbers inside the bounds */
+        return has_lo || has_hi ? int_range(g, expr, has_lo, lo, has_hi, hi) : sb_puts(expr, "number");
+    if (!strcmp(type, "integer")) return has_lo || has_hi ? int_range(g, expr, has_lo, lo, has_hi, hi) : sb_puts(expr, "integer");
     if (!strcmp(type, "boolean")) return sb_puts(expr, "boolean");
     if (!strcmp(type, "null")) return sb_puts(expr, "null");
     char what[96];
@@ -218,11 +376,13 @@ static int emit(gctx *g, const cJSON *s, strbuf *expr, int depth) {
     if (cJSON_IsTrue(s)) return sb_puts(expr, "value");
     if (!cJSON_IsObject(s)) return fail(g, "every schema must be an object");
     if (cJSON_GetObjectItemCaseSensitive(s, "$ref")) return fail(g, "'$ref' is not supported");
+    if (cJSON_GetObjectItemCaseSensitive(s, "allOf")) return fail(g, "'allOf' is not supported");
     const cJSON *v;
     if ((v = cJSON_GetObjectItemCaseSensitive(s, "const"))) return lit_json(expr, v);
     if ((v = cJSON_GetObjectItemCaseSensitive(s, "enum"))) return emit_enum(g, v, expr);
-    if ((v = cJSON_GetObjectItemCaseSensitive(s, "anyOf")) || (v = cJSON_GetObjectItemCaseSensitive(s, "oneOf")))
-        return emit_alternatives(g, v, expr, depth);
+    if ((v = cJSON_GetObjectItemCaseSensitive(s, "oneOf")) && !(cJSON_IsArray(v) && branches_exclusive(v)))
+        return fail(g, "'oneOf' is supported only over branches of distinct types");
+    if (v || (v = cJSON_GetObjectItemCaseSensitive(s, "anyOf"))) return emit_alternatives(g, v, expr, depth);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "type");
     if (!type) {
         if (cJSON_GetObjectItemCaseSensitive(s, "properties")) return emit_object(g, s, expr, depth);
@@ -269,8 +429,8 @@ int llm_grammar_from_schema(const cJSON *schema, strbuf *out, char *err, size_t 
     return rc;
 }
 
-int llm_grammar_tool_calls(const char *const *names, const cJSON *const *schemas, int n, strbuf *out, char *err,
-                           size_t errlen) {
+int llm_grammar_tool_calls(const char *const *names, const cJSON *const *schemas, int n, int max_calls, strbuf *out,
+                           char *err, size_t errlen) {
     if (n <= 0) {
         snprintf(err, errlen, "tools: at least one tool is needed");
         return AIOS_ERR_INVALID;
@@ -294,7 +454,8 @@ int llm_grammar_tool_calls(const char *const *names, const cJSON *const *schemas
         if (!rc) rc = define_rule(&g, &b, &calls);
         else sb_free(&b);
     }
-    if (!rc) rc = sb_printf(out, "%s\nroot ::= \"[\" ws call ( \",\" ws call ){0,7} \"]\" ws\n", calls.data);
+    if (max_calls < 1) max_calls = 1;
+    if (!rc) rc = sb_printf(out, "%s\nroot ::= \"[\" ws call ( \",\" ws call ){0,%d} \"]\" ws\n", calls.data, max_calls - 1);
     if (!rc) rc = sb_puts(out, JSON_BASE_RULES);
     sb_free(&calls);
     return rc;

@@ -221,7 +221,10 @@ static struct llama_sampler *make_sampler(lc_engine *e, const llm_chat *chat, ch
     if (!ch) return NULL;
     if (chat->sampling.ignore_eos) llama_sampler_chain_add(ch, llama_sampler_clone(e->no_eog));
     if (chat->grammar) {
-        struct llama_sampler *g = llama_sampler_init_grammar(e->vocab, chat->grammar, "root");
+        const char *trig[1] = {chat->grammar_trigger};
+        struct llama_sampler *g = chat->grammar_trigger
+                                      ? llama_sampler_init_grammar_lazy_patterns(e->vocab, chat->grammar, "root", trig, 1, NULL, 0)
+                                      : llama_sampler_init_grammar(e->vocab, chat->grammar, "root");
         if (!g) {
             snprintf(err, errlen, "the output grammar could not be parsed");
             llama_sampler_free(ch);

@@ -55,6 +55,10 @@ typedef struct llm_chat {
     const char *const *stop;
     int n_stop;
     const char *grammar;   /* GBNF constraining the output, or NULL */
+    /* A regex: the grammar constrains the output only once it matches, from its first
+     * group on (a lazy grammar: free text until the model opens a tool call); NULL = the
+     * grammar applies from the first token. */
+    const char *grammar_trigger;
     bool raw_prompt;       /* messages[0].content is the whole prompt (no template) */
 } llm_chat;
 
@@ -207,11 +211,12 @@ size_t llm_text_releasable(const char *buf, size_t len, const char *const *stop,
 /* Any JSON object. */
 int llm_grammar_json_object(strbuf *out);
 /* Values matching `schema` (a subset of JSON Schema: type, properties, required, items,
- * enum, const, anyOf/oneOf, min/maxItems, min/maxLength). err names the unsupported part. */
+ * grammar.c's header lists the keywords and how each agrees with the tool validator). err
+ * names the unsupported part. */
 int llm_grammar_from_schema(const cJSON *schema, strbuf *out, char *err, size_t errlen);
-/* A JSON array of one or more tool calls [{"name": N, "parameters": {...}}], each call's
- * parameters constrained by its tool's schema. names[i] are the model-facing names. */
-int llm_grammar_tool_calls(const char *const *names, const cJSON *const *schemas, int n, strbuf *out, char *err,
-                           size_t errlen);
+/* A JSON array of 1 to max_calls tool calls [{"name": N, "parameters": {...}}], each
+ * call's parameters constrained by its tool's schema. names[i] are the model-facing names. */
+int llm_grammar_tool_calls(const char *const *names, const cJSON *const *schemas, int n, int max_calls, strbuf *out,
+                           char *err, size_t errlen);
 
 #endif

@@ -77,6 +77,13 @@ static const builtin_spec BUILTINS[] = {
      "{\"type\":\"object\",\"properties\":{\"dir_path\":{\"type\":\"string\"}}}", b_list, "list"},
 };
 
+cJSON *builtin_schemas(void) {
+    cJSON *o = cJSON_CreateObject();
+    for (size_t i = 0; o && i < sizeof BUILTINS / sizeof BUILTINS[0]; i++)
+        cJSON_AddItemToObject(o, BUILTINS[i].name, cJSON_Parse(BUILTINS[i].schema));
+    return o;
+}
+
 int builtin_tools(storage_manager *st, tool_def ***defs, int *n, int *cap) {
     for (size_t i = 0; i < sizeof BUILTINS / sizeof BUILTINS[0]; i++) {
         const builtin_spec *b = &BUILTINS[i];

@@ -96,6 +96,8 @@ unsigned long long mcp_restarts(mcp_server *s);
 
 /* builtin.c */
 int builtin_tools(storage_manager *st, tool_def ***defs, int *n, int *cap);
+/* {name: parameters schema} of every built-in (the grammar property test); caller frees. */
+cJSON *builtin_schemas(void);
 storage_manager *tools_storage(tool_manager *tm);
 
 /* Appends d to a growing array. */

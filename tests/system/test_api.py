@@ -290,6 +290,15 @@ def test_openai_tools_required(base_url):
         check_weather_call(tc.function.name, json.loads(tc.function.arguments))
 
 
+def test_openai_parallel_tool_calls_false_makes_one_call(base_url):
+    resp = client(base_url).chat.completions.create(
+        model=MODEL_NAME, messages=[{"role": "user", "content": "Weather in Tokyo, Paris and Rome?"}],
+        tools=[WEATHER_TOOL], tool_choice="required", parallel_tool_calls=False, max_tokens=96, temperature=0)
+    ch = resp.choices[0]
+    assert ch.finish_reason == "tool_calls" and len(ch.message.tool_calls) == 1, ch
+    check_weather_call(ch.message.tool_calls[0].function.name, json.loads(ch.message.tool_calls[0].function.arguments))
+
+
 def test_openai_tools_stream(base_url):
     chunks = list(client(base_url).chat.completions.create(
         model=MODEL_NAME, messages=[{"role": "user", "content": "Weather in Berlin, in celsius?"}],
@@ -562,6 +571,29 @@ def test_unicode_round_trip_and_stream(base_url):
             continue
         parts.append(json.loads(payload)["choices"][0]["delta"].get("content", ""))
     assert "".join(parts) == text
+
+
+def test_tool_choice_auto_lets_the_model_answer_in_text(base_url):
+    """tools on every turn, tool_choice absent or "auto": the model decides. This small model
+    answers these prompts in text (it never opens a call unprompted), and the kernel gives
+    that text back instead of forcing a call (which broke every agent loop)."""
+    c = client(base_url)
+    for choice in (None, "auto"):
+        extra = {"tool_choice": choice} if choice else {}
+        resp = c.chat.completions.create(
+            model=MODEL_NAME, messages=[{"role": "user", "content": "Say hello in French."}],
+            tools=[WEATHER_TOOL], max_tokens=24, temperature=0, **extra)
+        ch = resp.choices[0]
+        assert not ch.message.tool_calls, ch
+        assert ch.message.content and ch.finish_reason in ("stop", "length"), ch
+    # streamed: text deltas, no tool-call chunk
+    chunks = list(c.chat.completions.create(
+        model=MODEL_NAME, messages=[{"role": "user", "content": "Say hello in French."}],
+        tools=[WEATHER_TOOL], max_tokens=24, temperature=0, stream=True))
+    text = "".join(k.choices[0].delta.content or "" for k in chunks if k.choices)
+    assert text == ch.message.content, (text, ch.message.content)
+    assert not any(k.choices and k.choices[0].delta.tool_calls for k in chunks)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
 
 
 def test_tool_choice_none_gives_text(base_url):

@@ -3,7 +3,10 @@
  * (UTF-8 boundaries, stop strings across tokens) and JSON Schema -> GBNF. Grammars are
  * checked with llama.cpp's own grammar engine on the default model's vocabulary (loaded
  * vocab-only): each must parse, accept valid documents token by token, and reject invalid
- * ones. Needs the model (`make model`); AIOS_MODEL overrides its path.
+ * ones. The property test walks each grammar at random (any token it allows, on the real
+ * vocabulary) and checks that the tool validator (tools/schema.c) accepts every document
+ * it produces: grammar and validator agree. Needs the model (`make model`); AIOS_MODEL
+ * overrides its path.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +20,8 @@
 #include <cjson/cJSON.h>
 #include <llama.h>
 #include "llm/llm.h"
+#include "tools/schema.h"
+#include "tools/tools_internal.h"
 
 static const struct llama_vocab *vocab;
 static struct llama_model *model;
@@ -158,15 +163,224 @@ static void test_json_object_and_tool_calls(void **st) {
     const cJSON *schemas[] = {p1, NULL};
     char err[256];
     sb_init(&b, 0);
-    assert_int_equal(llm_grammar_tool_calls(names, schemas, 2, &b, err, sizeof err), AIOS_OK);
+    assert_int_equal(llm_grammar_tool_calls(names, schemas, 2, 8, &b, err, sizeof err), AIOS_OK);
     assert_true(accepts(b.data, "[{\"name\": \"demo__get_weather\", \"parameters\": {\"city\": \"Oslo\"}}]"));
     assert_true(accepts(b.data, "[{\"name\": \"demo__now\", \"parameters\": {}}, {\"name\": \"demo__get_weather\", \"parameters\": {\"city\": \"Rome\"}}]"));
     assert_false(accepts(b.data, "[{\"name\": \"demo__other\", \"parameters\": {}}]"));
     assert_false(accepts(b.data, "[{\"name\": \"demo__get_weather\", \"parameters\": {}}]"));
     assert_false(accepts(b.data, "Sure! Here you go"));
     sb_free(&b);
-    assert_int_equal(llm_grammar_tool_calls(names, schemas, 0, &b, err, sizeof err), AIOS_ERR_INVALID);
+    assert_int_equal(llm_grammar_tool_calls(names, schemas, 0, 8, &b, err, sizeof err), AIOS_ERR_INVALID);
     cJSON_Delete(p1);
+}
+
+/* tool_choice auto: a lazy grammar (chat.c's trigger) leaves text free, and once the output
+ * opens a JSON array it allows only tool calls. */
+static bool lazy_allows(struct llama_sampler *g, const char *text) {
+    llama_token toks[256];
+    int n = llama_tokenize(vocab, text, (int32_t)strlen(text), toks, 256, false, false);
+    for (int i = 0; i < n; i++) {
+        llama_token_data td = {toks[i], 0.0f, 0.0f};
+        llama_token_data_array arr = {&td, 1, -1, false};
+        llama_sampler_apply(g, &arr);
+        if (isinf(td.logit)) return false;
+        llama_sampler_accept(g, toks[i]);
+    }
+    return true;
+}
+
+static void test_lazy_tool_grammar(void **st) {
+    (void)st;
+    cJSON *p = cJSON_Parse("{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}");
+    const char *names[] = {"get_weather"};
+    const cJSON *schemas[] = {p};
+    strbuf b;
+    sb_init(&b, 0);
+    char err[256] = "";
+    assert_int_equal(llm_grammar_tool_calls(names, schemas, 1, 8, &b, err, sizeof err), AIOS_OK);
+    const char *trig[] = {"^\\s*(\\[[\\s\\S]*)"};
+    struct llama_sampler *g = llama_sampler_init_grammar_lazy_patterns(vocab, b.data, "root", trig, 1, NULL, 0);
+    assert_non_null(g);
+    assert_true(lazy_allows(g, "It is sunny in Paris, {\"name\": whatever} [not a call]")); /* text: free */
+    llama_sampler_free(g);
+    g = llama_sampler_init_grammar_lazy_patterns(vocab, b.data, "root", trig, 1, NULL, 0);
+    assert_true(lazy_allows(g, "[{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}]"));
+    llama_sampler_free(g);
+    g = llama_sampler_init_grammar_lazy_patterns(vocab, b.data, "root", trig, 1, NULL, 0);
+    assert_false(lazy_allows(g, "[{\"name\": \"rm_rf\""));                 /* opened a call: constrained */
+    llama_sampler_free(g);
+    g = llama_sampler_init_grammar_lazy_patterns(vocab, b.data, "root", trig, 1, NULL, 0);
+    assert_false(lazy_allows(g, " [{\"name\": \"get_weather\", \"parameters\": {}}]")); /* city required */
+    llama_sampler_free(g);
+    sb_free(&b);
+    cJSON_Delete(p);
+}
+
+/* ---- property: whatever a grammar can generate, the validator accepts ---- */
+
+static llama_token *g_cands; /* short tokens (every byte and character) plus a sample of longer ones */
+static int g_n_cands;
+static unsigned long long g_rng = 0x9E3779B97F4A7C15ull;
+
+static unsigned rnd(void) {
+    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+    return (unsigned)(g_rng >> 11);
+}
+
+static void build_candidates(void) {
+    int n = llama_vocab_n_tokens(vocab);
+    g_cands = malloc((size_t)n * sizeof *g_cands);
+    assert_non_null(g_cands);
+    for (llama_token t = 0; t < n; t++) {
+        char piece[64];
+        int k = llama_token_to_piece(vocab, t, piece, sizeof piece, 0, true);
+        if (k <= 0 || llama_vocab_is_control(vocab, t)) continue;
+        if (k <= 2 || rnd() % 40 == 0) g_cands[g_n_cands++] = t;
+    }
+}
+
+static bool structural(const char *piece) { return strpbrk(piece, "\"{}[],:") != NULL; }
+
+/* One random document of the grammar: each step picks one of the tokens it allows (half
+ * the time one holding JSON punctuation, so strings and numbers end), and stops at an
+ * end-of-generation it allows with probability 1/3. NULL if it ran past max_steps. */
+static char *walk(const char *gbnf, int max_steps) {
+    struct llama_sampler *g = llama_sampler_init_grammar(vocab, gbnf, "root");
+    assert_non_null(g);
+    llama_token_data *td = malloc(((size_t)g_n_cands + 1) * sizeof *td);
+    int *ok = malloc(((size_t)g_n_cands + 1) * sizeof *ok), *punct = malloc(((size_t)g_n_cands + 1) * sizeof *punct);
+    strbuf text;
+    sb_init(&text, 0);
+    bool done = false;
+    for (int step = 0; step < max_steps && !done; step++) {
+        for (int i = 0; i < g_n_cands; i++) td[i] = (llama_token_data){g_cands[i], 0.0f, 0.0f};
+        td[g_n_cands] = (llama_token_data){llama_vocab_eos(vocab), 0.0f, 0.0f};
+        llama_token_data_array arr = {td, (size_t)g_n_cands + 1, -1, false};
+        llama_sampler_apply(g, &arr);
+        int n_ok = 0, n_punct = 0;
+        bool eos_ok = false;
+        for (size_t i = 0; i < arr.size; i++) {
+            if (isinf(arr.data[i].logit)) continue;
+            if (arr.data[i].id == llama_vocab_eos(vocab)) { eos_ok = true; continue; }
+            char piece[64];
+            int k = llama_token_to_piece(vocab, arr.data[i].id, piece, sizeof piece - 1, 0, true);
+            piece[k > 0 ? k : 0] = 0;
+            ok[n_ok++] = arr.data[i].id;
+            if (structural(piece)) punct[n_punct++] = arr.data[i].id;
+        }
+        if (eos_ok && (n_ok == 0 || rnd() % 3 == 0)) { done = true; break; }
+        assert_true(n_ok > 0); /* a grammar that cannot go on must allow the end */
+        llama_token t = n_punct && rnd() % 2 ? punct[rnd() % n_punct] : ok[rnd() % n_ok];
+        llama_sampler_accept(g, t);
+        char piece[64];
+        int k = llama_token_to_piece(vocab, t, piece, sizeof piece, 0, true);
+        sb_append(&text, piece, (size_t)k);
+    }
+    free(td), free(ok), free(punct);
+    llama_sampler_free(g);
+    if (!done) sb_free(&text);
+    return done ? sb_steal(&text) : NULL;
+}
+
+/* Walks schema's grammar until `want` complete documents; each must parse and validate. */
+static void agree(const char *name, const cJSON *schema, int want) {
+    char err[512] = "";
+    if (tool_schema_lint(schema, err, sizeof err)) fail_msg("%s: the validator refuses the schema: %s", name, err);
+    strbuf g;
+    sb_init(&g, 0);
+    if (llm_grammar_from_schema(schema, &g, err, sizeof err)) fail_msg("%s: no grammar: %s", name, err);
+    int got = 0;
+    for (int tries = 0; got < want && tries < want * 20; tries++) {
+        char *doc = walk(g.data, 400);
+        if (!doc) continue;
+        cJSON *v = cJSON_Parse(doc);
+        if (!v) fail_msg("%s: the grammar produced text that is not JSON: %s", name, doc);
+        if (tool_schema_check(schema, v, err, sizeof err))
+            fail_msg("%s: the grammar produced %s, which the validator refuses: %s", name, doc, err);
+        cJSON_Delete(v);
+        free(doc);
+        got++;
+    }
+    sb_free(&g);
+    if (got < want) fail_msg("%s: only %d of %d random walks ended", name, got, want);
+}
+
+/* Schemas the grammar must refuse rather than loosen (the validator checks what it cannot say). */
+static void refused(const char *schema_json, const char *what) {
+    cJSON *s = cJSON_Parse(schema_json);
+    strbuf g;
+    sb_init(&g, 0);
+    char err[256] = "";
+    assert_int_equal(llm_grammar_from_schema(s, &g, err, sizeof err), AIOS_ERR_INVALID);
+    assert_non_null(strstr(err, what));
+    sb_free(&g);
+    cJSON_Delete(s);
+}
+
+static void test_grammar_agrees_with_validator(void **st) {
+    (void)st;
+    build_candidates();
+    cJSON *builtins = builtin_schemas();
+    for (const cJSON *b = builtins->child; b; b = b->next) agree(b->string, b, 12);
+    cJSON_Delete(builtins);
+    /* manifest-style schemas over every keyword the validator checks */
+    static const char *const SCHEMAS[] = {
+        "{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"integer\",\"maximum\":10},\"unit\":{\"enum\":[\"c\",\"f\"]}},\"required\":[\"x\"]}",
+        "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}",
+        "{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\",\"minimum\":-5,\"exclusiveMaximum\":7}}",
+        "{\"type\":\"integer\",\"minimum\":-1234,\"maximum\":98765}",
+        "{\"type\":\"integer\",\"exclusiveMinimum\":99,\"exclusiveMaximum\":1001}",
+        "{\"type\":\"integer\",\"minimum\":-20,\"maximum\":-3}",
+        "{\"type\":\"number\",\"minimum\":0.5,\"maximum\":3.5}",
+        "{\"type\":\"number\",\"exclusiveMinimum\":-1}",
+        "{\"type\":\"string\",\"minLength\":2,\"maxLength\":5}",
+        "{\"type\":\"array\",\"items\":{\"type\":\"boolean\"},\"minItems\":1,\"maxItems\":3}",
+        "{\"type\":\"array\",\"items\":{\"enum\":[1,2,3]},\"uniqueItems\":true}",
+        "{\"anyOf\":[{\"type\":\"string\",\"maxLength\":3},{\"type\":\"integer\",\"minimum\":5,\"maximum\":9}]}",
+        "{\"oneOf\":[{\"type\":\"string\"},{\"type\":\"null\"},{\"type\":\"boolean\"}]}",
+        "{\"type\":[\"integer\",\"null\"],\"minimum\":3}",
+        "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"object\",\"properties\":{\"b\":{\"type\":\"array\",\"items\":{\"type\":\"string\",\"minLength\":1}}},"
+        "\"required\":[\"b\"],\"additionalProperties\":false},\"c\":{\"const\":\"k\"}},\"required\":[\"a\"],\"additionalProperties\":false}",
+    };
+    for (size_t i = 0; i < sizeof SCHEMAS / sizeof SCHEMAS[0]; i++) {
+        cJSON *s = cJSON_Parse(SCHEMAS[i]);
+        assert_non_null(s);
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(s, "type");
+        if (!cJSON_IsString(t) || strcmp(t->valuestring, "object")) { /* tool parameters are an object: {"v": s} */
+            cJSON *w = cJSON_CreateObject();
+            cJSON_AddStringToObject(w, "type", "object");
+            cJSON_AddItemToObject(cJSON_AddObjectToObject(w, "properties"), "v", s);
+            cJSON_AddItemToArray(cJSON_AddArrayToObject(w, "required"), cJSON_CreateString("v"));
+            cJSON_AddFalseToObject(w, "additionalProperties");
+            s = w;
+        }
+        agree(SCHEMAS[i], s, 12);
+        cJSON_Delete(s);
+    }
+    refused("{\"type\":\"string\",\"pattern\":\"^a+$\"}", "pattern");
+    refused("{\"allOf\":[{\"type\":\"integer\"},{\"minimum\":1}]}", "allOf");
+    refused("{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"number\"}]}", "oneOf");
+    refused("{\"type\":\"integer\",\"minimum\":5,\"maximum\":4}", "no integer");
+    refused("{\"type\":\"array\",\"uniqueItems\":true,\"minItems\":2}", "uniqueItems");
+    free(g_cands);
+}
+
+/* The exact edges of the integer digit ranges. */
+static void test_integer_ranges(void **st) {
+    (void)st;
+    char *g = grammar_for("{\"type\":\"integer\",\"minimum\":-105,\"maximum\":1999}");
+    const char *yes[] = {"-105", "-100", "-99", "-1", "0", "9", "10", "199", "1000", "1999"};
+    const char *no[] = {"-106", "-0", "2000", "10000", "01", "-1000"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        if (!accepts(g, yes[i])) fail_msg("%s refused", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        if (accepts(g, no[i])) fail_msg("%s accepted", no[i]);
+    free(g);
+    g = grammar_for("{\"type\":\"integer\",\"exclusiveMinimum\":5}");
+    assert_false(accepts(g, "5"));
+    assert_true(accepts(g, "6"));
+    assert_true(accepts(g, "123456789"));
+    free(g);
 }
 
 static void quiet(enum ggml_log_level level, const char *text, void *ud) { (void)level; (void)text; (void)ud; }
@@ -201,7 +415,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_text_release),  cmocka_unit_test(test_schema_object),
         cmocka_unit_test(test_schema_types),  cmocka_unit_test(test_schema_errors),
-        cmocka_unit_test(test_json_object_and_tool_calls),
+        cmocka_unit_test(test_json_object_and_tool_calls), cmocka_unit_test(test_integer_ranges),
+        cmocka_unit_test(test_lazy_tool_grammar),
+        cmocka_unit_test(test_grammar_agrees_with_validator),
     };
     return cmocka_run_group_tests_name("llm", tests, setup, teardown);
 }
