@@ -34,7 +34,8 @@
     X(AIOS_ERR_TIMEOUT,         -21,   408, "timeout",               "timed out")             \
     X(AIOS_ERR_TOOL_FAILED,     -22,   502, "tool_failed",           "the tool failed")       \
     X(AIOS_ERR_DEADLINE,        -23,   504, "deadline_exceeded",     "not served within its deadline") \
-    X(AIOS_ERR_RATE_LIMITED,    -24,   429, "rate_limited",          "too many requests, retry later")
+    X(AIOS_ERR_RATE_LIMITED,    -24,   429, "rate_limited",          "too many requests, retry later") \
+    X(AIOS_ERR_LOADING,         -25,   503, "loading",               "the models are still loading")
 
 typedef enum aios_result {
 #define AIOS_X_ENUM(name, value, http, code, msg) name = value,

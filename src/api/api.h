@@ -37,6 +37,9 @@ typedef struct api_params {
 api_server *api_server_start(const api_params *p, char *err, size_t errlen);
 /* Stops taking new work (new LLM requests get 503) and stops the hang-up watcher.
  * Call before freeing the cores. */
+/* Every configured model is loaded: the server stops answering 503 "loading" (it listens,
+ * and /health answers, from the start). */
+void api_server_ready(api_server *s);
 void api_server_close(api_server *s);
 /* Stops the daemon and frees the server; every syscall must be done (cores freed). */
 void api_server_free(api_server *s);

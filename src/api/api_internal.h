@@ -18,6 +18,7 @@ typedef enum api_gate_class {
     API_GATE_ADMIN = 0, /* the admin rule (enforce mode): the default, so a route that forgets is closed */
     API_GATE_AGENT,     /* any caller the gate identifies: listings, status, metrics */
     API_GATE_SYSCALL,   /* a syscall: the route's plan names its kind and resources */
+    API_GATE_PUBLIC,    /* no identity, no rules, also while the models load: /health */
 } api_gate_class;
 
 typedef struct api_claim {
@@ -79,6 +80,7 @@ struct api_req {
     bool bearer_name;       /* local mode: agent named by a bearer value that is not a token */
     api_admission adm;      /* what the route's plan claimed and the gate decided */
     int retry_after_s;      /* > 0: a Retry-After header on the answer */
+    const char *cors_origin; /* the request's Origin when server.cors_origins allows it (MHD's copy) */
     int priority;           /* from X-AIOS-Priority or the body; -1 = the agent's default */
     api_conn *cn;           /* the connection's entry; valid until on_completed */
     bool reserved_only;     /* came when only server.reserved_connections slots were left */
@@ -159,6 +161,8 @@ llm_core *api_core(api_req *r, const char *name);
 int api_n_cores(api_req *r);
 llm_core *api_core_at(api_req *r, int i);
 double api_uptime(api_req *r);
+/* Whether every configured model is loaded (api_server_ready was called). */
+bool api_ready(api_req *r);
 
 enum MHD_Result api_reply_json(api_req *r, int status, cJSON *json); /* takes ownership of json */
 enum MHD_Result api_reply_text(api_req *r, int status, const char *ctype, const char *text);

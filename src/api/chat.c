@@ -285,6 +285,17 @@ static int build_grammar(const chat_ctx *ctx, const chat_spec *spec, strbuf *g, 
     return rc;
 }
 
+int chat_render(api_req *r, llm_core *core, const cJSON *messages, strbuf *out, char *err, size_t errlen) {
+    chat_ctx ctx = {0};
+    chat_spec spec = {.messages = messages, .mode = CHAT_MODE_TEXT};
+    msg_store st = {0};
+    int rc = build_messages(r, &ctx, &spec, &st, err, errlen);
+    llm_chat chat = {.messages = st.msgs, .n_messages = st.n};
+    if (!rc) rc = llm_core_render(core, &chat, out, err, errlen);
+    msg_store_free(&st);
+    return rc;
+}
+
 int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spec *spec, syscall_t **out, char *err,
                        size_t errlen) {
     msg_store st = {0};

@@ -54,6 +54,8 @@ int chat_parse_tools(chat_ctx *ctx, const cJSON *tools, char *err, size_t errlen
 /* Builds the syscall for spec on core: messages, tool prompt, grammar, prepare. */
 int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spec *spec, syscall_t **out, char *err,
                        size_t errlen);
+/* The prompt the model's chat template makes of messages (validated as for a chat). */
+int chat_render(api_req *r, llm_core *core, const cJSON *messages, strbuf *out, char *err, size_t errlen);
 /* Parses the constrained tool-call output into [{"name","parameters","id"}] (AIOS shape). */
 cJSON *chat_tool_calls(const chat_ctx *ctx, const char *text, uint64_t sc_id);
 /* Whether a tools-mode output is tool calls: always when they were required; under auto

@@ -264,6 +264,17 @@ static enum MHD_Result h_status(api_req *r, cJSON *body) {
     return api_reply_json(r, 200, o);
 }
 
+/* GET /health: 503 {"status":"loading"} until every model is loaded, then 200
+ * {"status":"ok"}; no identity needed (load balancers, orchestrators). */
+static enum MHD_Result h_health(api_req *r, cJSON *body) {
+    (void)body;
+    bool ok = api_ready(r);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", ok ? "ok" : "loading");
+    if (!ok) r->retry_after_s = 1;
+    return api_reply_json(r, ok ? 200 : 503, o);
+}
+
 static enum MHD_Result h_llms_list(api_req *r, cJSON *body) {
     (void)body;
     cJSON *o = cJSON_CreateObject();
@@ -391,6 +402,7 @@ static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
 const api_route api_routes_aios[] = {
     {"POST", "/query", h_query, true, API_GATE_SYSCALL, plan_query},
     {"GET", "/status", h_status, false, API_GATE_AGENT, NULL},
+    {"GET", "/health", h_health, false, API_GATE_PUBLIC, NULL},
     {"GET", "/core/llms/list", h_llms_list, false, API_GATE_AGENT, NULL},
     {"GET", "/metrics", h_metrics, false, API_GATE_AGENT, NULL},
     {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL},

@@ -379,6 +379,96 @@ static int plan_completions(api_req *r, const cJSON *body, api_admission *a, cha
 static enum MHD_Result h_chat(api_req *r, cJSON *body) { return completions(r, body, true); }
 static enum MHD_Result h_completions(api_req *r, cJSON *body) { return completions(r, body, false); }
 
+/* ---- llama-server's helpers: /tokenize, /detokenize, /apply-template ---- */
+
+/* One token's piece: a string, or its bytes when it is not valid UTF-8 on its own. */
+static cJSON *piece_json(llm_core *core, int32_t tok) {
+    strbuf p;
+    sb_init(&p, 0);
+    char err[128];
+    cJSON *v = NULL;
+    if (!llm_core_detokenize(core, &tok, 1, &p, err, sizeof err)) {
+        if (kern_utf8_valid(p.data ? p.data : "", p.len)) v = cJSON_CreateString(p.data ? p.data : "");
+        else {
+            v = cJSON_CreateArray();
+            for (size_t i = 0; i < p.len; i++) cJSON_AddItemToArray(v, cJSON_CreateNumber((unsigned char)p.data[i]));
+        }
+    }
+    sb_free(&p);
+    return v ? v : cJSON_CreateNull();
+}
+
+static enum MHD_Result h_tokenize(api_req *r, cJSON *body) {
+    char err[256] = "";
+    const char *content = NULL;
+    bool add_special = false, with_pieces = false;
+    int rc = jp_string(body, "content", true, &content, err, sizeof err);
+    if (!rc) rc = jp_bool(body, "add_special", &add_special, err, sizeof err);
+    if (!rc) rc = jp_bool(body, "with_pieces", &with_pieces, err, sizeof err);
+    int32_t *toks = NULL;
+    int n = 0;
+    if (!rc) rc = llm_core_tokenize(r->adm.core, content, add_special, &toks, &n, err, sizeof err);
+    if (rc) return api_reply_error(r, rc, "%s", err);
+    cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "tokens");
+    for (int i = 0; i < n; i++) {
+        if (!with_pieces) {
+            cJSON_AddItemToArray(arr, cJSON_CreateNumber(toks[i]));
+            continue;
+        }
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddNumberToObject(t, "id", toks[i]);
+        cJSON_AddItemToObject(t, "piece", piece_json(r->adm.core, toks[i]));
+        cJSON_AddItemToArray(arr, t);
+    }
+    free(toks);
+    return api_reply_json(r, 200, o);
+}
+
+static enum MHD_Result h_detokenize(api_req *r, cJSON *body) {
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(body, "tokens");
+    int n = cJSON_GetArraySize(arr), i = 0;
+    if (!cJSON_IsArray(arr)) return api_reply_error(r, AIOS_ERR_INVALID, "'tokens' must be an array of token ids");
+    int32_t *toks = malloc(((size_t)n + 1) * sizeof *toks);
+    if (!toks) return api_reply_error(r, AIOS_ERR_NOMEM, NULL);
+    for (const cJSON *t = arr->child; t; t = t->next, i++) {
+        if (!cJSON_IsNumber(t) || t->valuedouble != (double)(int32_t)t->valuedouble) {
+            free(toks);
+            return api_reply_error(r, AIOS_ERR_INVALID, "tokens[%d] must be an integer token id", i);
+        }
+        toks[i] = (int32_t)t->valuedouble;
+    }
+    strbuf text;
+    sb_init(&text, (size_t)api_cfg(r)->server.max_stream_buffer_kb * 1024);
+    char err[256] = "";
+    int rc = llm_core_detokenize(r->adm.core, toks, n, &text, err, sizeof err);
+    free(toks);
+    if (rc) {
+        sb_free(&text);
+        return api_reply_error(r, rc, "%s", rc == AIOS_ERR_TOO_LARGE ? "the text is over server.max_stream_buffer_kb" : err);
+    }
+    char *s = sb_steal(&text);
+    kern_utf8_sanitize(s); /* tokens that cut a character: '?' for its bytes, so the answer stays JSON */
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "content", s);
+    free(s);
+    return api_reply_json(r, 200, o);
+}
+
+static enum MHD_Result h_apply_template(api_req *r, cJSON *body) {
+    strbuf p;
+    sb_init(&p, 0);
+    char err[512] = "";
+    int rc = chat_render(r, r->adm.core, cJSON_GetObjectItemCaseSensitive(body, "messages"), &p, err, sizeof err);
+    if (rc) {
+        sb_free(&p);
+        return api_reply_error(r, rc, "%s", err);
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "prompt", p.data ? p.data : "");
+    sb_free(&p);
+    return api_reply_json(r, 200, o);
+}
+
 static enum MHD_Result h_models(api_req *r, cJSON *body) {
     (void)body;
     cJSON *o = cJSON_CreateObject(), *data;
@@ -407,5 +497,8 @@ const api_route api_routes_openai[] = {
     {"POST", "/v1/chat/completions", h_chat, true, API_GATE_SYSCALL, plan_completions},
     {"POST", "/v1/completions", h_completions, true, API_GATE_SYSCALL, plan_completions},
     {"GET", "/v1/models", h_models, false, API_GATE_AGENT, NULL},
+    {"POST", "/tokenize", h_tokenize, true, API_GATE_SYSCALL, plan_completions},
+    {"POST", "/detokenize", h_detokenize, true, API_GATE_SYSCALL, plan_completions},
+    {"POST", "/apply-template", h_apply_template, true, API_GATE_SYSCALL, plan_completions},
     {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL},
 };

@@ -42,6 +42,7 @@
 #include <strings.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,7 @@ struct api_server {
     tool_manager *tools;
     access_manager *access;
     api_gatekeeper *gate;
+    atomic_bool ready;         /* every model loaded */
     struct MHD_Daemon *mhd;
     double started;
     pthread_mutex_t gate_mu;   /* closing + submit */
@@ -118,6 +120,8 @@ const aios_config *api_cfg(api_req *r) { return r->srv->cfg; }
 int api_n_cores(api_req *r) { return r->srv->n_cores; }
 llm_core *api_core_at(api_req *r, int i) { return r->srv->cores[i]; }
 double api_uptime(api_req *r) { return kern_now_mono() - r->srv->started; }
+bool api_ready(api_req *r) { return atomic_load(&r->srv->ready); }
+void api_server_ready(api_server *s) { atomic_store(&s->ready, true); }
 mem_manager *api_mem(api_req *r) { return r->srv->mem; }
 storage_manager *api_storage(api_req *r) { return r->srv->storage; }
 llm_embedder *api_embedder(api_req *r) { return r->srv->embedder; }
@@ -137,6 +141,55 @@ llm_core *api_core(api_req *r, const char *name) {
 
 /* ---------- replies ---------- */
 
+/* server.cors_origins: the request's Origin when it is listed (or the list is "*"). */
+static const char *cors_allowed(api_req *r) {
+    const char *list = r->srv->cfg->server.cors_origins;
+    const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    if (!list[0] || !origin || !*origin) return NULL;
+    if (!strcmp(list, "*")) return origin;
+    size_t n = strlen(origin);
+    for (const char *p = list; *p;) {
+        size_t k = strcspn(p, ",");
+        while (k && p[k - 1] == ' ') k--;
+        if (k == n && !strncmp(p, origin, n)) return origin;
+        p += strcspn(p, ",");
+        p += strspn(p, ", ");
+    }
+    return NULL;
+}
+
+/* Retry-After and the CORS headers every answer of r carries. */
+static void add_headers(api_req *r, struct MHD_Response *resp) {
+    if (r->retry_after_s > 0) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", r->retry_after_s);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
+    if (r->cors_origin) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->cors_origin);
+        MHD_add_response_header(resp, "Vary", "Origin");
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "Retry-After");
+    }
+}
+
+/* A CORS preflight (OPTIONS on a known path): 204 with what may be sent, for an allowed
+ * origin; 204 without them otherwise (the browser then refuses). */
+static enum MHD_Result preflight(api_req *r) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    add_headers(r, resp);
+    if (r->cors_origin) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+        MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                "Authorization, Content-Type, X-AIOS-Priority, x-api-key, anthropic-version");
+        MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+    }
+    enum MHD_Result ret = MHD_queue_response(r->conn, 204, resp);
+    MHD_destroy_response(resp);
+    r->answered = true;
+    return ret;
+}
+
 static enum MHD_Result reply_buf(api_req *r, int status, const char *ctype, char *buf, size_t len) {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
@@ -144,11 +197,7 @@ static enum MHD_Result reply_buf(api_req *r, int status, const char *ctype, char
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    if (r->retry_after_s > 0) {
-        char ra[16];
-        snprintf(ra, sizeof ra, "%d", r->retry_after_s);
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
-    }
+    add_headers(r, resp);
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->answered = true;
@@ -256,6 +305,7 @@ static enum MHD_Result start_stream(api_req *r) {
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, r, NULL);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    add_headers(r, resp);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
@@ -673,16 +723,23 @@ static int parse_body(api_req *r, cJSON **body, char *err, size_t errlen) {
 
 /* Route, credentials, JSON gate, the route's plan, the admission gate, then the handler. */
 static enum MHD_Result dispatch(api_req *r) {
+    r->cors_origin = cors_allowed(r);
     if (r->too_large)
         return api_reply_error(r, AIOS_ERR_TOO_LARGE, "request body exceeds server.max_body_bytes (%ld bytes)",
                                r->srv->cfg->server.max_body_bytes);
     bool known;
     const api_route *rt = find_route(r->method, r->url, &known);
+    if (!rt && known && !strcmp(r->method, "OPTIONS")) return preflight(r);
     if (!rt) {
         if (known) return api_reply_error(r, AIOS_ERR_METHOD, "%s is not allowed on %s", r->method, r->url);
         return api_reply_error(r, AIOS_ERR_NOT_FOUND, "no route %s %s", r->method, r->url);
     }
     char err[512] = "";
+    if (rt->gate == API_GATE_PUBLIC) return rt->handler(r, NULL);
+    if (!atomic_load(&r->srv->ready)) {
+        r->retry_after_s = 1;
+        return api_reply_error(r, AIOS_ERR_LOADING, "the models are still loading (GET /health says when they are ready)");
+    }
     int rc = api_gate_identify(r, err, sizeof err);
     if (rc) return api_reply_error(r, rc, "%s", err);
     if (priority_from_header(r))

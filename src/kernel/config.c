@@ -33,6 +33,7 @@ typedef struct cfg_key {
 
 static const cfg_key KEYS[] = {
     K_STR("server.host", server.host, "127.0.0.1", "Address to listen on. Loopback by default."),
+    K_STR("server.cors_origins", server.cors_origins, "", "Browser origins allowed to call the API (CORS), comma-separated (`https://app.example,http://localhost:3000`) or `*`; a preflight `OPTIONS` is answered for them. Empty = no CORS headers (browsers on other origins are refused by the browser)."),
     K_INT("server.port", server.port, 1, 65535, "8000", "TCP port (the Cerebrum SDK's default is 8000)."),
     K_LONG("server.max_body_bytes", server.max_body_bytes, 1024, 1L << 30, "1048576", "Largest request body accepted; larger bodies get 413."),
     K_INT("server.json_max_depth", server.json_max_depth, 2, 512, "64", "Deepest JSON nesting accepted in a request; deeper gets 400."),

@@ -148,6 +148,7 @@ typedef struct aios_config {
         int header_timeout_ms;      /* request headers complete within this of accept */
         long min_body_rate;         /* bytes/s floor for a body after the grace; 0 = none */
         int reserved_connections;   /* slots kept for identities */
+        char cors_origins[1024];    /* "a,b" or "*"; "" = no CORS headers */
     } server;
     struct {
         aios_model_cfg models[AIOS_MAX_MODELS];

@@ -278,6 +278,19 @@ int main(int argc, char **argv) {
     sp.disk_budget = (size_t)cfg.context.disk_budget_mb << 20;
     ctx_store *store = ctx_store_new(&sp, err, sizeof err);
     if (!store) rc = die(err);
+    managers mg = {0};
+    if (!rc && managers_open(&cfg, &mg, err, sizeof err)) rc = die(err);
+    api_server *srv = NULL;
+    if (!rc) {
+        api_params ap = {.cfg = &cfg, .cores = cores, .n_cores = cfg.llms.n_models, .mem = mg.mem,
+                         .storage = mg.storage, .embedder = mg.emb, .tools = mg.tools,
+                         .access = mg.access};
+        memcpy(ap.runq, mg.runq, sizeof ap.runq);
+        if (mg.tools) ap.runq[SYSCALL_KIND_TOOL] = tools_runq(mg.tools); /* the tool manager's own, shown */
+        if (!(srv = api_server_start(&ap, err, sizeof err))) rc = die(err);
+        else log_info("listening on http://%s:%d; /health answers 503 until the models are loaded", cfg.server.host,
+                      cfg.server.port);
+    }
     for (int i = 0; i < cfg.llms.n_models && !rc; i++) {
         llm_core_params p = {.model = &cfg.llms.models[i], .sched = sched_default_params(),
                              .context = llm_default_context_params()};
@@ -304,17 +317,7 @@ int main(int argc, char **argv) {
         log_info("model '%s' ready: %s, %lld params, context %d tokens/request, %d KV cells, %d sequences per batch",
                  info.name, info.desc, (long long)info.n_params, info.ctx, info.kv_size, info.max_active);
     }
-    managers mg = {0};
-    if (!rc && managers_open(&cfg, &mg, err, sizeof err)) rc = die(err);
-    api_server *srv = NULL;
-    if (!rc) {
-        api_params ap = {.cfg = &cfg, .cores = cores, .n_cores = cfg.llms.n_models, .mem = mg.mem,
-                         .storage = mg.storage, .embedder = mg.emb, .tools = mg.tools,
-                         .access = mg.access};
-        memcpy(ap.runq, mg.runq, sizeof ap.runq);
-        if (mg.tools) ap.runq[SYSCALL_KIND_TOOL] = tools_runq(mg.tools); /* the tool manager's own, shown */
-        if (!(srv = api_server_start(&ap, err, sizeof err))) rc = die(err);
-    }
+    if (!rc) api_server_ready(srv);
     if (!rc) {
         log_info("aiosd serving on http://%s:%d (policy %s, max_active %d, context %s)", cfg.server.host,
                  cfg.server.port, cfg.scheduler.policy, cfg.scheduler.max_active, cfg.context.mode);

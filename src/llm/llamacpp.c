@@ -277,25 +277,69 @@ static int render(lc_engine *e, const llm_chat *chat, strbuf *out, char *err, si
     return rc;
 }
 
+static int lc_render(void *impl, const llm_chat *chat, strbuf *out, char *err, size_t errlen) {
+    return render(impl, chat, out, err, errlen);
+}
+
+/* text's tokens into *out (malloc'd), special tokens parsed; rejects invalid UTF-8, on
+ * which llama.cpp's tokenizer throws (and would take the kernel down). */
+static int tokenize(lc_engine *e, const char *text, size_t len, bool add_special, int32_t **out, int *n, char *err,
+                    size_t errlen) {
+    *out = NULL;
+    *n = 0;
+    if (!kern_utf8_valid(text, len)) {
+        snprintf(err, errlen, "the text is not valid UTF-8");
+        return AIOS_ERR_INVALID;
+    }
+    if (len > INT32_MAX / 2) return AIOS_ERR_TOO_LARGE;
+    int cap = -llama_tokenize(e->vocab, text, (int32_t)len, NULL, 0, add_special, true);
+    if (cap <= 0) cap = 1; /* INT32_MIN (overflow) also lands here and fails below */
+    if (!(*out = malloc((size_t)cap * sizeof **out))) return AIOS_ERR_NOMEM;
+    *n = llama_tokenize(e->vocab, text, (int32_t)len, *out, cap, add_special, true);
+    if (*n < 0) {
+        snprintf(err, errlen, "the text could not be tokenized");
+        free(*out);
+        *out = NULL;
+        *n = 0;
+        return AIOS_ERR_TOO_LARGE;
+    }
+    return AIOS_OK;
+}
+
+static int lc_tokenize(void *impl, const char *text, bool add_special, int32_t **out, int *n, char *err, size_t errlen) {
+    return tokenize(impl, text, strlen(text), add_special, out, n, err, errlen);
+}
+
+static int lc_detokenize(void *impl, const int32_t *tokens, int n, strbuf *out, char *err, size_t errlen) {
+    lc_engine *e = impl;
+    int n_vocab = llama_vocab_n_tokens(e->vocab);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= n_vocab) {
+            snprintf(err, errlen, "tokens[%d]: %d is not in the vocabulary (0 to %d)", i, tokens[i], n_vocab - 1);
+            return AIOS_ERR_INVALID;
+        }
+    int rc = AIOS_OK;
+    for (int i = 0; i < n && !rc; i++) {
+        char piece[256], *big = NULL;
+        int k = llama_token_to_piece(e->vocab, tokens[i], piece, sizeof piece, 0, true);
+        if (k < 0 && (big = malloc((size_t)-k))) k = llama_token_to_piece(e->vocab, tokens[i], big, -k, 0, true);
+        rc = k < 0 ? AIOS_ERR_NOMEM : sb_append(out, big ? big : piece, (size_t)k);
+        free(big);
+    }
+    return rc;
+}
+
 static int lc_prepare(void *impl, const llm_chat *chat, llm_request **out, char *err, size_t errlen) {
     lc_engine *e = impl;
     strbuf prompt;
     sb_init(&prompt, 0);
     int rc = render(e, chat, &prompt, err, errlen);
-    if (!rc && !kern_utf8_valid(prompt.data ? prompt.data : "", prompt.len)) {
-        /* llama.cpp's tokenizer throws (and takes the kernel down) on invalid UTF-8 */
-        snprintf(err, errlen, "the prompt is not valid UTF-8");
-        rc = AIOS_ERR_INVALID;
-    }
     if (rc) { sb_free(&prompt); return rc; }
     llm_request *r = llm_request_new(chat);
     if (!r) { sb_free(&prompt); return AIOS_ERR_NOMEM; }
-    int n = -llama_tokenize(e->vocab, prompt.data, (int32_t)prompt.len, NULL, 0, true, true);
-    if (n <= 0) n = 1; /* INT32_MIN (overflow) also lands here and fails below */
-    r->tokens = malloc((size_t)n * sizeof *r->tokens);
-    if (!r->tokens) rc = AIOS_ERR_NOMEM;
-    if (!rc) r->n_tokens = llama_tokenize(e->vocab, prompt.data, (int32_t)prompt.len, r->tokens, n, true, true);
+    rc = tokenize(e, prompt.data ? prompt.data : "", prompt.len, true, &r->tokens, &r->n_tokens, err, errlen);
     sb_free(&prompt);
+    if (rc == AIOS_ERR_INVALID) snprintf(err, errlen, "the prompt is not valid UTF-8");
     if (!rc && r->n_tokens <= 0) {
         snprintf(err, errlen, "the prompt is empty after tokenization");
         rc = AIOS_ERR_INVALID;
@@ -530,5 +574,6 @@ static void *lc_run(void *arg) {
 
 const llm_backend_ops llm_backend_llamacpp = {
     .name = "llamacpp", .open = lc_open, .close = lc_close, .info = lc_info,
-    .prepare = lc_prepare, .stats = lc_stats, .wake = lc_wake,
+    .prepare = lc_prepare, .stats = lc_stats, .wake = lc_wake, .render = lc_render, .tokenize = lc_tokenize,
+    .detokenize = lc_detokenize,
 };

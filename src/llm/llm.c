@@ -107,6 +107,18 @@ void llm_core_get_stats(llm_core *c, llm_core_stats *out, sched_stats *sched_out
     if (sched_out) sched_get_stats(c->sched, sched_out);
 }
 
+int llm_core_render(llm_core *c, const llm_chat *chat, strbuf *out, char *err, size_t errlen) {
+    return c->ops->render(c->impl, chat, out, err, errlen);
+}
+
+int llm_core_tokenize(llm_core *c, const char *text, bool add_special, int32_t **out, int *n, char *err, size_t errlen) {
+    return c->ops->tokenize(c->impl, text, add_special, out, n, err, errlen);
+}
+
+int llm_core_detokenize(llm_core *c, const int32_t *tokens, int n, strbuf *out, char *err, size_t errlen) {
+    return c->ops->detokenize(c->impl, tokens, n, out, err, errlen);
+}
+
 int llm_core_prepare(llm_core *c, const llm_chat *chat, llm_request **out, char *err, size_t errlen) {
     return c->ops->prepare(c->impl, chat, out, err, errlen);
 }

@@ -122,6 +122,10 @@ typedef struct llm_backend_ops {
     void (*close)(void *impl);
     void (*info)(void *impl, llm_core_info *out);
     int (*prepare)(void *impl, const llm_chat *chat, llm_request **out, char *err, size_t errlen);
+    /* The prompt chat makes (the chat template; what prepare tokenizes). */
+    int (*render)(void *impl, const llm_chat *chat, strbuf *out, char *err, size_t errlen);
+    int (*tokenize)(void *impl, const char *text, bool add_special, int32_t **out, int *n, char *err, size_t errlen);
+    int (*detokenize)(void *impl, const int32_t *tokens, int n, strbuf *out, char *err, size_t errlen);
     void (*stats)(void *impl, llm_core_stats *out);
     void (*wake)(void *impl);
 } llm_backend_ops;
@@ -141,6 +145,15 @@ llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen);
 void llm_core_free(llm_core *c); /* accepts NULL; cancels queued and running work */
 void llm_core_get_info(llm_core *c, llm_core_info *out);
 void llm_core_get_stats(llm_core *c, llm_core_stats *out, sched_stats *sched_out);
+/* The prompt text the model's chat template makes of chat (POST /apply-template). */
+int llm_core_render(llm_core *c, const llm_chat *chat, strbuf *out, char *err, size_t errlen);
+/* The tokens of text (valid UTF-8, else AIOS_ERR_INVALID) in the model's vocabulary,
+ * special tokens parsed; *out is malloc'd (caller frees), *n its count. */
+int llm_core_tokenize(llm_core *c, const char *text, bool add_special, int32_t **out, int *n, char *err, size_t errlen);
+/* The text of tokens, appended to out; a token outside the vocabulary is AIOS_ERR_INVALID
+ * naming it. The text may end inside a UTF-8 character (a cut sequence); the caller keeps
+ * its answer valid. */
+int llm_core_detokenize(llm_core *c, const int32_t *tokens, int n, strbuf *out, char *err, size_t errlen);
 /* Validates and tokenizes; on success *out is a new request the caller owns. */
 int llm_core_prepare(llm_core *c, const llm_chat *chat, llm_request **out, char *err, size_t errlen);
 /* Queues the syscall (whose args is an llm_request from this core). */

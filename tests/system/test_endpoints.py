@@ -1,0 +1,129 @@
+"""System tests of the everyday endpoints llama-server has (issue 12 part 5): GET /health
+(503 {"status":"loading"} while the models load, then 200; no token needed), POST /tokenize,
+/detokenize and /apply-template (the model's own vocabulary and chat template, behind the
+admission gate like any model use), and CORS for browser clients (server.cors_origins).
+Real aiosd, real model, plain HTTP."""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import requests
+
+from aiosd_helpers import AIOSD, assert_error, daemon_env, free_port, model_flags
+
+
+def test_health_is_503_while_loading_then_200(tmp_path):
+    """Polled from the moment the process starts: the listener comes up before the model is
+    loaded, every route but /health answers 503 "loading" until it is, then 200."""
+    port = free_port()
+    proc = subprocess.Popen([AIOSD, "--port", str(port), "--data-dir", str(tmp_path / "data"), *model_flags()],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=daemon_env())
+    seen, status_seen = [], []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                h = requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            except requests.RequestException:
+                time.sleep(0.005)
+                continue
+            seen.append((h.status_code, h.json()))
+            if h.status_code == 200:
+                break
+            s = requests.get(f"http://127.0.0.1:{port}/status", timeout=2)
+            status_seen.append((s.status_code, s.json(), s.headers.get("Retry-After")))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert seen and seen[-1] == (200, {"status": "ok"}), seen[-3:]
+    loading = [x for x in seen if x[0] == 503]
+    assert loading and all(body == {"status": "loading"} for _, body in loading), seen[:3]
+    # /status between a 503 /health and the next: 503 "loading", or 200 once loading ended in between
+    assert any(code == 503 for code, _, _ in status_seen), status_seen[:3]
+    assert all((code == 503 and body["error"]["code"] == "loading" and ra == "1") or (code == 200 and i == len(status_seen) - 1)
+               for i, (code, body, ra) in enumerate(status_seen)), status_seen[:3]
+
+
+def test_health_needs_no_token(spawn_daemon):
+    k = spawn_daemon("health-enforce", config="access:\n  mode: enforce\n")
+    assert requests.get(k.url + "/health", timeout=10).json() == {"status": "ok"}
+    assert_error(requests.get(k.url + "/status", timeout=10), 401, "unauthorized")
+
+
+def test_tokenize_detokenize_round_trip(base_url):
+    text = "Hello, kernel! Grüße <|im_start|>"
+    r = requests.post(base_url + "/tokenize", json={"content": text}, timeout=30)
+    assert r.status_code == 200, r.text
+    toks = r.json()["tokens"]
+    assert toks and all(isinstance(t, int) for t in toks)
+    # special tokens are parsed: <|im_start|> is one token
+    r2 = requests.post(base_url + "/tokenize", json={"content": "<|im_start|>"}, timeout=30)
+    assert len(r2.json()["tokens"]) == 1, r2.text
+    r = requests.post(base_url + "/detokenize", json={"tokens": toks}, timeout=30)
+    assert r.status_code == 200 and r.json()["content"] == text, r.text
+    r = requests.post(base_url + "/tokenize", json={"content": "Grüße", "with_pieces": True}, timeout=30)
+    pieces = r.json()["tokens"]
+    assert all(set(p) == {"id", "piece"} for p in pieces), pieces
+    assert "".join(p["piece"] for p in pieces if isinstance(p["piece"], str)) in ("Grüße", "Gr", "Grü", "Grüß")
+
+
+def test_tokenize_bad_input(base_url):
+    assert_error(requests.post(base_url + "/tokenize", json={}, timeout=30), 400, "invalid_request")
+    assert_error(requests.post(base_url + "/tokenize", json={"content": 5}, timeout=30), 400, "invalid_request")
+    assert_error(requests.post(base_url + "/tokenize", json={"content": "x", "model": "nope"}, timeout=30), 404)
+    err = assert_error(requests.post(base_url + "/detokenize", json={"tokens": [1, 99999999]}, timeout=30), 400)
+    assert "tokens[1]" in err["message"], err
+    assert_error(requests.post(base_url + "/detokenize", json={"tokens": [1.5]}, timeout=30), 400)
+    assert_error(requests.post(base_url + "/detokenize", json={"tokens": "1 2"}, timeout=30), 400)
+    # a token that is only part of a character: the answer stays valid JSON
+    r = requests.post(base_url + "/tokenize", json={"content": "😀", "with_pieces": True}, timeout=30)
+    ids = [p["id"] for p in r.json()["tokens"]]
+    r = requests.post(base_url + "/detokenize", json={"tokens": ids[:1]}, timeout=30)
+    assert r.status_code == 200 and isinstance(r.json()["content"], str), r.text
+
+
+def test_apply_template(base_url):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]
+    r = requests.post(base_url + "/apply-template", json={"messages": msgs}, timeout=30)
+    assert r.status_code == 200, r.text
+    prompt = r.json()["prompt"]
+    assert "Be brief." in prompt and "Hi there" in prompt and prompt.index("Be brief.") < prompt.index("Hi there")
+    assert prompt.rstrip().endswith("assistant"), prompt[-60:]  # ends with the generation prompt
+    assert_error(requests.post(base_url + "/apply-template", json={"messages": []}, timeout=30), 400)
+    assert_error(requests.post(base_url + "/apply-template", json={"messages": [{"role": "x", "content": "y"}]},
+                               timeout=30), 400)
+
+
+def test_model_rules_apply_to_the_helpers(spawn_daemon):
+    k = spawn_daemon("helpers-rules", config="access:\n  groups:\n    nollm: [\"tool:*\"]\nagents:\n  n: {group: nollm}\n")
+    r = requests.post(k.url + "/tokenize", json={"content": "x"}, headers={"Authorization": "Bearer n"}, timeout=30)
+    assert_error(r, 403, "forbidden")
+    r = requests.post(k.url + "/tokenize", json={"content": "x"}, headers={"Authorization": "Bearer m"}, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+def test_cors_only_for_listed_origins(spawn_daemon, base_url):
+    k = spawn_daemon("cors", ["--set", "server.cors_origins=http://app.example, http://localhost:3000"])
+    ok = {"Origin": "http://localhost:3000"}
+    r = requests.options(k.url + "/v1/chat/completions",
+                         headers={**ok, "Access-Control-Request-Method": "POST",
+                                  "Access-Control-Request-Headers": "authorization, content-type"}, timeout=10)
+    assert r.status_code == 204, r.text
+    assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert "POST" in r.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
+    r = requests.get(k.url + "/v1/models", headers=ok, timeout=10)
+    assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    # streamed answers carry it too
+    r = requests.post(k.url + "/v1/chat/completions", headers=ok, stream=True, timeout=60,
+                      json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True})
+    assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    r.close()
+    # an origin not listed gets no CORS headers (the browser refuses); nor does anyone by default
+    r = requests.get(k.url + "/v1/models", headers={"Origin": "http://evil.example"}, timeout=10)
+    assert r.status_code == 200 and "Access-Control-Allow-Origin" not in r.headers
+    r = requests.options(k.url + "/v1/models", headers={"Origin": "http://evil.example"}, timeout=10)
+    assert r.status_code == 204 and "Access-Control-Allow-Origin" not in r.headers
+    r = requests.get(base_url + "/v1/models", headers=ok, timeout=10)
+    assert "Access-Control-Allow-Origin" not in r.headers
