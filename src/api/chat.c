@@ -20,6 +20,8 @@ void chat_ctx_free(void *p) {
     free(c->tool_names);
     free(c->tool_model_names);
     sb_free(&c->held);
+    free(c->bias_tokens);
+    free(c->bias_values);
     free(c);
 }
 

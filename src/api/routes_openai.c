@@ -3,6 +3,7 @@
  * /v1/completions (JSON or server-sent events), /v1/models. The bearer token names the
  * agent, so any OpenAI client is scheduled per agent.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,11 +120,52 @@ static int parse_stream_options(const cJSON *body, bool *include_usage, char *er
     return rc;
 }
 
-/* Fields accepted for compatibility and not acted upon: still checked for type and range. */
-static int check_ignored(const cJSON *body, char *err, size_t errlen) {
-    double pen = 0;
-    int rc = jp_number(body, "frequency_penalty", -2, 2, &pen, err, errlen);
-    if (!rc) rc = jp_number(body, "presence_penalty", -2, 2, &pen, err, errlen);
+/* logit_bias: {"<token id>": bias in [-100, 100]} (-100 bans the token), at most
+ * LOGIT_BIAS_MAX entries, into the request's arrays (ids checked against the vocabulary
+ * at prepare). */
+#define LOGIT_BIAS_MAX 1024
+static int parse_logit_bias(const cJSON *body, chat_ctx *b, llm_sampling *s, char *err, size_t errlen) {
+    const cJSON *lb = cJSON_GetObjectItemCaseSensitive(body, "logit_bias");
+    if (!lb || cJSON_IsNull(lb)) return AIOS_OK;
+    int n = cJSON_GetArraySize(lb);
+    if (!cJSON_IsObject(lb) || n > LOGIT_BIAS_MAX) {
+        snprintf(err, errlen, "'logit_bias' must be an object of at most %d {\"<token id>\": bias} entries", LOGIT_BIAS_MAX);
+        return AIOS_ERR_INVALID;
+    }
+    b->bias_tokens = calloc((size_t)n + 1, sizeof *b->bias_tokens);
+    b->bias_values = calloc((size_t)n + 1, sizeof *b->bias_values);
+    if (!b->bias_tokens || !b->bias_values) return AIOS_ERR_NOMEM;
+    int i = 0;
+    for (const cJSON *e = lb->child; e; e = e->next, i++) {
+        char *end;
+        long id = strtol(e->string, &end, 10);
+        if (!*e->string || *end || id < 0 || id > INT32_MAX || !cJSON_IsNumber(e) || e->valuedouble < -100 ||
+            e->valuedouble > 100) {
+            snprintf(err, errlen, "logit_bias: '%.32s': keys are token ids, values numbers from -100 to 100", e->string);
+            return AIOS_ERR_INVALID;
+        }
+        b->bias_tokens[i] = (int32_t)id;
+        b->bias_values[i] = e->valuedouble <= -100 ? -INFINITY : (float)e->valuedouble;
+    }
+    s->bias_tokens = b->bias_tokens;
+    s->bias_values = b->bias_values;
+    s->n_bias = n;
+    return AIOS_OK;
+}
+
+/* frequency_penalty, presence_penalty (OpenAI, -2 to 2), repeat_penalty and
+ * repeat_last_n (llama-server's). */
+static int parse_penalties(const cJSON *body, llm_sampling *s, char *err, size_t errlen) {
+    double freq = 0, pres = 0, rep = 1;
+    long last_n = s->penalty_last_n;
+    int rc = jp_number(body, "frequency_penalty", -2, 2, &freq, err, errlen);
+    if (!rc) rc = jp_number(body, "presence_penalty", -2, 2, &pres, err, errlen);
+    if (!rc) rc = jp_number(body, "repeat_penalty", 0.01, 10, &rep, err, errlen);
+    if (!rc) rc = jp_int(body, "repeat_last_n", 0, 1 << 20, &last_n, err, errlen);
+    s->frequency_penalty = (float)freq;
+    s->presence_penalty = (float)pres;
+    s->repeat_penalty = (float)rep;
+    s->penalty_last_n = (int)last_n;
     return rc;
 }
 
@@ -148,7 +190,7 @@ static int parse_sampling(const cJSON *body, const aios_config *cfg, llm_samplin
     s->top_k = (int)top_k;
     s->max_tokens = (int)max_tokens;
     s->seed = seed < 0 ? LLM_SEED_RANDOM : (uint32_t)seed;
-    return rc;
+    return rc ? rc : parse_penalties(body, s, err, errlen);
 }
 
 /* ---- responses ---- */
@@ -308,7 +350,6 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
     bool include_usage = false;
     int rc = jp_bool(body, "stream", &stream, err, sizeof err);
     if (!rc) rc = parse_stream_options(body, &include_usage, err, sizeof err);
-    if (!rc) rc = check_ignored(body, err, sizeof err);
     if (!rc) rc = parse_sampling(body, cfg, &spec.sampling, err, sizeof err);
     if (!rc) rc = jp_priority(r, body, err, sizeof err);
     if (!rc) rc = parse_stop(body, &spec, cfg->llms.max_stop, err, sizeof err);
@@ -351,7 +392,8 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
         spec.tools = only_list;
     }
     cJSON *filled = NULL;
-    if (spec.mode == CHAT_MODE_TOOLS) rc = chat_kernel_tools(r, spec.tools, false, &filled, err, sizeof err);
+    rc = parse_logit_bias(body, ctx, &spec.sampling, err, sizeof err);
+    if (!rc && spec.mode == CHAT_MODE_TOOLS) rc = chat_kernel_tools(r, spec.tools, false, &filled, err, sizeof err);
     if (filled) spec.tools = filled;
     if (!rc) rc = chat_parse_tools(ctx, spec.mode == CHAT_MODE_TOOLS ? spec.tools : NULL, err, sizeof err);
     syscall_t *sc = NULL;

@@ -214,12 +214,35 @@ static void lc_stats(void *impl, llm_core_stats *o) {
 
 static void lc_sampler_free(void *s) { llama_sampler_free(s); }
 
+/* logit_bias: every token must be in the vocabulary (AIOS_ERR_INVALID naming it). */
+static int add_bias(lc_engine *e, struct llama_sampler *ch, const llm_sampling *s, char *err, size_t errlen) {
+    if (s->n_bias <= 0) return AIOS_OK;
+    int n_vocab = llama_vocab_n_tokens(e->vocab);
+    llama_logit_bias *b = calloc((size_t)s->n_bias, sizeof *b);
+    if (!b) return AIOS_ERR_NOMEM;
+    for (int i = 0; i < s->n_bias; i++) {
+        if (s->bias_tokens[i] < 0 || s->bias_tokens[i] >= n_vocab) {
+            snprintf(err, errlen, "logit_bias: token %d is not in the vocabulary (0 to %d)", s->bias_tokens[i], n_vocab - 1);
+            free(b);
+            return AIOS_ERR_INVALID;
+        }
+        b[i] = (llama_logit_bias){s->bias_tokens[i], s->bias_values[i]};
+    }
+    llama_sampler_chain_add(ch, llama_sampler_init_logit_bias(n_vocab, s->n_bias, b));
+    free(b);
+    return AIOS_OK;
+}
+
 static struct llama_sampler *make_sampler(lc_engine *e, const llm_chat *chat, char *err, size_t errlen) {
     struct llama_sampler_chain_params scp = llama_sampler_chain_default_params();
     scp.no_perf = true;
     struct llama_sampler *ch = llama_sampler_chain_init(scp);
     if (!ch) return NULL;
     if (chat->sampling.ignore_eos) llama_sampler_chain_add(ch, llama_sampler_clone(e->no_eog));
+    if (add_bias(e, ch, &chat->sampling, err, errlen)) {
+        llama_sampler_free(ch);
+        return NULL;
+    }
     if (chat->grammar) {
         const char *trig[1] = {chat->grammar_trigger};
         struct llama_sampler *g = chat->grammar_trigger
@@ -233,6 +256,10 @@ static struct llama_sampler *make_sampler(lc_engine *e, const llm_chat *chat, ch
         llama_sampler_chain_add(ch, g);
     }
     const llm_sampling *s = &chat->sampling;
+    if (s->repeat_penalty != 1.0f || s->frequency_penalty != 0.0f || s->presence_penalty != 0.0f)
+        llama_sampler_chain_add(ch, llama_sampler_init_penalties(llama_vocab_n_tokens(e->vocab), s->penalty_last_n,
+                                                                 s->repeat_penalty, s->frequency_penalty,
+                                                                 s->presence_penalty));
     if (s->temperature <= 0.0f) {
         llama_sampler_chain_add(ch, llama_sampler_init_greedy());
         return ch;
@@ -354,7 +381,7 @@ static int lc_prepare(void *impl, const llm_chat *chat, llm_request **out, char 
         r->n_feed = r->n_tokens;
         r->sampler = make_sampler(e, chat, err, errlen);
         r->sampler_free = lc_sampler_free;
-        if (!r->sampler) rc = chat->grammar ? AIOS_ERR_INVALID : AIOS_ERR_NOMEM;
+        if (!r->sampler) rc = chat->grammar || chat->sampling.n_bias ? AIOS_ERR_INVALID : AIOS_ERR_NOMEM;
     }
     if (rc) {
         llm_request_free(r);

@@ -18,7 +18,7 @@ static const llm_backend_ops *const BACKENDS[] = {&llm_backend_llamacpp, NULL};
 
 llm_sampling llm_default_sampling(void) {
     return (llm_sampling){.temperature = 1.0f, .top_p = 1.0f, .top_k = 0, .min_p = 0.0f,
-                          .seed = LLM_SEED_RANDOM, .max_tokens = 1000};
+                          .seed = LLM_SEED_RANDOM, .max_tokens = 1000, .repeat_penalty = 1.0f, .penalty_last_n = 64};
 }
 
 const char *llm_finish_name(llm_finish f) {
@@ -41,6 +41,9 @@ llm_request *llm_request_new(const llm_chat *chat) {
     llm_request *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->samp = chat->sampling;
+    r->samp.bias_tokens = NULL; /* borrowed: prepare builds them into the sampler */
+    r->samp.bias_values = NULL;
+    r->samp.n_bias = 0;
     r->park_seq = -1;
     sb_init(&r->pending, 0);
     if (chat->n_stop > 0) {

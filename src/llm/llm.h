@@ -33,6 +33,14 @@ typedef struct llm_sampling {
     uint32_t seed;      /* LLM_SEED_RANDOM = fresh per request */
     int max_tokens;
     bool ignore_eos;    /* never end at an end-of-generation token (fixed-length output) */
+    float repeat_penalty;     /* 1 = off */
+    float frequency_penalty;  /* 0 = off (OpenAI's, -2 to 2) */
+    float presence_penalty;   /* 0 = off */
+    int penalty_last_n;       /* generated tokens the penalties look back over */
+    /* logit_bias: n_bias (token, bias) pairs, borrowed until prepare; a bias of -INFINITY bans */
+    const int32_t *bias_tokens;
+    const float *bias_values;
+    int n_bias;
 } llm_sampling;
 #define LLM_SEED_RANDOM 0xFFFFFFFFu
 

@@ -1,7 +1,8 @@
 """System tests of the everyday endpoints llama-server has (issue 12 part 5): GET /health
 (503 {"status":"loading"} while the models load, then 200; no token needed), POST /tokenize,
 /detokenize and /apply-template (the model's own vocabulary and chat template, behind the
-admission gate like any model use), and CORS for browser clients (server.cors_origins).
+admission gate like any model use), CORS for browser clients (server.cors_origins), and the
+chat completions sampling controls (logit_bias, frequency / presence / repeat penalties).
 Real aiosd, real model, plain HTTP."""
 from __future__ import annotations
 
@@ -127,3 +128,46 @@ def test_cors_only_for_listed_origins(spawn_daemon, base_url):
     assert r.status_code == 204 and "Access-Control-Allow-Origin" not in r.headers
     r = requests.get(base_url + "/v1/models", headers=ok, timeout=10)
     assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def chat(url, **extra):
+    body = {"messages": [{"role": "user", "content": "Write the word cat ten times."}], "max_tokens": 24,
+            "temperature": 0, **extra}
+    return requests.post(url + "/v1/chat/completions", json=body, timeout=60)
+
+
+def test_logit_bias_bans_and_forces_tokens(base_url):
+    plain = chat(base_url).json()["choices"][0]["message"]["content"]
+    toks = requests.post(base_url + "/tokenize", json={"content": plain}, timeout=30).json()["tokens"]
+    first = toks[0]
+    # banning the greedy first token changes the answer's start
+    banned = chat(base_url, logit_bias={str(first): -100}).json()["choices"][0]["message"]["content"]
+    btoks = requests.post(base_url + "/tokenize", json={"content": banned}, timeout=30).json()["tokens"]
+    assert first not in btoks, (plain, banned)
+    # a large positive bias on one token makes the model write it over and over
+    x = requests.post(base_url + "/tokenize", json={"content": " zebra"}, timeout=30).json()["tokens"][0]
+    forced = chat(base_url, logit_bias={str(x): 100}, max_tokens=6).json()["choices"][0]
+    ftoks = requests.post(base_url + "/tokenize", json={"content": forced["message"]["content"]}, timeout=30).json()["tokens"]
+    assert ftoks.count(x) >= 5, forced
+
+
+def repeats(url, text):
+    toks = requests.post(url + "/tokenize", json={"content": text}, timeout=30).json()["tokens"]
+    return len(toks) - len(set(toks))
+
+
+def test_penalties_change_a_repetitive_answer(base_url):
+    plain = chat(base_url).json()["choices"][0]["message"]["content"]
+    assert repeats(base_url, plain) >= 5, plain  # the model repeats itself (a list, the word)
+    for extra in ({"frequency_penalty": 2.0}, {"presence_penalty": 2.0}, {"repeat_penalty": 1.8}):
+        pen = chat(base_url, **extra).json()["choices"][0]["message"]["content"]
+        assert repeats(base_url, pen) < repeats(base_url, plain), (extra, plain, pen)
+
+
+def test_sampling_controls_bad_input(base_url):
+    for extra, field in (({"logit_bias": {"abc": 1}}, "logit_bias"), ({"logit_bias": {"5": 101}}, "logit_bias"),
+                         ({"logit_bias": [1, 2]}, "logit_bias"), ({"logit_bias": {"99999999": 1}}, "logit_bias"),
+                         ({"frequency_penalty": 3}, "frequency_penalty"), ({"repeat_penalty": 0}, "repeat_penalty"),
+                         ({"repeat_last_n": -1}, "repeat_last_n")):
+        err = assert_error(chat(base_url, **extra), 400, "invalid_request")
+        assert field in err["message"], (extra, err)
