@@ -12,6 +12,9 @@
 typedef struct api_req api_req;
 typedef struct api_conn api_conn; /* a connection's accounting entry (server.c) */
 
+/* The API dialect a route belongs to: requests, latency and tokens are counted per door. */
+typedef enum api_door { API_DOOR_AIOS, API_DOOR_OPENAI, API_DOOR_LLAMA, API_DOOR_ADMIN, API_DOOR_OTHER, API_DOOR__COUNT } api_door;
+
 /* ---- the admission gate (admit.c) ----
  * A route's plan names what its request asks for; the gate decides it. */
 typedef enum api_gate_class {
@@ -81,6 +84,9 @@ struct api_req {
     api_admission adm;      /* what the route's plan claimed and the gate decided */
     int retry_after_s;      /* > 0: a Retry-After header on the answer */
     const char *cors_origin; /* the request's Origin when server.cors_origins allows it (MHD's copy) */
+    api_door door;          /* its route's (API_DOOR_OTHER: no route) */
+    int status;             /* the HTTP status answered (0: none) */
+    double t_begin;         /* monotonic, when its headers arrived */
     int priority;           /* from X-AIOS-Priority or the body; -1 = the agent's default */
     api_conn *cn;           /* the connection's entry; valid until on_completed */
     bool reserved_only;     /* came when only server.reserved_connections slots were left */
@@ -114,6 +120,7 @@ typedef struct api_route {
     bool json_body;       /* parse the body as a JSON object first */
     api_gate_class gate;
     api_plan_fn plan;     /* API_GATE_SYSCALL routes */
+    api_door door;
 } api_route;
 
 extern const api_route api_routes_aios[];

@@ -400,10 +400,10 @@ static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
 }
 
 const api_route api_routes_aios[] = {
-    {"POST", "/query", h_query, true, API_GATE_SYSCALL, plan_query},
-    {"GET", "/status", h_status, false, API_GATE_AGENT, NULL},
-    {"GET", "/health", h_health, false, API_GATE_PUBLIC, NULL},
-    {"GET", "/core/llms/list", h_llms_list, false, API_GATE_AGENT, NULL},
-    {"GET", "/metrics", h_metrics, false, API_GATE_AGENT, NULL},
-    {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL},
+    {"POST", "/query", h_query, true, API_GATE_SYSCALL, plan_query, API_DOOR_AIOS},
+    {"GET", "/status", h_status, false, API_GATE_AGENT, NULL, API_DOOR_AIOS},
+    {"GET", "/health", h_health, false, API_GATE_PUBLIC, NULL, API_DOOR_AIOS},
+    {"GET", "/core/llms/list", h_llms_list, false, API_GATE_AGENT, NULL, API_DOOR_AIOS},
+    {"GET", "/metrics", h_metrics, false, API_GATE_AGENT, NULL, API_DOOR_AIOS},
+    {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL, API_DOOR_AIOS},
 };

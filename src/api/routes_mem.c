@@ -613,6 +613,6 @@ void api_status_runq(api_req *r, cJSON *status) {
 }
 
 const api_route api_routes_mem[] = {
-    {"POST", "/v1/embeddings", h_embeddings, true, API_GATE_SYSCALL, plan_embeddings},
-    {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL},
+    {"POST", "/v1/embeddings", h_embeddings, true, API_GATE_SYSCALL, plan_embeddings, API_DOOR_OPENAI},
+    {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL, API_DOOR_AIOS},
 };

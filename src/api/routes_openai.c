@@ -536,11 +536,11 @@ static enum MHD_Result h_models(api_req *r, cJSON *body) {
 }
 
 const api_route api_routes_openai[] = {
-    {"POST", "/v1/chat/completions", h_chat, true, API_GATE_SYSCALL, plan_completions},
-    {"POST", "/v1/completions", h_completions, true, API_GATE_SYSCALL, plan_completions},
-    {"GET", "/v1/models", h_models, false, API_GATE_AGENT, NULL},
-    {"POST", "/tokenize", h_tokenize, true, API_GATE_SYSCALL, plan_completions},
-    {"POST", "/detokenize", h_detokenize, true, API_GATE_SYSCALL, plan_completions},
-    {"POST", "/apply-template", h_apply_template, true, API_GATE_SYSCALL, plan_completions},
-    {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL},
+    {"POST", "/v1/chat/completions", h_chat, true, API_GATE_SYSCALL, plan_completions, API_DOOR_OPENAI},
+    {"POST", "/v1/completions", h_completions, true, API_GATE_SYSCALL, plan_completions, API_DOOR_OPENAI},
+    {"GET", "/v1/models", h_models, false, API_GATE_AGENT, NULL, API_DOOR_OPENAI},
+    {"POST", "/tokenize", h_tokenize, true, API_GATE_SYSCALL, plan_completions, API_DOOR_LLAMA},
+    {"POST", "/detokenize", h_detokenize, true, API_GATE_SYSCALL, plan_completions, API_DOOR_LLAMA},
+    {"POST", "/apply-template", h_apply_template, true, API_GATE_SYSCALL, plan_completions, API_DOOR_LLAMA},
+    {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL, API_DOOR_AIOS},
 };

@@ -283,11 +283,11 @@ void api_metrics_tools(api_req *r, strbuf *b) {
 }
 
 const api_route api_routes_tools[] = {
-    {"GET", "/v1/tools", h_tools, false, API_GATE_AGENT, NULL},
-    {"GET", "/admin/agents", h_agents_list, false, API_GATE_ADMIN, NULL},
-    {"POST", "/admin/agents", h_agents_create, true, API_GATE_ADMIN, NULL},
-    {"POST", "/admin/agents/revoke", h_agents_revoke, true, API_GATE_ADMIN, NULL},
-    {"GET", "/admin/approvals", h_approvals, false, API_GATE_ADMIN, NULL},
-    {"POST", "/admin/approvals/decide", h_decide, true, API_GATE_ADMIN, NULL},
-    {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL},
+    {"GET", "/v1/tools", h_tools, false, API_GATE_AGENT, NULL, API_DOOR_OPENAI},
+    {"GET", "/admin/agents", h_agents_list, false, API_GATE_ADMIN, NULL, API_DOOR_ADMIN},
+    {"POST", "/admin/agents", h_agents_create, true, API_GATE_ADMIN, NULL, API_DOOR_ADMIN},
+    {"POST", "/admin/agents/revoke", h_agents_revoke, true, API_GATE_ADMIN, NULL, API_DOOR_ADMIN},
+    {"GET", "/admin/approvals", h_approvals, false, API_GATE_ADMIN, NULL, API_DOOR_ADMIN},
+    {"POST", "/admin/approvals/decide", h_decide, true, API_GATE_ADMIN, NULL, API_DOOR_ADMIN},
+    {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL, API_DOOR_AIOS},
 };

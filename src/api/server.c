@@ -81,6 +81,18 @@ typedef struct conn_stats {
     unsigned long long refused, evicted, header_timeouts, slow_bodies, reserved_refused, malformed;
 } conn_stats;
 
+/* Per door (API dialect): requests by status class, latency histogram, tokens. */
+static const double DOOR_BUCKETS[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+#define N_DOOR_BUCKETS (sizeof DOOR_BUCKETS / sizeof DOOR_BUCKETS[0])
+static const char *const DOOR_NAMES[API_DOOR__COUNT] = {"aios", "openai", "llama", "admin", "other"};
+
+typedef struct door_stats {
+    unsigned long long by_class[3]; /* 2xx (and 1xx/3xx), 4xx, 5xx */
+    unsigned long long buckets[N_DOOR_BUCKETS], count;
+    double seconds;
+    unsigned long long prompt_tokens, completion_tokens;
+} door_stats;
+
 struct api_server {
     const aios_config *cfg;
     llm_core *const *cores;
@@ -114,6 +126,8 @@ struct api_server {
     char *ans_slow_body;
     char *ans_over_limit;
     char *ans_malformed;
+    pthread_mutex_t door_mu;
+    door_stats doors[API_DOOR__COUNT];
 };
 
 const aios_config *api_cfg(api_req *r) { return r->srv->cfg; }
@@ -184,6 +198,7 @@ static enum MHD_Result preflight(api_req *r) {
                                 "Authorization, Content-Type, X-AIOS-Priority, x-api-key, anthropic-version");
         MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
     }
+    r->status = 204;
     enum MHD_Result ret = MHD_queue_response(r->conn, 204, resp);
     MHD_destroy_response(resp);
     r->answered = true;
@@ -198,6 +213,7 @@ static enum MHD_Result reply_buf(api_req *r, int status, const char *ctype, char
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     add_headers(r, resp);
+    r->status = status;
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->answered = true;
@@ -307,6 +323,7 @@ static enum MHD_Result start_stream(api_req *r) {
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     add_headers(r, resp);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    r->status = 200;
     enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
     r->answered = true;
@@ -619,6 +636,34 @@ static void conn_limits(api_server *s) {
     s->reserved = s->cfg->server.reserved_connections < n / 2 ? s->cfg->server.reserved_connections : n / 2;
 }
 
+/* aios_door_*: requests, latency and tokens per API dialect. */
+static void metrics_doors(api_server *s, strbuf *b) {
+    door_stats d[API_DOOR__COUNT];
+    pthread_mutex_lock(&s->door_mu);
+    memcpy(d, s->doors, sizeof d);
+    pthread_mutex_unlock(&s->door_mu);
+    static const char *const CLASS[3] = {"2xx", "4xx", "5xx"};
+    sb_puts(b, "# HELP aios_door_requests_total Requests answered, per API door and status class.\n"
+               "# TYPE aios_door_requests_total counter\n");
+    for (int k = 0; k < API_DOOR__COUNT; k++)
+        for (int c = 0; c < 3; c++)
+            sb_printf(b, "aios_door_requests_total{door=\"%s\",status=\"%s\"} %llu\n", DOOR_NAMES[k], CLASS[c], d[k].by_class[c]);
+    sb_puts(b, "# HELP aios_door_request_seconds Time from a request's headers to the end of its answer (streams: the last event), per door.\n"
+               "# TYPE aios_door_request_seconds histogram\n");
+    for (int k = 0; k < API_DOOR__COUNT; k++) {
+        for (size_t i = 0; i < N_DOOR_BUCKETS; i++)
+            sb_printf(b, "aios_door_request_seconds_bucket{door=\"%s\",le=\"%g\"} %llu\n", DOOR_NAMES[k], DOOR_BUCKETS[i], d[k].buckets[i]);
+        sb_printf(b, "aios_door_request_seconds_bucket{door=\"%s\",le=\"+Inf\"} %llu\n", DOOR_NAMES[k], d[k].count);
+        sb_printf(b, "aios_door_request_seconds_sum{door=\"%s\"} %.6f\naios_door_request_seconds_count{door=\"%s\"} %llu\n",
+                  DOOR_NAMES[k], d[k].seconds, DOOR_NAMES[k], d[k].count);
+    }
+    sb_puts(b, "# HELP aios_door_tokens_total Prompt and completion tokens of the LLM requests that came through each door.\n"
+               "# TYPE aios_door_tokens_total counter\n");
+    for (int k = 0; k < API_DOOR__COUNT; k++)
+        sb_printf(b, "aios_door_tokens_total{door=\"%s\",kind=\"prompt\"} %llu\naios_door_tokens_total{door=\"%s\",kind=\"completion\"} %llu\n",
+                  DOOR_NAMES[k], d[k].prompt_tokens, DOOR_NAMES[k], d[k].completion_tokens);
+}
+
 void api_metrics_http(api_req *r, strbuf *b) {
     api_server *s = r->srv;
     pthread_mutex_lock(&s->conn_mu);
@@ -640,6 +685,7 @@ void api_metrics_http(api_req *r, strbuf *b) {
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
         sb_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", c[i].name, c[i].help, c[i].name, c[i].name, c[i].v);
+    metrics_doors(s, b);
 }
 
 /* ---------- hang-up watcher ---------- */
@@ -729,6 +775,7 @@ static enum MHD_Result dispatch(api_req *r) {
                                r->srv->cfg->server.max_body_bytes);
     bool known;
     const api_route *rt = find_route(r->method, r->url, &known);
+    r->door = rt ? rt->door : API_DOOR_OTHER;
     if (!rt && known && !strcmp(r->method, "OPTIONS")) return preflight(r);
     if (!rt) {
         if (known) return api_reply_error(r, AIOS_ERR_METHOD, "%s is not allowed on %s", r->method, r->url);
@@ -765,6 +812,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!r) return MHD_NO;
         r->srv = s;
         r->conn = conn;
+        r->t_begin = kern_now_mono();
+        r->door = API_DOOR_OTHER;
         snprintf(r->method, sizeof r->method, "%s", method);
         r->url = strdup(url);
         sb_init(&r->body, (size_t)s->cfg->server.max_body_bytes);
@@ -792,6 +841,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return dispatch(r);
 }
 
+/* A request's end: its door's counters (answered ones only). */
+static void door_count(api_server *s, api_req *r) {
+    if (!r->status) return;
+    double dt = kern_now_mono() - r->t_begin;
+    int pt = 0, ct = 0;
+    if (r->sc && r->sc->kind == SYSCALL_KIND_LLM && syscall_is_done(r->sc)) {
+        pt = llm_request_prompt_tokens(r->sc->args);
+        ct = llm_request_completion_tokens(r->sc->args);
+    }
+    pthread_mutex_lock(&s->door_mu);
+    door_stats *d = &s->doors[r->door];
+    d->by_class[r->status >= 500 ? 2 : r->status >= 400 ? 1 : 0]++;
+    for (size_t i = 0; i < N_DOOR_BUCKETS; i++) d->buckets[i] += dt <= DOOR_BUCKETS[i];
+    d->count++;
+    d->seconds += dt;
+    d->prompt_tokens += (unsigned long long)pt;
+    d->completion_tokens += (unsigned long long)ct;
+    pthread_mutex_unlock(&s->door_mu);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
     (void)conn;
     api_server *s = cls;
@@ -800,6 +869,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     /* answered (or abandoned): a kept-alive connection now waits for its next request */
     conn_request_moves(r, CONN_PHASE_BUSY, CONN_PHASE_IDLE);
     conn_request_moves(r, CONN_PHASE_BODY, CONN_PHASE_IDLE);
+    door_count(s, r);
     if (r->sc) {
         syscall_set_sink(r->sc, NULL, NULL);
         inflight_remove(s, r);
@@ -842,6 +912,7 @@ static void server_free_parts(api_server *s) {
     pthread_mutex_destroy(&s->gate_mu);
     pthread_mutex_destroy(&s->in_mu);
     pthread_mutex_destroy(&s->conn_mu);
+    pthread_mutex_destroy(&s->door_mu);
     free(s);
 }
 
@@ -861,6 +932,7 @@ api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
     pthread_mutex_init(&s->gate_mu, NULL);
     pthread_mutex_init(&s->in_mu, NULL);
     pthread_mutex_init(&s->conn_mu, NULL);
+    pthread_mutex_init(&s->door_mu, NULL);
     conn_limits(s);
     s->ans_head_timeout = raw_answer(AIOS_ERR_TIMEOUT, "the request headers did not arrive within server.header_timeout_ms");
     s->ans_slow_body = raw_answer(AIOS_ERR_TIMEOUT, "the request body arrived slower than server.min_body_rate bytes/s");

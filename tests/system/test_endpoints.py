@@ -171,3 +171,36 @@ def test_sampling_controls_bad_input(base_url):
                          ({"repeat_last_n": -1}, "repeat_last_n")):
         err = assert_error(chat(base_url, **extra), 400, "invalid_request")
         assert field in err["message"], (extra, err)
+
+
+def door_metrics(url):
+    text = requests.get(url + "/metrics", timeout=30).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("aios_door_"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def test_per_door_metrics(spawn_daemon):
+    k = spawn_daemon("doors")
+    u = k.url
+    assert chat(u, max_tokens=4).status_code == 200
+    body = {"agent_name": "a", "query_type": "llm",
+            "query_data": {"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 3}}
+    assert requests.post(u + "/query", json=body, timeout=60).status_code == 200
+    assert requests.post(u + "/tokenize", json={"content": "hi"}, timeout=30).status_code == 200
+    assert requests.get(u + "/nope", timeout=30).status_code == 404
+    assert requests.post(u + "/v1/chat/completions", json={"messages": 1}, timeout=30).status_code == 400
+    m = door_metrics(u)
+    assert m['aios_door_requests_total{door="openai",status="2xx"}'] == 1, m
+    assert m['aios_door_requests_total{door="openai",status="4xx"}'] == 1, m
+    assert m['aios_door_requests_total{door="aios",status="2xx"}'] >= 1, m
+    assert m['aios_door_requests_total{door="llama",status="2xx"}'] == 1, m
+    assert m['aios_door_requests_total{door="other",status="4xx"}'] == 1, m
+    assert m['aios_door_tokens_total{door="openai",kind="completion"}'] >= 1, m
+    assert m['aios_door_tokens_total{door="aios",kind="prompt"}'] >= 1, m
+    assert m['aios_door_request_seconds_count{door="openai"}'] == 2, m
+    assert m['aios_door_request_seconds_bucket{door="openai",le="+Inf"}'] == 2, m
+    assert 0 < m['aios_door_request_seconds_sum{door="openai"}'] < 60, m
