@@ -28,6 +28,7 @@ typedef struct chat_ctx {
     bool stream_decided;      /* auto, streaming: the first non-blank output byte was seen */
     bool stream_text;         /* ... and it did not open a tool call: stream as text */
     strbuf held;              /* auto, streaming: output held until then */
+    bool logprobs;            /* answer with the tokens' log-probabilities */
     int32_t *bias_tokens;     /* logit_bias, until prepare has built it into the sampler */
     float *bias_values;
 } chat_ctx;

@@ -169,6 +169,21 @@ static int parse_penalties(const cJSON *body, llm_sampling *s, char *err, size_t
     return rc;
 }
 
+/* Chat completions' logprobs (bool) and top_logprobs (0 to 20, only with logprobs). */
+static int parse_logprobs(const cJSON *body, llm_sampling *s, char *err, size_t errlen) {
+    bool on = false;
+    long top = 0;
+    int rc = jp_bool(body, "logprobs", &on, err, errlen);
+    if (!rc) rc = jp_int(body, "top_logprobs", 0, LLM_TOP_LOGPROBS_MAX, &top, err, errlen);
+    if (!rc && top > 0 && !on) {
+        snprintf(err, errlen, "'top_logprobs' needs \"logprobs\": true");
+        rc = AIOS_ERR_INVALID;
+    }
+    s->logprobs = on;
+    s->top_logprobs = (int)top;
+    return rc;
+}
+
 static int parse_sampling(const cJSON *body, const aios_config *cfg, llm_sampling *s, char *err, size_t errlen) {
     double temp = 1.0, top_p = 1.0, min_p = 0.0;
     long top_k = 0, max_tokens = cfg->llms.default_max_tokens, seed = -1, n = 1;
@@ -239,6 +254,43 @@ static const char *finish_reason(const chat_ctx *ctx, syscall_t *sc) {
     return llm_finish_name(f);
 }
 
+/* One token for OpenAI's logprobs: its text (cut characters as '?') and exact bytes. */
+static cJSON *lp_token(llm_core *core, int32_t tok, float logprob) {
+    strbuf p;
+    sb_init(&p, 0);
+    char err[128];
+    cJSON *o = cJSON_CreateObject(), *bytes = NULL;
+    if (!llm_core_detokenize(core, &tok, 1, &p, err, sizeof err)) {
+        char *text = sb_steal(&p);
+        bytes = cJSON_CreateArray();
+        for (const unsigned char *c = (const unsigned char *)text; *c; c++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber(*c));
+        kern_utf8_sanitize(text);
+        cJSON_AddStringToObject(o, "token", text);
+        free(text);
+    } else {
+        sb_free(&p);
+        cJSON_AddStringToObject(o, "token", "");
+    }
+    cJSON_AddNumberToObject(o, "logprob", logprob);
+    cJSON_AddItemToObject(o, "bytes", bytes ? bytes : cJSON_CreateArray());
+    return o;
+}
+
+/* choice.logprobs: {"content": [{token, logprob, bytes, top_logprobs}]}, or null when not asked. */
+static cJSON *logprobs_json(api_req *r, syscall_t *sc) {
+    const llm_logprob *lp;
+    int n = llm_request_logprobs(sc->args, &lp);
+    chat_ctx *ctx = r->data;
+    if (!ctx->logprobs) return cJSON_CreateNull();
+    cJSON *o = cJSON_CreateObject(), *content = cJSON_AddArrayToObject(o, "content");
+    for (int i = 0; i < n; i++) {
+        cJSON *t = lp_token(r->adm.core, lp[i].token, lp[i].logprob), *top = cJSON_AddArrayToObject(t, "top_logprobs");
+        for (int j = 0; j < lp[i].n_top; j++) cJSON_AddItemToArray(top, lp_token(r->adm.core, lp[i].top_token[j], lp[i].top_logprob[j]));
+        cJSON_AddItemToArray(content, t);
+    }
+    return o;
+}
+
 static enum MHD_Result openai_done(api_req *r) {
     chat_ctx *ctx = r->data;
     syscall_t *sc = r->sc;
@@ -263,6 +315,7 @@ static enum MHD_Result openai_done(api_req *r) {
         }
     }
     cJSON_AddStringToObject(ch, "finish_reason", finish_reason(ctx, sc));
+    if (!ctx->completions_api) cJSON_AddItemToObject(ch, "logprobs", logprobs_json(r, sc));
     cJSON_AddItemToObject(o, "usage", usage_json(sc));
     cJSON_AddItemToObject(o, "aios", chat_timing_json(sc));
     return api_reply_json(r, 200, o);
@@ -327,7 +380,10 @@ static void openai_stream(api_req *r, const char *delta, size_t n, bool final, s
         } else {
             last = ctx->completions_api ? cJSON_CreateString("") : cJSON_CreateObject();
         }
-        sse_event(sse, chunk(ctx, last, finish_reason(ctx, sc)));
+        cJSON *fin = chunk(ctx, last, finish_reason(ctx, sc));
+        if (ctx->logprobs) /* streamed: every token's logprobs arrive with the final chunk */
+            cJSON_AddItemToObject(cJSON_GetArrayItem(cJSON_GetObjectItem(fin, "choices"), 0), "logprobs", logprobs_json(r, sc));
+        sse_event(sse, fin);
         if (ctx->include_usage) {
             cJSON *u = base_object(ctx, "chat.completion.chunk");
             cJSON_AddArrayToObject(u, "choices");
@@ -363,6 +419,7 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
     } else if (!rc) {
         rc = jp_string(body, "prompt", true, &spec.prompt, err, sizeof err);
     }
+    if (!rc && chat_api) rc = parse_logprobs(body, &spec.sampling, err, sizeof err);
     if (rc) return api_reply_error(r, rc, "%s", err);
     llm_core *core = r->adm.core;
     chat_ctx *ctx = calloc(1, sizeof *ctx);
@@ -375,6 +432,7 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
     ctx->created = (long)time(NULL);
     ctx->mode = spec.mode;
     ctx->tools_auto = spec.tools_auto;
+    ctx->logprobs = spec.sampling.logprobs;
     ctx->completions_api = !chat_api;
     ctx->include_usage = include_usage;
     cJSON *only_list = NULL;

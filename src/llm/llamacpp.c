@@ -545,6 +545,39 @@ static void fail_all(lc_engine *e, int rc, const char *msg) {
 
 /* Samples every sequence that has logits in the batch just decoded and charges the
  * scheduler for the service each received. */
+/* tok's log-probability under the logits at idx, and the top alternatives (engine thread;
+ * only for requests that asked: a pass over the vocabulary per token). */
+static void record_logprob(lc_engine *e, llm_request *r, int idx, llama_token tok) {
+    if (r->n_lp == r->lp_cap) {
+        int cap = r->lp_cap ? r->lp_cap * 2 : 64;
+        llm_logprob *lp = realloc(r->lp, (size_t)cap * sizeof *lp);
+        if (!lp) return; /* out of memory: the rest go unrecorded */
+        r->lp = lp;
+        r->lp_cap = cap;
+    }
+    const float *logits = llama_get_logits_ith(e->ctx, idx);
+    int n_vocab = llama_vocab_n_tokens(e->vocab), k = r->samp.top_logprobs;
+    float max = logits[0];
+    for (int i = 1; i < n_vocab; i++) max = logits[i] > max ? logits[i] : max;
+    double sum = 0;
+    for (int i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - max);
+    float log_z = max + (float)log(sum);
+    llm_logprob *o = &r->lp[r->n_lp++];
+    *o = (llm_logprob){.token = tok, .logprob = logits[tok] - log_z};
+    for (int i = 0; i < n_vocab && k > 0; i++) { /* insertion into the k best, kept sorted */
+        if (o->n_top == k && logits[i] <= o->top_logprob[k - 1]) continue;
+        int j = o->n_top < k ? o->n_top++ : k - 1;
+        while (j > 0 && o->top_logprob[j - 1] < logits[i]) {
+            o->top_logprob[j] = o->top_logprob[j - 1];
+            o->top_token[j] = o->top_token[j - 1];
+            j--;
+        }
+        o->top_logprob[j] = logits[i];
+        o->top_token[j] = i;
+    }
+    for (int j = 0; j < o->n_top; j++) o->top_logprob[j] -= log_z;
+}
+
 static void after_decode(lc_engine *e) {
     unsigned long long computed = 0;
     for (int i = 0; i < e->max_active; i++) {
@@ -555,6 +588,7 @@ static void after_decode(lc_engine *e) {
         sched_charge(e->sched, s->sc, s->n_in_batch, s->bidx >= 0 ? 1 : 0);
         if (s->bidx < 0) continue;
         llama_token tok = llama_sampler_sample(s->req->sampler, e->ctx, s->bidx);
+        if (s->req->samp.logprobs && !llama_vocab_is_eog(e->vocab, tok)) record_logprob(e, s->req, s->bidx, tok);
         on_token(e, s, tok);
     }
     pthread_mutex_lock(&e->st_mu);

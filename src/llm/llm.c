@@ -65,6 +65,7 @@ void llm_request_free(void *p) {
     if (r->snap && r->snap_free) r->snap_free(r->snap);
     sb_free(&r->pending);
     free(r->gen);
+    free(r->lp);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->stop);
     free(r->tokens);
@@ -74,6 +75,10 @@ void llm_request_free(void *p) {
 int llm_request_prompt_tokens(const llm_request *r) { return r->n_tokens; }
 int llm_request_completion_tokens(const llm_request *r) { return r->n_completion; }
 llm_finish llm_request_finish(const llm_request *r) { return r->finish; }
+int llm_request_logprobs(const llm_request *r, const llm_logprob **out) {
+    *out = r->lp;
+    return r->n_lp;
+}
 
 llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen) {
     const llm_backend_ops *ops = NULL;

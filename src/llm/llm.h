@@ -41,7 +41,20 @@ typedef struct llm_sampling {
     const int32_t *bias_tokens;
     const float *bias_values;
     int n_bias;
+    bool logprobs;            /* record each generated token's log-probability */
+    int top_logprobs;         /* ... and the most likely alternatives (0 to LLM_TOP_LOGPROBS_MAX) */
 } llm_sampling;
+
+/* One generated token's log-probability under the model (the softmax of its logits, before
+ * sampling), with the top_logprobs most likely tokens at that step. */
+#define LLM_TOP_LOGPROBS_MAX 20
+typedef struct llm_logprob {
+    int32_t token;
+    float logprob;
+    int n_top;
+    int32_t top_token[LLM_TOP_LOGPROBS_MAX];
+    float top_logprob[LLM_TOP_LOGPROBS_MAX];
+} llm_logprob;
 #define LLM_SEED_RANDOM 0xFFFFFFFFu
 
 llm_sampling llm_default_sampling(void);
@@ -77,6 +90,9 @@ void llm_request_free(void *req);
 int llm_request_prompt_tokens(const llm_request *r);
 int llm_request_completion_tokens(const llm_request *r);
 llm_finish llm_request_finish(const llm_request *r);
+/* The recorded log-probabilities (sampling.logprobs), in generation order; read once the
+ * syscall is DONE. Returns how many. */
+int llm_request_logprobs(const llm_request *r, const llm_logprob **out);
 
 /* ---- backend interface ---- */
 typedef struct llm_core_info {

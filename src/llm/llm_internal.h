@@ -20,6 +20,8 @@ struct llm_request {
     /* output, written by the engine before the syscall completes */
     int n_completion;
     llm_finish finish;
+    llm_logprob *lp;       /* one per generated token when samp.logprobs */
+    int n_lp, lp_cap;
 
     /* progress: the context of the generation, engine-owned, kept across preemption */
     int32_t *gen;          /* tokens sampled so far, in order (gen[n_gen-1] is fed next) */

@@ -204,3 +204,34 @@ def test_per_door_metrics(spawn_daemon):
     assert m['aios_door_request_seconds_count{door="openai"}'] == 2, m
     assert m['aios_door_request_seconds_bucket{door="openai",le="+Inf"}'] == 2, m
     assert 0 < m['aios_door_request_seconds_sum{door="openai"}'] < 60, m
+
+
+def test_chat_logprobs(base_url):
+    from openai import OpenAI
+    c = OpenAI(base_url=base_url + "/v1", api_key="lp")
+    resp = c.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Name three colors."}],
+                                     max_tokens=12, temperature=0, logprobs=True, top_logprobs=3)
+    ch = resp.choices[0]
+    content = ch.logprobs.content
+    assert len(content) == resp.usage.completion_tokens or (ch.finish_reason == "stop" and
+                                                             len(content) == resp.usage.completion_tokens - 1), resp
+    assert "".join(t.token for t in content) == ch.message.content
+    for t in content:
+        assert t.logprob <= 0 and bytes(t.bytes).decode("utf-8", "replace")
+        assert len(t.top_logprobs) == 3
+        tops = [x.logprob for x in t.top_logprobs]
+        assert tops == sorted(tops, reverse=True)
+        # greedy: the token chosen is the most likely one
+        assert t.top_logprobs[0].token == t.token and abs(t.top_logprobs[0].logprob - t.logprob) < 1e-4
+    # without logprobs the field is null; streamed, they arrive with the final chunk
+    assert c.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "hi"}],
+                                     max_tokens=3).choices[0].logprobs is None
+    chunks = list(c.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Name three colors."}],
+                                            max_tokens=12, temperature=0, logprobs=True, stream=True))
+    final = [k for k in chunks if k.choices and k.choices[0].finish_reason][0]
+    assert [t.token for t in final.choices[0].logprobs.content] == [t.token for t in content]
+    err = assert_error(requests.post(base_url + "/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, timeout=30), 400, "invalid_request")
+    assert "logprobs" in err["message"]
+    assert_error(requests.post(base_url + "/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 21}, timeout=30), 400)
