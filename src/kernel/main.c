@@ -6,6 +6,7 @@
  * their callbacks still reach the managers), drain the run queues, then stop the HTTP
  * daemon and the managers.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +19,6 @@
 #include "../storage/storage.h"
 #include "kernel.h"
 
-static volatile sig_atomic_t g_stop;
-static void on_signal(int sig) { (void)sig; g_stop = 1; }
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -263,9 +262,15 @@ int main(int argc, char **argv) {
     mkdir(cfg.data_dir, 0711); /* ... but tool workdirs below it must be reachable by sandbox uids */
     chmod(cfg.data_dir, 0711);
 
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    /* SIGINT / SIGTERM stay blocked in every thread (all start below and inherit the mask)
+     * and only the main thread takes them, with sigwait: a process-directed signal that a
+     * worker thread happened to receive could not wake a pause() here. Tool children
+     * unblock them before execve (sandbox.c). */
+    sigset_t stop_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGINT);
+    sigaddset(&stop_set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     llm_core *cores[AIOS_MAX_MODELS] = {0};
@@ -321,7 +326,8 @@ int main(int argc, char **argv) {
     if (!rc) {
         log_info("aiosd serving on http://%s:%d (policy %s, max_active %d, context %s)", cfg.server.host,
                  cfg.server.port, cfg.scheduler.policy, cfg.scheduler.max_active, cfg.context.mode);
-        while (!g_stop) pause();
+        int sig = 0;
+        sigwait(&stop_set, &sig);
         log_info("shutting down");
     }
     api_server_close(srv);

@@ -236,9 +236,12 @@ typedef struct child_spec {
     int port_wall;                          /* landlock ruleset applied before execve; < 0: none */
 } child_spec;
 
-/* In the child, last before execve (no_new_privs is set): the port wall, if any. */
+/* In the child, last before execve (no_new_privs is set): the port wall, if any, and no
+ * signal blocked (the kernel's threads block SIGINT/SIGTERM; the tool must not inherit that). */
 static void child_wall(const child_spec *c) {
     if (c->port_wall >= 0 && syscall(SYS_landlock_restrict_self, c->port_wall, 0)) syscall(SYS_exit, 126);
+    uint64_t none = 0;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
 }
 
 /* Runs in the clone(CLONE_VM|CLONE_VFORK) child: raw system calls only, then execve. */
