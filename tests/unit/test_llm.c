@@ -50,20 +50,25 @@ static void test_text_release(void **st) {
 
 /* Feeds text to a fresh grammar sampler token by token; true if every token and then an
  * end-of-generation token are allowed. */
-static bool accepts(const char *gbnf, const char *text) {
-    struct llama_sampler *g = llama_sampler_init_grammar(vocab, gbnf, "root");
-    assert_non_null(g);
+/* Feeds text to grammar sampler g token by token; true if it allowed every token. */
+static bool feeds(struct llama_sampler *g, const char *text) {
     llama_token toks[4096];
     int n = llama_tokenize(vocab, text, (int32_t)strlen(text), toks, 4096, false, false);
     assert_true(n > 0);
-    bool ok = true;
-    for (int i = 0; i < n && ok; i++) {
+    for (int i = 0; i < n; i++) {
         llama_token_data td = {toks[i], 0.0f, 0.0f};
         llama_token_data_array arr = {&td, 1, -1, false};
         llama_sampler_apply(g, &arr);
-        ok = !isinf(td.logit);
-        if (ok) llama_sampler_accept(g, toks[i]);
+        if (isinf(td.logit)) return false;
+        llama_sampler_accept(g, toks[i]);
     }
+    return true;
+}
+
+static bool accepts(const char *gbnf, const char *text) {
+    struct llama_sampler *g = llama_sampler_init_grammar(vocab, gbnf, "root");
+    assert_non_null(g);
+    bool ok = feeds(g, text);
     if (ok) {
         llama_token_data td = {llama_vocab_eos(vocab), 0.0f, 0.0f};
         llama_token_data_array arr = {&td, 1, -1, false};
@@ -176,19 +181,6 @@ static void test_json_object_and_tool_calls(void **st) {
 
 /* tool_choice auto: a lazy grammar (chat.c's trigger) leaves text free, and once the output
  * opens a JSON array it allows only tool calls. */
-static bool lazy_allows(struct llama_sampler *g, const char *text) {
-    llama_token toks[256];
-    int n = llama_tokenize(vocab, text, (int32_t)strlen(text), toks, 256, false, false);
-    for (int i = 0; i < n; i++) {
-        llama_token_data td = {toks[i], 0.0f, 0.0f};
-        llama_token_data_array arr = {&td, 1, -1, false};
-        llama_sampler_apply(g, &arr);
-        if (isinf(td.logit)) return false;
-        llama_sampler_accept(g, toks[i]);
-    }
-    return true;
-}
-
 static void test_lazy_tool_grammar(void **st) {
     (void)st;
     cJSON *p = cJSON_Parse("{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}");
@@ -201,16 +193,16 @@ static void test_lazy_tool_grammar(void **st) {
     const char *trig[] = {"^\\s*(\\[[\\s\\S]*)"};
     struct llama_sampler *g = llama_sampler_init_grammar_lazy_patterns(vocab, b.data, "root", trig, 1, NULL, 0);
     assert_non_null(g);
-    assert_true(lazy_allows(g, "It is sunny in Paris, {\"name\": whatever} [not a call]")); /* text: free */
+    assert_true(feeds(g, "It is sunny in Paris, {\"name\": whatever} [not a call]")); /* text: free */
     llama_sampler_free(g);
     g = llama_sampler_init_grammar_lazy_patterns(vocab, b.data, "root", trig, 1, NULL, 0);
-    assert_true(lazy_allows(g, "[{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}]"));
+    assert_true(feeds(g, "[{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}]"));
     llama_sampler_free(g);
     g = llama_sampler_init_grammar_lazy_patterns(vocab, b.data, "root", trig, 1, NULL, 0);
-    assert_false(lazy_allows(g, "[{\"name\": \"rm_rf\""));                 /* opened a call: constrained */
+    assert_false(feeds(g, "[{\"name\": \"rm_rf\""));                 /* opened a call: constrained */
     llama_sampler_free(g);
     g = llama_sampler_init_grammar_lazy_patterns(vocab, b.data, "root", trig, 1, NULL, 0);
-    assert_false(lazy_allows(g, " [{\"name\": \"get_weather\", \"parameters\": {}}]")); /* city required */
+    assert_false(feeds(g, " [{\"name\": \"get_weather\", \"parameters\": {}}]")); /* city required */
     llama_sampler_free(g);
     sb_free(&b);
     cJSON_Delete(p);
