@@ -172,6 +172,10 @@ static bool enforce_mode(api_req *r) { return !strcmp(api_cfg(r)->access.mode, "
 int api_gate_identify(api_req *r, char *err, size_t errlen) {
     const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     const char *tok = auth && strncasecmp(auth, "Bearer ", 7) == 0 && auth[7] ? auth + 7 : NULL;
+    if (!tok) { /* Anthropic's clients send the key as x-api-key */
+        const char *key = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "x-api-key");
+        tok = key && *key ? key : NULL;
+    }
     snprintf(r->agent, sizeof r->agent, "anonymous");
     r->token_agent = false;
     if (tok && access_authenticate(api_access(r), tok, r->agent, sizeof r->agent) == AIOS_OK) {

@@ -13,7 +13,17 @@ typedef struct api_req api_req;
 typedef struct api_conn api_conn; /* a connection's accounting entry (server.c) */
 
 /* The API dialect a route belongs to: requests, latency and tokens are counted per door. */
-typedef enum api_door { API_DOOR_AIOS, API_DOOR_OPENAI, API_DOOR_LLAMA, API_DOOR_ADMIN, API_DOOR_OTHER, API_DOOR__COUNT } api_door;
+typedef enum api_door {
+    API_DOOR_AIOS,      /* /query */
+    API_DOOR_OPENAI,    /* /v1/chat/completions, /v1/completions, /v1/models, /v1/embeddings */
+    API_DOOR_RESPONSES, /* /v1/responses (OpenAI Responses) */
+    API_DOOR_ANTHROPIC, /* /v1/messages (Anthropic Messages) */
+    API_DOOR_OLLAMA,    /* /api/... (Ollama) */
+    API_DOOR_LLAMA,     /* llama-server's helpers: /tokenize, /detokenize, /apply-template */
+    API_DOOR_ADMIN,
+    API_DOOR_OTHER,
+    API_DOOR__COUNT
+} api_door;
 
 /* ---- the admission gate (admit.c) ----
  * A route's plan names what its request asks for; the gate decides it. */
@@ -84,7 +94,10 @@ struct api_req {
     api_admission adm;      /* what the route's plan claimed and the gate decided */
     int retry_after_s;      /* > 0: a Retry-After header on the answer */
     const char *cors_origin; /* the request's Origin when server.cors_origins allows it (MHD's copy) */
-    api_door door;          /* its route's (API_DOOR_OTHER: no route) */
+    api_door door;          /* its route's (API_DOOR_OTHER: no route); errors take its shape */
+    cJSON *door_body;       /* owned: the body in the chat completions shape, made by a door's plan */
+    const char *stream_ctype; /* a stream's Content-Type (static); NULL = text/event-stream */
+    char public_id[48];     /* the id its door gave the client while it runs (a Responses id); "" = none */
     int status;             /* the HTTP status answered (0: none) */
     double t_begin;         /* monotonic, when its headers arrived */
     int priority;           /* from X-AIOS-Priority or the body; -1 = the agent's default */
@@ -100,7 +113,7 @@ struct api_req {
     api_stream_fn on_stream;
     size_t sent;            /* bytes of sc->out already turned into events */
     bool final_sent;
-    strbuf sse;
+    strbuf sse;             /* stream bytes not yet sent; a door may put its opening events here before api_run_syscall */
     size_t sse_off;
     void *data;             /* route state, freed with data_free */
     void (*data_free)(void *);
@@ -127,6 +140,9 @@ extern const api_route api_routes_aios[];
 extern const api_route api_routes_openai[];
 extern const api_route api_routes_mem[];
 extern const api_route api_routes_tools[];
+extern const api_route api_routes_responses[];
+extern const api_route api_routes_anthropic[];
+extern const api_route api_routes_ollama[];
 /* The tool kind of POST /query (routes_tools.c). */
 enum MHD_Result api_query_tool(api_req *r, const cJSON *qd);
 /* call_tool: runs the tool calls an LLM answer made (text is its constrained output) and
@@ -175,7 +191,17 @@ enum MHD_Result api_reply_json(api_req *r, int status, cJSON *json); /* takes ow
 enum MHD_Result api_reply_text(api_req *r, int status, const char *ctype, const char *text);
 /* {"error":{"code","message","type"}} for rc. */
 cJSON *api_error_json(int rc, const char *msg);
+/* The error body of rc in door's shape: OpenAI's (above) for most doors, Anthropic's
+ * {"type":"error","error":{"type","message"}}, Ollama's {"error":"..."}. */
+cJSON *api_door_error_json(api_door door, int rc, const char *msg);
 enum MHD_Result api_reply_error(api_req *r, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* An in-flight request of r's agent at door with public_id: AIOS_OK (its syscall is
+ * cancelled first when cancel is set) or AIOS_ERR_NOT_FOUND. */
+int api_inflight_find(api_req *r, api_door door, const char *public_id, bool cancel);
+/* Appends one server-sent event: "event: NAME" (when event is given) and "data: JSON"; takes o. */
+void api_sse_event(strbuf *sse, const char *event, cJSON *o);
+/* Appends o as one line of newline-delimited JSON (Ollama's streams); takes o. */
+void api_ndjson_line(strbuf *out, cJSON *o);
 /* Submits sc (takes ownership of the caller's reference) and suspends until done, or
  * starts an SSE response when on_stream is set. Answers errors itself. */
 enum MHD_Result api_run_syscall(api_req *r, llm_core *core, syscall_t *sc, api_done_fn on_done, api_stream_fn on_stream);

@@ -22,6 +22,7 @@ void chat_ctx_free(void *p) {
     sb_free(&c->held);
     free(c->bias_tokens);
     free(c->bias_values);
+    if (c->door_free) c->door_free(c->door);
     free(c);
 }
 
@@ -178,6 +179,21 @@ bool chat_made_calls(const chat_ctx *ctx, const char *text) {
     while (*text == ' ' || *text == '\n' || *text == '\t' || *text == '\r') text++;
     return *text == '[';
 }
+
+size_t chat_stream_text(chat_ctx *ctx, const char *delta, size_t n, bool final, const char **text) {
+    *text = delta;
+    if (ctx->mode != CHAT_MODE_TOOLS) return n;
+    if (!ctx->tools_auto || ctx->stream_decided) return ctx->stream_text ? n : 0;
+    sb_append(&ctx->held, delta, n); /* auto: text or calls, the first non-blank byte tells */
+    const char *o = ctx->held.data ? ctx->held.data : "";
+    if (!o[strspn(o, " \t\r\n")] && !final) return 0;
+    ctx->stream_decided = true;
+    ctx->stream_text = !chat_made_calls(ctx, o);
+    *text = o;
+    return ctx->stream_text ? ctx->held.len : 0;
+}
+
+bool chat_stream_calls(const chat_ctx *ctx) { return ctx->mode == CHAT_MODE_TOOLS && !ctx->stream_text; }
 
 static int tools_prompt(const chat_ctx *ctx, const cJSON *tools, strbuf *out) {
     int rc = sb_puts(out, "You can call these tools:\n");
@@ -358,6 +374,24 @@ cJSON *chat_tool_calls(const chat_ctx *ctx, const char *text, uint64_t sc_id) {
         cJSON_AddItemToArray(out, call);
     }
     cJSON_Delete(arr);
+    return out;
+}
+
+cJSON *chat_openai_tool_calls(const cJSON *calls) {
+    cJSON *out = cJSON_CreateArray();
+    int i = 0;
+    for (const cJSON *c = calls->child; c; c = c->next, i++) {
+        cJSON *tc = cJSON_CreateObject(), *fn;
+        cJSON_AddNumberToObject(tc, "index", i);
+        cJSON_AddStringToObject(tc, "id", cJSON_GetObjectItem(c, "id")->valuestring);
+        cJSON_AddStringToObject(tc, "type", "function");
+        fn = cJSON_AddObjectToObject(tc, "function");
+        cJSON_AddStringToObject(fn, "name", cJSON_GetObjectItem(c, "name")->valuestring);
+        char *args = cJSON_PrintUnformatted(cJSON_GetObjectItem(c, "parameters"));
+        cJSON_AddStringToObject(fn, "arguments", args ? args : "{}");
+        free(args);
+        cJSON_AddItemToArray(out, tc);
+    }
     return out;
 }
 

@@ -31,6 +31,8 @@ typedef struct chat_ctx {
     bool logprobs;            /* answer with the tokens' log-probabilities */
     int32_t *bias_tokens;     /* logit_bias, until prepare has built it into the sampler */
     float *bias_values;
+    void *door;               /* a door's own state of the request, freed with door_free */
+    void (*door_free)(void *);
 } chat_ctx;
 
 /* Everything a request asks, parsed; pointers borrow from the request JSON. */
@@ -61,15 +63,34 @@ int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spe
 int chat_render(api_req *r, llm_core *core, const cJSON *messages, strbuf *out, char *err, size_t errlen);
 /* Parses the constrained tool-call output into [{"name","parameters","id"}] (AIOS shape). */
 cJSON *chat_tool_calls(const chat_ctx *ctx, const char *text, uint64_t sc_id);
+/* Chat completions' tool_calls [{index, id, type: "function", function: {name, arguments}}]
+ * of an AIOS-shaped list (chat_tool_calls). */
+cJSON *chat_openai_tool_calls(const cJSON *calls);
 /* Whether a tools-mode output is tool calls: always when they were required; under auto
  * when the model opened a call ('[' first), else the output is a text answer. */
 bool chat_made_calls(const chat_ctx *ctx, const char *text);
+/* Streaming: of the new output delta (n bytes; empty once final), the part to show the
+ * client as text now: *text and its length. Tools required: none (the calls come at the end).
+ * tool_choice auto: the output is held until its first non-blank byte tells text from a
+ * call, then the held text comes at once. Text mode: all of it. */
+size_t chat_stream_text(chat_ctx *ctx, const char *delta, size_t n, bool final, const char **text);
+/* Once the stream is final: whether the output was tool calls (chat_tool_calls decodes them). */
+bool chat_stream_calls(const chat_ctx *ctx);
 /* The plan's claim to use a->core's model. */
 int chat_plan_model(api_admission *a);
 /* The tools list of a request, with each entry that names a kernel tool and gives no
  * parameters completed from its manifest; with must_be_kernel a name that is not a kernel
  * tool is 404 (call_tool). The gate has admitted the kernel tools named (chat_plan_tools). *out is a new list (caller frees) or NULL if unchanged. */
 int chat_kernel_tools(api_req *r, const cJSON *tools, bool must_be_kernel, cJSON **out, char *err, size_t errlen);
+/* An OpenAI chat completions body (chat_api) or completions body, parsed and checked into
+ * a prepared LLM syscall on r->adm.core (*out, the caller's reference); the request's chat_ctx
+ * becomes r->data. The other doors translate their bodies into this shape
+ * (r->door_body) and come here, so every door samples, constrains and schedules alike. */
+int chat_openai_prepare(api_req *r, const cJSON *body, bool chat_api, bool *stream, syscall_t **out, char *err,
+                        size_t errlen);
+/* The plan of a chat completions body: its model (`model`, the default when absent) and the
+ * kernel tools its `tools` name. */
+int chat_plan_openai(api_req *r, const cJSON *body, api_admission *a, char *err, size_t errlen);
 /* Timing extension {"syscall_id","agent","waiting_time","turnaround_time","time_to_first_token"}. */
 cJSON *chat_timing_json(syscall_t *sc);
 

@@ -217,6 +217,7 @@ static cJSON *usage_json(syscall_t *sc) {
     cJSON_AddNumberToObject(u, "prompt_tokens", p);
     cJSON_AddNumberToObject(u, "completion_tokens", c);
     cJSON_AddNumberToObject(u, "total_tokens", p + c);
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "prompt_tokens_details"), "cached_tokens", llm_request_cached_tokens(req));
     return u;
 }
 
@@ -227,25 +228,6 @@ static cJSON *base_object(const chat_ctx *ctx, const char *object) {
     cJSON_AddNumberToObject(o, "created", (double)ctx->created);
     cJSON_AddStringToObject(o, "model", ctx->model);
     return o;
-}
-
-/* OpenAI tool_calls from the AIOS-shaped list. */
-static cJSON *openai_tool_calls(cJSON *calls) {
-    cJSON *out = cJSON_CreateArray();
-    int i = 0;
-    for (cJSON *c = calls->child; c; c = c->next, i++) {
-        cJSON *tc = cJSON_CreateObject(), *fn;
-        cJSON_AddNumberToObject(tc, "index", i);
-        cJSON_AddStringToObject(tc, "id", cJSON_GetObjectItem(c, "id")->valuestring);
-        cJSON_AddStringToObject(tc, "type", "function");
-        fn = cJSON_AddObjectToObject(tc, "function");
-        cJSON_AddStringToObject(fn, "name", cJSON_GetObjectItem(c, "name")->valuestring);
-        char *args = cJSON_PrintUnformatted(cJSON_GetObjectItem(c, "parameters"));
-        cJSON_AddStringToObject(fn, "arguments", args ? args : "{}");
-        free(args);
-        cJSON_AddItemToArray(out, tc);
-    }
-    return out;
 }
 
 static const char *finish_reason(const chat_ctx *ctx, syscall_t *sc) {
@@ -308,7 +290,7 @@ static enum MHD_Result openai_done(api_req *r) {
         if (chat_made_calls(ctx, text)) {
             cJSON *calls = chat_tool_calls(ctx, text, sc->id);
             cJSON_AddNullToObject(msg, "content");
-            cJSON_AddItemToObject(msg, "tool_calls", openai_tool_calls(calls));
+            cJSON_AddItemToObject(msg, "tool_calls", chat_openai_tool_calls(calls));
             cJSON_Delete(calls);
         } else {
             cJSON_AddStringToObject(msg, "content", text);
@@ -319,13 +301,6 @@ static enum MHD_Result openai_done(api_req *r) {
     cJSON_AddItemToObject(o, "usage", usage_json(sc));
     cJSON_AddItemToObject(o, "aios", chat_timing_json(sc));
     return api_reply_json(r, 200, o);
-}
-
-static void sse_event(strbuf *sse, cJSON *o) {
-    char *txt = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (txt) sb_printf(sse, "data: %s\n\n", txt);
-    free(txt);
 }
 
 static cJSON *chunk(const chat_ctx *ctx, cJSON *delta_or_text, const char *finish) {
@@ -351,31 +326,22 @@ static cJSON *content_delta(chat_ctx *ctx, const char *text, size_t n) {
 static void openai_stream(api_req *r, const char *delta, size_t n, bool final, strbuf *sse) {
     chat_ctx *ctx = r->data;
     syscall_t *sc = r->sc;
-    bool tools = ctx->mode == CHAT_MODE_TOOLS;
-    if (tools && ctx->tools_auto && !ctx->stream_decided) { /* text or calls: the first non-blank byte tells */
-        sb_append(&ctx->held, delta, n);
-        const char *o = ctx->held.data ? ctx->held.data : "";
-        if (o[strspn(o, " \t\r\n")] || final) {
-            ctx->stream_decided = true;
-            ctx->stream_text = !chat_made_calls(ctx, o);
-            if (ctx->stream_text && ctx->held.len) sse_event(sse, chunk(ctx, content_delta(ctx, o, ctx->held.len), NULL));
-        }
-    } else if (n && (!tools || ctx->stream_text)) {
-        sse_event(sse, chunk(ctx, content_delta(ctx, delta, n), NULL));
-    }
+    const char *text;
+    size_t len = chat_stream_text(ctx, delta, n, final, &text);
+    if (len) api_sse_event(sse, NULL, chunk(ctx, content_delta(ctx, text, len), NULL));
     if (!final) return;
     if (sc->result) {
         cJSON *e = cJSON_CreateObject(), *eo = cJSON_AddObjectToObject(e, "error");
         cJSON_AddStringToObject(eo, "code", aios_errcode(sc->result));
         cJSON_AddStringToObject(eo, "message", sc->errmsg);
-        sse_event(sse, e);
+        api_sse_event(sse, NULL, e);
     } else {
         cJSON *last;
-        if (tools && !ctx->stream_text) {
+        if (chat_stream_calls(ctx)) {
             cJSON *calls = chat_tool_calls(ctx, sc->out.data ? sc->out.data : "", sc->id);
             last = cJSON_CreateObject();
             cJSON_AddStringToObject(last, "role", "assistant");
-            cJSON_AddItemToObject(last, "tool_calls", openai_tool_calls(calls));
+            cJSON_AddItemToObject(last, "tool_calls", chat_openai_tool_calls(calls));
             cJSON_Delete(calls);
         } else {
             last = ctx->completions_api ? cJSON_CreateString("") : cJSON_CreateObject();
@@ -383,13 +349,13 @@ static void openai_stream(api_req *r, const char *delta, size_t n, bool final, s
         cJSON *fin = chunk(ctx, last, finish_reason(ctx, sc));
         if (ctx->logprobs) /* streamed: every token's logprobs arrive with the final chunk */
             cJSON_AddItemToObject(cJSON_GetArrayItem(cJSON_GetObjectItem(fin, "choices"), 0), "logprobs", logprobs_json(r, sc));
-        sse_event(sse, fin);
+        api_sse_event(sse, NULL, fin);
         if (ctx->include_usage) {
             cJSON *u = base_object(ctx, "chat.completion.chunk");
             cJSON_AddArrayToObject(u, "choices");
             cJSON_AddItemToObject(u, "usage", usage_json(sc));
             cJSON_AddItemToObject(u, "aios", chat_timing_json(sc));
-            sse_event(sse, u);
+            api_sse_event(sse, NULL, u);
         }
     }
     sb_puts(sse, "data: [DONE]\n\n");
@@ -397,33 +363,33 @@ static void openai_stream(api_req *r, const char *delta, size_t n, bool final, s
 
 /* ---- handlers ---- */
 
-static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
+int chat_openai_prepare(api_req *r, const cJSON *body, bool chat_api, bool *stream, syscall_t **out, char *err,
+                        size_t errlen) {
     const aios_config *cfg = api_cfg(r);
-    char err[512] = "";
     const char *only_tool = NULL;
-    bool stream = false;
     chat_spec spec = {.mode = CHAT_MODE_TEXT};
     bool include_usage = false;
-    int rc = jp_bool(body, "stream", &stream, err, sizeof err);
-    if (!rc) rc = parse_stream_options(body, &include_usage, err, sizeof err);
-    if (!rc) rc = parse_sampling(body, cfg, &spec.sampling, err, sizeof err);
-    if (!rc) rc = jp_priority(r, body, err, sizeof err);
-    if (!rc) rc = parse_stop(body, &spec, cfg->llms.max_stop, err, sizeof err);
+    *stream = false;
+    int rc = jp_bool(body, "stream", stream, err, errlen);
+    if (!rc) rc = parse_stream_options(body, &include_usage, err, errlen);
+    if (!rc) rc = parse_sampling(body, cfg, &spec.sampling, err, errlen);
+    if (!rc) rc = jp_priority(r, body, err, errlen);
+    if (!rc) rc = parse_stop(body, &spec, cfg->llms.max_stop, err, errlen);
     if (!rc && chat_api) {
         spec.messages = cJSON_GetObjectItemCaseSensitive(body, "messages");
         spec.tools = cJSON_GetObjectItemCaseSensitive(body, "tools");
         if (cJSON_IsNull(spec.tools)) spec.tools = NULL;
-        rc = chat_check_tools(spec.tools, err, sizeof err);
-        if (!rc) rc = parse_response_format(body, &spec, err, sizeof err);
-        if (!rc) rc = parse_tool_choice(body, &spec, &only_tool, err, sizeof err);
+        rc = chat_check_tools(spec.tools, err, errlen);
+        if (!rc) rc = parse_response_format(body, &spec, err, errlen);
+        if (!rc) rc = parse_tool_choice(body, &spec, &only_tool, err, errlen);
     } else if (!rc) {
-        rc = jp_string(body, "prompt", true, &spec.prompt, err, sizeof err);
+        rc = jp_string(body, "prompt", true, &spec.prompt, err, errlen);
     }
-    if (!rc && chat_api) rc = parse_logprobs(body, &spec.sampling, err, sizeof err);
-    if (rc) return api_reply_error(r, rc, "%s", err);
+    if (!rc && chat_api) rc = parse_logprobs(body, &spec.sampling, err, errlen);
+    if (rc) return rc;
     llm_core *core = r->adm.core;
     chat_ctx *ctx = calloc(1, sizeof *ctx);
-    if (!ctx) return MHD_NO;
+    if (!ctx) return AIOS_ERR_NOMEM;
     r->data = ctx;
     r->data_free = chat_ctx_free;
     llm_core_info info;
@@ -445,25 +411,33 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
         }
         if (!only_list->child) {
             cJSON_Delete(only_list);
-            return api_reply_error(r, AIOS_ERR_INVALID, "tool_choice names '%s', which is not in 'tools'", only_tool);
+            snprintf(err, errlen, "tool_choice names '%.128s', which is not in 'tools'", only_tool);
+            return AIOS_ERR_INVALID;
         }
         spec.tools = only_list;
     }
     cJSON *filled = NULL;
-    rc = parse_logit_bias(body, ctx, &spec.sampling, err, sizeof err);
-    if (!rc && spec.mode == CHAT_MODE_TOOLS) rc = chat_kernel_tools(r, spec.tools, false, &filled, err, sizeof err);
+    rc = parse_logit_bias(body, ctx, &spec.sampling, err, errlen);
+    if (!rc && spec.mode == CHAT_MODE_TOOLS) rc = chat_kernel_tools(r, spec.tools, false, &filled, err, errlen);
     if (filled) spec.tools = filled;
-    if (!rc) rc = chat_parse_tools(ctx, spec.mode == CHAT_MODE_TOOLS ? spec.tools : NULL, err, sizeof err);
-    syscall_t *sc = NULL;
-    if (!rc) rc = chat_build_syscall(r, core, ctx, &spec, &sc, err, sizeof err);
+    if (!rc) rc = chat_parse_tools(ctx, spec.mode == CHAT_MODE_TOOLS ? spec.tools : NULL, err, errlen);
+    if (!rc) rc = chat_build_syscall(r, core, ctx, &spec, out, err, errlen);
     cJSON_Delete(only_list);
     cJSON_Delete(filled);
+    return rc;
+}
+
+static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
+    char err[512] = "";
+    bool stream;
+    syscall_t *sc = NULL;
+    int rc = chat_openai_prepare(r, body, chat_api, &stream, &sc, err, sizeof err);
     if (rc) return api_reply_error(r, rc, "%s", err);
-    return api_run_syscall(r, core, sc, openai_done, stream ? openai_stream : NULL);
+    return api_run_syscall(r, r->adm.core, sc, openai_done, stream ? openai_stream : NULL);
 }
 
 /* The model (`model`, default when absent) and the kernel tools `tools` names. */
-static int plan_completions(api_req *r, const cJSON *body, api_admission *a, char *err, size_t errlen) {
+int chat_plan_openai(api_req *r, const cJSON *body, api_admission *a, char *err, size_t errlen) {
     const char *model = NULL;
     int rc = jp_string(body, "model", false, &model, err, errlen);
     if (rc) return rc;
@@ -594,11 +568,11 @@ static enum MHD_Result h_models(api_req *r, cJSON *body) {
 }
 
 const api_route api_routes_openai[] = {
-    {"POST", "/v1/chat/completions", h_chat, true, API_GATE_SYSCALL, plan_completions, API_DOOR_OPENAI},
-    {"POST", "/v1/completions", h_completions, true, API_GATE_SYSCALL, plan_completions, API_DOOR_OPENAI},
+    {"POST", "/v1/chat/completions", h_chat, true, API_GATE_SYSCALL, chat_plan_openai, API_DOOR_OPENAI},
+    {"POST", "/v1/completions", h_completions, true, API_GATE_SYSCALL, chat_plan_openai, API_DOOR_OPENAI},
     {"GET", "/v1/models", h_models, false, API_GATE_AGENT, NULL, API_DOOR_OPENAI},
-    {"POST", "/tokenize", h_tokenize, true, API_GATE_SYSCALL, plan_completions, API_DOOR_LLAMA},
-    {"POST", "/detokenize", h_detokenize, true, API_GATE_SYSCALL, plan_completions, API_DOOR_LLAMA},
-    {"POST", "/apply-template", h_apply_template, true, API_GATE_SYSCALL, plan_completions, API_DOOR_LLAMA},
+    {"POST", "/tokenize", h_tokenize, true, API_GATE_SYSCALL, chat_plan_openai, API_DOOR_LLAMA},
+    {"POST", "/detokenize", h_detokenize, true, API_GATE_SYSCALL, chat_plan_openai, API_DOOR_LLAMA},
+    {"POST", "/apply-template", h_apply_template, true, API_GATE_SYSCALL, chat_plan_openai, API_DOOR_LLAMA},
     {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL, API_DOOR_AIOS},
 };

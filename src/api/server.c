@@ -84,7 +84,7 @@ typedef struct conn_stats {
 /* Per door (API dialect): requests by status class, latency histogram, tokens. */
 static const double DOOR_BUCKETS[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
 #define N_DOOR_BUCKETS (sizeof DOOR_BUCKETS / sizeof DOOR_BUCKETS[0])
-static const char *const DOOR_NAMES[API_DOOR__COUNT] = {"aios", "openai", "llama", "admin", "other"};
+static const char *const DOOR_NAMES[API_DOOR__COUNT] = {"aios", "openai", "responses", "anthropic", "ollama", "llama", "admin", "other"};
 
 typedef struct door_stats {
     unsigned long long by_class[3]; /* 2xx (and 1xx/3xx), 4xx, 5xx */
@@ -246,6 +246,36 @@ cJSON *api_error_json(int rc, const char *msg) {
     return root;
 }
 
+/* Anthropic's error types by HTTP status. */
+static const char *anthropic_error_type(int st) {
+    switch (st) {
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 503: return "overloaded_error";
+    default: return st < 500 ? "invalid_request_error" : "api_error";
+    }
+}
+
+cJSON *api_door_error_json(api_door door, int rc, const char *msg) {
+    if (door != API_DOOR_ANTHROPIC && door != API_DOOR_OLLAMA) return api_error_json(rc, msg);
+    cJSON *oa = api_error_json(rc, msg); /* its message, cleaned */
+    const char *text = cJSON_GetObjectItem(cJSON_GetObjectItem(oa, "error"), "message")->valuestring;
+    cJSON *o = cJSON_CreateObject();
+    if (door == API_DOOR_OLLAMA) {
+        cJSON_AddStringToObject(o, "error", text);
+    } else {
+        cJSON_AddStringToObject(o, "type", "error");
+        cJSON *e = cJSON_AddObjectToObject(o, "error");
+        cJSON_AddStringToObject(e, "type", anthropic_error_type(aios_http_status(rc)));
+        cJSON_AddStringToObject(e, "message", text);
+    }
+    cJSON_Delete(oa);
+    return o;
+}
+
 enum MHD_Result api_reply_error(api_req *r, int rc, const char *fmt, ...) {
     char msg[512] = "";
     if (fmt) {
@@ -255,7 +285,7 @@ enum MHD_Result api_reply_error(api_req *r, int rc, const char *fmt, ...) {
         va_end(ap);
     }
     log_debug("%s %s -> %d %s: %s", r->method, r->url, aios_http_status(rc), aios_errcode(rc), msg);
-    return api_reply_json(r, aios_http_status(rc), api_error_json(rc, msg));
+    return api_reply_json(r, aios_http_status(rc), api_door_error_json(r->door, rc, msg));
 }
 
 /* ---------- syscall bridge ---------- */
@@ -284,6 +314,21 @@ static void inflight_remove(api_server *s, api_req *r) {
     if (r->in_next) r->in_next->in_prev = r->in_prev;
     r->in_prev = r->in_next = NULL;
     pthread_mutex_unlock(&s->in_mu);
+}
+
+void api_sse_event(strbuf *sse, const char *event, cJSON *o) {
+    char *txt = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (event) sb_printf(sse, "event: %s\n", event);
+    if (txt) sb_printf(sse, "data: %s\n\n", txt);
+    free(txt);
+}
+
+void api_ndjson_line(strbuf *out, cJSON *o) {
+    char *txt = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (txt) sb_printf(out, "%s\n", txt);
+    free(txt);
 }
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -320,7 +365,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
 static enum MHD_Result start_stream(api_req *r) {
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, r, NULL);
     if (!resp) return MHD_NO;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->stream_ctype ? r->stream_ctype : "text/event-stream");
     add_headers(r, resp);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     r->status = 200;
@@ -349,7 +394,7 @@ enum MHD_Result api_run_syscall(api_req *r, llm_core *core, syscall_t *sc, api_d
     r->on_done = on_done;
     r->on_stream = on_stream;
     r->streaming = on_stream != NULL;
-    sb_init(&r->sse, 0);
+    if (!r->sse.data) sb_init(&r->sse, 0); /* a door may have put its opening events there */
     syscall_set_sink(sc, req_notify, r);
     pthread_mutex_lock(&s->gate_mu);
     int rc = s->closing ? AIOS_ERR_SHUTDOWN : llm_core_submit(core, sc);
@@ -440,6 +485,23 @@ enum MHD_Result api_run_tools(api_req *r, syscall_t *sc, api_done_fn on_done) {
 static void cancel_work(llm_core *core, syscall_t *sc) {
     if (core) llm_core_cancel(core, sc);
     else syscall_cancel(sc);
+}
+
+int api_inflight_find(api_req *r, api_door door, const char *public_id, bool cancel) {
+    api_server *s = r->srv;
+    syscall_t *sc = NULL;
+    llm_core *core = NULL;
+    pthread_mutex_lock(&s->in_mu);
+    for (api_req *o = s->inflight; o && !sc; o = o->in_next)
+        if (o->door == door && !strcmp(o->public_id, public_id) && !strcmp(o->agent, r->agent)) {
+            sc = syscall_ref(o->sc);
+            core = o->core;
+        }
+    pthread_mutex_unlock(&s->in_mu);
+    if (!sc) return AIOS_ERR_NOT_FOUND;
+    if (cancel && !syscall_is_done(sc)) cancel_work(core, sc);
+    syscall_unref(sc);
+    return AIOS_OK;
 }
 
 /* ---------- connection accounting: limits and deadlines ---------- */
@@ -726,12 +788,28 @@ static void *watcher_main(void *arg) {
 
 /* ---------- MHD callbacks ---------- */
 
+/* Whether url matches a route's path, where a "*" segment matches one non-empty segment. */
+static bool path_matches(const char *pat, const char *url) {
+    while (*pat && *url) {
+        if (pat[0] == '*' && (pat[1] == '/' || !pat[1]) && pat[-1] == '/') {
+            size_t seg = strcspn(url, "/");
+            if (!seg) return false;
+            url += seg;
+            pat++;
+        } else if (*pat++ != *url++) {
+            return false;
+        }
+    }
+    return !*pat && !*url;
+}
+
 static const api_route *find_route(const char *method, const char *url, bool *path_known) {
-    const api_route *tables[] = {api_routes_aios, api_routes_openai, api_routes_mem, api_routes_tools};
+    const api_route *tables[] = {api_routes_aios,      api_routes_openai,    api_routes_mem,   api_routes_tools,
+                                 api_routes_responses, api_routes_anthropic, api_routes_ollama};
     *path_known = false;
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (const api_route *rt = tables[t]; rt->path; rt++) {
-            if (strcmp(rt->path, url) != 0) continue;
+            if (!path_matches(rt->path, url)) continue;
             *path_known = true;
             if (strcmp(rt->method, method) == 0) return rt;
         }
@@ -775,7 +853,7 @@ static enum MHD_Result dispatch(api_req *r) {
                                r->srv->cfg->server.max_body_bytes);
     bool known;
     const api_route *rt = find_route(r->method, r->url, &known);
-    r->door = rt ? rt->door : API_DOOR_OTHER;
+    r->door = rt ? rt->door : !strncmp(r->url, "/api/", 5) ? API_DOOR_OLLAMA : API_DOOR_OTHER;
     if (!rt && known && !strcmp(r->method, "OPTIONS")) return preflight(r);
     if (!rt) {
         if (known) return api_reply_error(r, AIOS_ERR_METHOD, "%s is not allowed on %s", r->method, r->url);
@@ -880,6 +958,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         syscall_unref(r->sc);
     }
     if (r->data_free) r->data_free(r->data);
+    cJSON_Delete(r->door_body);
     api_admission_free(&r->adm);
     sb_free(&r->body);
     sb_free(&r->sse);

@@ -108,6 +108,8 @@ static const cfg_key KEYS[] = {
     K_INT("access.audit_keep", access.audit_keep, 1, 1000, "5", "Rotated audit files kept."),
     K_STR("access.default_group", access.default_group, "default", "Group of an agent with no `agents.<name>.group` and no identity. Unless `access.groups` defines it, it may use every model and every tool."),
     K_STR("access.admin_group", access.admin_group, "admin", "Group whose members may use the admin API (identities, approvals) in `enforce` mode."),
+    K_INT("responses.max_stored", responses.max_stored, 1, 1 << 24, "1000", "Responses one agent keeps stored (`store: true` on /v1/responses, for `previous_response_id` and GET); beyond it the oldest are dropped."),
+    K_INT("responses.ttl_s", responses.ttl_s, 0, 1 << 30, "2592000", "Age in seconds at which a stored response is dropped (30 days by default); 0 = kept until `responses.max_stored` pushes it out."),
     K_INT("kernel.workers", workers, 1, 256, "4", "Worker threads of each worker resource's run queue (memory, storage; /v1/embeddings runs on memory's), off the HTTP thread: 2 x this in all."),
     K_INT("kernel.max_jobs", max_jobs, 1, 1 << 24, "4096", "Operations waiting in one resource's run queue (memory, storage); more get 503."),
     K_INT("kernel.max_jobs_per_agent", max_jobs_per_agent, 1, 1 << 24, "1024", "Operations one agent may have waiting in one resource's run queue; its next ones get 503 while other agents still get in."),
@@ -573,9 +575,10 @@ int config_load_file(aios_config *cfg, const char *path, char *err, size_t errle
             continue;
         }
         if (strcmp(s, "server") && strcmp(s, "llms") && strcmp(s, "scheduler") && strcmp(s, "context") &&
-            strcmp(s, "memory") && strcmp(s, "storage") && strcmp(s, "kernel") && strcmp(s, "tools") && strcmp(s, "access")) {
+            strcmp(s, "memory") && strcmp(s, "storage") && strcmp(s, "kernel") && strcmp(s, "tools") && strcmp(s, "access") &&
+            strcmp(s, "responses")) {
             char what[200];
-            snprintf(what, sizeof what, "unknown section '%s' (allowed: server, llms, scheduler, context, memory, storage, tools, access, agents, kernel)", s);
+            snprintf(what, sizeof what, "unknown section '%s' (allowed: server, llms, scheduler, context, memory, storage, tools, access, responses, agents, kernel)", s);
             rc = yaml_err(err, errlen, path, kn, what);
             break;
         }

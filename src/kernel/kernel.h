@@ -215,6 +215,10 @@ typedef struct aios_config {
         int n_groups;
     } access;
     struct {
+        int max_stored;         /* stored responses per agent (the Responses door) */
+        int ttl_s;              /* age at which a stored response is dropped; 0 = never */
+    } responses;
+    struct {
         char name[AIOS_NAME_MAX];
         int priority;           /* -1 = scheduler.default_priority */
         long memory_limit;      /* -1 = memory.limit_bytes */

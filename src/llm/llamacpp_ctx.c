@@ -476,6 +476,7 @@ static void start_from_feed(lc_engine *e, lc_seq *s, int m, int len) {
     if (m < 0) return;
     int got = e->entries[m].seq >= 0 ? (reuse_resident(e, s, m, len), len) : reuse_snapshot(e, s, m, len);
     r->n_fed = r->n_past = got;
+    if (!r->n_gen) r->n_cached = got;
     pthread_mutex_lock(&e->st_mu);
     e->st.prefill_reused += (unsigned long long)got;
     if (got) e->st.cache_hits++;

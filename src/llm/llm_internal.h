@@ -19,6 +19,7 @@ struct llm_request {
     void (*sampler_free)(void *);
     /* output, written by the engine before the syscall completes */
     int n_completion;
+    int n_cached;          /* prompt tokens its first start took from the prefix / conversation cache */
     llm_finish finish;
     llm_logprob *lp;       /* one per generated token when samp.logprobs */
     int n_lp, lp_cap;

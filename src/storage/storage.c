@@ -40,7 +40,10 @@ static const char *SCHEMA =
     " mtime REAL NOT NULL, PRIMARY KEY(file_id, version)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS shares(owner TEXT NOT NULL, path TEXT NOT NULL, grantee TEXT NOT NULL,"
     " PRIMARY KEY(owner, path, grantee)) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS mounts(agent TEXT PRIMARY KEY, root TEXT NOT NULL) WITHOUT ROWID;";
+    "CREATE TABLE IF NOT EXISTS mounts(agent TEXT PRIMARY KEY, root TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS responses(agent TEXT NOT NULL, id TEXT NOT NULL, created REAL NOT NULL,"
+    " response BLOB NOT NULL, history BLOB NOT NULL, PRIMARY KEY(agent, id)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS responses_age ON responses(agent, created);";
 
 storage_params storage_default_params(void) {
     return (storage_params){.max_versions = 16, .max_file_bytes = 16L << 20, .quota_bytes = 1L << 30,
@@ -838,6 +841,7 @@ int storage_purge(storage_manager *s, const char *agent) {
     if (!rc) rc = q_run(s, "DELETE FROM files WHERE agent=?", "t", NULL, NULL, agent);
     if (!rc) rc = q_run(s, "DELETE FROM shares WHERE owner=? OR grantee=?", "tt", NULL, NULL, agent, agent);
     if (!rc) rc = q_run(s, "DELETE FROM mounts WHERE agent=?", "t", NULL, NULL, agent);
+    if (!rc) rc = q_run(s, "DELETE FROM responses WHERE agent=?", "t", NULL, NULL, agent);
     rc = finish(s, rc);
     st_agent *a = rc ? NULL : strmap_get(&s->agents, agent);
     vec_index_params ip = s->p.index;
@@ -890,6 +894,61 @@ int storage_call(storage_manager *s, const char *agent, const char *op, const cJ
     if (!c.msg.data) sb_puts(&c.msg, "");
     *message = sb_steal(&c.msg);
     return AIOS_OK;
+}
+
+/* ---------- stored responses (the Responses door) ---------- */
+
+int storage_response_put(storage_manager *s, const char *agent, const char *id, const char *response,
+                         const char *history, int max_kept, double ttl_s) {
+    double now = kern_now_wall();
+    pthread_mutex_lock(&s->mu);
+    int rc = begin(s);
+    if (!rc)
+        rc = q_run(s, "INSERT OR REPLACE INTO responses(agent, id, created, response, history) VALUES(?,?,?,?,?)", "ttdbb",
+                   NULL, NULL, agent, id, now, response, (int)strlen(response), history, (int)strlen(history));
+    if (!rc && ttl_s > 0) rc = q_run(s, "DELETE FROM responses WHERE agent=? AND created<?", "td", NULL, NULL, agent, now - ttl_s);
+    if (!rc)
+        rc = q_run(s, "DELETE FROM responses WHERE agent=? AND id NOT IN (SELECT id FROM responses WHERE agent=?"
+                      " ORDER BY created DESC LIMIT ?)", "tti", NULL, NULL, agent, agent, (long long)max_kept);
+    rc = finish(s, rc);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* Columns 0 and 1 of the row into two blob_outs. */
+static int two_blobs_cb(sqlite3_stmt *st, void *ud) {
+    blob_out *o = ud;
+    const void *b = sqlite3_column_blob(st, 1);
+    int rc = blob_cb(st, &o[0]);
+    o[1].found = true;
+    return rc ? rc : sb_append(&o[1].sb, b ? b : "", (size_t)sqlite3_column_bytes(st, 1));
+}
+
+int storage_response_get(storage_manager *s, const char *agent, const char *id, double ttl_s, char **response,
+                         char **history) {
+    blob_out o[2] = {{.found = false}, {.found = false}};
+    sb_init(&o[0].sb, 0);
+    sb_init(&o[1].sb, 0);
+    double oldest = ttl_s > 0 ? kern_now_wall() - ttl_s : 0;
+    pthread_mutex_lock(&s->mu);
+    int rc = q_run(s, "SELECT response, history FROM responses WHERE agent=? AND id=? AND created>=?", "ttd", two_blobs_cb, o,
+                   agent, id, oldest);
+    pthread_mutex_unlock(&s->mu);
+    if (!rc && !o[0].found) rc = AIOS_ERR_NOT_FOUND;
+    char *texts[2] = {sb_steal(&o[0].sb), sb_steal(&o[1].sb)};
+    if (!rc && response) *response = texts[0], texts[0] = NULL;
+    if (!rc && history) *history = texts[1], texts[1] = NULL;
+    free(texts[0]);
+    free(texts[1]);
+    return rc;
+}
+
+int storage_response_delete(storage_manager *s, const char *agent, const char *id) {
+    pthread_mutex_lock(&s->mu);
+    int rc = q_run(s, "DELETE FROM responses WHERE agent=? AND id=?", "tt", NULL, NULL, agent, id);
+    int n = rc ? 0 : sqlite3_changes(s->db);
+    pthread_mutex_unlock(&s->mu);
+    return rc ? rc : n ? AIOS_OK : AIOS_ERR_NOT_FOUND;
 }
 
 void storage_get_stats(storage_manager *s, storage_stats *out) {

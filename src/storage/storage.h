@@ -78,4 +78,17 @@ int storage_call(storage_manager *s, const char *agent, const char *op, const cJ
                  char *err, size_t errlen);
 void storage_get_stats(storage_manager *s, storage_stats *out);
 
+/* ---- stored responses (the OpenAI Responses door's `store`) ----
+ * One row per (agent, id): the answer object's JSON and the conversation it ends (JSON
+ * messages), so a later request can continue it. Another agent's ids are never found. */
+/* Stores (replaces) id, then drops agent's responses older than ttl_s (0 = none) and all but
+ * its max_kept newest, in one transaction. */
+int storage_response_put(storage_manager *s, const char *agent, const char *id, const char *response,
+                         const char *history, int max_kept, double ttl_s);
+/* The stored response text and/or history of agent's id (either out may be NULL; caller
+ * frees), AIOS_ERR_NOT_FOUND if there is none younger than ttl_s (0 = any age). */
+int storage_response_get(storage_manager *s, const char *agent, const char *id, double ttl_s, char **response,
+                         char **history);
+int storage_response_delete(storage_manager *s, const char *agent, const char *id); /* AIOS_ERR_NOT_FOUND */
+
 #endif
