@@ -1,5 +1,5 @@
 /*
- * http.h - what the HTTP benchmark clients (memory.c, tools.c) share: a monotonic clock,
+ * http.h - what the HTTP benchmark clients (memory.c, tools.c, doors.c) share: a monotonic clock,
  * percentiles, and one keep-alive libcurl connection per thread with a bounded answer
  * buffer (answers beyond it are cut, which no benchmark reads).
  */

@@ -10,6 +10,7 @@
 #include "api.h"
 
 typedef struct api_req api_req;
+#define API_MAX_CHOICES 64 /* the most `n` (llms.max_n) */
 typedef struct api_conn api_conn; /* a connection's accounting entry (server.c) */
 
 /* The API dialect a route belongs to: requests, latency and tokens are counted per door. */
@@ -115,6 +116,10 @@ struct api_req {
     bool final_sent;
     strbuf sse;             /* stream bytes not yet sent; a door may put its opening events here before api_run_syscall */
     size_t sse_off;
+    /* n > 1: the other choices, submitted with the first and answered one after another */
+    syscall_t *choices[API_MAX_CHOICES]; /* our references to choices r->choice + 1 .. n_choices - 1 */
+    int choice, n_choices;  /* the choice r->sc is, and how many (0 or 1: a single one) */
+    int done_prompt_tokens, done_completion_tokens; /* of the choices already answered */
     void *data;             /* route state, freed with data_free */
     void (*data_free)(void *);
     api_req *in_prev, *in_next; /* in-flight list, for the hang-up watcher */
@@ -206,6 +211,15 @@ void api_ndjson_line(strbuf *out, cJSON *o);
  * starts an SSE response when on_stream is set. Answers errors itself. */
 enum MHD_Result api_run_syscall(api_req *r, llm_core *core, syscall_t *sc, api_done_fn on_done, api_stream_fn on_stream);
 
+/* n > 1 (chat completions' `n`): submits all n syscalls (takes the caller's references) so
+ * the engine batches them, and answers them in order: r->sc is choice r->choice. Non-streaming,
+ * on_done runs once per choice and calls api_next_choice until r->choice is the last;
+ * streaming, on_stream gets each choice to its final call in turn (the last one ends the
+ * stream). Answers errors itself. */
+enum MHD_Result api_run_choices(api_req *r, llm_core *core, syscall_t **scs, int n, api_done_fn on_done,
+                                api_stream_fn on_stream);
+/* From a non-streaming on_done: the next choice becomes r->sc; on_done runs again once it is done. */
+enum MHD_Result api_next_choice(api_req *r);
 /* Work run by a resource's run queue: reads and writes its args (the syscall's), returns a
  * result code with err set on failure. */
 typedef int (*api_work_fn)(void *args, char *err, size_t errlen);
@@ -228,6 +242,8 @@ int jp_number(const cJSON *obj, const char *key, double lo, double hi, double *o
 int jp_int(const cJSON *obj, const char *key, long lo, long hi, long *out, char *err, size_t errlen);
 int jp_bool(const cJSON *obj, const char *key, bool *out, char *err, size_t errlen);
 int jp_depth_ok(const cJSON *j, int max_depth);
+/* Formats err and returns AIOS_ERR_INVALID: a door's "this field is wrong" in one line. */
+int jp_invalid(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The JSON gate: parses a request body into *out (a JSON object; caller frees) after
  * checking the raw text: strict UTF-8 everywhere, no raw control bytes, \u0000 or lone
  * surrogate escapes in strings, at most max_depth levels, nothing but whitespace after the

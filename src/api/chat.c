@@ -23,6 +23,8 @@ void chat_ctx_free(void *p) {
     free(c->bias_tokens);
     free(c->bias_values);
     if (c->door_free) c->door_free(c->door);
+    for (int i = 0; i < c->n_more; i++) syscall_unref(c->more[i]);
+    cJSON_Delete(c->choices);
     free(c);
 }
 

@@ -31,6 +31,9 @@ typedef struct chat_ctx {
     bool logprobs;            /* answer with the tokens' log-probabilities */
     int32_t *bias_tokens;     /* logit_bias, until prepare has built it into the sampler */
     float *bias_values;
+    syscall_t *more[API_MAX_CHOICES - 1]; /* n > 1: the other choices' prepared syscalls (owned until run) */
+    int n_more;
+    cJSON *choices;           /* n > 1, not streaming: the choices answered so far */
     void *door;               /* a door's own state of the request, freed with door_free */
     void (*door_free)(void *);
 } chat_ctx;

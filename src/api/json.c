@@ -326,3 +326,11 @@ bool jp_printable_name(const char *s) {
         if (*p < 0x20 || *p == 0x7F) return false;
     return true;
 }
+
+int jp_invalid(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return AIOS_ERR_INVALID;
+}

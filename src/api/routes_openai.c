@@ -184,7 +184,8 @@ static int parse_logprobs(const cJSON *body, llm_sampling *s, char *err, size_t 
     return rc;
 }
 
-static int parse_sampling(const cJSON *body, const aios_config *cfg, llm_sampling *s, char *err, size_t errlen) {
+static int parse_sampling(const cJSON *body, const aios_config *cfg, llm_sampling *s, int *n_choices, char *err,
+                          size_t errlen) {
     double temp = 1.0, top_p = 1.0, min_p = 0.0;
     long top_k = 0, max_tokens = cfg->llms.default_max_tokens, seed = -1, n = 1;
     int rc = jp_number(body, "temperature", 0, 2, &temp, err, errlen);
@@ -194,7 +195,7 @@ static int parse_sampling(const cJSON *body, const aios_config *cfg, llm_samplin
     if (!rc) rc = jp_int(body, "max_tokens", 1, 1 << 24, &max_tokens, err, errlen);
     if (!rc) rc = jp_int(body, "max_completion_tokens", 1, 1 << 24, &max_tokens, err, errlen);
     if (!rc) rc = jp_int(body, "seed", -1, 0xFFFFFFFEL, &seed, err, errlen);
-    if (!rc) rc = jp_int(body, "n", 1, 1, &n, err, errlen);
+    if (!rc) rc = jp_int(body, "n", 1, cfg->llms.max_n, &n, err, errlen);
     bool ignore_eos = false;
     if (!rc) rc = jp_bool(body, "ignore_eos", &ignore_eos, err, errlen); /* llama-server's extension */
     *s = llm_default_sampling();
@@ -205,15 +206,17 @@ static int parse_sampling(const cJSON *body, const aios_config *cfg, llm_samplin
     s->top_k = (int)top_k;
     s->max_tokens = (int)max_tokens;
     s->seed = seed < 0 ? LLM_SEED_RANDOM : (uint32_t)seed;
+    *n_choices = (int)n;
     return rc ? rc : parse_penalties(body, s, err, errlen);
 }
 
 /* ---- responses ---- */
 
-static cJSON *usage_json(syscall_t *sc) {
-    llm_request *req = sc->args;
+/* usage of the request: its prompt once, the completions of every choice (n). */
+static cJSON *usage_json(api_req *r) {
+    llm_request *req = r->sc->args;
     cJSON *u = cJSON_CreateObject();
-    int p = llm_request_prompt_tokens(req), c = llm_request_completion_tokens(req);
+    int p = llm_request_prompt_tokens(req), c = llm_request_completion_tokens(req) + r->done_completion_tokens;
     cJSON_AddNumberToObject(u, "prompt_tokens", p);
     cJSON_AddNumberToObject(u, "completion_tokens", c);
     cJSON_AddNumberToObject(u, "total_tokens", p + c);
@@ -273,14 +276,12 @@ static cJSON *logprobs_json(api_req *r, syscall_t *sc) {
     return o;
 }
 
-static enum MHD_Result openai_done(api_req *r) {
+/* The answer's choice r->choice (r->sc, done). */
+static cJSON *choice_json(api_req *r) {
     chat_ctx *ctx = r->data;
     syscall_t *sc = r->sc;
-    if (sc->result) return api_reply_error(r, sc->result, "%s", sc->errmsg);
-    cJSON *o = base_object(ctx, ctx->completions_api ? "text_completion" : "chat.completion");
-    cJSON *choices = cJSON_AddArrayToObject(o, "choices"), *ch = cJSON_CreateObject();
-    cJSON_AddItemToArray(choices, ch);
-    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ch, "index", r->choice);
     const char *text = sc->out.data ? sc->out.data : "";
     if (ctx->completions_api) {
         cJSON_AddStringToObject(ch, "text", text);
@@ -298,16 +299,30 @@ static enum MHD_Result openai_done(api_req *r) {
     }
     cJSON_AddStringToObject(ch, "finish_reason", finish_reason(ctx, sc));
     if (!ctx->completions_api) cJSON_AddItemToObject(ch, "logprobs", logprobs_json(r, sc));
-    cJSON_AddItemToObject(o, "usage", usage_json(sc));
+    return ch;
+}
+
+static enum MHD_Result openai_done(api_req *r) {
+    chat_ctx *ctx = r->data;
+    syscall_t *sc = r->sc;
+    if (sc->result) return api_reply_error(r, sc->result, "%s", sc->errmsg);
+    if (!ctx->choices) ctx->choices = cJSON_CreateArray();
+    cJSON_AddItemToArray(ctx->choices, choice_json(r));
+    if (r->choice + 1 < r->n_choices) return api_next_choice(r);
+    cJSON *o = base_object(ctx, ctx->completions_api ? "text_completion" : "chat.completion");
+    cJSON_AddItemToObject(o, "choices", ctx->choices);
+    ctx->choices = NULL;
+    cJSON_AddItemToObject(o, "usage", usage_json(r));
     cJSON_AddItemToObject(o, "aios", chat_timing_json(sc));
     return api_reply_json(r, 200, o);
 }
 
-static cJSON *chunk(const chat_ctx *ctx, cJSON *delta_or_text, const char *finish) {
+static cJSON *chunk(const api_req *r, cJSON *delta_or_text, const char *finish) {
+    const chat_ctx *ctx = r->data;
     cJSON *o = base_object(ctx, ctx->completions_api ? "text_completion" : "chat.completion.chunk");
     cJSON *choices = cJSON_AddArrayToObject(o, "choices"), *ch = cJSON_CreateObject();
     cJSON_AddItemToArray(choices, ch);
-    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON_AddNumberToObject(ch, "index", r->choice);
     cJSON_AddItemToObject(ch, ctx->completions_api ? "text" : "delta", delta_or_text);
     if (finish) cJSON_AddStringToObject(ch, "finish_reason", finish);
     else cJSON_AddNullToObject(ch, "finish_reason");
@@ -328,7 +343,7 @@ static void openai_stream(api_req *r, const char *delta, size_t n, bool final, s
     syscall_t *sc = r->sc;
     const char *text;
     size_t len = chat_stream_text(ctx, delta, n, final, &text);
-    if (len) api_sse_event(sse, NULL, chunk(ctx, content_delta(ctx, text, len), NULL));
+    if (len) api_sse_event(sse, NULL, chunk(r, content_delta(ctx, text, len), NULL));
     if (!final) return;
     if (sc->result) {
         cJSON *e = cJSON_CreateObject(), *eo = cJSON_AddObjectToObject(e, "error");
@@ -346,14 +361,19 @@ static void openai_stream(api_req *r, const char *delta, size_t n, bool final, s
         } else {
             last = ctx->completions_api ? cJSON_CreateString("") : cJSON_CreateObject();
         }
-        cJSON *fin = chunk(ctx, last, finish_reason(ctx, sc));
+        cJSON *fin = chunk(r, last, finish_reason(ctx, sc));
         if (ctx->logprobs) /* streamed: every token's logprobs arrive with the final chunk */
             cJSON_AddItemToObject(cJSON_GetArrayItem(cJSON_GetObjectItem(fin, "choices"), 0), "logprobs", logprobs_json(r, sc));
         api_sse_event(sse, NULL, fin);
+        if (r->choice + 1 < r->n_choices) { /* n: the next choice streams from its start */
+            ctx->role_sent = ctx->stream_decided = ctx->stream_text = false;
+            sb_reset(&ctx->held);
+            return;
+        }
         if (ctx->include_usage) {
             cJSON *u = base_object(ctx, "chat.completion.chunk");
             cJSON_AddArrayToObject(u, "choices");
-            cJSON_AddItemToObject(u, "usage", usage_json(sc));
+            cJSON_AddItemToObject(u, "usage", usage_json(r));
             cJSON_AddItemToObject(u, "aios", chat_timing_json(sc));
             api_sse_event(sse, NULL, u);
         }
@@ -372,7 +392,8 @@ int chat_openai_prepare(api_req *r, const cJSON *body, bool chat_api, bool *stre
     *stream = false;
     int rc = jp_bool(body, "stream", stream, err, errlen);
     if (!rc) rc = parse_stream_options(body, &include_usage, err, errlen);
-    if (!rc) rc = parse_sampling(body, cfg, &spec.sampling, err, errlen);
+    int n = 1;
+    if (!rc) rc = parse_sampling(body, cfg, &spec.sampling, &n, err, errlen);
     if (!rc) rc = jp_priority(r, body, err, errlen);
     if (!rc) rc = parse_stop(body, &spec, cfg->llms.max_stop, err, errlen);
     if (!rc && chat_api) {
@@ -422,6 +443,15 @@ int chat_openai_prepare(api_req *r, const cJSON *body, bool chat_api, bool *stre
     if (filled) spec.tools = filled;
     if (!rc) rc = chat_parse_tools(ctx, spec.mode == CHAT_MODE_TOOLS ? spec.tools : NULL, err, errlen);
     if (!rc) rc = chat_build_syscall(r, core, ctx, &spec, out, err, errlen);
+    for (int i = 1; i < n && !rc; i++) { /* n: more choices of the same request, seeds seed + i */
+        chat_spec more = spec;
+        if (more.sampling.seed != LLM_SEED_RANDOM) more.sampling.seed += (uint32_t)i;
+        char id[sizeof ctx->id];
+        memcpy(id, ctx->id, sizeof id); /* the request keeps its first choice's id */
+        rc = chat_build_syscall(r, core, ctx, &more, &ctx->more[ctx->n_more], err, errlen);
+        memcpy(ctx->id, id, sizeof id);
+        if (!rc) ctx->n_more++;
+    }
     cJSON_Delete(only_list);
     cJSON_Delete(filled);
     return rc;
@@ -433,7 +463,12 @@ static enum MHD_Result completions(api_req *r, cJSON *body, bool chat_api) {
     syscall_t *sc = NULL;
     int rc = chat_openai_prepare(r, body, chat_api, &stream, &sc, err, sizeof err);
     if (rc) return api_reply_error(r, rc, "%s", err);
-    return api_run_syscall(r, r->adm.core, sc, openai_done, stream ? openai_stream : NULL);
+    chat_ctx *ctx = r->data;
+    syscall_t *scs[API_MAX_CHOICES] = {sc};
+    int n = 1 + ctx->n_more;
+    memcpy(scs + 1, ctx->more, (size_t)ctx->n_more * sizeof *scs);
+    ctx->n_more = 0; /* the request owns them now */
+    return api_run_choices(r, r->adm.core, scs, n, openai_done, stream ? openai_stream : NULL);
 }
 
 /* The model (`model`, default when absent) and the kernel tools `tools` names. */

@@ -42,15 +42,10 @@ static void resp_state_free(void *p) {
 
 /* ---- translating a Responses body into the chat completions shape ---- */
 
-static int bad(char *err, size_t errlen, const char *fmt, const char *what) {
-    snprintf(err, errlen, fmt, what);
-    return AIOS_ERR_INVALID;
-}
-
 /* tools: function tools only, into chat completions' {"type":"function","function":{...}}. */
 static int translate_tools(const cJSON *tools, cJSON *out, char *err, size_t errlen) {
     if (!tools || cJSON_IsNull(tools)) return AIOS_OK;
-    if (!cJSON_IsArray(tools)) return bad(err, errlen, "'tools' must be an array of function tools%s", "");
+    if (!cJSON_IsArray(tools)) return jp_invalid(err, errlen, "'tools' must be an array of function tools");
     cJSON *list = cJSON_AddArrayToObject(out, "tools");
     int i = 0;
     for (const cJSON *t = tools->child; t; t = t->next, i++) {
@@ -85,7 +80,7 @@ static int translate_tool_choice(const cJSON *tc, cJSON *out, char *err, size_t 
     }
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(tc, "type"), *name = cJSON_GetObjectItemCaseSensitive(tc, "name");
     if (!cJSON_IsObject(tc) || !cJSON_IsString(type) || strcmp(type->valuestring, "function") || !cJSON_IsString(name))
-        return bad(err, errlen, "'tool_choice' must be \"auto\", \"required\", \"none\" or {\"type\":\"function\",\"name\":...}%s", "");
+        return jp_invalid(err, errlen, "'tool_choice' must be \"auto\", \"required\", \"none\" or {\"type\":\"function\",\"name\":...}");
     cJSON *c = cJSON_AddObjectToObject(out, "tool_choice");
     cJSON_AddStringToObject(c, "type", "function");
     cJSON_AddStringToObject(cJSON_AddObjectToObject(c, "function"), "name", name->valuestring);
@@ -97,15 +92,15 @@ static int translate_text_format(const cJSON *text, cJSON *out, char *err, size_
     if (!text || cJSON_IsNull(text)) return AIOS_OK;
     const cJSON *f = cJSON_IsObject(text) ? cJSON_GetObjectItemCaseSensitive(text, "format") : NULL;
     if (!cJSON_IsObject(text) || (f && !cJSON_IsNull(f) && !cJSON_IsObject(f)))
-        return bad(err, errlen, "'text' must be {\"format\": {\"type\": \"text\" | \"json_object\" | \"json_schema\", ...}}%s", "");
+        return jp_invalid(err, errlen, "'text' must be {\"format\": {\"type\": \"text\" | \"json_object\" | \"json_schema\", ...}}");
     if (!f || cJSON_IsNull(f)) return AIOS_OK;
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(f, "type");
-    if (!cJSON_IsString(type)) return bad(err, errlen, "text.format.type must be \"text\", \"json_object\" or \"json_schema\"%s", "");
+    if (!cJSON_IsString(type)) return jp_invalid(err, errlen, "text.format.type must be \"text\", \"json_object\" or \"json_schema\"");
     cJSON *rf = cJSON_AddObjectToObject(out, "response_format");
     cJSON_AddStringToObject(rf, "type", type->valuestring); /* an unknown type is refused there */
     if (!strcmp(type->valuestring, "json_schema")) {
         const cJSON *schema = cJSON_GetObjectItemCaseSensitive(f, "schema");
-        if (!cJSON_IsObject(schema)) return bad(err, errlen, "text.format.schema must be a JSON Schema object%s", "");
+        if (!cJSON_IsObject(schema)) return jp_invalid(err, errlen, "text.format.schema must be a JSON Schema object");
         cJSON_AddItemToObject(cJSON_AddObjectToObject(rf, "json_schema"), "schema", cJSON_Duplicate(schema, 1));
     }
     return AIOS_OK;
@@ -204,7 +199,7 @@ static int add_call_output(cJSON *msgs, const cJSON *it, int idx, char *err, siz
     }
     strbuf t;
     sb_init(&t, 0);
-    int rc = output ? item_text(output, idx, &t, err, errlen) : bad(err, errlen, "input[%s]: function_call_output needs output", "");
+    int rc = output ? item_text(output, idx, &t, err, errlen) : jp_invalid(err, errlen, "input[%d]: function_call_output needs output", idx);
     if (!rc) {
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "role", "tool");
@@ -250,7 +245,7 @@ static int translate_input(const cJSON *input, cJSON *msgs, char *err, size_t er
         cJSON_AddItemToArray(msgs, m);
         return AIOS_OK;
     }
-    if (!cJSON_IsArray(input)) return bad(err, errlen, "'input' must be a string or an array of items%s", "");
+    if (!cJSON_IsArray(input)) return jp_invalid(err, errlen, "'input' must be a string or an array of items");
     int i = 0, rc = AIOS_OK;
     for (const cJSON *it = input->child; it && !rc; it = it->next, i++) rc = add_item(msgs, it, i, err, errlen);
     return rc;
@@ -267,22 +262,22 @@ static int check_params(const cJSON *body, char *err, size_t errlen) {
     for (const cJSON *f = body->child; f; f = f->next) {
         int k = 0;
         while (KNOWN[k] && strcmp(KNOWN[k], f->string)) k++;
-        if (!KNOWN[k]) return bad(err, errlen, "unknown parameter '%.64s'", f->string);
+        if (!KNOWN[k]) return jp_invalid(err, errlen, "unknown parameter '%.64s'", f->string);
     }
     bool background = false;
     long top = 0;
     int rc = jp_bool(body, "background", &background, err, errlen);
-    if (!rc && background) return bad(err, errlen, "'background' responses are not supported: stream, or wait for the answer%s", "");
+    if (!rc && background) return jp_invalid(err, errlen, "'background' responses are not supported: stream, or wait for the answer");
     if (!rc) rc = jp_int(body, "top_logprobs", 0, 0, &top, err, errlen);
     const cJSON *md = cJSON_GetObjectItemCaseSensitive(body, "metadata");
     if (!rc && md && !cJSON_IsNull(md)) {
         bool ok = cJSON_IsObject(md) && cJSON_GetArraySize(md) <= RESP_MAX_METADATA;
         for (const cJSON *v = ok ? md->child : NULL; v && ok; v = v->next) ok = cJSON_IsString(v) && strlen(v->valuestring) <= 512;
-        if (!ok) return bad(err, errlen, "'metadata' must be an object of at most 16 string values (512 bytes each)%s", "");
+        if (!ok) return jp_invalid(err, errlen, "'metadata' must be an object of at most 16 string values (512 bytes each)");
     }
     const cJSON *tr = cJSON_GetObjectItemCaseSensitive(body, "truncation");
     if (!rc && tr && !cJSON_IsNull(tr) && (!cJSON_IsString(tr) || (strcmp(tr->valuestring, "disabled") && strcmp(tr->valuestring, "auto"))))
-        return bad(err, errlen, "'truncation' must be \"disabled\" or \"auto\"%s", "");
+        return jp_invalid(err, errlen, "'truncation' must be \"disabled\" or \"auto\"");
     return rc;
 }
 
@@ -638,7 +633,7 @@ static int build_request(api_req *r, const cJSON *body, cJSON **history, const c
     if (!rc) rc = jp_string(body, "previous_response_id", false, prev, err, errlen);
     if (!rc) rc = load_history(r, *prev, history, err, errlen);
     const cJSON *input = cJSON_GetObjectItemCaseSensitive(body, "input");
-    if (!rc && !input) rc = bad(err, errlen, "'input' is required (a string or an array of items)%s", "");
+    if (!rc && !input) rc = jp_invalid(err, errlen, "'input' is required (a string or an array of items)");
     if (!rc) rc = translate_input(input, *history, err, errlen);
     if (rc) return rc;
     cJSON *msgs = cJSON_AddArrayToObject(r->door_body, "messages");

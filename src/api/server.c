@@ -318,8 +318,8 @@ static void inflight_remove(api_server *s, api_req *r) {
 
 void api_sse_event(strbuf *sse, const char *event, cJSON *o) {
     char *txt = cJSON_PrintUnformatted(o);
+    if (event) sb_printf(sse, "event: %s\n", event); /* event may point into o */
     cJSON_Delete(o);
-    if (event) sb_printf(sse, "event: %s\n", event);
     if (txt) sb_printf(sse, "data: %s\n\n", txt);
     free(txt);
 }
@@ -330,6 +330,8 @@ void api_ndjson_line(strbuf *out, cJSON *o) {
     if (txt) sb_printf(out, "%s\n", txt);
     free(txt);
 }
+
+static void switch_choice(api_req *r);
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
@@ -353,7 +355,8 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         pthread_mutex_unlock(&sc->mu);
         r->on_stream(r, delta ? delta : "", delta ? avail : 0, done, &r->sse);
         free(delta);
-        if (done) r->final_sent = true;
+        if (done && r->choice + 1 < r->n_choices) switch_choice(r);
+        else if (done) r->final_sent = true;
         if (r->sse.len == 0) return r->final_sent ? MHD_CONTENT_READER_END_OF_STREAM : 0;
     }
     size_t n = r->sse.len - r->sse_off < max ? r->sse.len - r->sse_off : max;
@@ -406,6 +409,52 @@ enum MHD_Result api_run_syscall(api_req *r, llm_core *core, syscall_t *sc, api_d
     }
     inflight_add(s, r);
     return r->streaming ? start_stream(r) : wait_or_answer(r);
+}
+
+/* r->sc (done) gives way to the next choice: its tokens are counted, its reference dropped. */
+static void switch_choice(api_req *r) {
+    syscall_t *done = r->sc;
+    r->done_prompt_tokens += llm_request_prompt_tokens(done->args);
+    r->done_completion_tokens += llm_request_completion_tokens(done->args);
+    syscall_set_sink(done, NULL, NULL);
+    r->choice++;
+    r->sent = 0;
+    pthread_mutex_lock(&r->srv->in_mu); /* the hang-up watcher reads r->sc under in_mu */
+    r->sc = r->choices[r->choice];
+    pthread_mutex_unlock(&r->srv->in_mu);
+    r->choices[r->choice] = NULL;
+    syscall_unref(done);
+    syscall_set_sink(r->sc, req_notify, r);
+}
+
+enum MHD_Result api_next_choice(api_req *r) {
+    switch_choice(r);
+    return wait_or_answer(r);
+}
+
+enum MHD_Result api_run_choices(api_req *r, llm_core *core, syscall_t **scs, int n, api_done_fn on_done,
+                                api_stream_fn on_stream) {
+    api_server *s = r->srv;
+    int rc = AIOS_OK;
+    r->n_choices = n;
+    r->core = core;
+    for (int i = 1; i < n; i++) { /* owned by r from here: on_completed cancels and drops them */
+        r->choices[i] = scs[i];
+        if (rc) {
+            syscall_complete(scs[i], rc, NULL);
+            continue;
+        }
+        pthread_mutex_lock(&s->gate_mu);
+        rc = s->closing ? AIOS_ERR_SHUTDOWN : llm_core_submit(core, scs[i]);
+        pthread_mutex_unlock(&s->gate_mu);
+        if (rc) syscall_complete(scs[i], rc, NULL);
+    }
+    if (rc) { /* the first is not submitted: it completes here, and the request answers the error */
+        syscall_complete(scs[0], rc, NULL);
+        syscall_unref(scs[0]);
+        return api_reply_error(r, rc, rc == AIOS_ERR_BUSY ? "the run queue of this model is full (scheduler.max_queue)" : NULL);
+    }
+    return api_run_syscall(r, core, scs[0], on_done, on_stream);
 }
 
 /* A run-queue job: runs fn on the syscall's args and completes the syscall. */
@@ -803,7 +852,7 @@ static bool path_matches(const char *pat, const char *url) {
     return !*pat && !*url;
 }
 
-static const api_route *find_route(const char *method, const char *url, bool *path_known) {
+static const api_route *find_route(const char *method, const char *url, bool *path_known, api_door *door) {
     const api_route *tables[] = {api_routes_aios,      api_routes_openai,    api_routes_mem,   api_routes_tools,
                                  api_routes_responses, api_routes_anthropic, api_routes_ollama};
     *path_known = false;
@@ -811,6 +860,7 @@ static const api_route *find_route(const char *method, const char *url, bool *pa
         for (const api_route *rt = tables[t]; rt->path; rt++) {
             if (!path_matches(rt->path, url)) continue;
             *path_known = true;
+            *door = rt->door; /* a wrong method is answered in the path's door's shape */
             if (strcmp(rt->method, method) == 0) return rt;
         }
     return NULL;
@@ -852,8 +902,8 @@ static enum MHD_Result dispatch(api_req *r) {
         return api_reply_error(r, AIOS_ERR_TOO_LARGE, "request body exceeds server.max_body_bytes (%ld bytes)",
                                r->srv->cfg->server.max_body_bytes);
     bool known;
-    const api_route *rt = find_route(r->method, r->url, &known);
-    r->door = rt ? rt->door : !strncmp(r->url, "/api/", 5) ? API_DOOR_OLLAMA : API_DOOR_OTHER;
+    r->door = !strncmp(r->url, "/api/", 5) ? API_DOOR_OLLAMA : API_DOOR_OTHER;
+    const api_route *rt = find_route(r->method, r->url, &known, &r->door);
     if (!rt && known && !strcmp(r->method, "OPTIONS")) return preflight(r);
     if (!rt) {
         if (known) return api_reply_error(r, AIOS_ERR_METHOD, "%s is not allowed on %s", r->method, r->url);
@@ -928,6 +978,8 @@ static void door_count(api_server *s, api_req *r) {
         pt = llm_request_prompt_tokens(r->sc->args);
         ct = llm_request_completion_tokens(r->sc->args);
     }
+    pt += r->done_prompt_tokens;
+    ct += r->done_completion_tokens;
     pthread_mutex_lock(&s->door_mu);
     door_stats *d = &s->doors[r->door];
     d->by_class[r->status >= 500 ? 2 : r->status >= 400 ? 1 : 0]++;
@@ -956,6 +1008,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             cancel_work(r->core, r->sc);
         }
         syscall_unref(r->sc);
+    }
+    for (int i = r->choice + 1; i < r->n_choices; i++) { /* choices the answer did not reach */
+        if (!r->choices[i]) continue;
+        if (!syscall_is_done(r->choices[i])) cancel_work(r->core, r->choices[i]);
+        syscall_unref(r->choices[i]);
     }
     if (r->data_free) r->data_free(r->data);
     cJSON_Delete(r->door_body);

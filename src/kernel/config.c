@@ -48,6 +48,7 @@ static const cfg_key KEYS[] = {
     K_INT("llms.max_messages", llms.max_messages, 1, 1 << 20, "1024", "Most messages in one chat request."),
     K_LONG("llms.max_prompt_bytes", llms.max_prompt_bytes, 256, 1L << 30, "1048576", "Largest rendered prompt (bytes) before tokenizing."),
     K_INT("llms.max_stop", llms.max_stop, 0, 64, "8", "Most stop strings per request."),
+    K_INT("llms.max_n", llms.max_n, 1, 64, "8", "Most choices (`n`) of one chat completion; they run side by side, sharing the prompt's KV."),
     K_ENUM("scheduler.policy", scheduler.policy, "fifo", "fifo|rr|priority|fair", "LLM scheduling policy: `fifo` (arrival order, no preemption), `rr` (round robin: a generation yields after `time_slice` tokens), `priority` (higher `priority` first, preempting lower), `fair` (least attained service per agent first)."),
     K_INT("scheduler.max_active", scheduler.max_active, 1, 255, "16", "Sequences decoded together in one batch; the rest wait in the run queue."),
     K_INT("scheduler.max_queue", scheduler.max_queue, 1, 1 << 20, "4096", "Waiting requests per model before new ones get 503 (preempted requests do not count)."),

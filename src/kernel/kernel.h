@@ -158,6 +158,7 @@ typedef struct aios_config {
         int max_messages;
         long max_prompt_bytes;
         int max_stop;
+        int max_n;              /* choices of one chat completion (`n`) */
     } llms;
     struct {
         char policy[16];

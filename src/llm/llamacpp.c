@@ -518,6 +518,11 @@ static void on_token(lc_engine *e, lc_seq *s, llama_token tok) {
     size_t rel = llm_text_releasable(r->pending.data ? r->pending.data : "", r->pending.len,
                                      (const char *const *)r->stop, r->n_stop, &stop_at);
     if (stop_at >= 0) {
+        for (int i = 0; i < r->n_stop && !r->stop_matched; i++) { /* which one, for the doors that say */
+            size_t sl = strlen(r->stop[i]);
+            if (sl && sl <= r->pending.len - (size_t)stop_at && !memcmp(r->pending.data + stop_at, r->stop[i], sl))
+                r->stop_matched = i + 1;
+        }
         r->pending.len = (size_t)stop_at;
         seq_finish(e, s, LLM_FINISH_STOP, AIOS_OK, NULL);
         return;

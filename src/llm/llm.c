@@ -75,6 +75,7 @@ void llm_request_free(void *p) {
 int llm_request_prompt_tokens(const llm_request *r) { return r->n_tokens; }
 int llm_request_completion_tokens(const llm_request *r) { return r->n_completion; }
 int llm_request_cached_tokens(const llm_request *r) { return r->n_cached; }
+const char *llm_request_stop_string(const llm_request *r) { return r->stop_matched ? r->stop[r->stop_matched - 1] : NULL; }
 llm_finish llm_request_finish(const llm_request *r) { return r->finish; }
 int llm_request_logprobs(const llm_request *r, const llm_logprob **out) {
     *out = r->lp;

@@ -91,6 +91,8 @@ int llm_request_prompt_tokens(const llm_request *r);
 int llm_request_completion_tokens(const llm_request *r);
 /* Of its prompt tokens, those taken from the prefix / conversation cache (not computed). */
 int llm_request_cached_tokens(const llm_request *r);
+/* The stop string that ended it (owned by r), or NULL: an end-of-generation token, length, ... */
+const char *llm_request_stop_string(const llm_request *r);
 llm_finish llm_request_finish(const llm_request *r);
 /* The recorded log-probabilities (sampling.logprobs), in generation order; read once the
  * syscall is DONE. Returns how many. */

@@ -20,6 +20,7 @@ struct llm_request {
     /* output, written by the engine before the syscall completes */
     int n_completion;
     int n_cached;          /* prompt tokens its first start took from the prefix / conversation cache */
+    int stop_matched;      /* 1 + the index of the stop string that ended it; 0 = none */
     llm_finish finish;
     llm_logprob *lp;       /* one per generated token when samp.logprobs */
     int n_lp, lp_cap;

@@ -2,7 +2,8 @@
 (503 {"status":"loading"} while the models load, then 200; no token needed), POST /tokenize,
 /detokenize and /apply-template (the model's own vocabulary and chat template, behind the
 admission gate like any model use), CORS for browser clients (server.cors_origins), and the
-chat completions sampling controls (logit_bias, frequency / presence / repeat penalties).
+chat completions sampling controls (logit_bias, frequency / presence / repeat penalties,
+logprobs, n choices).
 Real aiosd, real model, plain HTTP."""
 from __future__ import annotations
 
@@ -235,3 +236,49 @@ def test_chat_logprobs(base_url):
     assert "logprobs" in err["message"]
     assert_error(requests.post(base_url + "/v1/chat/completions", json={
         "messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 21}, timeout=30), 400)
+
+
+def test_chat_n_choices(base_url):
+    """n choices run side by side; with a seed each choice samples with seed + i, so choice i
+    equals a single request with that seed; usage counts the prompt once and every
+    completion."""
+    from openai import OpenAI
+    c = OpenAI(base_url=base_url + "/v1", api_key="n-agent")
+    msgs = [{"role": "user", "content": "Name a fruit."}]
+    resp = c.chat.completions.create(model="smollm2", messages=msgs, max_tokens=8, temperature=1.0, seed=42, n=3)
+    assert [ch.index for ch in resp.choices] == [0, 1, 2]
+    singles = [c.chat.completions.create(model="smollm2", messages=msgs, max_tokens=8, temperature=1.0, seed=42 + i)
+               for i in range(3)]
+    assert [ch.message.content for ch in resp.choices] == [s.choices[0].message.content for s in singles]
+    assert resp.usage.prompt_tokens == singles[0].usage.prompt_tokens
+    assert resp.usage.completion_tokens == sum(s.usage.completion_tokens for s in singles)
+    # streamed: every choice's chunks carry its index, each ends with its finish_reason
+    chunks = list(c.chat.completions.create(model="smollm2", messages=msgs, max_tokens=8, temperature=1.0, seed=42, n=3,
+                                            stream=True, stream_options={"include_usage": True}))
+    text = {0: "", 1: "", 2: ""}
+    finished = []
+    for k in chunks:
+        for ch in k.choices:
+            text[ch.index] += ch.delta.content or ""
+            if ch.finish_reason:
+                finished.append(ch.index)
+    assert sorted(finished) == [0, 1, 2] and [text[i] for i in range(3)] == [s.choices[0].message.content for s in singles]
+    assert chunks[-1].usage.completion_tokens == resp.usage.completion_tokens
+
+
+def test_chat_n_cut_by_client_cancels_every_choice(base_url):
+    from aiosd_helpers import LONG_CHAT_PROMPT, metrics, wait_for
+    before = metrics(base_url)
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": LONG_CHAT_PROMPT}], "max_tokens": 2000,
+            "n": 4, "stream": True}
+    r = requests.post(base_url + "/v1/chat/completions", json=body, stream=True, timeout=30)
+    lines = r.iter_lines()
+    for _ in range(6):
+        next(lines)
+    assert metrics(base_url)["aios_active_sequences"] == 4
+    r.close()
+    after = wait_for(lambda: (lambda m: m if m["aios_active_sequences"] == 0 and m["aios_queue_length"] == 0
+                              and m["aios_requests_cancelled_total"] >= before["aios_requests_cancelled_total"] + 4
+                              else None)(metrics(base_url)), 5.0)
+    assert after, metrics(base_url)
+    assert after["aios_kv_reserved_cells"] == 0, after

@@ -74,7 +74,9 @@ BAD_CHAT_BODIES = {
     "max_tokens_string": (json.dumps(chat_body(max_tokens="10")), 400),
     "top_p_out_of_range": (json.dumps(chat_body(top_p=3)), 400),
     "stream_not_bool": (json.dumps(chat_body(stream="yes")), 400),
-    "n_2": (json.dumps(chat_body(n=2)), 400),
+    "n_over_max": (json.dumps(chat_body(n=9)), 400),  # llms.max_n is 8
+    "n_huge": (json.dumps(chat_body(n=10**9)), 400),
+    "n_zero": (json.dumps(chat_body(n=0)), 400),
     "stop_number": (json.dumps(chat_body(stop=5)), 400),
     "model_number": (json.dumps(chat_body(model=7)), 400),
     "response_format_bad": (json.dumps(chat_body(response_format={"type": "yaml"})), 400),
@@ -108,7 +110,7 @@ def test_bad_chat_request(base_url, name):
 
 def test_error_messages_name_the_field(base_url):
     cases = [(chat_body(temperature="hot"), "temperature"), (chat_body(max_tokens=-1), "max_tokens"),
-             ({"messages": "hi"}, "messages"), (chat_body(n=2), "'n'"),
+             ({"messages": "hi"}, "messages"), (chat_body(n=9), "'n'"),
              ({"messages": [{"role": "wizard", "content": "x"}]}, "wizard")]
     for body, word in cases:
         err = assert_error(requests.post(base_url + CHAT, json=body, timeout=TIMEOUT), 400)
@@ -169,7 +171,7 @@ def test_unknown_model_openai_client(base_url):
     assert ei.value.status_code == 404
     assert "nope" in str(ei.value)
     with pytest.raises(openai.BadRequestError):
-        c.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "hi"}], max_tokens=4, n=2)
+        c.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "hi"}], max_tokens=4, n=99)
     assert_serving(base_url)
 
 
