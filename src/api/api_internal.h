@@ -175,6 +175,7 @@ enum MHD_Result api_run_tools(api_req *r, syscall_t *sc, api_done_fn on_done);
 /* The memory / storage kinds of POST /query (routes_mem.c); qd is query_data. */
 enum MHD_Result api_query_memory(api_req *r, const cJSON *qd);
 enum MHD_Result api_query_storage(api_req *r, const cJSON *qd);
+enum MHD_Result api_embed(api_req *r, const cJSON *input, const char *fmt, cJSON *(*shape)(api_req *r, cJSON *list)); /* routes_mem.c: embeds input on memory's run queue; shape (NULL: none) takes the OpenAI list and makes the answer */
 /* The AIOS answer envelope: {"response": response (taken), "start_times", "end_times",
  * "waiting_times", "turnaround_times"} from the syscall's scheduling rounds. */
 cJSON *api_envelope(syscall_t *sc, cJSON *response);

@@ -1,6 +1,6 @@
 /*
  * routes_mem.c - the memory and storage syscalls of POST /query (AIOS / Cerebrum shapes)
- * and OpenAI-compatible POST /v1/embeddings.
+ * and OpenAI-compatible POST /v1/embeddings (whose job also serves the Ollama door's /api/embed).
  *
  * Each request is checked on the HTTP thread (operation, parameter types), then becomes a
  * syscall queued on its resource's run queue (memory, which also runs /v1/embeddings, or
@@ -16,6 +16,9 @@
 
 /* ---------- shared job shape ---------- */
 
+/* A door's answer made of an embedding job's OpenAI list (takes the list). */
+typedef cJSON *(*embed_shape_fn)(api_req *r, cJSON *list);
+
 typedef struct mem_job {
     mem_manager *mem;
     storage_manager *storage;
@@ -25,6 +28,7 @@ typedef struct mem_job {
     cJSON *params;      /* owned copy of query_data.params (or the embeddings body) */
     cJSON *response;    /* built by the work function */
     bool bare;          /* answer with response itself (OpenAI), not the AIOS envelope */
+    embed_shape_fn shape; /* bare: what the door makes of response; NULL = response itself */
 } mem_job;
 
 static void mem_job_free(void *p) {
@@ -42,7 +46,8 @@ static enum MHD_Result job_done(api_req *r) {
     mem_job *j = sc->args;
     cJSON *resp = j->response;
     j->response = NULL;
-    return api_reply_json(r, 200, j->bare ? resp : api_envelope(sc, resp));
+    if (!j->bare) return api_reply_json(r, 200, api_envelope(sc, resp));
+    return api_reply_json(r, 200, j->shape ? j->shape(r, resp) : resp);
 }
 
 /* {"owner": AGENT} acts in another agent's namespace. The plan claims it (api_plan_mem): a
@@ -57,7 +62,7 @@ static void cross_namespace(api_req *r, mem_job *j) {
 }
 
 static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, const cJSON *params, api_work_fn fn,
-                                 bool bare) {
+                                 bool bare, embed_shape_fn shape) {
     mem_job *j = calloc(1, sizeof *j);
     if (!j) return MHD_NO;
     j->mem = api_mem(r);
@@ -66,6 +71,7 @@ static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, 
     snprintf(j->agent, sizeof j->agent, "%s", r->agent);
     snprintf(j->op, sizeof j->op, "%s", op);
     j->bare = bare;
+    j->shape = shape;
     j->params = params ? cJSON_Duplicate(params, true) : cJSON_CreateObject();
     if (j->params && !bare) cross_namespace(r, j);
     syscall_t *sc = j->params ? syscall_new(kind, r->agent, j, mem_job_free, 0) : NULL;
@@ -280,7 +286,7 @@ enum MHD_Result api_query_memory(api_req *r, const cJSON *qd) {
         return api_reply_error(r, AIOS_ERR_INVALID, "unknown memory operation_type '%.40s' (allowed: add_memory, add_agentic_memory, get_memory, update_memory, remove_memory, retrieve_memory, retrieve_memory_raw)", op);
     if (!api_mem(r)) return api_reply_error(r, AIOS_ERR_NOT_IMPLEMENTED, "the memory manager is not running");
     if ((rc = mem_check(op, params, err, sizeof err))) return api_reply_error(r, rc, "%s", err);
-    return start_job(r, SYSCALL_KIND_MEMORY, op, params, mem_work, false);
+    return start_job(r, SYSCALL_KIND_MEMORY, op, params, mem_work, false, NULL);
 }
 
 /* ---------- storage ---------- */
@@ -308,7 +314,7 @@ enum MHD_Result api_query_storage(api_req *r, const cJSON *qd) {
     int rc = op_and_params(qd, &op, &params, err, sizeof err);
     if (rc) return api_reply_error(r, rc, "%s", err);
     if (!api_storage(r)) return api_reply_error(r, AIOS_ERR_NOT_IMPLEMENTED, "the storage manager is not running");
-    return start_job(r, SYSCALL_KIND_STORAGE, op, params, storage_work, false);
+    return start_job(r, SYSCALL_KIND_STORAGE, op, params, storage_work, false, NULL);
 }
 
 /* ---------- POST /v1/embeddings ---------- */
@@ -443,14 +449,27 @@ static enum MHD_Result h_embeddings(api_req *r, cJSON *body) {
     if (dims && !cJSON_IsNull(dims) && (!cJSON_IsNumber(dims) || dims->valuedouble != llm_embedder_dim(e)))
         return api_reply_error(r, AIOS_ERR_INVALID, "'dimensions' must be %d for '%s'", llm_embedder_dim(e),
                                llm_embedder_name(e));
-    const cJSON *input = cJSON_GetObjectItemCaseSensitive(body, "input");
+    return api_embed(r, cJSON_GetObjectItemCaseSensitive(body, "input"), fmt, NULL);
+}
+
+/* The one way into an embedding job (/v1/embeddings, the Ollama door's /api/embed): input is
+ * checked here, embedded on the memory resource's run queue in fmt ("float" | "base64"), and
+ * answered with the OpenAI list, or what shape (NULL: none) makes of it. */
+enum MHD_Result api_embed(api_req *r, const cJSON *input, const char *fmt, cJSON *(*shape)(api_req *r, cJSON *list)) {
     bool ok = cJSON_IsString(input) || (cJSON_IsArray(input) && input->child);
     for (const cJSON *x = cJSON_IsArray(input) ? input->child : NULL; x && ok; x = x->next) ok = cJSON_IsString(x);
     if (!ok)
         return api_reply_error(r, AIOS_ERR_INVALID, "'input' must be a string or a non-empty list of strings (token arrays are not supported)");
     if (cJSON_GetArraySize(input) > EMB_MAX_INPUTS)
         return api_reply_error(r, AIOS_ERR_INVALID, "'input' has more than %d items", EMB_MAX_INPUTS);
-    return start_job(r, SYSCALL_KIND_MEMORY, fmt, body, embeddings_work, true);
+    cJSON *params = cJSON_CreateObject(); /* {"input": a reference}; start_job copies it */
+    if (!params || !cJSON_AddItemReferenceToObject(params, "input", (cJSON *)input)) {
+        cJSON_Delete(params);
+        return MHD_NO;
+    }
+    enum MHD_Result ret = start_job(r, SYSCALL_KIND_MEMORY, fmt, params, embeddings_work, true, shape);
+    cJSON_Delete(params);
+    return ret;
 }
 
 /* ---------- /metrics: memory, storage and embedding series (no model label) ---------- */

@@ -18,7 +18,7 @@ import requests
 
 from aiosd_helpers import MODEL_NAME
 
-WEATHER = {"type": "object", "properties": {"city": {"type": "string", "minLength": 1}}, "required": ["city"],
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "minLength": 1, "maxLength": 40}}, "required": ["city"],
            "additionalProperties": False}
 BOOKING = {  # every keyword family the grammar states exactly
     "type": "object",
@@ -31,7 +31,8 @@ BOOKING = {  # every keyword family the grammar states exactly
         "name": {"type": "string", "minLength": 2, "maxLength": 40},
         "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "minItems": 1, "maxItems": 3,
                  "uniqueItems": True},
-        "contact": {"type": "object", "properties": {"email": {"type": "string"}, "phone": {"type": ["string", "null"]}},
+        "contact": {"type": "object", "properties": {"email": {"type": "string", "maxLength": 60},
+                                                     "phone": {"type": ["string", "null"], "maxLength": 20}},
                     "required": ["email"], "additionalProperties": False},
         "note": {"anyOf": [{"type": "string", "maxLength": 30}, {"type": "null"}]},
     },
@@ -79,7 +80,7 @@ def test_auto_lets_the_model_choose(base_url):
     tools = [fn("get_weather", WEATHER, "The weather in a city.")]
     split = {"text": 0, "calls": 0}
     for msgs in CALL_PROMPTS + TEXT_PROMPTS:
-        ch = chat(base_url, msgs, tools, "auto")
+        ch = chat(base_url, msgs, tools, "auto", max_tokens=200, parallel_tool_calls=False)
         if ch["message"].get("tool_calls"):
             assert ch["finish_reason"] == "tool_calls" and ch["message"]["content"] is None, ch
             split["calls"] += 1
@@ -121,10 +122,10 @@ def test_200_sampled_calls_validate(base_url):
         return ch["message"]["tool_calls"] if ch["finish_reason"] == "tool_calls" else []
 
     calls, failures, requests_made = [], [], 0
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(16) as pool:  # the engine batches 16 sequences
         while len(calls) < 200 and requests_made < 320:
-            batch = list(pool.map(one, range(requests_made, requests_made + 16)))
-            requests_made += 16
+            batch = list(pool.map(one, range(requests_made, requests_made + 32)))
+            requests_made += 32
             for got in batch:
                 calls.extend(got)
     for c in calls:
