@@ -522,7 +522,7 @@ static void call_events(resp_state *st, strbuf *sse, const cJSON *c) {
     event(st, sse, "response.output_item.done", o);
 }
 
-static void stream_final(api_req *r, chat_ctx *ctx, resp_state *st, strbuf *sse) {
+static void stream_final(api_req *r, resp_state *st, strbuf *sse) {
     syscall_t *sc = r->sc;
     cJSON *calls;
     cJSON *resp = finish_response(r, &calls);
@@ -537,7 +537,6 @@ static void stream_final(api_req *r, chat_ctx *ctx, resp_state *st, strbuf *sse)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "response", resp);
     event(st, sse, type, o);
-    (void)ctx;
 }
 
 static void responses_stream(api_req *r, const char *delta, size_t n, bool final, strbuf *sse) {
@@ -556,7 +555,7 @@ static void responses_stream(api_req *r, const char *delta, size_t n, bool final
     }
     if (!final) return;
     if (!st->text_open && !chat_stream_calls(ctx) && !r->sc->result) text_opens(st, sse); /* an empty text answer */
-    stream_final(r, ctx, st, sse);
+    stream_final(r, st, sse);
 }
 
 /* response.created and response.in_progress, sent before the first token. */
