@@ -22,11 +22,13 @@ ALL_CFLAGS = $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc
 ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 # ggml's CPU backend is not linked: libggml loads the best libggml-cpu-<variant>.so for the
 # host at run time from LLAMA_LIB (src/llm/backend.c, scripts/fetch-llama.sh).
-LLAMA_LDLIBS := -L$(LLAMA_LIB) -lllama -lggml -lggml-base -ldl -Wl,-rpath,$(LLAMA_LIB)
+LLAMA_LDLIBS := -L$(LLAMA_LIB) -lllama -lllama-common -lggml -lggml-base -ldl -Wl,-rpath,$(LLAMA_LIB)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
 KERNEL_LDLIBS := -lstdc++ -lseccomp -lcrypto
 CXX     ?= g++
-# The one C++ file: the shim over hnswlib (header-only), src/vector/vector.cpp. Under ASan,
+# Two C++ shims give C interfaces over C++ libraries: src/vector/vector.cpp over hnswlib
+# (header-only) and src/llm/chat_template.cpp over llama.cpp's common chat library
+# (libllama-common: Jinja templates, tool-call grammars and parsers). Under ASan,
 # hnswlib's hand-vectorised paths are off: their prefetch in searchBaseLayer reads the
 # neighbour id one past a link list (hnswalg.h:214 in 0.6.2; only a prefetch address, but
 # ASan aborts on it), and the plain paths let ASan check all of hnswlib's own accesses.
@@ -43,7 +45,7 @@ KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/kern
               src/api/server.c src/api/admit.c src/api/json.c src/api/chat.c src/api/routes_aios.c src/api/routes_openai.c src/api/routes_mem.c src/api/routes_tools.c \
               src/api/routes_responses.c src/api/routes_anthropic.c src/api/routes_ollama.c
 SDK_SRC    := src/sdk/aios.c src/kernel/result.c
-KERNEL_CXX := src/vector/vector.cpp
+KERNEL_CXX := src/vector/vector.cpp src/llm/chat_template.cpp
 KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_CXX:%.cpp=$(BUILD)/obj/%.o)
 SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
@@ -64,10 +66,14 @@ $(BUILD)/obj/%.o: %.c $(wildcard src/*/*.h include/aios/*.h bench/*.h) | llama-c
 	$(CC) $(ALL_CFLAGS) $(LLAMA_INC) -c $< -o $@
 
 $(BUILD)/obj/src/llm/backend.o: ALL_CFLAGS += -DAIOS_GGML_BACKEND_DIR='"$(LLAMA_LIB)"'
+$(BUILD)/obj/tests/unit/test_llm.o: ALL_CFLAGS += -DAIOS_LLAMA_TEMPLATES='"$(LLAMA_DIR)/src/models/templates"'
 
-$(BUILD)/obj/%.o: %.cpp src/vector/vector.h Makefile | llama-check
+$(BUILD)/obj/%.o: %.cpp src/vector/vector.h src/llm/chat_template.h Makefile | llama-check
 	@mkdir -p $(dir $@)
 	$(CXX) $(ALL_CXXFLAGS) -c $< -o $@
+
+$(BUILD)/obj/src/llm/chat_template.o: ALL_CXXFLAGS += -Werror -isystem $(LLAMA_DIR)/src/include -isystem $(LLAMA_DIR)/src/ggml/include \
+                                        -isystem $(LLAMA_DIR)/src/common -isystem $(LLAMA_DIR)/src/vendor
 
 .PHONY: llama-check
 llama-check:

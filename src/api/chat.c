@@ -19,10 +19,12 @@ void chat_ctx_free(void *p) {
     }
     free(c->tool_names);
     free(c->tool_model_names);
+    cJSON_Delete(c->tool_schemas);
     sb_free(&c->held);
     free(c->bias_tokens);
     free(c->bias_values);
     if (c->door_free) c->door_free(c->door);
+    syscall_unref(c->native);
     for (int i = 0; i < c->n_more; i++) syscall_unref(c->more[i]);
     cJSON_Delete(c->choices);
     free(c);
@@ -104,10 +106,13 @@ int chat_parse_tools(chat_ctx *ctx, const cJSON *tools, char *err, size_t errlen
     int n = cJSON_GetArraySize(tools);
     ctx->tool_names = calloc((size_t)n + 1, sizeof(char *));
     ctx->tool_model_names = calloc((size_t)n + 1, sizeof(char *));
-    if (!ctx->tool_names || !ctx->tool_model_names) return AIOS_ERR_NOMEM;
+    ctx->tool_schemas = cJSON_CreateArray();
+    if (!ctx->tool_names || !ctx->tool_model_names || !ctx->tool_schemas) return AIOS_ERR_NOMEM;
     int i = 0;
     for (const cJSON *t = tools->child; t; t = t->next, i++) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(tool_function(t), "name");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(tool_function(t), "parameters");
+        cJSON_AddItemToArray(ctx->tool_schemas, cJSON_IsObject(params) ? cJSON_Duplicate(params, 1) : cJSON_CreateNull());
         ctx->tool_names[i] = strdup(name->valuestring);
         ctx->tool_model_names[i] = model_name(name->valuestring);
         ctx->n_tools = i + 1;
@@ -175,11 +180,45 @@ static int tool_calls_text(const cJSON *m, strbuf *out) {
 /* tool_choice auto: the grammar applies once the output opens a JSON array. */
 #define CHAT_CALLS_TRIGGER "^\\s*(\\[[\\s\\S]*)"
 
+static bool blank(const char *s) { return !s[strspn(s, " \t\r\n")]; }
+
+/* The template's parse of text ({"content","tool_calls"}, caller frees). */
+static cJSON *native_parse(const chat_ctx *ctx, const char *text, bool partial) {
+    return llm_request_parse_output(ctx->native->args, text, partial);
+}
+
+/* Template format: the answer is calls when it opens with one (the grammar's trigger only
+ * fires there); *calls (optional) gets the parsed list, caller frees. */
+static bool native_calls(const chat_ctx *ctx, const char *text, cJSON **calls) {
+    cJSON *p = native_parse(ctx, text, false);
+    cJSON *list = cJSON_DetachItemFromObjectCaseSensitive(p, "tool_calls");
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(p, "content");
+    bool made = cJSON_GetArraySize(list) > 0 && (!ctx->tools_auto || !cJSON_IsString(content) || blank(content->valuestring));
+    cJSON_Delete(p);
+    if (calls && made) *calls = list;
+    else cJSON_Delete(list);
+    return made;
+}
+
 bool chat_made_calls(const chat_ctx *ctx, const char *text) {
     if (ctx->mode != CHAT_MODE_TOOLS) return false;
+    if (ctx->native) return native_calls(ctx, text, NULL);
     if (!ctx->tools_auto) return true;
     while (*text == ' ' || *text == '\n' || *text == '\t' || *text == '\r') text++;
     return *text == '[';
+}
+
+/* tool_choice auto, template format, streaming: decided once the parse of what came so far
+ * shows a call opening the answer (calls) or text outside calls (text); until then the
+ * output may still be the start of a call's markup and is held. */
+static bool native_decided(const chat_ctx *ctx, const char *held, bool final, bool *text) {
+    cJSON *p = native_parse(ctx, held, !final);
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(p, "content");
+    bool has_text = cJSON_IsString(content) && !blank(content->valuestring);
+    bool has_call = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(p, "tool_calls")) > 0;
+    cJSON_Delete(p);
+    *text = has_text || !has_call;
+    return final || has_text || has_call;
 }
 
 size_t chat_stream_text(chat_ctx *ctx, const char *delta, size_t n, bool final, const char **text) {
@@ -188,9 +227,10 @@ size_t chat_stream_text(chat_ctx *ctx, const char *delta, size_t n, bool final, 
     if (!ctx->tools_auto || ctx->stream_decided) return ctx->stream_text ? n : 0;
     sb_append(&ctx->held, delta, n); /* auto: text or calls, the first non-blank byte tells */
     const char *o = ctx->held.data ? ctx->held.data : "";
-    if (!o[strspn(o, " \t\r\n")] && !final) return 0;
+    if (blank(o) && !final) return 0;
+    if (ctx->native && !native_decided(ctx, o, final, &ctx->stream_text)) return 0;
     ctx->stream_decided = true;
-    ctx->stream_text = !chat_made_calls(ctx, o);
+    if (!ctx->native) ctx->stream_text = !chat_made_calls(ctx, o);
     *text = o;
     return ctx->stream_text ? ctx->held.len : 0;
 }
@@ -316,6 +356,62 @@ int chat_render(api_req *r, llm_core *core, const cJSON *messages, strbuf *out, 
     return rc;
 }
 
+/* Template format: the conversation as the template sees it, the client's messages with
+ * the tool calls' names as the model knows them (each call typed "function"). */
+static char *native_messages(const cJSON *messages) {
+    cJSON *copy = cJSON_Duplicate(messages, 1);
+    for (cJSON *m = copy ? copy->child : NULL; m; m = m->next) {
+        cJSON *tc = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+        for (cJSON *c = cJSON_IsArray(tc) ? tc->child : NULL; c; c = c->next) {
+            cJSON *f = cJSON_GetObjectItemCaseSensitive(c, "function");
+            cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
+            char *mn = cJSON_IsString(name) ? model_name(name->valuestring) : NULL;
+            if (mn) cJSON_ReplaceItemInObjectCaseSensitive(f, "name", cJSON_CreateString(mn));
+            free(mn);
+            if (!cJSON_GetObjectItemCaseSensitive(c, "type")) cJSON_AddStringToObject(c, "type", "function");
+        }
+    }
+    char *s = copy ? cJSON_PrintUnformatted(copy) : NULL;
+    cJSON_Delete(copy);
+    return s;
+}
+
+/* Template format: the tools, named as the model sees them. */
+static char *native_tools(const chat_ctx *ctx, const cJSON *tools) {
+    cJSON *list = cJSON_CreateArray();
+    int i = 0;
+    for (const cJSON *t = tools->child; t && i < ctx->n_tools; t = t->next, i++) {
+        const cJSON *f = tool_function(t);
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(f, "description");
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(f, "parameters");
+        cJSON *e = cJSON_CreateObject(), *fn;
+        cJSON_AddStringToObject(e, "type", "function");
+        fn = cJSON_AddObjectToObject(e, "function");
+        cJSON_AddStringToObject(fn, "name", ctx->tool_model_names[i]);
+        if (cJSON_IsString(d)) cJSON_AddStringToObject(fn, "description", d->valuestring);
+        cJSON_AddItemToObject(fn, "parameters", cJSON_IsObject(p) ? cJSON_Duplicate(p, 1)
+                                                                  : cJSON_Parse("{\"type\":\"object\",\"properties\":{}}"));
+        cJSON_AddItemToArray(list, e);
+    }
+    char *s = cJSON_PrintUnformatted(list);
+    cJSON_Delete(list);
+    return s;
+}
+
+/* The llm_chat of a chat in tools mode on a core that writes tool calls in its template's
+ * format (llm_chat.tools_json): the template renders the tools, and its grammar and parser
+ * replace the kernel's JSON calls. */
+static int native_chat(const chat_ctx *ctx, const chat_spec *spec, llm_chat *chat, char **msgs, char **tools) {
+    *msgs = native_messages(spec->messages);
+    *tools = native_tools(ctx, spec->tools);
+    if (!*msgs || !*tools) return AIOS_ERR_NOMEM;
+    chat->messages_json = *msgs;
+    chat->tools_json = *tools;
+    chat->tool_choice = spec->tools_auto ? LLM_TOOLS_AUTO : LLM_TOOLS_REQUIRED;
+    chat->parallel_calls = !spec->single_call;
+    return AIOS_OK;
+}
+
 int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spec *spec, syscall_t **out, char *err,
                        size_t errlen) {
     msg_store st = {0};
@@ -323,6 +419,12 @@ int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spe
     sb_init(&grammar, 0);
     llm_chat chat = {.sampling = spec->sampling, .stop = spec->stop, .n_stop = spec->n_stop};
     llm_message raw;
+    llm_core_info info;
+    llm_core_get_info(core, &info);
+    bool native = spec->mode == CHAT_MODE_TOOLS && !spec->prompt && info.tools_native;
+    chat_spec plain = *spec; /* native: the messages are checked as they are, no tools prompt */
+    plain.mode = CHAT_MODE_TEXT;
+    char *msgs = NULL, *tools = NULL;
     int rc;
     if (spec->prompt) {
         if (strlen(spec->prompt) > (size_t)api_cfg(r)->llms.max_prompt_bytes) {
@@ -335,29 +437,68 @@ int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spe
         chat.raw_prompt = true;
         rc = AIOS_OK;
     } else {
-        rc = build_messages(r, ctx, spec, &st, err, errlen);
+        rc = build_messages(r, ctx, native ? &plain : spec, &st, err, errlen);
         chat.messages = st.msgs;
         chat.n_messages = st.n;
     }
-    if (!rc) rc = build_grammar(ctx, spec, &grammar, err, errlen);
+    if (!rc && native) rc = native_chat(ctx, spec, &chat, &msgs, &tools);
+    else if (!rc) rc = build_grammar(ctx, spec, &grammar, err, errlen);
     chat.grammar = grammar.len ? grammar.data : NULL;
-    chat.grammar_trigger = spec->mode == CHAT_MODE_TOOLS && spec->tools_auto ? CHAT_CALLS_TRIGGER : NULL;
+    chat.grammar_trigger = !native && spec->mode == CHAT_MODE_TOOLS && spec->tools_auto ? CHAT_CALLS_TRIGGER : NULL;
     llm_request *req = NULL;
     if (!rc) rc = llm_core_prepare(core, &chat, &req, err, errlen);
     msg_store_free(&st);
     sb_free(&grammar);
+    free(msgs);
+    free(tools);
     if (rc) return rc;
     syscall_t *sc = syscall_new(SYSCALL_KIND_LLM, r->agent, req, llm_request_free,
                                 (size_t)api_cfg(r)->server.max_stream_buffer_kb * 1024);
-    if (!sc) return AIOS_ERR_NOMEM;
+    if (!sc) {
+        llm_request_free(req);
+        return AIOS_ERR_NOMEM;
+    }
     sc->priority = r->priority >= 0 ? r->priority : config_agent_priority(api_cfg(r), r->agent);
     snprintf(ctx->id, sizeof ctx->id, "%s-%llu", ctx->completions_api ? "cmpl" : "chatcmpl", (unsigned long long)sc->id);
+    if (native && !ctx->native) ctx->native = syscall_ref(sc);
+    ctx->single_call = spec->single_call;
     *out = sc;
     return AIOS_OK;
 }
 
+/* A template-format call's arguments (JSON text) as the kernel's "parameters" object, if
+ * they are one its tool's schema accepts; else false (a call cut by max_tokens: the
+ * grammar allows no other). */
+static bool native_parameters(const chat_ctx *ctx, cJSON *call) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(call, "arguments");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(call, "name");
+    cJSON *p = cJSON_IsString(a) ? cJSON_Parse(a->valuestring) : NULL;
+    const cJSON *schema = NULL;
+    for (int k = 0; k < ctx->n_tools && cJSON_IsString(name); k++)
+        if (!strcmp(ctx->tool_model_names[k], name->valuestring)) schema = cJSON_GetArrayItem(ctx->tool_schemas, k);
+    char err[8];
+    if (!cJSON_IsObject(p) || (cJSON_IsObject(schema) && tools_check_params(schema, p, err, sizeof err))) {
+        cJSON_Delete(p);
+        return false;
+    }
+    cJSON_AddItemToObject(call, "parameters", p);
+    return true;
+}
+
+/* Template format: the calls made, each with parameters its schema accepts; one at most
+ * without parallel_tool_calls. */
+static cJSON *native_call_list(const chat_ctx *ctx, const char *text) {
+    cJSON *arr = NULL;
+    if (!native_calls(ctx, text, &arr)) return NULL;
+    for (cJSON *c = arr->child, *next; c; c = next) {
+        next = c->next;
+        if (!native_parameters(ctx, c) || (ctx->single_call && c != arr->child)) cJSON_Delete(cJSON_DetachItemViaPointer(arr, c));
+    }
+    return arr;
+}
+
 cJSON *chat_tool_calls(const chat_ctx *ctx, const char *text, uint64_t sc_id) {
-    cJSON *arr = cJSON_Parse(text);
+    cJSON *arr = ctx->native ? native_call_list(ctx, text) : cJSON_Parse(text);
     cJSON *out = cJSON_CreateArray();
     int i = 0;
     for (cJSON *c = cJSON_IsArray(arr) ? arr->child : NULL; c; c = c->next, i++) {

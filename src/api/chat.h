@@ -20,6 +20,8 @@ typedef struct chat_ctx {
     int n_tools;
     char **tool_names;        /* as the client named them ("author/tool") */
     char **tool_model_names;  /* as the model sees them ("author__tool") */
+    cJSON *tool_schemas;      /* their parameters schemas (null where none), in order */
+    bool single_call;         /* parallel_tool_calls false */
     bool include_usage;
     bool role_sent;
     bool completions_api;     /* /v1/completions (text) instead of chat */
@@ -34,6 +36,8 @@ typedef struct chat_ctx {
     syscall_t *more[API_MAX_CHOICES - 1]; /* n > 1: the other choices' prepared syscalls (owned until run) */
     int n_more;
     cJSON *choices;           /* n > 1, not streaming: the choices answered so far */
+    syscall_t *native;        /* tool calls in the template's own format: the (first) syscall, whose
+                               * request parses the output (llm_request_parse_output); our reference */
     void *door;               /* a door's own state of the request, freed with door_free */
     void (*door_free)(void *);
 } chat_ctx;

@@ -137,6 +137,8 @@ static const model_field MODEL_FIELDS[] = {
     M_INT("kv_size", kv_size, 256, 1 << 22, "32768", "KV cache cells shared by all running sequences; a request starts only when its prompt + max_tokens fit."),
     M_INT("threads", threads, 0, 1024, "0", "Threads for llama_decode; 0 = online CPUs."),
     M_INT("batch_size", batch_size, 16, 1 << 16, "512", "Most tokens in one llama_decode step (decodes first, then prefill chunks)."),
+    M_STR("chat_template_file", chat_template_file, "", "Jinja chat template file that replaces the model's own (as llama-server's `--chat-template-file`); every chat is then rendered with it. Empty = the model's template."),
+    M_STR("tool_format", tool_format, "auto", "How tool calls are written. `native`: in the template's own format (rendered and parsed by llama.cpp's common chat library; the template must describe tools). `json`: the kernel's format, a JSON array of calls, for any model. `auto`: native when the template has a tool-call format, else json."),
 };
 #define N_MODEL_FIELDS (sizeof MODEL_FIELDS / sizeof MODEL_FIELDS[0])
 
@@ -245,9 +247,22 @@ static int set_agent(aios_config *cfg, const char *rest, const char *value, char
     return AIOS_OK;
 }
 
+/* "llms.models.<i>.<field>": a field of a configured model (--set). */
+static int set_indexed_model(aios_config *cfg, const char *key, const char *value, char *err, size_t errlen) {
+    char *end;
+    long i = strtol(key, &end, 10);
+    if (end == key || *end != '.' || i < 0 || i >= cfg->llms.n_models) {
+        snprintf(err, errlen, "llms.models.%s: expected llms.models.<index>.<field> with an index below %d", key,
+                 cfg->llms.n_models);
+        return AIOS_ERR_CONFIG;
+    }
+    return set_model_field(&cfg->llms.models[i], end + 1, value, err, errlen);
+}
+
 int config_set(aios_config *cfg, const char *key, const char *value, char *err, size_t errlen) {
     if (strcmp(key, "llms.model") == 0 || strcmp(key, "model") == 0) /* shorthand: first model's path */
         return set_model_field(&cfg->llms.models[0], "path", value, err, errlen);
+    if (strncmp(key, "llms.models.", 12) == 0) return set_indexed_model(cfg, key + 12, value, err, errlen);
     if (strncmp(key, "agents.", 7) == 0) return set_agent(cfg, key + 7, value, err, errlen);
     const cfg_key *k = find_key(key);
     if (!k) {
@@ -675,6 +690,10 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
             snprintf(err, errlen, "llms.models[%d].name: must not be empty", i);
             return AIOS_ERR_CONFIG;
         }
+        if (strcmp(m->tool_format, "auto") && strcmp(m->tool_format, "native") && strcmp(m->tool_format, "json")) {
+            snprintf(err, errlen, "llms.models[%d].tool_format: '%s' is not one of auto, native, json", i, m->tool_format);
+            return AIOS_ERR_CONFIG;
+        }
         for (int j = 0; j < i; j++)
             if (strcmp(cfg->llms.models[j].name, m->name) == 0) {
                 snprintf(err, errlen, "llms.models[%d].name: duplicate model name '%s'", i, m->name);
@@ -706,7 +725,9 @@ int config_write_reference(const char *path) {
     fprintf(f, "| `agents.<name>.group` | (none) | (`--set` or YAML `agents:`) | Privilege group of an agent named by `agent_name` in `local` mode (identities carry their own group). |\n");
     fprintf(f, "| `tools.mcp_servers` | `[]` | (YAML only) | MCP servers started over stdio, each in a sandbox (docs/tools.md): `[{name, command, args: [...], env: {K: V}, ...}]` (fields below); their tools are named `<name>/<tool>`. |\n");
     fprintf(f, "| `access.groups` | (none) | (YAML only) | Privilege groups: `{GROUP: [RULE, ...]}`, a rule being `kind:pattern[:actions]`, or `!kind:pattern[:actions]` to deny (see docs/access.md). |\n");
-    fprintf(f, "\nEach entry of `llms.models` (a list) has these fields:\n\n| field | default | meaning |\n|---|---|---|\n");
+    fprintf(f, "\nEach entry of `llms.models` (a list) has these fields (on the command line: `--set "
+               "llms.models.<index>.<field>=value`, e.g. `llms.models.0.tool_format=json`):\n\n"
+               "| field | default | meaning |\n|---|---|---|\n");
     for (size_t i = 0; i < N_MODEL_FIELDS; i++)
         fprintf(f, "| `%s` | `%s` | %s |\n", MODEL_FIELDS[i].name, MODEL_FIELDS[i].def, MODEL_FIELDS[i].doc);
     fprintf(f, "\nEach entry of `tools.mcp_servers` (a list) has these fields:\n\n| field | default | meaning |\n|---|---|---|\n");

@@ -109,6 +109,8 @@ typedef struct aios_model_cfg {
     int kv_size;           /* KV cells shared by all running sequences */
     int threads;           /* decode threads; 0 = online CPUs */
     int batch_size;        /* tokens per llama_decode step (prefill chunks + decodes) */
+    char chat_template_file[AIOS_PATH_MAX]; /* Jinja template replacing the model's; "" = the model's */
+    char tool_format[16];  /* auto | native | json: how tool calls are written (docs/config.md) */
 } aios_model_cfg;
 
 #define AIOS_MCP_MAX_RO 8       /* ro_paths of one MCP server */

@@ -460,3 +460,82 @@ int llm_grammar_tool_calls(const char *const *names, const cJSON *const *schemas
     sb_free(&calls);
     return rc;
 }
+
+/* ---- the kernel's argument grammars inside a template's tool-call grammar ---- */
+
+/* A GBNF rule name as llama.cpp's converter makes it: each run of characters outside
+ * [a-zA-Z0-9-] becomes one '-'. */
+static int rule_name(const char *s, strbuf *out) {
+    int rc = AIOS_OK;
+    for (const char *p = s; *p && !rc;) {
+        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-';
+        if (ok) rc = sb_append(out, p++, 1);
+        else {
+            while (*p && !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-')) p++;
+            rc = sb_puts(out, "-");
+        }
+    }
+    return rc;
+}
+
+/* Appends gbnf (a grammar of ours) with every rule name prefixed: identifiers outside
+ * string literals and character classes are rule names in GBNF. */
+static int prefixed_rules(const char *gbnf, const char *prefix, strbuf *out) {
+    int rc = AIOS_OK;
+    for (const char *p = gbnf; *p && !rc;) {
+        if (*p == '"' || *p == '[') { /* a literal or a class, escapes included, copied as is */
+            char close = *p == '"' ? '"' : ']';
+            const char *q = p + 1;
+            while (*q && *q != close) q += q[0] == '\\' && q[1] ? 2 : 1;
+            if (*q) q++;
+            rc = sb_append(out, p, (size_t)(q - p));
+            p = q;
+        } else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')) {
+            size_t n = strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-");
+            rc = sb_printf(out, "%s%.*s", prefix, (int)n, p);
+            p += n;
+        } else {
+            rc = sb_append(out, p++, 1);
+        }
+    }
+    return rc;
+}
+
+int llm_grammar_swap_tool_args(const char *grammar, const char *const *names, const cJSON *const *schemas, int n,
+                               strbuf *out, char *err, size_t errlen) {
+    strbuf ours, head;
+    sb_init(&ours, 0);
+    sb_init(&head, 0);
+    int rc = sb_puts(out, grammar);
+    for (int i = 0; i < n && !rc; i++) {
+        strbuf g, body;
+        sb_init(&g, 0);
+        sb_init(&body, 0);
+        char prefix[24];
+        snprintf(prefix, sizeof prefix, "aios%d-", i);
+        sb_reset(&head);
+        rc = sb_puts(&head, "tool-");
+        if (!rc) rc = rule_name(names[i], &head);
+        if (!rc) rc = sb_puts(&head, "-schema ::= ");
+        const char *at = rc ? NULL : strstr(out->data, head.data);
+        while (at && at != out->data && at[-1] != '\n') at = strstr(at + 1, head.data); /* a rule starts a line */
+        if (at && schemas[i]) rc = llm_grammar_from_schema(schemas[i], &g, err, errlen);
+        else if (at && !(rc = sb_puts(&g, "root ::= object\n"))) rc = sb_puts(&g, JSON_BASE_RULES);
+        if (at && !rc) rc = prefixed_rules(g.data, prefix, &ours);
+        if (at && !rc) { /* the rule's line now names our root */
+            size_t start = (size_t)(at - out->data) + head.len, end = start;
+            while (end < out->len && out->data[end] != '\n') end++;
+            rc = sb_printf(&body, "%.*s%sroot%s", (int)start, out->data, prefix, out->data + end);
+            if (!rc) {
+                sb_reset(out);
+                rc = sb_append(out, body.data, body.len);
+            }
+        }
+        sb_free(&g);
+        sb_free(&body);
+    }
+    if (!rc && ours.len) rc = sb_printf(out, "%s%s", out->len && out->data[out->len - 1] == '\n' ? "" : "\n", ours.data);
+    sb_free(&ours);
+    sb_free(&head);
+    return rc;
+}

@@ -26,6 +26,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <cjson/cJSON.h>
+#include "chat_template.h"
 #include "llamacpp_internal.h"
 
 /* ---------- llama.cpp logging, loading progress and checks (shared with embed.c) ---------- */
@@ -83,6 +85,60 @@ static struct llama_sampler *make_no_eog(lc_engine *e) {
 
 static void lc_close(void *impl);
 static void *lc_run(void *arg);
+
+#define LC_TEMPLATE_MAX (1 << 20)
+
+/* The text of the configured chat_template_file (malloc'd) into *out; NULL when none is set. */
+static int read_template(const char *path, char **out, char *err, size_t errlen) {
+    *out = NULL;
+    if (!path[0]) return AIOS_OK;
+    FILE *f = fopen(path, "rb");
+    char *buf = f ? malloc(LC_TEMPLATE_MAX + 1) : NULL;
+    size_t n = buf ? fread(buf, 1, LC_TEMPLATE_MAX + 1, f) : 0;
+    if (f) fclose(f);
+    if (!buf || n == 0 || n > LC_TEMPLATE_MAX || !kern_utf8_valid(buf, n)) {
+        snprintf(err, errlen, "chat_template_file '%s': %s", path,
+                 !f ? "cannot be read" : !buf ? "out of memory" : n > LC_TEMPLATE_MAX ? "over 1 MiB" : "empty or not UTF-8 text");
+        free(buf);
+        return AIOS_ERR_MODEL;
+    }
+    buf[n] = 0;
+    *out = buf;
+    return AIOS_OK;
+}
+
+/* Which template renders chats and how tool calls are written (tool_format, docs/config.md):
+ * the Jinja template through llama.cpp's common chat library when a file replaces the model's
+ * or the template has a tool-call format of its own; else llama_chat_apply_template, and the
+ * kernel's JSON tool calls. */
+static int open_template(lc_engine *e, char *err, size_t errlen) {
+    const char *fmt = e->cfg.tool_format[0] ? e->cfg.tool_format : "auto";
+    char *src = NULL, terr[256] = "";
+    int rc = read_template(e->cfg.chat_template_file, &src, err, errlen);
+    bool file = src != NULL;
+    if (rc || (!strcmp(fmt, "json") && !file)) return rc;
+    e->jinja = lc_tmpl_new(e->model, src, terr, sizeof terr);
+    free(src);
+    if (!e->jinja && (file || !strcmp(fmt, "native"))) {
+        snprintf(err, errlen, "model '%s': %s", e->cfg.name, terr);
+        return AIOS_ERR_MODEL;
+    }
+    e->tools_native = e->jinja && strcmp(fmt, "json") && lc_tmpl_tool_calls(e->jinja);
+    if (!strcmp(fmt, "native") && !e->tools_native) {
+        snprintf(err, errlen, "model '%s': tool_format native, but its chat template has no tool-call format (use auto or json)",
+                 e->cfg.name);
+        return AIOS_ERR_MODEL;
+    }
+    if (e->jinja && !file && !e->tools_native) { /* the model's own template without tools: the built-in renderer */
+        lc_tmpl_free(e->jinja);
+        e->jinja = NULL;
+    }
+    if (!e->jinja && terr[0]) log_warn("model '%s': %s; its chats use llama_chat_apply_template", e->cfg.name, terr);
+    log_info("model '%s': chats rendered by %s, tool calls in %s format", e->cfg.name,
+             e->jinja ? (file ? e->cfg.chat_template_file : "its Jinja template") : "llama_chat_apply_template",
+             e->tools_native ? "the template's own" : "the kernel's JSON");
+    return AIOS_OK;
+}
 
 static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *ctxp, void **out,
                    char *err, size_t errlen) {
@@ -148,9 +204,15 @@ static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, cons
     }
     const char *t = llama_model_chat_template(e->model, NULL);
     e->tmpl = strdup(t ? t : "chatml");
+    int trc = open_template(e, err, errlen);
+    if (trc) {
+        lc_close(e);
+        return trc;
+    }
     e->seqs = calloc((size_t)max_active, sizeof *e->seqs);
     e->batch = llama_batch_init(e->batch_size, 0, 1);
-    if (!e->tmpl || !e->seqs || lc_ctx_init(e) || !(e->no_eog = make_no_eog(e))) {
+    e->cur = malloc((size_t)llama_vocab_n_tokens(e->vocab) * sizeof *e->cur);
+    if (!e->tmpl || !e->seqs || !e->cur || lc_ctx_init(e) || !(e->no_eog = make_no_eog(e))) {
         lc_close(e);
         return AIOS_ERR_NOMEM;
     }
@@ -176,8 +238,10 @@ static void lc_close(void *impl) {
     if (e->seqs) llama_batch_free(e->batch);
     lc_ctx_free(e);
     if (e->no_eog) llama_sampler_free(e->no_eog);
+    free(e->cur);
     free(e->seqs);
     free(e->tmpl);
+    lc_tmpl_free(e->jinja);
     if (e->vctx) llama_free(e->vctx);
     if (e->ctx) llama_free(e->ctx);
     lc_threadpool_free(e->tp);
@@ -200,6 +264,8 @@ static void lc_info(void *impl, llm_core_info *o) {
     o->max_active = e->max_active;
     o->n_params = (int64_t)llama_model_n_params(e->model);
     o->size_bytes = llama_model_size(e->model);
+    o->tools_native = e->tools_native;
+    o->jinja = e->jinja != NULL;
 }
 
 static void lc_stats(void *impl, llm_core_stats *o) {
@@ -233,27 +299,53 @@ static int add_bias(lc_engine *e, struct llama_sampler *ch, const llm_sampling *
     return AIOS_OK;
 }
 
-static struct llama_sampler *make_sampler(lc_engine *e, const llm_chat *chat, char *err, size_t errlen) {
+_Static_assert((int)LLM_TOOLS_AUTO == (int)LC_TOOLS_AUTO && (int)LLM_TOOLS_REQUIRED == (int)LC_TOOLS_REQUIRED &&
+                   (int)LLM_TOOLS_NONE == (int)LC_TOOLS_NONE,
+               "llm_tool_choice and lc_tool_choice agree");
+
+/* The output grammar (*out, NULL if none): the request's own (chat->grammar, lazy after
+ * chat->grammar_trigger), or the template's tool-call grammar (t). */
+static int make_grammar(lc_engine *e, const llm_chat *chat, const lc_tmpl_out *t, struct llama_sampler **out, char *err,
+                        size_t errlen) {
+    *out = NULL;
+    struct llama_sampler *g = NULL;
+    if (chat->grammar) {
+        const char *trig[1] = {chat->grammar_trigger};
+        g = chat->grammar_trigger ? llama_sampler_init_grammar_lazy_patterns(e->vocab, chat->grammar, "root", trig, 1, NULL, 0)
+                                  : llama_sampler_init_grammar(e->vocab, chat->grammar, "root");
+    } else if (t && t->grammar) {
+        g = t->lazy ? llama_sampler_init_grammar_lazy_patterns(e->vocab, t->grammar, "root", (const char **)t->patterns,
+                                                               (size_t)t->n_patterns, t->tokens, (size_t)t->n_tokens)
+                    : llama_sampler_init_grammar(e->vocab, t->grammar, "root");
+        if (g && t->prefill && lc_tmpl_prefill(g, e->vocab, t->prefill)) {
+            llama_sampler_free(g);
+            g = NULL;
+        }
+    } else {
+        return AIOS_OK;
+    }
+    if (!g) {
+        snprintf(err, errlen, "the output grammar could not be parsed");
+        return AIOS_ERR_INVALID;
+    }
+    *out = g;
+    return AIOS_OK;
+}
+
+/* The sampler chain of a request; its grammar stays outside (*grammar): sample_token checks
+ * the chain's draft against it and applies it to the whole vocabulary only when the draft is
+ * refused, as llama.cpp's common sampler does (a grammar over every token at every step
+ * costs more than the decode of a small model). */
+static struct llama_sampler *make_sampler(lc_engine *e, const llm_chat *chat, const lc_tmpl_out *t,
+                                          struct llama_sampler **grammar, char *err, size_t errlen) {
     struct llama_sampler_chain_params scp = llama_sampler_chain_default_params();
     scp.no_perf = true;
     struct llama_sampler *ch = llama_sampler_chain_init(scp);
     if (!ch) return NULL;
     if (chat->sampling.ignore_eos) llama_sampler_chain_add(ch, llama_sampler_clone(e->no_eog));
-    if (add_bias(e, ch, &chat->sampling, err, errlen)) {
+    if (add_bias(e, ch, &chat->sampling, err, errlen) || make_grammar(e, chat, t, grammar, err, errlen)) {
         llama_sampler_free(ch);
         return NULL;
-    }
-    if (chat->grammar) {
-        const char *trig[1] = {chat->grammar_trigger};
-        struct llama_sampler *g = chat->grammar_trigger
-                                      ? llama_sampler_init_grammar_lazy_patterns(e->vocab, chat->grammar, "root", trig, 1, NULL, 0)
-                                      : llama_sampler_init_grammar(e->vocab, chat->grammar, "root");
-        if (!g) {
-            snprintf(err, errlen, "the output grammar could not be parsed");
-            llama_sampler_free(ch);
-            return NULL;
-        }
-        llama_sampler_chain_add(ch, g);
     }
     const llm_sampling *s = &chat->sampling;
     if (s->repeat_penalty != 1.0f || s->frequency_penalty != 0.0f || s->presence_penalty != 0.0f)
@@ -272,8 +364,7 @@ static struct llama_sampler *make_sampler(lc_engine *e, const llm_chat *chat, ch
     return ch;
 }
 
-static int render(lc_engine *e, const llm_chat *chat, strbuf *out, char *err, size_t errlen) {
-    if (chat->raw_prompt) return sb_puts(out, chat->n_messages ? chat->messages[0].content : "");
+static int render_builtin(lc_engine *e, const llm_chat *chat, strbuf *out, char *err, size_t errlen) {
     struct llama_chat_message *msgs = calloc((size_t)chat->n_messages, sizeof *msgs);
     if (!msgs) return AIOS_ERR_NOMEM;
     size_t total = 64;
@@ -304,8 +395,75 @@ static int render(lc_engine *e, const llm_chat *chat, strbuf *out, char *err, si
     return rc;
 }
 
+/* chat's messages as an OpenAI messages array (for the Jinja template); NULL on OOM. */
+static char *messages_json(const llm_chat *chat) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < chat->n_messages; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", chat->messages[i].role);
+        cJSON_AddStringToObject(m, "content", chat->messages[i].content ? chat->messages[i].content : "");
+        cJSON_AddItemToArray(a, m);
+    }
+    char *s = a ? cJSON_PrintUnformatted(a) : NULL;
+    cJSON_Delete(a);
+    return s;
+}
+
+/* The template's tool-call grammar with the kernel's argument grammar for each tool
+ * (llm_grammar_swap_tool_args): template-format calls validate like the kernel's own. */
+static int kernel_args(lc_tmpl_out *o, const char *tools_json, char *err, size_t errlen) {
+    if (!o->grammar) return AIOS_OK;
+    cJSON *tools = cJSON_Parse(tools_json);
+    int n = cJSON_GetArraySize(tools), i = 0;
+    const char **names = calloc((size_t)n + 1, sizeof *names);
+    const cJSON **schemas = calloc((size_t)n + 1, sizeof *schemas);
+    strbuf g;
+    sb_init(&g, 0);
+    int rc = tools && names && schemas ? AIOS_OK : AIOS_ERR_NOMEM;
+    for (const cJSON *t = rc ? NULL : tools->child; t; t = t->next) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(f, "parameters");
+        if (!cJSON_IsString(name)) continue;
+        names[i] = name->valuestring;
+        schemas[i++] = cJSON_IsObject(params) ? params : NULL;
+    }
+    if (!rc) rc = llm_grammar_swap_tool_args(o->grammar, names, schemas, i, &g, err, errlen);
+    if (!rc) {
+        free(o->grammar);
+        o->grammar = sb_steal(&g);
+    }
+    sb_free(&g);
+    free(names);
+    free(schemas);
+    cJSON_Delete(tools);
+    return rc;
+}
+
+/* The prompt of chat. With the Jinja template, *t (when given) gets the rest of what it
+ * made (the tool-call grammar, triggers, stops, parser; the caller frees it). */
+static int render(lc_engine *e, const llm_chat *chat, strbuf *out, lc_tmpl_out *t, char *err, size_t errlen) {
+    if (chat->raw_prompt) return sb_puts(out, chat->n_messages ? chat->messages[0].content : "");
+    if (chat->tools_json && !e->tools_native) {
+        snprintf(err, errlen, "model '%s' has no tool-call format of its own", e->cfg.name);
+        return AIOS_ERR_INVALID;
+    }
+    if (!e->jinja) return render_builtin(e, chat, out, err, errlen);
+    char *built = chat->messages_json ? NULL : messages_json(chat);
+    if (!chat->messages_json && !built) return AIOS_ERR_NOMEM;
+    lc_tmpl_out local;
+    lc_tmpl_out *o = t ? t : &local;
+    int rc = lc_tmpl_apply(e->jinja, chat->messages_json ? chat->messages_json : built, chat->tools_json,
+                           (lc_tool_choice)chat->tool_choice, chat->parallel_calls, o, err, errlen);
+    free(built);
+    if (!rc) rc = sb_puts(out, o->prompt);
+    if (!rc && t && chat->tools_json) rc = kernel_args(o, chat->tools_json, err, errlen);
+    if (o == &local) lc_tmpl_out_free(&local);
+    return rc;
+}
+
 static int lc_render(void *impl, const llm_chat *chat, strbuf *out, char *err, size_t errlen) {
-    return render(impl, chat, out, err, errlen);
+    return render(impl, chat, out, NULL, err, errlen);
 }
 
 /* text's tokens into *out (malloc'd), special tokens parsed; rejects invalid UTF-8, on
@@ -360,13 +518,13 @@ static int lc_prepare(void *impl, const llm_chat *chat, llm_request **out, char 
     lc_engine *e = impl;
     strbuf prompt;
     sb_init(&prompt, 0);
-    int rc = render(e, chat, &prompt, err, errlen);
-    if (rc) { sb_free(&prompt); return rc; }
-    llm_request *r = llm_request_new(chat);
-    if (!r) { sb_free(&prompt); return AIOS_ERR_NOMEM; }
-    rc = tokenize(e, prompt.data ? prompt.data : "", prompt.len, true, &r->tokens, &r->n_tokens, err, errlen);
+    lc_tmpl_out t = {0};
+    int rc = render(e, chat, &prompt, &t, err, errlen);
+    llm_request *r = rc ? NULL : llm_request_new(chat);
+    if (!rc && !r) rc = AIOS_ERR_NOMEM;
+    if (!rc) rc = tokenize(e, prompt.data ? prompt.data : "", prompt.len, true, &r->tokens, &r->n_tokens, err, errlen);
     sb_free(&prompt);
-    if (rc == AIOS_ERR_INVALID) snprintf(err, errlen, "the prompt is not valid UTF-8");
+    if (rc == AIOS_ERR_INVALID && r) snprintf(err, errlen, "the prompt is not valid UTF-8");
     if (!rc && r->n_tokens <= 0) {
         snprintf(err, errlen, "the prompt is empty after tokenization");
         rc = AIOS_ERR_INVALID;
@@ -376,13 +534,21 @@ static int lc_prepare(void *impl, const llm_chat *chat, llm_request **out, char 
                  r->n_tokens, e->cfg.name, e->n_ctx);
         rc = AIOS_ERR_CONTEXT;
     }
+    if (!rc) rc = llm_request_add_stops(r, t.stops, t.n_stops);
     if (!rc) {
         if (r->samp.max_tokens > e->n_ctx - r->n_tokens) r->samp.max_tokens = e->n_ctx - r->n_tokens;
         r->n_feed = r->n_tokens;
-        r->sampler = make_sampler(e, chat, err, errlen);
+        struct llama_sampler *g = NULL;
+        r->sampler = make_sampler(e, chat, &t, &g, err, errlen);
+        r->grammar = g;
         r->sampler_free = lc_sampler_free;
-        if (!r->sampler) rc = chat->grammar || chat->sampling.n_bias ? AIOS_ERR_INVALID : AIOS_ERR_NOMEM;
+        if (!r->sampler) rc = chat->grammar || t.grammar || chat->sampling.n_bias ? AIOS_ERR_INVALID : AIOS_ERR_NOMEM;
     }
+    if (!rc && chat->tools_json) { /* the parser of its output, for llm_request_parse_output */
+        r->parser = t.parser;
+        t.parser = NULL;
+    }
+    lc_tmpl_out_free(&t);
     if (rc) {
         llm_request_free(r);
         return rc;
@@ -583,6 +749,31 @@ static void record_logprob(lc_engine *e, llm_request *r, int idx, llama_token to
     for (int j = 0; j < o->n_top; j++) o->top_logprob[j] -= log_z;
 }
 
+/* The next token of r from the logits at idx: the chain's draft, kept if the grammar allows
+ * it, else the chain again over what the grammar allows (make_sampler). */
+static llama_token sample_token(lc_engine *e, llm_request *r, int idx) {
+    if (!r->grammar) return llama_sampler_sample(r->sampler, e->ctx, idx);
+    const float *logits = llama_get_logits_ith(e->ctx, idx);
+    int n_vocab = llama_vocab_n_tokens(e->vocab);
+    for (int i = 0; i < n_vocab; i++) e->cur[i] = (llama_token_data){i, logits[i], 0.0f};
+    llama_token_data_array all = {e->cur, (size_t)n_vocab, -1, false};
+    llama_sampler_apply(r->sampler, &all);
+    llama_token tok = all.selected >= 0 ? all.data[all.selected].id : 0;
+    llama_token_data one = {tok, 1.0f, 0.0f};
+    llama_token_data_array draft = {&one, 1, -1, false};
+    llama_sampler_apply(r->grammar, &draft);
+    if (all.selected < 0 || isinf(one.logit)) { /* refused: the grammar first, then the chain */
+        for (int i = 0; i < n_vocab; i++) e->cur[i] = (llama_token_data){i, logits[i], 0.0f};
+        all = (llama_token_data_array){e->cur, (size_t)n_vocab, -1, false};
+        llama_sampler_apply(r->grammar, &all);
+        llama_sampler_apply(r->sampler, &all);
+        tok = all.selected >= 0 ? all.data[all.selected].id : llama_vocab_eos(e->vocab);
+    }
+    llama_sampler_accept(r->grammar, tok);
+    llama_sampler_accept(r->sampler, tok);
+    return tok;
+}
+
 static void after_decode(lc_engine *e) {
     unsigned long long computed = 0;
     for (int i = 0; i < e->max_active; i++) {
@@ -592,7 +783,7 @@ static void after_decode(lc_engine *e) {
         if (!was_decoding) computed += (unsigned long long)s->n_in_batch;
         sched_charge(e->sched, s->sc, s->n_in_batch, s->bidx >= 0 ? 1 : 0);
         if (s->bidx < 0) continue;
-        llama_token tok = llama_sampler_sample(s->req->sampler, e->ctx, s->bidx);
+        llama_token tok = sample_token(e, s->req, s->bidx);
         if (s->req->samp.logprobs && !llama_vocab_is_eog(e->vocab, tok)) record_logprob(e, s->req, s->bidx, tok);
         on_token(e, s, tok);
     }

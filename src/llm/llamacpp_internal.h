@@ -58,6 +58,8 @@ typedef struct lc_engine {
     struct ggml_threadpool *tp;  /* the decode thread pool (ours: its poll level is set) */  /* the prefix self-check's fresh context (verify_prefix only) */
     const struct llama_vocab *vocab;
     char *tmpl;
+    struct lc_tmpl *jinja;  /* the Jinja template every chat is rendered with, or NULL (llama_chat_apply_template) */
+    bool tools_native;      /* tool calls in the template's format (chat_template.h) */
     int n_ctx, kv_size, max_active, batch_size;
     sched_t *sched;
     pthread_t thread;
@@ -73,6 +75,7 @@ typedef struct lc_engine {
     bool *seq_busy;      /* cache seq ids in use, indexed from max_active */
     struct llama_batch batch;
     struct llama_sampler *no_eog; /* logit bias banning end-of-generation tokens (ignore_eos) */
+    llama_token_data *cur;        /* n_vocab candidates, the engine thread's sampling scratch */
     pthread_mutex_t st_mu;
     llm_core_stats st;
 } lc_engine;

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <cjson/cJSON.h>
+#include "chat_template.h"
 #include "llm_internal.h"
 
 struct llm_core {
@@ -62,6 +64,7 @@ void llm_request_free(void *p) {
     llm_request *r = p;
     if (!r) return;
     if (r->sampler && r->sampler_free) r->sampler_free(r->sampler);
+    if (r->grammar && r->sampler_free) r->sampler_free(r->grammar);
     if (r->snap && r->snap_free) r->snap_free(r->snap);
     sb_free(&r->pending);
     free(r->gen);
@@ -69,7 +72,36 @@ void llm_request_free(void *p) {
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->stop);
     free(r->tokens);
+    lc_tmpl_parser_free(r->parser);
     free(r);
+}
+
+int llm_request_add_stops(llm_request *r, char *const *stops, int n) {
+    if (n <= 0) return AIOS_OK;
+    char **grown = realloc(r->stop, (size_t)(r->n_stop + n) * sizeof *grown);
+    if (!grown) return AIOS_ERR_NOMEM;
+    r->stop = grown;
+    for (int i = 0; i < n; i++) {
+        if (!(r->stop[r->n_stop] = strdup(stops[i]))) return AIOS_ERR_NOMEM;
+        r->n_stop++;
+    }
+    return AIOS_OK;
+}
+
+cJSON *llm_request_parse_output(const llm_request *r, const char *text, bool partial) {
+    if (!r->parser) return NULL;
+    lc_tmpl_msg m;
+    lc_tmpl_parse(r->parser, text, partial, &m); /* text it cannot parse comes back as content */
+    cJSON *o = cJSON_CreateObject(), *calls = cJSON_AddArrayToObject(o, "tool_calls");
+    cJSON_AddStringToObject(o, "content", m.content ? m.content : "");
+    for (int i = 0; i < m.n_calls; i++) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddStringToObject(c, "name", m.calls[i].name ? m.calls[i].name : "");
+        cJSON_AddStringToObject(c, "arguments", m.calls[i].arguments ? m.calls[i].arguments : "");
+        cJSON_AddItemToArray(calls, c);
+    }
+    lc_tmpl_msg_free(&m);
+    return o;
 }
 
 int llm_request_prompt_tokens(const llm_request *r) { return r->n_tokens; }

@@ -68,6 +68,8 @@ typedef enum llm_finish {
 } llm_finish;
 const char *llm_finish_name(llm_finish f); /* "stop", "length", ... (OpenAI finish_reason) */
 
+typedef enum llm_tool_choice { LLM_TOOLS_AUTO, LLM_TOOLS_REQUIRED, LLM_TOOLS_NONE } llm_tool_choice;
+
 /* What a chat request asks of a core (borrowed pointers; prepare copies what it keeps). */
 typedef struct llm_chat {
     const llm_message *messages;
@@ -81,6 +83,16 @@ typedef struct llm_chat {
      * grammar applies from the first token. */
     const char *grammar_trigger;
     bool raw_prompt;       /* messages[0].content is the whole prompt (no template) */
+    /* Tool calls in the model's own format (a core whose info says tools_native): the
+     * conversation and tools as OpenAI chat-completions JSON (messages with tool_calls and
+     * tool_call_id; [{"type":"function","function":{...}}]). The core renders them with the
+     * model's template, constrains calls with the template family's grammar (lazy under
+     * auto) and keeps its parser for llm_request_parse_output. messages_json replaces
+     * messages; grammar and grammar_trigger must be NULL. */
+    const char *messages_json;
+    const char *tools_json;
+    llm_tool_choice tool_choice;
+    bool parallel_calls;
 } llm_chat;
 
 /* One generation; owned by its syscall (args), freed with llm_request_free. The engine
@@ -97,6 +109,11 @@ llm_finish llm_request_finish(const llm_request *r);
 /* The recorded log-probabilities (sampling.logprobs), in generation order; read once the
  * syscall is DONE. Returns how many. */
 int llm_request_logprobs(const llm_request *r, const llm_logprob **out);
+/* Of a request prepared with tools_json: text (its output so far, or whole) parsed in the
+ * template's format: a new {"content": "...", "tool_calls": [{"name","arguments"}]}
+ * (arguments as the JSON text the model wrote; partial: a call may still be growing) the
+ * caller owns. NULL for any other request (or on OOM). */
+cJSON *llm_request_parse_output(const llm_request *r, const char *text, bool partial);
 
 /* ---- backend interface ---- */
 typedef struct llm_core_info {
@@ -109,6 +126,8 @@ typedef struct llm_core_info {
     int max_active;
     int64_t n_params;
     uint64_t size_bytes;
+    bool tools_native;  /* tool calls in the template's own format (llm_chat.tools_json) */
+    bool jinja;         /* chats are rendered by the Jinja template (else llama_chat_apply_template) */
 } llm_core_info;
 
 typedef struct llm_core_stats {
@@ -259,5 +278,13 @@ int llm_grammar_from_schema(const cJSON *schema, strbuf *out, char *err, size_t 
  * call's parameters constrained by its tool's schema. names[i] are the model-facing names. */
 int llm_grammar_tool_calls(const char *const *names, const cJSON *const *schemas, int n, int max_calls, strbuf *out,
                            char *err, size_t errlen);
+/* grammar (a template's tool-call grammar from llama.cpp's converter) into out with each
+ * tool's argument rule ("tool-<name>-schema") replaced by the kernel's grammar of schemas[i]
+ * (NULL: any object), rules prefixed, so calls in the template's format hold the kernel's
+ * guarantee: every argument object the grammar allows, the tool validator accepts. A tool
+ * whose rule is absent (a format without JSON arguments) keeps the library's rule. err names
+ * a schema keyword the kernel refuses (as in llm_grammar_from_schema). */
+int llm_grammar_swap_tool_args(const char *grammar, const char *const *names, const cJSON *const *schemas, int n,
+                               strbuf *out, char *err, size_t errlen);
 
 #endif

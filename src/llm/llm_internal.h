@@ -16,6 +16,7 @@ struct llm_request {
     char **stop;
     int n_stop;
     void *sampler;         /* backend sampler (chain), owned */
+    void *grammar;         /* its output grammar, outside the chain (checked after a draft), owned */
     void (*sampler_free)(void *);
     /* output, written by the engine before the syscall completes */
     int n_completion;
@@ -37,6 +38,7 @@ struct llm_request {
     void (*snap_free)(void *);
     int park_seq;          /* while preempted with its KV left in place: the cache sequence id holding it, else -1 */
     int park_parent, park_shared, park_charge; /* the slot's sharing and accounting, kept while parked */
+    struct lc_tmpl_parser *parser; /* the template's output parser (tools_json requests), owned */
 };
 
 /* The i-th token of the feed: the prompt, then the generated tokens. */
@@ -46,5 +48,7 @@ static inline int32_t llm_feed_token(const llm_request *r, int i) {
 
 /* Allocates an empty request; copies the stop strings of chat. NULL on OOM. */
 llm_request *llm_request_new(const llm_chat *chat);
+/* Appends copies of more stop strings (a template's own). */
+int llm_request_add_stops(llm_request *r, char *const *stops, int n);
 
 #endif

@@ -692,3 +692,7 @@ int tools_submit(tool_manager *tm, syscall_t *sc) {
     pump(tm);
     return AIOS_OK;
 }
+
+int tools_check_params(const cJSON *schema, const cJSON *value, char *err, size_t errlen) {
+    return tool_schema_check(schema, value, err, errlen);
+}

@@ -93,6 +93,9 @@ int tools_validate(tool_manager *tm, const char *name, const cJSON *params, char
 int tools_submit(tool_manager *tm, syscall_t *sc);
 /* {"type":"function","function":{name, description, parameters}} or NULL if unknown. */
 cJSON *tools_function_json(tool_manager *tm, const char *name);
+/* Whether value satisfies a tool parameters schema (the JSON Schema subset manifests use,
+ * docs/tools.md): AIOS_OK, or AIOS_ERR_INVALID with err naming the first violation. */
+int tools_check_params(const cJSON *schema, const cJSON *value, char *err, size_t errlen);
 /* Every tool with its manifest fields and live counters, plus manifest errors:
  * {"tools":[...], "errors":[{"file","error"}]}. */
 cJSON *tools_list_json(tool_manager *tm);

@@ -60,6 +60,18 @@ def chat(base_url: str, messages, tools, tool_choice, temperature=0.0, max_token
     return r.json()["choices"][0]
 
 
+def validation_failures(calls: list[dict], schemas: dict) -> list[str]:
+    """Each chat-completions call's arguments against its tool's schema, by `jsonschema`."""
+    failures = []
+    for c in calls:
+        name = c["function"]["name"]
+        try:
+            jsonschema.validate(json.loads(c["function"]["arguments"]), schemas[name])
+        except (jsonschema.ValidationError, json.JSONDecodeError, KeyError) as e:
+            failures.append(f"{name}: {c['function']['arguments'][:200]}: {str(e)[:200]}")
+    return failures
+
+
 def few_shot(question: str) -> list[dict]:
     """A conversation in which the assistant answered a weather question with a call."""
     return [{"role": "user", "content": "What is the weather in Rome?"},
@@ -121,19 +133,14 @@ def test_200_sampled_calls_validate(base_url):
                   agent=f"tc-sampler-{i % 4}", parallel_tool_calls=i % 4 == 0)
         return ch["message"]["tool_calls"] if ch["finish_reason"] == "tool_calls" else []
 
-    calls, failures, requests_made = [], [], 0
+    calls, requests_made = [], 0
     with ThreadPoolExecutor(16) as pool:  # the engine batches 16 sequences
         while len(calls) < 200 and requests_made < 320:
             batch = list(pool.map(one, range(requests_made, requests_made + 32)))
             requests_made += 32
             for got in batch:
                 calls.extend(got)
-    for c in calls:
-        name = c["function"]["name"]
-        try:
-            jsonschema.validate(json.loads(c["function"]["arguments"]), schemas[name])
-        except (jsonschema.ValidationError, json.JSONDecodeError, KeyError) as e:
-            failures.append(f"{name}: {c['function']['arguments'][:200]}: {str(e)[:200]}")
+    failures = validation_failures(calls, schemas)
     print(f"\n{len(calls)} sampled calls from {requests_made} requests at temperature 1.0; "
           f"tools: {sorted({c['function']['name'] for c in calls})}; {len(failures)} validation failures")
     assert len(calls) >= 200, (len(calls), requests_made)

@@ -20,6 +20,7 @@
 #include <cjson/cJSON.h>
 #include <llama.h>
 #include "llm/llm.h"
+#include "llm/chat_template.h"
 #include "tools/schema.h"
 #include "tools/tools_internal.h"
 
@@ -236,9 +237,10 @@ static bool structural(const char *piece) { return strpbrk(piece, "\"{}[],:") !=
 /* One random document of the grammar: each step picks one of the tokens it allows (half
  * the time one holding JSON punctuation, so strings and numbers end), and stops at an
  * end-of-generation it allows with probability 1/3. NULL if it ran past max_steps. */
-static char *walk(const char *gbnf, int max_steps) {
+static char *walk_from(const char *gbnf, const char *prefill, int max_steps) {
     struct llama_sampler *g = llama_sampler_init_grammar(vocab, gbnf, "root");
     assert_non_null(g);
+    if (prefill) assert_int_equal(lc_tmpl_prefill(g, vocab, prefill), AIOS_OK);
     llama_token_data *td = malloc(((size_t)g_n_cands + 1) * sizeof *td);
     int *ok = malloc(((size_t)g_n_cands + 1) * sizeof *ok), *punct = malloc(((size_t)g_n_cands + 1) * sizeof *punct);
     strbuf text;
@@ -274,6 +276,8 @@ static char *walk(const char *gbnf, int max_steps) {
     return done ? sb_steal(&text) : NULL;
 }
 
+static char *walk(const char *gbnf, int max_steps) { return walk_from(gbnf, NULL, max_steps); }
+
 /* Walks schema's grammar until `want` complete documents; each must parse and validate. */
 static void agree(const char *name, const cJSON *schema, int want) {
     char err[512] = "";
@@ -297,6 +301,160 @@ static void agree(const char *name, const cJSON *schema, int want) {
     if (got < want) fail_msg("%s: only %d of %d random walks ended", name, got, want);
 }
 
+/* ---- the model's own template (chat_template.h, llama.cpp's common chat library) ---- */
+
+#ifndef AIOS_LLAMA_TEMPLATES
+#error "AIOS_LLAMA_TEMPLATES: the pinned llama.cpp source's models/templates (Makefile)"
+#endif
+
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("cannot read %s", path);
+    strbuf b;
+    sb_init(&b, 0);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) sb_append(&b, buf, n);
+    fclose(f);
+    return sb_steal(&b);
+}
+
+/* Qwen 2.5's template (tools in <tools>, calls as <tool_call>{json}</tool_call>), from the
+ * pinned llama.cpp source: a real tool-calling family on the test vocabulary. */
+static lc_tmpl *qwen_template(void) {
+    char *src = read_text(AIOS_LLAMA_TEMPLATES "/Qwen-Qwen2.5-7B-Instruct.jinja");
+    char err[256] = "";
+    lc_tmpl *t = lc_tmpl_new(model, src, err, sizeof err);
+    free(src);
+    if (!t) fail_msg("the Qwen template did not load: %s", err);
+    return t;
+}
+
+static char *one_tool(const char *schema) {
+    char *s = malloc(strlen(schema) + 128);
+    sprintf(s, "[{\"type\":\"function\",\"function\":{\"name\":\"get_v\",\"description\":\"d\",\"parameters\":%s}}]", schema);
+    return s;
+}
+
+static const char *USER_MSG = "[{\"role\":\"user\",\"content\":\"What time is it in Paris?\"}]";
+
+/* A schema's native grammar under `required`: every walk is a call whose arguments the
+ * validator accepts (the kernel also checks each parsed call, chat.c). */
+static int g_native_walks;
+
+static void agree_native(const cJSON *s) {
+    char *schema_json = cJSON_PrintUnformatted(s);
+    lc_tmpl *tm = qwen_template();
+    char *tools = one_tool(schema_json), err[256] = "";
+    lc_tmpl_out o;
+    assert_int_equal(lc_tmpl_apply(tm, USER_MSG, tools, LC_TOOLS_REQUIRED, false, &o, err, sizeof err), AIOS_OK);
+    const char *names[] = {"get_v"};
+    const cJSON *schemas[] = {s};
+    strbuf swapped; /* what the engine samples with: the kernel's argument grammar inside the template's */
+    sb_init(&swapped, 0);
+    if (llm_grammar_swap_tool_args(o.grammar, names, schemas, 1, &swapped, err, sizeof err)) fail_msg("%s: %s", schema_json, err);
+    assert_non_null(strstr(swapped.data, "tool-get-v-schema ::= aios0-root"));
+    int got = 0;
+    for (int tries = 0; got < 6 && tries < 120; tries++) {
+        char *doc = walk_from(swapped.data, o.prefill, 400);
+        if (!doc) continue;
+        lc_tmpl_msg m;
+        if (lc_tmpl_parse(o.parser, doc, false, &m) || m.n_calls < 1) fail_msg("%s: no call parsed from %s", schema_json, doc);
+        for (int i = 0; i < m.n_calls; i++) {
+            cJSON *v = cJSON_Parse(m.calls[i].arguments);
+            if (!v || tool_schema_check(s, v, err, sizeof err))
+                fail_msg("%s: the template grammar produced %s, which the validator refuses: %s", schema_json, doc, err);
+            cJSON_Delete(v);
+        }
+        lc_tmpl_msg_free(&m);
+        free(doc);
+        got++;
+    }
+    if (got < 6) fail_msg("%s: only %d native walks ended", schema_json, got);
+    g_native_walks += got;
+    sb_free(&swapped);
+    lc_tmpl_out_free(&o);
+    free(tools);
+    free(schema_json);
+    lc_tmpl_free(tm);
+}
+
+static void test_template_tools(void **st) {
+    (void)st;
+    lc_tmpl *t = qwen_template();
+    assert_true(lc_tmpl_tool_calls(t));
+    char *tools = one_tool("{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}");
+    char err[256] = "";
+    lc_tmpl_out o;
+    /* auto: tools rendered the template's way; a lazy grammar whose trigger only fires at the start */
+    assert_int_equal(lc_tmpl_apply(t, USER_MSG, tools, LC_TOOLS_AUTO, true, &o, err, sizeof err), AIOS_OK);
+    assert_non_null(strstr(o.prompt, "<tools>"));
+    assert_non_null(strstr(o.prompt, "\"get_v\""));
+    assert_true(o.lazy);
+    assert_true(o.n_patterns + o.n_tokens > 0);
+    for (int i = 0; i < o.n_patterns; i++) assert_true(o.patterns[i][0] == '^');
+    struct llama_sampler *g = llama_sampler_init_grammar_lazy_patterns(vocab, o.grammar, "root", (const char **)o.patterns,
+                                                                     (size_t)o.n_patterns, o.tokens, (size_t)o.n_tokens);
+    assert_non_null(g);
+    assert_true(feeds(g, "It is noon. <tool_call> is how I would call a tool.")); /* text first: free */
+    llama_sampler_free(g);
+    g = llama_sampler_init_grammar_lazy_patterns(vocab, o.grammar, "root", (const char **)o.patterns, (size_t)o.n_patterns,
+                                                 o.tokens, (size_t)o.n_tokens);
+    assert_false(feeds(g, "<tool_call>\n{\"name\": \"rm_rf\""));          /* an opened call is constrained */
+    llama_sampler_free(g);
+    /* the parser: a call, text, and a partial marker that is held (no content yet) */
+    lc_tmpl_msg m;
+    assert_int_equal(lc_tmpl_parse(o.parser, "<tool_call>\n{\"name\": \"get_v\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>", false, &m), AIOS_OK);
+    assert_int_equal(m.n_calls, 1);
+    assert_string_equal(m.calls[0].name, "get_v");
+    cJSON *args = cJSON_Parse(m.calls[0].arguments);
+    assert_string_equal(cJSON_GetObjectItem(args, "city")->valuestring, "Paris");
+    cJSON_Delete(args);
+    lc_tmpl_msg_free(&m);
+    assert_int_equal(lc_tmpl_parse(o.parser, "It is noon.", false, &m), AIOS_OK);
+    assert_int_equal(m.n_calls, 0);
+    assert_string_equal(m.content, "It is noon.");
+    lc_tmpl_msg_free(&m);
+    assert_int_equal(lc_tmpl_parse(o.parser, "<tool_c", true, &m), AIOS_OK);
+    assert_int_equal(m.n_calls, 0);
+    assert_string_equal(m.content, "");
+    lc_tmpl_msg_free(&m);
+    lc_tmpl_out_free(&o);
+    /* required: the grammar starts at the call (no free text first), after the generation prompt */
+    assert_int_equal(lc_tmpl_apply(t, USER_MSG, tools, LC_TOOLS_REQUIRED, false, &o, err, sizeof err), AIOS_OK);
+    assert_false(o.lazy);
+    assert_non_null(o.prefill);
+    g = llama_sampler_init_grammar(vocab, o.grammar, "root");
+    assert_int_equal(lc_tmpl_prefill(g, vocab, o.prefill), AIOS_OK);
+    assert_false(feeds(g, "Sure. <tool_call>"));
+    llama_sampler_free(g);
+    g = llama_sampler_init_grammar(vocab, o.grammar, "root");
+    assert_int_equal(lc_tmpl_prefill(g, vocab, o.prefill), AIOS_OK);
+    assert_true(feeds(g, "<tool_call>\n{\"name\": \"get_v\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>"));
+    llama_sampler_free(g);
+    lc_tmpl_out_free(&o);
+    /* a tool result round trip renders; bad input is an error, not an abort */
+    const char *conv = "[{\"role\":\"user\",\"content\":\"time?\"},{\"role\":\"assistant\",\"content\":null,\"tool_calls\":"
+                       "[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"get_v\",\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}\"}}]},"
+                       "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"14:05\"}]";
+    assert_int_equal(lc_tmpl_apply(t, conv, tools, LC_TOOLS_AUTO, true, &o, err, sizeof err), AIOS_OK);
+    assert_non_null(strstr(o.prompt, "<tool_response>\n14:05"));
+    lc_tmpl_out_free(&o);
+    assert_int_equal(lc_tmpl_apply(t, "[{\"content\":\"no role\"}]", tools, LC_TOOLS_AUTO, true, &o, err, sizeof err), AIOS_ERR_INVALID);
+    assert_non_null(strstr(err, "role"));
+    assert_int_equal(lc_tmpl_apply(t, "not json", NULL, LC_TOOLS_AUTO, true, &o, err, sizeof err), AIOS_ERR_INVALID);
+    free(tools);
+    lc_tmpl_free(t);
+    /* the test model's own template (SmolLM2) has no tool-call format: the kernel's JSON calls */
+    t = lc_tmpl_new(model, NULL, err, sizeof err);
+    assert_non_null(t);
+    assert_false(lc_tmpl_tool_calls(t));
+    lc_tmpl_free(t);
+    char bad[] = "{% if %}";
+    assert_null(lc_tmpl_new(model, bad, err, sizeof err));
+    assert_non_null(strstr(err, "template"));
+}
+
 /* Schemas the grammar must refuse rather than loosen (the validator checks what it cannot say). */
 static void refused(const char *schema_json, const char *what) {
     cJSON *s = cJSON_Parse(schema_json);
@@ -313,7 +471,10 @@ static void test_grammar_agrees_with_validator(void **st) {
     (void)st;
     build_candidates();
     cJSON *builtins = builtin_schemas();
-    for (const cJSON *b = builtins->child; b; b = b->next) agree(b->string, b, 12);
+    for (const cJSON *b = builtins->child; b; b = b->next) {
+        agree(b->string, b, 12);
+        agree_native(b);
+    }
     cJSON_Delete(builtins);
     /* manifest-style schemas over every keyword the validator checks */
     static const char *const SCHEMAS[] = {
@@ -347,8 +508,10 @@ static void test_grammar_agrees_with_validator(void **st) {
             s = w;
         }
         agree(SCHEMAS[i], s, 12);
+        agree_native(s);
         cJSON_Delete(s);
     }
+    assert_true(g_native_walks >= 6 * (int)(sizeof SCHEMAS / sizeof SCHEMAS[0]));
     refused("{\"type\":\"string\",\"pattern\":\"^a+$\"}", "pattern");
     refused("{\"allOf\":[{\"type\":\"integer\"},{\"minimum\":1}]}", "allOf");
     refused("{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"number\"}]}", "oneOf");
@@ -408,7 +571,7 @@ int main(void) {
         cmocka_unit_test(test_text_release),  cmocka_unit_test(test_schema_object),
         cmocka_unit_test(test_schema_types),  cmocka_unit_test(test_schema_errors),
         cmocka_unit_test(test_json_object_and_tool_calls), cmocka_unit_test(test_integer_ranges),
-        cmocka_unit_test(test_lazy_tool_grammar),
+        cmocka_unit_test(test_lazy_tool_grammar), cmocka_unit_test(test_template_tools),
         cmocka_unit_test(test_grammar_agrees_with_validator),
     };
     return cmocka_run_group_tests_name("llm", tests, setup, teardown);
