@@ -35,7 +35,9 @@
     X(AIOS_ERR_TOOL_FAILED,     -22,   502, "tool_failed",           "the tool failed")       \
     X(AIOS_ERR_DEADLINE,        -23,   504, "deadline_exceeded",     "not served within its deadline") \
     X(AIOS_ERR_RATE_LIMITED,    -24,   429, "rate_limited",          "too many requests, retry later") \
-    X(AIOS_ERR_LOADING,         -25,   503, "loading",               "the models are still loading")
+    X(AIOS_ERR_LOADING,         -25,   503, "loading",               "the models are still loading") \
+    X(AIOS_ERR_UPSTREAM,        -26,   502, "upstream_error",        "the upstream model server failed") \
+    X(AIOS_ERR_UPSTREAM_TIMEOUT, -27,  504, "upstream_timeout",      "the upstream model server did not answer in time")
 
 typedef enum aios_result {
 #define AIOS_X_ENUM(name, value, http, code, msg) name = value,

@@ -445,12 +445,15 @@ int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spe
     else if (!rc) rc = build_grammar(ctx, spec, &grammar, err, errlen);
     chat.grammar = grammar.len ? grammar.data : NULL;
     chat.grammar_trigger = !native && spec->mode == CHAT_MODE_TOOLS && spec->tools_auto ? CHAT_CALLS_TRIGGER : NULL;
+    char *schema = spec->mode == CHAT_MODE_JSON ? (spec->schema ? cJSON_PrintUnformatted(spec->schema) : strdup("{}")) : NULL;
+    chat.json_schema = schema;
     llm_request *req = NULL;
     if (!rc) rc = llm_core_prepare(core, &chat, &req, err, errlen);
     msg_store_free(&st);
     sb_free(&grammar);
     free(msgs);
     free(tools);
+    free(schema);
     if (rc) return rc;
     syscall_t *sc = syscall_new(SYSCALL_KIND_LLM, r->agent, req, llm_request_free,
                                 (size_t)api_cfg(r)->server.max_stream_buffer_kb * 1024);

@@ -146,11 +146,8 @@ runq_t *api_runq(api_req *r, syscall_kind kind) { return kind < SYSCALL_KIND__CO
 api_gatekeeper *api_gatekeeper_of(api_req *r) { return r->srv->gate; }
 
 llm_core *api_core(api_req *r, const char *name) {
-    const aios_config *cfg = r->srv->cfg;
-    if (!name || !*name) name = cfg->llms.default_model;
-    for (int i = 0; i < r->srv->n_cores; i++)
-        if (strcmp(cfg->llms.models[i].name, name) == 0) return r->srv->cores[i];
-    return NULL;
+    int i = config_model_index(r->srv->cfg, name); /* its name or an alias */
+    return i >= 0 && i < r->srv->n_cores ? r->srv->cores[i] : NULL;
 }
 
 /* ---------- replies ---------- */

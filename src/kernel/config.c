@@ -131,13 +131,19 @@ typedef struct model_field {
 #define M_INT(n, f, lo, hi, d, doc) {n, CFG_INT, offsetof(aios_model_cfg, f), 0, lo, hi, d, doc}
 static const model_field MODEL_FIELDS[] = {
     M_STR("name", name, "smollm2", "Name clients use (`model` in OpenAI requests, `llms[].name` in AIOS ones)."),
-    M_STR("backend", backend, "llamacpp", "LLM core. Allowed: llamacpp."),
+    M_STR("backend", backend, "llamacpp", "LLM core: `llamacpp` (embedded, the GGUF at `path`) or `openai` (an OpenAI-compatible server at `hostname`: vLLM, SGLang, llama-server, Ollama's /v1, OpenAI; AIOS's names `vllm`, `sglang`, `ollama`, `deepseek`, `groq` and `lmstudio` mean `openai`). See docs/models.md."),
     M_STR("path", path, "(cache)", "GGUF file. Default: the fetched SmolLM2-135M-Instruct in the cache (`--model` / AIOS_MODEL override the first model)."),
     M_INT("ctx_size", ctx_size, 0, 1 << 20, "0", "Largest prompt + output of one request, in tokens; 0 = the model's trained context."),
     M_INT("kv_size", kv_size, 256, 1 << 22, "32768", "KV cache cells shared by all running sequences; a request starts only when its prompt + max_tokens fit."),
     M_INT("threads", threads, 0, 1024, "0", "Threads for llama_decode; 0 = online CPUs."),
     M_INT("batch_size", batch_size, 16, 1 << 16, "512", "Most tokens in one llama_decode step (decodes first, then prefill chunks)."),
     M_STR("chat_template_file", chat_template_file, "", "Jinja chat template file that replaces the model's own (as llama-server's `--chat-template-file`); every chat is then rendered with it. Empty = the model's template."),
+    M_STR("aliases", aliases, "", "Other names requests may give this model, comma-separated (YAML: a list), e.g. `gpt-4o,gpt-4o-mini`, so agents written for a cloud model run on this one. Listed by /v1/models; unique across all models' names and aliases."),
+    M_STR("hostname", hostname, "", "Remote backends: the server's base URL, with or without `/v1` (`http://127.0.0.1:8080`, `https://api.openai.com/v1`)."),
+    M_STR("model", model, "", "Remote backends: the model id sent upstream. Empty = `name`."),
+    M_STR("api_key_env", api_key_env, "", "Remote backends: the environment variable holding the API key (sent as a bearer token; never logged or echoed). Empty = no key."),
+    M_INT("max_inflight", max_inflight, 1, 4096, "8", "Remote backends: requests upstream at once; the rest wait in the model's run queue under `scheduler.policy`."),
+    M_INT("timeout_s", timeout_s, 1, 86400, "600", "Remote backends: longest one request may take upstream (also 10 s to connect, and at most 60 s without a byte); then 504."),
     M_STR("tool_format", tool_format, "auto", "How tool calls are written. `native`: in the template's own format (rendered and parsed by llama.cpp's common chat library; the template must describe tools). `json`: the kernel's format, a JSON array of calls, for any model. `auto`: native when the template has a tool-call format, else json."),
 };
 #define N_MODEL_FIELDS (sizeof MODEL_FIELDS / sizeof MODEL_FIELDS[0])
@@ -300,6 +306,20 @@ static int yaml_err(char *err, size_t errlen, const char *path, yaml_node_t *n, 
     return AIOS_ERR_CONFIG;
 }
 
+/* A YAML list of scalars as "a,b,c" in out; nonzero when an item is not a scalar or it does not fit. */
+static int join_list(yaml_document_t *doc, yaml_node_t *seq, char *out, size_t cap) {
+    size_t len = 0;
+    out[0] = 0;
+    for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
+        const char *v = scalar(doc, yaml_document_get_node(doc, *it));
+        if (!v) return -1;
+        int n = snprintf(out + len, cap - len, "%s%s", len ? "," : "", v);
+        if (n < 0 || (size_t)n >= cap - len) return -1;
+        len += (size_t)n;
+    }
+    return 0;
+}
+
 static int load_models(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq, const char *path, char *err, size_t errlen) {
     if (seq->type != YAML_SEQUENCE_NODE) return yaml_err(err, errlen, path, seq, "llms.models: expected a list");
     int n = 0;
@@ -313,8 +333,12 @@ static int load_models(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq,
         for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
             yaml_node_t *kn = yaml_document_get_node(doc, p->key), *vn = yaml_document_get_node(doc, p->value);
             const char *k = scalar(doc, kn), *v = scalar(doc, vn);
+            char joined[sizeof mc->aliases];
+            if (k && !v && !strcmp(k, "aliases") && vn && vn->type == YAML_SEQUENCE_NODE) { /* a list: joined */
+                if (join_list(doc, vn, joined, sizeof joined)) return yaml_err(err, errlen, path, vn, "llms.models[].aliases: a list of names, 511 bytes in all");
+                v = joined;
+            }
             if (!k || !v) return yaml_err(err, errlen, path, vn, "llms.models[]: fields must be scalars");
-            if (strcmp(k, "hostname") == 0) continue; /* AIOS remote-backend field, unused by llamacpp */
             char sub[256];
             if (set_model_field(mc, k, v, sub, sizeof sub)) return yaml_err(err, errlen, path, kn, sub);
         }
@@ -661,6 +685,26 @@ static int check_enum(const cfg_key *k, const char *value, char *err, size_t err
     return AIOS_ERR_CONFIG;
 }
 
+/* Each alias of model i: a plain name (no control bytes), not a name or alias of another model. */
+static int check_aliases(const aios_config *cfg, int i, char *err, size_t errlen) {
+    const aios_model_cfg *m = &cfg->llms.models[i];
+    char a[sizeof m->aliases];
+    for (int k = 0; config_model_alias_at(m, k, a, sizeof a); k++) {
+        if (strlen(a) >= AIOS_NAME_MAX) {
+            snprintf(err, errlen, "llms.models[%d].aliases: '%.64s...' is longer than %d bytes", i, a, AIOS_NAME_MAX - 1);
+            return AIOS_ERR_CONFIG;
+        }
+        for (int j = 0; j < cfg->llms.n_models; j++) {
+            const aios_model_cfg *o = &cfg->llms.models[j];
+            if ((j != i && config_model_alias(o, a)) || !strcmp(o->name, a)) {
+                snprintf(err, errlen, "llms.models[%d].aliases: '%s' already names model '%s'", i, a, o->name);
+                return AIOS_ERR_CONFIG;
+            }
+        }
+    }
+    return AIOS_OK;
+}
+
 int config_validate(const aios_config *cfg, char *err, size_t errlen) {
     for (size_t i = 0; i < N_KEYS; i++)
         if (KEYS[i].allowed && check_enum(&KEYS[i], (const char *)cfg + KEYS[i].off, err, errlen)) return AIOS_ERR_CONFIG;
@@ -682,8 +726,16 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
             }
     for (int i = 0; i < cfg->llms.n_models; i++) {
         const aios_model_cfg *m = &cfg->llms.models[i];
-        if (strcmp(m->backend, "llamacpp") != 0) {
-            snprintf(err, errlen, "llms.models[%d].backend: unknown backend '%s' (allowed: llamacpp)", i, m->backend);
+        static const char *const BACKENDS[] = {"llamacpp", "openai", "vllm", "sglang", "ollama", "deepseek", "groq", "lmstudio", NULL};
+        int b = 0;
+        while (BACKENDS[b] && strcmp(BACKENDS[b], m->backend)) b++;
+        if (!BACKENDS[b]) {
+            snprintf(err, errlen, "llms.models[%d].backend: unknown backend '%s' (allowed: llamacpp, openai, vllm, sglang, ollama, "
+                     "deepseek, groq, lmstudio)", i, m->backend);
+            return AIOS_ERR_CONFIG;
+        }
+        if (b > 0 && !m->hostname[0]) {
+            snprintf(err, errlen, "llms.models[%d].hostname: backend '%s' needs the server's URL", i, m->backend);
             return AIOS_ERR_CONFIG;
         }
         if (!m->name[0]) {
@@ -695,19 +747,50 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
             return AIOS_ERR_CONFIG;
         }
         for (int j = 0; j < i; j++)
-            if (strcmp(cfg->llms.models[j].name, m->name) == 0) {
-                snprintf(err, errlen, "llms.models[%d].name: duplicate model name '%s'", i, m->name);
+            if (strcmp(cfg->llms.models[j].name, m->name) == 0 || config_model_alias(&cfg->llms.models[j], m->name)) {
+                snprintf(err, errlen, "llms.models[%d].name: '%s' already names model '%s'", i, m->name, cfg->llms.models[j].name);
                 return AIOS_ERR_CONFIG;
             }
+        int rc = check_aliases(cfg, i, err, errlen);
+        if (rc) return rc;
     }
     return AIOS_OK;
 }
 
-const aios_model_cfg *config_model(const aios_config *cfg, const char *name) {
+bool config_model_alias_at(const aios_model_cfg *m, int k, char *out, size_t cap) {
+    const char *p = m->aliases;
+    for (int i = 0;; i++) {
+        p += strspn(p, ", ");
+        if (!*p) return false;
+        size_t n = strcspn(p, ","), t = n;
+        while (t && p[t - 1] == ' ') t--;
+        if (i == k) {
+            snprintf(out, cap, "%.*s", (int)t, p);
+            return true;
+        }
+        p += n;
+    }
+}
+
+bool config_model_alias(const aios_model_cfg *m, const char *name) {
+    char a[sizeof m->aliases];
+    for (int k = 0; config_model_alias_at(m, k, a, sizeof a); k++)
+        if (!strcmp(a, name)) return true;
+    return false;
+}
+
+int config_model_index(const aios_config *cfg, const char *name) {
     if (!name || !*name) name = cfg->llms.default_model;
     for (int i = 0; i < cfg->llms.n_models; i++)
-        if (strcmp(cfg->llms.models[i].name, name) == 0) return &cfg->llms.models[i];
-    return NULL;
+        if (strcmp(cfg->llms.models[i].name, name) == 0) return i;
+    for (int i = 0; i < cfg->llms.n_models; i++)
+        if (config_model_alias(&cfg->llms.models[i], name)) return i;
+    return -1;
+}
+
+const aios_model_cfg *config_model(const aios_config *cfg, const char *name) {
+    int i = config_model_index(cfg, name);
+    return i < 0 ? NULL : &cfg->llms.models[i];
 }
 
 int config_write_reference(const char *path) {

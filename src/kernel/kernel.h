@@ -111,6 +111,13 @@ typedef struct aios_model_cfg {
     int batch_size;        /* tokens per llama_decode step (prefill chunks + decodes) */
     char chat_template_file[AIOS_PATH_MAX]; /* Jinja template replacing the model's; "" = the model's */
     char tool_format[16];  /* auto | native | json: how tool calls are written (docs/config.md) */
+    char aliases[512];     /* other names requests may use, comma-separated ("gpt-4o,gpt-4o-mini") */
+    /* remote backends (openai): the server, the upstream model id, the key's variable, limits */
+    char hostname[AIOS_PATH_MAX];
+    char model[128];
+    char api_key_env[64];
+    int max_inflight;
+    int timeout_s;
 } aios_model_cfg;
 
 #define AIOS_MCP_MAX_RO 8       /* ro_paths of one MCP server */
@@ -259,7 +266,14 @@ bool config_host_is_loopback(const char *host);
  * when present in the cache, else the default chat model (mean pooling). */
 void config_embedding_model(const aios_config *cfg, char *out, size_t outlen);
 /* The model entry named `name`, or the default model when name is NULL/empty. */
+/* The model a request names (its name or one of its aliases; NULL or "" = llms.default_model),
+ * or NULL; config_model_index: its place in llms.models, or -1. */
 const aios_model_cfg *config_model(const aios_config *cfg, const char *name);
+int config_model_index(const aios_config *cfg, const char *name);
+/* Whether name is one of m's aliases. */
+bool config_model_alias(const aios_model_cfg *m, const char *name);
+/* The k-th alias of m (from 0) into out; false past the last. */
+bool config_model_alias_at(const aios_model_cfg *m, int k, char *out, size_t cap);
 /* Where the default model lives: $AIOS_CACHE or ~/.cache/aios, then models/... */
 void config_default_model_path(char *out, size_t outlen);
 

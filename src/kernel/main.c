@@ -312,7 +312,9 @@ int main(int argc, char **argv) {
         p.context.verify_prefix = cfg.context.verify_prefix != 0;
         p.context.park = cfg.context.park != 0;
         p.context.store = store;
-        log_info("loading model '%s' from %s", cfg.llms.models[i].name, cfg.llms.models[i].path);
+        bool local = !strcmp(cfg.llms.models[i].backend, "llamacpp");
+        log_info("%s model '%s' %s %s", local ? "loading" : "connecting", cfg.llms.models[i].name, local ? "from" : "to",
+                 local ? cfg.llms.models[i].path : cfg.llms.models[i].hostname);
         if (!(cores[i] = llm_core_open(&p, err, sizeof err))) {
             rc = die(err);
             break;

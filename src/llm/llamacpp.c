@@ -395,15 +395,9 @@ static int render_builtin(lc_engine *e, const llm_chat *chat, strbuf *out, char 
     return rc;
 }
 
-/* chat's messages as an OpenAI messages array (for the Jinja template); NULL on OOM. */
+/* chat's messages as OpenAI messages JSON (for the Jinja template); NULL on OOM. */
 static char *messages_json(const llm_chat *chat) {
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; a && i < chat->n_messages; i++) {
-        cJSON *m = cJSON_CreateObject();
-        cJSON_AddStringToObject(m, "role", chat->messages[i].role);
-        cJSON_AddStringToObject(m, "content", chat->messages[i].content ? chat->messages[i].content : "");
-        cJSON_AddItemToArray(a, m);
-    }
+    cJSON *a = llm_chat_messages(chat);
     char *s = a ? cJSON_PrintUnformatted(a) : NULL;
     cJSON_Delete(a);
     return s;

@@ -16,7 +16,17 @@ struct llm_core {
     sched_t *sched;
 };
 
-static const llm_backend_ops *const BACKENDS[] = {&llm_backend_llamacpp, NULL};
+static const llm_backend_ops *const BACKENDS[] = {&llm_backend_llamacpp, &llm_backend_openai, NULL};
+/* AIOS's backend names for OpenAI-compatible servers */
+static const char *const OPENAI_ALIASES[] = {"vllm", "sglang", "ollama", "deepseek", "groq", "lmstudio", NULL};
+
+const llm_backend_ops *llm_backend_named(const char *name) {
+    for (int i = 0; OPENAI_ALIASES[i]; i++)
+        if (!strcmp(OPENAI_ALIASES[i], name)) return &llm_backend_openai;
+    for (int i = 0; BACKENDS[i]; i++)
+        if (!strcmp(BACKENDS[i]->name, name)) return BACKENDS[i];
+    return NULL;
+}
 
 llm_sampling llm_default_sampling(void) {
     return (llm_sampling){.temperature = 1.0f, .top_p = 1.0f, .top_k = 0, .min_p = 0.0f,
@@ -73,7 +83,21 @@ void llm_request_free(void *p) {
     free(r->stop);
     free(r->tokens);
     lc_tmpl_parser_free(r->parser);
+    free(r->remote_body);
+    cJSON_Delete(r->remote_calls);
     free(r);
+}
+
+cJSON *llm_chat_messages(const llm_chat *chat) {
+    if (chat->messages_json) return cJSON_Parse(chat->messages_json);
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < chat->n_messages; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", chat->messages[i].role);
+        cJSON_AddStringToObject(m, "content", chat->messages[i].content ? chat->messages[i].content : "");
+        cJSON_AddItemToArray(a, m);
+    }
+    return a;
 }
 
 int llm_request_add_stops(llm_request *r, char *const *stops, int n) {
@@ -88,7 +112,18 @@ int llm_request_add_stops(llm_request *r, char *const *stops, int n) {
     return AIOS_OK;
 }
 
+/* A remote request's answer: its text, and the calls the upstream sent once it is done (a
+ * call wins over text around it: the upstream decided). */
+static cJSON *remote_output(const llm_request *r, const char *text, bool partial) {
+    cJSON *calls = !partial && r->remote_calls ? cJSON_Duplicate(r->remote_calls, 1) : cJSON_CreateArray();
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "content", cJSON_GetArraySize(calls) ? "" : text);
+    cJSON_AddItemToObject(o, "tool_calls", calls);
+    return o;
+}
+
 cJSON *llm_request_parse_output(const llm_request *r, const char *text, bool partial) {
+    if (r->remote) return remote_output(r, text, partial);
     if (!r->parser) return NULL;
     lc_tmpl_msg m;
     lc_tmpl_parse(r->parser, text, partial, &m); /* text it cannot parse comes back as content */
@@ -115,11 +150,10 @@ int llm_request_logprobs(const llm_request *r, const llm_logprob **out) {
 }
 
 llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen) {
-    const llm_backend_ops *ops = NULL;
-    for (int i = 0; BACKENDS[i]; i++)
-        if (strcmp(BACKENDS[i]->name, p->model->backend) == 0) ops = BACKENDS[i];
+    const llm_backend_ops *ops = llm_backend_named(p->model->backend);
     if (!ops) {
-        snprintf(err, errlen, "unknown LLM backend '%s' (allowed: llamacpp)", p->model->backend);
+        snprintf(err, errlen, "unknown LLM backend '%s' (allowed: llamacpp, openai and its aliases vllm, sglang, ollama, "
+                 "deepseek, groq, lmstudio)", p->model->backend);
         return NULL;
     }
     llm_core *c = calloc(1, sizeof *c);
@@ -165,7 +199,11 @@ int llm_core_prepare(llm_core *c, const llm_chat *chat, llm_request **out, char 
     return c->ops->prepare(c->impl, chat, out, err, errlen);
 }
 
-int llm_core_submit(llm_core *c, syscall_t *sc) { return sched_submit(c->sched, sc); }
+int llm_core_submit(llm_core *c, syscall_t *sc) {
+    int rc = sched_submit(c->sched, sc);
+    if (!rc) c->ops->wake(c->impl); /* an engine that waits on its I/O rather than the run queue */
+    return rc;
+}
 
 void llm_core_cancel(llm_core *c, syscall_t *sc) {
     syscall_cancel(sc);

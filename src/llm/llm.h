@@ -93,6 +93,9 @@ typedef struct llm_chat {
     const char *tools_json;
     llm_tool_choice tool_choice;
     bool parallel_calls;
+    /* JSON output: the schema the grammar states ("{}" = any object), for backends that take
+     * a schema instead of a grammar (remote ones); NULL when not JSON output. */
+    const char *json_schema;
 } llm_chat;
 
 /* One generation; owned by its syscall (args), freed with llm_request_free. The engine
@@ -178,6 +181,10 @@ typedef struct llm_backend_ops {
 } llm_backend_ops;
 
 extern const llm_backend_ops llm_backend_llamacpp;
+extern const llm_backend_ops llm_backend_openai; /* remote.c: an OpenAI-compatible server */
+/* The backend a model's `backend` names (AIOS's names for OpenAI-compatible servers, such as
+ * vllm, sglang or ollama, are the openai backend), or NULL. */
+const llm_backend_ops *llm_backend_named(const char *name);
 
 /* ---- cores ---- */
 typedef struct llm_core llm_core;

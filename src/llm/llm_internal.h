@@ -39,6 +39,10 @@ struct llm_request {
     int park_seq;          /* while preempted with its KV left in place: the cache sequence id holding it, else -1 */
     int park_parent, park_shared, park_charge; /* the slot's sharing and accounting, kept while parked */
     struct lc_tmpl_parser *parser; /* the template's output parser (tools_json requests), owned */
+    /* remote backends (remote.c) */
+    bool remote;
+    char *remote_body;     /* the upstream request, owned */
+    cJSON *remote_calls;   /* tool calls received [{"name","arguments"}] (tools requests), owned */
 };
 
 /* The i-th token of the feed: the prompt, then the generated tokens. */
@@ -48,6 +52,9 @@ static inline int32_t llm_feed_token(const llm_request *r, int i) {
 
 /* Allocates an empty request; copies the stop strings of chat. NULL on OOM. */
 llm_request *llm_request_new(const llm_chat *chat);
+/* chat's conversation as an OpenAI messages array: messages_json when set, else
+ * [{role, content}] of its messages. A new array the caller owns; NULL on OOM. */
+cJSON *llm_chat_messages(const llm_chat *chat);
 /* Appends copies of more stop strings (a template's own). */
 int llm_request_add_stops(llm_request *r, char *const *stops, int n);
 

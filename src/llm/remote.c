@@ -1,0 +1,475 @@
+/*
+ * remote.c - the `openai` backend: a model served by an OpenAI-compatible server (vLLM,
+ * SGLang, llama-server, Ollama's /v1, LM Studio, OpenAI) behind the kernel's scheduler,
+ * access control and accounting (DESIGN.md §1, issue 13).
+ *
+ * One I/O thread per core drives libcurl's multi interface: it takes syscalls from the
+ * core's run queue while fewer than `max_inflight` are upstream (the rest wait under the
+ * scheduling policy, as local work does), sends each as a streamed chat completion, and
+ * passes every content delta to the syscall as it arrives, whichever front door the agent
+ * used. Tool calls come back through the same side channel as a template's parser
+ * (llm_request_parse_output), so the doors see them as calls. Usage is the upstream's.
+ * A client that goes away cancels the transfer at once. Failures end as kernel errors
+ * naming the model and the upstream: 502 when it cannot be reached or fails, 504 when it
+ * does not answer in time, its own 4xx message as a 400 (429 as 429). The API key is read
+ * from the environment variable `api_key_env` names and is never logged or echoed.
+ */
+#include <curl/curl.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+#include "llm_internal.h"
+
+#define RM_LINE_MAX (1 << 20)   /* one SSE line */
+#define RM_ERRBODY_MAX 4096     /* kept of an error answer */
+
+typedef struct rm_xfer {
+    bool used;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    syscall_t *sc;          /* the scheduler's reference while upstream */
+    llm_request *req;
+    strbuf line;            /* the SSE line being received */
+    strbuf errbody;         /* an answer that is not a stream (an error), bounded */
+    bool sse_error;         /* an error event inside the stream */
+    char errmsg[200];
+    long status;
+} rm_xfer;
+
+typedef struct rm_engine {
+    aios_model_cfg cfg;
+    sched_t *sched;
+    int max_inflight;
+    char url[AIOS_PATH_MAX + 32];
+    char *auth;             /* "Authorization: Bearer ..." or NULL */
+    CURLM *multi;
+    rm_xfer *x;
+    int n_up;
+    pthread_t thread;
+    bool thread_started;
+    atomic_bool stop;
+    pthread_mutex_t st_mu;
+    llm_core_stats st;
+} rm_engine;
+
+static void rm_close(void *impl);
+static void *rm_run(void *arg);
+
+/* hostname as AIOS writes it ("http://h:8000", "http://h:8000/v1", with or without '/'):
+ * the chat completions URL. */
+static void chat_url(const char *host, char *out, size_t cap) {
+    size_t n = strlen(host);
+    while (n && host[n - 1] == '/') n--;
+    bool v1 = n >= 3 && !strncmp(host + n - 3, "/v1", 3);
+    snprintf(out, cap, "%.*s%s/chat/completions", (int)n, host, v1 ? "" : "/v1");
+}
+
+static int rm_open(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *cp, void **out,
+                   char *err, size_t errlen) {
+    (void)max_active;
+    (void)cp;
+    if (strncmp(m->hostname, "http://", 7) && strncmp(m->hostname, "https://", 8)) {
+        snprintf(err, errlen, "model '%s': hostname '%s' must be an http:// or https:// URL", m->name, m->hostname);
+        return AIOS_ERR_CONFIG;
+    }
+    const char *key = m->api_key_env[0] ? getenv(m->api_key_env) : NULL;
+    if (m->api_key_env[0] && (!key || !*key)) {
+        snprintf(err, errlen, "model '%s': api_key_env names %s, which is not set", m->name, m->api_key_env);
+        return AIOS_ERR_CONFIG;
+    }
+    rm_engine *e = calloc(1, sizeof *e);
+    if (!e) return AIOS_ERR_NOMEM;
+    e->cfg = *m;
+    e->sched = sched;
+    e->max_inflight = m->max_inflight > 0 ? m->max_inflight : 8;
+    chat_url(m->hostname, e->url, sizeof e->url);
+    pthread_mutex_init(&e->st_mu, NULL);
+    if (key && asprintf(&e->auth, "Authorization: Bearer %s", key) < 0) e->auth = NULL;
+    e->multi = curl_multi_init();
+    e->x = calloc((size_t)e->max_inflight, sizeof *e->x);
+    if (!e->multi || !e->x || (key && !e->auth)) {
+        rm_close(e);
+        return AIOS_ERR_NOMEM;
+    }
+    if (pthread_create(&e->thread, NULL, rm_run, e) != 0) {
+        snprintf(err, errlen, "cannot start the I/O thread of model '%s'", m->name);
+        rm_close(e);
+        return AIOS_ERR_INTERNAL;
+    }
+    e->thread_started = true;
+    log_info("model '%s': backend openai at %s, upstream model '%s', %d requests in flight at most", m->name, e->url,
+             m->model[0] ? m->model : m->name, e->max_inflight);
+    *out = e;
+    return AIOS_OK;
+}
+
+static void rm_wake(void *impl) {
+    rm_engine *e = impl;
+    if (e->multi) curl_multi_wakeup(e->multi);
+}
+
+static void rm_close(void *impl) {
+    rm_engine *e = impl;
+    if (!e) return;
+    atomic_store(&e->stop, true);
+    if (e->thread_started) {
+        rm_wake(e);
+        pthread_join(e->thread, NULL);
+    }
+    if (e->multi) curl_multi_cleanup(e->multi);
+    free(e->x);
+    if (e->auth) {
+        memset(e->auth, 0, strlen(e->auth));
+        free(e->auth);
+    }
+    pthread_mutex_destroy(&e->st_mu);
+    free(e);
+}
+
+static void rm_info(void *impl, llm_core_info *o) {
+    rm_engine *e = impl;
+    memset(o, 0, sizeof *o);
+    snprintf(o->name, sizeof o->name, "%s", e->cfg.name);
+    o->backend = "openai";
+    snprintf(o->desc, sizeof o->desc, "%.60s at %.60s", e->cfg.model[0] ? e->cfg.model : e->cfg.name, e->cfg.hostname);
+    o->max_active = e->max_inflight;
+    o->tools_native = true; /* tools go upstream as tools; calls come back as calls */
+}
+
+static void rm_stats(void *impl, llm_core_stats *o) {
+    rm_engine *e = impl;
+    pthread_mutex_lock(&e->st_mu);
+    *o = e->st;
+    pthread_mutex_unlock(&e->st_mu);
+}
+
+static int no_tokenizer(rm_engine *e, char *err, size_t errlen) {
+    snprintf(err, errlen, "model '%s' is remote (backend openai): the kernel has no tokenizer or template for it",
+             e->cfg.name);
+    return AIOS_ERR_UNSUPPORTED;
+}
+
+static int rm_render(void *impl, const llm_chat *chat, strbuf *out, char *err, size_t errlen) {
+    (void)chat;
+    (void)out;
+    return no_tokenizer(impl, err, errlen);
+}
+
+static int rm_tokenize(void *impl, const char *text, bool add_special, int32_t **out, int *n, char *err, size_t errlen) {
+    (void)text;
+    (void)add_special;
+    *out = NULL;
+    *n = 0;
+    return no_tokenizer(impl, err, errlen);
+}
+
+static int rm_detokenize(void *impl, const int32_t *tokens, int n, strbuf *out, char *err, size_t errlen) {
+    (void)tokens;
+    (void)n;
+    (void)out;
+    return no_tokenizer(impl, err, errlen);
+}
+
+/* ---------- prepare: the upstream request body ---------- */
+
+static void add_sampling(cJSON *b, const llm_sampling *s) {
+    cJSON_AddNumberToObject(b, "max_tokens", s->max_tokens);
+    cJSON_AddNumberToObject(b, "temperature", s->temperature);
+    if (s->top_p < 1.0f) cJSON_AddNumberToObject(b, "top_p", s->top_p);
+    if (s->seed != LLM_SEED_RANDOM) cJSON_AddNumberToObject(b, "seed", s->seed);
+    if (s->frequency_penalty != 0.0f) cJSON_AddNumberToObject(b, "frequency_penalty", s->frequency_penalty);
+    if (s->presence_penalty != 0.0f) cJSON_AddNumberToObject(b, "presence_penalty", s->presence_penalty);
+    /* the extensions vLLM, SGLang and llama-server take, sent only when asked for */
+    if (s->top_k > 0) cJSON_AddNumberToObject(b, "top_k", s->top_k);
+    if (s->min_p > 0.0f) cJSON_AddNumberToObject(b, "min_p", s->min_p);
+    if (s->repeat_penalty != 1.0f) cJSON_AddNumberToObject(b, "repetition_penalty", s->repeat_penalty);
+    if (s->ignore_eos) cJSON_AddTrueToObject(b, "ignore_eos");
+}
+
+/* What a remote model cannot take: a raw prompt, a grammar that is not a JSON schema,
+ * options in token ids of the kernel's vocabulary. */
+static int check_remote(rm_engine *e, const llm_chat *chat, char *err, size_t errlen) {
+    const char *what = chat->raw_prompt ? "a raw prompt (/v1/completions)"
+                       : chat->grammar && !chat->json_schema ? "a grammar"
+                       : chat->sampling.n_bias ? "logit_bias (token ids of another vocabulary)"
+                       : chat->sampling.logprobs ? "logprobs"
+                                                 : NULL;
+    if (!what) return AIOS_OK;
+    snprintf(err, errlen, "model '%s' is remote (backend openai) and does not take %s", e->cfg.name, what);
+    return AIOS_ERR_UNSUPPORTED;
+}
+
+static char *request_body(rm_engine *e, const llm_chat *chat) {
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "model", e->cfg.model[0] ? e->cfg.model : e->cfg.name);
+    cJSON_AddItemToObject(b, "messages", llm_chat_messages(chat));
+    cJSON_AddTrueToObject(b, "stream");
+    cJSON_AddTrueToObject(cJSON_AddObjectToObject(b, "stream_options"), "include_usage");
+    add_sampling(b, &chat->sampling);
+    if (chat->n_stop > 0) {
+        cJSON *stop = cJSON_AddArrayToObject(b, "stop");
+        for (int i = 0; i < chat->n_stop; i++) cJSON_AddItemToArray(stop, cJSON_CreateString(chat->stop[i]));
+    }
+    if (chat->tools_json) {
+        static const char *const CHOICE[] = {"auto", "required", "none"};
+        cJSON_AddItemToObject(b, "tools", cJSON_Parse(chat->tools_json));
+        cJSON_AddStringToObject(b, "tool_choice", CHOICE[chat->tool_choice]);
+        cJSON_AddBoolToObject(b, "parallel_tool_calls", chat->parallel_calls);
+    }
+    if (chat->json_schema) {
+        cJSON *rf = cJSON_AddObjectToObject(b, "response_format"), *schema = cJSON_Parse(chat->json_schema);
+        if (cJSON_IsObject(schema) && schema->child) {
+            cJSON_AddStringToObject(rf, "type", "json_schema");
+            cJSON *js = cJSON_AddObjectToObject(rf, "json_schema");
+            cJSON_AddStringToObject(js, "name", "output");
+            cJSON_AddItemToObject(js, "schema", schema);
+        } else {
+            cJSON_AddStringToObject(rf, "type", "json_object");
+            cJSON_Delete(schema);
+        }
+    }
+    char *s = cJSON_PrintUnformatted(b);
+    cJSON_Delete(b);
+    return s;
+}
+
+static int rm_prepare(void *impl, const llm_chat *chat, llm_request **out, char *err, size_t errlen) {
+    rm_engine *e = impl;
+    int rc = check_remote(e, chat, err, errlen);
+    if (rc) return rc;
+    llm_request *r = llm_request_new(chat);
+    if (!r) return AIOS_ERR_NOMEM;
+    r->remote_body = request_body(e, chat);
+    r->remote_calls = chat->tools_json ? cJSON_CreateArray() : NULL;
+    r->remote = true;
+    if (!r->remote_body || (chat->tools_json && !r->remote_calls)) {
+        llm_request_free(r);
+        return AIOS_ERR_NOMEM;
+    }
+    *out = r;
+    return AIOS_OK;
+}
+
+/* ---------- the I/O thread ---------- */
+
+/* One tool-call delta {index, id, function: {name, arguments}} into the request's list. */
+static void add_call_delta(llm_request *r, const cJSON *d) {
+    if (!r->remote_calls) return;
+    const cJSON *idx = cJSON_GetObjectItemCaseSensitive(d, "index");
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(d, "function");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(f, "arguments");
+    int i = cJSON_IsNumber(idx) ? idx->valueint : cJSON_GetArraySize(r->remote_calls);
+    if (i < 0 || i > cJSON_GetArraySize(r->remote_calls) || i >= 64) return;
+    cJSON *c = cJSON_GetArrayItem(r->remote_calls, i);
+    if (!c) {
+        c = cJSON_CreateObject();
+        cJSON_AddStringToObject(c, "name", "");
+        cJSON_AddStringToObject(c, "arguments", "");
+        cJSON_AddItemToArray(r->remote_calls, c);
+    }
+    const cJSON *parts[2] = {name, args};
+    static const char *const KEYS[2] = {"name", "arguments"};
+    for (int k = 0; k < 2; k++) {
+        if (!cJSON_IsString(parts[k])) continue;
+        const cJSON *old = cJSON_GetObjectItemCaseSensitive(c, KEYS[k]);
+        strbuf b;
+        sb_init(&b, 0);
+        sb_puts(&b, old->valuestring);
+        sb_puts(&b, parts[k]->valuestring);
+        cJSON_ReplaceItemInObjectCaseSensitive(c, KEYS[k], cJSON_CreateString(b.data ? b.data : ""));
+        sb_free(&b);
+    }
+}
+
+static llm_finish finish_of(const char *s) {
+    return !strcmp(s, "length") ? LLM_FINISH_LENGTH : LLM_FINISH_STOP;
+}
+
+/* One `data:` event of the upstream stream. */
+static void on_event(rm_xfer *x, const char *data) {
+    if (!strcmp(data, "[DONE]")) return;
+    cJSON *ev = cJSON_Parse(data);
+    if (!ev) return; /* not JSON: ignored, as OpenAI clients do */
+    llm_request *r = x->req;
+    const cJSON *error = cJSON_GetObjectItemCaseSensitive(ev, "error");
+    if (error) {
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(error, "message");
+        snprintf(x->errmsg, sizeof x->errmsg, "%s", cJSON_IsString(msg) ? msg->valuestring : "an error event");
+        x->sse_error = true;
+    }
+    const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(ev, "choices"), 0);
+    const cJSON *delta = cJSON_GetObjectItemCaseSensitive(ch, "delta");
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(delta, "content");
+    if (cJSON_IsString(content) && *content->valuestring) {
+        if (syscall_emit(x->sc, content->valuestring, strlen(content->valuestring)) == AIOS_OK) r->n_gen++;
+    }
+    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(delta, "tool_calls");
+    for (const cJSON *c = cJSON_IsArray(calls) ? calls->child : NULL; c; c = c->next) add_call_delta(r, c);
+    const cJSON *fin = cJSON_GetObjectItemCaseSensitive(ch, "finish_reason");
+    if (cJSON_IsString(fin)) r->finish = finish_of(fin->valuestring);
+    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(ev, "usage");
+    if (cJSON_IsObject(usage)) {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
+        const cJSON *g = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
+        const cJSON *cached = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details"),
+                                                               "cached_tokens");
+        if (cJSON_IsNumber(p)) r->n_tokens = p->valueint;
+        if (cJSON_IsNumber(g)) r->n_completion = g->valueint;
+        if (cJSON_IsNumber(cached)) r->n_cached = cached->valueint;
+    }
+    cJSON_Delete(ev);
+}
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud) {
+    rm_xfer *x = ud;
+    size_t n = size * nmemb;
+    long status = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200) { /* an error answer: keep its start */
+        size_t room = RM_ERRBODY_MAX > x->errbody.len ? RM_ERRBODY_MAX - x->errbody.len : 0;
+        sb_append(&x->errbody, ptr, n < room ? n : room);
+        return n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (ptr[i] != '\n') {
+            if (x->line.len >= RM_LINE_MAX) return 0; /* an endless line: the transfer fails */
+            sb_append(&x->line, ptr + i, 1);
+            continue;
+        }
+        const char *l = x->line.data ? x->line.data : "";
+        if (x->line.len && l[x->line.len - 1] == '\r') x->line.data[--x->line.len] = 0;
+        if (!strncmp(l, "data:", 5)) on_event(x, l + 5 + (l[5] == ' '));
+        sb_reset(&x->line);
+    }
+    return atomic_load(&x->sc->cancel) ? 0 : n; /* a cancelled request stops the transfer */
+}
+
+static void start(rm_engine *e, rm_xfer *x, syscall_t *sc) {
+    *x = (rm_xfer){.used = true, .sc = sc, .req = sc->args};
+    sb_init(&x->line, 0);
+    sb_init(&x->errbody, 0);
+    syscall_round_begin(sc);
+    x->easy = curl_easy_init();
+    x->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    x->hdrs = curl_slist_append(x->hdrs, "Accept: text/event-stream");
+    if (e->auth) x->hdrs = curl_slist_append(x->hdrs, e->auth);
+    long timeout = e->cfg.timeout_s > 0 ? e->cfg.timeout_s : 600;
+    curl_easy_setopt(x->easy, CURLOPT_URL, e->url);
+    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
+    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->req->remote_body);
+    curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(x->easy, CURLOPT_TIMEOUT, timeout);
+    curl_easy_setopt(x->easy, CURLOPT_LOW_SPEED_LIMIT, 1L); /* idle: nothing for a minute */
+    curl_easy_setopt(x->easy, CURLOPT_LOW_SPEED_TIME, timeout < 60 ? timeout : 60L);
+    curl_easy_setopt(x->easy, CURLOPT_TCP_NODELAY, 1L);
+    curl_multi_add_handle(e->multi, x->easy);
+    e->n_up++;
+}
+
+static int upstream_status_error(rm_engine *e, rm_xfer *x, char *msg, size_t cap) {
+    cJSON *b = cJSON_Parse(x->errbody.data ? x->errbody.data : "");
+    const cJSON *er = cJSON_GetObjectItemCaseSensitive(b, "error");
+    const cJSON *m = cJSON_IsObject(er) ? cJSON_GetObjectItemCaseSensitive(er, "message") : er;
+    snprintf(msg, cap, "model '%.60s': upstream %.100s answered %ld: %.150s", e->cfg.name, e->cfg.hostname, x->status,
+             cJSON_IsString(m) ? m->valuestring : x->errbody.data ? x->errbody.data : "");
+    kern_utf8_sanitize(msg);
+    cJSON_Delete(b);
+    return x->status == 429 ? AIOS_ERR_RATE_LIMITED : x->status >= 500 ? AIOS_ERR_UPSTREAM : AIOS_ERR_INVALID;
+}
+
+static void finish(rm_engine *e, rm_xfer *x, CURLcode cc) {
+    llm_request *r = x->req;
+    syscall_t *sc = x->sc;
+    char msg[400] = "";
+    int rc = AIOS_OK;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+    if (atomic_load(&e->stop)) {
+        rc = AIOS_ERR_SHUTDOWN;
+    } else if (atomic_load(&sc->cancel)) {
+        rc = AIOS_ERR_CANCELLED;
+        r->finish = LLM_FINISH_CANCELLED;
+    } else if (cc == CURLE_OPERATION_TIMEDOUT) {
+        rc = AIOS_ERR_UPSTREAM_TIMEOUT;
+        snprintf(msg, sizeof msg, "model '%.60s': upstream %.100s did not answer in time", e->cfg.name, e->cfg.hostname);
+    } else if (cc != CURLE_OK) {
+        rc = AIOS_ERR_UPSTREAM;
+        snprintf(msg, sizeof msg, "model '%.60s': upstream %.100s: %.80s", e->cfg.name, e->cfg.hostname, curl_easy_strerror(cc));
+    } else if (x->status != 200) {
+        rc = upstream_status_error(e, x, msg, sizeof msg);
+    } else if (x->sse_error || r->finish == LLM_FINISH_NONE) {
+        rc = AIOS_ERR_UPSTREAM;
+        snprintf(msg, sizeof msg, "model '%.60s': upstream %.100s %s%.150s", e->cfg.name, e->cfg.hostname,
+                 x->sse_error ? "sent an error: " : "ended the stream without finishing", x->sse_error ? x->errmsg : "");
+        kern_utf8_sanitize(msg);
+    }
+    if (rc && rc != AIOS_ERR_CANCELLED) r->finish = LLM_FINISH_ERROR;
+    if (!r->n_completion) r->n_completion = r->n_gen;
+    curl_multi_remove_handle(e->multi, x->easy);
+    curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->hdrs);
+    sb_free(&x->line);
+    sb_free(&x->errbody);
+    x->used = false;
+    e->n_up--;
+    pthread_mutex_lock(&e->st_mu);
+    if (rc == AIOS_OK) e->st.requests_done++;
+    else if (rc == AIOS_ERR_CANCELLED) e->st.requests_cancelled++;
+    else e->st.requests_failed++;
+    e->st.prompt_tokens += (unsigned long long)r->n_tokens;
+    e->st.completion_tokens += (unsigned long long)r->n_completion;
+    e->st.active = e->n_up;
+    pthread_mutex_unlock(&e->st_mu);
+    sched_charge(e->sched, sc, r->n_tokens + r->n_completion, r->n_completion);
+    sched_done(e->sched, sc);
+    if (rc && rc != AIOS_ERR_CANCELLED) log_warn("%s", msg);
+    syscall_complete(sc, rc, msg[0] ? "%s" : NULL, msg);
+    syscall_unref(sc);
+}
+
+static void admit(rm_engine *e) {
+    for (int i = 0; i < e->max_inflight && !atomic_load(&e->stop); i++) {
+        if (e->x[i].used) continue;
+        syscall_t *sc = sched_next(e->sched, NULL, NULL);
+        if (!sc) return;
+        start(e, &e->x[i], sc);
+    }
+}
+
+static void *rm_run(void *arg) {
+    rm_engine *e = arg;
+    while (!atomic_load(&e->stop)) {
+        admit(e);
+        for (int i = 0; i < e->max_inflight; i++) /* a cancelled request waiting for bytes */
+            if (e->x[i].used && atomic_load(&e->x[i].sc->cancel)) finish(e, &e->x[i], CURLE_ABORTED_BY_CALLBACK);
+        int running = 0;
+        curl_multi_perform(e->multi, &running);
+        CURLMsg *m;
+        int left;
+        while ((m = curl_multi_info_read(e->multi, &left)))
+            if (m->msg == CURLMSG_DONE) {
+                rm_xfer *x = NULL;
+                curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+                if (x) finish(e, x, m->data.result);
+            }
+        pthread_mutex_lock(&e->st_mu);
+        e->st.active = e->n_up;
+        pthread_mutex_unlock(&e->st_mu);
+        curl_multi_poll(e->multi, NULL, 0, 1000, NULL); /* woken by submit and cancel (rm_wake) */
+    }
+    for (int i = 0; i < e->max_inflight; i++) /* shutting down: what is upstream ends as such */
+        if (e->x[i].used) finish(e, &e->x[i], CURLE_ABORTED_BY_CALLBACK);
+    return NULL;
+}
+
+const llm_backend_ops llm_backend_openai = {
+    .name = "openai", .open = rm_open, .close = rm_close, .info = rm_info, .prepare = rm_prepare,
+    .stats = rm_stats, .wake = rm_wake, .render = rm_render, .tokenize = rm_tokenize, .detokenize = rm_detokenize,
+};

@@ -1,0 +1,64 @@
+"""System tier: the models a kernel serves and the names requests may give them (issue 13).
+
+Aliases: a model answers to other names (`llms.models[].aliases`), so a Cerebrum agent whose
+config names a cloud model (gpt-4o) runs on the local one, through every door; /v1/models
+lists the aliases. An alias that collides with another model's name or alias stops the
+kernel with an error naming both; an unknown model is a 404 naming it.
+"""
+from __future__ import annotations
+
+import pytest
+import requests
+
+from aiosd_helpers import MODEL_NAME, assert_error, query_body, run_aiosd_to_exit
+
+ALIASED = """
+llms:
+  models:
+    - name: smollm2
+      aliases: [gpt-4o, gpt-4o-mini, "claude-sonnet-4-5"]
+scheduler:
+  max_active: 4
+"""
+
+
+def test_aliases_name_the_model_on_every_door(spawn_daemon):
+    d = spawn_daemon("aliased", config=ALIASED)
+    r = requests.get(d.url + "/v1/models", timeout=10)
+    assert r.status_code == 200, r.text
+    (m,) = r.json()["data"]
+    assert m["id"] == MODEL_NAME and m["meta"]["aliases"] == ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5"], m
+    direct = requests.post(d.url + "/v1/chat/completions", timeout=120, json={
+        "model": MODEL_NAME, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8, "temperature": 0})
+    assert direct.status_code == 200, direct.text
+    text = direct.json()["choices"][0]["message"]["content"]
+    aliased = requests.post(d.url + "/v1/chat/completions", timeout=120, json={
+        "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8, "temperature": 0})
+    assert aliased.status_code == 200, aliased.text
+    assert aliased.json()["choices"][0]["message"]["content"] == text
+    # a Cerebrum agent configured for a cloud model
+    q = requests.post(d.url + "/query", timeout=120,
+                      json=query_body("Say hello.", max_new_tokens=8, llms=[{"name": "gpt-4o", "backend": "openai"}]))
+    assert q.status_code == 200, q.text
+    assert q.json()["response"]["response_message"] == text
+    msg = requests.post(d.url + "/v1/messages", timeout=120, json={
+        "model": "claude-sonnet-4-5", "max_tokens": 8, "temperature": 0, "messages": [{"role": "user", "content": "Say hello."}]})
+    assert msg.status_code == 200, msg.text
+    assert msg.json()["content"][0]["text"] == text
+    assert_error(requests.post(d.url + "/v1/chat/completions", timeout=30, json={
+        "model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]}), 404)
+
+
+@pytest.mark.parametrize("config,needle", [
+    ("llms:\n  models:\n    - name: a\n      aliases: [b]\n    - name: b\n", "'b' already names model"),
+    ("llms:\n  models:\n    - name: a\n      aliases: [x]\n    - name: b\n      aliases: [y, x]\n", "'x' already names model"),
+    ("llms:\n  models:\n    - name: a\n      aliases: [a]\n", "'a' already names model 'a'"),
+    ("llms:\n  models:\n    - name: a\n      aliases: [[nested]]\n", "aliases"),
+])
+def test_colliding_aliases_stop_the_kernel(config, needle, tmp_path):
+    cfg = tmp_path / "aios.yaml"
+    cfg.write_text(config)
+    out = run_aiosd_to_exit(["--config", str(cfg), "--data-dir", str(tmp_path / "d")], timeout=60)
+    assert out.returncode != 0, out.stderr
+    err_lines = [ln for ln in out.stderr.splitlines() if ln.startswith("aiosd: error:")]
+    assert len(err_lines) == 1 and needle in err_lines[0], out.stderr
