@@ -150,10 +150,9 @@ extern const api_route api_routes_anthropic[];
 extern const api_route api_routes_ollama[];
 /* The tool kind of POST /query (routes_tools.c). */
 enum MHD_Result api_query_tool(api_req *r, const cJSON *qd);
-/* call_tool: runs the tool calls an LLM answer made (text is its constrained output) and
+/* call_tool: runs the tool calls an LLM answer made (calls: chat_tool_calls of it, taken) and
  * answers with their results; replaces r->sc by the tool syscall. */
-enum MHD_Result api_run_model_tool_calls(api_req *r, const char *text, const char *const *model_names,
-                                         const char *const *names, int n_names);
+enum MHD_Result api_run_model_tool_calls(api_req *r, cJSON *calls);
 /* Appends the tool series to a /metrics body. */
 void api_metrics_tools(api_req *r, strbuf *b);
 tool_manager *api_tools(api_req *r);
@@ -235,6 +234,9 @@ llm_embedder *api_embedder(api_req *r);
 runq_t *api_runq(api_req *r, syscall_kind kind);
 /* Adds "run_queues": [{resource, policy, workers, queued, running, ...}] to a /status object. */
 void api_status_runq(api_req *r, cJSON *status);
+/* The i-th model's listing fields, added to o: backend, state (ready once the kernel
+ * serves), load (active, queued, max_active) and aliases. Every model listing uses it. */
+void api_model_fields(api_req *r, int i, cJSON *o);
 
 /* ---- JSON parameter helpers (json.c): each returns AIOS_OK, or AIOS_ERR_INVALID with
  * err naming the field and what was expected. Absent (or null) optional fields keep *out. */

@@ -422,6 +422,7 @@ int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spe
     llm_core_info info;
     llm_core_get_info(core, &info);
     bool native = spec->mode == CHAT_MODE_TOOLS && !spec->prompt && info.tools_native;
+    bool remote = strcmp(info.backend, "llamacpp") != 0; /* it takes the conversation as it came (tool calls and results) */
     chat_spec plain = *spec; /* native: the messages are checked as they are, no tools prompt */
     plain.mode = CHAT_MODE_TEXT;
     char *msgs = NULL, *tools = NULL;
@@ -443,6 +444,10 @@ int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spe
     }
     if (!rc && native) rc = native_chat(ctx, spec, &chat, &msgs, &tools);
     else if (!rc) rc = build_grammar(ctx, spec, &grammar, err, errlen);
+    if (!rc && remote && !native && !spec->prompt) {
+        chat.messages_json = msgs = native_messages(spec->messages);
+        if (!msgs) rc = AIOS_ERR_NOMEM;
+    }
     chat.grammar = grammar.len ? grammar.data : NULL;
     chat.grammar_trigger = !native && spec->mode == CHAT_MODE_TOOLS && spec->tools_auto ? CHAT_CALLS_TRIGGER : NULL;
     char *schema = spec->mode == CHAT_MODE_JSON ? (spec->schema ? cJSON_PrintUnformatted(spec->schema) : strdup("{}")) : NULL;
@@ -489,14 +494,16 @@ static bool native_parameters(const chat_ctx *ctx, cJSON *call) {
 }
 
 /* Template format: the calls made, each with parameters its schema accepts; one at most
- * without parallel_tool_calls. */
+ * without parallel_tool_calls, CHAT_MAX_CALLS with. */
 static cJSON *native_call_list(const chat_ctx *ctx, const char *text) {
     cJSON *arr = NULL;
     if (!native_calls(ctx, text, &arr)) return NULL;
     for (cJSON *c = arr->child, *next; c; c = next) {
         next = c->next;
-        if (!native_parameters(ctx, c) || (ctx->single_call && c != arr->child)) cJSON_Delete(cJSON_DetachItemViaPointer(arr, c));
+        if (!native_parameters(ctx, c)) cJSON_Delete(cJSON_DetachItemViaPointer(arr, c));
     }
+    int keep = ctx->single_call ? 1 : CHAT_MAX_CALLS;
+    while (cJSON_GetArraySize(arr) > keep) cJSON_DeleteItemFromArray(arr, keep);
     return arr;
 }
 

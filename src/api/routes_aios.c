@@ -33,9 +33,8 @@ static enum MHD_Result query_llm_done(api_req *r) {
     cJSON *resp = cJSON_CreateObject();
     const char *text = sc->out.data ? sc->out.data : "";
     if (ctx->run_tools) {
-        cJSON_Delete(resp);
-        return api_run_model_tool_calls(r, text, (const char *const *)ctx->tool_model_names,
-                                        (const char *const *)ctx->tool_names, ctx->n_tools);
+        cJSON_Delete(resp); /* the calls, decoded in the core's format (kernel JSON or the template's) */
+        return api_run_model_tool_calls(r, chat_tool_calls(ctx, text, sc->id));
     }
     cJSON_AddStringToObject(resp, "response_class", "llm");
     if (chat_made_calls(ctx, text)) {
@@ -275,6 +274,22 @@ static enum MHD_Result h_health(api_req *r, cJSON *body) {
     return api_reply_json(r, ok ? 200 : 503, o);
 }
 
+void api_model_fields(api_req *r, int i, cJSON *o) {
+    llm_core_info info;
+    llm_core_stats st;
+    sched_stats ss;
+    core_snapshot(r, i, &info, &st, &ss);
+    cJSON_AddStringToObject(o, "backend", info.backend);
+    cJSON_AddStringToObject(o, "state", api_ready(r) ? "ready" : "loading");
+    cJSON_AddNumberToObject(o, "active", (double)ss.active);
+    cJSON_AddNumberToObject(o, "queued", (double)ss.queued);
+    cJSON_AddNumberToObject(o, "max_active", info.max_active);
+    cJSON *aliases = cJSON_AddArrayToObject(o, "aliases");
+    char a[AIOS_NAME_MAX];
+    for (int k = 0; i < api_cfg(r)->llms.n_models && config_model_alias_at(&api_cfg(r)->llms.models[i], k, a, sizeof a); k++)
+        cJSON_AddItemToArray(aliases, cJSON_CreateString(a));
+}
+
 static enum MHD_Result h_llms_list(api_req *r, cJSON *body) {
     (void)body;
     cJSON *o = cJSON_CreateObject();
@@ -285,7 +300,7 @@ static enum MHD_Result h_llms_list(api_req *r, cJSON *body) {
         llm_core_get_info(api_core_at(r, i), &info);
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "name", info.name);
-        cJSON_AddStringToObject(m, "backend", info.backend);
+        api_model_fields(r, i, m);
         cJSON_AddItemToArray(arr, m);
     }
     return api_reply_json(r, 200, o);

@@ -592,15 +592,11 @@ static enum MHD_Result h_models(api_req *r, cJSON *body) {
         cJSON_AddNumberToObject(m, "created", 0);
         cJSON_AddStringToObject(m, "owned_by", "aios");
         cJSON *meta = cJSON_AddObjectToObject(m, "meta");
-        cJSON_AddStringToObject(meta, "backend", info.backend);
+        api_model_fields(r, i, meta);
         cJSON_AddStringToObject(meta, "description", info.desc);
         cJSON_AddNumberToObject(meta, "n_ctx", info.ctx);
         cJSON_AddNumberToObject(meta, "n_ctx_train", info.ctx_train);
         cJSON_AddNumberToObject(meta, "n_params", (double)info.n_params);
-        cJSON *aliases = cJSON_AddArrayToObject(meta, "aliases");
-        char a[AIOS_NAME_MAX];
-        for (int k = 0; i < api_cfg(r)->llms.n_models && config_model_alias_at(&api_cfg(r)->llms.models[i], k, a, sizeof a); k++)
-            cJSON_AddItemToArray(aliases, cJSON_CreateString(a));
         cJSON_AddItemToArray(data, m);
     }
     return api_reply_json(r, 200, o);

@@ -16,9 +16,8 @@
 
 /* ---------- building and answering batches ---------- */
 
-/* calls[i] = {"name", "parameters"}; names may be the model's ("a__b") when map is set. */
-static int build_batch(api_req *r, const cJSON *calls, const char *const *model_names, const char *const *names,
-                       int n_names, tool_batch **out, char *err, size_t errlen) {
+/* calls[i] = {"name", "parameters", optional "id"}, names as the tools are named. */
+static int build_batch(api_req *r, const cJSON *calls, tool_batch **out, char *err, size_t errlen) {
     int n = cJSON_GetArraySize(calls), max = api_cfg(r)->tools.max_calls;
     if (!cJSON_IsArray(calls) || n == 0) {
         snprintf(err, errlen, "'tool_calls' must be a non-empty list of {\"name\", \"parameters\"}");
@@ -40,11 +39,8 @@ static int build_batch(api_req *r, const cJSON *calls, const char *const *model_
             rc = AIOS_ERR_INVALID;
             break;
         }
-        const char *nm = name->valuestring;
-        for (int k = 0; model_names && k < n_names; k++)
-            if (!strcmp(model_names[k], nm)) nm = names[k];
         tool_call *tc = &b->calls[i];
-        snprintf(tc->name, sizeof tc->name, "%s", nm);
+        snprintf(tc->name, sizeof tc->name, "%s", name->valuestring);
         snprintf(tc->id, sizeof tc->id, "call_%d", i);
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(c, "id");
         if (cJSON_IsString(id)) snprintf(tc->id, sizeof tc->id, "%s", id->valuestring);
@@ -152,15 +148,13 @@ enum MHD_Result api_query_tool(api_req *r, const cJSON *qd) {
     if (!api_tools(r)) return api_reply_error(r, AIOS_ERR_NOT_IMPLEMENTED, "the tool manager is not running");
     char err[512] = "";
     tool_batch *b = NULL;
-    int rc = build_batch(r, cJSON_GetObjectItemCaseSensitive(qd, "tool_calls"), NULL, NULL, 0, &b, err, sizeof err);
+    int rc = build_batch(r, cJSON_GetObjectItemCaseSensitive(qd, "tool_calls"), &b, err, sizeof err);
     if (rc) return api_reply_error(r, rc, "%s", err);
     return start_batch(r, b, NULL);
 }
 
-enum MHD_Result api_run_model_tool_calls(api_req *r, const char *text, const char *const *model_names,
-                                         const char *const *names, int n_names) {
+enum MHD_Result api_run_model_tool_calls(api_req *r, cJSON *calls) {
     char err[512] = "";
-    cJSON *calls = cJSON_Parse(text);
     tool_batch *b = NULL;
     if (!cJSON_IsArray(calls) || !calls->child) { /* nothing to run: the answer says so */
         cJSON_Delete(calls);
@@ -177,7 +171,7 @@ enum MHD_Result api_run_model_tool_calls(api_req *r, const char *text, const cha
         cJSON_AddNumberToObject(resp, "status_code", 200);
         return api_reply_json(r, 200, api_envelope(r->sc, resp));
     }
-    int rc = build_batch(r, calls, model_names, names, n_names, &b, err, sizeof err);
+    int rc = build_batch(r, calls, &b, err, sizeof err);
     cJSON_Delete(calls);
     if (rc) return api_reply_error(r, rc, "%s", err);
     return start_batch(r, b, r->sc);

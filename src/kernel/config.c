@@ -45,6 +45,7 @@ static const cfg_key KEYS[] = {
     K_INT("server.reserved_connections", server.reserved_connections, 0, 100000, "16", "Connections (of `server.max_connections`, at most half) kept for identities: when fewer are left, a request without a verified bearer token gets 503. At the limit a new connection replaces the oldest one still waiting for its headers, or gets 503 at once when every slot serves a request."),
     K_STR("llms.default_model", llms.default_model, "smollm2", "Model used when a request names none (AIOS `llms: null`, OpenAI without `model`); a named model that is not served gets 404."),
     K_INT("llms.default_max_tokens", llms.default_max_tokens, 1, 1 << 20, "1000", "max_tokens when a request gives none (the Cerebrum SDK sends 1000)."),
+    K_INT("llms.allow_oversubscribe", llms.allow_oversubscribe, 0, 1, "0", "1 lets the local models' decode threads (`threads`, 0 = every online CPU) total more than the online CPUs; by default that is a configuration error, since ggml's threads spin and models on shared cores slow each other down."),
     K_INT("llms.max_messages", llms.max_messages, 1, 1 << 20, "1024", "Most messages in one chat request."),
     K_LONG("llms.max_prompt_bytes", llms.max_prompt_bytes, 256, 1L << 30, "1048576", "Largest rendered prompt (bytes) before tokenizing."),
     K_INT("llms.max_stop", llms.max_stop, 0, 64, "8", "Most stop strings per request."),
@@ -131,7 +132,7 @@ typedef struct model_field {
 #define M_INT(n, f, lo, hi, d, doc) {n, CFG_INT, offsetof(aios_model_cfg, f), 0, lo, hi, d, doc}
 static const model_field MODEL_FIELDS[] = {
     M_STR("name", name, "smollm2", "Name clients use (`model` in OpenAI requests, `llms[].name` in AIOS ones)."),
-    M_STR("backend", backend, "llamacpp", "LLM core: `llamacpp` (embedded, the GGUF at `path`) or `openai` (an OpenAI-compatible server at `hostname`: vLLM, SGLang, llama-server, Ollama's /v1, OpenAI; AIOS's names `vllm`, `sglang`, `ollama`, `deepseek`, `groq` and `lmstudio` mean `openai`). See docs/models.md."),
+    M_STR("backend", backend, "llamacpp", "LLM core: `llamacpp` (embedded, the GGUF at `path`) or `openai` (an OpenAI-compatible server at `hostname`: vLLM, SGLang, llama-server, Ollama's /v1, OpenAI; AIOS's names `vllm`, `sglang`, `ollama`, `deepseek`, `groq` and `lmstudio` mean `openai`) or `anthropic` (an Anthropic Messages server at `hostname`). See docs/models.md."),
     M_STR("path", path, "(cache)", "GGUF file. Default: the fetched SmolLM2-135M-Instruct in the cache (`--model` / AIOS_MODEL override the first model)."),
     M_INT("ctx_size", ctx_size, 0, 1 << 20, "0", "Largest prompt + output of one request, in tokens; 0 = the model's trained context."),
     M_INT("kv_size", kv_size, 256, 1 << 22, "32768", "KV cache cells shared by all running sequences; a request starts only when its prompt + max_tokens fit."),
@@ -685,6 +686,24 @@ static int check_enum(const cfg_key *k, const char *value, char *err, size_t err
     return AIOS_ERR_CONFIG;
 }
 
+/* The local models' decode threads must fit the online CPUs (llms.allow_oversubscribe). */
+static int check_threads(const aios_config *cfg, char *err, size_t errlen) {
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    long total = 0;
+    int local = 0;
+    if (ncpu < 1 || cfg->llms.allow_oversubscribe) return AIOS_OK;
+    for (int i = 0; i < cfg->llms.n_models; i++)
+        if (!strcmp(cfg->llms.models[i].backend, "llamacpp")) {
+            total += cfg->llms.models[i].threads > 0 ? cfg->llms.models[i].threads : ncpu;
+            local++;
+        }
+    if (total <= ncpu) return AIOS_OK;
+    snprintf(err, errlen, "llms.models: the %d local model%s decode threads total %ld on %ld online CPUs (threads 0 = all of "
+             "them); give each model its own `threads`, or set llms.allow_oversubscribe: 1", local, local == 1 ? "'s" : "s'",
+             total, ncpu);
+    return AIOS_ERR_CONFIG;
+}
+
 /* Each alias of model i: a plain name (no control bytes), not a name or alias of another model. */
 static int check_aliases(const aios_config *cfg, int i, char *err, size_t errlen) {
     const aios_model_cfg *m = &cfg->llms.models[i];
@@ -724,14 +743,16 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
                 snprintf(err, errlen, "tools.mcp_servers[%d].name: duplicate server name '%s'", i, cfg->tools.mcp[i].name);
                 return AIOS_ERR_CONFIG;
             }
+    int rc;
     for (int i = 0; i < cfg->llms.n_models; i++) {
         const aios_model_cfg *m = &cfg->llms.models[i];
-        static const char *const BACKENDS[] = {"llamacpp", "openai", "vllm", "sglang", "ollama", "deepseek", "groq", "lmstudio", NULL};
+        static const char *const BACKENDS[] = {"llamacpp", "openai", "anthropic", "vllm", "sglang", "ollama", "deepseek", "groq",
+                                               "lmstudio", NULL};
         int b = 0;
         while (BACKENDS[b] && strcmp(BACKENDS[b], m->backend)) b++;
         if (!BACKENDS[b]) {
-            snprintf(err, errlen, "llms.models[%d].backend: unknown backend '%s' (allowed: llamacpp, openai, vllm, sglang, ollama, "
-                     "deepseek, groq, lmstudio)", i, m->backend);
+            snprintf(err, errlen, "llms.models[%d].backend: unknown backend '%s' (allowed: llamacpp, openai, anthropic, vllm, "
+                     "sglang, ollama, deepseek, groq, lmstudio)", i, m->backend);
             return AIOS_ERR_CONFIG;
         }
         if (b > 0 && !m->hostname[0]) {
@@ -751,10 +772,10 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
                 snprintf(err, errlen, "llms.models[%d].name: '%s' already names model '%s'", i, m->name, cfg->llms.models[j].name);
                 return AIOS_ERR_CONFIG;
             }
-        int rc = check_aliases(cfg, i, err, errlen);
+        rc = check_aliases(cfg, i, err, errlen);
         if (rc) return rc;
     }
-    return AIOS_OK;
+    return check_threads(cfg, err, errlen);
 }
 
 bool config_model_alias_at(const aios_model_cfg *m, int k, char *out, size_t cap) {

@@ -164,6 +164,7 @@ typedef struct aios_config {
         int n_models;
         char default_model[AIOS_NAME_MAX];
         int default_max_tokens;
+        int allow_oversubscribe;  /* local models' threads may total more than the CPUs */
         int max_messages;
         long max_prompt_bytes;
         int max_stop;

@@ -10,7 +10,9 @@
  *   - lazy triggers match only at the start of the output (after blanks): a call opens the
  *     answer or there is none;
  *   - `required` drops the free text the library allows before the first call, so the
- *     answer starts with a call.
+ *     answer starts with a call;
+ *   - the calls are bounded: LC_MAX_CALLS, one without parallel_tool_calls (the library
+ *     repeats them without end).
  */
 #include <cctype>
 #include <cstdlib>
@@ -92,6 +94,39 @@ static std::string calls_first(const std::string &grammar) {
     return grammar.substr(0, root) + line + grammar.substr(end);
 }
 
+/* The line of rule `name` in grammar: [*begin, *end) past "name ::= ", false if absent. */
+static bool rule_body(const std::string &g, const std::string &name, size_t *begin, size_t *end) {
+    std::string head = name + " ::= ";
+    size_t at = g.rfind("\n" + head);
+    if (at != std::string::npos) at++;
+    else if (g.rfind(head, 0) == 0) at = 0;
+    else return false;
+    *begin = at + head.size();
+    *end = g.find('\n', *begin);
+    if (*end == std::string::npos) *end = g.size();
+    return true;
+}
+
+/* The library's repetition of calls is unbounded (a small model can call until max_tokens):
+ * at most `max` calls, one without parallel_tool_calls. In the families whose grammar has
+ * the rules `tool-calls ::= (tool-call space)+` and `tool-call ::= ... (sep call)* ...`;
+ * other grammars are kept. */
+static std::string bounded_calls(std::string g, int max) {
+    size_t b, e;
+    if (rule_body(g, "tool-calls", &b, &e) && e >= 2 && g.compare(e - 2, 2, ")+") == 0) {
+        std::string body = g.substr(b, e - b - 1) + "{1," + std::to_string(max) + "}";
+        for (size_t q; (q = body.find("tool-call?")) != std::string::npos;) body.erase(q + 9, 1);
+        g.replace(b, e - b, body);
+    }
+    if (rule_body(g, "tool-call", &b, &e)) {
+        std::string body = g.substr(b, e - b);
+        size_t star = body.find(")*");
+        if (star != std::string::npos) body.replace(star, 2, "){0," + std::to_string(max - 1) + "}");
+        g.replace(b, e - b, body);
+    }
+    return g;
+}
+
 static char **dup_list(const std::vector<std::string> &v, int *n) {
     *n = 0;
     if (v.empty()) return nullptr;
@@ -102,12 +137,13 @@ static char **dup_list(const std::vector<std::string> &v, int *n) {
     return a;
 }
 
-static int fill_out(const common_chat_params &cp, lc_tool_choice choice, lc_tmpl_out *o) {
+static int fill_out(const common_chat_params &cp, lc_tool_choice choice, bool parallel, lc_tmpl_out *o) {
     o->prompt = dup_str(cp.prompt);
     if (!o->prompt) return AIOS_ERR_NOMEM;
     if (!cp.grammar.empty() && choice != LC_TOOLS_NONE) {
         o->lazy = cp.grammar_lazy;
-        o->grammar = dup_str(choice == LC_TOOLS_REQUIRED ? calls_first(cp.grammar) : cp.grammar);
+        std::string g = bounded_calls(cp.grammar, parallel ? LC_MAX_CALLS : 1);
+        o->grammar = dup_str(choice == LC_TOOLS_REQUIRED ? calls_first(g) : g);
         std::vector<std::string> pats;
         std::vector<int32_t> toks;
         for (const auto &g : cp.grammar_triggers) {
@@ -146,7 +182,7 @@ int lc_tmpl_apply(const lc_tmpl *t, const char *messages_json, const char *tools
         in.enable_thinking = false;
         in.reasoning_format = COMMON_REASONING_FORMAT_NONE;
         common_chat_params cp = common_chat_templates_apply(t->t.get(), in);
-        int rc = fill_out(cp, tools_json ? choice : LC_TOOLS_NONE, out);
+        int rc = fill_out(cp, tools_json ? choice : LC_TOOLS_NONE, parallel, out);
         if (rc) lc_tmpl_out_free(out);
         return rc;
     } catch (const std::exception &e) {

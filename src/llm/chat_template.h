@@ -24,6 +24,7 @@ typedef struct lc_tmpl lc_tmpl;              /* a core's parsed template(s); rea
 typedef struct lc_tmpl_parser lc_tmpl_parser; /* one request's output parser */
 
 typedef enum { LC_TOOLS_AUTO, LC_TOOLS_REQUIRED, LC_TOOLS_NONE } lc_tool_choice;
+#define LC_MAX_CALLS 8 /* tool calls in one answer (the kernel's own format has the same bound) */
 
 /* The model's template (source = NULL) or the given Jinja source. NULL with err on failure
  * (a template the Jinja engine cannot parse). */

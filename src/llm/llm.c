@@ -16,7 +16,7 @@ struct llm_core {
     sched_t *sched;
 };
 
-static const llm_backend_ops *const BACKENDS[] = {&llm_backend_llamacpp, &llm_backend_openai, NULL};
+static const llm_backend_ops *const BACKENDS[] = {&llm_backend_llamacpp, &llm_backend_openai, &llm_backend_anthropic, NULL};
 /* AIOS's backend names for OpenAI-compatible servers */
 static const char *const OPENAI_ALIASES[] = {"vllm", "sglang", "ollama", "deepseek", "groq", "lmstudio", NULL};
 
@@ -153,7 +153,7 @@ llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen) {
     const llm_backend_ops *ops = llm_backend_named(p->model->backend);
     if (!ops) {
         snprintf(err, errlen, "unknown LLM backend '%s' (allowed: llamacpp, openai and its aliases vllm, sglang, ollama, "
-                 "deepseek, groq, lmstudio)", p->model->backend);
+                 "deepseek, groq, lmstudio, and anthropic)", p->model->backend);
         return NULL;
     }
     llm_core *c = calloc(1, sizeof *c);

@@ -181,7 +181,8 @@ typedef struct llm_backend_ops {
 } llm_backend_ops;
 
 extern const llm_backend_ops llm_backend_llamacpp;
-extern const llm_backend_ops llm_backend_openai; /* remote.c: an OpenAI-compatible server */
+extern const llm_backend_ops llm_backend_openai;    /* remote.c: an OpenAI-compatible server */
+extern const llm_backend_ops llm_backend_anthropic; /* remote.c: an Anthropic Messages server */
 /* The backend a model's `backend` names (AIOS's names for OpenAI-compatible servers, such as
  * vllm, sglang or ollama, are the openai backend), or NULL. */
 const llm_backend_ops *llm_backend_named(const char *name);

@@ -1,7 +1,8 @@
 /*
- * remote.c - the `openai` backend: a model served by an OpenAI-compatible server (vLLM,
- * SGLang, llama-server, Ollama's /v1, LM Studio, OpenAI) behind the kernel's scheduler,
- * access control and accounting (DESIGN.md §1, issue 13).
+ * remote.c - the remote backends: a model served by an OpenAI-compatible server (`openai`:
+ * vLLM, SGLang, llama-server, Ollama's /v1, LM Studio, OpenAI) or an Anthropic Messages
+ * server (`anthropic`, remote_anthropic.c) behind the kernel's scheduler, access control and
+ * accounting (DESIGN.md §1, issue 13).
  *
  * One I/O thread per core drives libcurl's multi interface: it takes syscalls from the
  * core's run queue while fewer than `max_inflight` are upstream (the rest wait under the
@@ -21,26 +22,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
-#include "llm_internal.h"
+#include "remote_internal.h"
 
 #define RM_LINE_MAX (1 << 20)   /* one SSE line */
 #define RM_ERRBODY_MAX 4096     /* kept of an error answer */
 
 typedef struct rm_xfer {
     bool used;
+    bool anthropic;
     CURL *easy;
     struct curl_slist *hdrs;
     syscall_t *sc;          /* the scheduler's reference while upstream */
     llm_request *req;
     strbuf line;            /* the SSE line being received */
     strbuf errbody;         /* an answer that is not a stream (an error), bounded */
-    bool sse_error;         /* an error event inside the stream */
-    char errmsg[200];
+    rm_stream st;           /* what the dialect reads into */
     long status;
 } rm_xfer;
 
 typedef struct rm_engine {
     aios_model_cfg cfg;
+    bool anthropic;         /* the Messages dialect, else chat completions */
     sched_t *sched;
     int max_inflight;
     char url[AIOS_PATH_MAX + 32];
@@ -59,18 +61,15 @@ static void rm_close(void *impl);
 static void *rm_run(void *arg);
 
 /* hostname as AIOS writes it ("http://h:8000", "http://h:8000/v1", with or without '/'):
- * the chat completions URL. */
-static void chat_url(const char *host, char *out, size_t cap) {
+ * the URL of the dialect's route. */
+static void route_url(const char *host, const char *route, char *out, size_t cap) {
     size_t n = strlen(host);
     while (n && host[n - 1] == '/') n--;
     bool v1 = n >= 3 && !strncmp(host + n - 3, "/v1", 3);
-    snprintf(out, cap, "%.*s%s/chat/completions", (int)n, host, v1 ? "" : "/v1");
+    snprintf(out, cap, "%.*s%s%s", (int)n, host, v1 ? "" : "/v1", route);
 }
 
-static int rm_open(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *cp, void **out,
-                   char *err, size_t errlen) {
-    (void)max_active;
-    (void)cp;
+static int open_dialect(const aios_model_cfg *m, sched_t *sched, bool anthropic, void **out, char *err, size_t errlen) {
     if (strncmp(m->hostname, "http://", 7) && strncmp(m->hostname, "https://", 8)) {
         snprintf(err, errlen, "model '%s': hostname '%s' must be an http:// or https:// URL", m->name, m->hostname);
         return AIOS_ERR_CONFIG;
@@ -83,11 +82,12 @@ static int rm_open(const aios_model_cfg *m, sched_t *sched, int max_active, cons
     rm_engine *e = calloc(1, sizeof *e);
     if (!e) return AIOS_ERR_NOMEM;
     e->cfg = *m;
+    e->anthropic = anthropic;
     e->sched = sched;
     e->max_inflight = m->max_inflight > 0 ? m->max_inflight : 8;
-    chat_url(m->hostname, e->url, sizeof e->url);
+    route_url(m->hostname, anthropic ? "/messages" : "/chat/completions", e->url, sizeof e->url);
     pthread_mutex_init(&e->st_mu, NULL);
-    if (key && asprintf(&e->auth, "Authorization: Bearer %s", key) < 0) e->auth = NULL;
+    if (key && asprintf(&e->auth, anthropic ? "x-api-key: %s" : "Authorization: Bearer %s", key) < 0) e->auth = NULL;
     e->multi = curl_multi_init();
     e->x = calloc((size_t)e->max_inflight, sizeof *e->x);
     if (!e->multi || !e->x || (key && !e->auth)) {
@@ -100,10 +100,24 @@ static int rm_open(const aios_model_cfg *m, sched_t *sched, int max_active, cons
         return AIOS_ERR_INTERNAL;
     }
     e->thread_started = true;
-    log_info("model '%s': backend openai at %s, upstream model '%s', %d requests in flight at most", m->name, e->url,
-             m->model[0] ? m->model : m->name, e->max_inflight);
+    log_info("model '%s': backend %s at %s, upstream model '%s', %d requests in flight at most", m->name,
+             anthropic ? "anthropic" : "openai", e->url, m->model[0] ? m->model : m->name, e->max_inflight);
     *out = e;
     return AIOS_OK;
+}
+
+static int rm_open_openai(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *cp,
+                          void **out, char *err, size_t errlen) {
+    (void)max_active;
+    (void)cp;
+    return open_dialect(m, sched, false, out, err, errlen);
+}
+
+static int rm_open_anthropic(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *cp,
+                             void **out, char *err, size_t errlen) {
+    (void)max_active;
+    (void)cp;
+    return open_dialect(m, sched, true, out, err, errlen);
 }
 
 static void rm_wake(void *impl) {
@@ -133,7 +147,7 @@ static void rm_info(void *impl, llm_core_info *o) {
     rm_engine *e = impl;
     memset(o, 0, sizeof *o);
     snprintf(o->name, sizeof o->name, "%s", e->cfg.name);
-    o->backend = "openai";
+    o->backend = e->anthropic ? "anthropic" : "openai";
     snprintf(o->desc, sizeof o->desc, "%.60s at %.60s", e->cfg.model[0] ? e->cfg.model : e->cfg.name, e->cfg.hostname);
     o->max_active = e->max_inflight;
     o->tools_native = true; /* tools go upstream as tools; calls come back as calls */
@@ -147,8 +161,8 @@ static void rm_stats(void *impl, llm_core_stats *o) {
 }
 
 static int no_tokenizer(rm_engine *e, char *err, size_t errlen) {
-    snprintf(err, errlen, "model '%s' is remote (backend openai): the kernel has no tokenizer or template for it",
-             e->cfg.name);
+    snprintf(err, errlen, "model '%s' is remote (backend %s): the kernel has no tokenizer or template for it", e->cfg.name,
+             e->anthropic ? "anthropic" : "openai");
     return AIOS_ERR_UNSUPPORTED;
 }
 
@@ -198,7 +212,8 @@ static int check_remote(rm_engine *e, const llm_chat *chat, char *err, size_t er
                        : chat->sampling.logprobs ? "logprobs"
                                                  : NULL;
     if (!what) return AIOS_OK;
-    snprintf(err, errlen, "model '%s' is remote (backend openai) and does not take %s", e->cfg.name, what);
+    snprintf(err, errlen, "model '%s' is remote (backend %s) and does not take %s", e->cfg.name,
+             e->anthropic ? "anthropic" : "openai", what);
     return AIOS_ERR_UNSUPPORTED;
 }
 
@@ -242,7 +257,7 @@ static int rm_prepare(void *impl, const llm_chat *chat, llm_request **out, char 
     if (rc) return rc;
     llm_request *r = llm_request_new(chat);
     if (!r) return AIOS_ERR_NOMEM;
-    r->remote_body = request_body(e, chat);
+    r->remote_body = e->anthropic ? rm_anthropic_body(&e->cfg, chat) : request_body(e, chat);
     r->remote_calls = chat->tools_json ? cJSON_CreateArray() : NULL;
     r->remote = true;
     if (!r->remote_body || (chat->tools_json && !r->remote_calls)) {
@@ -255,15 +270,8 @@ static int rm_prepare(void *impl, const llm_chat *chat, llm_request **out, char 
 
 /* ---------- the I/O thread ---------- */
 
-/* One tool-call delta {index, id, function: {name, arguments}} into the request's list. */
-static void add_call_delta(llm_request *r, const cJSON *d) {
-    if (!r->remote_calls) return;
-    const cJSON *idx = cJSON_GetObjectItemCaseSensitive(d, "index");
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(d, "function");
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
-    const cJSON *args = cJSON_GetObjectItemCaseSensitive(f, "arguments");
-    int i = cJSON_IsNumber(idx) ? idx->valueint : cJSON_GetArraySize(r->remote_calls);
-    if (i < 0 || i > cJSON_GetArraySize(r->remote_calls) || i >= 64) return;
+void rm_call_append(llm_request *r, int i, const char *name, const char *args) {
+    if (!r->remote_calls || i < 0 || i > cJSON_GetArraySize(r->remote_calls) || i >= 64) return;
     cJSON *c = cJSON_GetArrayItem(r->remote_calls, i);
     if (!c) {
         c = cJSON_CreateObject();
@@ -271,44 +279,57 @@ static void add_call_delta(llm_request *r, const cJSON *d) {
         cJSON_AddStringToObject(c, "arguments", "");
         cJSON_AddItemToArray(r->remote_calls, c);
     }
-    const cJSON *parts[2] = {name, args};
+    const char *parts[2] = {name, args};
     static const char *const KEYS[2] = {"name", "arguments"};
     for (int k = 0; k < 2; k++) {
-        if (!cJSON_IsString(parts[k])) continue;
-        const cJSON *old = cJSON_GetObjectItemCaseSensitive(c, KEYS[k]);
+        if (!parts[k] || !*parts[k]) continue;
         strbuf b;
         sb_init(&b, 0);
-        sb_puts(&b, old->valuestring);
-        sb_puts(&b, parts[k]->valuestring);
+        sb_puts(&b, cJSON_GetObjectItemCaseSensitive(c, KEYS[k])->valuestring);
+        sb_puts(&b, parts[k]);
         cJSON_ReplaceItemInObjectCaseSensitive(c, KEYS[k], cJSON_CreateString(b.data ? b.data : ""));
         sb_free(&b);
     }
+}
+
+void rm_emit(rm_stream *s, const char *text) {
+    if (!*text) return;
+    if (syscall_emit(s->sc, text, strlen(text)) == AIOS_OK) s->req->n_gen++;
+    else s->capped = true; /* as the local engine: the answer ends at the cap, as length */
+}
+
+/* One tool-call delta {index, id, function: {name, arguments}} into the request's list. */
+static void add_call_delta(llm_request *r, const cJSON *d) {
+    const cJSON *idx = cJSON_GetObjectItemCaseSensitive(d, "index");
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(d, "function");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(f, "arguments");
+    int i = cJSON_IsNumber(idx) ? idx->valueint : cJSON_GetArraySize(r->remote_calls);
+    rm_call_append(r, i, cJSON_IsString(name) ? name->valuestring : NULL, cJSON_IsString(args) ? args->valuestring : NULL);
 }
 
 static llm_finish finish_of(const char *s) {
     return !strcmp(s, "length") ? LLM_FINISH_LENGTH : LLM_FINISH_STOP;
 }
 
-/* One `data:` event of the upstream stream. */
-static void on_event(rm_xfer *x, const char *data) {
+/* One `data:` event of a chat completions stream. */
+static void openai_event(rm_stream *s, const char *data) {
     if (!strcmp(data, "[DONE]")) return;
     cJSON *ev = cJSON_Parse(data);
     if (!ev) return; /* not JSON: ignored, as OpenAI clients do */
-    llm_request *r = x->req;
+    llm_request *r = s->req;
     const cJSON *error = cJSON_GetObjectItemCaseSensitive(ev, "error");
     if (error) {
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive(error, "message");
-        snprintf(x->errmsg, sizeof x->errmsg, "%s", cJSON_IsString(msg) ? msg->valuestring : "an error event");
-        x->sse_error = true;
+        snprintf(s->errmsg, sizeof s->errmsg, "%s", cJSON_IsString(msg) ? msg->valuestring : "an error event");
+        s->error = true;
     }
     const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(ev, "choices"), 0);
     const cJSON *delta = cJSON_GetObjectItemCaseSensitive(ch, "delta");
     const cJSON *content = cJSON_GetObjectItemCaseSensitive(delta, "content");
-    if (cJSON_IsString(content) && *content->valuestring) {
-        if (syscall_emit(x->sc, content->valuestring, strlen(content->valuestring)) == AIOS_OK) r->n_gen++;
-    }
+    if (cJSON_IsString(content)) rm_emit(s, content->valuestring);
     const cJSON *calls = cJSON_GetObjectItemCaseSensitive(delta, "tool_calls");
-    for (const cJSON *c = cJSON_IsArray(calls) ? calls->child : NULL; c; c = c->next) add_call_delta(r, c);
+    for (const cJSON *c = cJSON_IsArray(calls) && r->remote_calls ? calls->child : NULL; c; c = c->next) add_call_delta(r, c);
     const cJSON *fin = cJSON_GetObjectItemCaseSensitive(ch, "finish_reason");
     if (cJSON_IsString(fin)) r->finish = finish_of(fin->valuestring);
     const cJSON *usage = cJSON_GetObjectItemCaseSensitive(ev, "usage");
@@ -342,14 +363,15 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud) {
         }
         const char *l = x->line.data ? x->line.data : "";
         if (x->line.len && l[x->line.len - 1] == '\r') x->line.data[--x->line.len] = 0;
-        if (!strncmp(l, "data:", 5)) on_event(x, l + 5 + (l[5] == ' '));
+        if (!strncmp(l, "data:", 5)) (x->anthropic ? rm_anthropic_event : openai_event)(&x->st, l + 5 + (l[5] == ' '));
         sb_reset(&x->line);
     }
-    return atomic_load(&x->sc->cancel) ? 0 : n; /* a cancelled request stops the transfer */
+    return atomic_load(&x->sc->cancel) || x->st.capped ? 0 : n; /* a cancelled or capped request stops the transfer */
 }
 
 static void start(rm_engine *e, rm_xfer *x, syscall_t *sc) {
-    *x = (rm_xfer){.used = true, .sc = sc, .req = sc->args};
+    *x = (rm_xfer){.used = true, .sc = sc, .req = sc->args, .anthropic = e->anthropic,
+                   .st = {.req = sc->args, .sc = sc, .cur_call = -1}};
     sb_init(&x->line, 0);
     sb_init(&x->errbody, 0);
     syscall_round_begin(sc);
@@ -357,6 +379,7 @@ static void start(rm_engine *e, rm_xfer *x, syscall_t *sc) {
     x->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
     x->hdrs = curl_slist_append(x->hdrs, "Accept: text/event-stream");
     if (e->auth) x->hdrs = curl_slist_append(x->hdrs, e->auth);
+    if (e->anthropic) x->hdrs = curl_slist_append(x->hdrs, "anthropic-version: 2023-06-01");
     long timeout = e->cfg.timeout_s > 0 ? e->cfg.timeout_s : 600;
     curl_easy_setopt(x->easy, CURLOPT_URL, e->url);
     curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
@@ -396,6 +419,8 @@ static void finish(rm_engine *e, rm_xfer *x, CURLcode cc) {
     } else if (atomic_load(&sc->cancel)) {
         rc = AIOS_ERR_CANCELLED;
         r->finish = LLM_FINISH_CANCELLED;
+    } else if (x->st.capped) {
+        r->finish = LLM_FINISH_LENGTH;
     } else if (cc == CURLE_OPERATION_TIMEDOUT) {
         rc = AIOS_ERR_UPSTREAM_TIMEOUT;
         snprintf(msg, sizeof msg, "model '%.60s': upstream %.100s did not answer in time", e->cfg.name, e->cfg.hostname);
@@ -404,10 +429,10 @@ static void finish(rm_engine *e, rm_xfer *x, CURLcode cc) {
         snprintf(msg, sizeof msg, "model '%.60s': upstream %.100s: %.80s", e->cfg.name, e->cfg.hostname, curl_easy_strerror(cc));
     } else if (x->status != 200) {
         rc = upstream_status_error(e, x, msg, sizeof msg);
-    } else if (x->sse_error || r->finish == LLM_FINISH_NONE) {
+    } else if (x->st.error || r->finish == LLM_FINISH_NONE) {
         rc = AIOS_ERR_UPSTREAM;
         snprintf(msg, sizeof msg, "model '%.60s': upstream %.100s %s%.150s", e->cfg.name, e->cfg.hostname,
-                 x->sse_error ? "sent an error: " : "ended the stream without finishing", x->sse_error ? x->errmsg : "");
+                 x->st.error ? "sent an error: " : "ended the stream without finishing", x->st.error ? x->st.errmsg : "");
         kern_utf8_sanitize(msg);
     }
     if (rc && rc != AIOS_ERR_CANCELLED) r->finish = LLM_FINISH_ERROR;
@@ -470,6 +495,11 @@ static void *rm_run(void *arg) {
 }
 
 const llm_backend_ops llm_backend_openai = {
-    .name = "openai", .open = rm_open, .close = rm_close, .info = rm_info, .prepare = rm_prepare,
+    .name = "openai", .open = rm_open_openai, .close = rm_close, .info = rm_info, .prepare = rm_prepare,
+    .stats = rm_stats, .wake = rm_wake, .render = rm_render, .tokenize = rm_tokenize, .detokenize = rm_detokenize,
+};
+
+const llm_backend_ops llm_backend_anthropic = {
+    .name = "anthropic", .open = rm_open_anthropic, .close = rm_close, .info = rm_info, .prepare = rm_prepare,
     .stats = rm_stats, .wake = rm_wake, .render = rm_render, .tokenize = rm_tokenize, .detokenize = rm_detokenize,
 };

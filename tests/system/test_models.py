@@ -28,6 +28,10 @@ def test_aliases_name_the_model_on_every_door(spawn_daemon):
     assert r.status_code == 200, r.text
     (m,) = r.json()["data"]
     assert m["id"] == MODEL_NAME and m["meta"]["aliases"] == ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5"], m
+    assert m["meta"]["backend"] == "llamacpp" and m["meta"]["state"] == "ready" and m["meta"]["max_active"] == 4, m
+    (listed,) = requests.get(d.url + "/core/llms/list", timeout=10).json()["llms"]
+    assert listed["name"] == MODEL_NAME and listed["aliases"] == m["meta"]["aliases"], listed
+    assert listed["state"] == "ready" and listed["active"] == 0 and listed["queued"] == 0, listed
     direct = requests.post(d.url + "/v1/chat/completions", timeout=120, json={
         "model": MODEL_NAME, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8, "temperature": 0})
     assert direct.status_code == 200, direct.text

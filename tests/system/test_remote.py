@@ -1,4 +1,4 @@
-"""System tier: a remote model behind the kernel (issue 13, the `openai` backend).
+"""System tier: remote models behind the kernel (issue 13, the `openai` and `anthropic` backends).
 
 The upstream is llama.cpp's own llama-server (the pinned build, the default model, on a
 loopback port), started here; the kernel serves it as model `remote` next to its local
@@ -73,6 +73,10 @@ llms:
       model: upstream-smollm2
       max_inflight: 2
       timeout_s: 120
+    - name: claude
+      backend: anthropic
+      hostname: {upstream}
+      max_inflight: 2
     - name: down
       backend: openai
       hostname: http://127.0.0.1:{free_port()}
@@ -111,6 +115,47 @@ def test_same_answer_as_the_upstream_itself(kernel, upstream):
         "model": "remote", "max_tokens": 24, "temperature": 0, "messages": [{"role": "user", "content": "Say hello."}]})
     assert m.status_code == 200, m.text
     assert m.json()["content"][0]["text"] == want["choices"][0]["message"]["content"]
+
+
+def test_listed_with_backend_and_load(kernel):
+    models = {m["id"]: m["meta"] for m in requests.get(kernel + "/v1/models", timeout=10).json()["data"]}
+    assert set(models) == {"smollm2", "remote", "claude", "down"}, models
+    assert models["claude"]["backend"] == "anthropic", models["claude"]
+    assert models["remote"]["backend"] == "openai" and models["remote"]["max_active"] == 2, models["remote"]
+    assert "upstream-smollm2" in models["remote"]["description"], models["remote"]
+    assert models["smollm2"]["backend"] == "llamacpp"
+
+
+def test_anthropic_backend(kernel, upstream):
+    """The same through the Messages dialect (llama-server's /v1/messages): text, streaming,
+    a tool round trip rendered as tool_use / tool_result blocks, usage."""
+    want = requests.post(upstream + "/v1/messages", timeout=120, json={
+        "model": "x", "max_tokens": 24, "temperature": 0, "messages": [{"role": "user", "content": "Say hello."}]}).json()
+    r = requests.post(kernel + "/v1/chat/completions", json=body(model="claude"), timeout=120)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["choices"][0]["message"]["content"] == want["content"][0]["text"]
+    assert got["usage"]["completion_tokens"] == want["usage"]["output_tokens"]
+    assert got["usage"]["prompt_tokens"] == want["usage"]["input_tokens"]
+    s = requests.post(kernel + "/v1/chat/completions", json=body(model="claude", stream=True), timeout=120)
+    text = "".join(json.loads(ln[6:])["choices"][0]["delta"].get("content") or ""
+                   for ln in s.text.splitlines() if ln.startswith("data: {"))
+    assert text == want["content"][0]["text"]
+    tools = [fn("get_weather", WEATHER, "The weather in a city.")]
+    t = requests.post(kernel + "/v1/chat/completions", timeout=120, json={
+        "model": "claude", "messages": two_shot("What is the weather in Oslo?"), "tools": tools, "temperature": 0,
+        "max_tokens": 60})
+    assert t.status_code == 200, t.text
+    calls = t.json()["choices"][0]["message"].get("tool_calls")
+    assert calls and calls[0]["function"]["name"] == "get_weather", t.json()
+    jsonschema.validate(json.loads(calls[0]["function"]["arguments"]), WEATHER)
+    history = two_shot("What is the weather in Oslo?") + [
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        {"role": "tool", "tool_call_id": calls[0]["id"], "content": "Sunny, 18 C"}]
+    after = requests.post(kernel + "/v1/chat/completions", timeout=120, json={
+        "model": "claude", "messages": history, "tools": tools, "tool_choice": "none", "temperature": 0, "max_tokens": 24})
+    assert after.status_code == 200, after.text
+    assert isinstance(after.json()["choices"][0]["message"]["content"], str)
 
 
 def test_streams_token_by_token(kernel):
@@ -199,6 +244,7 @@ def test_what_a_remote_model_cannot_take(kernel):
 @pytest.mark.parametrize("model,needle", [
     ("{name: r, backend: openai}", "hostname"),
     ("{name: r, backend: bedrock, hostname: 'http://x'}", "unknown backend 'bedrock'"),
+    ("{name: r, backend: anthropic}", "hostname"),
     ("{name: r, backend: openai, hostname: 'ftp://x'}", "http:// or https://"),
     ("{name: r, backend: openai, hostname: 'http://127.0.0.1:1', api_key_env: AIOS_TEST_NO_SUCH_KEY}", "AIOS_TEST_NO_SUCH_KEY"),
 ])

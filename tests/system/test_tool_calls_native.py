@@ -244,3 +244,24 @@ def test_a_broken_template_file_stops_the_kernel(tmp_path):
     assert out.returncode != 0
     err_lines = [ln for ln in out.stderr.splitlines() if ln.startswith("aiosd: error:")]
     assert len(err_lines) == 1 and "chat template" in err_lines[0], out.stderr
+
+
+def test_aios_actions_on_the_template_format(native):
+    """The AIOS action types run on the same machinery: chat_with_tool_call_output answers the
+    calls in AIOS shape; call_tool makes the kernel run them (built-in tools)."""
+    tools = [{"type": "function", "function": {"name": "aios/calculator"}}]
+    base = {"messages": [{"role": "user", "content": "Compute 6*7 with the calculator."}], "tools": tools,
+            "temperature": 0, "max_new_tokens": 160}
+    plan = requests.post(native + "/query", timeout=300, json={"agent_name": "planner", "query_type": "llm", "query_data": {
+        **base, "action_type": "chat_with_tool_call_output"}})
+    assert plan.status_code == 200, plan.text
+    calls = plan.json()["response"]["tool_calls"]
+    assert calls and len(calls) <= 8 and all(c["name"] == "aios/calculator" and isinstance(c["parameters"], dict)
+                                             for c in calls), calls
+    run = requests.post(native + "/query", timeout=300, json={"agent_name": "planner", "query_type": "llm", "query_data": {
+        **base, "action_type": "call_tool"}})
+    assert run.status_code == 200, run.text
+    resp = run.json()["response"]
+    assert resp["response_class"] == "tool" and resp["tool_results"], resp
+    assert [x["name"] for x in resp["tool_results"]] == [c["name"] for c in calls]
+    assert all(x["status_code"] == 200 for x in resp["tool_results"]), resp

@@ -76,7 +76,7 @@ static void test_config_yaml(void **st) {
     aios_config c;
     config_defaults(&c);
     char err[256] = "";
-    const char *p = write_tmp("server:\n  port: 9100\n  max_body_bytes: 4096\nllms:\n  default_model: a\n  models:\n"
+    const char *p = write_tmp("server:\n  port: 9100\n  max_body_bytes: 4096\nllms:\n  default_model: a\n  allow_oversubscribe: 1\n  models:\n"
                               "    - name: a\n      backend: llamacpp\n      path: /x/a.gguf\n      ctx_size: 512\n"
                               "    - name: b\n      path: /x/b.gguf\nscheduler:\n  max_active: 4\nmemory:\n  limit_bytes: 1024\n"
                               "  eviction_k: 3\nstorage:\n  synchronous: full\nagents:\n  planner:\n    memory_limit_bytes: 77\n"
@@ -173,6 +173,30 @@ static void test_config_validate(void **st) {
     config_defaults(&c);
     snprintf(c.log_level, sizeof c.log_level, "loud");
     assert_int_equal(config_validate(&c, err, sizeof err), AIOS_ERR_CONFIG);
+    /* two local models on every CPU each oversubscribe; their own threads, or the flag, fit */
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    config_defaults(&c);
+    c.llms.n_models = 2;
+    c.llms.models[1] = c.llms.models[0];
+    snprintf(c.llms.models[1].name, sizeof c.llms.models[1].name, "second");
+    assert_int_equal(config_validate(&c, err, sizeof err), AIOS_ERR_CONFIG);
+    assert_non_null(strstr(err, "llms.allow_oversubscribe"));
+    c.llms.allow_oversubscribe = 1;
+    assert_int_equal(config_validate(&c, err, sizeof err), AIOS_OK);
+    c.llms.allow_oversubscribe = 0;
+    c.llms.models[0].threads = 1;
+    c.llms.models[1].threads = ncpu > 1 ? (int)ncpu - 1 : 1;
+    assert_int_equal(config_validate(&c, err, sizeof err), ncpu > 1 ? AIOS_OK : AIOS_ERR_CONFIG);
+    /* a remote model takes no local threads; an alias may not name another model */
+    snprintf(c.llms.models[1].backend, sizeof c.llms.models[1].backend, "openai");
+    snprintf(c.llms.models[1].hostname, sizeof c.llms.models[1].hostname, "http://127.0.0.1:9");
+    c.llms.models[0].threads = 0;
+    assert_int_equal(config_validate(&c, err, sizeof err), AIOS_OK);
+    snprintf(c.llms.models[1].aliases, sizeof c.llms.models[1].aliases, "gpt-4o, %s", c.llms.models[0].name);
+    assert_int_equal(config_validate(&c, err, sizeof err), AIOS_ERR_CONFIG);
+    assert_non_null(strstr(err, "already names model"));
+    assert_true(config_model_alias(&c.llms.models[1], "gpt-4o"));
+    assert_int_equal(config_model_index(&c, "gpt-4o"), 1);
 }
 
 static void test_config_reference(void **st) {
@@ -182,8 +206,9 @@ static void test_config_reference(void **st) {
     close(fd);
     assert_int_equal(config_write_reference(path), AIOS_OK);
     FILE *f = fopen(path, "r");
-    char buf[16384];
+    static char buf[1 << 17];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
+    assert_true(n < sizeof buf - 1); /* the whole reference was read */
     buf[n] = 0;
     fclose(f);
     unlink(path);

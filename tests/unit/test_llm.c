@@ -422,6 +422,7 @@ static void test_template_tools(void **st) {
     lc_tmpl_out_free(&o);
     /* required: the grammar starts at the call (no free text first), after the generation prompt */
     assert_int_equal(lc_tmpl_apply(t, USER_MSG, tools, LC_TOOLS_REQUIRED, false, &o, err, sizeof err), AIOS_OK);
+    assert_non_null(strstr(o.grammar, "tool-calls ::= (tool-call space){1,1}")); /* one call without parallel_tool_calls */
     assert_false(o.lazy);
     assert_non_null(o.prefill);
     g = llama_sampler_init_grammar(vocab, o.grammar, "root");
