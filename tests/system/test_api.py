@@ -71,7 +71,12 @@ def test_status(base_url):
 def test_core_llms_list(base_url):
     r = requests.get(base_url + "/core/llms/list", timeout=10)
     assert r.status_code == 200
-    assert r.json() == {"status": "success", "llms": [{"name": MODEL_NAME, "backend": "llamacpp"}]}
+    body = r.json()
+    assert body["status"] == "success" and len(body["llms"]) == 1, body
+    (m,) = body["llms"]
+    assert {k: m[k] for k in ("name", "backend", "state", "max_active", "aliases")} == {
+        "name": MODEL_NAME, "backend": "llamacpp", "state": "ready", "max_active": 16, "aliases": []}, m
+    assert isinstance(m["active"], (int, float)) and isinstance(m["queued"], (int, float)), m
 
 
 def test_models_raw(base_url):
