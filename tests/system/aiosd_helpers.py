@@ -190,6 +190,15 @@ def run_aiosd_to_exit(flags: list[str], timeout: float = 120.0, with_model: bool
                           stdin=subprocess.DEVNULL, cwd=str(REPO))
 
 
+def assert_stops_with_error(flags: list[str], needle: str, timeout: float = 60.0) -> str:
+    """aiosd with these flags exits non-zero with exactly one 'aiosd: error:' line, naming needle."""
+    out = run_aiosd_to_exit(flags, timeout=timeout)
+    assert out.returncode != 0, out.stderr
+    err_lines = [ln for ln in out.stderr.splitlines() if ln.startswith("aiosd: error:")]
+    assert len(err_lines) == 1 and needle in err_lines[0], out.stderr
+    return err_lines[0]
+
+
 # ---------------------------------------------------------------------------- metrics
 
 _METRIC_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')

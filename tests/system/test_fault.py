@@ -21,7 +21,7 @@ import requests
 
 from aiosd_helpers import (AIOSD, LONG_CHAT_PROMPT, MODEL_NAME, READY_TIMEOUT_S, REPO, assert_error,
                            assert_serving, chat_body, daemon_env, default_model_path, metrics, model_flags,
-                           query_body, run_aiosd_to_exit, wait_for, wait_idle_and_cancelled,
+                           query_body, run_aiosd_to_exit, assert_stops_with_error, wait_for, wait_idle_and_cancelled,
                            wait_metrics)
 
 TIMEOUT = 120
@@ -487,11 +487,7 @@ def test_missing_model_file(tmp_path):
     (["--set", "context.cache_entries=250", "--set", "scheduler.max_active=16"], "context.cache_entries"),
 ])
 def test_bad_config_flag(flags, key):
-    out = run_aiosd_to_exit(flags, timeout=60)
-    assert out.returncode != 0, out.stderr
-    err_lines = [ln for ln in out.stderr.splitlines() if ln.startswith("aiosd: error:")]
-    assert len(err_lines) == 1, out.stderr
-    assert key in err_lines[0], out.stderr
+    assert_stops_with_error(flags, key)
 
 
 @pytest.mark.parametrize("key,bad,allowed", [

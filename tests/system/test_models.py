@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from aiosd_helpers import MODEL_NAME, assert_error, query_body, run_aiosd_to_exit
+from aiosd_helpers import MODEL_NAME, assert_error, assert_stops_with_error, query_body
 
 ALIASED = """
 llms:
@@ -62,7 +62,4 @@ def test_aliases_name_the_model_on_every_door(spawn_daemon):
 def test_colliding_aliases_stop_the_kernel(config, needle, tmp_path):
     cfg = tmp_path / "aios.yaml"
     cfg.write_text(config)
-    out = run_aiosd_to_exit(["--config", str(cfg), "--data-dir", str(tmp_path / "d")], timeout=60)
-    assert out.returncode != 0, out.stderr
-    err_lines = [ln for ln in out.stderr.splitlines() if ln.startswith("aiosd: error:")]
-    assert len(err_lines) == 1 and needle in err_lines[0], out.stderr
+    assert_stops_with_error(["--config", str(cfg), "--data-dir", str(tmp_path / "d")], needle)

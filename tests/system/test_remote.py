@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,8 +21,8 @@ import jsonschema
 import pytest
 import requests
 
-from aiosd_helpers import (MODEL_NAME, REPO, assert_error, assert_serving, default_model_path, free_port, metrics,
-                           query_body, run_aiosd_to_exit, wait_for)
+from aiosd_helpers import (assert_error, assert_serving, default_model_path, free_port, metrics,
+                           query_body, assert_stops_with_error, wait_for)
 from test_tool_calls_native import QWEN, two_shot
 from test_tool_calls_sampled import WEATHER, fn
 
@@ -251,7 +250,4 @@ def test_what_a_remote_model_cannot_take(kernel):
 def test_bad_remote_settings_stop_the_kernel(model, needle, tmp_path):
     cfg = tmp_path / "aios.yaml"
     cfg.write_text(f"llms:\n  default_model: smollm2\n  models:\n    - name: smollm2\n    - {model}\n")
-    out = run_aiosd_to_exit(["--config", str(cfg), "--data-dir", str(tmp_path / "d")], timeout=60)
-    assert out.returncode != 0, out.stderr
-    err_lines = [ln for ln in out.stderr.splitlines() if ln.startswith("aiosd: error:")]
-    assert len(err_lines) == 1 and needle in err_lines[0], out.stderr
+    assert_stops_with_error(["--config", str(cfg), "--data-dir", str(tmp_path / "d")], needle)

@@ -23,7 +23,7 @@ import jsonschema
 import pytest
 import requests
 
-from aiosd_helpers import MODEL_NAME, REPO, Daemon, run_aiosd_to_exit
+from aiosd_helpers import MODEL_NAME, REPO, Daemon, assert_stops_with_error
 from test_tool_calls_sampled import BOOKING, CALL_PROMPTS, TEXT_PROMPTS, WEATHER, fn, kernel_tools, validation_failures
 
 
@@ -230,20 +230,14 @@ def test_40_sampled_calls_validate(native):
     (["--set", "llms.models.3.tool_format=json"], "llms.models.3"),
 ])
 def test_bad_template_settings_stop_the_kernel(flags, needle, tmp_path):
-    out = run_aiosd_to_exit(["--data-dir", str(tmp_path / "d"), *flags], timeout=60)
-    assert out.returncode != 0, out.stderr
-    err_lines = [ln for ln in out.stderr.splitlines() if ln.startswith("aiosd: error:")]
-    assert len(err_lines) == 1 and needle in err_lines[0], out.stderr
+    assert_stops_with_error(["--data-dir", str(tmp_path / "d"), *flags], needle)
 
 
 def test_a_broken_template_file_stops_the_kernel(tmp_path):
     bad = tmp_path / "bad.jinja"
     bad.write_text("{% if %}")
-    out = run_aiosd_to_exit(["--data-dir", str(tmp_path / "d"), "--set", f"llms.models.0.chat_template_file={bad}"],
-                            timeout=60)
-    assert out.returncode != 0
-    err_lines = [ln for ln in out.stderr.splitlines() if ln.startswith("aiosd: error:")]
-    assert len(err_lines) == 1 and "chat template" in err_lines[0], out.stderr
+    assert_stops_with_error(["--data-dir", str(tmp_path / "d"), "--set", f"llms.models.0.chat_template_file={bad}"],
+                            "chat template")
 
 
 def test_aios_actions_on_the_template_format(native):
