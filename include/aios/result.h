@@ -37,7 +37,8 @@
     X(AIOS_ERR_RATE_LIMITED,    -24,   429, "rate_limited",          "too many requests, retry later") \
     X(AIOS_ERR_LOADING,         -25,   503, "loading",               "the models are still loading") \
     X(AIOS_ERR_UPSTREAM,        -26,   502, "upstream_error",        "the upstream model server failed") \
-    X(AIOS_ERR_UPSTREAM_TIMEOUT, -27,  504, "upstream_timeout",      "the upstream model server did not answer in time")
+    X(AIOS_ERR_UPSTREAM_TIMEOUT, -27,  504, "upstream_timeout",      "the upstream model server did not answer in time") \
+    X(AIOS_ERR_MODEL_DOWN,      -28,   503, "model_unavailable",     "the model is down")
 
 typedef enum aios_result {
 #define AIOS_X_ENUM(name, value, http, code, msg) name = value,

@@ -237,6 +237,8 @@ void api_status_runq(api_req *r, cJSON *status);
 /* The i-th model's listing fields, added to o: backend, state (ready once the kernel
  * serves), load (active, queued, max_active) and aliases. Every model listing uses it. */
 void api_model_fields(api_req *r, int i, cJSON *o);
+/* The models this kernel serves, for an error naming an unknown one: "a, b (aliases: x,y)". */
+void api_models_known(api_req *r, char *out, size_t cap);
 
 /* ---- JSON parameter helpers (json.c): each returns AIOS_OK, or AIOS_ERR_INVALID with
  * err naming the field and what was expected. Absent (or null) optional fields keep *out. */

@@ -75,7 +75,9 @@ static int pick_core(api_req *r, const cJSON *llms, llm_core **out, char *err, s
         }
         if ((*out = api_core(r, n->valuestring))) return AIOS_OK;
     }
-    snprintf(err, errlen, "none of the requested llms is served here (GET /core/llms/list lists them)");
+    char known[512];
+    api_models_known(r, known, sizeof known);
+    snprintf(err, errlen, "none of the requested llms is served here; this kernel serves: %s", known);
     return AIOS_ERR_NOT_FOUND;
 }
 
@@ -222,6 +224,32 @@ static void core_snapshot(api_req *r, int i, llm_core_info *info, llm_core_stats
     llm_core_get_stats(api_core_at(r, i), st, ss);
 }
 
+/* state ("loading", "ready", "down") and, when down, the reason. */
+static void model_state(api_req *r, const llm_core_stats *st, cJSON *o) {
+    cJSON_AddStringToObject(o, "state", !api_ready(r) ? "loading" : st->down ? "down" : "ready");
+    if (st->down) cJSON_AddStringToObject(o, "reason", st->down_reason);
+}
+
+/* A remote model's endpoints: state, load and health of each. */
+static void add_endpoints(const llm_core_stats *st, cJSON *o) {
+    if (!st->n_endpoints) return;
+    cJSON *arr = cJSON_AddArrayToObject(o, "endpoints");
+    for (int k = 0; k < st->n_endpoints; k++) {
+        const llm_endpoint_stats *e = &st->endpoints[k];
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "url", e->url);
+        cJSON_AddStringToObject(j, "state", e->state);
+        cJSON_AddNumberToObject(j, "outstanding", e->outstanding);
+        cJSON_AddNumberToObject(j, "requests", (double)e->requests);
+        cJSON_AddNumberToObject(j, "failures", (double)e->failures);
+        cJSON_AddNumberToObject(j, "retries", (double)e->retries);
+        cJSON_AddNumberToObject(j, "breaker_opens", (double)e->breaker_opens);
+        if (e->last_ok_ago_s >= 0) cJSON_AddNumberToObject(j, "last_ok_ago_s", e->last_ok_ago_s);
+        if (e->last_error[0]) cJSON_AddStringToObject(j, "last_error", e->last_error);
+        cJSON_AddItemToArray(arr, j);
+    }
+}
+
 static enum MHD_Result h_status(api_req *r, cJSON *body) {
     (void)body;
     cJSON *o = cJSON_CreateObject();
@@ -257,6 +285,8 @@ static enum MHD_Result h_status(api_req *r, cJSON *body) {
         cJSON_AddNumberToObject(m, "prefill_tokens_reused", (double)st.prefill_reused);
         cJSON_AddNumberToObject(m, "requests_done", (double)st.requests_done);
         cJSON_AddNumberToObject(m, "completion_tokens", (double)st.completion_tokens);
+        model_state(r, &st, m);
+        add_endpoints(&st, m);
         cJSON_AddItemToArray(models, m);
     }
     api_status_runq(r, o);
@@ -280,7 +310,7 @@ void api_model_fields(api_req *r, int i, cJSON *o) {
     sched_stats ss;
     core_snapshot(r, i, &info, &st, &ss);
     cJSON_AddStringToObject(o, "backend", info.backend);
-    cJSON_AddStringToObject(o, "state", api_ready(r) ? "ready" : "loading");
+    model_state(r, &st, o);
     cJSON_AddNumberToObject(o, "active", (double)ss.active);
     cJSON_AddNumberToObject(o, "queued", (double)ss.queued);
     cJSON_AddNumberToObject(o, "max_active", info.max_active);
@@ -382,6 +412,32 @@ static void metric_agent(const char *agent, unsigned long long total, unsigned l
     sb_printf(al->b, "\"} %llu\n", al->window ? window : total);
 }
 
+/* One series per endpoint of each remote model. */
+static void metrics_endpoints(strbuf *b, int n, const llm_core_info *info, const llm_core_stats *st) {
+    static const struct {
+        const char *name, *type, *help;
+    } EP[] = {
+        {"aios_endpoint_up", "gauge", "1 when the endpoint takes requests (up or suspect), 0 when probing or down (breaker open)."},
+        {"aios_endpoint_outstanding", "gauge", "Requests upstream on the endpoint."},
+        {"aios_endpoint_requests_total", "counter", "Requests sent to the endpoint (retries included)."},
+        {"aios_endpoint_failures_total", "counter", "Requests and health checks of the endpoint that failed."},
+        {"aios_endpoint_breaker_opens_total", "counter", "Times the endpoint's circuit breaker opened."},
+    };
+    for (size_t k = 0; k < sizeof EP / sizeof EP[0]; k++) {
+        sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", EP[k].name, EP[k].help, EP[k].name, EP[k].type);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < st[i].n_endpoints; j++) {
+                const llm_endpoint_stats *e = &st[i].endpoints[j];
+                double v = k == 0   ? (!strcmp(e->state, "up") || !strcmp(e->state, "suspect"))
+                           : k == 1 ? e->outstanding
+                           : k == 2 ? (double)e->requests
+                           : k == 3 ? (double)e->failures
+                                    : (double)e->breaker_opens;
+                sb_printf(b, "%s{model=\"%s\",endpoint=\"%s\"} %.17g\n", EP[k].name, info[i].name, e->url, v);
+            }
+    }
+}
+
 static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
     (void)body;
     int n = api_n_cores(r);
@@ -406,6 +462,7 @@ static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
             llm_core_foreach_agent(api_core_at(r, i), metric_agent, &al);
         }
     }
+    metrics_endpoints(&b, n, info, st);
     api_metrics_mem(r, &b);
     api_metrics_tools(r, &b);
     api_metrics_http(r, &b);

@@ -51,7 +51,11 @@ static llm_core *ollama_core(api_req *r, const char *model, char *err, size_t er
         llm_core_get_info(api_core_at(r, i), &info);
         if (name_means(model, info.name)) core = api_core_at(r, i);
     }
-    if (!core) snprintf(err, errlen, "model '%.128s' not found", model ? model : "");
+    if (!core) {
+        char known[512];
+        api_models_known(r, known, sizeof known);
+        snprintf(err, errlen, "model '%.128s' not found; this kernel serves: %s", model ? model : "", known);
+    }
     return core;
 }
 
@@ -504,7 +508,10 @@ static void model_mtime(api_req *r, const char *name, char *out, size_t n) {
 }
 
 /* One model of /api/tags or, running, of /api/ps. */
-static cJSON *model_entry(api_req *r, llm_core *core, bool running) {
+/* Model i as Ollama lists it, with the kernel's view (backend, state, load, aliases) under
+ * "aios" (a field Ollama clients ignore). */
+static cJSON *model_entry(api_req *r, int i, bool running) {
+    llm_core *core = api_core_at(r, i);
     llm_core_info info;
     char name[OLLAMA_NAME_MAX], ts[64];
     llm_core_get_info(core, &info);
@@ -522,13 +529,14 @@ static cJSON *model_entry(api_req *r, llm_core *core, bool running) {
         model_mtime(r, info.name, ts, sizeof ts);
         cJSON_AddStringToObject(m, "modified_at", ts);
     }
+    api_model_fields(r, i, cJSON_AddObjectToObject(m, "aios"));
     return m;
 }
 
 /* Every configured model: all are loaded at start and stay loaded. */
 static enum MHD_Result list_models(api_req *r, bool running) {
     cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "models");
-    for (int i = 0; i < api_n_cores(r); i++) cJSON_AddItemToArray(arr, model_entry(r, api_core_at(r, i), running));
+    for (int i = 0; i < api_n_cores(r); i++) cJSON_AddItemToArray(arr, model_entry(r, i, running));
     return api_reply_json(r, 200, o);
 }
 

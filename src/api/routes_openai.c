@@ -478,7 +478,9 @@ int chat_plan_openai(api_req *r, const cJSON *body, api_admission *a, char *err,
     if (rc) return rc;
     a->kind = SYSCALL_KIND_LLM;
     if (!(a->core = api_core(r, model))) {
-        snprintf(err, errlen, "model '%s' does not exist (GET /v1/models lists them)", model);
+        char known[512];
+        api_models_known(r, known, sizeof known);
+        snprintf(err, errlen, "model '%.128s' does not exist; this kernel serves: %s", model, known);
         return AIOS_ERR_NOT_FOUND;
     }
     rc = chat_plan_model(a);

@@ -146,8 +146,27 @@ runq_t *api_runq(api_req *r, syscall_kind kind) { return kind < SYSCALL_KIND__CO
 api_gatekeeper *api_gatekeeper_of(api_req *r) { return r->srv->gate; }
 
 llm_core *api_core(api_req *r, const char *name) {
-    int i = config_model_index(r->srv->cfg, name); /* its name or an alias */
+    const aios_config *cfg = r->srv->cfg;
+    int i = config_model_index(cfg, name); /* its name or an alias */
+    /* a model that is down hands its requests to its fallback (a chain; config checks it ends) */
+    for (int hops = 0; i >= 0 && i < r->srv->n_cores && hops < cfg->llms.n_models; hops++) {
+        int next = config_model_index(cfg, cfg->llms.models[i].fallback);
+        if (!cfg->llms.models[i].fallback[0] || next < 0 || next >= r->srv->n_cores || !llm_core_down(r->srv->cores[i], NULL, 0))
+            break;
+        i = next;
+    }
     return i >= 0 && i < r->srv->n_cores ? r->srv->cores[i] : NULL;
+}
+
+void api_models_known(api_req *r, char *out, size_t cap) {
+    const aios_config *cfg = r->srv->cfg;
+    size_t n = 0;
+    out[0] = 0;
+    for (int i = 0; i < cfg->llms.n_models && n < cap; i++) {
+        const aios_model_cfg *m = &cfg->llms.models[i];
+        n += (size_t)snprintf(out + n, cap - n, "%s%s", i ? ", " : "", m->name);
+        if (m->aliases[0] && n < cap) n += (size_t)snprintf(out + n, cap - n, " (aliases: %s)", m->aliases);
+    }
 }
 
 /* ---------- replies ---------- */

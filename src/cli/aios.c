@@ -19,7 +19,7 @@ static void usage(FILE *f) {
                "  chat [--model M] [--max-tokens N] [--temperature T] [--seed S] [--agent NAME] PROMPT\n"
                "                     stream an answer from the kernel\n"
                "  status             kernel status (models, queue, counters)\n"
-               "  models             models served\n"
+               "  models [--json]    models served: backend, state (ready, loading, down), load, aliases\n"
                "  metrics            Prometheus metrics\n"
                "  tools              tools the kernel serves (manifests, MCP servers, built-ins)\n"
                "  agent create NAME [--group G] [--keep-data]\n"
@@ -95,6 +95,40 @@ static int post_print(aios_client_params *cp, const char *path, cJSON *body) {
     return rc;
 }
 
+/* `aios models`: one line per model (name, backend, state, load, aliases) from /core/llms/list;
+ * --json prints the answer as it is. */
+static int cmd_models(aios_client_params *cp, int argc, char **argv) {
+    if (argc == 1 && !strcmp(argv[0], "--json")) return cmd_get(cp, "/core/llms/list", true);
+    if (argc) { usage(stderr); return 2; }
+    aios_client *c = aios_client_new(cp);
+    char *body = NULL;
+    int status = 0, rc = aios_get(c, "/core/llms/list", &body, &status);
+    aios_client_free(c);
+    cJSON *j = rc ? NULL : cJSON_Parse(body);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(j, "llms");
+    if (rc) fprintf(stderr, "aios: cannot reach the kernel at %s (is aiosd running?)\n", cp->url);
+    else if (status / 100 != 2 || !cJSON_IsArray(list)) fprintf(stderr, "aios: %s\n", body);
+    else {
+        printf("%-24s %-10s %-8s %6s %6s %6s  %s\n", "NAME", "BACKEND", "STATE", "ACTIVE", "QUEUED", "MAX", "ALIASES");
+        for (const cJSON *m = list->child; m; m = m->next) {
+            char *aliases = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(m, "aliases"));
+            const cJSON *reason = cJSON_GetObjectItemCaseSensitive(m, "reason");
+            printf("%-24s %-10s %-8s %6d %6d %6d  %s\n", cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "name")),
+                   cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "backend")),
+                   cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "state")),
+                   (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(m, "active")),
+                   (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(m, "queued")),
+                   (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(m, "max_active")), aliases ? aliases : "[]");
+            if (cJSON_IsString(reason)) printf("    %s\n", reason->valuestring);
+            free(aliases);
+        }
+    }
+    int ok = !rc && status / 100 == 2 && cJSON_IsArray(list);
+    cJSON_Delete(j);
+    free(body);
+    return ok ? 0 : 1;
+}
+
 static int cmd_agent(aios_client_params *cp, int argc, char **argv) {
     if (argc >= 1 && !strcmp(argv[0], "list")) return cmd_get(cp, "/admin/agents", true);
     if (argc < 2 || (strcmp(argv[0], "create") && strcmp(argv[0], "revoke"))) { usage(stderr); return 2; }
@@ -136,7 +170,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[i++];
     if (!strcmp(cmd, "chat")) return cmd_chat(&cp, argc - i, argv + i);
     if (!strcmp(cmd, "status")) return cmd_get(&cp, "/status", true);
-    if (!strcmp(cmd, "models")) return cmd_get(&cp, "/v1/models", true);
+    if (!strcmp(cmd, "models")) return cmd_models(&cp, argc - i, argv + i);
     if (!strcmp(cmd, "metrics")) return cmd_get(&cp, "/metrics", false);
     if (!strcmp(cmd, "tools")) return cmd_get(&cp, "/v1/tools", true);
     if (!strcmp(cmd, "agent")) return cmd_agent(&cp, argc - i, argv + i);

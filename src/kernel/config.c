@@ -145,6 +145,15 @@ static const model_field MODEL_FIELDS[] = {
     M_STR("api_key_env", api_key_env, "", "Remote backends: the environment variable holding the API key (sent as a bearer token; never logged or echoed). Empty = no key."),
     M_INT("max_inflight", max_inflight, 1, 4096, "8", "Remote backends: requests upstream at once; the rest wait in the model's run queue under `scheduler.policy`."),
     M_INT("timeout_s", timeout_s, 1, 86400, "600", "Remote backends: longest one request may take upstream (also 10 s to connect, and at most 60 s without a byte); then 504."),
+    M_INT("first_token_timeout_s", first_token_timeout_s, 0, 86400, "0", "Remote backends: longest wait for the first byte of the answer (prompt processing upstream); then 504. 0 = `timeout_s`."),
+    M_STR("endpoints", endpoints, "", "Remote backends: replicas serving the same model, base URLs comma-separated (YAML: a list of URLs or of `{hostname: URL}`); replaces `hostname`. Requests go to the replica with the fewest outstanding (an agent keeps its replica, see `affinity`), at most `max_inflight` on each."),
+    M_INT("health_interval_s", health_interval_s, 0, 3600, "5", "Remote backends: seconds between active health checks of each endpoint (GET `health_path`); 0 = passive checks only (failed requests)."),
+    M_STR("health_path", health_path, "", "Remote backends: the path health checks GET (`/health` for llama-server and vLLM); empty = the dialect's `/v1/models`. Any answer below 500 but 408 and 429 means up."),
+    M_INT("retries", retries, 0, 10, "2", "Remote backends: retries of a request that failed before its first token was sent (connect errors, 429, 5xx), on another endpoint when there is one, after an exponential backoff with jitter (100 ms, 200 ms, ...). Never after the first token."),
+    M_INT("breaker_failures", breaker_failures, 1, 1000, "3", "Remote backends: consecutive failed requests that open an endpoint's circuit breaker (a refused connection opens it at once); it is then out of rotation until a health check passes."),
+    M_INT("breaker_open_s", breaker_open_s, 1, 3600, "5", "Remote backends: seconds an opened breaker keeps its endpoint out before health checks probe it back in."),
+    M_INT("affinity", affinity, 0, 1, "1", "Remote backends with several endpoints: 1 = an agent's requests go to the replica it was first given (its prefix cache keeps the conversation) while that replica is healthy and has room; 0 = each request to the least loaded."),
+    M_STR("fallback", fallback, "", "A model (name or alias) that serves this model's requests while it is down (every endpoint out); its own fallback continues the chain."),
     M_STR("tool_format", tool_format, "auto", "How tool calls are written. `native`: in the template's own format (rendered and parsed by llama.cpp's common chat library; the template must describe tools). `json`: the kernel's format, a JSON array of calls, for any model. `auto`: native when the template has a tool-call format, else json."),
 };
 #define N_MODEL_FIELDS (sizeof MODEL_FIELDS / sizeof MODEL_FIELDS[0])
@@ -307,13 +316,20 @@ static int yaml_err(char *err, size_t errlen, const char *path, yaml_node_t *n, 
     return AIOS_ERR_CONFIG;
 }
 
-/* A YAML list of scalars as "a,b,c" in out; nonzero when an item is not a scalar or it does not fit. */
+/* A YAML list of scalars (or of mappings with a `hostname`, as AIOS writes endpoints), joined
+ * with commas into out; -1 when an item is neither or it does not fit. */
 static int join_list(yaml_document_t *doc, yaml_node_t *seq, char *out, size_t cap) {
     size_t len = 0;
     out[0] = 0;
     for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
-        const char *v = scalar(doc, yaml_document_get_node(doc, *it));
-        if (!v) return -1;
+        yaml_node_t *item = yaml_document_get_node(doc, *it);
+        const char *v = scalar(doc, item);
+        for (yaml_node_pair_t *p = item && item->type == YAML_MAPPING_NODE ? item->data.mapping.pairs.start : NULL;
+             p && p < item->data.mapping.pairs.top; p++) {
+            const char *k = scalar(doc, yaml_document_get_node(doc, p->key));
+            if (k && !strcmp(k, "hostname")) v = scalar(doc, yaml_document_get_node(doc, p->value));
+        }
+        if (!v || strchr(v, ',')) return -1;
         int n = snprintf(out + len, cap - len, "%s%s", len ? "," : "", v);
         if (n < 0 || (size_t)n >= cap - len) return -1;
         len += (size_t)n;
@@ -334,9 +350,15 @@ static int load_models(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq,
         for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
             yaml_node_t *kn = yaml_document_get_node(doc, p->key), *vn = yaml_document_get_node(doc, p->value);
             const char *k = scalar(doc, kn), *v = scalar(doc, vn);
-            char joined[sizeof mc->aliases];
-            if (k && !v && !strcmp(k, "aliases") && vn && vn->type == YAML_SEQUENCE_NODE) { /* a list: joined */
-                if (join_list(doc, vn, joined, sizeof joined)) return yaml_err(err, errlen, path, vn, "llms.models[].aliases: a list of names, 511 bytes in all");
+            char joined[sizeof mc->endpoints];
+            bool listed = k && (!strcmp(k, "aliases") || !strcmp(k, "endpoints"));
+            if (listed && !v && vn && vn->type == YAML_SEQUENCE_NODE) { /* a list: joined */
+                if (join_list(doc, vn, joined, sizeof joined)) {
+                    char sub[160];
+                    snprintf(sub, sizeof sub, "llms.models[].%s: a list of %s, %zu bytes in all", k,
+                             strcmp(k, "aliases") ? "URLs (or {hostname: URL})" : "names", sizeof joined - 1);
+                    return yaml_err(err, errlen, path, vn, sub);
+                }
                 v = joined;
             }
             if (!k || !v) return yaml_err(err, errlen, path, vn, "llms.models[]: fields must be scalars");
@@ -724,6 +746,52 @@ static int check_aliases(const aios_config *cfg, int i, char *err, size_t errlen
     return AIOS_OK;
 }
 
+/* A remote model's endpoints: 1 to AIOS_MAX_ENDPOINTS http(s) URLs, no two the same. */
+static int check_endpoints(const aios_model_cfg *m, int i, char *err, size_t errlen) {
+    char u[AIOS_PATH_MAX], v[AIOS_PATH_MAX];
+    int k = 0;
+    for (; config_model_endpoint_at(m, k, u, sizeof u); k++) {
+        if (k >= AIOS_MAX_ENDPOINTS) {
+            snprintf(err, errlen, "llms.models[%d].endpoints: more than %d", i, AIOS_MAX_ENDPOINTS);
+            return AIOS_ERR_CONFIG;
+        }
+        if (strncmp(u, "http://", 7) && strncmp(u, "https://", 8)) {
+            snprintf(err, errlen, "llms.models[%d].endpoints: '%.200s' is not an http:// or https:// URL", i, u);
+            return AIOS_ERR_CONFIG;
+        }
+        for (int j = 0; j < k && config_model_endpoint_at(m, j, v, sizeof v); j++)
+            if (!strcmp(u, v)) {
+                snprintf(err, errlen, "llms.models[%d].endpoints: '%.200s' is listed twice", i, u);
+                return AIOS_ERR_CONFIG;
+            }
+    }
+    if (k == 0) {
+        snprintf(err, errlen, "llms.models[%d].endpoints: the list is empty", i);
+        return AIOS_ERR_CONFIG;
+    }
+    return AIOS_OK;
+}
+
+/* Model i's fallback chain names models that exist and never comes back round. */
+static int check_fallback(const aios_config *cfg, int i, char *err, size_t errlen) {
+    int cur = i;
+    for (int hops = 0; cfg->llms.models[cur].fallback[0]; hops++) {
+        const char *f = cfg->llms.models[cur].fallback;
+        int next = config_model_index(cfg, f);
+        if (next < 0) {
+            snprintf(err, errlen, "llms.models[%d].fallback: no model is named '%s'", cur, f);
+            return AIOS_ERR_CONFIG;
+        }
+        if (next == i || hops >= cfg->llms.n_models) {
+            snprintf(err, errlen, "llms.models[%d].fallback: the chain from model '%s' comes back round to '%s'", i,
+                     cfg->llms.models[i].name, cfg->llms.models[next].name);
+            return AIOS_ERR_CONFIG;
+        }
+        cur = next;
+    }
+    return AIOS_OK;
+}
+
 int config_validate(const aios_config *cfg, char *err, size_t errlen) {
     for (size_t i = 0; i < N_KEYS; i++)
         if (KEYS[i].allowed && check_enum(&KEYS[i], (const char *)cfg + KEYS[i].off, err, errlen)) return AIOS_ERR_CONFIG;
@@ -755,10 +823,11 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
                      "sglang, ollama, deepseek, groq, lmstudio)", i, m->backend);
             return AIOS_ERR_CONFIG;
         }
-        if (b > 0 && !m->hostname[0]) {
-            snprintf(err, errlen, "llms.models[%d].hostname: backend '%s' needs the server's URL", i, m->backend);
+        if (b > 0 && !m->hostname[0] && !m->endpoints[0]) {
+            snprintf(err, errlen, "llms.models[%d].hostname: backend '%s' needs the server's URL (or `endpoints`)", i, m->backend);
             return AIOS_ERR_CONFIG;
         }
+        if (b > 0 && (rc = check_endpoints(m, i, err, errlen))) return rc;
         if (!m->name[0]) {
             snprintf(err, errlen, "llms.models[%d].name: must not be empty", i);
             return AIOS_ERR_CONFIG;
@@ -775,11 +844,24 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
         rc = check_aliases(cfg, i, err, errlen);
         if (rc) return rc;
     }
+    for (int i = 0; i < cfg->llms.n_models; i++)
+        if ((rc = check_fallback(cfg, i, err, errlen))) return rc;
     return check_threads(cfg, err, errlen);
 }
 
 bool config_model_alias_at(const aios_model_cfg *m, int k, char *out, size_t cap) {
-    const char *p = m->aliases;
+    return config_list_at(m->aliases, k, out, cap);
+}
+
+bool config_model_endpoint_at(const aios_model_cfg *m, int k, char *out, size_t cap) {
+    if (m->endpoints[0]) return config_list_at(m->endpoints, k, out, cap);
+    if (k || !m->hostname[0]) return false;
+    snprintf(out, cap, "%s", m->hostname);
+    return true;
+}
+
+bool config_list_at(const char *list, int k, char *out, size_t cap) {
+    const char *p = list;
     for (int i = 0;; i++) {
         p += strspn(p, ", ");
         if (!*p) return false;

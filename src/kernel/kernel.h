@@ -101,6 +101,8 @@ void strmap_foreach(const strmap *m, void (*fn)(const char *key, void *val, void
 #define AIOS_PRIORITY_MIN 0    /* request priorities (the priority policy runs higher first) */
 #define AIOS_PRIORITY_MAX 100
 
+#define AIOS_MAX_ENDPOINTS 16   /* replicas of one remote model */
+
 typedef struct aios_model_cfg {
     char name[AIOS_NAME_MAX];
     char backend[32];      /* "llamacpp" */
@@ -116,8 +118,18 @@ typedef struct aios_model_cfg {
     char hostname[AIOS_PATH_MAX];
     char model[128];
     char api_key_env[64];
-    int max_inflight;
+    int max_inflight;      /* per endpoint */
     int timeout_s;
+    int first_token_timeout_s; /* 0 = timeout_s */
+    /* fleets: replicas of one model, health, breaker, retries, fallback (docs/models.md) */
+    char endpoints[2048];  /* base URLs, comma-separated; "" = hostname alone */
+    int health_interval_s; /* active health checks; 0 = none (only passive ones) */
+    char health_path[64];  /* "" = the dialect's /v1/models */
+    int retries;           /* before the first token: connect errors, 429 and 5xx */
+    int breaker_failures;  /* consecutive failures that take an endpoint out */
+    int breaker_open_s;    /* how long it stays out before it is probed back in */
+    int affinity;          /* 1: an agent keeps its replica (its prefix cache) while healthy */
+    char fallback[AIOS_NAME_MAX]; /* the model to serve requests while this one is down */
 } aios_model_cfg;
 
 #define AIOS_MCP_MAX_RO 8       /* ro_paths of one MCP server */
@@ -275,6 +287,10 @@ int config_model_index(const aios_config *cfg, const char *name);
 bool config_model_alias(const aios_model_cfg *m, const char *name);
 /* The k-th alias of m (from 0) into out; false past the last. */
 bool config_model_alias_at(const aios_model_cfg *m, int k, char *out, size_t cap);
+/* Endpoint k of a remote model (its `endpoints`, else `hostname` as the one); false past the last. */
+bool config_model_endpoint_at(const aios_model_cfg *m, int k, char *out, size_t cap);
+/* Item k of a comma-separated list (spaces around items dropped); false past the last. */
+bool config_list_at(const char *list, int k, char *out, size_t cap);
 /* Where the default model lives: $AIOS_CACHE or ~/.cache/aios, then models/... */
 void config_default_model_path(char *out, size_t outlen);
 

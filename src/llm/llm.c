@@ -211,3 +211,8 @@ void llm_core_cancel(llm_core *c, syscall_t *sc) {
 }
 
 void llm_core_foreach_agent(llm_core *c, sched_agent_fn fn, void *ud) { sched_foreach_agent(c->sched, fn, ud); }
+
+bool llm_core_down(llm_core *c, char *why, size_t cap) {
+    if (why && cap) why[0] = 0;
+    return c->ops->down && c->ops->down(c->impl, why, cap);
+}

@@ -133,8 +133,23 @@ typedef struct llm_core_info {
     bool jinja;         /* chats are rendered by the Jinja template (else llama_chat_apply_template) */
 } llm_core_info;
 
+/* One endpoint (replica) of a remote model. */
+typedef struct llm_endpoint_stats {
+    char url[160];
+    const char *state;        /* "probing" (not yet checked), "up", "suspect" (failing), "down" (breaker open) */
+    int outstanding;          /* requests upstream on it now */
+    unsigned long long requests, failures, retries, breaker_opens;
+    double last_ok_ago_s;     /* seconds since it last answered well (-1 = never) */
+    char last_error[160];
+} llm_endpoint_stats;
+
 typedef struct llm_core_stats {
     unsigned long long requests_done, requests_failed, requests_cancelled;
+    /* a remote model's endpoints; down: none can take work, down_reason says why */
+    int n_endpoints;
+    llm_endpoint_stats endpoints[AIOS_MAX_ENDPOINTS];
+    bool down;
+    char down_reason[400];
     unsigned long long prompt_tokens, completion_tokens, decode_steps, batch_tokens;
     double busy_seconds;
     int active, kv_reserved;   /* running sequences; cells reserved by them (prompt + max_tokens) */
@@ -178,6 +193,8 @@ typedef struct llm_backend_ops {
     int (*detokenize)(void *impl, const int32_t *tokens, int n, strbuf *out, char *err, size_t errlen);
     void (*stats)(void *impl, llm_core_stats *out);
     void (*wake)(void *impl);
+    /* Optional: true when the core cannot take work now (every endpoint out), why says so. */
+    bool (*down)(void *impl, char *why, size_t cap);
 } llm_backend_ops;
 
 extern const llm_backend_ops llm_backend_llamacpp;
@@ -215,6 +232,9 @@ int llm_core_prepare(llm_core *c, const llm_chat *chat, llm_request **out, char 
 int llm_core_submit(llm_core *c, syscall_t *sc);
 /* Cancels: a waiting syscall completes at once; a running one at the engine's next step. */
 void llm_core_cancel(llm_core *c, syscall_t *sc);
+/* True when the core cannot take work now (a remote model with every endpoint out); why
+ * (may be NULL) says so, naming the model and each endpoint's last error. */
+bool llm_core_down(llm_core *c, char *why, size_t cap);
 /* Per-agent service of this core's scheduler (sched_foreach_agent). */
 void llm_core_foreach_agent(llm_core *c, sched_agent_fn fn, void *ud);
 

@@ -38,18 +38,25 @@ typedef struct rm_xfer {
     strbuf errbody;         /* an answer that is not a stream (an error), bounded */
     rm_stream st;           /* what the dialect reads into */
     long status;
+    int ep;                 /* the endpoint it is on (or last was) */
+    int attempt;            /* retries so far */
+    double retry_at;        /* waiting to be sent again (monotonic), 0 = upstream */
+    double t_sent;          /* when this attempt was sent */
+    bool got_bytes;         /* the upstream has started answering */
+    int charged;            /* prompt tokens charged at dispatch (an estimate: 4 bytes a token) */
 } rm_xfer;
 
 typedef struct rm_engine {
     aios_model_cfg cfg;
     bool anthropic;         /* the Messages dialect, else chat completions */
     sched_t *sched;
-    int max_inflight;
-    char url[AIOS_PATH_MAX + 32];
+    rm_fleet fleet;         /* the endpoints */
+    bool fleet_ready;
+    int n_slots;            /* max_inflight on each endpoint */
     char *auth;             /* "Authorization: Bearer ..." or NULL */
     CURLM *multi;
     rm_xfer *x;
-    int n_up;
+    int n_up;               /* requests held: upstream or waiting to retry */
     pthread_t thread;
     bool thread_started;
     atomic_bool stop;
@@ -60,20 +67,13 @@ typedef struct rm_engine {
 static void rm_close(void *impl);
 static void *rm_run(void *arg);
 
-/* hostname as AIOS writes it ("http://h:8000", "http://h:8000/v1", with or without '/'):
- * the URL of the dialect's route. */
-static void route_url(const char *host, const char *route, char *out, size_t cap) {
-    size_t n = strlen(host);
-    while (n && host[n - 1] == '/') n--;
-    bool v1 = n >= 3 && !strncmp(host + n - 3, "/v1", 3);
-    snprintf(out, cap, "%.*s%s%s", (int)n, host, v1 ? "" : "/v1", route);
-}
-
 static int open_dialect(const aios_model_cfg *m, sched_t *sched, bool anthropic, void **out, char *err, size_t errlen) {
-    if (strncmp(m->hostname, "http://", 7) && strncmp(m->hostname, "https://", 8)) {
-        snprintf(err, errlen, "model '%s': hostname '%s' must be an http:// or https:// URL", m->name, m->hostname);
-        return AIOS_ERR_CONFIG;
-    }
+    char host[AIOS_PATH_MAX];
+    for (int k = 0; config_model_endpoint_at(m, k, host, sizeof host); k++)
+        if (strncmp(host, "http://", 7) && strncmp(host, "https://", 8)) {
+            snprintf(err, errlen, "model '%s': endpoint '%s' must be an http:// or https:// URL", m->name, host);
+            return AIOS_ERR_CONFIG;
+        }
     const char *key = m->api_key_env[0] ? getenv(m->api_key_env) : NULL;
     if (m->api_key_env[0] && (!key || !*key)) {
         snprintf(err, errlen, "model '%s': api_key_env names %s, which is not set", m->name, m->api_key_env);
@@ -84,12 +84,17 @@ static int open_dialect(const aios_model_cfg *m, sched_t *sched, bool anthropic,
     e->cfg = *m;
     e->anthropic = anthropic;
     e->sched = sched;
-    e->max_inflight = m->max_inflight > 0 ? m->max_inflight : 8;
-    route_url(m->hostname, anthropic ? "/messages" : "/chat/completions", e->url, sizeof e->url);
     pthread_mutex_init(&e->st_mu, NULL);
     if (key && asprintf(&e->auth, anthropic ? "x-api-key: %s" : "Authorization: Bearer %s", key) < 0) e->auth = NULL;
+    e->fleet_ready = rm_fleet_init(&e->fleet, &e->cfg, anthropic ? "/messages" : "/chat/completions", e->auth, anthropic) == AIOS_OK;
+    e->n_slots = e->fleet.max_inflight * e->fleet.n;
     e->multi = curl_multi_init();
-    e->x = calloc((size_t)e->max_inflight, sizeof *e->x);
+    e->x = calloc((size_t)(e->n_slots > 0 ? e->n_slots : 1), sizeof *e->x);
+    if (!e->fleet_ready) {
+        snprintf(err, errlen, "model '%s': no endpoint (hostname or endpoints)", m->name);
+        rm_close(e);
+        return AIOS_ERR_CONFIG;
+    }
     if (!e->multi || !e->x || (key && !e->auth)) {
         rm_close(e);
         return AIOS_ERR_NOMEM;
@@ -100,8 +105,9 @@ static int open_dialect(const aios_model_cfg *m, sched_t *sched, bool anthropic,
         return AIOS_ERR_INTERNAL;
     }
     e->thread_started = true;
-    log_info("model '%s': backend %s at %s, upstream model '%s', %d requests in flight at most", m->name,
-             anthropic ? "anthropic" : "openai", e->url, m->model[0] ? m->model : m->name, e->max_inflight);
+    log_info("model '%s': backend %s at %s%s, upstream model '%s', %d requests in flight at most on each", m->name,
+             anthropic ? "anthropic" : "openai", e->fleet.ep[0].url, e->fleet.n > 1 ? " and more" : "",
+             m->model[0] ? m->model : m->name, e->fleet.max_inflight);
     *out = e;
     return AIOS_OK;
 }
@@ -133,6 +139,7 @@ static void rm_close(void *impl) {
         rm_wake(e);
         pthread_join(e->thread, NULL);
     }
+    if (e->fleet_ready) rm_fleet_free(&e->fleet, e->multi);
     if (e->multi) curl_multi_cleanup(e->multi);
     free(e->x);
     if (e->auth) {
@@ -148,8 +155,9 @@ static void rm_info(void *impl, llm_core_info *o) {
     memset(o, 0, sizeof *o);
     snprintf(o->name, sizeof o->name, "%s", e->cfg.name);
     o->backend = e->anthropic ? "anthropic" : "openai";
-    snprintf(o->desc, sizeof o->desc, "%.60s at %.60s", e->cfg.model[0] ? e->cfg.model : e->cfg.name, e->cfg.hostname);
-    o->max_active = e->max_inflight;
+    snprintf(o->desc, sizeof o->desc, "%.60s at %.50s%s", e->cfg.model[0] ? e->cfg.model : e->cfg.name, e->fleet.ep[0].base,
+             e->fleet.n > 1 ? " +" : "");
+    o->max_active = e->n_slots;
     o->tools_native = true; /* tools go upstream as tools; calls come back as calls */
 }
 
@@ -158,6 +166,12 @@ static void rm_stats(void *impl, llm_core_stats *o) {
     pthread_mutex_lock(&e->st_mu);
     *o = e->st;
     pthread_mutex_unlock(&e->st_mu);
+    rm_fleet_stats(&e->fleet, o, kern_now_mono());
+}
+
+static bool rm_down(void *impl, char *why, size_t cap) {
+    rm_engine *e = impl;
+    return rm_fleet_down(&e->fleet, why, cap);
 }
 
 static int no_tokenizer(rm_engine *e, char *err, size_t errlen) {
@@ -294,8 +308,10 @@ void rm_call_append(llm_request *r, int i, const char *name, const char *args) {
 
 void rm_emit(rm_stream *s, const char *text) {
     if (!*text) return;
-    if (syscall_emit(s->sc, text, strlen(text)) == AIOS_OK) s->req->n_gen++;
-    else s->capped = true; /* as the local engine: the answer ends at the cap, as length */
+    if (syscall_emit(s->sc, text, strlen(text)) == AIOS_OK) {
+        s->req->n_gen++;
+        sched_charge(s->sched, s->sc, 1, 1);
+    } else s->capped = true; /* as the local engine: the answer ends at the cap, as length */
 }
 
 /* One tool-call delta {index, id, function: {name, arguments}} into the request's list. */
@@ -345,14 +361,25 @@ static void openai_event(rm_stream *s, const char *data) {
     cJSON_Delete(ev);
 }
 
+/* Whether a line of a 200 answer is part of an event stream (else it is kept: a JSON body). */
+static bool sse_line(const char *l) {
+    return !*l || *l == ':' || !strncmp(l, "data:", 5) || !strncmp(l, "event:", 6) || !strncmp(l, "id:", 3) ||
+           !strncmp(l, "retry:", 6);
+}
+
+static void keep_body(rm_xfer *x, const char *p, size_t n) {
+    size_t room = RM_ERRBODY_MAX > x->errbody.len ? RM_ERRBODY_MAX - x->errbody.len : 0;
+    sb_append(&x->errbody, p, n < room ? n : room);
+}
+
 static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud) {
     rm_xfer *x = ud;
     size_t n = size * nmemb;
     long status = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    x->got_bytes = true;
     if (status != 200) { /* an error answer: keep its start */
-        size_t room = RM_ERRBODY_MAX > x->errbody.len ? RM_ERRBODY_MAX - x->errbody.len : 0;
-        sb_append(&x->errbody, ptr, n < room ? n : room);
+        keep_body(x, ptr, n);
         return n;
     }
     for (size_t i = 0; i < n; i++) {
@@ -364,24 +391,25 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud) {
         const char *l = x->line.data ? x->line.data : "";
         if (x->line.len && l[x->line.len - 1] == '\r') x->line.data[--x->line.len] = 0;
         if (!strncmp(l, "data:", 5)) (x->anthropic ? rm_anthropic_event : openai_event)(&x->st, l + 5 + (l[5] == ' '));
+        else if (!sse_line(l)) keep_body(x, l, x->line.len); /* not a stream: a JSON answer, kept for its error */
         sb_reset(&x->line);
     }
     return atomic_load(&x->sc->cancel) || x->st.capped ? 0 : n; /* a cancelled or capped request stops the transfer */
 }
 
-static void start(rm_engine *e, rm_xfer *x, syscall_t *sc) {
-    *x = (rm_xfer){.used = true, .sc = sc, .req = sc->args, .anthropic = e->anthropic,
-                   .st = {.req = sc->args, .sc = sc, .cur_call = -1}};
-    sb_init(&x->line, 0);
-    sb_init(&x->errbody, 0);
-    syscall_round_begin(sc);
+/* Sends x (again) to its endpoint. */
+static void send_xfer(rm_engine *e, rm_xfer *x, double now) {
+    const rm_endpoint *ep = &e->fleet.ep[x->ep];
+    x->retry_at = 0;
+    x->t_sent = now;
+    x->got_bytes = false;
     x->easy = curl_easy_init();
     x->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
     x->hdrs = curl_slist_append(x->hdrs, "Accept: text/event-stream");
     if (e->auth) x->hdrs = curl_slist_append(x->hdrs, e->auth);
     if (e->anthropic) x->hdrs = curl_slist_append(x->hdrs, "anthropic-version: 2023-06-01");
     long timeout = e->cfg.timeout_s > 0 ? e->cfg.timeout_s : 600;
-    curl_easy_setopt(x->easy, CURLOPT_URL, e->url);
+    curl_easy_setopt(x->easy, CURLOPT_URL, ep->url);
     curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
     curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->req->remote_body);
     curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, on_data);
@@ -394,52 +422,131 @@ static void start(rm_engine *e, rm_xfer *x, syscall_t *sc) {
     curl_easy_setopt(x->easy, CURLOPT_LOW_SPEED_TIME, timeout < 60 ? timeout : 60L);
     curl_easy_setopt(x->easy, CURLOPT_TCP_NODELAY, 1L);
     curl_multi_add_handle(e->multi, x->easy);
-    e->n_up++;
 }
 
-static int upstream_status_error(rm_engine *e, rm_xfer *x, char *msg, size_t cap) {
+/* A new syscall in slot x, on endpoint ep (-1: none could take it; it waits to be placed). */
+static void start(rm_engine *e, rm_xfer *x, syscall_t *sc, int ep, double now) {
+    *x = (rm_xfer){.used = true, .sc = sc, .req = sc->args, .anthropic = e->anthropic, .ep = ep,
+                   .st = {.req = sc->args, .sc = sc, .sched = e->sched, .cur_call = -1},
+                   .charged = (int)(strlen(((llm_request *)sc->args)->remote_body) / 4)};
+    sb_init(&x->line, 0);
+    sb_init(&x->errbody, 0);
+    syscall_round_begin(sc);
+    sched_charge(e->sched, sc, x->charged, 0); /* its prompt, estimated, while it is upstream (fair share) */
+    e->n_up++;
+    if (ep >= 0) send_xfer(e, x, now);
+    else x->retry_at = now;
+}
+
+/* Frees x's transfer (the slot and its syscall stay). */
+static void drop_transfer(rm_engine *e, rm_xfer *x) {
+    if (!x->easy) return;
+    curl_multi_remove_handle(e->multi, x->easy);
+    curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->hdrs);
+    x->easy = NULL;
+    x->hdrs = NULL;
+    sb_reset(&x->line);
+    sb_reset(&x->errbody);
+}
+
+static int upstream_status_error(rm_engine *e, rm_xfer *x, const char *host, char *msg, size_t cap) {
     cJSON *b = cJSON_Parse(x->errbody.data ? x->errbody.data : "");
     const cJSON *er = cJSON_GetObjectItemCaseSensitive(b, "error");
     const cJSON *m = cJSON_IsObject(er) ? cJSON_GetObjectItemCaseSensitive(er, "message") : er;
-    snprintf(msg, cap, "model '%.60s': upstream %.100s answered %ld: %.150s", e->cfg.name, e->cfg.hostname, x->status,
+    snprintf(msg, cap, "model '%.60s': upstream %.100s answered %ld: %.150s", e->cfg.name, host, x->status,
              cJSON_IsString(m) ? m->valuestring : x->errbody.data ? x->errbody.data : "");
     kern_utf8_sanitize(msg);
     cJSON_Delete(b);
     return x->status == 429 ? AIOS_ERR_RATE_LIMITED : x->status >= 500 ? AIOS_ERR_UPSTREAM : AIOS_ERR_INVALID;
 }
 
-static void finish(rm_engine *e, rm_xfer *x, CURLcode cc) {
+/* A 200 that did not finish: its error event, a JSON error body, or a cut stream. */
+static void unfinished(rm_engine *e, rm_xfer *x, const char *host, char *msg, size_t cap) {
+    cJSON *b = x->st.error ? NULL : cJSON_Parse(x->errbody.data ? x->errbody.data : "");
+    const cJSON *er = cJSON_GetObjectItemCaseSensitive(b, "error");
+    const cJSON *m = cJSON_IsObject(er) ? cJSON_GetObjectItemCaseSensitive(er, "message") : er;
+    if (x->st.error || cJSON_IsString(m))
+        snprintf(msg, cap, "model '%.60s': upstream %.100s sent an error: %.150s", e->cfg.name, host,
+                 x->st.error ? x->st.errmsg : m->valuestring);
+    else if (x->errbody.len)
+        snprintf(msg, cap, "model '%.60s': upstream %.100s answered 200 without an event stream: %.100s", e->cfg.name, host,
+                 x->errbody.data);
+    else
+        snprintf(msg, cap, "model '%.60s': upstream %.100s ended the stream without finishing", e->cfg.name, host);
+    kern_utf8_sanitize(msg);
+    cJSON_Delete(b);
+}
+
+/* The outcome of x's transfer: a result code, the message of an error, and what it says of
+ * the endpoint. */
+static int classify(rm_engine *e, rm_xfer *x, CURLcode cc, char *msg, size_t cap, rm_health *h) {
+    llm_request *r = x->req;
+    const char *host = x->ep >= 0 ? e->fleet.ep[x->ep].base : e->cfg.name;
+    *h = RM_HEALTH_NEUTRAL;
+    if (atomic_load(&e->stop)) return AIOS_ERR_SHUTDOWN;
+    if (atomic_load(&x->sc->cancel)) {
+        r->finish = LLM_FINISH_CANCELLED;
+        return AIOS_ERR_CANCELLED;
+    }
+    *h = RM_HEALTH_OK;
+    if (x->st.capped) {
+        r->finish = LLM_FINISH_LENGTH;
+        return AIOS_OK;
+    }
+    if (cc == CURLE_OPERATION_TIMEDOUT) {
+        *h = RM_HEALTH_FAILED;
+        snprintf(msg, cap, "model '%.60s': upstream %.100s did not %s in time (%d s)", e->cfg.name, host,
+                 x->got_bytes ? "finish" : "start answering",
+                 x->got_bytes || !e->cfg.first_token_timeout_s ? e->cfg.timeout_s : e->cfg.first_token_timeout_s);
+        return AIOS_ERR_UPSTREAM_TIMEOUT;
+    }
+    if (cc != CURLE_OK) {
+        *h = cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ? RM_HEALTH_REFUSED : RM_HEALTH_FAILED;
+        snprintf(msg, cap, "model '%.60s': upstream %.100s: %.80s", e->cfg.name, host, curl_easy_strerror(cc));
+        return AIOS_ERR_UPSTREAM;
+    }
+    if (x->status != 200) {
+        *h = x->status >= 500 ? RM_HEALTH_FAILED : RM_HEALTH_NEUTRAL; /* a 4xx is the request's, a 429 the load's */
+        return upstream_status_error(e, x, host, msg, cap);
+    }
+    if (x->st.error || r->finish == LLM_FINISH_NONE) {
+        *h = x->st.error ? RM_HEALTH_NEUTRAL : RM_HEALTH_FAILED;
+        unfinished(e, x, host, msg, cap);
+        return AIOS_ERR_UPSTREAM;
+    }
+    return AIOS_OK;
+}
+
+/* A failure before anything reached the client that another try may cure: a connection
+ * that failed or broke, a 429 or a 5xx. Never once a token or a call has been passed on. */
+static bool retryable(rm_engine *e, rm_xfer *x, CURLcode cc, int rc) {
+    if (rc == AIOS_OK || rc == AIOS_ERR_CANCELLED || rc == AIOS_ERR_SHUTDOWN || x->attempt >= e->cfg.retries) return false;
+    if (x->req->n_gen > 0 || (x->req->remote_calls && cJSON_GetArraySize(x->req->remote_calls) > 0)) return false;
+    switch (cc) {
+    case CURLE_COULDNT_CONNECT: case CURLE_COULDNT_RESOLVE_HOST: case CURLE_SEND_ERROR: case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE:
+        return true;
+    case CURLE_OK:
+        return x->status == 429 || x->status >= 500;
+    default:
+        return false;
+    }
+}
+
+/* Exponential backoff with jitter: 100 ms, 200 ms, 400 ms ... times 0.5 to 1.5. */
+static double backoff_s(int attempt) {
+    double base = 0.1 * (double)(1u << (attempt < 8 ? attempt : 8));
+    return base * (0.5 + (double)rand() / ((double)RAND_MAX + 1.0));
+}
+
+/* Completes x's syscall with rc (msg: the error) and frees the slot. */
+static void complete(rm_engine *e, rm_xfer *x, int rc, const char *msg) {
     llm_request *r = x->req;
     syscall_t *sc = x->sc;
-    char msg[400] = "";
-    int rc = AIOS_OK;
-    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
-    if (atomic_load(&e->stop)) {
-        rc = AIOS_ERR_SHUTDOWN;
-    } else if (atomic_load(&sc->cancel)) {
-        rc = AIOS_ERR_CANCELLED;
-        r->finish = LLM_FINISH_CANCELLED;
-    } else if (x->st.capped) {
-        r->finish = LLM_FINISH_LENGTH;
-    } else if (cc == CURLE_OPERATION_TIMEDOUT) {
-        rc = AIOS_ERR_UPSTREAM_TIMEOUT;
-        snprintf(msg, sizeof msg, "model '%.60s': upstream %.100s did not answer in time", e->cfg.name, e->cfg.hostname);
-    } else if (cc != CURLE_OK) {
-        rc = AIOS_ERR_UPSTREAM;
-        snprintf(msg, sizeof msg, "model '%.60s': upstream %.100s: %.80s", e->cfg.name, e->cfg.hostname, curl_easy_strerror(cc));
-    } else if (x->status != 200) {
-        rc = upstream_status_error(e, x, msg, sizeof msg);
-    } else if (x->st.error || r->finish == LLM_FINISH_NONE) {
-        rc = AIOS_ERR_UPSTREAM;
-        snprintf(msg, sizeof msg, "model '%.60s': upstream %.100s %s%.150s", e->cfg.name, e->cfg.hostname,
-                 x->st.error ? "sent an error: " : "ended the stream without finishing", x->st.error ? x->st.errmsg : "");
-        kern_utf8_sanitize(msg);
-    }
     if (rc && rc != AIOS_ERR_CANCELLED) r->finish = LLM_FINISH_ERROR;
     if (!r->n_completion) r->n_completion = r->n_gen;
-    curl_multi_remove_handle(e->multi, x->easy);
-    curl_easy_cleanup(x->easy);
-    curl_slist_free_all(x->hdrs);
+    drop_transfer(e, x);
     sb_free(&x->line);
     sb_free(&x->errbody);
     x->used = false;
@@ -452,54 +559,141 @@ static void finish(rm_engine *e, rm_xfer *x, CURLcode cc) {
     e->st.completion_tokens += (unsigned long long)r->n_completion;
     e->st.active = e->n_up;
     pthread_mutex_unlock(&e->st_mu);
-    sched_charge(e->sched, sc, r->n_tokens + r->n_completion, r->n_completion);
+    /* the rest of its service: the prompt beyond the estimate, tokens beyond the deltas */
+    int more_prompt = r->n_tokens > x->charged ? r->n_tokens - x->charged : 0;
+    int more_gen = r->n_completion > r->n_gen ? r->n_completion - r->n_gen : 0;
+    sched_charge(e->sched, sc, more_prompt + more_gen, more_gen);
     sched_done(e->sched, sc);
     if (rc && rc != AIOS_ERR_CANCELLED) log_warn("%s", msg);
-    syscall_complete(sc, rc, msg[0] ? "%s" : NULL, msg);
+    syscall_complete(sc, rc, msg && msg[0] ? "%s" : NULL, msg);
     syscall_unref(sc);
 }
 
-static void admit(rm_engine *e) {
-    for (int i = 0; i < e->max_inflight && !atomic_load(&e->stop); i++) {
-        if (e->x[i].used) continue;
+static void finish(rm_engine *e, rm_xfer *x, CURLcode cc, double now) {
+    char msg[400] = "";
+    rm_health h = RM_HEALTH_NEUTRAL;
+    if (x->easy) curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+    int rc = classify(e, x, cc, msg, sizeof msg, &h);
+    bool again = x->easy && retryable(e, x, cc, rc);
+    drop_transfer(e, x);
+    rm_fleet_result(&e->fleet, x->ep, h, msg, again, now);
+    if (!again) {
+        complete(e, x, rc, msg);
+        return;
+    }
+    x->attempt++;
+    x->retry_at = now + backoff_s(x->attempt - 1);
+    log_info("%s; try %d of %d in %.0f ms", msg, x->attempt + 1, e->cfg.retries + 1, (x->retry_at - now) * 1e3);
+    x->st = (rm_stream){.req = x->req, .sc = x->sc, .sched = e->sched, .cur_call = -1};
+    snprintf(x->st.errmsg, sizeof x->st.errmsg, "%.199s", msg); /* the error if no endpoint takes it again */
+    x->req->finish = LLM_FINISH_NONE;
+    x->status = 0;
+}
+
+/* Requests waiting to be placed on an endpoint (new ones no endpoint could take, retries). */
+static void place_waiting(rm_engine *e, double now, double *next) {
+    for (int i = 0; i < e->n_slots; i++) {
+        rm_xfer *x = &e->x[i];
+        if (!x->used || x->easy) continue;
+        if (atomic_load(&x->sc->cancel)) {
+            complete(e, x, AIOS_ERR_CANCELLED, NULL);
+            continue;
+        }
+        if (x->retry_at > now) {
+            if (x->retry_at < *next) *next = x->retry_at;
+            continue;
+        }
+        int ep = rm_fleet_pick(&e->fleet, x->sc->agent, x->ep);
+        if (ep >= 0) {
+            x->ep = ep;
+            send_xfer(e, x, now);
+        } else if (rm_fleet_room(&e->fleet) == RM_DOWN) {
+            char why[400];
+            rm_fleet_down(&e->fleet, why, sizeof why);
+            complete(e, x, x->st.errmsg[0] ? AIOS_ERR_UPSTREAM : AIOS_ERR_MODEL_DOWN, x->st.errmsg[0] ? x->st.errmsg : why);
+        } else {
+            x->retry_at = now + 0.02; /* every endpoint full or being checked: soon again */
+        }
+    }
+}
+
+/* A syscall taken from the queue while every endpoint is out: 503 naming them. */
+static void refuse_down(rm_engine *e, syscall_t *sc) {
+    char why[400];
+    rm_fleet_down(&e->fleet, why, sizeof why);
+    pthread_mutex_lock(&e->st_mu);
+    e->st.requests_failed++;
+    pthread_mutex_unlock(&e->st_mu);
+    sched_done(e->sched, sc);
+    syscall_complete(sc, AIOS_ERR_MODEL_DOWN, "%s", why);
+    syscall_unref(sc);
+}
+
+static void admit(rm_engine *e, double now) {
+    int slot = 0;
+    while (!atomic_load(&e->stop)) {
+        rm_room room = rm_fleet_room(&e->fleet);
+        if (room == RM_FULL || room == RM_WAIT) return;
+        while (room != RM_DOWN && slot < e->n_slots && e->x[slot].used) slot++;
+        if (slot >= e->n_slots) return;
         syscall_t *sc = sched_next(e->sched, NULL, NULL);
         if (!sc) return;
-        start(e, &e->x[i], sc);
+        if (room == RM_DOWN) refuse_down(e, sc);
+        else start(e, &e->x[slot], sc, rm_fleet_pick(&e->fleet, sc->agent, -1), now);
+    }
+}
+
+/* Transfers to end now: cancelled ones, and those past first_token_timeout_s without a byte. */
+static void expire(rm_engine *e, double now, double *next) {
+    double ftt = e->cfg.first_token_timeout_s;
+    for (int i = 0; i < e->n_slots; i++) {
+        rm_xfer *x = &e->x[i];
+        if (!x->used || !x->easy) continue;
+        if (atomic_load(&x->sc->cancel)) finish(e, x, CURLE_ABORTED_BY_CALLBACK, now);
+        else if (ftt > 0 && !x->got_bytes && now >= x->t_sent + ftt) finish(e, x, CURLE_OPERATION_TIMEDOUT, now);
+        else if (ftt > 0 && !x->got_bytes && x->t_sent + ftt < *next) *next = x->t_sent + ftt;
     }
 }
 
 static void *rm_run(void *arg) {
     rm_engine *e = arg;
     while (!atomic_load(&e->stop)) {
-        admit(e);
-        for (int i = 0; i < e->max_inflight; i++) /* a cancelled request waiting for bytes */
-            if (e->x[i].used && atomic_load(&e->x[i].sc->cancel)) finish(e, &e->x[i], CURLE_ABORTED_BY_CALLBACK);
+        double now = kern_now_mono();
+        double next = rm_fleet_tick(&e->fleet, e->multi, now);
+        place_waiting(e, now, &next);
+        admit(e, now);
+        expire(e, now, &next);
         int running = 0;
         curl_multi_perform(e->multi, &running);
         CURLMsg *m;
         int left;
+        now = kern_now_mono();
         while ((m = curl_multi_info_read(e->multi, &left)))
-            if (m->msg == CURLMSG_DONE) {
+            if (m->msg == CURLMSG_DONE && !rm_fleet_probe_done(&e->fleet, e->multi, m->easy_handle, m->data.result, now)) {
                 rm_xfer *x = NULL;
                 curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-                if (x) finish(e, x, m->data.result);
+                if (x) finish(e, x, m->data.result, now);
             }
         pthread_mutex_lock(&e->st_mu);
         e->st.active = e->n_up;
         pthread_mutex_unlock(&e->st_mu);
-        curl_multi_poll(e->multi, NULL, 0, 1000, NULL); /* woken by submit and cancel (rm_wake) */
+        double wait = next - kern_now_mono();
+        int ms = wait <= 0 ? 0 : wait >= 1.0 ? 1000 : (int)(wait * 1e3) + 1;
+        curl_multi_poll(e->multi, NULL, 0, ms, NULL); /* woken by submit and cancel (rm_wake) */
     }
-    for (int i = 0; i < e->max_inflight; i++) /* shutting down: what is upstream ends as such */
-        if (e->x[i].used) finish(e, &e->x[i], CURLE_ABORTED_BY_CALLBACK);
+    for (int i = 0; i < e->n_slots; i++) /* shutting down: what is upstream ends as such */
+        if (e->x[i].used) finish(e, &e->x[i], CURLE_ABORTED_BY_CALLBACK, kern_now_mono());
     return NULL;
 }
 
 const llm_backend_ops llm_backend_openai = {
     .name = "openai", .open = rm_open_openai, .close = rm_close, .info = rm_info, .prepare = rm_prepare,
     .stats = rm_stats, .wake = rm_wake, .render = rm_render, .tokenize = rm_tokenize, .detokenize = rm_detokenize,
+    .down = rm_down,
 };
 
 const llm_backend_ops llm_backend_anthropic = {
     .name = "anthropic", .open = rm_open_anthropic, .close = rm_close, .info = rm_info, .prepare = rm_prepare,
     .stats = rm_stats, .wake = rm_wake, .render = rm_render, .tokenize = rm_tokenize, .detokenize = rm_detokenize,
+    .down = rm_down,
 };

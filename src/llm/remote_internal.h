@@ -7,6 +7,8 @@
 #ifndef AIOS_REMOTE_INTERNAL_H
 #define AIOS_REMOTE_INTERNAL_H
 
+#include <curl/curl.h>
+#include <pthread.h>
 #include <cjson/cJSON.h>
 #include "llm_internal.h"
 
@@ -14,13 +16,15 @@
 typedef struct rm_stream {
     llm_request *req;
     syscall_t *sc;
+    sched_t *sched;        /* charged a token of service per delta passed on */
     bool error;            /* an error event: errmsg says what */
     bool capped;           /* the output reached the syscall's cap (ends as length) */
     int cur_call;          /* Anthropic: the tool_use block being received, -1 = none */
     char errmsg[200];
 } rm_stream;
 
-/* Passes generated text on to the syscall (counted; a full buffer caps the stream). */
+/* Passes generated text on to the syscall (counted and charged to its agent as a token of
+ * service; a full buffer caps the stream). */
 void rm_emit(rm_stream *s, const char *text);
 /* Appends name / arguments text to tool call `index` of the request (created when new). */
 void rm_call_append(llm_request *r, int index, const char *name, const char *args);
@@ -28,5 +32,65 @@ void rm_call_append(llm_request *r, int index, const char *name, const char *arg
 /* Anthropic Messages (remote_anthropic.c): the body of a chat (NULL on OOM) and one stream event. */
 char *rm_anthropic_body(const aios_model_cfg *cfg, const llm_chat *chat);
 void rm_anthropic_event(rm_stream *s, const char *data);
+
+/* ---------- the endpoints of a model (remote_fleet.c) ---------- */
+
+typedef enum rm_ep_state { RM_EP_PROBING, RM_EP_UP, RM_EP_SUSPECT, RM_EP_DOWN } rm_ep_state;
+
+typedef struct rm_endpoint {
+    char base[AIOS_PATH_MAX];            /* as configured (named in errors) */
+    char url[AIOS_PATH_MAX + 32];        /* the dialect's route on it */
+    char probe_url[AIOS_PATH_MAX + 96];
+    rm_ep_state state;
+    int outstanding;
+    int fails;                           /* consecutive failures */
+    double reopen_at;                    /* down: the next probe */
+    double last_probe, last_ok;          /* monotonic seconds; last_ok -1 = never */
+    CURL *probe;                         /* the health check in flight */
+    struct curl_slist *probe_hdrs;
+    unsigned long long requests, failures, retries, breaker_opens;
+    char last_error[160];
+} rm_endpoint;
+
+#define RM_AFFINITY_SLOTS 1024
+
+typedef struct rm_fleet {
+    const aios_model_cfg *cfg;           /* borrowed from the engine */
+    const char *auth;                    /* the key's header line, or NULL (borrowed) */
+    bool anthropic;
+    int max_inflight;                    /* per endpoint */
+    rm_endpoint ep[AIOS_MAX_ENDPOINTS];
+    int n;
+    unsigned turn;                       /* ties go round */
+    uint64_t aff_key[RM_AFFINITY_SLOTS]; /* agent name hash -> pinned endpoint */
+    uint8_t aff_ep[RM_AFFINITY_SLOTS];
+    pthread_mutex_t mu;
+} rm_fleet;
+
+/* What a request's or a probe's outcome says of its endpoint. */
+typedef enum rm_health { RM_HEALTH_OK, RM_HEALTH_NEUTRAL, RM_HEALTH_FAILED, RM_HEALTH_REFUSED } rm_health;
+/* Whether a request may start now: an endpoint has room; all usable ones are full; only
+ * endpoints not yet checked (wait for their probe); none usable (the model is down). */
+typedef enum rm_room { RM_ROOM, RM_FULL, RM_WAIT, RM_DOWN } rm_room;
+
+/* hostname as AIOS writes it ("http://h:8000", ".../v1", with or without '/'): the URL of route. */
+void rm_route_url(const char *host, const char *route, char *out, size_t cap);
+/* The endpoints of m (its endpoints, or hostname), each with the URL of route. */
+int rm_fleet_init(rm_fleet *f, const aios_model_cfg *m, const char *route, const char *auth, bool anthropic);
+void rm_fleet_free(rm_fleet *f, CURLM *multi);
+rm_room rm_fleet_room(rm_fleet *f);
+/* The endpoint for one of agent's requests (affinity, then the least loaded; not avoid when
+ * another can take it), counted as outstanding; -1 when none can take it now. */
+int rm_fleet_pick(rm_fleet *f, const char *agent, int avoid);
+/* A request on endpoint i ended (no longer outstanding) with health h (why: the error). */
+void rm_fleet_result(rm_fleet *f, int i, rm_health h, const char *why, bool retried, double now);
+/* Starts the health checks that are due on multi; returns when the next one is. */
+double rm_fleet_tick(rm_fleet *f, CURLM *multi, double now);
+/* easy finished: when it is one of f's health checks, takes its verdict, frees it, true. */
+bool rm_fleet_probe_done(rm_fleet *f, CURLM *multi, CURL *easy, CURLcode cc, double now);
+bool rm_fleet_down(rm_fleet *f, char *why, size_t cap);
+void rm_fleet_stats(rm_fleet *f, llm_core_stats *o, double now);
+/* A curl write callback that drops the body. */
+size_t rm_discard(char *ptr, size_t size, size_t nmemb, void *ud);
 
 #endif

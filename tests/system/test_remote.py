@@ -12,56 +12,28 @@ error while the kernel keeps serving.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import jsonschema
 import pytest
 import requests
 
-from aiosd_helpers import (assert_error, assert_serving, default_model_path, free_port, metrics,
+from aiosd_helpers import (assert_error, assert_serving, free_port, metrics,
                            query_body, assert_stops_with_error, wait_for)
-from test_tool_calls_native import QWEN, two_shot
+from test_tool_calls_native import two_shot
 from test_tool_calls_sampled import WEATHER, fn
-
-
-def llama_server_bin() -> Path:
-    return QWEN.parents[3] / "build" / "bin" / "llama-server"
+from upstream import kernel_with, llama_servers
 
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("upstream") / "llama-server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(llama_server_bin()), "-m", os.environ.get("AIOS_MODEL") or default_model_path(),
-                                 "--host", "127.0.0.1", "--port", str(port), "-c", "8192", "-np", "4", "-t", "2",
-                                 "--jinja", "--chat-template-file", str(QWEN)], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_for(lambda: _healthy(url), timeout=120), log.read_text()[-2000:]
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(url + "/health", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
+    with llama_servers(tmp_path_factory.mktemp("upstream"), 1, threads=2) as (srv,):
+        yield srv.url
 
 
 @pytest.fixture(scope="module")
 def kernel(upstream, tmp_path_factory):
-    from aiosd_helpers import Daemon
-    work = tmp_path_factory.mktemp("remote-kernel")
-    cfg = work / "aios.yaml"
-    cfg.write_text(f"""
+    d = kernel_with(tmp_path_factory.mktemp("remote-kernel"), "remote-kernel", f"""
 llms:
   default_model: smollm2
   models:
@@ -82,8 +54,6 @@ llms:
 scheduler:
   max_active: 4
 """)
-    d = Daemon("remote-kernel", work, ["--config", str(cfg)])
-    d.start()
     yield d.url
     d.stop_and_check()
 
@@ -221,14 +191,23 @@ def test_disconnect_closes_the_upstream_request(kernel):
     assert_serving(kernel)
 
 
-def test_upstream_down_is_a_clear_502(kernel):
+def test_dead_endpoint_at_start_is_down(kernel):
+    """A model whose endpoint is dead at start is `down` with the reason (its health check
+    found nothing listening); its requests get 503 naming it, on every door; the other models
+    serve."""
+    def state():
+        return next(m for m in requests.get(kernel + "/core/llms/list", timeout=10).json()["llms"] if m["name"] == "down")
+    assert wait_for(lambda: state()["state"] == "down", timeout=15), state()
+    assert "127.0.0.1" in state()["reason"] and "connect" in state()["reason"].lower(), state()
     r = requests.post(kernel + "/v1/chat/completions", json=body(model="down"), timeout=60)
-    err = assert_error(r, 502)
-    assert "down" in err["message"] and "127.0.0.1" in err["message"], err
+    err = assert_error(r, 503, "model_unavailable")
+    assert "'down' is down" in err["message"] and "127.0.0.1" in err["message"], err
     s = requests.post(kernel + "/v1/chat/completions", json=body(model="down", stream=True), timeout=60)
-    assert s.status_code in (200, 502), s.text
+    assert s.status_code in (200, 503), s.text
     if s.status_code == 200:  # the stream had started: it ends with an error event
-        assert "error" in s.text, s.text
+        assert "model_unavailable" in s.text, s.text
+    q = requests.post(kernel + "/query", json=query_body("Hi", llms=[{"name": "down"}]), timeout=60)
+    assert q.status_code == 503 and "127.0.0.1" in q.text, q.text
     assert requests.post(kernel + "/v1/chat/completions", json=body(), timeout=120).status_code == 200
 
 
