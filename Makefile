@@ -51,7 +51,7 @@ SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps llama model run test unit system asan bench clean docs
-all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors
+all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors $(BUILD)/failover
 
 deps:
 	@bash scripts/install-deps.sh
@@ -94,6 +94,8 @@ $(BUILD)/memory: $(BUILD)/obj/bench/memory.o $(BUILD)/obj/bench/http.o
 $(BUILD)/tools: $(BUILD)/obj/bench/tools.o $(BUILD)/obj/bench/http.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/doors: $(BUILD)/obj/bench/doors.o $(BUILD)/obj/bench/http.o
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/failover: $(BUILD)/obj/bench/failover.o $(BUILD)/obj/bench/http.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_OBJ) $(BUILD)/obj/src/sdk/aios.o
 	@mkdir -p $(dir $@)

@@ -57,6 +57,7 @@ typedef struct rm_engine {
     CURLM *multi;
     rm_xfer *x;
     int n_up;               /* requests held: upstream or waiting to retry */
+    double next_wake;       /* the I/O thread's next timed event (a retry set while finishing) */
     pthread_t thread;
     bool thread_started;
     atomic_bool stop;
@@ -582,7 +583,9 @@ static void finish(rm_engine *e, rm_xfer *x, CURLcode cc, double now) {
         return;
     }
     x->attempt++;
-    x->retry_at = now + backoff_s(x->attempt - 1);
+    /* at once on another endpoint; after a backoff when only this one can take it again */
+    x->retry_at = rm_fleet_other(&e->fleet, x->ep) ? now : now + backoff_s(x->attempt - 1);
+    if (x->retry_at < e->next_wake) e->next_wake = x->retry_at;
     log_info("%s; try %d of %d in %.0f ms", msg, x->attempt + 1, e->cfg.retries + 1, (x->retry_at - now) * 1e3);
     x->st = (rm_stream){.req = x->req, .sc = x->sc, .sched = e->sched, .cur_call = -1};
     snprintf(x->st.errmsg, sizeof x->st.errmsg, "%.199s", msg); /* the error if no endpoint takes it again */
@@ -659,6 +662,7 @@ static void *rm_run(void *arg) {
     rm_engine *e = arg;
     while (!atomic_load(&e->stop)) {
         double now = kern_now_mono();
+        e->next_wake = now + 1.0;
         double next = rm_fleet_tick(&e->fleet, e->multi, now);
         place_waiting(e, now, &next);
         admit(e, now);
@@ -677,7 +681,7 @@ static void *rm_run(void *arg) {
         pthread_mutex_lock(&e->st_mu);
         e->st.active = e->n_up;
         pthread_mutex_unlock(&e->st_mu);
-        double wait = next - kern_now_mono();
+        double wait = (next < e->next_wake ? next : e->next_wake) - kern_now_mono();
         int ms = wait <= 0 ? 0 : wait >= 1.0 ? 1000 : (int)(wait * 1e3) + 1;
         curl_multi_poll(e->multi, NULL, 0, ms, NULL); /* woken by submit and cancel (rm_wake) */
     }

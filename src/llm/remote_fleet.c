@@ -89,6 +89,15 @@ rm_room rm_fleet_room(rm_fleet *f) {
     return r;
 }
 
+bool rm_fleet_other(rm_fleet *f, int i) {
+    pthread_mutex_lock(&f->mu);
+    bool other = false;
+    for (int k = 0; k < f->n && !other; k++)
+        other = k != i && usable(&f->ep[k]) && f->ep[k].outstanding < f->max_inflight;
+    pthread_mutex_unlock(&f->mu);
+    return other;
+}
+
 /* FNV-1a of an agent's name (0 is kept for "no agent"). */
 static uint64_t agent_hash(const char *agent) {
     uint64_t h = 1469598103934665603ull;

@@ -82,6 +82,8 @@ rm_room rm_fleet_room(rm_fleet *f);
 /* The endpoint for one of agent's requests (affinity, then the least loaded; not avoid when
  * another can take it), counted as outstanding; -1 when none can take it now. */
 int rm_fleet_pick(rm_fleet *f, const char *agent, int avoid);
+/* Whether an endpoint other than i is usable and has room now. */
+bool rm_fleet_other(rm_fleet *f, int i);
 /* A request on endpoint i ended (no longer outstanding) with health h (why: the error). */
 void rm_fleet_result(rm_fleet *f, int i, rm_health h, const char *why, bool retried, double now);
 /* Starts the health checks that are due on multi; returns when the next one is. */
