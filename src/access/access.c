@@ -48,11 +48,20 @@ struct access_manager {
     uint64_t next_approval;
     bool closing;
     audit_log audit;
+    budget_set budgets;
+    bool budgets_open;
+    pthread_t flusher;           /* saves budget usage every BUDGET_FLUSH_S while it changes */
+    bool flusher_started, flusher_stop;
+    pthread_mutex_t fl_mu;
+    pthread_cond_t fl_cv;
 };
 
 static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS identities(name TEXT PRIMARY KEY, grp TEXT NOT NULL, token_sha256 TEXT NOT NULL,"
-    " created REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);";
+    " created REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS budget_usage(who TEXT NOT NULL, is_group INTEGER NOT NULL, model TEXT NOT NULL,"
+    " minute_start INTEGER NOT NULL, minute_tokens INTEGER NOT NULL, minute_requests INTEGER NOT NULL,"
+    " day_start INTEGER NOT NULL, day_tokens INTEGER NOT NULL, PRIMARY KEY(who, is_group, model));";
 
 access_params access_default_params(void) { return (access_params){0}; }
 
@@ -264,6 +273,27 @@ static int load_row(void *ud, int ncol, char **vals, char **cols) {
     return 0;
 }
 
+/* The budget flusher: saves usage every BUDGET_FLUSH_S seconds when it changed, so a
+ * killed kernel loses at most that much. */
+static void *budget_flusher(void *arg) {
+    access_manager *am = arg;
+    pthread_mutex_lock(&am->fl_mu);
+    while (!am->flusher_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += (time_t)BUDGET_FLUSH_S;
+        pthread_cond_timedwait(&am->fl_cv, &am->fl_mu, &until);
+        if (am->flusher_stop) break;
+        pthread_mutex_unlock(&am->fl_mu);
+        pthread_rwlock_wrlock(&am->id_lock); /* the database's writers hold it */
+        budgets_flush(&am->budgets, am->db);
+        pthread_rwlock_unlock(&am->id_lock);
+        pthread_mutex_lock(&am->fl_mu);
+    }
+    pthread_mutex_unlock(&am->fl_mu);
+    return NULL;
+}
+
 access_manager *access_open(const access_params *p, char *err, size_t errlen) {
     access_manager *am = calloc(1, sizeof *am);
     if (!am) return NULL;
@@ -272,6 +302,8 @@ access_manager *access_open(const access_params *p, char *err, size_t errlen) {
     am->reset_ctx = p->reset_ctx;
     am->next_approval = 1;
     pthread_rwlock_init(&am->id_lock, NULL);
+    pthread_mutex_init(&am->fl_mu, NULL);
+    pthread_cond_init(&am->fl_cv, NULL);
     pthread_mutex_init(&am->ap_mu, NULL);
     pthread_cond_init(&am->ap_cv, NULL);
     char sub[256];
@@ -289,6 +321,12 @@ access_manager *access_open(const access_params *p, char *err, size_t errlen) {
         access_close(am);
         return NULL;
     }
+    if (budgets_open(&am->budgets, p->cfg, am->db, err, errlen)) {
+        access_close(am);
+        return NULL;
+    }
+    am->budgets_open = true;
+    if (p->cfg->n_budgets && pthread_create(&am->flusher, NULL, budget_flusher, am) == 0) am->flusher_started = true;
     return am;
 }
 
@@ -306,6 +344,17 @@ void access_close(access_manager *am) {
     pthread_mutex_lock(&am->ap_mu);
     while (am->n_approvals) pthread_cond_wait(&am->ap_cv, &am->ap_mu); /* waiters leave */
     pthread_mutex_unlock(&am->ap_mu);
+    if (am->flusher_started) {
+        pthread_mutex_lock(&am->fl_mu);
+        am->flusher_stop = true;
+        pthread_cond_signal(&am->fl_cv);
+        pthread_mutex_unlock(&am->fl_mu);
+        pthread_join(am->flusher, NULL);
+    }
+    if (am->budgets_open) {
+        if (am->db) budgets_flush(&am->budgets, am->db);
+        budgets_close(&am->budgets);
+    }
     sdb_ckpt_stop(am->ckpt);
     if (am->db) sqlite3_close(am->db);
     strmap_foreach(&am->by_name, ident_free_cb, NULL);
@@ -313,6 +362,8 @@ void access_close(access_manager *am) {
     strmap_free(&am->by_hash);
     audit_close(&am->audit);
     pthread_rwlock_destroy(&am->id_lock);
+    pthread_mutex_destroy(&am->fl_mu);
+    pthread_cond_destroy(&am->fl_cv);
     pthread_mutex_destroy(&am->ap_mu);
     pthread_cond_destroy(&am->ap_cv);
     free(am);
@@ -560,3 +611,22 @@ void access_audit(access_manager *am, const char *agent, const char *resource, c
                   const char *decision, const char *params, const char *outcome, double ms) {
     audit_write(&am->audit, agent, resource, action, decision, params, outcome, ms);
 }
+
+/* ---------- budgets ---------- */
+
+int access_budget_admit(access_manager *am, const char *agent, const char *model, int *retry_after_s, char *err,
+                        size_t errlen) {
+    if (!am->cfg->n_budgets) return AIOS_OK;
+    char group[AIOS_NAME_MAX];
+    access_agent_group(am, agent, group, sizeof group);
+    return budgets_admit(&am->budgets, agent, group, model, retry_after_s, err, errlen);
+}
+
+void access_budget_charge(access_manager *am, const char *agent, const char *model, long tokens) {
+    if (!am->cfg->n_budgets) return;
+    char group[AIOS_NAME_MAX];
+    access_agent_group(am, agent, group, sizeof group);
+    budgets_charge(&am->budgets, agent, group, model, tokens);
+}
+
+cJSON *access_budgets_json(access_manager *am) { return budgets_json(&am->budgets); }

@@ -4,7 +4,8 @@
  * the audit log.
  *
  * Identities live in <data_dir>/access.db (SQLite): a name, a group and the SHA-256 of a
- * token that is shown once at creation and never stored. A request's bearer token names
+ * token that is shown once at creation and never stored. Budgets (budget.c) keep their
+ * usage there too. A request's bearer token names
  * its agent; a revoked identity's token stops working at once.
  *
  * Rules are strings "kind:pattern[:actions]" listed per group in access.groups:
@@ -103,6 +104,18 @@ void access_agent_group(access_manager *am, const char *agent, char *out, size_t
  * gate. */
 int access_check(access_manager *am, const char *agent, access_kind kind, const char *resource, unsigned action,
                  const char *params, bool *by_deny, char *err, size_t errlen);
+
+/* ---- budgets (agents.<name>.budget, groups.<name>.budget) ---- */
+/* Counts a request of agent to model (a served model's name) against the budgets covering
+ * it: AIOS_OK, or AIOS_ERR_RATE_LIMITED with err naming the budget and the limit, and
+ * *retry_after_s the seconds until it frees up. Called only by the admission gate. */
+int access_budget_admit(access_manager *am, const char *agent, const char *model, int *retry_after_s, char *err,
+                        size_t errlen);
+/* Charges the tokens (prompt + completion) of a finished request; usage is saved to the
+ * database at least every few seconds while it changes, and at close. */
+void access_budget_charge(access_manager *am, const char *agent, const char *model, long tokens);
+/* Every budget with its limits, use and when each window resets; caller owns it. */
+cJSON *access_budgets_json(access_manager *am);
 
 /* ---- approvals ---- */
 /* Blocks the calling thread until a user approves (AIOS_OK) or denies the call, or

@@ -14,7 +14,9 @@
  *                      reads the kinds table (implemented, RATED: the agent's token
  *                      bucket, 429; OWNED: resources are namespaces, own needs no rule),
  *                      and decides every claim with the access manager (403), soft claims
- *                      recording a refusal instead of answering it.
+ *                      recording a refusal instead of answering it; last, an LLM request
+ *                      is counted against the agent's and its group's budgets (429 with
+ *                      Retry-After when one is spent).
  * Route handlers never call the access manager's checks; they read r->adm.
  */
 #include <math.h>
@@ -303,5 +305,9 @@ int api_gate_admit(api_req *r, api_gate_class gate, api_admission *a, char *err,
             snprintf(err, errlen, "internal: a claim without a resource on %s", k->name);
             return AIOS_ERR_INTERNAL;
         }
-    return decide_claims(r, a, err, errlen);
+    if ((rc = decide_claims(r, a, err, errlen))) return rc;
+    if (a->kind != SYSCALL_KIND_LLM || !a->core) return AIOS_OK;
+    llm_core_info info; /* last: a request refused for any other reason does not spend budget */
+    llm_core_get_info(a->core, &info);
+    return access_budget_admit(api_access(r), r->agent, info.name, &r->retry_after_s, err, errlen);
 }

@@ -289,6 +289,7 @@ static enum MHD_Result h_status(api_req *r, cJSON *body) {
         add_endpoints(&st, m);
         cJSON_AddItemToArray(models, m);
     }
+    cJSON_AddItemToObject(o, "budgets", access_budgets_json(api_access(r)));
     api_status_runq(r, o);
     return api_reply_json(r, 200, o);
 }
@@ -397,6 +398,12 @@ static const metric_def METRICS[] = {
 };
 #define N_METRICS (sizeof METRICS / sizeof METRICS[0])
 
+/* A Prometheus label value, escaped. */
+static void label_value(strbuf *b, const char *v) {
+    for (const char *c = v; *c; c++)
+        sb_printf(b, "%s", *c == '"' ? "\\\"" : *c == '\\' ? "\\\\" : *c == '\n' ? "\\n" : (char[2]){*c, 0});
+}
+
 typedef struct agent_lines {
     strbuf *b;
     const char *model, *policy;
@@ -407,8 +414,7 @@ static void metric_agent(const char *agent, unsigned long long total, unsigned l
     agent_lines *al = ud;
     sb_printf(al->b, "%s{model=\"%s\",policy=\"%s\",agent=\"", al->window ? "aios_agent_service_window_tokens" :
               "aios_agent_service_tokens_total", al->model, al->policy);
-    for (const char *c = agent; *c; c++) /* label value escaping */
-        sb_printf(al->b, "%s", *c == '"' ? "\\\"" : *c == '\\' ? "\\\\" : *c == '\n' ? "\\n" : (char[2]){*c, 0});
+    label_value(al->b, agent);
     sb_printf(al->b, "\"} %llu\n", al->window ? window : total);
 }
 
@@ -438,12 +444,35 @@ static void metrics_endpoints(strbuf *b, int n, const llm_core_info *info, const
     }
 }
 
+/* aios_budget_limit and aios_budget_used per budget and limit. */
+static void metrics_budgets(api_req *r, strbuf *b) {
+    cJSON *all = access_budgets_json(api_access(r));
+    for (int k = 0; k < 2; k++) {
+        sb_printf(b, k ? "# HELP aios_budget_used Use of each budget in its current window.\n# TYPE aios_budget_used gauge\n"
+                       : "# HELP aios_budget_limit Each budget's limits.\n# TYPE aios_budget_limit gauge\n");
+        for (const cJSON *o = all ? all->child : NULL; o; o = o->next) {
+            const cJSON *who = o->child; /* agent or group */
+            const char *model = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "model"));
+            for (const cJSON *l = who->next->next; l; l = l->next) {
+                sb_printf(b, "%s{%s=\"", k ? "aios_budget_used" : "aios_budget_limit", who->string);
+                label_value(b, who->valuestring);
+                sb_printf(b, "\",model=\"");
+                label_value(b, model);
+                sb_printf(b, "\",limit=\"%s\"} %.17g\n", l->string,
+                          cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(l, k ? "used" : "limit")));
+            }
+        }
+    }
+    cJSON_Delete(all);
+}
+
 static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
     (void)body;
     int n = api_n_cores(r);
     llm_core_info info[AIOS_MAX_MODELS];
-    llm_core_stats st[AIOS_MAX_MODELS];
     sched_stats ss[AIOS_MAX_MODELS];
+    llm_core_stats *st = calloc(AIOS_MAX_MODELS, sizeof *st); /* with endpoints: too big for a stack */
+    if (!st) return api_reply_error(r, AIOS_ERR_NOMEM, NULL);
     for (int i = 0; i < n; i++) core_snapshot(r, i, &info[i], &st[i], &ss[i]);
     strbuf b;
     sb_init(&b, 0);
@@ -463,11 +492,13 @@ static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
         }
     }
     metrics_endpoints(&b, n, info, st);
+    metrics_budgets(r, &b);
     api_metrics_mem(r, &b);
     api_metrics_tools(r, &b);
     api_metrics_http(r, &b);
     enum MHD_Result ret = api_reply_text(r, 200, "text/plain; version=0.0.4", b.data ? b.data : "");
     sb_free(&b);
+    free(st);
     return ret;
 }
 

@@ -985,7 +985,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return dispatch(r);
 }
 
-/* A request's end: its door's counters (answered ones only). */
+/* A request's end: its door's counters (answered ones only) and its agent's budgets. */
 static void door_count(api_server *s, api_req *r) {
     if (!r->status) return;
     double dt = kern_now_mono() - r->t_begin;
@@ -996,6 +996,11 @@ static void door_count(api_server *s, api_req *r) {
     }
     pt += r->done_prompt_tokens;
     ct += r->done_completion_tokens;
+    if (r->adm.kind == SYSCALL_KIND_LLM && r->adm.core && pt + ct > 0) { /* budgets: what the request used */
+        llm_core_info info;
+        llm_core_get_info(r->adm.core, &info);
+        access_budget_charge(s->access, r->agent, info.name, pt + ct);
+    }
     pthread_mutex_lock(&s->door_mu);
     door_stats *d = &s->doors[r->door];
     d->by_class[r->status >= 500 ? 2 : r->status >= 400 ? 1 : 0]++;

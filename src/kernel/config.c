@@ -223,14 +223,63 @@ static void model_defaults(aios_model_cfg *m) {
 
 static int check_enum(const cfg_key *k, const char *value, char *err, size_t errlen);
 
+/* "tokens_per_minute:N,tokens_per_day:N,requests_per_minute:N[,model:M]" as a budget of who
+ * (an agent, or a group), appended to cfg->budgets. */
+static int add_budget(aios_config *cfg, const char *who, size_t n, bool group, const char *spec, char *err, size_t errlen) {
+    const char *what = group ? "groups" : "agents";
+    if (cfg->n_budgets >= AIOS_MAX_BUDGETS) {
+        snprintf(err, errlen, "%s.%.*s.budget: at most %d budgets in all", what, (int)n, who, AIOS_MAX_BUDGETS);
+        return AIOS_ERR_CONFIG;
+    }
+    aios_budget_cfg b = {.group = group};
+    memcpy(b.who, who, n);
+    char item[AIOS_NAME_MAX + 32], key[AIOS_NAME_MAX + 64];
+    snprintf(key, sizeof key, "%s.%.*s.budget", what, (int)n, who);
+    for (int k = 0; config_list_at(spec, k, item, sizeof item); k++) {
+        char *colon = strchr(item, ':');
+        if (colon) *colon = 0;
+        const char *v = colon ? colon + 1 : "";
+        while (*v == ' ') v++;
+        long *lim = !strcmp(item, "tokens_per_minute") ? &b.tokens_per_minute : !strcmp(item, "tokens_per_day") ? &b.tokens_per_day
+                    : !strcmp(item, "requests_per_minute") ? &b.requests_per_minute : NULL;
+        int rc = AIOS_OK;
+        if (lim) rc = parse_long(v, 0, 1L << 50, lim, err, errlen, key);
+        else if (!strcmp(item, "model") && *v && strlen(v) < sizeof b.model) snprintf(b.model, sizeof b.model, "%s", v);
+        else {
+            snprintf(err, errlen, "%s: '%.64s' is not one of tokens_per_minute, tokens_per_day, requests_per_minute, model",
+                     key, item);
+            rc = AIOS_ERR_CONFIG;
+        }
+        if (rc) return rc;
+    }
+    if (!b.tokens_per_minute && !b.tokens_per_day && !b.requests_per_minute) {
+        snprintf(err, errlen, "%s: set tokens_per_minute, tokens_per_day or requests_per_minute", key);
+        return AIOS_ERR_CONFIG;
+    }
+    cfg->budgets[cfg->n_budgets++] = b;
+    return AIOS_OK;
+}
+
+/* "NAME.budget" of groups.<name>.budget */
+static int set_group(aios_config *cfg, const char *rest, const char *value, char *err, size_t errlen) {
+    const char *dot = strrchr(rest, '.');
+    size_t n = dot ? (size_t)(dot - rest) : 0;
+    if (!dot || n == 0 || n >= AIOS_NAME_MAX || strcmp(dot + 1, "budget")) {
+        snprintf(err, errlen, "groups.%s: expected groups.<name>.budget (name 1 to %d bytes)", rest, AIOS_NAME_MAX - 1);
+        return AIOS_ERR_CONFIG;
+    }
+    return add_budget(cfg, rest, n, true, value, err, errlen);
+}
+
 /* "NAME.priority" or "NAME.memory_limit_bytes" = value: per-agent settings (NAME may contain dots). */
 static int set_agent(aios_config *cfg, const char *rest, const char *value, char *err, size_t errlen) {
     const char *dot = strrchr(rest, '.');
     size_t n = dot ? (size_t)(dot - rest) : 0;
+    if (dot && n > 0 && n < AIOS_NAME_MAX && !strcmp(dot + 1, "budget")) return add_budget(cfg, rest, n, false, value, err, errlen);
     bool prio = dot && !strcmp(dot + 1, "priority"), mem = dot && !strcmp(dot + 1, "memory_limit_bytes");
     bool grp = dot && !strcmp(dot + 1, "group");
     if (!dot || n == 0 || n >= AIOS_NAME_MAX || (!prio && !mem && !grp)) {
-        snprintf(err, errlen, "agents.%s: expected agents.<name>.priority, .memory_limit_bytes or .group (name 1 to %d bytes)",
+        snprintf(err, errlen, "agents.%s: expected agents.<name>.priority, .memory_limit_bytes, .group or .budget (name 1 to %d bytes)",
                  rest, AIOS_NAME_MAX - 1);
         return AIOS_ERR_CONFIG;
     }
@@ -280,6 +329,7 @@ int config_set(aios_config *cfg, const char *key, const char *value, char *err, 
         return set_model_field(&cfg->llms.models[0], "path", value, err, errlen);
     if (strncmp(key, "llms.models.", 12) == 0) return set_indexed_model(cfg, key + 12, value, err, errlen);
     if (strncmp(key, "agents.", 7) == 0) return set_agent(cfg, key + 7, value, err, errlen);
+    if (strncmp(key, "groups.", 7) == 0) return set_group(cfg, key + 7, value, err, errlen);
     const cfg_key *k = find_key(key);
     if (!k) {
         snprintf(err, errlen, "unknown configuration key '%s' (see docs/config.md)", key);
@@ -343,7 +393,7 @@ static int load_models(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq,
     for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
         yaml_node_t *m = yaml_document_get_node(doc, *it);
         if (!m || m->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, m, "llms.models: each entry must be a mapping");
-        if (n >= AIOS_MAX_MODELS) return yaml_err(err, errlen, path, m, "llms.models: too many models (at most 8)");
+        if (n >= AIOS_MAX_MODELS) return yaml_err(err, errlen, path, m, "llms.models: too many models (at most 16)");
         aios_model_cfg *mc = &cfg->llms.models[n];
         memset(mc, 0, sizeof *mc);
         model_defaults(mc);
@@ -563,21 +613,50 @@ static int is_reserved_section(const char *s) {
     return 0;
 }
 
-/* agents: {NAME: {priority: N}, ...} -- per-agent defaults. */
-static int load_agents(aios_config *cfg, yaml_document_t *doc, yaml_node_t *map, const char *path, char *err,
+/* A YAML budget (a mapping, or a list of mappings) of `key` ("agents.NAME.budget"), each
+ * mapping set as "k:v,k:v". */
+static int load_budget(aios_config *cfg, yaml_document_t *doc, yaml_node_t *vn, const char *key, const char *path, char *err,
                        size_t errlen) {
-    if (map->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, map, "agents: expected a mapping of agent names");
+    yaml_node_item_t one[1], *items = one, *top = one + 1;
+    if (vn->type == YAML_SEQUENCE_NODE) items = vn->data.sequence.items.start, top = vn->data.sequence.items.top;
+    else one[0] = (yaml_node_item_t)(vn - doc->nodes.start + 1);
+    for (yaml_node_item_t *it = items; it < top; it++) {
+        yaml_node_t *m = yaml_document_get_node(doc, *it);
+        if (!m || m->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, m, "budget: a mapping of limits, or a list of them");
+        char spec[512] = "", sub[256];
+        size_t len = 0;
+        for (yaml_node_pair_t *q = m->data.mapping.pairs.start; q < m->data.mapping.pairs.top; q++) {
+            const char *k = scalar(doc, yaml_document_get_node(doc, q->key)), *v = scalar(doc, yaml_document_get_node(doc, q->value));
+            if (!k || !v || strchr(v, ',')) return yaml_err(err, errlen, path, m, "budget: limits must be scalars");
+            len += (size_t)snprintf(spec + len, len < sizeof spec ? sizeof spec - len : 0, "%s%s:%s", len ? "," : "", k, v);
+        }
+        if (len >= sizeof spec) return yaml_err(err, errlen, path, m, "budget: too long");
+        if (config_set(cfg, key, spec, sub, sizeof sub)) return yaml_err(err, errlen, path, m, sub);
+    }
+    return AIOS_OK;
+}
+
+/* agents: {NAME: {priority: N, budget: {...}}, ...} -- per-agent defaults; groups: {NAME:
+ * {budget: ...}} the same for groups (sect says which). */
+static int load_agents(aios_config *cfg, yaml_document_t *doc, yaml_node_t *map, const char *path, char *err,
+                       size_t errlen, const char *sect) {
+    if (map->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, map, "expected a mapping of agent or group names");
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         yaml_node_t *an = yaml_document_get_node(doc, p->key), *fields = yaml_document_get_node(doc, p->value);
         const char *agent = scalar(doc, an);
         if (!agent || !fields || fields->type != YAML_MAPPING_NODE)
-            return yaml_err(err, errlen, path, an, "agents: each agent maps to its settings (priority)");
+            return yaml_err(err, errlen, path, an, "each agent or group maps to its settings (priority, budget, ...)");
         for (yaml_node_pair_t *q = fields->data.mapping.pairs.start; q < fields->data.mapping.pairs.top; q++) {
             yaml_node_t *kn = yaml_document_get_node(doc, q->key), *vn = yaml_document_get_node(doc, q->value);
             const char *k = scalar(doc, kn), *v = scalar(doc, vn);
             char key[256], sub[256];
+            snprintf(key, sizeof key, "%s.%s.%s", sect, agent, k ? k : "");
+            if (k && !v && vn && !strcmp(k, "budget")) {
+                int rc = load_budget(cfg, doc, vn, key, path, err, errlen);
+                if (rc) return rc;
+                continue;
+            }
             if (!k || !v) return yaml_err(err, errlen, path, kn, "agents: settings must be scalars");
-            snprintf(key, sizeof key, "agents.%s.%s", agent, k);
             if (config_set(cfg, key, v, sub, sizeof sub)) return yaml_err(err, errlen, path, kn, sub);
         }
     }
@@ -633,15 +712,15 @@ int config_load_file(aios_config *cfg, const char *path, char *err, size_t errle
         const char *s = scalar(&doc, kn);
         if (!s) { rc = yaml_err(err, errlen, path, kn, "section names must be scalars"); break; }
         if (is_reserved_section(s)) { log_warn("%s: section '%s' is not used by this kernel version", path, s); continue; }
-        if (strcmp(s, "agents") == 0) {
-            if ((rc = load_agents(cfg, &doc, vn, path, err, errlen))) break;
+        if (strcmp(s, "agents") == 0 || strcmp(s, "groups") == 0) {
+            if ((rc = load_agents(cfg, &doc, vn, path, err, errlen, s))) break;
             continue;
         }
         if (strcmp(s, "server") && strcmp(s, "llms") && strcmp(s, "scheduler") && strcmp(s, "context") &&
             strcmp(s, "memory") && strcmp(s, "storage") && strcmp(s, "kernel") && strcmp(s, "tools") && strcmp(s, "access") &&
             strcmp(s, "responses")) {
             char what[200];
-            snprintf(what, sizeof what, "unknown section '%s' (allowed: server, llms, scheduler, context, memory, storage, tools, access, responses, agents, kernel)", s);
+            snprintf(what, sizeof what, "unknown section '%s' (allowed: server, llms, scheduler, context, memory, storage, tools, access, responses, agents, groups, kernel)", s);
             rc = yaml_err(err, errlen, path, kn, what);
             break;
         }
@@ -846,6 +925,12 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
     }
     for (int i = 0; i < cfg->llms.n_models; i++)
         if ((rc = check_fallback(cfg, i, err, errlen))) return rc;
+    for (int i = 0; i < cfg->n_budgets; i++)
+        if (cfg->budgets[i].model[0] && config_model_index(cfg, cfg->budgets[i].model) < 0) {
+            snprintf(err, errlen, "%s.%s.budget: no model is named '%s'", cfg->budgets[i].group ? "groups" : "agents",
+                     cfg->budgets[i].who, cfg->budgets[i].model);
+            return AIOS_ERR_CONFIG;
+        }
     return check_threads(cfg, err, errlen);
 }
 
@@ -908,6 +993,8 @@ int config_write_reference(const char *path) {
     fprintf(f, "| `agents.<name>.priority` | (none) | (`--set` or YAML `agents:`) | Default priority of one agent's requests, in [%d, %d]; YAML: `agents: {planner: {priority: 80}}`. |\n",
             AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX);
     fprintf(f, "| `agents.<name>.memory_limit_bytes` | (none) | (`--set` or YAML `agents:`) | Resident memory limit of one agent, overriding `memory.limit_bytes`. |\n");
+    fprintf(f, "| `agents.<name>.budget` | (none) | (`--set` or YAML `agents:`) | A budget of one agent across every door: `tokens_per_minute`, `tokens_per_day`, `requests_per_minute` (0 = no limit), optionally for one `model` (else all models together); YAML: `agents: {planner: {budget: {tokens_per_minute: 20000, model: gpt-4o}}}` or a list of such mappings; `--set agents.planner.budget=tokens_per_minute:20000,model:gpt-4o` adds one. Over it: 429 with Retry-After naming the budget (docs/models.md). |\n");
+    fprintf(f, "| `groups.<name>.budget` | (none) | (`--set` or YAML `groups:`) | The same for all the agents of a group together (YAML: `groups: {interns: {budget: {...}}}`). |\n");
     fprintf(f, "| `agents.<name>.group` | (none) | (`--set` or YAML `agents:`) | Privilege group of an agent named by `agent_name` in `local` mode (identities carry their own group). |\n");
     fprintf(f, "| `tools.mcp_servers` | `[]` | (YAML only) | MCP servers started over stdio, each in a sandbox (docs/tools.md): `[{name, command, args: [...], env: {K: V}, ...}]` (fields below); their tools are named `<name>/<tool>`. |\n");
     fprintf(f, "| `access.groups` | (none) | (YAML only) | Privilege groups: `{GROUP: [RULE, ...]}`, a rule being `kind:pattern[:actions]`, or `!kind:pattern[:actions]` to deny (see docs/access.md). |\n");

@@ -89,7 +89,7 @@ void *strmap_del(strmap *m, const char *key);
 void strmap_foreach(const strmap *m, void (*fn)(const char *key, void *val, void *ctx), void *ctx);
 
 /* ---------- configuration ---------- */
-#define AIOS_MAX_MODELS 8
+#define AIOS_MAX_MODELS 16
 #define AIOS_NAME_MAX 64
 #define AIOS_PATH_MAX 1024
 #define AIOS_MAX_AGENT_CFG 256
@@ -156,6 +156,17 @@ typedef struct aios_group_cfg {
     char rules[AIOS_MAX_RULES][AIOS_RULE_MAX]; /* "kind:pattern[:actions]" (access.h) */
     int n_rules;
 } aios_group_cfg;
+
+#define AIOS_MAX_BUDGETS 64
+
+/* One budget: the agent's or the group's use of one model ("" = all models together) in
+ * fixed windows (a wall-clock minute, a UTC day); a limit of 0 is none. */
+typedef struct aios_budget_cfg {
+    char who[AIOS_NAME_MAX];
+    bool group;
+    char model[AIOS_NAME_MAX];
+    long tokens_per_minute, tokens_per_day, requests_per_minute;
+} aios_budget_cfg;
 
 typedef struct aios_config {
     struct {
@@ -248,6 +259,8 @@ typedef struct aios_config {
         char group[AIOS_NAME_MAX]; /* "" = access.default_group (local mode; tokens carry their own) */
     } agents[AIOS_MAX_AGENT_CFG];
     int n_agents;
+    aios_budget_cfg budgets[AIOS_MAX_BUDGETS]; /* agents.<name>.budget, groups.<name>.budget */
+    int n_budgets;
     char data_dir[AIOS_PATH_MAX];
     char log_level[16];
     int workers, max_jobs, max_jobs_per_agent; /* each worker resource's run queue (sched/runq.c) */

@@ -43,6 +43,7 @@ typedef struct rm_xfer {
     double retry_at;        /* waiting to be sent again (monotonic), 0 = upstream */
     double t_sent;          /* when this attempt was sent */
     bool got_bytes;         /* the upstream has started answering */
+    bool overlong;          /* it sent a line longer than RM_LINE_MAX */
     int charged;            /* prompt tokens charged at dispatch (an estimate: 4 bytes a token) */
 } rm_xfer;
 
@@ -309,6 +310,10 @@ void rm_call_append(llm_request *r, int i, const char *name, const char *args) {
 
 void rm_emit(rm_stream *s, const char *text) {
     if (!*text) return;
+    if (s->req->n_gen >= s->req->samp.max_tokens) { /* an upstream past max_tokens (each delta is a token or more) */
+        s->capped = true;
+        return;
+    }
     if (syscall_emit(s->sc, text, strlen(text)) == AIOS_OK) {
         s->req->n_gen++;
         sched_charge(s->sched, s->sc, 1, 1);
@@ -385,7 +390,10 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud) {
     }
     for (size_t i = 0; i < n; i++) {
         if (ptr[i] != '\n') {
-            if (x->line.len >= RM_LINE_MAX) return 0; /* an endless line: the transfer fails */
+            if (x->line.len >= RM_LINE_MAX) { /* an endless line: the transfer fails */
+                x->overlong = true;
+                return 0;
+            }
             sb_append(&x->line, ptr + i, 1);
             continue;
         }
@@ -404,6 +412,7 @@ static void send_xfer(rm_engine *e, rm_xfer *x, double now) {
     x->retry_at = 0;
     x->t_sent = now;
     x->got_bytes = false;
+    x->overlong = false;
     x->easy = curl_easy_init();
     x->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
     x->hdrs = curl_slist_append(x->hdrs, "Accept: text/event-stream");
@@ -504,7 +513,8 @@ static int classify(rm_engine *e, rm_xfer *x, CURLcode cc, char *msg, size_t cap
     }
     if (cc != CURLE_OK) {
         *h = cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ? RM_HEALTH_REFUSED : RM_HEALTH_FAILED;
-        snprintf(msg, cap, "model '%.60s': upstream %.100s: %.80s", e->cfg.name, host, curl_easy_strerror(cc));
+        snprintf(msg, cap, "model '%.60s': upstream %.100s: %.80s", e->cfg.name, host,
+                 x->overlong ? "it sent a line longer than 1 MiB" : curl_easy_strerror(cc));
         return AIOS_ERR_UPSTREAM;
     }
     if (x->status != 200) {
@@ -574,6 +584,7 @@ static void finish(rm_engine *e, rm_xfer *x, CURLcode cc, double now) {
     char msg[400] = "";
     rm_health h = RM_HEALTH_NEUTRAL;
     if (x->easy) curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+    if (x->line.len && !x->overlong && !sse_line(x->line.data)) keep_body(x, x->line.data, x->line.len); /* a last, unended line */
     int rc = classify(e, x, cc, msg, sizeof msg, &h);
     bool again = x->easy && retryable(e, x, cc, rc);
     drop_transfer(e, x);

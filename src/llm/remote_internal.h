@@ -18,7 +18,7 @@ typedef struct rm_stream {
     syscall_t *sc;
     sched_t *sched;        /* charged a token of service per delta passed on */
     bool error;            /* an error event: errmsg says what */
-    bool capped;           /* the output reached the syscall's cap (ends as length) */
+    bool capped;           /* the output reached the syscall's cap or max_tokens (ends as length) */
     int cur_call;          /* Anthropic: the tool_use block being received, -1 = none */
     char errmsg[200];
 } rm_stream;

@@ -199,6 +199,18 @@ def assert_stops_with_error(flags: list[str], needle: str, timeout: float = 60.0
     return err_lines[0]
 
 
+def assert_config_stops(tmp_path: Path, config: str, needle: str) -> str:
+    """aiosd with this YAML config exits with one error line naming needle."""
+    cfg = tmp_path / "aios.yaml"
+    cfg.write_text(config)
+    return assert_stops_with_error(["--config", str(cfg), "--data-dir", str(tmp_path / "d")], needle)
+
+
+def with_local_model(model_entry: str) -> str:
+    """A config serving the local model and one more model entry (a YAML flow mapping)."""
+    return f"llms:\n  default_model: smollm2\n  models:\n    - name: smollm2\n    - {model_entry}\n"
+
+
 # ---------------------------------------------------------------------------- metrics
 
 _METRIC_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')

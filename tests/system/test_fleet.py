@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from aiosd_helpers import assert_error, assert_serving, assert_stops_with_error, free_port, wait_for
+from aiosd_helpers import assert_error, assert_serving, assert_config_stops, with_local_model, free_port, wait_for
 from upstream import kernel_with, llama_servers
 
 INFLIGHT = 2
@@ -206,9 +206,7 @@ def test_dead_model_falls_back(kernel):
     ("{name: r, backend: openai, hostname: 'http://127.0.0.1:1', fallback: r}", "comes back round"),
 ])
 def test_bad_fleet_settings_stop_the_kernel(model, needle, tmp_path):
-    cfg = tmp_path / "aios.yaml"
-    cfg.write_text(f"llms:\n  default_model: smollm2\n  models:\n    - name: smollm2\n    - {model}\n")
-    assert_stops_with_error(["--config", str(cfg), "--data-dir", str(tmp_path / "d")], needle)
+    assert_config_stops(tmp_path, with_local_model(model), needle)
 
 
 def test_unknown_model_lists_what_exists(kernel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from aiosd_helpers import MODEL_NAME, assert_error, assert_stops_with_error, query_body
+from aiosd_helpers import MODEL_NAME, assert_error, assert_config_stops, query_body
 
 ALIASED = """
 llms:
@@ -60,6 +60,4 @@ def test_aliases_name_the_model_on_every_door(spawn_daemon):
     ("llms:\n  models:\n    - name: a\n      aliases: [[nested]]\n", "aliases"),
 ])
 def test_colliding_aliases_stop_the_kernel(config, needle, tmp_path):
-    cfg = tmp_path / "aios.yaml"
-    cfg.write_text(config)
-    assert_stops_with_error(["--config", str(cfg), "--data-dir", str(tmp_path / "d")], needle)
+    assert_config_stops(tmp_path, config, needle)

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from aiosd_helpers import (assert_error, assert_serving, free_port, metrics,
-                           query_body, assert_stops_with_error, wait_for)
+                           query_body, assert_config_stops, with_local_model, wait_for)
 from test_tool_calls_native import two_shot
 from test_tool_calls_sampled import WEATHER, fn
 from upstream import kernel_with, llama_servers
@@ -227,6 +227,4 @@ def test_what_a_remote_model_cannot_take(kernel):
     ("{name: r, backend: openai, hostname: 'http://127.0.0.1:1', api_key_env: AIOS_TEST_NO_SUCH_KEY}", "AIOS_TEST_NO_SUCH_KEY"),
 ])
 def test_bad_remote_settings_stop_the_kernel(model, needle, tmp_path):
-    cfg = tmp_path / "aios.yaml"
-    cfg.write_text(f"llms:\n  default_model: smollm2\n  models:\n    - name: smollm2\n    - {model}\n")
-    assert_stops_with_error(["--config", str(cfg), "--data-dir", str(tmp_path / "d")], needle)
+    assert_config_stops(tmp_path, with_local_model(model), needle)
