@@ -2,14 +2,18 @@
 # from the pinned release built by scripts/fetch-llama.sh into $(AIOS_CACHE).
 #   make run    everything (deps, llama.cpp, model, build), then the kernel with demo agents
 #   make test   every test tier (unit, system, fault; system again under ASan+UBSan)
+#   make llama GPU=cuda && make GPU=cuda
+#               llama.cpp with its CUDA backend (a separate build, llama-<ver>-cuda in the
+#               cache) and the kernel against it in build-cuda/ (models take gpu_layers)
 
 AIOS_CACHE ?= $(HOME)/.cache/aios
 export AIOS_CACHE
 LLAMA_VER  := $(shell sed -n 's/^LLAMA_PY_VERSION=//p' scripts/deps.env)
-LLAMA_DIR  ?= $(AIOS_CACHE)/llama-$(LLAMA_VER)
+GPU        ?=
+LLAMA_DIR  ?= $(AIOS_CACHE)/llama-$(LLAMA_VER)$(if $(GPU),-$(GPU))
 LLAMA_INC  := -I$(LLAMA_DIR)/src/include -I$(LLAMA_DIR)/src/ggml/include
 LLAMA_LIB  := $(LLAMA_DIR)/build/bin
-BUILD      ?= build
+BUILD      ?= build$(if $(GPU),-$(GPU))
 SAN        ?=
 
 PKGS    := libmicrohttpd libcjson yaml-0.1 libcurl sqlite3
@@ -43,7 +47,7 @@ KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/kern
               src/tools/schema.c src/tools/calc.c src/tools/manifest.c src/tools/sandbox.c src/tools/mcp.c \
               src/tools/builtin.c src/tools/tools.c src/access/access.c src/access/audit.c src/access/budget.c \
               src/api/server.c src/api/admit.c src/api/json.c src/api/chat.c src/api/routes_aios.c src/api/routes_openai.c src/api/routes_mem.c src/api/routes_tools.c \
-              src/api/routes_responses.c src/api/routes_anthropic.c src/api/routes_ollama.c
+              src/api/routes_responses.c src/api/routes_anthropic.c src/api/routes_ollama.c src/api/routes_models.c
 SDK_SRC    := src/sdk/aios.c src/kernel/result.c
 KERNEL_CXX := src/vector/vector.cpp src/llm/chat_template.cpp
 KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_CXX:%.cpp=$(BUILD)/obj/%.o)
@@ -56,7 +60,7 @@ all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)
 deps:
 	@bash scripts/install-deps.sh
 llama:
-	@bash scripts/fetch-llama.sh
+	@AIOS_GPU=$(GPU) bash scripts/fetch-llama.sh
 model: llama
 	@bash scripts/fetch-model.sh
 	@bash scripts/fetch-embed-model.sh

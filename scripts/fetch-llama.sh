@@ -13,11 +13,17 @@
 # (AVX-512 VBMI/VNNI/BF16) instead. The stamp holds a hash of the flags and variants, so a
 # build made with other flags (an older native build) is rebuilt. After a build a smoke
 # decode (scripts/engine-smoke.sh) runs when the model is there; fetch-model.sh runs it too.
+#
+# GPUs: AIOS_GPU=cuda (make llama GPU=cuda) also builds ggml's CUDA backend
+# (libggml-cuda.so, loaded at run time like the CPU variants) with the CUDA compiler on PATH
+# or in /usr/local/cuda, into its own tree, llama-<ver>-cuda, so the CPU build stays what CI
+# and `make test` use. CUDA architectures: AIOS_CUDA_ARCHS (default: llama.cpp's own list).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/deps.env"
 cache="${AIOS_CACHE:-$HOME/.cache/aios}"
-root="$cache/llama-$LLAMA_PY_VERSION"
+gpu="${AIOS_GPU:-}"
+root="$cache/llama-$LLAMA_PY_VERSION${gpu:+-$gpu}"
 stamp="$root/.built"
 jobs="${AIOS_JOBS:-2}"
 variants="${AIOS_CPU_VARIANTS:-$LLAMA_CPU_VARIANTS}"
@@ -25,6 +31,15 @@ variants="${AIOS_CPU_VARIANTS:-$LLAMA_CPU_VARIANTS}"
 flags=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF
        -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON
        -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON ${LLAMA_CMAKE_EXTRA:-})
+case "$gpu" in
+  "") ;;
+  cuda)
+    nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
+    [ -x "$nvcc" ] || { echo "error: GPU=cuda needs the CUDA compiler (nvcc on PATH or in /usr/local/cuda/bin)" >&2; exit 1; }
+    flags+=(-DGGML_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc")
+    [ -n "${AIOS_CUDA_ARCHS:-}" ] && flags+=(-DCMAKE_CUDA_ARCHITECTURES="$AIOS_CUDA_ARCHS") ;;
+  *) echo "error: GPU='$gpu': the GPU backends built here are: cuda" >&2; exit 1 ;;
+esac
 # what the build depends on besides the source: the flags, the variants, and this script's recipe
 key=$(printf '%s\n' "recipe 2" "${flags[*]}" "variants $variants" | sha256sum | cut -c1-16)
 
@@ -64,7 +79,7 @@ if [ "$(uname -m)" = x86_64 ]; then
   [ "$want" = "$have" ] || { echo "error: ggml's x86 variant list did not take the selection (wanted: $want; got: $have)" >&2; exit 1; }
 fi
 
-echo "==> configuring llama.cpp (CPU, shared libs, CPU variants: $variants)"
+echo "==> configuring llama.cpp (${gpu:+$gpu and }CPU, shared libs, CPU variants: $variants)"
 rm -rf "$root/build"
 cmake -S "$root/src" -B "$root/build" "${flags[@]}" >"$root/configure.log" 2>&1 \
   || { tail -30 "$root/configure.log"; exit 1; }
@@ -73,6 +88,7 @@ cmake --build "$root/build" -j "$jobs" --target llama llama-server llama-batched
   2>&1 | tee "$root/build.log" | grep --line-buffered -E '^\[ *[0-9]+%\]' | awk '{ printf "\r   %s %s", $1, $2; fflush() } END { print "" }'
 test -f "$root/build/bin/libllama.so" || { tail -30 "$root/build.log"; echo "error: llama.cpp build failed (see $root/build.log)" >&2; exit 1; }
 ls "$root/build/bin"/libggml-cpu-*.so >/dev/null 2>&1 || { echo "error: no ggml CPU backend was built (see $root/build.log)" >&2; exit 1; }
+[ -z "$gpu" ] || [ -f "$root/build/bin/libggml-$gpu.so" ] || { echo "error: no ggml $gpu backend was built (see $root/build.log)" >&2; exit 1; }
 echo "$key" >"$stamp"
 echo "llama.cpp $LLAMA_PY_VERSION: built in $root (CPU variants: $(cd "$root/build/bin" && ls libggml-cpu-*.so | sed 's/libggml-cpu-//; s/\.so//' | xargs))"
 bash "$here/engine-smoke.sh" --if-model

@@ -123,6 +123,10 @@ struct api_req {
     void *data;             /* route state, freed with data_free */
     void (*data_free)(void *);
     api_req *in_prev, *in_next; /* in-flight list, for the hang-up watcher */
+    /* waiting, suspended, for its model to load (guarded by the server's load_mu) */
+    bool load_waiting;
+    bool redispatch;        /* resumed from that wait: dispatched again from the start */
+    llm_core *load_core;
 };
 
 typedef enum MHD_Result (*api_handler_fn)(api_req *r, cJSON *body);
@@ -148,6 +152,7 @@ extern const api_route api_routes_tools[];
 extern const api_route api_routes_responses[];
 extern const api_route api_routes_anthropic[];
 extern const api_route api_routes_ollama[];
+extern const api_route api_routes_models[];
 /* The tool kind of POST /query (routes_tools.c). */
 enum MHD_Result api_query_tool(api_req *r, const cJSON *qd);
 /* call_tool: runs the tool calls an LLM answer made (calls: chat_tool_calls of it, taken) and

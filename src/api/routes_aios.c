@@ -224,10 +224,15 @@ static void core_snapshot(api_req *r, int i, llm_core_info *info, llm_core_stats
     llm_core_get_stats(api_core_at(r, i), st, ss);
 }
 
-/* state ("loading", "ready", "down") and, when down, the reason. */
-static void model_state(api_req *r, const llm_core_stats *st, cJSON *o) {
-    cJSON_AddStringToObject(o, "state", !api_ready(r) ? "loading" : st->down ? "down" : "ready");
-    if (st->down) cJSON_AddStringToObject(o, "reason", st->down_reason);
+/* state (the kernel "loading" at start; a core's "ready", "loading", "unloading",
+ * "unloaded", "failed"; a remote model with every endpoint out "down") and why. */
+static void model_state(api_req *r, llm_core *core, const llm_core_stats *st, cJSON *o) {
+    char why[400] = "";
+    llm_core_state cs = llm_core_get_state(core, why, sizeof why, NULL);
+    const char *state = !api_ready(r) ? "loading" : cs != LLM_CORE_READY ? llm_core_state_name(cs) : st->down ? "down" : "ready";
+    cJSON_AddStringToObject(o, "state", state);
+    if (st->down && cs == LLM_CORE_READY) snprintf(why, sizeof why, "%s", st->down_reason);
+    if (why[0]) cJSON_AddStringToObject(o, "reason", why);
 }
 
 /* A remote model's endpoints: state, load and health of each. */
@@ -247,6 +252,22 @@ static void add_endpoints(const llm_core_stats *st, cJSON *o) {
         if (e->last_ok_ago_s >= 0) cJSON_AddNumberToObject(j, "last_ok_ago_s", e->last_ok_ago_s);
         if (e->last_error[0]) cJSON_AddStringToObject(j, "last_error", e->last_error);
         cJSON_AddItemToArray(arr, j);
+    }
+}
+
+/* The compute devices ggml can use, with their memory (GPUs: what the models placed on them hold). */
+static void add_devices(cJSON *o) {
+    llm_device dev[16];
+    int n = llm_devices(dev, 16);
+    cJSON *arr = cJSON_AddArrayToObject(o, "devices");
+    for (int i = 0; i < n && i < 16; i++) {
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddStringToObject(d, "name", dev[i].name);
+        cJSON_AddStringToObject(d, "type", dev[i].type);
+        cJSON_AddStringToObject(d, "description", dev[i].description);
+        cJSON_AddNumberToObject(d, "memory_total_bytes", (double)dev[i].memory_total);
+        cJSON_AddNumberToObject(d, "memory_free_bytes", (double)dev[i].memory_free);
+        cJSON_AddItemToArray(arr, d);
     }
 }
 
@@ -285,10 +306,15 @@ static enum MHD_Result h_status(api_req *r, cJSON *body) {
         cJSON_AddNumberToObject(m, "prefill_tokens_reused", (double)st.prefill_reused);
         cJSON_AddNumberToObject(m, "requests_done", (double)st.requests_done);
         cJSON_AddNumberToObject(m, "completion_tokens", (double)st.completion_tokens);
-        model_state(r, &st, m);
+        model_state(r, api_core_at(r, i), &st, m);
+        if (info.device[0]) {
+            cJSON_AddStringToObject(m, "device", info.device);
+            cJSON_AddNumberToObject(m, "gpu_layers", info.gpu_layers);
+        }
         add_endpoints(&st, m);
         cJSON_AddItemToArray(models, m);
     }
+    add_devices(o);
     cJSON_AddItemToObject(o, "budgets", access_budgets_json(api_access(r)));
     api_status_runq(r, o);
     return api_reply_json(r, 200, o);
@@ -311,7 +337,7 @@ void api_model_fields(api_req *r, int i, cJSON *o) {
     sched_stats ss;
     core_snapshot(r, i, &info, &st, &ss);
     cJSON_AddStringToObject(o, "backend", info.backend);
-    model_state(r, &st, o);
+    model_state(r, api_core_at(r, i), &st, o);
     cJSON_AddNumberToObject(o, "active", (double)ss.active);
     cJSON_AddNumberToObject(o, "queued", (double)ss.queued);
     cJSON_AddNumberToObject(o, "max_active", info.max_active);

@@ -110,6 +110,7 @@ struct api_server {
     pthread_mutex_t gate_mu;   /* closing + submit */
     bool closing;
     pthread_mutex_t in_mu;     /* in-flight list */
+    pthread_mutex_t load_mu;   /* requests waiting for their model to load */
     api_req *inflight;
     pthread_t watcher;
     bool watcher_running;
@@ -870,7 +871,7 @@ static bool path_matches(const char *pat, const char *url) {
 
 static const api_route *find_route(const char *method, const char *url, bool *path_known, api_door *door) {
     const api_route *tables[] = {api_routes_aios,      api_routes_openai,    api_routes_mem,   api_routes_tools,
-                                 api_routes_responses, api_routes_anthropic, api_routes_ollama};
+                                 api_routes_responses, api_routes_anthropic, api_routes_ollama, api_routes_models};
     *path_known = false;
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (const api_route *rt = tables[t]; rt->path; rt++) {
@@ -912,6 +913,56 @@ static int parse_body(api_req *r, cJSON **body, char *err, size_t errlen) {
 }
 
 /* Route, credentials, JSON gate, the route's plan, the admission gate, then the handler. */
+/* ---------- requests waiting for their model to load ---------- */
+
+static enum MHD_Result dispatch(api_req *r);
+
+/* The model is ready, or is not going to be: the request is dispatched again (the core's
+ * lifecycle thread, no core lock held). */
+static void model_settled(void *ctx) {
+    api_req *r = ctx;
+    pthread_mutex_lock(&r->srv->load_mu);
+    if (r->load_waiting) {
+        r->load_waiting = false;
+        r->redispatch = true;
+        MHD_resume_connection(r->conn);
+    }
+    pthread_mutex_unlock(&r->srv->load_mu);
+}
+
+/* After the plan: an LLM request whose model is not ready (loading, unloading, or unloaded
+ * with load_on_request) waits for it, suspended, and starts over when it is. True when it
+ * waits. */
+static bool wait_for_model(api_req *r) {
+    llm_core *core = r->adm.core;
+    if (!core || llm_core_get_state(core, NULL, 0, NULL) == LLM_CORE_READY) return false;
+    llm_core_info info;
+    llm_core_get_info(core, &info);
+    const aios_model_cfg *m = config_model(r->srv->cfg, info.name);
+    pthread_mutex_lock(&r->srv->load_mu); /* before the callback can run: it takes load_mu */
+    bool waits = llm_core_when_ready(core, m && m->load_on_request, model_settled, r);
+    if (waits) {
+        r->load_waiting = true;
+        r->load_core = core;
+        MHD_suspend_connection(r->conn);
+    }
+    pthread_mutex_unlock(&r->srv->load_mu);
+    return waits;
+}
+
+/* Resumed from that wait: everything the first dispatch built goes, and it starts over. */
+static enum MHD_Result redispatch(api_req *r) {
+    r->redispatch = false;
+    pthread_mutex_lock(&r->srv->gate_mu);
+    bool closing = r->srv->closing;
+    pthread_mutex_unlock(&r->srv->gate_mu);
+    if (closing) return api_reply_error(r, AIOS_ERR_SHUTDOWN, "the kernel is shutting down");
+    cJSON_Delete(r->door_body);
+    r->door_body = NULL;
+    api_admission_free(&r->adm);
+    return dispatch(r);
+}
+
 static enum MHD_Result dispatch(api_req *r) {
     r->cors_origin = cors_allowed(r);
     if (r->too_large)
@@ -939,6 +990,10 @@ static enum MHD_Result dispatch(api_req *r) {
     cJSON *body = NULL;
     if (rt->json_body) rc = parse_body(r, &body, err, sizeof err);
     if (!rc && rt->plan) rc = rt->plan(r, body, &r->adm, err, sizeof err);
+    if (!rc && rt->gate == API_GATE_SYSCALL && wait_for_model(r)) { /* before the gate: counted once */
+        cJSON_Delete(body);
+        return MHD_YES;
+    }
     if (!rc) rc = api_gate_admit(r, rt->gate, &r->adm, err, sizeof err);
     api_admission_unborrow(&r->adm); /* the handler reads what it needs now; body goes below */
     enum MHD_Result ret = rc ? api_reply_error(r, rc, "%s", err) : rt->handler(r, body);
@@ -976,6 +1031,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_size = 0;
         return MHD_YES;
     }
+    if (r->redispatch) return redispatch(r); /* resumed: its model is ready, or is not going to be */
     if (r->sc) { /* resumed: the syscall finished (or a spurious wake-up) */
         if (r->answered) return MHD_YES;
         return wait_or_answer(r);
@@ -1021,6 +1077,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     conn_request_moves(r, CONN_PHASE_BUSY, CONN_PHASE_IDLE);
     conn_request_moves(r, CONN_PHASE_BODY, CONN_PHASE_IDLE);
     door_count(s, r);
+    pthread_mutex_lock(&s->load_mu);
+    if (r->load_waiting) llm_core_forget(r->load_core, r); /* gone while waiting for its model */
+    r->load_waiting = false;
+    pthread_mutex_unlock(&s->load_mu);
     if (r->sc) {
         syscall_set_sink(r->sc, NULL, NULL);
         inflight_remove(s, r);
@@ -1068,6 +1128,7 @@ static void server_free_parts(api_server *s) {
     api_gatekeeper_free(s->gate);
     pthread_mutex_destroy(&s->gate_mu);
     pthread_mutex_destroy(&s->in_mu);
+    pthread_mutex_destroy(&s->load_mu);
     pthread_mutex_destroy(&s->conn_mu);
     pthread_mutex_destroy(&s->door_mu);
     free(s);
@@ -1088,6 +1149,7 @@ api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
     s->started = kern_now_mono();
     pthread_mutex_init(&s->gate_mu, NULL);
     pthread_mutex_init(&s->in_mu, NULL);
+    pthread_mutex_init(&s->load_mu, NULL);
     pthread_mutex_init(&s->conn_mu, NULL);
     pthread_mutex_init(&s->door_mu, NULL);
     conn_limits(s);

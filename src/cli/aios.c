@@ -1,7 +1,7 @@
 /*
  * aios.c - the `aios` command line: talk to a running aiosd.
  *   aios chat [--model M] [--max-tokens N] [--temperature T] [--agent NAME] "prompt"
- *   aios status | aios models | aios metrics | aios tools
+ *   aios status | aios models [load|unload NAME] | aios metrics | aios tools
  *   aios agent create NAME [--group G] [--keep-data] | aios agent revoke NAME | aios agent list
  *   aios approvals | aios approve ID | aios deny ID
  * The token for enforce mode (an identity of the admin group) comes from --token or $AIOS_TOKEN.
@@ -19,7 +19,9 @@ static void usage(FILE *f) {
                "  chat [--model M] [--max-tokens N] [--temperature T] [--seed S] [--agent NAME] PROMPT\n"
                "                     stream an answer from the kernel\n"
                "  status             kernel status (models, queue, counters)\n"
-               "  models [--json]    models served: backend, state (ready, loading, down), load, aliases\n"
+               "  models [--json]    models served: backend, state (ready, loading, unloaded, down), load, aliases\n"
+               "  models load NAME | models unload NAME\n"
+               "                     load or unload a model at run time (admin; unloading lets its work finish)\n"
                "  metrics            Prometheus metrics\n"
                "  tools              tools the kernel serves (manifests, MCP servers, built-ins)\n"
                "  agent create NAME [--group G] [--keep-data]\n"
@@ -97,8 +99,15 @@ static int post_print(aios_client_params *cp, const char *path, cJSON *body) {
 
 /* `aios models`: one line per model (name, backend, state, load, aliases) from /core/llms/list;
  * --json prints the answer as it is. */
+static int post_print(aios_client_params *cp, const char *path, cJSON *body);
+
 static int cmd_models(aios_client_params *cp, int argc, char **argv) {
     if (argc == 1 && !strcmp(argv[0], "--json")) return cmd_get(cp, "/core/llms/list", true);
+    if (argc == 2 && (!strcmp(argv[0], "load") || !strcmp(argv[0], "unload"))) { /* admin */
+        cJSON *b = cJSON_CreateObject();
+        cJSON_AddStringToObject(b, "name", argv[1]);
+        return post_print(cp, !strcmp(argv[0], "load") ? "/models/load" : "/models/unload", b);
+    }
     if (argc) { usage(stderr); return 2; }
     aios_client *c = aios_client_new(cp);
     char *body = NULL;

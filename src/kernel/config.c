@@ -153,6 +153,11 @@ static const model_field MODEL_FIELDS[] = {
     M_INT("breaker_failures", breaker_failures, 1, 1000, "3", "Remote backends: consecutive failed requests that open an endpoint's circuit breaker (a refused connection opens it at once); it is then out of rotation until a health check passes."),
     M_INT("breaker_open_s", breaker_open_s, 1, 3600, "5", "Remote backends: seconds an opened breaker keeps its endpoint out before health checks probe it back in."),
     M_INT("affinity", affinity, 0, 1, "1", "Remote backends with several endpoints: 1 = an agent's requests go to the replica it was first given (its prefix cache keeps the conversation) while that replica is healthy and has room; 0 = each request to the least loaded."),
+    M_INT("idle_unload_s", idle_unload_s, 0, 86400 * 30, "0", "Unload the model after this many seconds without a request (its memory is freed; a remote model closes its connections); 0 = never. The next request loads it again (`load_on_request`)."),
+    M_INT("load_on_request", load_on_request, 0, 1, "1", "1: a request to a model that is unloaded (idle, or by an admin) or unloading waits while it is loaded; 0: it is answered 503 until `POST /models/load`."),
+    M_INT("gpu_layers", gpu_layers, 0, 10000, "0", "llama.cpp models: layers offloaded to the GPU (more than the model has = all); needs a build with a GPU backend (`make llama GPU=cuda`). 0 = CPU only."),
+    M_INT("main_gpu", main_gpu, 0, 63, "0", "llama.cpp models: the GPU (index among ggml's GPU devices, as /status lists them) that holds the model."),
+    M_STR("gpu_fallback", gpu_fallback, "none", "llama.cpp models with `gpu_layers`: `none` = a model that cannot get its GPU (no GPU backend, no such device) stops the kernel (or fails its load) with the reason; `cpu` = it says so and runs on the CPU."),
     M_STR("fallback", fallback, "", "A model (name or alias) that serves this model's requests while it is down (every endpoint out); its own fallback continues the chain."),
     M_STR("tool_format", tool_format, "auto", "How tool calls are written. `native`: in the template's own format (rendered and parsed by llama.cpp's common chat library; the template must describe tools). `json`: the kernel's format, a JSON array of calls, for any model. `auto`: native when the template has a tool-call format, else json."),
 };
@@ -909,6 +914,10 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
         if (b > 0 && (rc = check_endpoints(m, i, err, errlen))) return rc;
         if (!m->name[0]) {
             snprintf(err, errlen, "llms.models[%d].name: must not be empty", i);
+            return AIOS_ERR_CONFIG;
+        }
+        if (strcmp(m->gpu_fallback, "none") && strcmp(m->gpu_fallback, "cpu")) {
+            snprintf(err, errlen, "llms.models[%d].gpu_fallback: '%s' is not one of none, cpu", i, m->gpu_fallback);
             return AIOS_ERR_CONFIG;
         }
         if (strcmp(m->tool_format, "auto") && strcmp(m->tool_format, "native") && strcmp(m->tool_format, "json")) {

@@ -130,6 +130,13 @@ typedef struct aios_model_cfg {
     int breaker_open_s;    /* how long it stays out before it is probed back in */
     int affinity;          /* 1: an agent keeps its replica (its prefix cache) while healthy */
     char fallback[AIOS_NAME_MAX]; /* the model to serve requests while this one is down */
+    /* run time loading (docs/models.md) */
+    int idle_unload_s;     /* unload after this long without a request; 0 = never */
+    int load_on_request;   /* 1: a request to an unloaded model loads it (and waits); 0: 503 */
+    /* GPUs (llama.cpp models; a build with a GPU backend: make llama GPU=cuda) */
+    int gpu_layers;        /* layers offloaded; 0 = CPU only */
+    int main_gpu;          /* the device index (of ggml's GPU devices) */
+    char gpu_fallback[8];  /* none | cpu: what happens when no GPU can be had */
 } aios_model_cfg;
 
 #define AIOS_MCP_MAX_RO 8       /* ro_paths of one MCP server */

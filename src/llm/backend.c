@@ -1,5 +1,6 @@
 /*
- * backend.c - loading ggml's CPU backend at run time (DESIGN.md §8).
+ * backend.c - loading ggml's CPU backend at run time (DESIGN.md §8), and the devices a
+ * model may be placed on (GPUs of a build with a GPU backend: `make llama GPU=cuda`).
  *
  * llama.cpp is built with GGML_BACKEND_DL and one CPU backend per x86-64 variant
  * (libggml-cpu-haswell.so, -skylakex.so, ...; scripts/fetch-llama.sh). At start the kernel
@@ -177,4 +178,65 @@ int llm_self_test(const char *model_path, int n, char *out, size_t outlen, char 
     if (ctx) llama_free(ctx);
     llama_model_free(model);
     return rc;
+}
+
+int llm_devices(llm_device *out, int max) {
+    if (lc_backend_init(NULL, 0)) return 0;
+    int n = (int)ggml_backend_dev_count();
+    for (int i = 0; i < n && i < max; i++) {
+        ggml_backend_dev_t d = ggml_backend_dev_get((size_t)i);
+        llm_device *o = &out[i];
+        snprintf(o->name, sizeof o->name, "%s", ggml_backend_dev_name(d));
+        snprintf(o->description, sizeof o->description, "%s", ggml_backend_dev_description(d));
+        enum ggml_backend_dev_type t = ggml_backend_dev_type(d);
+        o->type = t == GGML_BACKEND_DEVICE_TYPE_CPU ? "cpu" : t == GGML_BACKEND_DEVICE_TYPE_GPU ? "gpu"
+                  : t == GGML_BACKEND_DEVICE_TYPE_IGPU ? "igpu" : "accel";
+        ggml_backend_dev_memory(d, &o->memory_free, &o->memory_total);
+    }
+    return n;
+}
+
+/* The index-th GPU device, or NULL; *n_gpus gets how many there are. */
+static ggml_backend_dev_t nth_gpu(int index, int *n_gpus) {
+    ggml_backend_dev_t found = NULL;
+    *n_gpus = 0;
+    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+        ggml_backend_dev_t d = ggml_backend_dev_get(i);
+        enum ggml_backend_dev_type t = ggml_backend_dev_type(d);
+        if (t != GGML_BACKEND_DEVICE_TYPE_GPU && t != GGML_BACKEND_DEVICE_TYPE_IGPU) continue;
+        if (*n_gpus == index) found = d;
+        (*n_gpus)++;
+    }
+    return found;
+}
+
+int lc_gpu_placement(const aios_model_cfg *m, int *n_gpu_layers, int *main_gpu, char *device, size_t devlen, char *err,
+                     size_t errlen) {
+    *n_gpu_layers = 0;
+    *main_gpu = 0;
+    snprintf(device, devlen, "CPU");
+    if (m->gpu_layers <= 0) return AIOS_OK;
+    int n_gpus = 0;
+    ggml_backend_dev_t d = nth_gpu(m->main_gpu, &n_gpus);
+    if (d) {
+        *n_gpu_layers = m->gpu_layers;
+        *main_gpu = m->main_gpu;
+        snprintf(device, devlen, "%s", ggml_backend_dev_name(d));
+        return AIOS_OK;
+    }
+    char why[200];
+    if (n_gpus == 0)
+        snprintf(why, sizeof why, "no GPU that ggml can use on this host (devices: %s; a GPU build is `make llama GPU=cuda`)",
+                 ggml_backend_dev_count() > 1 ? "no GPU among them" : "the CPU only");
+    else
+        snprintf(why, sizeof why, "main_gpu %d, but there %s only %d GPU%s", m->main_gpu, n_gpus == 1 ? "is" : "are", n_gpus,
+                 n_gpus == 1 ? "" : "s");
+    if (!strcmp(m->gpu_fallback, "cpu")) {
+        log_warn("model '%s': gpu_layers %d asked for a GPU, but %s: running on the CPU (gpu_fallback: cpu)", m->name,
+                 m->gpu_layers, why);
+        return AIOS_OK;
+    }
+    snprintf(err, errlen, "model '%s': gpu_layers %d asks for a GPU, but %s; set gpu_fallback: cpu to run it on the CPU",
+             m->name, m->gpu_layers, why);
+    return AIOS_ERR_MODEL;
 }

@@ -156,6 +156,10 @@ static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, cons
 
     int last = -100;
     struct llama_model_params mp = llama_model_default_params();
+    if ((rc = lc_gpu_placement(m, &mp.n_gpu_layers, &mp.main_gpu, e->device, sizeof e->device, err, errlen))) {
+        lc_close(e);
+        return rc;
+    }
     mp.progress_callback = lc_progress;
     mp.progress_callback_user_data = &last;
     e->model = llama_model_load_from_file(m->path, mp);
@@ -266,6 +270,9 @@ static void lc_info(void *impl, llm_core_info *o) {
     o->size_bytes = llama_model_size(e->model);
     o->tools_native = e->tools_native;
     o->jinja = e->jinja != NULL;
+    int n_layer = llama_model_n_layer(e->model) + 1; /* the output layer counts */
+    o->gpu_layers = strcmp(e->device, "CPU") ? (e->cfg.gpu_layers < n_layer ? e->cfg.gpu_layers : n_layer) : 0;
+    snprintf(o->device, sizeof o->device, "%s", e->device);
 }
 
 static void lc_stats(void *impl, llm_core_stats *o) {

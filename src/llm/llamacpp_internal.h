@@ -51,6 +51,7 @@ typedef struct lc_entry {
 
 typedef struct lc_engine {
     aios_model_cfg cfg;
+    char device[64];          /* where the model runs: "CPU" or a GPU's ggml name */
     llm_context_params cp;
     struct llama_model *model;
     struct llama_context *ctx;
@@ -103,6 +104,11 @@ void lc_store_stats(lc_engine *e, llm_core_stats *o);
  * llama.cpp logs errors through ours. Fails (err says why) when no CPU backend loads. */
 int lc_backend_init(char *err, size_t errlen);
 const char *lc_backend_describe(void); /* host CPU features and the variant running ("" before init) */
+/* Where model m goes: its gpu_layers on its main_gpu when that GPU exists; else the CPU
+ * (gpu_fallback: cpu, said in the log) or AIOS_ERR_MODEL with err saying why. device gets
+ * the device's name ("CPU", "CUDA0"). */
+int lc_gpu_placement(const aios_model_cfg *m, int *n_gpu_layers, int *main_gpu, char *device, size_t devlen, char *err,
+                     size_t errlen);
 struct ggml_threadpool *lc_threadpool_new(struct ggml_threadpool_params *p); /* the CPU backend's */
 void lc_threadpool_free(struct ggml_threadpool *tp);                         /* NULL ok */
 void lc_log(enum ggml_log_level level, const char *text, void *ud);

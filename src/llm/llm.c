@@ -2,7 +2,18 @@
  * llm.c - the backend-neutral part of an LLM core: it owns the core's run queue (sched_t),
  * picks the backend by name, and routes submit/cancel. The engine of a backend is the only
  * consumer of that run queue.
+ *
+ * A core also has a life cycle (issue 13, part 6): its backend can be unloaded and loaded
+ * again at run time, by an admin or after idle_unload_s without work, while the core, its
+ * run queue and its place in the kernel stay. A lifecycle thread per core does the loading
+ * and unloading; unloading waits for the work in flight to finish. Every use of the backend
+ * holds a read lock, and load and unload swap it under the write lock, so a request never
+ * meets a half-closed engine: it finds the backend, or gets AIOS_ERR_MODEL_DOWN. Requests
+ * that arrive while the model is not ready wait (llm_core_when_ready) and are told when it
+ * is, or is not going to be.
  */
+#include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,10 +21,31 @@
 #include "chat_template.h"
 #include "llm_internal.h"
 
+typedef struct llm_core_waiter {
+    void (*fn)(void *ctx);
+    void *ctx;
+    struct llm_core_waiter *next;
+} llm_core_waiter;
+
+typedef enum llm_core_cmd { LLM_CMD_NONE, LLM_CMD_LOAD, LLM_CMD_UNLOAD } llm_core_cmd;
+
 struct llm_core {
     const llm_backend_ops *ops;
-    void *impl;
-    sched_t *sched;
+    aios_model_cfg model;      /* a copy: the core outlives no one, but reloads need it */
+    llm_core_params params;
+    sched_t *sched;            /* lives as long as the core, loaded or not */
+    pthread_rwlock_t lk;       /* readers use impl; load and unload swap it */
+    void *impl;                /* the backend; NULL while unloaded */
+    llm_core_info info;        /* as of the last load (listings while unloaded) */
+    pthread_mutex_t st_mu;     /* the life cycle: */
+    pthread_cond_t st_cv;
+    llm_core_state state;
+    char why[400];             /* unloaded or failed: why */
+    llm_core_cmd cmd;          /* for the lifecycle thread */
+    double last_used;          /* monotonic: the last submit (idle_unload_s) */
+    llm_core_waiter *waiters;  /* called once it is ready (or is not going to be) */
+    pthread_t thread;
+    bool thread_started, stop;
 };
 
 static const llm_backend_ops *const BACKENDS[] = {&llm_backend_llamacpp, &llm_backend_openai, &llm_backend_anthropic, NULL};
@@ -149,6 +181,113 @@ int llm_request_logprobs(const llm_request *r, const llm_logprob **out) {
     return r->n_lp;
 }
 
+/* ---------- cores and their life cycle ---------- */
+
+static const char *const STATE_NAME[] = {"ready", "loading", "unloading", "unloaded", "failed"};
+const char *llm_core_state_name(llm_core_state s) { return STATE_NAME[s]; }
+
+/* Opens the backend (loads the model); the lifecycle thread, or llm_core_open. */
+static int open_impl(llm_core *c, char *err, size_t errlen) {
+    void *impl = NULL;
+    int rc = c->ops->open(&c->model, c->sched, c->params.sched.max_active, &c->params.context, &impl, err, errlen);
+    if (rc) return rc;
+    pthread_rwlock_wrlock(&c->lk);
+    c->impl = impl;
+    c->ops->info(impl, &c->info); /* kept for listings while unloaded */
+    pthread_rwlock_unlock(&c->lk);
+    return AIOS_OK;
+}
+
+/* Sets the state (st_mu held) and, once it is settled, tells the waiters, with st_mu
+ * released meanwhile (they take their own locks). */
+static void set_state(llm_core *c, llm_core_state s, const char *why) {
+    c->state = s;
+    snprintf(c->why, sizeof c->why, "%s", why ? why : "");
+    pthread_cond_broadcast(&c->st_cv);
+    if (s == LLM_CORE_LOADING || s == LLM_CORE_UNLOADING || !c->waiters) return;
+    llm_core_waiter *w = c->waiters;
+    c->waiters = NULL;
+    pthread_mutex_unlock(&c->st_mu);
+    while (w) { /* they look again */
+        llm_core_waiter *next = w->next;
+        w->fn(w->ctx);
+        free(w);
+        w = next;
+    }
+    pthread_mutex_lock(&c->st_mu);
+}
+
+static bool sched_idle(llm_core *c) {
+    sched_stats ss;
+    sched_get_stats(c->sched, &ss);
+    return ss.queued == 0 && ss.active == 0;
+}
+
+/* Unloads (lifecycle thread, st_mu held on entry and exit): waits for the work in flight,
+ * then closes the backend; a submit that comes later finds no backend and is refused. */
+static void do_unload(llm_core *c, const char *why) {
+    set_state(c, LLM_CORE_UNLOADING, why);
+    for (;;) {
+        while (!c->stop && !sched_idle(c)) {
+            pthread_mutex_unlock(&c->st_mu);
+            nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+            pthread_mutex_lock(&c->st_mu);
+        }
+        pthread_rwlock_wrlock(&c->lk);
+        if (c->stop || sched_idle(c)) break;
+        pthread_rwlock_unlock(&c->lk); /* one slipped in before the lock: it finishes too */
+    }
+    void *impl = c->impl;
+    c->impl = NULL;
+    pthread_rwlock_unlock(&c->lk);
+    pthread_mutex_unlock(&c->st_mu);
+    c->ops->close(impl);
+    log_info("model '%s' unloaded (%s)", c->model.name, why);
+    pthread_mutex_lock(&c->st_mu);
+    set_state(c, LLM_CORE_UNLOADED, why);
+}
+
+static void do_load(llm_core *c) {
+    set_state(c, LLM_CORE_LOADING, NULL);
+    pthread_mutex_unlock(&c->st_mu);
+    char err[400] = "";
+    double t0 = kern_now_mono();
+    int rc = open_impl(c, err, sizeof err);
+    if (rc) log_error("model '%s': load failed: %s", c->model.name, err);
+    else log_info("model '%s' loaded in %.2f s", c->model.name, kern_now_mono() - t0);
+    pthread_mutex_lock(&c->st_mu);
+    c->last_used = kern_now_mono();
+    set_state(c, rc ? LLM_CORE_FAILED : LLM_CORE_READY, rc ? err : NULL);
+}
+
+/* The lifecycle thread: loads and unloads on request, and unloads a model idle for
+ * idle_unload_s (its next request loads it again). */
+static void *lifecycle(void *arg) {
+    llm_core *c = arg;
+    pthread_mutex_lock(&c->st_mu);
+    while (!c->stop) {
+        llm_core_cmd cmd = c->cmd;
+        c->cmd = LLM_CMD_NONE;
+        bool idle = c->model.idle_unload_s > 0 && c->state == LLM_CORE_READY &&
+                    kern_now_mono() - c->last_used >= c->model.idle_unload_s && sched_idle(c);
+        if (cmd == LLM_CMD_UNLOAD && c->state == LLM_CORE_READY) do_unload(c, "unloaded by an admin");
+        else if (idle) do_unload(c, "idle");
+        else if (cmd == LLM_CMD_LOAD && (c->state == LLM_CORE_UNLOADED || c->state == LLM_CORE_FAILED)) do_load(c);
+        else if (c->cmd == LLM_CMD_NONE) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            pthread_cond_timedwait(&c->st_cv, &c->st_mu, &until);
+        }
+        /* requests waiting on an unloaded model load it again (load_on_request) */
+        if (c->state == LLM_CORE_UNLOADED && c->waiters && c->model.load_on_request && c->cmd == LLM_CMD_NONE)
+            c->cmd = LLM_CMD_LOAD;
+        else if (c->state == LLM_CORE_UNLOADED && c->waiters) set_state(c, LLM_CORE_UNLOADED, c->why); /* refused */
+    }
+    pthread_mutex_unlock(&c->st_mu);
+    return NULL;
+}
+
 llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen) {
     const llm_backend_ops *ops = llm_backend_named(p->model->backend);
     if (!ops) {
@@ -159,60 +298,190 @@ llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen) {
     llm_core *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->ops = ops;
+    c->model = *p->model;
+    c->params = *p;
+    c->params.model = &c->model;
+    pthread_rwlockattr_t la; /* writers first: a steady stream of readers must not hold off an unload */
+    pthread_rwlockattr_init(&la);
+    pthread_rwlockattr_setkind_np(&la, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&c->lk, &la);
+    pthread_rwlockattr_destroy(&la);
+    pthread_mutex_init(&c->st_mu, NULL);
+    pthread_cond_init(&c->st_cv, NULL);
     c->sched = sched_new(&p->sched, err, errlen);
-    if (!c->sched || ops->open(p->model, c->sched, p->sched.max_active, &p->context, &c->impl, err, errlen)) {
-        sched_free(c->sched);
-        free(c);
+    if (!c->sched || open_impl(c, err, errlen)) {
+        llm_core_free(c);
         return NULL;
     }
+    c->last_used = kern_now_mono();
+    if (pthread_create(&c->thread, NULL, lifecycle, c)) {
+        snprintf(err, errlen, "model '%s': cannot start its lifecycle thread", c->model.name);
+        llm_core_free(c);
+        return NULL;
+    }
+    c->thread_started = true;
     return c;
 }
 
 void llm_core_free(llm_core *c) {
     if (!c) return;
-    sched_close(c->sched);
-    c->ops->close(c->impl); /* joins the engine; running work completes as shut down */
-    sched_free(c->sched);   /* waiting work completes as shut down */
+    if (c->thread_started) {
+        pthread_mutex_lock(&c->st_mu);
+        c->stop = true;
+        pthread_cond_broadcast(&c->st_cv);
+        pthread_mutex_unlock(&c->st_mu);
+        if (c->sched) sched_close(c->sched); /* an unload draining stops waiting */
+        pthread_join(c->thread, NULL);
+    }
+    if (c->sched) sched_close(c->sched);
+    if (c->impl) c->ops->close(c->impl); /* joins the engine; running work completes as shut down */
+    sched_free(c->sched);                 /* waiting work completes as shut down */
+    pthread_mutex_lock(&c->st_mu);
+    set_state(c, LLM_CORE_UNLOADED, "shutting down"); /* waiters look again, and find it gone */
+    pthread_mutex_unlock(&c->st_mu);
+    pthread_rwlock_destroy(&c->lk);
+    pthread_mutex_destroy(&c->st_mu);
+    pthread_cond_destroy(&c->st_cv);
     free(c);
 }
 
-void llm_core_get_info(llm_core *c, llm_core_info *out) { c->ops->info(c->impl, out); }
+llm_core_state llm_core_get_state(llm_core *c, char *why, size_t cap, double *idle_s) {
+    pthread_mutex_lock(&c->st_mu);
+    llm_core_state s = c->state;
+    if (why && cap) snprintf(why, cap, "%s", c->why);
+    if (idle_s) *idle_s = kern_now_mono() - c->last_used;
+    pthread_mutex_unlock(&c->st_mu);
+    return s;
+}
+
+/* Asks the lifecycle thread for cmd. */
+static void command(llm_core *c, llm_core_cmd cmd) {
+    c->cmd = cmd;
+    pthread_cond_broadcast(&c->st_cv);
+}
+
+llm_core_state llm_core_load(llm_core *c) {
+    pthread_mutex_lock(&c->st_mu);
+    if (c->state == LLM_CORE_UNLOADED || c->state == LLM_CORE_FAILED || c->state == LLM_CORE_UNLOADING) command(c, LLM_CMD_LOAD);
+    llm_core_state s = c->state == LLM_CORE_READY ? LLM_CORE_READY : LLM_CORE_LOADING;
+    pthread_mutex_unlock(&c->st_mu);
+    return s;
+}
+
+llm_core_state llm_core_unload(llm_core *c) {
+    pthread_mutex_lock(&c->st_mu);
+    if (c->state == LLM_CORE_READY) command(c, LLM_CMD_UNLOAD);
+    llm_core_state s = c->state == LLM_CORE_READY ? LLM_CORE_UNLOADING : c->state;
+    pthread_mutex_unlock(&c->st_mu);
+    return s;
+}
+
+bool llm_core_when_ready(llm_core *c, bool load, void (*fn)(void *), void *ctx) {
+    pthread_mutex_lock(&c->st_mu);
+    bool wait = c->state == LLM_CORE_LOADING || c->state == LLM_CORE_UNLOADING ||
+                (load && (c->state == LLM_CORE_UNLOADED || c->state == LLM_CORE_FAILED));
+    llm_core_waiter *w = wait ? calloc(1, sizeof *w) : NULL;
+    if (w) {
+        w->fn = fn;
+        w->ctx = ctx;
+        w->next = c->waiters;
+        c->waiters = w;
+        if (c->state == LLM_CORE_UNLOADED || c->state == LLM_CORE_FAILED) command(c, LLM_CMD_LOAD);
+    }
+    pthread_mutex_unlock(&c->st_mu);
+    return w != NULL;
+}
+
+void llm_core_forget(llm_core *c, void *ctx) {
+    pthread_mutex_lock(&c->st_mu);
+    for (llm_core_waiter **p = &c->waiters; *p;) {
+        llm_core_waiter *w = *p;
+        if (w->ctx == ctx) {
+            *p = w->next;
+            free(w);
+        } else {
+            p = &w->next;
+        }
+    }
+    pthread_mutex_unlock(&c->st_mu);
+}
+
+/* ---------- what goes through the backend (none while unloaded) ---------- */
+
+static int unloaded(llm_core *c, char *err, size_t errlen) {
+    char why[400];
+    llm_core_state st = llm_core_get_state(c, why, sizeof why, NULL);
+    snprintf(err, errlen, "model '%s' is %s%s%s (POST /models/load loads it)", c->model.name, llm_core_state_name(st),
+             why[0] ? ": " : "", why);
+    return AIOS_ERR_MODEL_DOWN;
+}
+
+void llm_core_get_info(llm_core *c, llm_core_info *out) {
+    pthread_rwlock_rdlock(&c->lk);
+    if (c->impl) c->ops->info(c->impl, out);
+    else *out = c->info;
+    pthread_rwlock_unlock(&c->lk);
+}
 
 void llm_core_get_stats(llm_core *c, llm_core_stats *out, sched_stats *sched_out) {
-    c->ops->stats(c->impl, out);
+    pthread_rwlock_rdlock(&c->lk);
+    if (c->impl) c->ops->stats(c->impl, out);
+    else memset(out, 0, sizeof *out);
+    pthread_rwlock_unlock(&c->lk);
     if (sched_out) sched_get_stats(c->sched, sched_out);
 }
 
+#define THROUGH_BACKEND(call)                                      \
+    pthread_rwlock_rdlock(&c->lk);                                 \
+    int rc = c->impl ? c->ops->call : unloaded(c, err, errlen);    \
+    pthread_rwlock_unlock(&c->lk);                                 \
+    return rc
+
 int llm_core_render(llm_core *c, const llm_chat *chat, strbuf *out, char *err, size_t errlen) {
-    return c->ops->render(c->impl, chat, out, err, errlen);
+    THROUGH_BACKEND(render(c->impl, chat, out, err, errlen));
 }
 
 int llm_core_tokenize(llm_core *c, const char *text, bool add_special, int32_t **out, int *n, char *err, size_t errlen) {
-    return c->ops->tokenize(c->impl, text, add_special, out, n, err, errlen);
+    *out = NULL;
+    *n = 0;
+    THROUGH_BACKEND(tokenize(c->impl, text, add_special, out, n, err, errlen));
 }
 
 int llm_core_detokenize(llm_core *c, const int32_t *tokens, int n, strbuf *out, char *err, size_t errlen) {
-    return c->ops->detokenize(c->impl, tokens, n, out, err, errlen);
+    THROUGH_BACKEND(detokenize(c->impl, tokens, n, out, err, errlen));
 }
 
 int llm_core_prepare(llm_core *c, const llm_chat *chat, llm_request **out, char *err, size_t errlen) {
-    return c->ops->prepare(c->impl, chat, out, err, errlen);
+    THROUGH_BACKEND(prepare(c->impl, chat, out, err, errlen));
 }
 
 int llm_core_submit(llm_core *c, syscall_t *sc) {
-    int rc = sched_submit(c->sched, sc);
+    pthread_rwlock_rdlock(&c->lk);
+    int rc = c->impl ? sched_submit(c->sched, sc) : AIOS_ERR_MODEL_DOWN;
     if (!rc) c->ops->wake(c->impl); /* an engine that waits on its I/O rather than the run queue */
+    pthread_rwlock_unlock(&c->lk);
+    if (!rc) {
+        pthread_mutex_lock(&c->st_mu);
+        c->last_used = kern_now_mono();
+        pthread_mutex_unlock(&c->st_mu);
+    }
     return rc;
 }
 
 void llm_core_cancel(llm_core *c, syscall_t *sc) {
     syscall_cancel(sc);
-    if (!sched_cancel(c->sched, sc)) c->ops->wake(c->impl);
+    if (sched_cancel(c->sched, sc)) return;
+    pthread_rwlock_rdlock(&c->lk);
+    if (c->impl) c->ops->wake(c->impl);
+    pthread_rwlock_unlock(&c->lk);
 }
 
 void llm_core_foreach_agent(llm_core *c, sched_agent_fn fn, void *ud) { sched_foreach_agent(c->sched, fn, ud); }
 
 bool llm_core_down(llm_core *c, char *why, size_t cap) {
     if (why && cap) why[0] = 0;
-    return c->ops->down && c->ops->down(c->impl, why, cap);
+    pthread_rwlock_rdlock(&c->lk);
+    bool down = c->impl && c->ops->down && c->ops->down(c->impl, why, cap);
+    pthread_rwlock_unlock(&c->lk);
+    return down;
 }

@@ -131,7 +131,18 @@ typedef struct llm_core_info {
     uint64_t size_bytes;
     bool tools_native;  /* tool calls in the template's own format (llm_chat.tools_json) */
     bool jinja;         /* chats are rendered by the Jinja template (else llama_chat_apply_template) */
+    int gpu_layers;     /* layers offloaded to a GPU (0: on the CPU) */
+    char device[64];    /* where it runs: "CPU", or the GPU's ggml name ("CUDA0") */
 } llm_core_info;
+
+/* A compute device ggml can use (the CPU, GPUs of a build with a GPU backend). */
+typedef struct llm_device {
+    char name[64], description[128];
+    const char *type;   /* "cpu", "gpu", "igpu", "accel" */
+    size_t memory_free, memory_total;
+} llm_device;
+/* The devices (at most max into out); how many there are. Loads ggml's backends if not yet. */
+int llm_devices(llm_device *out, int max);
 
 /* One endpoint (replica) of a remote model. */
 typedef struct llm_endpoint_stats {
@@ -215,6 +226,30 @@ typedef struct llm_core_params {
 
 llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen);
 void llm_core_free(llm_core *c); /* accepts NULL; cancels queued and running work */
+
+/* ---- life cycle: a core's backend is loaded and unloaded at run time ---- */
+typedef enum llm_core_state {
+    LLM_CORE_READY,
+    LLM_CORE_LOADING,
+    LLM_CORE_UNLOADING,  /* the work in flight finishes first */
+    LLM_CORE_UNLOADED,   /* by an admin, or idle for idle_unload_s */
+    LLM_CORE_FAILED,     /* a load failed; why says how */
+} llm_core_state;
+const char *llm_core_state_name(llm_core_state s); /* "ready", "loading", ... */
+/* The state; why (may be NULL) gets the reason of unloaded / failed; idle_s (may be NULL)
+ * the seconds since the last request was submitted. */
+llm_core_state llm_core_get_state(llm_core *c, char *why, size_t cap, double *idle_s);
+/* Starts loading (on the core's lifecycle thread) unless ready; the state it is going to. */
+llm_core_state llm_core_load(llm_core *c);
+/* Starts unloading a ready core: new work waits (or is refused), the work in flight
+ * finishes, then the backend closes. The state it is going to. */
+llm_core_state llm_core_unload(llm_core *c);
+/* When the core is not ready but will be (loading, unloading, or, with load, unloaded or
+ * failed: a load starts), registers fn(ctx) to be called once (on another thread, no lock
+ * of the core held) when it is ready or has given up, and returns true; else false. */
+bool llm_core_when_ready(llm_core *c, bool load, void (*fn)(void *), void *ctx);
+/* Drops the waits registered with ctx (their fn will not be called). */
+void llm_core_forget(llm_core *c, void *ctx);
 void llm_core_get_info(llm_core *c, llm_core_info *out);
 void llm_core_get_stats(llm_core *c, llm_core_stats *out, sched_stats *sched_out);
 /* The prompt text the model's chat template makes of chat (POST /apply-template). */

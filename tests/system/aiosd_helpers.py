@@ -201,6 +201,7 @@ def assert_stops_with_error(flags: list[str], needle: str, timeout: float = 60.0
 
 def assert_config_stops(tmp_path: Path, config: str, needle: str) -> str:
     """aiosd with this YAML config exits with one error line naming needle."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = tmp_path / "aios.yaml"
     cfg.write_text(config)
     return assert_stops_with_error(["--config", str(cfg), "--data-dir", str(tmp_path / "d")], needle)

@@ -61,3 +61,20 @@ def test_aliases_name_the_model_on_every_door(spawn_daemon):
 ])
 def test_colliding_aliases_stop_the_kernel(config, needle, tmp_path):
     assert_config_stops(tmp_path, config, needle)
+
+
+def test_gpu_layers_without_a_gpu(spawn_daemon, tmp_path):
+    """On a host (or a build) without a GPU, a model asking for GPU layers stops the kernel
+    with the reason, unless gpu_fallback: cpu lets it run on the CPU (said in the log and on
+    /status, which lists the devices ggml can use)."""
+    assert_config_stops(tmp_path / "a", "llms:\n  models:\n    - {name: smollm2, gpu_layers: 99}\n", "gpu_fallback: cpu")
+    d = spawn_daemon("gpu-fallback", config="llms:\n  models:\n    - {name: smollm2, gpu_layers: 99, gpu_fallback: cpu}\n")
+    st = requests.get(d.url + "/status", timeout=10).json()
+    (m,) = st["llms"]
+    assert m["device"] == "CPU" and m["gpu_layers"] == 0, m
+    assert any(dev["type"] == "cpu" and dev["memory_total_bytes"] > 0 for dev in st["devices"]), st["devices"]
+    assert "running on the CPU (gpu_fallback: cpu)" in d.tail(200)
+    r = requests.post(d.url + "/v1/chat/completions", timeout=60, json={
+        "model": MODEL_NAME, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+    assert r.status_code == 200, r.text
+    assert_config_stops(tmp_path / "b", "llms:\n  models:\n    - {name: smollm2, gpu_fallback: gpu}\n", "not one of none, cpu")

@@ -1,8 +1,8 @@
 /*
  * test_access.c - unit tests of the access manager: rule syntax, group rules and the
  * built-in groups, deny rules and the own namespace, identities (hashed tokens, revocation, persistence across a reopen),
- * approvals (approve, deny, timeout, cancel, the waiting bound) and the audit log (one
- * JSON line per decision with the parameters' SHA-256, rotation by size).
+ * approvals (approve, deny, timeout, cancel, the waiting bound), the audit log (one
+ * JSON line per decision with the parameters' SHA-256, rotation by size) and budgets.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -427,6 +427,51 @@ static void test_deny_rules(void **st) {
     assert_false(alice_own);
 }
 
+/* Budgets: which budgets a request counts against (the agent's, its group's; all models or
+ * one, named by an alias), refusal with the limit and the seconds to wait, and usage that a
+ * reopen (a restart) keeps. */
+static void test_budgets(void **st) {
+    (void)st;
+    char err[256];
+    g_cfg.llms.n_models = 2;
+    snprintf(g_cfg.llms.models[1].name, sizeof g_cfg.llms.models[1].name, "big");
+    snprintf(g_cfg.llms.models[1].aliases, sizeof g_cfg.llms.models[1].aliases, "gpt-4o");
+    assert_int_equal(config_set(&g_cfg, "agents.alice.budget", "tokens_per_minute:100", err, sizeof err), AIOS_OK);
+    assert_int_equal(config_set(&g_cfg, "agents.gus.budget", "requests_per_minute:2,model:gpt-4o", err, sizeof err), AIOS_OK);
+    assert_int_equal(config_set(&g_cfg, "groups.readers.budget", "tokens_per_day:250", err, sizeof err), AIOS_OK);
+    assert_int_not_equal(config_set(&g_cfg, "agents.x.budget", "tokens_per_week:1", err, sizeof err), AIOS_OK);
+    assert_non_null(strstr(err, "tokens_per_week"));
+    assert_int_not_equal(config_set(&g_cfg, "agents.x.budget", "model:big", err, sizeof err), AIOS_OK);
+    access_manager *am = open_am();
+    int retry = 0;
+    /* alice: her tokens per minute, and her group's (readers) tokens per day */
+    assert_int_equal(access_budget_admit(am, "alice", "smollm2", &retry, err, sizeof err), AIOS_OK);
+    access_budget_charge(am, "alice", "smollm2", 120);
+    assert_int_equal(access_budget_admit(am, "alice", "big", &retry, err, sizeof err), AIOS_ERR_RATE_LIMITED);
+    assert_non_null(strstr(err, "agents.alice.budget: tokens_per_minute 100"));
+    assert_true(retry >= 1 && retry <= 60);
+    /* gus: two requests a minute to big (named by its alias in the budget), none to others */
+    for (int i = 0; i < 2; i++) assert_int_equal(access_budget_admit(am, "gus", "big", &retry, err, sizeof err), AIOS_OK);
+    assert_int_equal(access_budget_admit(am, "gus", "big", &retry, err, sizeof err), AIOS_ERR_RATE_LIMITED);
+    assert_non_null(strstr(err, "of model gpt-4o: requests_per_minute 2"));
+    assert_int_equal(access_budget_admit(am, "gus", "smollm2", &retry, err, sizeof err), AIOS_OK);
+    cJSON *j = access_budgets_json(am);
+    assert_int_equal(cJSON_GetArraySize(j), 3);
+    cJSON_Delete(j);
+    access_close(am); /* saves */
+    am = open_am();
+    assert_int_equal(access_budget_admit(am, "gus", "big", &retry, err, sizeof err), AIOS_ERR_RATE_LIMITED);
+    access_budget_charge(am, "bob", "smollm2", 1000); /* no budget covers bob */
+    j = access_budgets_json(am);
+    const cJSON *group = cJSON_GetArrayItem(j, 2);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(group, "group")), "readers");
+    const cJSON *day = cJSON_GetObjectItem(group, "tokens_per_day");
+    assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(day, "used")), 120);
+    assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(day, "limit")), 250);
+    cJSON_Delete(j);
+    access_close(am);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_rule_syntax, setup, teardown),
@@ -436,6 +481,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_identity_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_approvals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_lines_and_rotation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_budgets, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
