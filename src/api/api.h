@@ -31,6 +31,11 @@ typedef struct api_params {
                                         * [SYSCALL_KIND_TOOL] the tool manager's, only shown */
     tool_manager *tools;       /* borrowed; NULL = tool queries get 501 */
     access_manager *access;    /* borrowed; identities, rules, approvals, audit (required) */
+    /* POST /models/load with a new model entry (NULL: refused): validates the n (field,
+     * value) pairs into cfg, opens the model's core (it loads on its own thread) into
+     * cores[index] and returns that index, or an error code with err. */
+    int (*add_model)(void *ctx, const char *const *keys, const char *const *values, int n, char *err, size_t errlen);
+    void *add_ctx;
 } api_params;
 
 /* Binds and starts serving. NULL with err set on failure (port in use, ...). */

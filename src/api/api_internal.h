@@ -242,6 +242,9 @@ void api_status_runq(api_req *r, cJSON *status);
 /* The i-th model's listing fields, added to o: backend, state (ready once the kernel
  * serves), load (active, queued, max_active) and aliases. Every model listing uses it. */
 void api_model_fields(api_req *r, int i, cJSON *o);
+/* Adds a model made of n (field, value) pairs of an llms.models[] entry (POST /models/load):
+ * its index (it is served from now, loading), or an error code with err. */
+int api_add_model(api_req *r, const char *const *keys, const char *const *values, int n, char *err, size_t errlen);
 /* The models this kernel serves, for an error naming an unknown one: "a, b (aliases: x,y)". */
 void api_models_known(api_req *r, char *out, size_t cap);
 

@@ -343,7 +343,7 @@ void api_model_fields(api_req *r, int i, cJSON *o) {
     cJSON_AddNumberToObject(o, "max_active", info.max_active);
     cJSON *aliases = cJSON_AddArrayToObject(o, "aliases");
     char a[AIOS_NAME_MAX];
-    for (int k = 0; i < api_cfg(r)->llms.n_models && config_model_alias_at(&api_cfg(r)->llms.models[i], k, a, sizeof a); k++)
+    for (int k = 0; i < api_n_cores(r) && config_model_alias_at(&api_cfg(r)->llms.models[i], k, a, sizeof a); k++)
         cJSON_AddItemToArray(aliases, cJSON_CreateString(a));
 }
 

@@ -96,7 +96,9 @@ typedef struct door_stats {
 struct api_server {
     const aios_config *cfg;
     llm_core *const *cores;
-    int n_cores;
+    int n_cores;               /* grows when a model is added at run time: atomic loads and stores */
+    int (*add_model)(void *ctx, const char *const *keys, const char *const *values, int n, char *err, size_t errlen);
+    void *add_ctx;
     mem_manager *mem;
     storage_manager *storage;
     llm_embedder *embedder;
@@ -132,7 +134,7 @@ struct api_server {
 };
 
 const aios_config *api_cfg(api_req *r) { return r->srv->cfg; }
-int api_n_cores(api_req *r) { return r->srv->n_cores; }
+int api_n_cores(api_req *r) { return __atomic_load_n(&r->srv->n_cores, __ATOMIC_ACQUIRE); }
 llm_core *api_core_at(api_req *r, int i) { return r->srv->cores[i]; }
 double api_uptime(api_req *r) { return kern_now_mono() - r->srv->started; }
 bool api_ready(api_req *r) { return atomic_load(&r->srv->ready); }
@@ -148,22 +150,33 @@ api_gatekeeper *api_gatekeeper_of(api_req *r) { return r->srv->gate; }
 
 llm_core *api_core(api_req *r, const char *name) {
     const aios_config *cfg = r->srv->cfg;
+    int n = api_n_cores(r);
     int i = config_model_index(cfg, name); /* its name or an alias */
     /* a model that is down hands its requests to its fallback (a chain; config checks it ends) */
-    for (int hops = 0; i >= 0 && i < r->srv->n_cores && hops < cfg->llms.n_models; hops++) {
+    for (int hops = 0; i >= 0 && i < n && hops < n; hops++) {
         int next = config_model_index(cfg, cfg->llms.models[i].fallback);
-        if (!cfg->llms.models[i].fallback[0] || next < 0 || next >= r->srv->n_cores || !llm_core_down(r->srv->cores[i], NULL, 0))
-            break;
+        if (!cfg->llms.models[i].fallback[0] || next < 0 || next >= n || !llm_core_down(r->srv->cores[i], NULL, 0)) break;
         i = next;
     }
-    return i >= 0 && i < r->srv->n_cores ? r->srv->cores[i] : NULL;
+    return i >= 0 && i < n ? r->srv->cores[i] : NULL;
+}
+
+int api_add_model(api_req *r, const char *const *keys, const char *const *values, int n, char *err, size_t errlen) {
+    api_server *s = r->srv;
+    if (!s->add_model) {
+        snprintf(err, errlen, "this kernel adds no models at run time");
+        return AIOS_ERR_NOT_IMPLEMENTED;
+    }
+    int i = s->add_model(s->add_ctx, keys, values, n, err, errlen);
+    if (i >= 0) __atomic_store_n(&s->n_cores, i + 1, __ATOMIC_RELEASE); /* the core is in place: served from now */
+    return i;
 }
 
 void api_models_known(api_req *r, char *out, size_t cap) {
     const aios_config *cfg = r->srv->cfg;
     size_t n = 0;
     out[0] = 0;
-    for (int i = 0; i < cfg->llms.n_models && n < cap; i++) {
+    for (int i = 0; i < api_n_cores(r) && n < cap; i++) {
         const aios_model_cfg *m = &cfg->llms.models[i];
         n += (size_t)snprintf(out + n, cap - n, "%s%s", i ? ", " : "", m->name);
         if (m->aliases[0] && n < cap) n += (size_t)snprintf(out + n, cap - n, " (aliases: %s)", m->aliases);
@@ -1140,6 +1153,8 @@ api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
     s->cfg = p->cfg;
     s->cores = p->cores;
     s->n_cores = p->n_cores;
+    s->add_model = p->add_model;
+    s->add_ctx = p->add_ctx;
     s->mem = p->mem;
     s->storage = p->storage;
     s->embedder = p->embedder;

@@ -976,13 +976,40 @@ bool config_model_alias(const aios_model_cfg *m, const char *name) {
     return false;
 }
 
+int config_n_models(const aios_config *cfg) { return __atomic_load_n(&cfg->llms.n_models, __ATOMIC_ACQUIRE); }
+
 int config_model_index(const aios_config *cfg, const char *name) {
     if (!name || !*name) name = cfg->llms.default_model;
-    for (int i = 0; i < cfg->llms.n_models; i++)
+    int n = config_n_models(cfg);
+    for (int i = 0; i < n; i++)
         if (strcmp(cfg->llms.models[i].name, name) == 0) return i;
-    for (int i = 0; i < cfg->llms.n_models; i++)
+    for (int i = 0; i < n; i++)
         if (config_model_alias(&cfg->llms.models[i], name)) return i;
     return -1;
+}
+
+int config_model_add(aios_config *cfg, const char *const *keys, const char *const *values, int n, char *err, size_t errlen) {
+    int i = config_n_models(cfg);
+    if (i >= AIOS_MAX_MODELS) {
+        snprintf(err, errlen, "llms.models: already %d models, the most a kernel serves", AIOS_MAX_MODELS);
+        return AIOS_ERR_INVALID;
+    }
+    aios_config *trial = malloc(sizeof *trial); /* the whole config with the new model, validated as a whole */
+    if (!trial) return AIOS_ERR_NOMEM;
+    memcpy(trial, cfg, sizeof *trial);
+    aios_model_cfg *m = &trial->llms.models[i];
+    memset(m, 0, sizeof *m);
+    model_defaults(m);
+    int rc = AIOS_OK;
+    for (int k = 0; k < n && !rc; k++) rc = set_model_field(m, keys[k], values[k], err, errlen);
+    trial->llms.n_models = i + 1;
+    if (!rc) rc = config_validate(trial, err, errlen);
+    if (!rc) {
+        cfg->llms.models[i] = *m; /* readers see it only once the count says so */
+        __atomic_store_n(&cfg->llms.n_models, i + 1, __ATOMIC_RELEASE);
+    }
+    free(trial);
+    return rc ? (rc == AIOS_ERR_CONFIG ? AIOS_ERR_INVALID : rc) : i;
 }
 
 const aios_model_cfg *config_model(const aios_config *cfg, const char *name) {

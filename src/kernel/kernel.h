@@ -303,6 +303,13 @@ void config_embedding_model(const aios_config *cfg, char *out, size_t outlen);
  * or NULL; config_model_index: its place in llms.models, or -1. */
 const aios_model_cfg *config_model(const aios_config *cfg, const char *name);
 int config_model_index(const aios_config *cfg, const char *name);
+/* How many models there are now (models added at run time included; an acquire load). */
+int config_n_models(const aios_config *cfg);
+/* Appends a model made of n (field, value) pairs of llms.models[] (as in YAML) after
+ * validating the whole config with it: its index, or AIOS_ERR_INVALID with err naming the
+ * field or the conflict. The entry is written before the count grows, so a concurrent
+ * config_model_index sees it whole or not at all; callers serialize adds. */
+int config_model_add(aios_config *cfg, const char *const *keys, const char *const *values, int n, char *err, size_t errlen);
 /* Whether name is one of m's aliases. */
 bool config_model_alias(const aios_model_cfg *m, const char *name);
 /* The k-th alias of m (from 0) into out; false past the last. */

@@ -243,6 +243,48 @@ static void data_dir_default(aios_config *cfg) {
     else snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s/.cache/aios/data", home ? home : ".");
 }
 
+/* The core of cfg's model i, with the kernel's scheduler and context settings; lazy: it
+ * loads on its own thread (a model added at run time). */
+static llm_core *open_core(const aios_config *cfg, int i, ctx_store *store, bool lazy, char *err, size_t errlen) {
+    llm_core_params p = {.model = &cfg->llms.models[i], .sched = sched_default_params(),
+                         .context = llm_default_context_params(), .lazy = lazy};
+    p.sched.policy = cfg->scheduler.policy;
+    p.sched.max_active = cfg->scheduler.max_active;
+    p.sched.max_queue = cfg->scheduler.max_queue;
+    p.sched.time_slice = cfg->scheduler.time_slice;
+    p.sched.fair_window_s = cfg->scheduler.fair_window_s;
+    p.sched.max_agents = cfg->scheduler.max_agents;
+    p.context.text_mode = strcmp(cfg->context.mode, "text") == 0;
+    p.context.cache_entries = cfg->context.cache_entries;
+    p.context.snapshot_entries = cfg->context.snapshot_entries;
+    p.context.prefix_min_tokens = cfg->context.prefix_min_tokens;
+    p.context.verify_prefix = cfg->context.verify_prefix != 0;
+    p.context.park = cfg->context.park != 0;
+    p.context.store = store;
+    return llm_core_open(&p, err, errlen);
+}
+
+/* POST /models/load with a new model entry: validated into the config, its core opened
+ * (loading on its own thread) into cores[index]; the index, or an error. Serialized. */
+typedef struct model_adder {
+    aios_config *cfg;
+    llm_core **cores;
+    ctx_store *store;
+    pthread_mutex_t mu;
+} model_adder;
+
+static int add_model(void *ctx, const char *const *keys, const char *const *values, int n, char *err, size_t errlen) {
+    model_adder *a = ctx;
+    pthread_mutex_lock(&a->mu);
+    int i = config_model_add(a->cfg, keys, values, n, err, errlen);
+    if (i >= 0 && !(a->cores[i] = open_core(a->cfg, i, a->store, true, err, errlen))) i = AIOS_ERR_INVALID;
+    /* (a model whose core cannot be made stays listed in the config, without a core: the
+     * server counts only cores, so it is never served) */
+    pthread_mutex_unlock(&a->mu);
+    if (i >= 0) log_info("model '%s' added at run time; loading", a->cfg->llms.models[i].name);
+    return i;
+}
+
 int main(int argc, char **argv) {
     static aios_config cfg;
     config_defaults(&cfg);
@@ -283,13 +325,14 @@ int main(int argc, char **argv) {
     sp.disk_budget = (size_t)cfg.context.disk_budget_mb << 20;
     ctx_store *store = ctx_store_new(&sp, err, sizeof err);
     if (!store) rc = die(err);
+    model_adder adder = {.cfg = &cfg, .cores = cores, .store = store, .mu = PTHREAD_MUTEX_INITIALIZER};
     managers mg = {0};
     if (!rc && managers_open(&cfg, &mg, err, sizeof err)) rc = die(err);
     api_server *srv = NULL;
     if (!rc) {
         api_params ap = {.cfg = &cfg, .cores = cores, .n_cores = cfg.llms.n_models, .mem = mg.mem,
                          .storage = mg.storage, .embedder = mg.emb, .tools = mg.tools,
-                         .access = mg.access};
+                         .access = mg.access, .add_model = add_model, .add_ctx = &adder};
         memcpy(ap.runq, mg.runq, sizeof ap.runq);
         if (mg.tools) ap.runq[SYSCALL_KIND_TOOL] = tools_runq(mg.tools); /* the tool manager's own, shown */
         if (!(srv = api_server_start(&ap, err, sizeof err))) rc = die(err);
@@ -297,25 +340,10 @@ int main(int argc, char **argv) {
                       cfg.server.port);
     }
     for (int i = 0; i < cfg.llms.n_models && !rc; i++) {
-        llm_core_params p = {.model = &cfg.llms.models[i], .sched = sched_default_params(),
-                             .context = llm_default_context_params()};
-        p.sched.policy = cfg.scheduler.policy;
-        p.sched.max_active = cfg.scheduler.max_active;
-        p.sched.max_queue = cfg.scheduler.max_queue;
-        p.sched.time_slice = cfg.scheduler.time_slice;
-        p.sched.fair_window_s = cfg.scheduler.fair_window_s;
-        p.sched.max_agents = cfg.scheduler.max_agents;
-        p.context.text_mode = strcmp(cfg.context.mode, "text") == 0;
-        p.context.cache_entries = cfg.context.cache_entries;
-        p.context.snapshot_entries = cfg.context.snapshot_entries;
-        p.context.prefix_min_tokens = cfg.context.prefix_min_tokens;
-        p.context.verify_prefix = cfg.context.verify_prefix != 0;
-        p.context.park = cfg.context.park != 0;
-        p.context.store = store;
         bool local = !strcmp(cfg.llms.models[i].backend, "llamacpp");
         log_info("%s model '%s' %s %s", local ? "loading" : "connecting", cfg.llms.models[i].name, local ? "from" : "to",
                  local ? cfg.llms.models[i].path : cfg.llms.models[i].hostname);
-        if (!(cores[i] = llm_core_open(&p, err, sizeof err))) {
+        if (!(cores[i] = open_core(&cfg, i, store, false, err, sizeof err))) {
             rc = die(err);
             break;
         }
@@ -335,7 +363,7 @@ int main(int argc, char **argv) {
     api_server_close(srv);
     access_stop_approvals(mg.access);
     tool_manager_free(mg.tools);    /* kills running tool processes; waiting approvals end below */
-    for (int i = 0; i < cfg.llms.n_models; i++) llm_core_free(cores[i]);
+    for (int i = 0; i < config_n_models(&cfg); i++) llm_core_free(cores[i]); /* (added ones too) */
     llm_embedder_stop(mg.emb);      /* refuses queued texts: callbacks reach the managers, waiters wake */
     for (int k = 0; k < SYSCALL_KIND__COUNT; k++)
         runq_free(mg.runq[k]);      /* runs queued jobs (an embedding now fails fast with 503) */

@@ -272,7 +272,9 @@ static void *lifecycle(void *arg) {
                     kern_now_mono() - c->last_used >= c->model.idle_unload_s && sched_idle(c);
         if (cmd == LLM_CMD_UNLOAD && c->state == LLM_CORE_READY) do_unload(c, "unloaded by an admin");
         else if (idle) do_unload(c, "idle");
-        else if (cmd == LLM_CMD_LOAD && (c->state == LLM_CORE_UNLOADED || c->state == LLM_CORE_FAILED)) do_load(c);
+        else if (cmd == LLM_CMD_LOAD && (c->state == LLM_CORE_UNLOADED || c->state == LLM_CORE_FAILED ||
+                                          (c->state == LLM_CORE_LOADING && !c->impl))) /* (a lazy open) */
+            do_load(c);
         else if (c->cmd == LLM_CMD_NONE) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
@@ -308,10 +310,16 @@ llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen) {
     pthread_rwlockattr_destroy(&la);
     pthread_mutex_init(&c->st_mu, NULL);
     pthread_cond_init(&c->st_cv, NULL);
+    snprintf(c->info.name, sizeof c->info.name, "%s", c->model.name); /* listed before a lazy load */
+    c->info.backend = ops->name;
     c->sched = sched_new(&p->sched, err, errlen);
-    if (!c->sched || open_impl(c, err, errlen)) {
+    if (!c->sched || (!p->lazy && open_impl(c, err, errlen))) {
         llm_core_free(c);
         return NULL;
+    }
+    if (p->lazy) { /* the lifecycle thread loads it */
+        c->state = LLM_CORE_LOADING;
+        c->cmd = LLM_CMD_LOAD;
     }
     c->last_used = kern_now_mono();
     if (pthread_create(&c->thread, NULL, lifecycle, c)) {

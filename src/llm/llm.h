@@ -222,6 +222,7 @@ typedef struct llm_core_params {
     const aios_model_cfg *model;
     sched_params sched;
     llm_context_params context;
+    bool lazy;  /* return at once, loading on the lifecycle thread (state loading; a failure: failed) */
 } llm_core_params;
 
 llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen);

@@ -150,3 +150,26 @@ def test_command_line(kernel):
     assert aios("models", "load", "strict").returncode == 0
     assert wait_for(lambda: state(kernel, "strict") == "ready", timeout=60)
     assert aios("models", "load", "ghost").returncode != 0
+
+
+def test_add_a_model_at_run_time(kernel):
+    """POST /models/load with a whole entry adds a model (validated as at start), which
+    loads on its own; a request meanwhile waits for it. Bad entries are refused whole."""
+    r = requests.post(kernel + "/models/load", timeout=30, json={
+        "name": "extra", "backend": "llamacpp", "threads": 1, "kv_size": 2048, "aliases": ["gpt-x"]})
+    assert r.status_code in (200, 202) and r.json()["name"] == "extra", r.text
+    got = ask(kernel, "gpt-x")  # waits while it loads
+    assert got.status_code == 200 and got.json()["usage"]["completion_tokens"] == 16, got.text
+    assert models(kernel)["extra"]["state"] == "ready"
+    assert "extra" in [m["id"] for m in requests.get(kernel + "/v1/models", timeout=10).json()["data"]]
+    for entry, status, needle in [
+        ({"name": "spare", "backend": "llamacpp"}, 409, "'spare' already names model"),
+        ({"name": "x", "aliases": ["gpt-x"], "threads": 1}, 409, "'gpt-x' already names model"),
+        ({"name": "x", "backend": "bedrock"}, 400, "unknown backend 'bedrock'"),
+        ({"name": "x", "bogus": 1}, 400, "unknown field 'bogus'"),
+        ({"name": "x", "threads": {"a": 1}}, 400, "field 'threads'"),
+        ({"name": "x", "backend": "openai", "hostname": "ftp://x"}, 400, "http://"),
+    ]:
+        err = assert_error(requests.post(kernel + "/models/load", json=entry, timeout=30), status)
+        assert needle in err["message"], (entry, err)
+    assert "x" not in models(kernel)
