@@ -284,7 +284,8 @@ static void *lifecycle(void *arg) {
         /* requests waiting on an unloaded model load it again (load_on_request) */
         if (c->state == LLM_CORE_UNLOADED && c->waiters && c->model.load_on_request && c->cmd == LLM_CMD_NONE)
             c->cmd = LLM_CMD_LOAD;
-        else if (c->state == LLM_CORE_UNLOADED && c->waiters) set_state(c, LLM_CORE_UNLOADED, c->why); /* refused */
+        else if (c->state == LLM_CORE_UNLOADED && c->waiters && !c->model.load_on_request)
+            set_state(c, LLM_CORE_UNLOADED, c->why); /* they are refused */
     }
     pthread_mutex_unlock(&c->st_mu);
     return NULL;
@@ -386,15 +387,15 @@ llm_core_state llm_core_unload(llm_core *c) {
 
 bool llm_core_when_ready(llm_core *c, bool load, void (*fn)(void *), void *ctx) {
     pthread_mutex_lock(&c->st_mu);
-    bool wait = c->state == LLM_CORE_LOADING || c->state == LLM_CORE_UNLOADING ||
-                (load && (c->state == LLM_CORE_UNLOADED || c->state == LLM_CORE_FAILED));
+    /* (a failed load is not tried again for a request: it gets the reason; POST /models/load retries) */
+    bool wait = c->state == LLM_CORE_LOADING || c->state == LLM_CORE_UNLOADING || (load && c->state == LLM_CORE_UNLOADED);
     llm_core_waiter *w = wait ? calloc(1, sizeof *w) : NULL;
     if (w) {
         w->fn = fn;
         w->ctx = ctx;
         w->next = c->waiters;
         c->waiters = w;
-        if (c->state == LLM_CORE_UNLOADED || c->state == LLM_CORE_FAILED) command(c, LLM_CMD_LOAD);
+        if (c->state == LLM_CORE_UNLOADED) command(c, LLM_CMD_LOAD);
     }
     pthread_mutex_unlock(&c->st_mu);
     return w != NULL;

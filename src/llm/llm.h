@@ -245,9 +245,10 @@ llm_core_state llm_core_load(llm_core *c);
 /* Starts unloading a ready core: new work waits (or is refused), the work in flight
  * finishes, then the backend closes. The state it is going to. */
 llm_core_state llm_core_unload(llm_core *c);
-/* When the core is not ready but will be (loading, unloading, or, with load, unloaded or
- * failed: a load starts), registers fn(ctx) to be called once (on another thread, no lock
- * of the core held) when it is ready or has given up, and returns true; else false. */
+/* When the core is not ready but will be (loading, unloading, or, with load, unloaded: a
+ * load starts), registers fn(ctx) to be called once (on another thread, no lock of the
+ * core held) when it is ready or has given up, and returns true; else false (ready, failed,
+ * or unloaded without load). */
 bool llm_core_when_ready(llm_core *c, bool load, void (*fn)(void *), void *ctx);
 /* Drops the waits registered with ctx (their fn will not be called). */
 void llm_core_forget(llm_core *c, void *ctx);

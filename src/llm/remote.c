@@ -586,9 +586,10 @@ static void finish(rm_engine *e, rm_xfer *x, CURLcode cc, double now) {
     if (x->easy) curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
     if (x->line.len && !x->overlong && !sse_line(x->line.data)) keep_body(x, x->line.data, x->line.len); /* a last, unended line */
     int rc = classify(e, x, cc, msg, sizeof msg, &h);
-    bool again = x->easy && retryable(e, x, cc, rc);
+    bool upstream = x->easy != NULL; /* else it was waiting to be placed: on no endpoint */
+    bool again = upstream && retryable(e, x, cc, rc);
     drop_transfer(e, x);
-    rm_fleet_result(&e->fleet, x->ep, h, msg, again, now);
+    if (upstream) rm_fleet_result(&e->fleet, x->ep, h, msg, again, now);
     if (!again) {
         complete(e, x, rc, msg);
         return;
