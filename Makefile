@@ -47,7 +47,7 @@ KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/kern
               src/tools/schema.c src/tools/calc.c src/tools/manifest.c src/tools/sandbox.c src/tools/mcp.c \
               src/tools/builtin.c src/tools/tools.c src/access/access.c src/access/audit.c src/access/budget.c \
               src/api/server.c src/api/admit.c src/api/json.c src/api/chat.c src/api/routes_aios.c src/api/routes_openai.c src/api/routes_mem.c src/api/routes_tools.c \
-              src/api/routes_responses.c src/api/routes_anthropic.c src/api/routes_ollama.c src/api/routes_models.c
+              src/api/routes_responses.c src/api/routes_anthropic.c src/api/routes_ollama.c src/api/routes_models.c src/api/routes_compat.c
 SDK_SRC    := src/sdk/aios.c src/kernel/result.c
 KERNEL_CXX := src/vector/vector.cpp src/llm/chat_template.cpp
 KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_CXX:%.cpp=$(BUILD)/obj/%.o)

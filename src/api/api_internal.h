@@ -245,6 +245,11 @@ void api_model_fields(api_req *r, int i, cJSON *o);
 /* Adds a model made of n (field, value) pairs of an llms.models[] entry (POST /models/load):
  * its index (it is served from now, loading), or an error code with err. */
 int api_add_model(api_req *r, const char *const *keys, const char *const *values, int n, char *err, size_t errlen);
+/* The AIOS LLM selection (POST /user/select/llms): replaced whole; n = 0 clears it. */
+void api_select_llms(api_req *r, const char *const *names, int n);
+/* Copies the selection (model names as given) into out; how many. */
+int api_selected_llms(api_req *r, char (*out)[AIOS_NAME_MAX], int max);
+extern const api_route api_routes_compat[];
 /* The models this kernel serves, for an error naming an unknown one: "a, b (aliases: x,y)". */
 void api_models_known(api_req *r, char *out, size_t cap);
 

@@ -56,11 +56,26 @@ static enum MHD_Result query_llm_done(api_req *r) {
     return api_reply_json(r, 200, api_envelope(sc, resp));
 }
 
-/* The model a query asks for: the first entry of `llms` this kernel serves; null or an
- * empty list means the default model. */
+/* Whether name is in the AIOS selection (or there is none). */
+static bool selected(api_req *r, const char *name) {
+    char sel[AIOS_MAX_MODELS][AIOS_NAME_MAX];
+    int n = api_selected_llms(r, sel, AIOS_MAX_MODELS);
+    llm_core *core = api_core(r, name);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(sel[i], name) || (core && api_core(r, sel[i]) == core)) return true;
+    return n == 0;
+}
+
+/* The model a query asks for: the first entry of `llms` this kernel serves (and, when LLMs
+ * were selected with POST /user/select/llms, one of those); null or an empty list means the
+ * first selected model served, else the default model. */
 static int pick_core(api_req *r, const cJSON *llms, llm_core **out, char *err, size_t errlen) {
     if (!llms || cJSON_IsNull(llms) || (cJSON_IsArray(llms) && !llms->child)) {
-        *out = api_core(r, NULL);
+        char sel[AIOS_MAX_MODELS][AIOS_NAME_MAX];
+        int n = api_selected_llms(r, sel, AIOS_MAX_MODELS);
+        *out = NULL;
+        for (int i = 0; i < n && !*out; i++) *out = api_core(r, sel[i]);
+        if (!*out) *out = api_core(r, NULL);
         return AIOS_OK;
     }
     if (!cJSON_IsArray(llms)) {
@@ -71,6 +86,10 @@ static int pick_core(api_req *r, const cJSON *llms, llm_core **out, char *err, s
         const cJSON *n = cJSON_GetObjectItemCaseSensitive(l, "name");
         if (!cJSON_IsObject(l) || !cJSON_IsString(n)) {
             snprintf(err, errlen, "'llms' entries must be objects with a string 'name'");
+            return AIOS_ERR_INVALID;
+        }
+        if (!selected(r, n->valuestring)) {
+            snprintf(err, errlen, "llm '%.128s' is not among the selected LLMs (POST /user/select/llms)", n->valuestring);
             return AIOS_ERR_INVALID;
         }
         if ((*out = api_core(r, n->valuestring))) return AIOS_OK;

@@ -113,6 +113,9 @@ struct api_server {
     bool closing;
     pthread_mutex_t in_mu;     /* in-flight list */
     pthread_mutex_t load_mu;   /* requests waiting for their model to load */
+    pthread_mutex_t sel_mu;    /* the LLMs selected with POST /user/select/llms (AIOS) */
+    char selected[AIOS_MAX_MODELS][AIOS_NAME_MAX];
+    int n_selected;
     api_req *inflight;
     pthread_t watcher;
     bool watcher_running;
@@ -159,6 +162,24 @@ llm_core *api_core(api_req *r, const char *name) {
         i = next;
     }
     return i >= 0 && i < n ? r->srv->cores[i] : NULL;
+}
+
+void api_select_llms(api_req *r, const char *const *names, int n) {
+    api_server *s = r->srv;
+    pthread_mutex_lock(&s->sel_mu);
+    s->n_selected = 0;
+    for (int i = 0; i < n && s->n_selected < AIOS_MAX_MODELS; i++)
+        snprintf(s->selected[s->n_selected++], AIOS_NAME_MAX, "%s", names[i]);
+    pthread_mutex_unlock(&s->sel_mu);
+}
+
+int api_selected_llms(api_req *r, char (*out)[AIOS_NAME_MAX], int max) {
+    api_server *s = r->srv;
+    pthread_mutex_lock(&s->sel_mu);
+    int n = s->n_selected < max ? s->n_selected : max;
+    memcpy(out, s->selected, (size_t)n * sizeof *out);
+    pthread_mutex_unlock(&s->sel_mu);
+    return n;
 }
 
 int api_add_model(api_req *r, const char *const *keys, const char *const *values, int n, char *err, size_t errlen) {
@@ -884,7 +905,8 @@ static bool path_matches(const char *pat, const char *url) {
 
 static const api_route *find_route(const char *method, const char *url, bool *path_known, api_door *door) {
     const api_route *tables[] = {api_routes_aios,      api_routes_openai,    api_routes_mem,   api_routes_tools,
-                                 api_routes_responses, api_routes_anthropic, api_routes_ollama, api_routes_models};
+                                 api_routes_responses, api_routes_anthropic, api_routes_ollama, api_routes_models,
+                                 api_routes_compat};
     *path_known = false;
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (const api_route *rt = tables[t]; rt->path; rt++) {
@@ -1142,6 +1164,7 @@ static void server_free_parts(api_server *s) {
     pthread_mutex_destroy(&s->gate_mu);
     pthread_mutex_destroy(&s->in_mu);
     pthread_mutex_destroy(&s->load_mu);
+    pthread_mutex_destroy(&s->sel_mu);
     pthread_mutex_destroy(&s->conn_mu);
     pthread_mutex_destroy(&s->door_mu);
     free(s);
@@ -1165,6 +1188,7 @@ api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
     pthread_mutex_init(&s->gate_mu, NULL);
     pthread_mutex_init(&s->in_mu, NULL);
     pthread_mutex_init(&s->load_mu, NULL);
+    pthread_mutex_init(&s->sel_mu, NULL);
     pthread_mutex_init(&s->conn_mu, NULL);
     pthread_mutex_init(&s->door_mu, NULL);
     conn_limits(s);

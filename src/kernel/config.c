@@ -132,7 +132,7 @@ typedef struct model_field {
 #define M_INT(n, f, lo, hi, d, doc) {n, CFG_INT, offsetof(aios_model_cfg, f), 0, lo, hi, d, doc}
 static const model_field MODEL_FIELDS[] = {
     M_STR("name", name, "smollm2", "Name clients use (`model` in OpenAI requests, `llms[].name` in AIOS ones)."),
-    M_STR("backend", backend, "llamacpp", "LLM core: `llamacpp` (embedded, the GGUF at `path`) or `openai` (an OpenAI-compatible server at `hostname`: vLLM, SGLang, llama-server, Ollama's /v1, OpenAI; AIOS's names `vllm`, `sglang`, `ollama`, `deepseek`, `groq` and `lmstudio` mean `openai`) or `anthropic` (an Anthropic Messages server at `hostname`). See docs/models.md."),
+    M_STR("backend", backend, "llamacpp", "LLM core: `llamacpp` (embedded, the GGUF at `path`) or `openai` (an OpenAI-compatible server at `hostname`: vLLM, SGLang, llama-server, Ollama's /v1, OpenAI; AIOS's names `vllm`, `sglang`, `ollama`, `deepseek`, `groq`, `lmstudio` and `google` mean `openai`) or `anthropic` (an Anthropic Messages server at `hostname`). `openai`, `anthropic`, `google`, `groq` and `deepseek` without `hostname` mean the provider's own API, with the key in OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, GROQ_API_KEY or DEEPSEEK_API_KEY (unset: the model is down, with the reason). See docs/models.md."),
     M_STR("path", path, "(cache)", "GGUF file. Default: the fetched SmolLM2-135M-Instruct in the cache (`--model` / AIOS_MODEL override the first model)."),
     M_INT("ctx_size", ctx_size, 0, 1 << 20, "0", "Largest prompt + output of one request, in tokens; 0 = the model's trained context."),
     M_INT("kv_size", kv_size, 256, 1 << 22, "32768", "KV cache cells shared by all running sequences; a request starts only when its prompt + max_tokens fit."),
@@ -392,6 +392,29 @@ static int join_list(yaml_document_t *doc, yaml_node_t *seq, char *out, size_t c
     return 0;
 }
 
+/* A cloud backend named without a server (as AIOS's config.yaml writes `backend: openai`):
+ * the provider's OpenAI-compatible (or Messages) URL and the usual variable of its key. */
+static void cloud_defaults(aios_model_cfg *m) {
+    static const struct {
+        const char *backend, *url, *key;
+    } CLOUD[] = {
+        {"openai", "https://api.openai.com/v1", "OPENAI_API_KEY"},
+        {"anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY"},
+        {"google", "https://generativelanguage.googleapis.com/v1beta/openai", "GEMINI_API_KEY"},
+        {"groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY"},
+        {"deepseek", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"},
+    };
+    if (m->hostname[0] || m->endpoints[0]) return;
+    for (size_t i = 0; i < sizeof CLOUD / sizeof CLOUD[0]; i++) {
+        if (strcmp(m->backend, CLOUD[i].backend)) continue;
+        snprintf(m->hostname, sizeof m->hostname, "%s", CLOUD[i].url);
+        if (!m->api_key_env[0]) {
+            snprintf(m->api_key_env, sizeof m->api_key_env, "%s", CLOUD[i].key);
+            m->key_implicit = true;
+        }
+    }
+}
+
 static int load_models(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq, const char *path, char *err, size_t errlen) {
     if (seq->type != YAML_SEQUENCE_NODE) return yaml_err(err, errlen, path, seq, "llms.models: expected a list");
     int n = 0;
@@ -420,6 +443,12 @@ static int load_models(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq,
             char sub[256];
             if (set_model_field(mc, k, v, sub, sizeof sub)) return yaml_err(err, errlen, path, kn, sub);
         }
+        char was[sizeof mc->hostname];
+        snprintf(was, sizeof was, "%s", mc->hostname);
+        cloud_defaults(mc);
+        if (!was[0] && mc->hostname[0] && !mc->endpoints[0] && cfg->n_compat < (int)(sizeof cfg->compat / sizeof cfg->compat[0]))
+            snprintf(cfg->compat[cfg->n_compat++], sizeof cfg->compat[0], "%s:%zu: model '%s' (backend %s): %s, key from $%s",
+                     path, m->start_mark.line + 1, mc->name, mc->backend, mc->hostname, mc->api_key_env);
         n++;
     }
     if (n == 0) return yaml_err(err, errlen, path, seq, "llms.models: the list is empty");
@@ -609,15 +638,6 @@ static int load_groups(aios_config *cfg, yaml_document_t *doc, yaml_node_t *map,
     return AIOS_OK;
 }
 
-/* Sections of the AIOS config layout that later kernel subsystems own; accepted (and
- * reported) so one config file can serve both kernels. */
-static int is_reserved_section(const char *s) {
-    static const char *const R[] = {"api_keys", NULL};
-    for (int i = 0; R[i]; i++)
-        if (strcmp(s, R[i]) == 0) return 1;
-    return 0;
-}
-
 /* A YAML budget (a mapping, or a list of mappings) of `key` ("agents.NAME.budget"), each
  * mapping set as "k:v,k:v". */
 static int load_budget(aios_config *cfg, yaml_document_t *doc, yaml_node_t *vn, const char *key, const char *path, char *err,
@@ -668,6 +688,46 @@ static int load_agents(aios_config *cfg, yaml_document_t *doc, yaml_node_t *map,
     return AIOS_OK;
 }
 
+/* Keys of AIOS's own config.yaml (aios/config/config.yaml.example) that are not aiosd's:
+ * mapped to an aiosd key, or accepted and reported as ignored with the reason, so one file
+ * serves both kernels. Sections are the entries without a dot. */
+static const struct {
+    const char *key, *maps_to, *why;
+} AIOS_KEYS[] = {
+    {"storage.root_dir", "kernel.data_dir", NULL},
+    {"llms.log_mode", NULL, "aiosd logs to stderr at kernel.log_level"},
+    {"llms.use_context_manager", NULL, "aiosd's context manager is always on (context.mode)"},
+    {"memory.log_mode", NULL, "aiosd logs to stderr at kernel.log_level"},
+    {"storage.use_vector_db", NULL, "semantic retrieval over memory and storage is always on"},
+    {"scheduler.log_mode", NULL, "aiosd logs to stderr at kernel.log_level"},
+    {"agent_factory", NULL, "agents are processes the kernel runs; AIOS's agent factory has no counterpart"},
+    {"api_keys", NULL, "keys come from environment variables (llms.models[].api_key_env; OPENAI_API_KEY, "
+                       "ANTHROPIC_API_KEY, GEMINI_API_KEY, GROQ_API_KEY, DEEPSEEK_API_KEY by default)"},
+};
+
+/* An AIOS key (section.key, or a section): mapped (set) or ignored, noted once with its
+ * place; -1 when key is not one of them. */
+static int aios_key(aios_config *cfg, const char *key, const char *v, const char *path, yaml_node_t *n, char *err,
+                    size_t errlen) {
+    for (size_t i = 0; i < sizeof AIOS_KEYS / sizeof AIOS_KEYS[0]; i++) {
+        if (strcmp(AIOS_KEYS[i].key, key)) continue;
+        char note[240];
+        size_t line = n ? n->start_mark.line + 1 : 0;
+        if (AIOS_KEYS[i].maps_to) {
+            char sub[256];
+            if (!v) return yaml_err(err, errlen, path, n, "expected a scalar value");
+            if (config_set(cfg, AIOS_KEYS[i].maps_to, v, sub, sizeof sub)) return yaml_err(err, errlen, path, n, sub);
+            snprintf(note, sizeof note, "%s:%zu: AIOS's %s mapped to %s = %s", path, line, key, AIOS_KEYS[i].maps_to, v);
+        } else {
+            snprintf(note, sizeof note, "%s:%zu: AIOS's %s ignored: %s", path, line, key, AIOS_KEYS[i].why);
+        }
+        if (cfg->n_compat < (int)(sizeof cfg->compat / sizeof cfg->compat[0]))
+            snprintf(cfg->compat[cfg->n_compat++], sizeof cfg->compat[0], "%s", note);
+        return AIOS_OK;
+    }
+    return -1;
+}
+
 static int load_section(aios_config *cfg, yaml_document_t *doc, const char *sect, yaml_node_t *map, const char *path,
                         char *err, size_t errlen) {
     if (map->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, map, "expected a mapping under a section");
@@ -686,10 +746,25 @@ static int load_section(aios_config *cfg, yaml_document_t *doc, const char *sect
             continue;
         }
         const char *v = scalar(doc, vn);
+        int arc = aios_key(cfg, full, v, path, kn, err, errlen);
+        if (arc >= 0) {
+            if (arc) return arc;
+            continue;
+        }
         if (!v) return yaml_err(err, errlen, path, vn, "expected a scalar value");
         if (config_set(cfg, full, v, sub, sizeof sub)) return yaml_err(err, errlen, path, kn, sub);
     }
     return AIOS_OK;
+}
+
+/* A file that lists models but leaves llms.default_model at its built-in value, which names
+ * none of them (AIOS's config.yaml has no default): the first model is the default. */
+static void default_model_of_file(aios_config *cfg, const char *path) {
+    if (config_model_index(cfg, cfg->llms.default_model) >= 0 || strcmp(cfg->llms.default_model, "smollm2")) return;
+    snprintf(cfg->llms.default_model, sizeof cfg->llms.default_model, "%s", cfg->llms.models[0].name);
+    if (cfg->n_compat < (int)(sizeof cfg->compat / sizeof cfg->compat[0]))
+        snprintf(cfg->compat[cfg->n_compat++], sizeof cfg->compat[0], "%s: no llms.default_model: the first model, '%s'", path,
+                 cfg->llms.default_model);
 }
 
 int config_load_file(aios_config *cfg, const char *path, char *err, size_t errlen) {
@@ -716,7 +791,7 @@ int config_load_file(aios_config *cfg, const char *path, char *err, size_t errle
         yaml_node_t *kn = yaml_document_get_node(&doc, p->key), *vn = yaml_document_get_node(&doc, p->value);
         const char *s = scalar(&doc, kn);
         if (!s) { rc = yaml_err(err, errlen, path, kn, "section names must be scalars"); break; }
-        if (is_reserved_section(s)) { log_warn("%s: section '%s' is not used by this kernel version", path, s); continue; }
+        if (aios_key(cfg, s, NULL, path, kn, err, errlen) >= 0) continue; /* agent_factory, api_keys */
         if (strcmp(s, "agents") == 0 || strcmp(s, "groups") == 0) {
             if ((rc = load_agents(cfg, &doc, vn, path, err, errlen, s))) break;
             continue;
@@ -734,6 +809,7 @@ int config_load_file(aios_config *cfg, const char *path, char *err, size_t errle
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
     fclose(f);
+    if (!rc) default_model_of_file(cfg, path);
     return rc;
 }
 
@@ -899,12 +975,12 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
     for (int i = 0; i < cfg->llms.n_models; i++) {
         const aios_model_cfg *m = &cfg->llms.models[i];
         static const char *const BACKENDS[] = {"llamacpp", "openai", "anthropic", "vllm", "sglang", "ollama", "deepseek", "groq",
-                                               "lmstudio", NULL};
+                                               "lmstudio", "google", NULL};
         int b = 0;
         while (BACKENDS[b] && strcmp(BACKENDS[b], m->backend)) b++;
         if (!BACKENDS[b]) {
             snprintf(err, errlen, "llms.models[%d].backend: unknown backend '%s' (allowed: llamacpp, openai, anthropic, vllm, "
-                     "sglang, ollama, deepseek, groq, lmstudio)", i, m->backend);
+                     "sglang, ollama, deepseek, groq, lmstudio, google)", i, m->backend);
             return AIOS_ERR_CONFIG;
         }
         if (b > 0 && !m->hostname[0] && !m->endpoints[0]) {

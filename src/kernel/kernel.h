@@ -137,6 +137,7 @@ typedef struct aios_model_cfg {
     int gpu_layers;        /* layers offloaded; 0 = CPU only */
     int main_gpu;          /* the device index (of ggml's GPU devices) */
     char gpu_fallback[8];  /* none | cpu: what happens when no GPU can be had */
+    bool key_implicit;     /* (not a setting) api_key_env is a cloud default: unset, the model is down, not an error */
 } aios_model_cfg;
 
 #define AIOS_MCP_MAX_RO 8       /* ro_paths of one MCP server */
@@ -268,6 +269,9 @@ typedef struct aios_config {
     int n_agents;
     aios_budget_cfg budgets[AIOS_MAX_BUDGETS]; /* agents.<name>.budget, groups.<name>.budget */
     int n_budgets;
+    /* what an AIOS config.yaml said that aiosd maps or ignores, one line each ("file:line: ...") */
+    char compat[32][240];
+    int n_compat;
     char data_dir[AIOS_PATH_MAX];
     char log_level[16];
     int workers, max_jobs, max_jobs_per_agent; /* each worker resource's run queue (sched/runq.c) */

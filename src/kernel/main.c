@@ -296,9 +296,11 @@ int main(int argc, char **argv) {
     log_set_level(lvl);
     data_dir_default(&cfg);
     if (check_only) {
+        for (int i = 0; i < cfg.n_compat; i++) printf("%s\n", cfg.compat[i]); /* an AIOS config.yaml: what it became */
         printf("configuration ok\n");
         return 0;
     }
+    for (int i = 0; i < cfg.n_compat; i++) log_info("%s", cfg.compat[i]);
     if (self_test) return run_self_test(&cfg);
     umask(077);                /* kernel state is private ... */
     mkdir(cfg.data_dir, 0711); /* ... but tool workdirs below it must be reachable by sandbox uids */

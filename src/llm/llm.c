@@ -27,7 +27,7 @@ typedef struct llm_core_waiter {
     struct llm_core_waiter *next;
 } llm_core_waiter;
 
-typedef enum llm_core_cmd { LLM_CMD_NONE, LLM_CMD_LOAD, LLM_CMD_UNLOAD } llm_core_cmd;
+typedef enum llm_core_cmd { LLM_CMD_NONE, LLM_CMD_LOAD } llm_core_cmd;
 
 struct llm_core {
     const llm_backend_ops *ops;
@@ -50,7 +50,7 @@ struct llm_core {
 
 static const llm_backend_ops *const BACKENDS[] = {&llm_backend_llamacpp, &llm_backend_openai, &llm_backend_anthropic, NULL};
 /* AIOS's backend names for OpenAI-compatible servers */
-static const char *const OPENAI_ALIASES[] = {"vllm", "sglang", "ollama", "deepseek", "groq", "lmstudio", NULL};
+static const char *const OPENAI_ALIASES[] = {"vllm", "sglang", "ollama", "deepseek", "groq", "lmstudio", "google", NULL};
 
 const llm_backend_ops *llm_backend_named(const char *name) {
     for (int i = 0; OPENAI_ALIASES[i]; i++)
@@ -202,7 +202,7 @@ static int open_impl(llm_core *c, char *err, size_t errlen) {
  * released meanwhile (they take their own locks). */
 static void set_state(llm_core *c, llm_core_state s, const char *why) {
     c->state = s;
-    snprintf(c->why, sizeof c->why, "%s", why ? why : "");
+    if (why != c->why) snprintf(c->why, sizeof c->why, "%s", why ? why : "");
     pthread_cond_broadcast(&c->st_cv);
     if (s == LLM_CORE_LOADING || s == LLM_CORE_UNLOADING || !c->waiters) return;
     llm_core_waiter *w = c->waiters;
@@ -260,32 +260,35 @@ static void do_load(llm_core *c) {
     set_state(c, rc ? LLM_CORE_FAILED : LLM_CORE_READY, rc ? err : NULL);
 }
 
+static void request_load(llm_core *c);
+
 /* The lifecycle thread: loads and unloads on request, and unloads a model idle for
  * idle_unload_s (its next request loads it again). */
 static void *lifecycle(void *arg) {
     llm_core *c = arg;
     pthread_mutex_lock(&c->st_mu);
     while (!c->stop) {
-        llm_core_cmd cmd = c->cmd;
-        c->cmd = LLM_CMD_NONE;
         bool idle = c->model.idle_unload_s > 0 && c->state == LLM_CORE_READY &&
                     kern_now_mono() - c->last_used >= c->model.idle_unload_s && sched_idle(c);
-        if (cmd == LLM_CMD_UNLOAD && c->state == LLM_CORE_READY) do_unload(c, "unloaded by an admin");
-        else if (idle) do_unload(c, "idle");
-        else if (cmd == LLM_CMD_LOAD && (c->state == LLM_CORE_UNLOADED || c->state == LLM_CORE_FAILED ||
-                                          (c->state == LLM_CORE_LOADING && !c->impl))) /* (a lazy open) */
+        if (c->state == LLM_CORE_UNLOADING && c->impl) { /* an unload asked for (the state says so) */
+            char why[sizeof c->why];
+            snprintf(why, sizeof why, "%s", c->why);
+            do_unload(c, why);
+        } else if (idle) {
+            do_unload(c, "idle");
+        } else if (c->cmd == LLM_CMD_LOAD && c->state != LLM_CORE_READY && !c->impl) {
+            c->cmd = LLM_CMD_NONE;
             do_load(c);
-        else if (c->cmd == LLM_CMD_NONE) {
+        } else {
+            if (c->state == LLM_CORE_READY) c->cmd = LLM_CMD_NONE; /* loaded already */
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_sec += 1;
             pthread_cond_timedwait(&c->st_cv, &c->st_mu, &until);
         }
-        /* requests waiting on an unloaded model load it again (load_on_request) */
-        if (c->state == LLM_CORE_UNLOADED && c->waiters && c->model.load_on_request && c->cmd == LLM_CMD_NONE)
-            c->cmd = LLM_CMD_LOAD;
-        else if (c->state == LLM_CORE_UNLOADED && c->waiters && !c->model.load_on_request)
-            set_state(c, LLM_CORE_UNLOADED, c->why); /* they are refused */
+        /* requests waiting on an unloaded model load it again (load_on_request), or are refused */
+        if (c->state == LLM_CORE_UNLOADED && c->waiters && c->model.load_on_request) request_load(c);
+        else if (c->state == LLM_CORE_UNLOADED && c->waiters) set_state(c, LLM_CORE_UNLOADED, c->why);
     }
     pthread_mutex_unlock(&c->st_mu);
     return NULL;
@@ -369,9 +372,16 @@ static void command(llm_core *c, llm_core_cmd cmd) {
     pthread_cond_broadcast(&c->st_cv);
 }
 
+/* A load from now (st_mu held): the state says loading at once; after an unload under way,
+ * once it is done. */
+static void request_load(llm_core *c) {
+    if (c->state == LLM_CORE_UNLOADED || c->state == LLM_CORE_FAILED) set_state(c, LLM_CORE_LOADING, NULL);
+    if (c->state == LLM_CORE_LOADING || c->state == LLM_CORE_UNLOADING) command(c, LLM_CMD_LOAD);
+}
+
 llm_core_state llm_core_load(llm_core *c) {
     pthread_mutex_lock(&c->st_mu);
-    if (c->state == LLM_CORE_UNLOADED || c->state == LLM_CORE_FAILED || c->state == LLM_CORE_UNLOADING) command(c, LLM_CMD_LOAD);
+    request_load(c);
     llm_core_state s = c->state == LLM_CORE_READY ? LLM_CORE_READY : LLM_CORE_LOADING;
     pthread_mutex_unlock(&c->st_mu);
     return s;
@@ -379,8 +389,9 @@ llm_core_state llm_core_load(llm_core *c) {
 
 llm_core_state llm_core_unload(llm_core *c) {
     pthread_mutex_lock(&c->st_mu);
-    if (c->state == LLM_CORE_READY) command(c, LLM_CMD_UNLOAD);
-    llm_core_state s = c->state == LLM_CORE_READY ? LLM_CORE_UNLOADING : c->state;
+    if (c->state == LLM_CORE_READY) /* unloading from now (the lifecycle thread sees it): new requests wait */
+        set_state(c, LLM_CORE_UNLOADING, "unloaded by an admin");
+    llm_core_state s = c->state;
     pthread_mutex_unlock(&c->st_mu);
     return s;
 }
@@ -395,7 +406,7 @@ bool llm_core_when_ready(llm_core *c, bool load, void (*fn)(void *), void *ctx) 
         w->ctx = ctx;
         w->next = c->waiters;
         c->waiters = w;
-        if (c->state == LLM_CORE_UNLOADED) command(c, LLM_CMD_LOAD);
+        if (c->state == LLM_CORE_UNLOADED) request_load(c);
     }
     pthread_mutex_unlock(&c->st_mu);
     return w != NULL;

@@ -77,7 +77,8 @@ static int open_dialect(const aios_model_cfg *m, sched_t *sched, bool anthropic,
             return AIOS_ERR_CONFIG;
         }
     const char *key = m->api_key_env[0] ? getenv(m->api_key_env) : NULL;
-    if (m->api_key_env[0] && (!key || !*key)) {
+    bool no_key = m->api_key_env[0] && (!key || !*key);
+    if (no_key && !m->key_implicit) {
         snprintf(err, errlen, "model '%s': api_key_env names %s, which is not set", m->name, m->api_key_env);
         return AIOS_ERR_CONFIG;
     }
@@ -89,6 +90,12 @@ static int open_dialect(const aios_model_cfg *m, sched_t *sched, bool anthropic,
     pthread_mutex_init(&e->st_mu, NULL);
     if (key && asprintf(&e->auth, anthropic ? "x-api-key: %s" : "Authorization: Bearer %s", key) < 0) e->auth = NULL;
     e->fleet_ready = rm_fleet_init(&e->fleet, &e->cfg, anthropic ? "/messages" : "/chat/completions", e->auth, anthropic) == AIOS_OK;
+    if (e->fleet_ready && no_key) { /* a cloud model named without its key (AIOS's config.yaml): down, with the reason */
+        char why[160];
+        snprintf(why, sizeof why, "no API key: $%s is not set", m->api_key_env);
+        rm_fleet_disable(&e->fleet, why);
+        log_warn("model '%s': %s; it is down", m->name, why);
+    }
     e->n_slots = e->fleet.max_inflight * e->fleet.n;
     e->multi = curl_multi_init();
     e->x = calloc((size_t)(e->n_slots > 0 ? e->n_slots : 1), sizeof *e->x);

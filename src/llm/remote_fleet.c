@@ -75,6 +75,16 @@ void rm_fleet_free(rm_fleet *f, CURLM *multi) {
     pthread_mutex_destroy(&f->mu);
 }
 
+void rm_fleet_disable(rm_fleet *f, const char *why) {
+    pthread_mutex_lock(&f->mu);
+    f->disabled = true;
+    for (int i = 0; i < f->n; i++) {
+        f->ep[i].state = RM_EP_DOWN;
+        snprintf(f->ep[i].last_error, sizeof f->ep[i].last_error, "%s", why);
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
 static bool usable(const rm_endpoint *ep) { return ep->state == RM_EP_UP || ep->state == RM_EP_SUSPECT; }
 
 rm_room rm_fleet_room(rm_fleet *f) {
@@ -205,6 +215,10 @@ static void start_probe(rm_fleet *f, rm_endpoint *ep, CURLM *multi) {
 double rm_fleet_tick(rm_fleet *f, CURLM *multi, double now) {
     double next = now + 1.0;
     pthread_mutex_lock(&f->mu);
+    if (f->disabled) {
+        pthread_mutex_unlock(&f->mu);
+        return next;
+    }
     for (int i = 0; i < f->n; i++) {
         rm_endpoint *ep = &f->ep[i];
         if (ep->probe) continue;

@@ -62,6 +62,7 @@ typedef struct rm_fleet {
     rm_endpoint ep[AIOS_MAX_ENDPOINTS];
     int n;
     unsigned turn;                       /* ties go round */
+    bool disabled;                       /* down for good (no API key): never probed */
     uint64_t aff_key[RM_AFFINITY_SLOTS]; /* agent name hash -> pinned endpoint */
     uint8_t aff_ep[RM_AFFINITY_SLOTS];
     pthread_mutex_t mu;
@@ -79,6 +80,8 @@ void rm_route_url(const char *host, const char *route, char *out, size_t cap);
 int rm_fleet_init(rm_fleet *f, const aios_model_cfg *m, const char *route, const char *auth, bool anthropic);
 void rm_fleet_free(rm_fleet *f, CURLM *multi);
 rm_room rm_fleet_room(rm_fleet *f);
+/* Every endpoint down for good, with why (a cloud model without its key). */
+void rm_fleet_disable(rm_fleet *f, const char *why);
 /* The endpoint for one of agent's requests (affinity, then the least loaded; not avoid when
  * another can take it), counted as outstanding; -1 when none can take it now. */
 int rm_fleet_pick(rm_fleet *f, const char *agent, int avoid);

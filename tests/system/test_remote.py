@@ -220,9 +220,9 @@ def test_what_a_remote_model_cannot_take(kernel):
 
 
 @pytest.mark.parametrize("model,needle", [
-    ("{name: r, backend: openai}", "hostname"),
+    ("{name: r, backend: vllm}", "hostname"),  # (openai, anthropic, ... without one: the provider's API)
     ("{name: r, backend: bedrock, hostname: 'http://x'}", "unknown backend 'bedrock'"),
-    ("{name: r, backend: anthropic}", "hostname"),
+    ("{name: r, backend: sglang}", "hostname"),
     ("{name: r, backend: openai, hostname: 'ftp://x'}", "http:// or https://"),
     ("{name: r, backend: openai, hostname: 'http://127.0.0.1:1', api_key_env: AIOS_TEST_NO_SUCH_KEY}", "AIOS_TEST_NO_SUCH_KEY"),
 ])
