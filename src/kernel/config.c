@@ -6,6 +6,7 @@
  * have their own small field table.
  */
 #include <ctype.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -392,6 +393,17 @@ static int join_list(yaml_document_t *doc, yaml_node_t *seq, char *out, size_t c
     return 0;
 }
 
+/* One line of what an AIOS config.yaml became (printed by --check-config, logged at start). */
+static void compat_note(aios_config *cfg, const char *fmt, ...) {
+    if (cfg->n_compat >= (int)(sizeof cfg->compat / sizeof cfg->compat[0])) return;
+    char line[sizeof cfg->compat[0]];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    memcpy(cfg->compat[cfg->n_compat++], line, sizeof line);
+}
+
 /* A cloud backend named without a server (as AIOS's config.yaml writes `backend: openai`):
  * the provider's OpenAI-compatible (or Messages) URL and the usual variable of its key. */
 static void cloud_defaults(aios_model_cfg *m) {
@@ -446,9 +458,9 @@ static int load_models(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq,
         char was[sizeof mc->hostname];
         snprintf(was, sizeof was, "%s", mc->hostname);
         cloud_defaults(mc);
-        if (!was[0] && mc->hostname[0] && !mc->endpoints[0] && cfg->n_compat < (int)(sizeof cfg->compat / sizeof cfg->compat[0]))
-            snprintf(cfg->compat[cfg->n_compat++], sizeof cfg->compat[0], "%s:%zu: model '%s' (backend %s): %s, key from $%s",
-                     path, m->start_mark.line + 1, mc->name, mc->backend, mc->hostname, mc->api_key_env);
+        if (!was[0] && mc->hostname[0] && !mc->endpoints[0])
+            compat_note(cfg, "%s:%zu: model '%s' (backend %s): %s, key from $%s", path, m->start_mark.line + 1, mc->name,
+                        mc->backend, mc->hostname, mc->api_key_env);
         n++;
     }
     if (n == 0) return yaml_err(err, errlen, path, seq, "llms.models: the list is empty");
@@ -711,18 +723,15 @@ static int aios_key(aios_config *cfg, const char *key, const char *v, const char
                     size_t errlen) {
     for (size_t i = 0; i < sizeof AIOS_KEYS / sizeof AIOS_KEYS[0]; i++) {
         if (strcmp(AIOS_KEYS[i].key, key)) continue;
-        char note[240];
         size_t line = n ? n->start_mark.line + 1 : 0;
         if (AIOS_KEYS[i].maps_to) {
             char sub[256];
             if (!v) return yaml_err(err, errlen, path, n, "expected a scalar value");
             if (config_set(cfg, AIOS_KEYS[i].maps_to, v, sub, sizeof sub)) return yaml_err(err, errlen, path, n, sub);
-            snprintf(note, sizeof note, "%s:%zu: AIOS's %s mapped to %s = %s", path, line, key, AIOS_KEYS[i].maps_to, v);
+            compat_note(cfg, "%s:%zu: AIOS's %s mapped to %s = %s", path, line, key, AIOS_KEYS[i].maps_to, v);
         } else {
-            snprintf(note, sizeof note, "%s:%zu: AIOS's %s ignored: %s", path, line, key, AIOS_KEYS[i].why);
+            compat_note(cfg, "%s:%zu: AIOS's %s ignored: %s", path, line, key, AIOS_KEYS[i].why);
         }
-        if (cfg->n_compat < (int)(sizeof cfg->compat / sizeof cfg->compat[0]))
-            snprintf(cfg->compat[cfg->n_compat++], sizeof cfg->compat[0], "%s", note);
         return AIOS_OK;
     }
     return -1;
@@ -761,10 +770,8 @@ static int load_section(aios_config *cfg, yaml_document_t *doc, const char *sect
  * none of them (AIOS's config.yaml has no default): the first model is the default. */
 static void default_model_of_file(aios_config *cfg, const char *path) {
     if (config_model_index(cfg, cfg->llms.default_model) >= 0 || strcmp(cfg->llms.default_model, "smollm2")) return;
-    snprintf(cfg->llms.default_model, sizeof cfg->llms.default_model, "%s", cfg->llms.models[0].name);
-    if (cfg->n_compat < (int)(sizeof cfg->compat / sizeof cfg->compat[0]))
-        snprintf(cfg->compat[cfg->n_compat++], sizeof cfg->compat[0], "%s: no llms.default_model: the first model, '%s'", path,
-                 cfg->llms.default_model);
+    memcpy(cfg->llms.default_model, cfg->llms.models[0].name, sizeof cfg->llms.default_model);
+    compat_note(cfg, "%s: no llms.default_model: the first model, '%s'", path, cfg->llms.default_model);
 }
 
 int config_load_file(aios_config *cfg, const char *path, char *err, size_t errlen) {
