@@ -26,7 +26,10 @@ ALL_CFLAGS = $(OPT) -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc
 ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 # ggml's CPU backend is not linked: libggml loads the best libggml-cpu-<variant>.so for the
 # host at run time from LLAMA_LIB (src/llm/backend.c, scripts/fetch-llama.sh).
-LLAMA_LDLIBS := -L$(LLAMA_LIB) -lllama -lllama-common -lggml -lggml-base -ldl -Wl,-rpath,$(LLAMA_LIB)
+# RUNTIME_LIB: where the binaries find llama.cpp's libraries and ggml's backends when they
+# run (the cache's build; `make install` relinks against its copy under PREFIX)
+RUNTIME_LIB ?= $(LLAMA_LIB)
+LLAMA_LDLIBS := -L$(LLAMA_LIB) -lllama -lllama-common -lggml -lggml-base -ldl -Wl,-rpath,$(RUNTIME_LIB)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
 KERNEL_LDLIBS := -lstdc++ -lseccomp -lcrypto
 CXX     ?= g++
@@ -54,7 +57,7 @@ KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_CXX:%.cpp=$(BUILD)/obj
 SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps llama model run test unit system asan bench clean docs
+.PHONY: all deps llama model run test unit system asan bench clean docs install
 all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors $(BUILD)/failover
 
 deps:
@@ -69,7 +72,9 @@ $(BUILD)/obj/%.o: %.c $(wildcard src/*/*.h include/aios/*.h bench/*.h) | llama-c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LLAMA_INC) -c $< -o $@
 
-$(BUILD)/obj/src/llm/backend.o: ALL_CFLAGS += -DAIOS_GGML_BACKEND_DIR='"$(LLAMA_LIB)"'
+$(BUILD)/obj/src/llm/backend.o: ALL_CFLAGS += -DAIOS_GGML_BACKEND_DIR='"$(RUNTIME_LIB)"' -DAIOS_LLAMA_PY_VERSION='"$(LLAMA_VER)"'
+GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+$(BUILD)/obj/src/kernel/main.o $(BUILD)/obj/src/cli/aios.o: ALL_CFLAGS += -DAIOS_GIT_REV='"$(GIT_REV)"'
 $(BUILD)/obj/tests/unit/test_llm.o: ALL_CFLAGS += -DAIOS_LLAMA_TEMPLATES='"$(LLAMA_DIR)/src/models/templates"'
 
 $(BUILD)/obj/%.o: %.cpp src/vector/vector.h src/llm/chat_template.h Makefile | llama-check
@@ -119,6 +124,21 @@ asan:
 
 test: deps model
 	@bash tests/run-all.sh
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: aiosd and aios in bin/, llama.cpp's libraries
+# and ggml's CPU backends in lib/aios/ (the binaries are relinked to find them there), the
+# docs in share/doc/aios/, the systemd unit in lib/systemd/system/ (dist/aiosd.service,
+# with its paths set to PREFIX).
+PREFIX ?= /usr/local
+install: llama-check
+	@$(MAKE) --no-print-directory BUILD=build-install RUNTIME_LIB=$(PREFIX)/lib/aios build-install/aiosd build-install/aios
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/aios $(DESTDIR)$(PREFIX)/share/doc/aios \
+	           $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 755 build-install/aiosd build-install/aios $(DESTDIR)$(PREFIX)/bin/
+	cp -P $(LLAMA_LIB)/*.so* $(DESTDIR)$(PREFIX)/lib/aios/
+	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/aios/
+	sed 's#@PREFIX@#$(PREFIX)#g' dist/aiosd.service >$(DESTDIR)$(PREFIX)/lib/systemd/system/aiosd.service
+	@echo "installed under $(DESTDIR)$(PREFIX) (aiosd --version to check)"
 
 bench: all
 	@bash bench/run.sh

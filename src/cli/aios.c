@@ -13,9 +13,10 @@
 #include <stdbool.h>
 #include <cjson/cJSON.h>
 #include "aios/aios.h"
+#include "aios/version.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: aios [--url URL] <command>\n"
+    fprintf(f, "usage: aios [--url URL] <command> | aios --version\n"
                "  chat [--model M] [--max-tokens N] [--temperature T] [--seed S] [--agent NAME] PROMPT\n"
                "                     stream an answer from the kernel\n"
                "  status             kernel status (models, queue, counters)\n"
@@ -177,6 +178,10 @@ int main(int argc, char **argv) {
     }
     if (i >= argc) { usage(stderr); return 2; }
     const char *cmd = argv[i++];
+    if (!strcmp(cmd, "--version")) {
+        printf("aios %s (git %s)\n", AIOS_VERSION, AIOS_GIT_REV);
+        return 0;
+    }
     if (!strcmp(cmd, "chat")) return cmd_chat(&cp, argc - i, argv + i);
     if (!strcmp(cmd, "status")) return cmd_get(&cp, "/status", true);
     if (!strcmp(cmd, "models")) return cmd_models(&cp, argc - i, argv + i);

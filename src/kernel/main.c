@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "aios/version.h"
 #include "../api/api.h"
 #include "../llm/llm.h"
 #include "../memory/memory.h"
@@ -23,10 +24,47 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: aiosd [--config FILE] [--host H] [--port P] [--model PATH] [--data-dir DIR]\n"
-            "             [--set section.key=value]... [--print-config-doc] [--check-config] [--self-test]\n"
+            "             [--set section.key=value]... [--print-config-doc] [--check-config] [--self-test] [--version]\n"
             "Configuration layers: built-in defaults < YAML file < AIOS_* environment < flags.\n"
             "Keys and defaults: docs/config.md (or --print-config-doc).\n"
             "--self-test: one real decode of the first model on this host's CPU, then exit (0 = ok).\n");
+}
+
+static int parse_flags(int argc, char **argv, aios_config *cfg, bool *check_only, bool *self_test);
+
+/* SIGHUP: reads the configuration again (file, environment and flags, as at start) and
+ * applies what can change while serving: the log level. The rest takes effect at the next
+ * start; the log says which. A configuration that no longer validates changes nothing. */
+static void reload(int argc, char **argv, aios_config *cfg) {
+    aios_config *next = malloc(sizeof *next);
+    if (!next) return;
+    config_defaults(next);
+    bool check = false, self = false;
+    if (parse_flags(argc, argv, next, &check, &self)) {
+        log_error("SIGHUP: the configuration does not load now (above); nothing changed");
+        free(next);
+        return;
+    }
+    log_level lvl;
+    if (strcmp(next->log_level, cfg->log_level) && log_parse_level(next->log_level, &lvl) == 0) {
+        log_set_level(lvl);
+        log_warn("SIGHUP: kernel.log_level %s -> %s", cfg->log_level, next->log_level);
+        snprintf(cfg->log_level, sizeof cfg->log_level, "%s", next->log_level);
+    } else {
+        log_warn("SIGHUP: kernel.log_level unchanged (%s)", cfg->log_level);
+    }
+    log_warn("SIGHUP: tool manifests, access rules, budgets and models take a restart to change in this version "
+             "(models: POST /models/load and /models/unload)");
+    free(next);
+}
+
+/* aiosd --version: the kernel's release and revision, the llama.cpp build and the CPU
+ * variant ggml runs here. */
+static void print_version(void) {
+    char eng[1600];
+    log_set_level(LOG_LEVEL_WARN); /* the engine's start line is what is printed */
+    llm_engine_version(eng, sizeof eng);
+    printf("aiosd %s (git %s)\n%s\n", AIOS_VERSION, AIOS_GIT_REV, eng);
 }
 
 static int die(const char *what) {
@@ -200,6 +238,7 @@ static int parse_flags(int argc, char **argv, aios_config *cfg, bool *check_only
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return -1; }
         if (!strcmp(a, "--print-config-doc")) { config_write_reference("-"); return -1; }
         if (!strcmp(a, "--check-config")) { *check_only = true; continue; }
+        if (!strcmp(a, "--version")) { print_version(); return -1; }
         if (!strcmp(a, "--self-test")) { *self_test = true; continue; }
         bool known = false;
         for (size_t k = 0; k < sizeof FLAGS / sizeof FLAGS[0]; k++) {
@@ -314,6 +353,7 @@ int main(int argc, char **argv) {
     sigemptyset(&stop_set);
     sigaddset(&stop_set, SIGINT);
     sigaddset(&stop_set, SIGTERM);
+    sigaddset(&stop_set, SIGHUP); /* reload (systemctl reload), taken by the main thread too */
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -358,8 +398,7 @@ int main(int argc, char **argv) {
     if (!rc) {
         log_info("aiosd serving on http://%s:%d (policy %s, max_active %d, context %s)", cfg.server.host,
                  cfg.server.port, cfg.scheduler.policy, cfg.scheduler.max_active, cfg.context.mode);
-        int sig = 0;
-        sigwait(&stop_set, &sig);
+        for (int sig = 0; sigwait(&stop_set, &sig) == 0 && sig == SIGHUP;) reload(argc, argv, &cfg);
         log_info("shutting down");
     }
     api_server_close(srv);

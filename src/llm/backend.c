@@ -23,6 +23,9 @@
 #ifndef AIOS_GGML_BACKEND_DIR
 #define AIOS_GGML_BACKEND_DIR "."
 #endif
+#ifndef AIOS_LLAMA_PY_VERSION
+#define AIOS_LLAMA_PY_VERSION "unknown"
+#endif
 
 typedef struct ggml_threadpool *(*tp_new_fn)(struct ggml_threadpool_params *);
 typedef void (*tp_free_fn)(struct ggml_threadpool *);
@@ -239,4 +242,11 @@ int lc_gpu_placement(const aios_model_cfg *m, int *n_gpu_layers, int *main_gpu, 
     snprintf(err, errlen, "model '%s': gpu_layers %d asks for a GPU, but %s; set gpu_fallback: cpu to run it on the CPU",
              m->name, m->gpu_layers, why);
     return AIOS_ERR_MODEL;
+}
+
+void llm_engine_version(char *out, size_t cap) {
+    char err[640] = "";
+    int rc = lc_backend_init(err, sizeof err);
+    snprintf(out, cap, "llama.cpp as vendored by llama-cpp-python %s, from %s; %s", AIOS_LLAMA_PY_VERSION,
+             AIOS_GGML_BACKEND_DIR, rc ? err : lc_backend_describe());
 }

@@ -135,6 +135,11 @@ typedef struct llm_core_info {
     char device[64];    /* where it runs: "CPU", or the GPU's ggml name ("CUDA0") */
 } llm_core_info;
 
+/* What runs the models: the pinned llama.cpp, where its backends load from, the host CPU
+ * and the ggml CPU variant running on it
+ * (loads ggml's backends if not yet). */
+void llm_engine_version(char *out, size_t cap);
+
 /* A compute device ggml can use (the CPU, GPUs of a build with a GPU backend). */
 typedef struct llm_device {
     char name[64], description[128];
