@@ -34,7 +34,10 @@ typedef struct approval {
 } approval;
 
 struct access_manager {
-    const aios_config *cfg;
+    const aios_config *cfg;      /* rules, groups, budgets: replaced whole by access_reload (atomic) */
+    aios_config **retired;       /* configs of earlier reloads, owned: readers may still hold one */
+    int n_retired;
+    bool cfg_owned;              /* cfg came from a reload (the first is the caller's)*/
     void (*reset_agent)(void *ctx, const char *name);
     void *reset_ctx;
     sqlite3 *db;
@@ -64,6 +67,9 @@ static const char SCHEMA[] =
     " day_start INTEGER NOT NULL, day_tokens INTEGER NOT NULL, PRIMARY KEY(who, is_group, model));";
 
 access_params access_default_params(void) { return (access_params){0}; }
+
+/* The configuration now (a reload may replace it under a reader; both are whole). */
+static const aios_config *cfg_of(const access_manager *am) { return __atomic_load_n(&am->cfg, __ATOMIC_ACQUIRE); }
 
 /* ---------- rules ---------- */
 
@@ -161,9 +167,9 @@ typedef enum verdict { VERDICT_NONE, VERDICT_ALLOW, VERDICT_DENY } verdict;
  * built-in rules (never a deny). */
 static verdict group_verdict(const access_manager *am, const char *group, const char *agent, access_kind kind,
                              const char *resource, unsigned action) {
-    const aios_group_cfg *g = config_group(am->cfg, group);
-    const char *const *builtin = g ? NULL : !strcmp(group, am->cfg->access.admin_group) ? BUILTIN_ADMIN
-                                 : !strcmp(group, am->cfg->access.default_group) ? BUILTIN_DEFAULT : NULL;
+    const aios_group_cfg *g = config_group(cfg_of(am), group);
+    const char *const *builtin = g ? NULL : !strcmp(group, cfg_of(am)->access.admin_group) ? BUILTIN_ADMIN
+                                 : !strcmp(group, cfg_of(am)->access.default_group) ? BUILTIN_DEFAULT : NULL;
     int n = g ? g->n_rules : 0;
     while (builtin && builtin[n]) n++;
     verdict v = VERDICT_NONE;
@@ -181,7 +187,7 @@ static verdict group_verdict(const access_manager *am, const char *group, const 
 /* Whether any deny rule of group names kind: only then is an agent's own namespace
  * checked (and audited) at all. */
 static bool group_denies_kind(const access_manager *am, const char *group, access_kind kind) {
-    const aios_group_cfg *g = config_group(am->cfg, group);
+    const aios_group_cfg *g = config_group(cfg_of(am), group);
     for (int i = 0; g && i < g->n_rules; i++) {
         rule r;
         char err[160];
@@ -200,8 +206,8 @@ static const char *action_name(unsigned a) {
 /* The MCP server whose tools.mcp_servers[].group restricts tool (named "<server>/..."), or
  * NULL. The tool manager keeps every tool of such a server under that prefix. */
 static const aios_mcp_cfg *restricting_server(const access_manager *am, const char *tool) {
-    for (int i = 0; i < am->cfg->tools.n_mcp; i++) {
-        const aios_mcp_cfg *m = &am->cfg->tools.mcp[i];
+    for (int i = 0; i < cfg_of(am)->tools.n_mcp; i++) {
+        const aios_mcp_cfg *m = &cfg_of(am)->tools.mcp[i];
         size_t n = strlen(m->name);
         if (m->group[0] && !strncmp(tool, m->name, n) && tool[n] == '/') return m;
     }
@@ -216,7 +222,7 @@ int access_check(access_manager *am, const char *agent, access_kind kind, const 
     bool own = (kind == ACCESS_KIND_MEMORY || kind == ACCESS_KIND_STORAGE) && !strcmp(resource, agent);
     if (own && !group_denies_kind(am, group, kind)) return AIOS_OK; /* no rule consulted */
     const aios_mcp_cfg *srv = kind == ACCESS_KIND_TOOL ? restricting_server(am, resource) : NULL;
-    bool member = !srv || !strcmp(group, srv->group) || !strcmp(group, am->cfg->access.admin_group);
+    bool member = !srv || !strcmp(group, srv->group) || !strcmp(group, cfg_of(am)->access.admin_group);
     verdict v = member ? group_verdict(am, group, agent, kind, resource, action) : VERDICT_DENY;
     bool ok = v == VERDICT_ALLOW || (own && v == VERDICT_NONE);
     snprintf(res, sizeof res, "%s:%s", KINDS[kind].name, resource);
@@ -326,7 +332,7 @@ access_manager *access_open(const access_params *p, char *err, size_t errlen) {
         return NULL;
     }
     am->budgets_open = true;
-    if (p->cfg->n_budgets && pthread_create(&am->flusher, NULL, budget_flusher, am) == 0) am->flusher_started = true;
+    if (pthread_create(&am->flusher, NULL, budget_flusher, am) == 0) am->flusher_started = true; /* (budgets may come with a reload) */
     return am;
 }
 
@@ -361,6 +367,9 @@ void access_close(access_manager *am) {
     strmap_free(&am->by_name);
     strmap_free(&am->by_hash);
     audit_close(&am->audit);
+    for (int i = 0; i < am->n_retired; i++) free(am->retired[i]);
+    free(am->retired);
+    if (am->cfg_owned) free((void *)am->cfg);
     pthread_rwlock_destroy(&am->id_lock);
     pthread_mutex_destroy(&am->fl_mu);
     pthread_cond_destroy(&am->fl_cv);
@@ -405,7 +414,7 @@ static int db_put(access_manager *am, const ident *id) {
 
 int access_identity_create(access_manager *am, const char *name, const char *group, bool keep_data, char *token,
                            size_t token_len, char *err, size_t errlen) {
-    if (!group || !*group) group = am->cfg->access.default_group;
+    if (!group || !*group) group = cfg_of(am)->access.default_group;
     if (!name_ok(name) || !name_ok(group)) {
         snprintf(err, errlen, "agent and group names must be 1 to %d printable bytes without spaces", AIOS_NAME_MAX - 1);
         return AIOS_ERR_INVALID;
@@ -491,7 +500,7 @@ bool access_group_has_member(access_manager *am, const char *group) {
 void access_agent_group(access_manager *am, const char *agent, char *out, size_t outlen) {
     pthread_rwlock_rdlock(&am->id_lock);
     const ident *id = strmap_get(&am->by_name, agent);
-    snprintf(out, outlen, "%s", id && !id->revoked ? id->group : config_agent_group(am->cfg, agent));
+    snprintf(out, outlen, "%s", id && !id->revoked ? id->group : config_agent_group(cfg_of(am), agent));
     pthread_rwlock_unlock(&am->id_lock);
 }
 
@@ -529,11 +538,11 @@ int access_await_approval(access_manager *am, const char *agent, const char *too
     snprintf(a->agent, sizeof a->agent, "%s", agent);
     snprintf(a->tool, sizeof a->tool, "%s", tool);
     a->created = kern_now_wall();
-    a->deadline = a->created + am->cfg->access.approval_timeout_s;
+    a->deadline = a->created + cfg_of(am)->access.approval_timeout_s;
     char res[AIOS_NAME_MAX * 3];
     snprintf(res, sizeof res, "tool:%s", tool);
     pthread_mutex_lock(&am->ap_mu);
-    if (am->closing || am->n_approvals >= am->cfg->access.max_approvals) {
+    if (am->closing || am->n_approvals >= cfg_of(am)->access.max_approvals) {
         pthread_mutex_unlock(&am->ap_mu);
         snprintf(err, errlen, "denied: %s", am->closing ? "the kernel is shutting down" : "too many calls are waiting for approval (access.max_approvals)");
         access_audit(am, agent, res, "approve", "denied", params, "forbidden", -1);
@@ -563,7 +572,7 @@ int access_await_approval(access_manager *am, const char *agent, const char *too
     access_audit(am, agent, res, "approve", decision, params, by[0] ? by : NULL, -1);
     if (rc == AIOS_ERR_TIMEOUT) {
         snprintf(err, errlen, "denied: nobody approved call %llu of irreversible tool '%s' within access.approval_timeout (%d s)",
-                 (unsigned long long)id, tool, am->cfg->access.approval_timeout_s);
+                 (unsigned long long)id, tool, cfg_of(am)->access.approval_timeout_s);
         return AIOS_ERR_FORBIDDEN;
     }
     if (rc == AIOS_ERR_FORBIDDEN)
@@ -616,17 +625,43 @@ void access_audit(access_manager *am, const char *agent, const char *resource, c
 
 int access_budget_admit(access_manager *am, const char *agent, const char *model, int *retry_after_s, char *err,
                         size_t errlen) {
-    if (!am->cfg->n_budgets) return AIOS_OK;
+    if (!cfg_of(am)->n_budgets) return AIOS_OK;
     char group[AIOS_NAME_MAX];
     access_agent_group(am, agent, group, sizeof group);
     return budgets_admit(&am->budgets, agent, group, model, retry_after_s, err, errlen);
 }
 
 void access_budget_charge(access_manager *am, const char *agent, const char *model, long tokens) {
-    if (!am->cfg->n_budgets) return;
+    if (!cfg_of(am)->n_budgets) return;
     char group[AIOS_NAME_MAX];
     access_agent_group(am, agent, group, sizeof group);
     budgets_charge(&am->budgets, agent, group, model, tokens);
 }
 
 cJSON *access_budgets_json(access_manager *am) { return budgets_json(&am->budgets); }
+
+/* ---------- reload ---------- */
+
+int access_reload(access_manager *am, aios_config *next, char *err, size_t errlen) {
+    char sub[256];
+    for (int g = 0; g < next->access.n_groups; g++)
+        for (int i = 0; i < next->access.groups[g].n_rules; i++)
+            if (access_rule_check(next->access.groups[g].rules[i], sub, sizeof sub)) {
+                snprintf(err, errlen, "access.groups.%s: %s", next->access.groups[g].name, sub);
+                return AIOS_ERR_CONFIG;
+            }
+    aios_config **grown = realloc(am->retired, (size_t)(am->n_retired + 1) * sizeof *grown);
+    if (!grown) return AIOS_ERR_NOMEM;
+    am->retired = grown;
+    pthread_rwlock_wrlock(&am->id_lock); /* the database's writers hold it */
+    budgets_flush(&am->budgets, am->db);
+    int rc = budgets_swap(&am->budgets, next, am->db, err, errlen);
+    if (!rc) {
+        const aios_config *old = am->cfg;
+        __atomic_store_n(&am->cfg, next, __ATOMIC_RELEASE);
+        if (am->cfg_owned) am->retired[am->n_retired++] = (aios_config *)old; /* a reader may hold it: kept */
+        am->cfg_owned = true;
+    }
+    pthread_rwlock_unlock(&am->id_lock);
+    return rc;
+}

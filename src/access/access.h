@@ -117,6 +117,13 @@ void access_budget_charge(access_manager *am, const char *agent, const char *mod
 /* Every budget with its limits, use and when each window resets; caller owns it. */
 cJSON *access_budgets_json(access_manager *am);
 
+/* ---- reload (SIGHUP) ---- */
+/* Takes the rules, groups, agents' groups and budgets of next (which it owns from then on:
+ * earlier ones are kept until close, since a request may still read one); budget usage
+ * carries over by agent or group and model. AIOS_ERR_CONFIG with err naming a bad rule, and
+ * then nothing changed (next is still the caller's). */
+int access_reload(access_manager *am, aios_config *next, char *err, size_t errlen);
+
 /* ---- approvals ---- */
 /* Blocks the calling thread until a user approves (AIOS_OK) or denies the call, or
  * access.approval_timeout passes (AIOS_ERR_FORBIDDEN, err says which), or *cancel is set

@@ -48,6 +48,9 @@ int budgets_admit(budget_set *b, const char *agent, const char *group, const cha
                   size_t errlen);
 /* Adds tokens to every budget covering the request. */
 void budgets_charge(budget_set *b, const char *agent, const char *group, const char *model, long tokens);
+/* Takes the budgets of cfg (a reload), their usage read back from db (saved first by the
+ * caller, who serializes use of db); the old ones' usage goes. */
+int budgets_swap(budget_set *b, const aios_config *cfg, sqlite3 *db, char *err, size_t errlen);
 /* Saves the usage (the caller serializes use of db). */
 int budgets_flush(budget_set *b, sqlite3 *db);
 /* [{agent|group, model, tokens_per_minute: {limit, used, resets_in_s}, ...}], a new array. */

@@ -41,8 +41,8 @@ static void roll(budget_use *u, long long t) {
     }
 }
 
-static int load_row(budget_set *b, sqlite3 *db, int i) {
-    const aios_budget_cfg *c = &b->cfg->budgets[i];
+/* The saved usage of budget c into u (zero when none is saved). */
+static int load_row(const aios_budget_cfg *c, budget_use *u, sqlite3 *db) {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, "SELECT minute_start, minute_tokens, minute_requests, day_start, day_tokens FROM budget_usage"
                                " WHERE who = ? AND is_group = ? AND model = ?", -1, &st, NULL) != SQLITE_OK)
@@ -50,7 +50,7 @@ static int load_row(budget_set *b, sqlite3 *db, int i) {
     sqlite3_bind_text(st, 1, c->who, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, c->group);
     sqlite3_bind_text(st, 3, c->model, -1, SQLITE_STATIC);
-    budget_use *u = &b->use[i];
+    memset(u, 0, sizeof *u);
     if (sqlite3_step(st) == SQLITE_ROW) {
         u->minute_start = sqlite3_column_int64(st, 0);
         u->minute_tokens = sqlite3_column_int64(st, 1);
@@ -73,7 +73,7 @@ int budgets_open(budget_set *b, const aios_config *cfg, sqlite3 *db, char *err, 
         return AIOS_ERR_NOMEM;
     }
     for (int i = 0; i < cfg->n_budgets; i++)
-        if (load_row(b, db, i)) {
+        if (load_row(&cfg->budgets[i], &b->use[i], db)) {
             snprintf(err, errlen, "budgets: cannot read the saved usage: %s", sqlite3_errmsg(db));
             budgets_close(b);
             return AIOS_ERR_IO;
@@ -216,4 +216,22 @@ cJSON *budgets_json(budget_set *b) {
     }
     pthread_mutex_unlock(&b->mu);
     return arr;
+}
+
+int budgets_swap(budget_set *b, const aios_config *cfg, sqlite3 *db, char *err, size_t errlen) {
+    budget_use *use = calloc((size_t)(cfg->n_budgets ? cfg->n_budgets : 1), sizeof *use);
+    if (!use) return AIOS_ERR_NOMEM;
+    for (int i = 0; i < cfg->n_budgets; i++)
+        if (load_row(&cfg->budgets[i], &use[i], db)) {
+            snprintf(err, errlen, "budgets: cannot read the saved usage: %s", sqlite3_errmsg(db));
+            free(use);
+            return AIOS_ERR_IO;
+        }
+    pthread_mutex_lock(&b->mu);
+    budget_use *old = b->use;
+    b->use = use;
+    b->cfg = cfg;
+    pthread_mutex_unlock(&b->mu);
+    free(old);
+    return AIOS_OK;
 }

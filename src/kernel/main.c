@@ -33,9 +33,10 @@ static void usage(FILE *f) {
 static int parse_flags(int argc, char **argv, aios_config *cfg, bool *check_only, bool *self_test);
 
 /* SIGHUP: reads the configuration again (file, environment and flags, as at start) and
- * applies what can change while serving: the log level. The rest takes effect at the next
- * start; the log says which. A configuration that no longer validates changes nothing. */
-static void reload(int argc, char **argv, aios_config *cfg) {
+ * applies what can change while serving: the log level, access rules and groups, budgets,
+ * tool manifests. The rest takes effect at the next start; the log says which. A
+ * configuration that no longer validates changes nothing. */
+static void reload(int argc, char **argv, aios_config *cfg, access_manager *access, tool_manager *tools) {
     aios_config *next = malloc(sizeof *next);
     if (!next) return;
     config_defaults(next);
@@ -53,9 +54,18 @@ static void reload(int argc, char **argv, aios_config *cfg) {
     } else {
         log_warn("SIGHUP: kernel.log_level unchanged (%s)", cfg->log_level);
     }
-    log_warn("SIGHUP: tool manifests, access rules, budgets and models take a restart to change in this version "
+    char err[512];
+    if (access_reload(access, next, err, sizeof err)) { /* rules, groups, agents' groups, budgets */
+        log_error("SIGHUP: access rules and budgets not reloaded: %s", err);
+        free(next);
+    } else {
+        log_warn("SIGHUP: access rules (%d groups), agents' groups and budgets (%d) reloaded", next->access.n_groups,
+                 next->n_budgets);
+    } /* (next is the access manager's now) */
+    int bad = 0, n = tools ? tools_reload(tools, &bad) : 0;
+    if (tools) log_warn("SIGHUP: tool manifests reloaded: %d tools, %d refused (GET /v1/tools lists why)", n, bad);
+    log_warn("SIGHUP: everything else (models, the server, the scheduler, stores) changes at the next start "
              "(models: POST /models/load and /models/unload)");
-    free(next);
 }
 
 /* aiosd --version: the kernel's release and revision, the llama.cpp build and the CPU
@@ -398,7 +408,7 @@ int main(int argc, char **argv) {
     if (!rc) {
         log_info("aiosd serving on http://%s:%d (policy %s, max_active %d, context %s)", cfg.server.host,
                  cfg.server.port, cfg.scheduler.policy, cfg.scheduler.max_active, cfg.context.mode);
-        for (int sig = 0; sigwait(&stop_set, &sig) == 0 && sig == SIGHUP;) reload(argc, argv, &cfg);
+        for (int sig = 0; sigwait(&stop_set, &sig) == 0 && sig == SIGHUP;) reload(argc, argv, &cfg, mg.access, mg.tools);
         log_info("shutting down");
     }
     api_server_close(srv);

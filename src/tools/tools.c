@@ -254,6 +254,15 @@ static void rebuild(tool_manager *tm) {
 
 static void mcp_changed(void *ctx) { rebuild(ctx); }
 
+int tools_reload(tool_manager *tm, int *n_errors) {
+    rebuild(tm);
+    pthread_mutex_lock(&tm->table_mu);
+    int n = tm->table.n;
+    *n_errors = cJSON_GetArraySize(tm->errors);
+    pthread_mutex_unlock(&tm->table_mu);
+    return n;
+}
+
 /* Watches tools.dir; a burst of events reloads once, 100 ms after the last one. */
 static void *watcher_main(void *arg) {
     tool_manager *tm = arg;

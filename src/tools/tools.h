@@ -102,6 +102,9 @@ cJSON *tools_list_json(tool_manager *tm);
 void tools_get_stats(tool_manager *tm, tool_stats *out);
 /* The tool resource's run queue (pull mode), for /status and /metrics. */
 runq_t *tools_runq(tool_manager *tm);
+/* Reads the manifests again now (SIGHUP; they also reload by themselves when tools.dir
+ * changes): how many tools there are, and in *n_errors how many manifests were refused. */
+int tools_reload(tool_manager *tm, int *n_errors);
 /* Removes agent's tool workdirs: a new identity of a revoked name starts empty. */
 int tools_purge_agent(tool_manager *tm, const char *agent);
 
