@@ -947,7 +947,6 @@ static int parse_body(api_req *r, cJSON **body, char *err, size_t errlen) {
     return rc;
 }
 
-/* Route, credentials, JSON gate, the route's plan, the admission gate, then the handler. */
 /* ---------- requests waiting for their model to load ---------- */
 
 static enum MHD_Result dispatch(api_req *r);
@@ -998,6 +997,8 @@ static enum MHD_Result redispatch(api_req *r) {
     return dispatch(r);
 }
 
+/* Route, credentials, JSON gate, the route's plan, a wait for its model when it is not
+ * ready, the admission gate, then the handler. */
 static enum MHD_Result dispatch(api_req *r) {
     r->cors_origin = cors_allowed(r);
     if (r->too_large)
