@@ -48,16 +48,6 @@ for u in "$url_a" "$url_l"; do
   if curl -s -o /dev/null "$u/" 2>/dev/null; then echo "$u is already in use (set PORT)" >&2; exit 1; fi
 done
 
-# wait_up NAME PID URL: until URL/health answers 200; on failure the log tail, and exit.
-wait_up() {
-  for _ in $(seq 1 600); do
-    kill -0 "$2" 2>/dev/null || break
-    curl -sf "$3/health" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  echo "$1 did not come up; last lines of its log:" >&2; tail -n 15 "$tmp/$1.log" >&2; exit 1
-}
-
 # probe URL DOOR: the HTTP status of a 1-token streamed request through DOOR.
 probe() {
   local path body
@@ -85,7 +75,7 @@ printf 'llms:\n  models:\n    - name: smollm2\n      path: %s\n      kv_size: %s
   "$model" "$KV" "$THREADS" >"$tmp/aiosd.yaml"
 "$BUILD/aiosd" --host 127.0.0.1 --port "$PORT" --data-dir "$tmp/data" --config "$tmp/aiosd.yaml" \
   --set scheduler.max_active="$MAXACT" --set kernel.log_level=warn $AIOSD_FLAGS >"$tmp/aiosd.log" 2>&1 & aiosd_pid=$!
-wait_up aiosd "$aiosd_pid" "$url_a"
+wait_up aiosd "$aiosd_pid" "$url_a" "$tmp/aiosd.log"
 
 opts=(--model smollm2 --prompt "$PROMPT" --system "$SYSTEM")
 [ "$IGNORE_EOS" = 1 ] && opts+=(--ignore-eos)
@@ -101,7 +91,7 @@ for n in $NS; do
   if [ "$LLAMA" != 0 ]; then
     "$bin/llama-server" -m "$model" --host 127.0.0.1 --port "$((PORT + 1))" -c "$KV" -np "$n" -kvu -t "$THREADS" \
       -tb "$THREADS" --no-webui --jinja >"$tmp/llama-server.log" 2>&1 & llama_pid=$!
-    wait_up llama-server "$llama_pid" "$url_l"
+    wait_up llama-server "$llama_pid" "$url_l" "$tmp/llama-server.log"
     served llama-server "$url_l" chat responses messages ollama
   fi
   case "${targets[0]:-}" in aiosd=chat@*) ;; *) echo "aiosd's chat door does not answer: no baseline" >&2; exit 1 ;; esac

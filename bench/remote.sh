@@ -40,21 +40,11 @@ for u in "$url_k" "$url_a" "$url_b" "$url_f"; do
   if curl -s -o /dev/null "$u/" 2>/dev/null; then echo "$u is already in use (set PORT)" >&2; exit 1; fi
 done
 
-# wait_up NAME URL: until URL/health answers 200; on failure the log tail, and exit.
-wait_up() {
-  for _ in $(seq 1 600); do
-    kill -0 "${pid[$1]}" 2>/dev/null || break
-    curl -sf "$2/health" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  echo "$1 did not come up; last lines of its log:" >&2; tail -n 15 "$tmp/$1.log" >&2; exit 1
-}
-
 # llama NAME PORT SLOTS THREADS: a llama-server replica
 llama() {
   "$bin/llama-server" -m "$model" --host 127.0.0.1 --port "$2" -c "$KV" -np "$3" -kvu -t "$4" -tb "$4" --no-webui \
     --jinja >>"$tmp/$1.log" 2>&1 & pid[$1]=$!
-  wait_up "$1" "http://127.0.0.1:$2"
+  wait_up "$1" "${pid[$1]}" "http://127.0.0.1:$2" "$tmp/$1.log"
 }
 
 # kernel NAME PORT YAML: an aiosd serving only the remote model(s) of YAML
@@ -62,7 +52,7 @@ kernel() {
   printf '%s\n' "$3" >"$tmp/$1.yaml"
   "$BUILD/aiosd" --host 127.0.0.1 --port "$2" --data-dir "$tmp/data-$1" --config "$tmp/$1.yaml" \
     --set kernel.log_level=warn >"$tmp/$1.log" 2>&1 & pid[$1]=$!
-  wait_up "$1" "http://127.0.0.1:$2"
+  wait_up "$1" "${pid[$1]}" "http://127.0.0.1:$2" "$tmp/$1.log"
 }
 
 # endpoint_requests: "requests_a requests_b" of the fleet model, from /status
