@@ -307,7 +307,6 @@ int api_gate_admit(api_req *r, api_gate_class gate, api_admission *a, char *err,
         }
     if ((rc = decide_claims(r, a, err, errlen))) return rc;
     if (a->kind != SYSCALL_KIND_LLM || !a->core) return AIOS_OK;
-    llm_core_info info; /* last: a request refused for any other reason does not spend budget */
-    llm_core_get_info(a->core, &info);
-    return access_budget_admit(api_access(r), r->agent, info.name, &r->retry_after_s, err, errlen);
+    /* last: a request refused for any other reason does not spend budget */
+    return access_budget_admit(api_access(r), r->agent, llm_core_name(a->core), &r->retry_after_s, err, errlen);
 }

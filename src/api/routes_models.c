@@ -56,10 +56,8 @@ static llm_core *named(api_req *r, cJSON *body, int *status, char *err, size_t e
 
 /* {"name", "state"}: 200 when already there, else 202 (under way). */
 static enum MHD_Result state_answer(api_req *r, llm_core *core, llm_core_state goal, llm_core_state now) {
-    llm_core_info info;
-    llm_core_get_info(core, &info);
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "name", info.name);
+    cJSON_AddStringToObject(o, "name", llm_core_name(core));
     cJSON_AddStringToObject(o, "state", llm_core_state_name(now));
     return api_reply_json(r, now == goal ? 200 : 202, o);
 }

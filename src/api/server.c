@@ -970,9 +970,7 @@ static void model_settled(void *ctx) {
 static bool wait_for_model(api_req *r) {
     llm_core *core = r->adm.core;
     if (!core || llm_core_get_state(core, NULL, 0, NULL) == LLM_CORE_READY) return false;
-    llm_core_info info;
-    llm_core_get_info(core, &info);
-    const aios_model_cfg *m = config_model(r->srv->cfg, info.name);
+    const aios_model_cfg *m = config_model(r->srv->cfg, llm_core_name(core));
     pthread_mutex_lock(&r->srv->load_mu); /* before the callback can run: it takes load_mu */
     bool waits = llm_core_when_ready(core, m && m->load_on_request, model_settled, r);
     if (waits) {
@@ -1088,11 +1086,8 @@ static void door_count(api_server *s, api_req *r) {
     }
     pt += r->done_prompt_tokens;
     ct += r->done_completion_tokens;
-    if (r->adm.kind == SYSCALL_KIND_LLM && r->adm.core && pt + ct > 0) { /* budgets: what the request used */
-        llm_core_info info;
-        llm_core_get_info(r->adm.core, &info);
-        access_budget_charge(s->access, r->agent, info.name, pt + ct);
-    }
+    if (r->adm.kind == SYSCALL_KIND_LLM && r->adm.core && pt + ct > 0) /* budgets: what the request used */
+        access_budget_charge(s->access, r->agent, llm_core_name(r->adm.core), pt + ct);
     pthread_mutex_lock(&s->door_mu);
     door_stats *d = &s->doors[r->door];
     d->by_class[r->status >= 500 ? 2 : r->status >= 400 ? 1 : 0]++;

@@ -436,6 +436,8 @@ static int unloaded(llm_core *c, char *err, size_t errlen) {
     return AIOS_ERR_MODEL_DOWN;
 }
 
+const char *llm_core_name(const llm_core *c) { return c->model.name; }
+
 void llm_core_get_info(llm_core *c, llm_core_info *out) {
     pthread_rwlock_rdlock(&c->lk);
     if (c->impl) c->ops->info(c->impl, out);

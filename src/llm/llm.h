@@ -258,6 +258,8 @@ bool llm_core_when_ready(llm_core *c, bool load, void (*fn)(void *), void *ctx);
 /* Drops the waits registered with ctx (their fn will not be called). */
 void llm_core_forget(llm_core *c, void *ctx);
 void llm_core_get_info(llm_core *c, llm_core_info *out);
+/* The model's configured name (fixed for the core's life; no backend call, no lock). */
+const char *llm_core_name(const llm_core *c);
 void llm_core_get_stats(llm_core *c, llm_core_stats *out, sched_stats *sched_out);
 /* The prompt text the model's chat template makes of chat (POST /apply-template). */
 int llm_core_render(llm_core *c, const llm_chat *chat, strbuf *out, char *err, size_t errlen);
