@@ -70,12 +70,7 @@ static void rm_close(void *impl);
 static void *rm_run(void *arg);
 
 static int open_dialect(const aios_model_cfg *m, sched_t *sched, bool anthropic, void **out, char *err, size_t errlen) {
-    char host[AIOS_PATH_MAX];
-    for (int k = 0; config_model_endpoint_at(m, k, host, sizeof host); k++)
-        if (strncmp(host, "http://", 7) && strncmp(host, "https://", 8)) {
-            snprintf(err, errlen, "model '%s': endpoint '%s' must be an http:// or https:// URL", m->name, host);
-            return AIOS_ERR_CONFIG;
-        }
+    /* (the endpoints' URLs were checked with the config: check_endpoints) */
     const char *key = m->api_key_env[0] ? getenv(m->api_key_env) : NULL;
     bool no_key = m->api_key_env[0] && (!key || !*key);
     if (no_key && !m->key_implicit) {
