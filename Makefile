@@ -75,6 +75,13 @@ $(BUILD)/obj/%.o: %.c $(wildcard src/*/*.h include/aios/*.h bench/*.h) | llama-c
 $(BUILD)/obj/src/llm/backend.o: ALL_CFLAGS += -DAIOS_GGML_BACKEND_DIR='"$(RUNTIME_LIB)"' -DAIOS_LLAMA_PY_VERSION='"$(LLAMA_VER)"'
 GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 $(BUILD)/obj/src/kernel/main.o $(BUILD)/obj/src/cli/aios.o: ALL_CFLAGS += -DAIOS_GIT_REV='"$(GIT_REV)"'
+# The values baked in above (and the rpath) live in a stamp rewritten only when they change,
+# so that a new commit or another install PREFIX rebuilds what carries them.
+BUILD_ID := $(RUNTIME_LIB) $(GIT_REV)
+$(BUILD)/build-id: FORCE
+	@mkdir -p $(dir $@); echo '$(BUILD_ID)' | cmp -s - $@ || echo '$(BUILD_ID)' >$@
+$(BUILD)/obj/src/llm/backend.o $(BUILD)/obj/src/kernel/main.o $(BUILD)/obj/src/cli/aios.o $(BUILD)/aiosd: $(BUILD)/build-id
+.PHONY: FORCE
 $(BUILD)/obj/tests/unit/test_llm.o: ALL_CFLAGS += -DAIOS_LLAMA_TEMPLATES='"$(LLAMA_DIR)/src/models/templates"'
 
 $(BUILD)/obj/%.o: %.cpp src/vector/vector.h src/llm/chat_template.h Makefile | llama-check
@@ -89,7 +96,7 @@ llama-check:
 	@test -f $(LLAMA_LIB)/libllama.so || { echo "llama.cpp is not built yet: run 'make llama' (or 'make run')"; exit 1; }
 
 $(BUILD)/aiosd: $(BUILD)/obj/src/kernel/main.o $(KERNEL_OBJ)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS) $(KERNEL_LDLIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LLAMA_LDLIBS) $(LDLIBS) $(KERNEL_LDLIBS)
 $(BUILD)/aios: $(BUILD)/obj/src/cli/aios.o $(SDK_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/demo_agents: $(BUILD)/obj/examples/demo_agents.o $(SDK_OBJ)

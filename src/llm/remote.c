@@ -684,17 +684,19 @@ static void *rm_run(void *arg) {
         int running = 0;
         curl_multi_perform(e->multi, &running);
         CURLMsg *m;
-        int left;
+        int left, ended = 0;
         now = kern_now_mono();
         while ((m = curl_multi_info_read(e->multi, &left)))
             if (m->msg == CURLMSG_DONE && !rm_fleet_probe_done(&e->fleet, e->multi, m->easy_handle, m->data.result, now)) {
                 rm_xfer *x = NULL;
                 curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
                 if (x) finish(e, x, m->data.result, now);
+                ended++;
             }
         pthread_mutex_lock(&e->st_mu);
         e->st.active = e->n_up;
         pthread_mutex_unlock(&e->st_mu);
+        if (ended) continue; /* their room goes to the waiting ones now, not after the poll's timeout */
         double wait = (next < e->next_wake ? next : e->next_wake) - kern_now_mono();
         int ms = wait <= 0 ? 0 : wait >= 1.0 ? 1000 : (int)(wait * 1e3) + 1;
         curl_multi_poll(e->multi, NULL, 0, ms, NULL); /* woken by submit and cancel (rm_wake) */
