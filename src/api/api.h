@@ -16,6 +16,7 @@
 #include "../storage/storage.h"
 #include "../tools/tools.h"
 #include "../access/access.h"
+#include "../agents/agents.h"
 
 typedef struct api_server api_server;
 
@@ -48,5 +49,9 @@ void api_server_ready(api_server *s);
 void api_server_close(api_server *s);
 /* Stops the daemon and frees the server; every syscall must be done (cores freed). */
 void api_server_free(api_server *s);
+/* The agents the kernel runs (routes /agents...; their priorities and counts); NULL: none. */
+void api_server_set_agents(api_server *s, agents_t *a);
+/* Cancels every in-flight request of agent (it was killed or ended). */
+void api_server_cancel_agent(api_server *s, const char *agent);
 
 #endif

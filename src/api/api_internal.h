@@ -250,6 +250,11 @@ void api_select_llms(api_req *r, const char *const *names, int n);
 /* Copies the selection (model names as given) into out; how many. */
 int api_selected_llms(api_req *r, char (*out)[AIOS_NAME_MAX], int max);
 extern const api_route api_routes_compat[];
+extern const api_route api_routes_agents[];
+agents_t *api_agents(api_req *r); /* NULL until the kernel runs agents */
+/* Streams sc, which someone else feeds (syscall_emit) and completes (an agent's log
+ * follower): like a streaming syscall, without submitting it. Takes the caller's reference. */
+enum MHD_Result api_follow(api_req *r, syscall_t *sc, api_stream_fn on_stream);
 /* The models this kernel serves, for an error naming an unknown one: "a, b (aliases: x,y)". */
 void api_models_known(api_req *r, char *out, size_t cap);
 

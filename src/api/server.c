@@ -134,6 +134,7 @@ struct api_server {
     char *ans_malformed;
     pthread_mutex_t door_mu;
     door_stats doors[API_DOOR__COUNT];
+    agents_t *_Atomic agents;  /* set once the kernel runs agents (api_server_set_agents) */
 };
 
 const aios_config *api_cfg(api_req *r) { return r->srv->cfg; }
@@ -146,6 +147,10 @@ mem_manager *api_mem(api_req *r) { return r->srv->mem; }
 storage_manager *api_storage(api_req *r) { return r->srv->storage; }
 llm_embedder *api_embedder(api_req *r) { return r->srv->embedder; }
 tool_manager *api_tools(api_req *r) { return r->srv->tools; }
+agents_t *api_agents(api_req *r) { return atomic_load(&r->srv->agents); }
+void api_server_set_agents(api_server *s, agents_t *a) {
+    if (s) atomic_store(&s->agents, a);
+}
 access_manager *api_access(api_req *r) { return r->srv->access; }
 runq_t *api_runq(api_req *r, syscall_kind kind) { return kind < SYSCALL_KIND__COUNT ? r->srv->runq[kind] : NULL; }
 
@@ -587,6 +592,34 @@ static void cancel_work(llm_core *core, syscall_t *sc) {
     else syscall_cancel(sc);
 }
 
+void api_server_cancel_agent(api_server *s, const char *agent) {
+    syscall_t *scs[256];
+    llm_core *cores[256];
+    int n = 0;
+    pthread_mutex_lock(&s->in_mu);
+    for (api_req *o = s->inflight; o && n < 256; o = o->in_next)
+        if (o->sc && !strcmp(o->agent, agent)) {
+            scs[n] = syscall_ref(o->sc);
+            cores[n++] = o->core;
+        }
+    pthread_mutex_unlock(&s->in_mu);
+    for (int i = 0; i < n; i++) {
+        cancel_work(cores[i], scs[i]);
+        syscall_unref(scs[i]);
+    }
+}
+
+enum MHD_Result api_follow(api_req *r, syscall_t *sc, api_stream_fn on_stream) {
+    r->sc = sc;
+    r->core = NULL;
+    r->on_stream = on_stream;
+    r->streaming = true;
+    if (!r->sse.data) sb_init(&r->sse, 0);
+    syscall_set_sink(sc, req_notify, r);
+    inflight_add(r->srv, r);
+    return start_stream(r);
+}
+
 int api_inflight_find(api_req *r, api_door door, const char *public_id, bool cancel) {
     api_server *s = r->srv;
     syscall_t *sc = NULL;
@@ -906,7 +939,7 @@ static bool path_matches(const char *pat, const char *url) {
 static const api_route *find_route(const char *method, const char *url, bool *path_known, api_door *door) {
     const api_route *tables[] = {api_routes_aios,      api_routes_openai,    api_routes_mem,   api_routes_tools,
                                  api_routes_responses, api_routes_anthropic, api_routes_ollama, api_routes_models,
-                                 api_routes_compat};
+                                 api_routes_compat, api_routes_agents};
     *path_known = false;
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (const api_route *rt = tables[t]; rt->path; rt++) {
@@ -1021,6 +1054,7 @@ static enum MHD_Result dispatch(api_req *r) {
     if (priority_from_header(r))
         return api_reply_error(r, AIOS_ERR_INVALID, "X-AIOS-Priority must be an integer in [%d, %d]", AIOS_PRIORITY_MIN,
                                AIOS_PRIORITY_MAX);
+    if (r->priority < 0) r->priority = agents_priority(api_agents(r), r->agent); /* a kernel-run agent's own */
     cJSON *body = NULL;
     if (rt->json_body) rc = parse_body(r, &body, err, sizeof err);
     if (!rc && rt->plan) rc = rt->plan(r, body, &r->adm, err, sizeof err);
@@ -1029,6 +1063,7 @@ static enum MHD_Result dispatch(api_req *r) {
         return MHD_YES;
     }
     if (!rc) rc = api_gate_admit(r, rt->gate, &r->adm, err, sizeof err);
+    if (!rc && rt->gate == API_GATE_SYSCALL) agents_note(api_agents(r), r->agent, r->adm.kind == SYSCALL_KIND_TOOL, 0);
     api_admission_unborrow(&r->adm); /* the handler reads what it needs now; body goes below */
     enum MHD_Result ret = rc ? api_reply_error(r, rc, "%s", err) : rt->handler(r, body);
     cJSON_Delete(body);
@@ -1086,8 +1121,10 @@ static void door_count(api_server *s, api_req *r) {
     }
     pt += r->done_prompt_tokens;
     ct += r->done_completion_tokens;
-    if (r->adm.kind == SYSCALL_KIND_LLM && r->adm.core && pt + ct > 0) /* budgets: what the request used */
+    if (r->adm.kind == SYSCALL_KIND_LLM && r->adm.core && pt + ct > 0) { /* budgets: what the request used */
         access_budget_charge(s->access, r->agent, llm_core_name(r->adm.core), pt + ct);
+        agents_note(atomic_load(&s->agents), r->agent, false, pt + ct);
+    }
     pthread_mutex_lock(&s->door_mu);
     door_stats *d = &s->doors[r->door];
     d->by_class[r->status >= 500 ? 2 : r->status >= 400 ? 1 : 0]++;

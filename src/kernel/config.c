@@ -44,6 +44,14 @@ static const cfg_key KEYS[] = {
     K_INT("server.header_timeout_ms", server.header_timeout_ms, 100, 3600000, "10000", "A new connection must complete its request headers within this (counted from accept, not reset by each byte); later 408 and closed. Also the grace before `server.min_body_rate` applies."),
     K_LONG("server.min_body_rate", server.min_body_rate, 0, 1L << 30, "1024", "Slowest request body accepted, in bytes/s averaged over the body once `server.header_timeout_ms` has passed; slower gets 408 and is closed (0 = no floor). A request being served (generating, streaming) has no deadline."),
     K_INT("server.reserved_connections", server.reserved_connections, 0, 100000, "16", "Connections (of `server.max_connections`, at most half) kept for identities: when fewer are left, a request without a verified bearer token gets 503. At the limit a new connection replaces the oldest one still waiting for its headers, or gets 503 at once when every slot serves a request."),
+    K_STR("agents.dir", procs.dir, "", "Installed agent packages: AIOS `POST /agents/submit` names one by `agent_id` (a folder here in Cerebrum's layout, `config.json` + `agent.py`, or with an `agent.json` manifest giving its command). Empty = none (docs/agents.md)."),
+    K_STR("agents.cerebrum_runner", procs.cerebrum_runner, "", "Command line (split at spaces) that runs a Cerebrum-layout package: the package is at /agent in the sandbox and the task in `AIOS_TASK`; the runner prints the agent's result as its last line of output. Empty = such packages are refused (docs/agents.md shows one for a Cerebrum SDK install)."),
+    K_LONG("agents.log_max_bytes", procs.log_max_bytes, 4096, 1L << 34, "1048576", "Output (stdout and stderr) kept per agent before its log rotates; one older file is kept, so at most twice this."),
+    K_LONG("agents.log_quota_bytes", procs.log_quota_bytes, 4096, 1L << 40, "268435456", "Logs of every agent together; beyond it the logs of the oldest finished agents are deleted."),
+    K_INT("agents.max_running", procs.max_running, 1, 4096, "64", "Agent processes alive (starting, running or stopped) at once; more get 503."),
+    K_INT("agents.max_records", procs.max_records, 1, 1000000, "1000", "Agents kept in the table (`aios ps`); beyond it the oldest finished ones are dropped with their logs."),
+    K_INT("agents.max_restarts", procs.max_restarts, 0, 1000, "3", "`restart: on-failure` restarts an agent at most this many times (backoff 1 s, doubling to 30 s)."),
+    K_ENUM("agents.default_network", procs.default_network, "kernel-only", "kernel-only|none|full", "Network of an agent that names none: `kernel-only` (TCP to the kernel's port only; needs Linux 6.7+ landlock), `none`, `full`."),
     K_STR("llms.default_model", llms.default_model, "smollm2", "Model used when a request names none (AIOS `llms: null`, OpenAI without `model`); a named model that is not served gets 404."),
     K_INT("llms.default_max_tokens", llms.default_max_tokens, 1, 1 << 20, "1000", "max_tokens when a request gives none (the Cerebrum SDK sends 1000)."),
     K_INT("llms.allow_oversubscribe", llms.allow_oversubscribe, 0, 1, "0", "1 lets the local models' decode threads (`threads`, 0 = every online CPU) total more than the online CPUs; by default that is a configuration error, since ggml's threads spin and models on shared cores slow each other down."),
@@ -334,7 +342,7 @@ int config_set(aios_config *cfg, const char *key, const char *value, char *err, 
     if (strcmp(key, "llms.model") == 0 || strcmp(key, "model") == 0) /* shorthand: first model's path */
         return set_model_field(&cfg->llms.models[0], "path", value, err, errlen);
     if (strncmp(key, "llms.models.", 12) == 0) return set_indexed_model(cfg, key + 12, value, err, errlen);
-    if (strncmp(key, "agents.", 7) == 0) return set_agent(cfg, key + 7, value, err, errlen);
+    if (strncmp(key, "agents.", 7) == 0 && !find_key(key)) return set_agent(cfg, key + 7, value, err, errlen);
     if (strncmp(key, "groups.", 7) == 0) return set_group(cfg, key + 7, value, err, errlen);
     const cfg_key *k = find_key(key);
     if (!k) {
@@ -680,13 +688,18 @@ static int load_agents(aios_config *cfg, yaml_document_t *doc, yaml_node_t *map,
     if (map->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, map, "expected a mapping of agent or group names");
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         yaml_node_t *an = yaml_document_get_node(doc, p->key), *fields = yaml_document_get_node(doc, p->value);
-        const char *agent = scalar(doc, an);
+        const char *agent = scalar(doc, an), *value = fields ? scalar(doc, fields) : NULL;
+        char key[256], sub[256];
+        snprintf(key, sizeof key, "%s.%s", sect, agent ? agent : "");
+        if (agent && value && find_key(key)) { /* agents.dir, agents.max_running, ...: the kernel's own */
+            if (config_set(cfg, key, value, sub, sizeof sub)) return yaml_err(err, errlen, path, an, sub);
+            continue;
+        }
         if (!agent || !fields || fields->type != YAML_MAPPING_NODE)
             return yaml_err(err, errlen, path, an, "each agent or group maps to its settings (priority, budget, ...)");
         for (yaml_node_pair_t *q = fields->data.mapping.pairs.start; q < fields->data.mapping.pairs.top; q++) {
             yaml_node_t *kn = yaml_document_get_node(doc, q->key), *vn = yaml_document_get_node(doc, q->value);
             const char *k = scalar(doc, kn), *v = scalar(doc, vn);
-            char key[256], sub[256];
             snprintf(key, sizeof key, "%s.%s.%s", sect, agent, k ? k : "");
             if (k && !v && vn && !strcmp(k, "budget")) {
                 int rc = load_budget(cfg, doc, vn, key, path, err, errlen);

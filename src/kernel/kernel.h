@@ -245,6 +245,16 @@ typedef struct aios_config {
         aios_mcp_cfg mcp[AIOS_MAX_MCP];
         int n_mcp;
     } tools;
+    struct {                        /* agents as processes the kernel runs (src/agents) */
+        char dir[AIOS_PATH_MAX];    /* installed agent packages (AIOS /agents/submit agent_id) */
+        char cerebrum_runner[AIOS_PATH_MAX]; /* command line that runs a Cerebrum-layout package */
+        long log_max_bytes;         /* one agent's log before it rotates (one older file kept) */
+        long log_quota_bytes;       /* every agent's logs together; beyond, the oldest finished go */
+        int max_running;            /* agents alive at once */
+        int max_records;            /* agents kept in the table (finished ones beyond are dropped) */
+        int max_restarts;           /* restart: on-failure gives up after this many */
+        char default_network[16];   /* kernel-only | none | full */
+    } procs;
     struct {
         char mode[8];                   /* local | enforce */
         int approval_timeout_s, max_approvals;

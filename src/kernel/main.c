@@ -334,6 +334,35 @@ static int add_model(void *ctx, const char *const *keys, const char *const *valu
     return i;
 }
 
+/* What the agents module does to an agent's work elsewhere: its LLM work held on every
+ * core (stop / cont), its in-flight requests cancelled (kill, end). */
+typedef struct agent_hooks_ctx {
+    const aios_config *cfg;
+    llm_core **cores;
+    api_server *srv;
+} agent_hooks_ctx;
+
+static void hook_hold(void *ctx, const char *agent, bool hold) {
+    agent_hooks_ctx *h = ctx;
+    for (int i = 0; i < config_n_models(h->cfg); i++)
+        if (h->cores[i] && llm_core_hold(h->cores[i], agent, hold))
+            log_warn("agent %s: cannot hold its work on model '%s' (too many agents held)", agent, llm_core_name(h->cores[i]));
+}
+
+static void hook_cancel(void *ctx, const char *agent) { api_server_cancel_agent(((agent_hooks_ctx *)ctx)->srv, agent); }
+
+static agents_t *agents_start_all(const aios_config *cfg, access_manager *am, agent_hooks_ctx *h) {
+    agents_params p = agents_default_params();
+    p.cfg = cfg;
+    p.access = am;
+    p.hooks = (agents_hooks){.ctx = h, .hold = hook_hold, .cancel = hook_cancel};
+    char err[600];
+    agents_t *a = agents_open(&p, err, sizeof err);
+    if (!a) log_error("agents: %s; the kernel serves without running agents", err);
+    else api_server_set_agents(h->srv, a);
+    return a;
+}
+
 int main(int argc, char **argv) {
     static aios_config cfg;
     config_defaults(&cfg);
@@ -405,12 +434,16 @@ int main(int argc, char **argv) {
                  info.name, info.desc, (long long)info.n_params, info.ctx, info.kv_size, info.max_active);
     }
     if (!rc) api_server_ready(srv);
+    agent_hooks_ctx hooks = {.cfg = &cfg, .cores = cores, .srv = srv};
+    agents_t *agents = rc ? NULL : agents_start_all(&cfg, mg.access, &hooks);
     if (!rc) {
         log_info("aiosd serving on http://%s:%d (policy %s, max_active %d, context %s)", cfg.server.host,
                  cfg.server.port, cfg.scheduler.policy, cfg.scheduler.max_active, cfg.context.mode);
         for (int sig = 0; sigwait(&stop_set, &sig) == 0 && sig == SIGHUP;) reload(argc, argv, &cfg, mg.access, mg.tools);
         log_info("shutting down");
     }
+    api_server_set_agents(srv, NULL);
+    agents_close(agents); /* their processes end; their requests are cancelled below */
     api_server_close(srv);
     access_stop_approvals(mg.access);
     tool_manager_free(mg.tools);    /* kills running tool processes; waiting approvals end below */
@@ -420,6 +453,7 @@ int main(int argc, char **argv) {
         runq_free(mg.runq[k]);      /* runs queued jobs (an embedding now fails fast with 503) */
     llm_embedder_free(mg.emb);
     api_server_free(srv);
+    agents_free(agents);
     access_close(mg.access);
     mem_close(mg.mem);
     storage_close(mg.storage);

@@ -498,6 +498,14 @@ void llm_core_cancel(llm_core *c, syscall_t *sc) {
     pthread_rwlock_unlock(&c->lk);
 }
 
+int llm_core_hold(llm_core *c, const char *agent, bool hold) {
+    int rc = sched_hold(c->sched, agent, hold);
+    pthread_rwlock_rdlock(&c->lk);
+    if (c->impl) c->ops->wake(c->impl); /* the engine parks the held agent's generation now */
+    pthread_rwlock_unlock(&c->lk);
+    return rc;
+}
+
 void llm_core_foreach_agent(llm_core *c, sched_agent_fn fn, void *ud) { sched_foreach_agent(c->sched, fn, ud); }
 
 bool llm_core_down(llm_core *c, char *why, size_t cap) {

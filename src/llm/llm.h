@@ -281,6 +281,10 @@ void llm_core_cancel(llm_core *c, syscall_t *sc);
 bool llm_core_down(llm_core *c, char *why, size_t cap);
 /* Per-agent service of this core's scheduler (sched_foreach_agent). */
 void llm_core_foreach_agent(llm_core *c, sched_agent_fn fn, void *ud);
+/* Holds agent's work on this core (its process is stopped) or releases it: its generations
+ * are parked exactly (context manager) and its queued requests wait; a request streaming
+ * from a remote upstream is not cut. AIOS_ERR_BUSY when too many agents are held. */
+int llm_core_hold(llm_core *c, const char *agent, bool hold);
 
 /* ---- embeddings (embed.c) ----
  * One pooled-embedding model on its own thread; texts from every caller are batched

@@ -28,6 +28,7 @@ typedef struct sched_agent {
     unsigned long long service_total, service_window;
     int live;           /* syscalls of this agent in the scheduler (waiting or running) */
     double last_used;
+    bool held;          /* its process is stopped: none of its syscalls runs (sched_hold) */
 } sched_agent;
 
 typedef struct wnode {
@@ -47,6 +48,8 @@ struct sched {
     sched_agent *agents;
     int n_agents;
     sched_agent overflow; /* shared by agents beyond max_agents while all records are live */
+    char (*held)[AIOS_NAME_MAX]; /* agents on hold (records come and go; this list stays) */
+    int n_held;
     double window_start;
     unsigned long long submitted, started, rejected, cancelled_waiting, context_switches;
 };
@@ -72,7 +75,10 @@ sched_t *sched_new(const sched_params *p, char *err, size_t errlen) {
     s->p.time_slice = p->time_slice > 0 ? p->time_slice : 1;
     s->p.max_agents = p->max_agents > 0 ? p->max_agents : 1;
     s->agents = calloc((size_t)s->p.max_agents, sizeof *s->agents);
-    if (!s->agents) {
+    s->held = calloc((size_t)s->p.max_agents, sizeof *s->held);
+    if (!s->agents || !s->held) {
+        free(s->agents);
+        free(s->held);
         free(s);
         return NULL;
     }
@@ -118,6 +124,12 @@ static bool list_remove(sched_t *s, syscall_t *sc) {
 
 /* ---- agents and service (mu held) ---- */
 
+static int held_index(const sched_t *s, const char *name) {
+    for (int i = 0; i < s->n_held; i++)
+        if (!strcmp(s->held[i], name)) return i;
+    return -1;
+}
+
 static sched_agent *agent_get(sched_t *s, const char *name) {
     sched_agent *idle = NULL;
     for (int i = 0; i < s->n_agents; i++) {
@@ -129,6 +141,7 @@ static sched_agent *agent_get(sched_t *s, const char *name) {
     if (!a) return &s->overflow;
     memset(a, 0, sizeof *a);
     snprintf(a->name, sizeof a->name, "%s", name);
+    a->held = held_index(s, name) >= 0;
     return a;
 }
 
@@ -147,11 +160,17 @@ static sched_key key_of(const syscall_t *sc) {
                        .service = a ? a->service_window : 0};
 }
 
-/* The policy's first waiting syscall, or NULL. */
+static bool is_held(const syscall_t *sc) {
+    const sched_agent *a = sc->sched_agent;
+    return a && a->held;
+}
+
+/* The policy's first waiting syscall whose agent is not on hold, or NULL. */
 static syscall_t *first_waiting(sched_t *s) {
     syscall_t *best = NULL;
     sched_key bk = {0};
     for (wnode *n = s->head; n; n = n->next) {
+        if (is_held(n->sc)) continue;
         sched_key k = key_of(n->sc);
         if (!best || s->ops->before(&k, &bk)) {
             best = n->sc;
@@ -179,6 +198,7 @@ void sched_free(sched_t *s) {
         syscall_unref(sc);
     }
     free(s->agents);
+    free(s->held);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -241,8 +261,10 @@ void sched_charge(sched_t *s, syscall_t *sc, int service, int generated) {
 syscall_t *sched_victim(sched_t *s, syscall_t *const *running, int n, bool (*fits)(syscall_t *, void *), void *ctx) {
     pthread_mutex_lock(&s->mu);
     syscall_t *victim = NULL;
+    for (int i = 0; i < n && !victim; i++) /* a held agent's generation parks, whoever waits */
+        if (is_held(running[i])) victim = running[i];
     window_roll(s);
-    syscall_t *w = first_waiting(s);
+    syscall_t *w = victim ? NULL : first_waiting(s);
     bool blocked = w && (s->active >= (size_t)s->p.max_active || (fits && !fits(w, ctx)));
     if (blocked) {
         sched_key wk = key_of(w), vk = {0};
@@ -298,7 +320,7 @@ bool sched_cancel(sched_t *s, syscall_t *sc) {
 
 void sched_wait(sched_t *s, double timeout_s) {
     pthread_mutex_lock(&s->mu);
-    if (!s->woken && !s->closed && s->n_waiting == 0) {
+    if (!s->woken && !s->closed && !first_waiting(s)) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         long ns = ts.tv_nsec + (long)((timeout_s - (long)timeout_s) * 1e9);
@@ -315,6 +337,20 @@ void sched_wake(sched_t *s) {
     s->woken = true;
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
+}
+
+int sched_hold(sched_t *s, const char *agent, bool hold) {
+    pthread_mutex_lock(&s->mu);
+    int i = held_index(s, agent), rc = AIOS_OK;
+    if (hold && i < 0 && s->n_held == s->p.max_agents) rc = AIOS_ERR_BUSY;
+    else if (hold && i < 0) snprintf(s->held[s->n_held++], AIOS_NAME_MAX, "%s", agent);
+    else if (!hold && i >= 0) memmove(s->held[i], s->held[i + 1], (size_t)(--s->n_held - i) * AIOS_NAME_MAX);
+    for (int k = 0; !rc && k < s->n_agents; k++)
+        if (!strcmp(s->agents[k].name, agent)) s->agents[k].held = hold;
+    s->woken = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
 }
 
 void sched_close(sched_t *s) {

@@ -78,6 +78,10 @@ syscall_t *sched_next(sched_t *s, bool (*fits)(syscall_t *sc, void *ctx), void *
 /* Engine side: running sc received service: `service` tokens computed for it (prefill and
  * generation) and `generated` new tokens (its time slice). */
 void sched_charge(sched_t *s, syscall_t *sc, int service, int generated);
+/* Puts agent's syscalls on hold (its process is stopped) or takes them off: a held agent's
+ * waiting syscalls are passed over, and sched_victim names its running ones first (the
+ * engine parks them). AIOS_ERR_BUSY when max_agents agents are already held. */
+int sched_hold(sched_t *s, const char *agent, bool hold);
 /* Engine side: when the policy's first waiting syscall cannot start (no free place, or
  * fits() says no), the running syscall among running[0..n) that should yield to it, or
  * NULL. The caller then preempts it and hands it back with sched_requeue(). */

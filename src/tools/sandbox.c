@@ -56,6 +56,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -234,6 +235,7 @@ typedef struct child_spec {
     int res[4], n_lim;
     long uid;                               /* < 0: keep */
     int port_wall;                          /* landlock ruleset applied before execve; < 0: none */
+    int nice;                               /* > 0: its scheduling niceness (an agent's cpu_weight) */
 } child_spec;
 
 /* In the child, last before execve (no_new_privs is set): the port wall, if any, and no
@@ -261,6 +263,7 @@ static int child_main(void *arg) {
     syscall(SYS_close_range, n, ~0U, 0);
     syscall(SYS_setpgid, 0, 0);
     for (int i = 0; i < c->n_lim; i++) syscall(SYS_prlimit64, 0, c->res[i], &c->lim[i], NULL);
+    if (c->nice > 0) syscall(SYS_setpriority, PRIO_PROCESS, 0, c->nice);
     if (c->uid >= 0) {
         if (syscall(SYS_setgroups, 0, NULL) || syscall(SYS_setresgid, c->uid, c->uid, c->uid) ||
             syscall(SYS_setresuid, c->uid, c->uid, c->uid))
@@ -768,10 +771,11 @@ static bool visible_anyway(const char *p) {
     return false;
 }
 
-/* Adds path (what: for messages) to the read-only binds after checking it. */
-static int add_bind(sandbox_mcp *p, const aios_config *kcfg, const char *workroot, const char *path, const char *what,
-                    char *err, size_t errlen) {
-    char c[PATH_MAX];
+/* Whether host path (what: for messages) may be bound read-only at the same path: AIOS_OK
+ * with its canonical form in c ("" when the sandbox shows it anyway), or an error. */
+static int check_bind(const aios_config *kcfg, const char *workroot, const char *path, const char *what, char c[PATH_MAX],
+                      char *err, size_t errlen) {
+    c[0] = 0;
     if (!plain_path(path)) {
         snprintf(err, errlen, "%s '%s': must be an absolute path without '.' or '..'", what, path);
         return AIOS_ERR_CONFIG;
@@ -781,12 +785,22 @@ static int add_bind(sandbox_mcp *p, const aios_config *kcfg, const char *workroo
         snprintf(err, errlen, "%s '%s': %s", what, path, strerror(errno));
         return AIOS_ERR_CONFIG;
     }
-    const char *why = !strcmp(path, "/") || path_within(path, "/work") || path_within(path, "/dev") || path_within(path, "/proc")
+    const char *why = !strcmp(path, "/") || path_within(path, "/work") || path_within(path, "/dev") || path_within(path, "/proc") ||
+                              path_within(path, "/agent")
                           ? "the sandbox's own directories" : bind_conflict(kcfg, workroot, c);
     if (why) {
-        snprintf(err, errlen, "%s '%s' would expose %s to the server; it is not bound", what, path, why);
+        snprintf(err, errlen, "%s '%s' would expose %s to the sandbox; it is not bound", what, path, why);
         return AIOS_ERR_CONFIG;
     }
+    return AIOS_OK;
+}
+
+/* Adds path (what: for messages) to the read-only binds after checking it. */
+static int add_bind(sandbox_mcp *p, const aios_config *kcfg, const char *workroot, const char *path, const char *what,
+                    char *err, size_t errlen) {
+    char c[PATH_MAX];
+    int rc = check_bind(kcfg, workroot, path, what, c, err, errlen);
+    if (rc || !c[0]) return rc;
     snprintf(p->binds[p->n_binds], sizeof p->binds[0], "%s", path);
     snprintf(p->canon[p->n_binds++], sizeof p->canon[0], "%s", c);
     return AIOS_OK;
@@ -794,7 +808,7 @@ static int add_bind(sandbox_mcp *p, const aios_config *kcfg, const char *workroo
 
 /* The install directory of an absolute command (the parent of its bin/, as for a Python
  * venv; else its own directory) into out; "" when it is visible anyway (/usr, /bin...). */
-static void install_dir(const char *command, char *out, size_t outlen) {
+void sandbox_install_dir(const char *command, char *out, size_t outlen) {
     char dir[AIOS_PATH_MAX], c[PATH_MAX];
     out[0] = 0;
     snprintf(dir, sizeof dir, "%s", command);
@@ -814,7 +828,7 @@ static int mcp_binds(sandbox_mcp *p, const aios_config *kcfg, const char *workro
         return AIOS_ERR_CONFIG;
     }
     char dir[AIOS_PATH_MAX];
-    install_dir(m->command, dir, sizeof dir);
+    sandbox_install_dir(m->command, dir, sizeof dir);
     int rc = dir[0] ? add_bind(p, kcfg, workroot, dir, "the command's install directory", err, errlen) : AIOS_OK;
     for (int i = 0; !rc && i < m->n_ro_paths; i++) rc = add_bind(p, kcfg, workroot, m->ro_paths[i], "ro_paths", err, errlen);
     return rc;
@@ -1078,5 +1092,168 @@ int sandbox_mcp_spawn(sandbox_mcp *p, pid_t *pid, int fds[3], char *err, size_t 
     close_fd(&f.sec);
     if (rc) close_all(&f);
     fds[0] = f.in[1], fds[1] = f.out[0], fds[2] = f.err[0];
+    return rc;
+}
+
+/* ---------- agent processes (the agents module's sandbox) ----------
+ *
+ * The same profile as a process tool (bubblewrap, namespaces, seccomp, no capabilities,
+ * no new privileges, the read-only system), for a long-running program: its own workdir
+ * read-write at /work (by descriptor), its package read-only at /agent, a few checked host
+ * directories read-only at their own paths (a venv the command lives in), stdin from
+ * /dev/null and stdout / stderr into the caller's pipes. Network, per spec:
+ *   none         a new network namespace (loopback only, nothing listening) and no socket(2);
+ *   kernel-only  the host's network, TCP connect only to the kernel's port (a landlock
+ *                ruleset, Linux 6.7+) and no datagram or raw sockets (seccomp); without
+ *                landlock's network rules it cannot be enforced and the spawn is refused;
+ *   full         the host's network. */
+
+struct sandbox_procs {
+    char bwrap[AIOS_PATH_MAX];
+    bool merged_usr;
+    char workroot[AIOS_PATH_MAX];
+    int seccomp_fd[3];  /* per sandbox_net */
+    int kernel_wall;    /* landlock: TCP connect to the kernel's port only; < 0: unavailable */
+    long landlock_abi;
+};
+
+/* DENIED, plus: no sockets at all (none), or no datagram / raw IP sockets (kernel-only). */
+static int build_agent_seccomp(sandbox_net net, char *err, size_t errlen) {
+    if (net != SANDBOX_NET_KERNEL) return build_seccomp(net == SANDBOX_NET_FULL, err, errlen);
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    int fd = ctx ? memfd_create("aios-seccomp", MFD_CLOEXEC) : -1;
+    int rc = fd >= 0 ? 0 : -1;
+    for (size_t i = 0; !rc && i < sizeof DENIED / sizeof DENIED[0]; i++)
+        if (DENIED[i] >= 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), DENIED[i], 0);
+    static const int FAM[] = {AF_INET, AF_INET6}, TYPES[] = {SOCK_DGRAM, SOCK_RAW, SOCK_SEQPACKET};
+    for (int f = 0; !rc && f < 2; f++)
+        for (int t = 0; !rc && t < 3; t++)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 2, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)FAM[f]),
+                                  SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, (scmp_datum_t)TYPES[t]));
+    if (!rc) rc = seccomp_export_bpf(ctx, fd);
+    if (ctx) seccomp_release(ctx);
+    if (rc) {
+        snprintf(err, errlen, "agents: cannot build the seccomp filter (%d)", rc);
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* A landlock ruleset that allows TCP connect to port alone, or -1. */
+static int kernel_wall_new(int port, long abi) {
+    if (abi < 4) return -1;
+    struct ll_ruleset_attr ra = {.handled_access_net = LL_ACCESS_NET_CONNECT_TCP};
+    int fd = (int)syscall(SYS_landlock_create_ruleset, &ra, sizeof ra, 0);
+    struct ll_net_port_attr na = {LL_ACCESS_NET_CONNECT_TCP, (uint64_t)port};
+    if (fd >= 0 && syscall(SYS_landlock_add_rule, fd, LL_RULE_NET_PORT, &na, 0)) {
+        close(fd);
+        return -1;
+    }
+    if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
+}
+
+void sandbox_procs_free(sandbox_procs *sp) {
+    if (!sp) return;
+    for (int i = 0; i < 3; i++)
+        if (sp->seccomp_fd[i] >= 0) close(sp->seccomp_fd[i]);
+    if (sp->kernel_wall >= 0) close(sp->kernel_wall);
+    free(sp);
+}
+
+sandbox_procs *sandbox_procs_new(const aios_config *kcfg, char *err, size_t errlen) {
+    sandbox_procs *sp = calloc(1, sizeof *sp);
+    if (!sp) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    sp->seccomp_fd[0] = sp->seccomp_fd[1] = sp->seccomp_fd[2] = sp->kernel_wall = -1;
+    const char *cands[] = {"/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"};
+    for (size_t i = 0; i < 3 && !sp->bwrap[0]; i++)
+        if (access(cands[i], X_OK) == 0) snprintf(sp->bwrap, sizeof sp->bwrap, "%s", cands[i]);
+    struct stat st;
+    sp->merged_usr = lstat("/bin", &st) == 0 && S_ISLNK(st.st_mode);
+    if (kcfg->tools.workdir[0]) snprintf(sp->workroot, sizeof sp->workroot, "%s", kcfg->tools.workdir);
+    else snprintf(sp->workroot, sizeof sp->workroot, "%.1000s/tools", kcfg->data_dir);
+    sp->landlock_abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
+    sp->kernel_wall = kernel_wall_new(kcfg->server.port, sp->landlock_abi);
+    for (int i = 0; i < 3; i++)
+        if ((sp->seccomp_fd[i] = build_agent_seccomp((sandbox_net)i, err, errlen)) < 0) {
+            sandbox_procs_free(sp);
+            return NULL;
+        }
+    return sp;
+}
+
+int sandbox_procs_network(const sandbox_procs *sp, sandbox_net net, char *how, size_t cap) {
+    if (net == SANDBOX_NET_NONE) snprintf(how, cap, "a private network namespace (loopback only) and no sockets");
+    else if (net == SANDBOX_NET_FULL) snprintf(how, cap, "the host's network");
+    else if (sp->kernel_wall >= 0)
+        snprintf(how, cap, "landlock: TCP connect to the kernel's port only (ABI %ld); no datagram or raw sockets (seccomp)",
+                 sp->landlock_abi);
+    else {
+        snprintf(how, cap, "this Linux has no landlock network rules (ABI %ld; 4, Linux 6.7+, is needed), so network "
+                 "'kernel-only' cannot be enforced: use 'none' or 'full'", sp->landlock_abi);
+        return AIOS_ERR_UNSUPPORTED;
+    }
+    return sp->bwrap[0] ? AIOS_OK : AIOS_ERR_UNSUPPORTED;
+}
+
+int sandbox_procs_check_path(const sandbox_procs *sp, const aios_config *kcfg, const char *path, const char *what, char *err,
+                             size_t errlen) {
+    char c[PATH_MAX];
+    return check_bind(kcfg, sp->workroot, path, what, c, err, errlen);
+}
+
+static void agent_argv(const sandbox_procs *sp, const sandbox_proc_spec *s, argv_b *a) {
+    base_profile(a, sp->bwrap, sp->merged_usr, s->net != SANDBOX_NET_NONE);
+    for (int i = 0; i < s->n_ro; i++) add3(a, "--ro-bind", s->ro_paths[i], s->ro_paths[i]);
+    if (s->pkg_dir) add3(a, "--ro-bind", s->pkg_dir, "/agent");
+    add3(a, "--bind-fd", SANDBOX_WORK_FD, "/work");
+    add_tail(a, "/work", s->argv[0]);
+    for (int i = 1; s->argv[i]; i++) add(a, s->argv[i]);
+    a->v[a->n] = NULL;
+}
+
+int sandbox_procs_spawn(sandbox_procs *sp, const aios_config *kcfg, const sandbox_proc_spec *s, pid_t *pid, char *err,
+                        size_t errlen) {
+    char how[256];
+    *pid = -1;
+    if (!sp->bwrap[0]) {
+        snprintf(err, errlen, "bubblewrap (bwrap) is not installed, and agents run only sandboxed (scripts/install-deps.sh)");
+        return AIOS_ERR_UNSUPPORTED;
+    }
+    int rc = sandbox_procs_network(sp, s->net, how, sizeof how);
+    if (rc) {
+        snprintf(err, errlen, "%s", how);
+        return rc;
+    }
+    for (int i = 0; i < s->n_ro && !rc; i++) rc = sandbox_procs_check_path(sp, kcfg, s->ro_paths[i], "ro_paths", err, errlen);
+    if (rc) return rc;
+    char sec[64];
+    snprintf(sec, sizeof sec, "/proc/self/fd/%d", sp->seccomp_fd[s->net]);
+    int fd_sec = open(sec, O_RDONLY | O_CLOEXEC), fd_null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd_sec < 0 || fd_null < 0) {
+        snprintf(err, errlen, "no descriptors left: %s", strerror(errno));
+        rc = AIOS_ERR_BUSY;
+    } else {
+        argv_b a = {0};
+        agent_argv(sp, s, &a);
+        child_spec c = {.argv = (char *const *)a.v, .envp = (char *const *)s->envp, .fd_in = fd_null, .fd_out = s->fd_out,
+                        .fd_err = s->fd_err, .fd_seccomp = fd_sec, .fd_work = s->workdir_fd, .uid = s->uid,
+                        .port_wall = s->net == SANDBOX_NET_KERNEL ? sp->kernel_wall : -1, .nice = s->nice};
+        if (s->uid >= 0 && s->max_procs > 0) { /* + bubblewrap's own process */
+            c.res[0] = RLIMIT_NPROC;
+            c.lim[0] = (struct rlimit){(rlim_t)s->max_procs + 1, (rlim_t)s->max_procs + 1};
+            c.n_lim = 1;
+        }
+        if ((*pid = spawn(&c)) < 0) {
+            snprintf(err, errlen, "cannot start bubblewrap: %s", strerror(errno));
+            rc = AIOS_ERR_IO;
+        }
+    }
+    if (fd_sec >= 0) close(fd_sec);
+    if (fd_null >= 0) close(fd_null);
     return rc;
 }

@@ -108,4 +108,38 @@ int tools_reload(tool_manager *tm, int *n_errors);
 /* Removes agent's tool workdirs: a new identity of a revoked name starts empty. */
 int tools_purge_agent(tool_manager *tm, const char *agent);
 
+/* ---- agent processes' sandbox (sandbox.c; used by the agents module) ----
+ * An agent runs under the process tools' sandbox profile with its workdir at /work, its
+ * package at /agent, and one of three network modes (see sandbox.c). */
+typedef enum sandbox_net { SANDBOX_NET_NONE, SANDBOX_NET_KERNEL, SANDBOX_NET_FULL } sandbox_net;
+typedef struct sandbox_procs sandbox_procs;
+typedef struct sandbox_proc_spec {
+    const char *const *argv;     /* argv[0]: an absolute path, or a name on /usr/bin:/bin; NULL-ended */
+    const char *const *envp;     /* its whole environment; NULL-ended */
+    const char *const *ro_paths; /* host directories bound read-only at their own paths (checked) */
+    int n_ro;
+    const char *pkg_dir;         /* bound read-only at /agent; NULL: none */
+    int workdir_fd;              /* an open directory, bound read-write at /work (its cwd) */
+    int fd_out, fd_err;          /* its stdout and stderr (stdin is /dev/null) */
+    sandbox_net net;
+    long uid;                    /* < 0: the kernel's */
+    int max_procs;               /* RLIMIT_NPROC under its own uid; 0: none */
+    int nice;                    /* > 0: its niceness */
+} sandbox_proc_spec;
+sandbox_procs *sandbox_procs_new(const aios_config *kcfg, char *err, size_t errlen);
+void sandbox_procs_free(sandbox_procs *sp); /* accepts NULL */
+/* How network mode net is enforced here, into how; AIOS_ERR_UNSUPPORTED (how says why)
+ * when it cannot be (or bubblewrap is missing). */
+int sandbox_procs_network(const sandbox_procs *sp, sandbox_net net, char *how, size_t cap);
+/* The install directory of an absolute command (the parent of its bin/, as for a Python
+ * venv; else its own directory) into out; "" when the sandbox shows it anyway (/usr...). */
+void sandbox_install_dir(const char *command, char *out, size_t outlen);
+/* Whether a host directory may be bound into an agent's sandbox (not the kernel's files). */
+int sandbox_procs_check_path(const sandbox_procs *sp, const aios_config *kcfg, const char *path, const char *what, char *err,
+                             size_t errlen);
+/* Starts it: *pid is bubblewrap's (the leader of its own process group; the agent is pid 1
+ * of its pid namespace below it, and dies with it). */
+int sandbox_procs_spawn(sandbox_procs *sp, const aios_config *kcfg, const sandbox_proc_spec *s, pid_t *pid, char *err,
+                        size_t errlen);
+
 #endif
