@@ -97,7 +97,7 @@ llama-check:
 
 $(BUILD)/aiosd: $(BUILD)/obj/src/kernel/main.o $(KERNEL_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LLAMA_LDLIBS) $(LDLIBS) $(KERNEL_LDLIBS)
-$(BUILD)/aios: $(BUILD)/obj/src/cli/aios.o $(SDK_OBJ)
+$(BUILD)/aios: $(BUILD)/obj/src/cli/aios.o $(BUILD)/obj/src/cli/cli_agents.o $(SDK_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/demo_agents: $(BUILD)/obj/examples/demo_agents.o $(SDK_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)

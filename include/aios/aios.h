@@ -60,5 +60,11 @@ void aios_chat_result_free(aios_chat_result *r); /* accepts NULL */
 int aios_get(aios_client *c, const char *path, char **body, int *http_status);
 /* POSTs a JSON text to path; *body (caller frees) gets the answer. AIOS_OK once an answer came. */
 int aios_post(aios_client *c, const char *path, const char *json, char **body, int *http_status);
+/* Called per server-sent event (event: its name, "message" when unnamed; data: its data
+ * lines); return non-zero to stop. */
+typedef int (*aios_event_cb)(const char *event, const char *data, void *ud);
+/* GETs path as a stream of server-sent events (`aios logs -f`); an answer that is not 200
+ * gives no events, its body (caller frees) goes to *body. */
+int aios_get_events(aios_client *c, const char *path, aios_event_cb cb, void *ud, char **body, int *http_status);
 
 #endif

@@ -138,16 +138,22 @@ static int spec_choice(const cJSON *spec, const char *key, const char *const *al
 }
 
 static int spec_strings(agents_t *a, const cJSON *spec, cJSON *out, char *err, size_t errlen) {
-    static const char *const KEYS[] = {"name", "group", "workdir", "task"};
-    for (size_t i = 0; i < 4; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, KEYS[i]);
+    enum { NAME, PATH, TEXT };
+    static const struct {
+        const char *key;
+        int kind;
+    } KEYS[] = {{"name", NAME}, {"group", NAME}, {"workdir", PATH}, {"package_dir", PATH}, {"runner_dir", PATH}, {"task", TEXT}};
+    for (size_t i = 0; i < sizeof KEYS / sizeof KEYS[0]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, KEYS[i].key);
         if (!v || cJSON_IsNull(v)) continue;
-        size_t cap = i == 3 ? 65536 : i == 2 ? AIOS_PATH_MAX : AIOS_NAME_MAX;
+        size_t cap = KEYS[i].kind == TEXT ? 65536 : KEYS[i].kind == PATH ? AIOS_PATH_MAX : AIOS_NAME_MAX;
         if (!cJSON_IsString(v) || !*v->valuestring || strlen(v->valuestring) >= cap || !kern_utf8_valid(v->valuestring, strlen(v->valuestring)))
-            return bad(err, errlen, "'%s' must be a non-empty string of bounded length", KEYS[i]);
-        if (i < 2 && !name_ok(v->valuestring)) return bad(err, errlen, "'%s' must be printable, without spaces or '/'", KEYS[i]);
-        if (i == 2 && sandbox_procs_check_path(a->sandbox, a->cfg, v->valuestring, "workdir", err, errlen)) return AIOS_ERR_INVALID;
-        cJSON_AddStringToObject(out, KEYS[i], v->valuestring);
+            return bad(err, errlen, "'%s' must be a non-empty string of bounded length", KEYS[i].key);
+        if (KEYS[i].kind == NAME && !name_ok(v->valuestring))
+            return bad(err, errlen, "'%s' must be printable, without spaces or '/'", KEYS[i].key);
+        if (KEYS[i].kind == PATH && sandbox_procs_check_path(a->sandbox, a->cfg, v->valuestring, false, KEYS[i].key, err, errlen))
+            return AIOS_ERR_INVALID;
+        cJSON_AddStringToObject(out, KEYS[i].key, v->valuestring);
     }
     return AIOS_OK;
 }
@@ -158,14 +164,14 @@ static int spec_ro_paths(agents_t *a, const cJSON *spec, cJSON *out, char *err, 
     if (!ro || cJSON_IsNull(ro)) return AIOS_OK;
     int rc = string_list(ro, "ro_paths", 0, 8, AIOS_PATH_MAX, list, err, errlen);
     const cJSON *p;
-    cJSON_ArrayForEach(p, list) if (!rc) rc = sandbox_procs_check_path(a->sandbox, a->cfg, p->valuestring, "ro_paths", err, errlen);
+    cJSON_ArrayForEach(p, list) if (!rc) rc = sandbox_procs_check_path(a->sandbox, a->cfg, p->valuestring, true, "ro_paths", err, errlen);
     return rc ? AIOS_ERR_INVALID : AIOS_OK;
 }
 
 /* The spec checked and normalised (every field present) into *out. */
 static int spec_parse(agents_t *a, const cJSON *spec, cJSON **out, char *err, size_t errlen) {
     static const char *const KNOWN[] = {"name", "command", "env", "workdir", "group", "priority", "limits", "restart",
-                                        "network", "ro_paths", "task", NULL};
+                                        "network", "ro_paths", "task", "package_dir", "runner_dir", NULL};
     static const char *const RESTART[] = {"never", "on-failure", NULL}, *const NET[] = {"kernel-only", "none", "full", NULL};
     if (!cJSON_IsObject(spec)) return bad(err, errlen, "%s", "the body must be a JSON object");
     const cJSON *e;
@@ -324,14 +330,18 @@ static agent *rec_from_row(agents_t *a, sqlite3_stmt *st) {
     col_text(st, 19, g->net_how, sizeof g->net_how);
     col_text(st, 20, g->limits_how, sizeof g->limits_how);
     limits_from_spec(g);
-    if (g->state <= AGENT_STOPPED) {
-        g->state = AGENT_LOST;
-        g->ended = kern_now_wall();
-        snprintf(g->reason, sizeof g->reason, "the kernel restarted; its processes ended with the one that ran them");
+    bool resume = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g->spec, "_resume")); /* lost at a shutdown */
+    if (g->state <= AGENT_STOPPED || resume) {
+        if (g->state <= AGENT_STOPPED) {
+            g->state = AGENT_LOST;
+            g->ended = kern_now_wall();
+            snprintf(g->reason, sizeof g->reason, "the kernel stopped; its processes ended with the one that ran them");
+            access_identity_revoke(a->p.access, g->name, NULL, 0); /* its token died with it */
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(g->spec, "_resume");
         if (g->restart_on_failure && g->restarts < a->cfg->procs.max_restarts) g->restart_at = kern_now_mono();
         g->dirty = true;
     }
-    (void)a;
     return g;
 }
 
@@ -516,7 +526,7 @@ static void describe_limits(agent *g, long uid) {
  * every uid the tools use, one per agents.max_running slot; -1 = the kernel's. */
 static long agent_uid(agents_t *a, agent *g) {
     const aios_config *c = a->cfg;
-    if (geteuid() != 0 || c->tools.sandbox_uid_base <= 0) return -1;
+    if (geteuid() != 0 || c->tools.sandbox_uid_base <= 0 || !a->own_uids) return -1;
     bool used[4096] = {0};
     long base = c->tools.sandbox_uid_base + c->tools.max_pending + AIOS_MAX_MCP;
     for (int i = 0; i < a->n; i++) {
@@ -549,7 +559,9 @@ int agents_spawn(agents_t *a, agent *g, char *err, size_t errlen) {
     if (rc) return rc;
     int out[2] = {-1, -1}, errp[2] = {-1, -1}, wfd = open_workdir(a, g, err, errlen);
     long uid = agent_uid(a, g);
-    if (wfd >= 0 && uid >= 0 && (fchown(wfd, (uid_t)uid, (gid_t)uid) || fchmod(wfd, 0700))) log_warn("agents: workdir of %s: %s", g->id, strerror(errno));
+    /* as the tools' workdirs: the kernel's, writable by the agent's uid; bubblewrap, under that
+     * uid and no longer dumpable, could not bind a directory of its own by descriptor */
+    if (wfd >= 0 && uid >= 0 && fchmod(wfd, 0777)) log_warn("agents: workdir of %s: %s", g->id, strerror(errno));
     if (wfd < 0) rc = AIOS_ERR_IO;
     else if (pipe2(out, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
         snprintf(err, errlen, "no descriptors left: %s", strerror(errno));
@@ -563,10 +575,8 @@ int agents_spawn(agents_t *a, agent *g, char *err, size_t errlen) {
         agent_env(a, g, token, &env);
         argv_of(a, g, argv, ro, &n_ro);
         const char *net = spec_str(g, "network");
-        char pkg[AIOS_PATH_MAX * 2];
-        snprintf(pkg, sizeof pkg, "%s/%s", a->cfg->procs.dir, g->package);
         sandbox_proc_spec s = {.argv = argv, .envp = (const char *const *)env.v, .ro_paths = ro, .n_ro = n_ro,
-                               .pkg_dir = g->package[0] ? pkg : NULL, .workdir_fd = wfd, .fd_out = out[1], .fd_err = errp[1],
+                               .pkg_dir = spec_str(g, "package_dir"), .runner_dir = spec_str(g, "runner_dir"), .workdir_fd = wfd, .fd_out = out[1], .fd_err = errp[1],
                                .net = !strcmp(net, "none") ? SANDBOX_NET_NONE : !strcmp(net, "full") ? SANDBOX_NET_FULL : SANDBOX_NET_KERNEL,
                                .uid = uid, .max_procs = g->pids, .nice = nice_of(g->cpu_weight)};
         sandbox_procs_network(a->sandbox, s.net, g->net_how, sizeof g->net_how);
@@ -648,11 +658,40 @@ static int start_record(agents_t *a, cJSON *norm, const char *package, agent **o
     return rc;
 }
 
+static cJSON *package_spec(agents_t *a, const char *dir, char *err, size_t errlen);
+
+/* spec over the package it names (package_dir): the package's own spec, with the
+ * request's fields on top; NULL with err. */
+static cJSON *with_package(agents_t *a, const cJSON *spec, const char **pkg, char *err, size_t errlen) {
+    const char *dir = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(spec, "package_dir"));
+    if (!dir) return cJSON_Duplicate(spec, true);
+    struct stat st;
+    if (dir[0] != '/' || stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "package_dir '%.200s': not an absolute path to a directory", dir);
+        return NULL;
+    }
+    cJSON *base = package_spec(a, dir, err, errlen);
+    if (!base) return NULL;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, spec) {
+        cJSON_DeleteItemFromObjectCaseSensitive(base, f->string);
+        cJSON_AddItemToObject(base, f->string, cJSON_Duplicate(f, true));
+    }
+    *pkg = strrchr(dir, '/') + 1;
+    return base;
+}
+
 int agents_start(agents_t *a, const cJSON *spec, cJSON **out, char *err, size_t errlen) {
     cJSON *norm = NULL;
-    int rc = spec_parse(a, spec, &norm, err, errlen);
+    const char *pkg = NULL;
+    cJSON *full = cJSON_IsObject(spec) ? with_package(a, spec, &pkg, err, errlen) : cJSON_Duplicate(spec, true);
+    if (cJSON_IsObject(spec) && !full) return AIOS_ERR_INVALID;
+    int rc = spec_parse(a, full, &norm, err, errlen);
     agent *g = NULL;
-    if (!rc) rc = start_record(a, norm, NULL, &g, err, errlen);
+    char pkg_name[AIOS_NAME_MAX];
+    snprintf(pkg_name, sizeof pkg_name, "%s", pkg ? pkg : "");
+    cJSON_Delete(full);
+    if (!rc) rc = start_record(a, norm, pkg_name, &g, err, errlen);
     if (rc) return rc;
     *out = cJSON_CreateObject();
     pthread_mutex_lock(&a->mu);
@@ -686,7 +725,8 @@ static bool package_name_ok(const char *s) {
 
 /* The spec of package dir: its agent.json (a native manifest: the spec's fields, command
  * relative to /agent allowed), or the Cerebrum runner for config.json + agent.py. */
-static cJSON *package_spec(agents_t *a, const char *dir, const char *id, char *err, size_t errlen) {
+static cJSON *package_spec(agents_t *a, const char *dir, char *err, size_t errlen) {
+    const char *id = strrchr(dir, '/') + 1;
     char p[AIOS_PATH_MAX * 2 + 16];
     snprintf(p, sizeof p, "%s/agent.json", dir);
     cJSON *spec = read_json(p);
@@ -704,7 +744,20 @@ static cJSON *package_spec(agents_t *a, const char *dir, const char *id, char *e
     cJSON *cmd = cJSON_AddArrayToObject(spec, "command");
     char runner[AIOS_PATH_MAX], *save = NULL;
     snprintf(runner, sizeof runner, "%s", a->cfg->procs.cerebrum_runner);
-    for (char *t = strtok_r(runner, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) cJSON_AddItemToArray(cmd, cJSON_CreateString(t));
+    struct stat st;
+    for (char *t = strtok_r(runner, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+        /* the runner's script (an absolute file after the interpreter): its folder at /runner */
+        bool script = cJSON_GetArraySize(cmd) > 0 && t[0] == '/' && !cJSON_GetObjectItemCaseSensitive(spec, "runner_dir") &&
+                      stat(t, &st) == 0 && S_ISREG(st.st_mode);
+        if (script) {
+            char *slash = strrchr(t, '/'), where[AIOS_PATH_MAX + 16];
+            snprintf(where, sizeof where, "/runner/%s", slash + 1);
+            *slash = 0;
+            cJSON_AddStringToObject(spec, "runner_dir", *t ? t : "/");
+            cJSON_AddItemToArray(cmd, cJSON_CreateString(where));
+        } else
+            cJSON_AddItemToArray(cmd, cJSON_CreateString(t));
+    }
     char inst[AIOS_PATH_MAX];
     const char *first = cJSON_GetArrayItem(cmd, 0) ? cJSON_GetArrayItem(cmd, 0)->valuestring : "";
     sandbox_install_dir(first, inst, sizeof inst);
@@ -731,19 +784,14 @@ int agents_submit_package(agents_t *a, const char *agent_id, const cJSON *config
         snprintf(err, errlen, "agent '%.64s' is not installed in agents.dir (%s)", agent_id, a->cfg->procs.dir);
         return AIOS_ERR_NOT_FOUND;
     }
-    cJSON *spec = package_spec(a, dir, base, err, errlen);
-    if (!spec) return AIOS_ERR_INVALID;
+    cJSON *req = cJSON_CreateObject(), *out = NULL;
+    cJSON_AddStringToObject(req, "package_dir", dir);
     const cJSON *task = config ? cJSON_GetObjectItemCaseSensitive(config, "task") : NULL;
-    if (cJSON_IsString(task)) {
-        cJSON_DeleteItemFromObjectCaseSensitive(spec, "task");
-        cJSON_AddStringToObject(spec, "task", task->valuestring);
-    }
-    cJSON *norm = NULL;
-    agent *g = NULL;
-    int rc = spec_parse(a, spec, &norm, err, errlen);
-    cJSON_Delete(spec);
-    if (!rc) rc = start_record(a, norm, base, &g, err, errlen);
-    if (!rc) snprintf(id, idlen, "%s", g->id);
+    if (cJSON_IsString(task)) cJSON_AddStringToObject(req, "task", task->valuestring);
+    int rc = agents_start(a, req, &out, err, errlen);
+    if (!rc) snprintf(id, idlen, "%s", cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(out, "id")));
+    cJSON_Delete(req);
+    cJSON_Delete(out);
     return rc;
 }
 
@@ -916,6 +964,28 @@ int agents_signal(agents_t *a, const char *id, agents_op op, char *err, size_t e
 
 /* ---------- open / close ---------- */
 
+/* Whether other uids can reach dir (every directory above it searchable: o+x). A sandbox
+ * binds an agent's workdir by path, as the agent's uid; if they cannot, agents run under the
+ * kernel's uid (logged once). */
+static bool reachable(const char *dir) {
+    char p[AIOS_PATH_MAX];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *s = p + 1;; s++) {
+        char c = *s;
+        if (c != '/' && c) continue;
+        *s = 0;
+        struct stat st;
+        if (stat(p, &st) || !(st.st_mode & S_IXOTH)) {
+            if (geteuid() == 0)
+                log_warn("agents: %s is not searchable by other uids, so agents run under the kernel's uid (limits.pids "
+                         "is not enforced); make it o+x or set agents.workdir elsewhere", p);
+            return false;
+        }
+        *s = c;
+        if (!c) return true;
+    }
+}
+
 agents_t *agents_open(const agents_params *p, char *err, size_t errlen) {
     agents_t *a = calloc(1, sizeof *a);
     if (!a) {
@@ -926,7 +996,8 @@ agents_t *agents_open(const agents_params *p, char *err, size_t errlen) {
     a->cfg = p->cfg;
     a->wake_fd = -1;
     pthread_mutex_init(&a->mu, NULL);
-    snprintf(a->dir, sizeof a->dir, "%.1000s/agents", a->cfg->data_dir);
+    if (a->cfg->procs.workdir[0]) snprintf(a->dir, sizeof a->dir, "%s", a->cfg->procs.workdir);
+    else snprintf(a->dir, sizeof a->dir, "%.1000s/agents", a->cfg->data_dir);
     const char *host = a->cfg->server.host;
     bool any = !strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !*host;
     snprintf(a->kernel_url, sizeof a->kernel_url, strchr(host, ':') && !any ? "http://[%s]:%d" : "http://%s:%d",
@@ -937,6 +1008,7 @@ agents_t *agents_open(const agents_params *p, char *err, size_t errlen) {
     int rc = (mkdir(a->dir, 0711) && errno != EEXIST) || chmod(a->dir, 0711) ? AIOS_ERR_IO : AIOS_OK; /* sandbox uids pass */
     if (rc) snprintf(err, errlen, "%s: %s", a->dir, strerror(errno));
     if (!rc && !(a->sandbox = sandbox_procs_new(a->cfg, err, errlen))) rc = AIOS_ERR_CONFIG;
+    if (!rc) a->own_uids = reachable(a->dir);
     if (!rc) rc = sdb_open(db, false, SCHEMA, &a->db, &ck, err, errlen);
     sdb_ckpt_stop(ck); /* a small table: commits checkpoint themselves */
     if (!rc) rc = load_table(a, err, errlen);
@@ -955,7 +1027,7 @@ void agents_close(agents_t *a) {
     for (int i = 0; i < a->n; i++)
         if (a->recs[i]->pid > 0) {
             a->recs[i]->kill_requested = true;
-            snprintf(a->recs[i]->reason, sizeof a->recs[i]->reason, "the kernel shut down");
+            snprintf(a->recs[i]->reason, sizeof a->recs[i]->reason, "the kernel shut down under it");
             proc_signal_tree(a->recs[i], SIGKILL);
         }
     pthread_mutex_unlock(&a->mu);

@@ -74,7 +74,8 @@ struct agents {
     bool thread_running;
     int wake_fd;                /* eventfd: the supervisor re-reads the table */
     bool stop;
-    char dir[AIOS_PATH_MAX];    /* <data_dir>/agents */
+    char dir[AIOS_PATH_MAX];    /* agents.workdir, or <data_dir>/agents */
+    bool own_uids;              /* other uids can reach dir: agents may run under their own */
     char kernel_url[128];
 };
 

@@ -126,7 +126,9 @@ void agents_finish(agents_t *a, agent *g, int status, double cpu_s, long maxrss_
     g->ended = kern_now_wall();
     g->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     g->term_signal = WIFSIGNALED(status) ? WTERMSIG(status) : -1;
-    g->state = g->kill_requested || g->reason[0] ? AGENT_KILLED : AGENT_EXITED;
+    g->state = a->stop ? AGENT_LOST : g->kill_requested || g->reason[0] ? AGENT_KILLED : AGENT_EXITED;
+    if (a->stop && g->restart_on_failure) /* it comes back with the kernel, as after a crash */
+        cJSON_AddBoolToObject(g->spec, "_resume", true);
     access_identity_revoke(a->p.access, g->name, NULL, 0);
     for (int i = 0; i < g->n_followers; i++) follower_end(g->followers[i], AIOS_OK);
     g->n_followers = 0;

@@ -64,8 +64,9 @@ static enum MHD_Result h_get(api_req *r, cJSON *body) {
     agents_t *a = agents_or_error(r);
     char id[64];
     if (!a) return MHD_YES;
-    cJSON *o = url_id(r, id, sizeof id) ? agents_get(a, id) : NULL;
-    return o ? api_reply_json(r, 200, o) : not_found(r, r->url + 8);
+    if (!url_id(r, id, sizeof id)) return not_found(r, r->url + 8);
+    cJSON *o = agents_get(a, id);
+    return o ? api_reply_json(r, 200, o) : not_found(r, id);
 }
 
 static enum MHD_Result signal_route(api_req *r, agents_op op) {
@@ -160,8 +161,9 @@ static enum MHD_Result h_status(api_req *r, cJSON *body) {
     agents_t *a = agents_or_error(r);
     char id[64];
     if (!a) return MHD_YES;
-    cJSON *o = url_id(r, id, sizeof id) ? agents_aios_status(a, id) : NULL;
-    return o ? api_reply_json(r, 200, o) : not_found(r, r->url + 8);
+    if (!url_id(r, id, sizeof id)) return not_found(r, r->url + 8);
+    cJSON *o = agents_aios_status(a, id);
+    return o ? api_reply_json(r, 200, o) : not_found(r, id);
 }
 
 static enum MHD_Result h_ps(api_req *r, cJSON *body) {

@@ -4,6 +4,7 @@
  *   aios status | aios models [load|unload NAME] | aios metrics | aios tools
  *   aios agent create NAME [--group G] [--keep-data] | aios agent revoke NAME | aios agent list
  *   aios approvals | aios approve ID | aios deny ID
+ *   aios run | ps | logs | stop | cont | kill | inspect: agent processes (cli_agents.c)
  * The token for enforce mode (an identity of the admin group) comes from --token or $AIOS_TOKEN.
  * The kernel URL comes from --url or $AIOS_URL (default http://127.0.0.1:8000).
  */
@@ -14,8 +15,9 @@
 #include <cjson/cJSON.h>
 #include "aios/aios.h"
 #include "aios/version.h"
+#include "cli.h"
 
-static void usage(FILE *f) {
+void usage(FILE *f) {
     fprintf(f, "usage: aios [--url URL] <command> | aios --version\n"
                "  chat [--model M] [--max-tokens N] [--temperature T] [--seed S] [--agent NAME] PROMPT\n"
                "                     stream an answer from the kernel\n"
@@ -30,7 +32,18 @@ static void usage(FILE *f) {
                "                                  deleted unless --keep-data hands it to the new identity)\n"
                "  agent revoke NAME | agent list\n"
                "  approvals          calls of irreversible tools waiting for a decision\n"
-               "  approve ID | deny ID\n");
+               "  approve ID | deny ID\n"
+               "  run [OPTIONS] (DIR | -- COMMAND [ARG...])\n"
+               "                     start an agent process in the kernel's sandbox (docs/agents.md): DIR is a\n"
+               "                     package (agent.json, or Cerebrum's config.json + agent.py); options:\n"
+               "                     --name N --group G --priority P --task T --network kernel-only|none|full\n"
+               "                     --memory-mb N --cpu-weight N --pids N --wall-s N --restart on-failure\n"
+               "                     --env K=V --ro PATH --workdir DIR -f (follow its output to the end)\n"
+               "  ps [--json]        agents the kernel runs or ran\n"
+               "  logs [-f] ID       an agent's output (-f: follow it live)\n"
+               "  stop ID | cont ID | kill ID\n"
+               "                     suspend (its generation parks), resume, end an agent\n"
+               "  inspect ID         an agent's whole record\n");
 }
 
 static int print_piece(const char *p, size_t n, void *ud) {
@@ -69,7 +82,7 @@ static int cmd_chat(aios_client_params *cp, int argc, char **argv) {
 
 /* GETs path (post NULL) or POSTs the JSON text post to it, and prints the answer
  * (pretty-printed JSON when pretty); 0 on a 2xx answer. */
-static int request_print(aios_client_params *cp, const char *path, const char *post, bool pretty) {
+int request_print(aios_client_params *cp, const char *path, const char *post, bool pretty) {
     aios_client *c = aios_client_new(cp);
     char *body = NULL;
     int status = 0;
@@ -90,7 +103,7 @@ static int request_print(aios_client_params *cp, const char *path, const char *p
 static int cmd_get(aios_client_params *cp, const char *path, bool pretty) { return request_print(cp, path, NULL, pretty); }
 
 /* POSTs body (taken) to path and prints the answer. */
-static int post_print(aios_client_params *cp, const char *path, cJSON *body) {
+int post_print(aios_client_params *cp, const char *path, cJSON *body) {
     char *txt = cJSON_PrintUnformatted(body);
     cJSON_Delete(body);
     int rc = txt ? request_print(cp, path, txt, true) : 1;
@@ -100,7 +113,6 @@ static int post_print(aios_client_params *cp, const char *path, cJSON *body) {
 
 /* `aios models`: one line per model (name, backend, state, load, aliases) from /core/llms/list;
  * --json prints the answer as it is. */
-static int post_print(aios_client_params *cp, const char *path, cJSON *body);
 
 static int cmd_models(aios_client_params *cp, int argc, char **argv) {
     if (argc == 1 && !strcmp(argv[0], "--json")) return cmd_get(cp, "/core/llms/list", true);
@@ -188,6 +200,11 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "metrics")) return cmd_get(&cp, "/metrics", false);
     if (!strcmp(cmd, "tools")) return cmd_get(&cp, "/v1/tools", true);
     if (!strcmp(cmd, "agent")) return cmd_agent(&cp, argc - i, argv + i);
+    if (!strcmp(cmd, "run")) return cli_run(&cp, argc - i, argv + i);
+    if (!strcmp(cmd, "ps")) return cli_ps(&cp, argc - i, argv + i);
+    if (!strcmp(cmd, "logs")) return cli_logs(&cp, argc - i, argv + i);
+    if (!strcmp(cmd, "inspect")) return cli_signal(&cp, NULL, argc - i, argv + i);
+    if (!strcmp(cmd, "stop") || !strcmp(cmd, "cont") || !strcmp(cmd, "kill")) return cli_signal(&cp, cmd, argc - i, argv + i);
     if (!strcmp(cmd, "approvals")) return cmd_get(&cp, "/admin/approvals", true);
     if (!strcmp(cmd, "approve")) return cmd_decide(&cp, "approve", argc - i, argv + i);
     if (!strcmp(cmd, "deny")) return cmd_decide(&cp, "deny", argc - i, argv + i);

@@ -247,6 +247,7 @@ typedef struct aios_config {
     } tools;
     struct {                        /* agents as processes the kernel runs (src/agents) */
         char dir[AIOS_PATH_MAX];    /* installed agent packages (AIOS /agents/submit agent_id) */
+        char workdir[AIOS_PATH_MAX]; /* agents' logs and workdirs; "" = <data_dir>/agents */
         char cerebrum_runner[AIOS_PATH_MAX]; /* command line that runs a Cerebrum-layout package */
         long log_max_bytes;         /* one agent's log before it rotates (one older file kept) */
         long log_quota_bytes;       /* every agent's logs together; beyond, the oldest finished go */

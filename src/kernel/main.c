@@ -433,9 +433,9 @@ int main(int argc, char **argv) {
         log_info("model '%s' ready: %s, %lld params, context %d tokens/request, %d KV cells, %d sequences per batch",
                  info.name, info.desc, (long long)info.n_params, info.ctx, info.kv_size, info.max_active);
     }
-    if (!rc) api_server_ready(srv);
     agent_hooks_ctx hooks = {.cfg = &cfg, .cores = cores, .srv = srv};
-    agents_t *agents = rc ? NULL : agents_start_all(&cfg, mg.access, &hooks);
+    agents_t *agents = rc ? NULL : agents_start_all(&cfg, mg.access, &hooks); /* the models are loaded */
+    if (!rc) api_server_ready(srv);
     if (!rc) {
         log_info("aiosd serving on http://%s:%d (policy %s, max_active %d, context %s)", cfg.server.host,
                  cfg.server.port, cfg.scheduler.policy, cfg.scheduler.max_active, cfg.context.mode);

@@ -176,6 +176,60 @@ int aios_post(aios_client *c, const char *path, const char *json, char **body, i
     return rc;
 }
 
+/* ---- server-sent events ---- */
+
+typedef struct ev_state {
+    CURL *h;
+    buf line, event, data, other;
+    aios_event_cb cb;
+    void *ud;
+    int stopped;
+} ev_state;
+
+static void ev_line(ev_state *s) {
+    const char *l = s->line.n ? s->line.d : "";
+    if (!*l) { /* the end of an event */
+        if (s->data.n && s->cb(s->event.n ? s->event.d : "message", s->data.d, s->ud)) s->stopped = 1;
+        s->event.n = s->data.n = 0;
+        return;
+    }
+    if (!strncmp(l, "event: ", 7)) {
+        s->event.n = 0;
+        buf_add(&s->event, l + 7, strlen(l + 7));
+    } else if (!strncmp(l, "data: ", 6)) {
+        if (s->data.n) buf_add(&s->data, "\n", 1);
+        buf_add(&s->data, l + 6, strlen(l + 6));
+    }
+}
+
+static size_t on_events(char *p, size_t sz, size_t nm, void *ud) {
+    ev_state *s = ud;
+    size_t n = sz * nm;
+    long code = 0;
+    curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &code);
+    if (code != 200) return buf_add(&s->other, p, n) ? 0 : n;
+    for (size_t i = 0; i < n && !s->stopped; i++) {
+        if (p[i] == '\n') {
+            ev_line(s);
+            s->line.n = 0;
+            if (s->line.d) s->line.d[0] = 0;
+        } else if (p[i] != '\r') {
+            buf_add(&s->line, p + i, 1);
+        }
+    }
+    return s->stopped ? 0 : n;
+}
+
+int aios_get_events(aios_client *c, const char *path, aios_event_cb cb, void *ud, char **body, int *http_status) {
+    ev_state s = {.h = c->curl, .cb = cb, .ud = ud};
+    int rc = perform(c, path, NULL, on_events, &s, http_status);
+    free(s.line.d);
+    free(s.event.d);
+    free(s.data.d);
+    *body = s.other.d ? s.other.d : strdup("");
+    return rc == AIOS_ERR_CANCELLED && s.stopped ? AIOS_OK : rc;
+}
+
 /* ---- chat ---- */
 
 static cJSON *messages_json(const aios_message *msgs, int n) {

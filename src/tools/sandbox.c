@@ -771,23 +771,25 @@ static bool visible_anyway(const char *p) {
     return false;
 }
 
-/* Whether host path (what: for messages) may be bound read-only at the same path: AIOS_OK
- * with its canonical form in c ("" when the sandbox shows it anyway), or an error. */
-static int check_bind(const aios_config *kcfg, const char *workroot, const char *path, const char *what, char c[PATH_MAX],
-                      char *err, size_t errlen) {
+/* Whether host path (what: for messages) may be bound into a sandbox (same_path: at the
+ * same path, so not where the sandbox has its own directories): AIOS_OK with its canonical
+ * form in c ("" when the sandbox shows it anyway), or an error. */
+static int check_bind(const aios_config *kcfg, const char *workroot, const char *path, bool same_path, const char *what,
+                      char c[PATH_MAX], char *err, size_t errlen) {
     c[0] = 0;
     if (!plain_path(path)) {
         snprintf(err, errlen, "%s '%s': must be an absolute path without '.' or '..'", what, path);
         return AIOS_ERR_CONFIG;
     }
-    if (visible_anyway(path)) return AIOS_OK;
+    if (same_path && visible_anyway(path)) return AIOS_OK;
     if (!realpath(path, c)) {
         snprintf(err, errlen, "%s '%s': %s", what, path, strerror(errno));
         return AIOS_ERR_CONFIG;
     }
-    const char *why = !strcmp(path, "/") || path_within(path, "/work") || path_within(path, "/dev") || path_within(path, "/proc") ||
-                              path_within(path, "/agent")
-                          ? "the sandbox's own directories" : bind_conflict(kcfg, workroot, c);
+    bool own = path_within(path, "/work") || path_within(path, "/dev") || path_within(path, "/proc") || path_within(path, "/agent");
+    const char *why = !strcmp(path, "/") || (same_path && own) ? "the sandbox's own directories"
+                      : !same_path && (visible_anyway(path) || visible_anyway(c)) ? "a system directory"
+                                                                                   : bind_conflict(kcfg, workroot, c);
     if (why) {
         snprintf(err, errlen, "%s '%s' would expose %s to the sandbox; it is not bound", what, path, why);
         return AIOS_ERR_CONFIG;
@@ -799,7 +801,7 @@ static int check_bind(const aios_config *kcfg, const char *workroot, const char 
 static int add_bind(sandbox_mcp *p, const aios_config *kcfg, const char *workroot, const char *path, const char *what,
                     char *err, size_t errlen) {
     char c[PATH_MAX];
-    int rc = check_bind(kcfg, workroot, path, what, c, err, errlen);
+    int rc = check_bind(kcfg, workroot, path, true, what, c, err, errlen);
     if (rc || !c[0]) return rc;
     snprintf(p->binds[p->n_binds], sizeof p->binds[0], "%s", path);
     snprintf(p->canon[p->n_binds++], sizeof p->canon[0], "%s", c);
@@ -1200,16 +1202,17 @@ int sandbox_procs_network(const sandbox_procs *sp, sandbox_net net, char *how, s
     return sp->bwrap[0] ? AIOS_OK : AIOS_ERR_UNSUPPORTED;
 }
 
-int sandbox_procs_check_path(const sandbox_procs *sp, const aios_config *kcfg, const char *path, const char *what, char *err,
-                             size_t errlen) {
+int sandbox_procs_check_path(const sandbox_procs *sp, const aios_config *kcfg, const char *path, bool same_path, const char *what,
+                             char *err, size_t errlen) {
     char c[PATH_MAX];
-    return check_bind(kcfg, sp->workroot, path, what, c, err, errlen);
+    return check_bind(kcfg, sp->workroot, path, same_path, what, c, err, errlen);
 }
 
 static void agent_argv(const sandbox_procs *sp, const sandbox_proc_spec *s, argv_b *a) {
     base_profile(a, sp->bwrap, sp->merged_usr, s->net != SANDBOX_NET_NONE);
     for (int i = 0; i < s->n_ro; i++) add3(a, "--ro-bind", s->ro_paths[i], s->ro_paths[i]);
     if (s->pkg_dir) add3(a, "--ro-bind", s->pkg_dir, "/agent");
+    if (s->runner_dir) add3(a, "--ro-bind", s->runner_dir, "/runner");
     add3(a, "--bind-fd", SANDBOX_WORK_FD, "/work");
     add_tail(a, "/work", s->argv[0]);
     for (int i = 1; s->argv[i]; i++) add(a, s->argv[i]);
@@ -1229,7 +1232,7 @@ int sandbox_procs_spawn(sandbox_procs *sp, const aios_config *kcfg, const sandbo
         snprintf(err, errlen, "%s", how);
         return rc;
     }
-    for (int i = 0; i < s->n_ro && !rc; i++) rc = sandbox_procs_check_path(sp, kcfg, s->ro_paths[i], "ro_paths", err, errlen);
+    for (int i = 0; i < s->n_ro && !rc; i++) rc = sandbox_procs_check_path(sp, kcfg, s->ro_paths[i], true, "ro_paths", err, errlen);
     if (rc) return rc;
     char sec[64];
     snprintf(sec, sizeof sec, "/proc/self/fd/%d", sp->seccomp_fd[s->net]);

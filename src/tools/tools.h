@@ -119,6 +119,7 @@ typedef struct sandbox_proc_spec {
     const char *const *ro_paths; /* host directories bound read-only at their own paths (checked) */
     int n_ro;
     const char *pkg_dir;         /* bound read-only at /agent; NULL: none */
+    const char *runner_dir;      /* bound read-only at /runner (the Cerebrum runner's script); NULL: none */
     int workdir_fd;              /* an open directory, bound read-write at /work (its cwd) */
     int fd_out, fd_err;          /* its stdout and stderr (stdin is /dev/null) */
     sandbox_net net;
@@ -134,9 +135,10 @@ int sandbox_procs_network(const sandbox_procs *sp, sandbox_net net, char *how, s
 /* The install directory of an absolute command (the parent of its bin/, as for a Python
  * venv; else its own directory) into out; "" when the sandbox shows it anyway (/usr...). */
 void sandbox_install_dir(const char *command, char *out, size_t outlen);
-/* Whether a host directory may be bound into an agent's sandbox (not the kernel's files). */
-int sandbox_procs_check_path(const sandbox_procs *sp, const aios_config *kcfg, const char *path, const char *what, char *err,
-                             size_t errlen);
+/* Whether a host directory may be bound into an agent's sandbox (not the kernel's files;
+ * same_path: bound at its own path, so not under /work, /agent, /dev, /proc). */
+int sandbox_procs_check_path(const sandbox_procs *sp, const aios_config *kcfg, const char *path, bool same_path, const char *what,
+                             char *err, size_t errlen);
 /* Starts it: *pid is bubblewrap's (the leader of its own process group; the agent is pid 1
  * of its pid namespace below it, and dies with it). */
 int sandbox_procs_spawn(sandbox_procs *sp, const aios_config *kcfg, const sandbox_proc_spec *s, pid_t *pid, char *err,

@@ -5,6 +5,8 @@
 #   work          an LLM call (OpenAI door), a memory write and read (/query), a tool call;
 #                 the last line of output is the JSON result
 #   generate N    one chat completion of N tokens at temperature 0; prints its text
+#   token-then-generate N
+#                 leaves its token in /work/token (for the kill test), then generates N tokens
 #   sleep S       sleeps S seconds
 #   hog MB        holds MB of memory for 30 s (tail buffers a line that does not end)
 #   connect PORT  tries TCP to 127.0.0.1:PORT; prints "connect ok" or "connect refused: ..."
@@ -28,6 +30,10 @@ work)
 generate)
   out=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"Write a long story about a lighthouse keeper.\"}],\"max_tokens\":$2,\"temperature\":0,\"ignore_eos\":true}") || exit 10
   printf "%s\n" "$out"
+  ;;
+token-then-generate)
+  printf "%s\n" "$AIOS_TOKEN" > /work/token
+  exec /bin/sh "$0" generate "$2"
   ;;
 sleep) sleep "$2" ;;
 hog) { head -c "$(($2 * 1048576))" /dev/zero; sleep 30; } | tail -n 1 >/dev/null; echo "hog survived" ;;
