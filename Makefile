@@ -58,7 +58,7 @@ SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps llama model run test unit system asan bench clean docs install
-all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors $(BUILD)/failover
+all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors $(BUILD)/failover $(BUILD)/agents_spawn
 
 deps:
 	@bash scripts/install-deps.sh
@@ -112,6 +112,8 @@ $(BUILD)/tools: $(BUILD)/obj/bench/tools.o $(BUILD)/obj/bench/http.o
 $(BUILD)/doors: $(BUILD)/obj/bench/doors.o $(BUILD)/obj/bench/http.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/failover: $(BUILD)/obj/bench/failover.o $(BUILD)/obj/bench/http.o
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/agents_spawn: $(BUILD)/obj/bench/agents_spawn.o $(BUILD)/obj/bench/http.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_OBJ) $(BUILD)/obj/src/sdk/aios.o
 	@mkdir -p $(dir $@)

@@ -221,6 +221,35 @@ static void test_fifo_never_preempts(void **st) {
     sched_free(s);
 }
 
+/* A held agent (its process stopped): its running syscall is named a victim even under
+ * fifo and with nothing waiting, its waiting ones are passed over, and after the hold is
+ * lifted it runs again in its place. */
+static void test_hold_parks_and_passes_over(void **st) {
+    (void)st;
+    sched_t *s = mk_policy("fifo", 2, 10, 1);
+    syscall_t *a1 = mk("stopped"), *a2 = mk("stopped"), *b = mk("other");
+    sched_submit(s, a1);
+    sched_submit(s, a2);
+    sched_submit(s, b);
+    syscall_t *run = sched_next(s, NULL, NULL);
+    assert_ptr_equal(run, a1);
+    assert_null(sched_victim(s, &run, 1, NULL, NULL));
+    assert_int_equal(sched_hold(s, "stopped", true), AIOS_OK);
+    assert_ptr_equal(sched_victim(s, &run, 1, NULL, NULL), a1); /* parks, whoever waits */
+    sched_requeue(s, a1);
+    assert_ptr_equal(sched_next(s, NULL, NULL), b); /* a1 and a2 are passed over */
+    assert_null(sched_next(s, NULL, NULL));
+    sched_wait(s, 0.01); /* only held ones wait: it sleeps rather than spins */
+    assert_int_equal(sched_hold(s, "stopped", false), AIOS_OK);
+    assert_ptr_equal(sched_next(s, NULL, NULL), a1); /* its own place again */
+    sched_done(s, b);
+    sched_done(s, a1);
+    assert_ptr_equal(sched_next(s, NULL, NULL), a2);
+    sched_done(s, a2);
+    syscall_unref(a1), syscall_unref(a1), syscall_unref(a2), syscall_unref(a2), syscall_unref(b), syscall_unref(b);
+    sched_free(s);
+}
+
 /* priority: higher first; a waiting higher priority preempts the lowest running one. */
 static void test_priority_order_and_preemption(void **st) {
     (void)st;
@@ -342,6 +371,7 @@ int main(void) {
         cmocka_unit_test(test_rr_time_slice),          cmocka_unit_test(test_fifo_never_preempts),
         cmocka_unit_test(test_priority_order_and_preemption), cmocka_unit_test(test_fair_least_attained_service),
         cmocka_unit_test(test_no_starvation_rr),       cmocka_unit_test(test_no_starvation_fair),
+        cmocka_unit_test(test_hold_parks_and_passes_over),
     };
     return cmocka_run_group_tests_name("sched", tests, NULL, NULL);
 }
