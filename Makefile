@@ -50,10 +50,10 @@ KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/kern
               src/tools/schema.c src/tools/calc.c src/tools/manifest.c src/tools/sandbox.c src/tools/mcp.c \
               src/tools/builtin.c src/tools/tools.c src/agents/agents.c src/agents/supervisor.c src/agents/proc.c src/access/access.c src/access/audit.c src/access/budget.c \
               src/api/server.c src/api/admit.c src/api/json.c src/api/chat.c src/api/routes_aios.c src/api/routes_openai.c src/api/routes_mem.c src/api/routes_tools.c \
-              src/api/routes_responses.c src/api/routes_anthropic.c src/api/routes_ollama.c src/api/routes_models.c src/api/routes_compat.c src/api/routes_agents.c
+              src/api/routes_responses.c src/api/routes_anthropic.c src/api/routes_ollama.c src/api/routes_models.c src/api/routes_compat.c src/api/routes_agents.c src/api/routes_ui.c
 SDK_SRC    := src/sdk/aios.c src/kernel/result.c
 KERNEL_CXX := src/vector/vector.cpp src/llm/chat_template.cpp
-KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_CXX:%.cpp=$(BUILD)/obj/%.o)
+KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_CXX:%.cpp=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/ui_assets.o
 SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
@@ -91,14 +91,24 @@ $(BUILD)/obj/%.o: %.cpp src/vector/vector.h src/llm/chat_template.h Makefile | l
 $(BUILD)/obj/src/llm/chat_template.o: ALL_CXXFLAGS += -Werror -isystem $(LLAMA_DIR)/src/include -isystem $(LLAMA_DIR)/src/ggml/include \
                                         -isystem $(LLAMA_DIR)/src/common -isystem $(LLAMA_DIR)/src/vendor
 
+# The dashboard (ui/index.html) as a C array in the binary: no files to install or find.
+$(BUILD)/gen/ui_assets.c: ui/index.html
+	@mkdir -p $(dir $@)
+	@{ echo '/* generated from ui/index.html by the Makefile: the dashboard (src/api/routes_ui.c) */'; \
+	  echo 'const unsigned char aios_ui_index_html[] = {'; od -An -v -tx1 $< | sed 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo '0x00};'; echo "const unsigned int aios_ui_index_html_len = $$(wc -c < $<);"; } > $@
+$(BUILD)/obj/gen/ui_assets.o: $(BUILD)/gen/ui_assets.c
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) -std=c17 -c $< -o $@
+
 .PHONY: llama-check
 llama-check:
 	@test -f $(LLAMA_LIB)/libllama.so || { echo "llama.cpp is not built yet: run 'make llama' (or 'make run')"; exit 1; }
 
 $(BUILD)/aiosd: $(BUILD)/obj/src/kernel/main.o $(KERNEL_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LLAMA_LDLIBS) $(LDLIBS) $(KERNEL_LDLIBS)
-$(BUILD)/aios: $(BUILD)/obj/src/cli/aios.o $(BUILD)/obj/src/cli/cli_agents.o $(SDK_OBJ)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/aios: $(BUILD)/obj/src/cli/aios.o $(BUILD)/obj/src/cli/cli_agents.o $(BUILD)/obj/src/cli/top.o $(SDK_OBJ)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) -lncursesw
 $(BUILD)/demo_agents: $(BUILD)/obj/examples/demo_agents.o $(SDK_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/loadgen: $(BUILD)/obj/bench/loadgen.o $(SDK_OBJ)

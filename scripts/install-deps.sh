@@ -3,8 +3,8 @@
 # machine needs nothing but the repo. Runs apt-get as root or through sudo.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config git curl ca-certificates python3 python3-venv python3-pip
-      libmicrohttpd-dev libcjson-dev libyaml-dev libcurl4-openssl-dev libcmocka-dev libsqlite3-dev libhnswlib-dev
-      bubblewrap libseccomp-dev libssl-dev)
+      libmicrohttpd-dev libcjson-dev libyaml-dev libcurl4-openssl-dev libcmocka-dev libsqlite3-dev libhnswlib-dev libncurses-dev tmux
+      bubblewrap libseccomp-dev libssl-dev chromium chromium-driver)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -eq 0 ]; then echo "deps: all system packages present"; exit 0; fi

@@ -832,6 +832,7 @@ static cJSON *rec_json(const agent *g) {
     cJSON_AddNumberToObject(o, "syscalls", (double)g->syscalls);
     cJSON_AddNumberToObject(o, "tokens", (double)g->tokens);
     cJSON_AddNumberToObject(o, "tools_run", (double)g->tools);
+    cJSON_AddNumberToObject(o, "wait_s", round(g->wait_s * 1000) / 1000); /* in run queues, every syscall together */
     cJSON *lim = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(g->spec, "limits"), true);
     cJSON_AddStringToObject(lim, "applied", g->limits_how);
     cJSON_AddItemToObject(o, "limits", lim);
@@ -892,15 +893,16 @@ cJSON *agents_end_event(agents_t *a, const char *id) {
     return e;
 }
 
-void agents_note(agents_t *a, const char *agent_name, bool tool, long tokens) {
+void agents_note(agents_t *a, const char *agent_name, const agents_usage *u) {
     if (!a) return;
     pthread_mutex_lock(&a->mu);
     for (int i = a->n - 1; i >= 0; i--) {
         agent *g = a->recs[i];
         if (!agent_alive(g) || strcmp(g->name, agent_name)) continue;
-        if (tokens > 0) g->tokens += (unsigned long long)tokens;
-        else g->syscalls++;
-        if (tool && tokens <= 0) g->tools++;
+        g->syscalls += u->syscall;
+        g->tools += u->syscall && u->tool;
+        if (u->tokens > 0) g->tokens += (unsigned long long)u->tokens;
+        g->wait_s += u->wait_s;
         g->dirty = true;
         break;
     }

@@ -82,9 +82,15 @@ int agents_log_tail(agents_t *a, const char *id, size_t max, strbuf *out);
 int agents_follow(agents_t *a, const char *id, size_t tail, syscall_t *sc);
 /* The state of the agent a finished follow ended with: {"id","state",...} (caller frees). */
 cJSON *agents_end_event(agents_t *a, const char *id);
-/* Counts one admitted syscall of identity `agent` (tokens: the tokens it used, at its end;
- * tool: a tool call) in the record of the live agent of that name, if any. */
-void agents_note(agents_t *a, const char *agent, bool tool, long tokens);
+/* What one request of identity `agent` used, counted in the record of the live agent of that
+ * name, if any: at admission a syscall (a tool call or not); at its end its tokens and the
+ * time it waited in run queues. */
+typedef struct agents_usage {
+    bool syscall, tool;
+    long tokens;
+    double wait_s;
+} agents_usage;
+void agents_note(agents_t *a, const char *agent, const agents_usage *u);
 /* The priority of the live agent carrying identity `agent` (its spec's), or -1. */
 int agents_priority(agents_t *a, const char *agent);
 

@@ -50,6 +50,7 @@ typedef struct agent {
     char net_how[256], limits_how[256];
     /* accounting */
     unsigned long long syscalls, tokens, tools;
+    double wait_s;              /* its syscalls' time in run queues (this run, not persisted) */
     /* output */
     int log_fd;
     long log_size;              /* bytes in the current file */

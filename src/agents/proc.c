@@ -25,22 +25,6 @@ static ino_t ns_of(pid_t pid) {
     return stat(p, &st) == 0 ? st.st_ino : 0;
 }
 
-/* g's namespace, from bubblewrap's child (the agent, pid 1 inside); 0 until it exists. */
-static ino_t agent_ns(agent *g) {
-    if (g->pidns || g->pid <= 0) return g->pidns;
-    char p[64], buf[64];
-    snprintf(p, sizeof p, "/proc/%d/task/%d/children", (int)g->pid, (int)g->pid);
-    FILE *f = fopen(p, "r");
-    int child = 0;
-    if (f) {
-        if (fgets(buf, sizeof buf, f)) child = atoi(buf);
-        fclose(f);
-    }
-    ino_t own = ns_of(g->pid), ns = child > 0 ? ns_of(child) : 0;
-    if (ns && ns != own) g->pidns = ns;
-    return g->pidns;
-}
-
 /* Calls fn(pid, ctx) for each process of /proc. */
 static void each_pid(void (*fn)(pid_t pid, void *ctx), void *ctx) {
     DIR *d = opendir("/proc");
@@ -49,6 +33,52 @@ static void each_pid(void (*fn)(pid_t pid, void *ctx), void *ctx) {
     while ((e = readdir(d)))
         if (isdigit((unsigned char)e->d_name[0])) fn((pid_t)atoi(e->d_name), ctx);
     closedir(d);
+}
+
+typedef struct child_ctx {
+    pid_t parent, child;
+} child_ctx;
+
+static void child_one(pid_t pid, void *ctx) {
+    child_ctx *c = ctx;
+    char p[64], buf[512];
+    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+    FILE *f = c->child ? NULL : fopen(p, "r");
+    if (!f) return;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *s = strrchr(buf, ')');
+    int ppid = 0;
+    if (s && sscanf(s + 1, " %*c %d", &ppid) == 1 && ppid == c->parent) c->child = pid;
+}
+
+/* The first child of pid: from /proc/PID/task/PID/children, or a scan of /proc for a kernel
+ * without CONFIG_PROC_CHILDREN. */
+static pid_t first_child(pid_t pid) {
+    char p[64], buf[64];
+    snprintf(p, sizeof p, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    FILE *f = fopen(p, "r");
+    if (f) {
+        int child = fgets(buf, sizeof buf, f) ? atoi(buf) : 0;
+        fclose(f);
+        return child;
+    }
+    child_ctx c = {.parent = pid};
+    each_pid(child_one, &c);
+    return c.child;
+}
+
+/* g's namespace, from bubblewrap's child (the agent, pid 1 inside); 0 until it exists (a
+ * moment after the start: asked again, briefly, when wait is set). */
+static ino_t agent_ns(agent *g, bool wait) {
+    for (int tries = 0; !g->pidns && g->pid > 0 && tries < (wait ? 40 : 1); tries++) {
+        if (tries) usleep(5000);
+        pid_t child = first_child(g->pid);
+        ino_t own = ns_of(g->pid), ns = child > 0 ? ns_of(child) : 0;
+        if (ns && ns != own) g->pidns = ns;
+    }
+    return g->pidns;
 }
 
 typedef struct sig_ctx {
@@ -63,7 +93,7 @@ static void sig_one(pid_t pid, void *ctx) {
 
 void proc_signal_tree(agent *g, int sig) {
     if (g->pid <= 0) return;
-    ino_t ns = agent_ns(g);
+    ino_t ns = agent_ns(g, true);
     if (sig == SIGCONT) kill(g->pid, sig); /* bubblewrap first when resuming, last when stopping */
     /* twice: a process forked between the scan and the signal is caught by the second */
     for (int pass = 0; ns && pass < 2; pass++) {
@@ -123,7 +153,7 @@ void proc_sample(agent **recs, int n) {
     unsigned long long ticks[n];
     memset(ticks, 0, sizeof ticks);
     for (int i = 0; i < n; i++) {
-        agent_ns(recs[i]);
+        agent_ns(recs[i], false);
         recs[i]->rss_kb = 0;
         recs[i]->n_procs = 0;
     }

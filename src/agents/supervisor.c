@@ -252,10 +252,12 @@ static void *sup_main(void *arg) {
     struct pollfd *fds = calloc(MAXFD, sizeof *fds);
     slot *slots = calloc(MAXFD, sizeof *slots);
     ended gone[64];
-    double next_tick = 0;
+    double next_tick = 0, stop_since = 0;
     for (bool last = false; fds && slots && !last;) {
         pthread_mutex_lock(&a->mu);
-        last = a->stop && a->n_alive == 0;
+        if (a->stop && !stop_since) stop_since = kern_now_mono();
+        last = a->stop && (a->n_alive == 0 || kern_now_mono() - stop_since > 5);
+        if (last && a->n_alive) log_warn("agents: %d agent processes did not end within 5 s of SIGKILL; leaving them", a->n_alive);
         int n = poll_set(a, fds, slots, MAXFD);
         pthread_mutex_unlock(&a->mu);
         int wait_ms = (int)((next_tick - kern_now_mono()) * 1000);
@@ -265,6 +267,14 @@ static void *sup_main(void *arg) {
         pthread_mutex_lock(&a->mu);
         int n_gone = handle(a, fds, slots, n, gone, 64);
         if (kern_now_mono() >= next_tick) {
+            for (int i = 0; i < a->n && n_gone < 64; i++) { /* no pidfd (Linux before 5.3): reaped here */
+                agent *g = a->recs[i];
+                bool held = g->state == AGENT_STOPPED;
+                if (g->pid > 0 && g->pidfd < 0 && reap(a, g)) {
+                    snprintf(gone[n_gone].name, sizeof gone[n_gone].name, "%s", g->name);
+                    gone[n_gone++].was_held = held;
+                }
+            }
             watchdog(a);
             restarts(a);
             for (int i = 0; i < a->n; i++)

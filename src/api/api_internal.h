@@ -252,6 +252,14 @@ int api_selected_llms(api_req *r, char (*out)[AIOS_NAME_MAX], int max);
 extern const api_route api_routes_compat[];
 extern const api_route api_routes_agents[];
 agents_t *api_agents(api_req *r); /* NULL until the kernel runs agents */
+extern const api_route api_routes_ui[];
+/* The body of GET /status (caller frees). */
+cJSON *api_status_json(api_req *r);
+/* Subscribes sc to the server's one-second tick (GET /events): a byte is emitted into it each
+ * second until it is cancelled (the client left) or the server closes. Takes a reference of
+ * its own; AIOS_ERR_BUSY when API_MAX_EVENT_SUBS are subscribed. */
+int api_events_subscribe(api_req *r, syscall_t *sc);
+#define API_MAX_EVENT_SUBS 32
 /* Streams sc, which someone else feeds (syscall_emit) and completes (an agent's log
  * follower): like a streaming syscall, without submitting it. Takes the caller's reference. */
 enum MHD_Result api_follow(api_req *r, syscall_t *sc, api_stream_fn on_stream);

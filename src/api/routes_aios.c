@@ -290,8 +290,7 @@ static void add_devices(cJSON *o) {
     }
 }
 
-static enum MHD_Result h_status(api_req *r, cJSON *body) {
-    (void)body;
+cJSON *api_status_json(api_req *r) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", "ok");
     cJSON_AddStringToObject(o, "message", "aiosd is serving");
@@ -336,7 +335,12 @@ static enum MHD_Result h_status(api_req *r, cJSON *body) {
     add_devices(o);
     cJSON_AddItemToObject(o, "budgets", access_budgets_json(api_access(r)));
     api_status_runq(r, o);
-    return api_reply_json(r, 200, o);
+    return o;
+}
+
+static enum MHD_Result h_status(api_req *r, cJSON *body) {
+    (void)body;
+    return api_reply_json(r, 200, api_status_json(r));
 }
 
 /* GET /health: 503 {"status":"loading"} until every model is loaded, then 200

@@ -135,6 +135,10 @@ struct api_server {
     pthread_mutex_t door_mu;
     door_stats doors[API_DOOR__COUNT];
     agents_t *_Atomic agents;  /* set once the kernel runs agents (api_server_set_agents) */
+    pthread_mutex_t ev_mu;     /* GET /events subscribers, ticked by the watcher */
+    syscall_t *ev_subs[API_MAX_EVENT_SUBS];
+    int n_ev;
+    double ev_last;
 };
 
 const aios_config *api_cfg(api_req *r) { return r->srv->cfg; }
@@ -883,6 +887,37 @@ void api_metrics_http(api_req *r, strbuf *b) {
     metrics_doors(s, b);
 }
 
+/* ---------- the events tick (GET /events) ---------- */
+
+int api_events_subscribe(api_req *r, syscall_t *sc) {
+    api_server *s = r->srv;
+    pthread_mutex_lock(&s->ev_mu);
+    int rc = s->n_ev < API_MAX_EVENT_SUBS ? AIOS_OK : AIOS_ERR_BUSY;
+    if (!rc) s->ev_subs[s->n_ev++] = syscall_ref(sc);
+    pthread_mutex_unlock(&s->ev_mu);
+    if (!rc) syscall_emit(sc, ".", 1); /* the first snapshot at once */
+    return rc;
+}
+
+/* Every second a byte to each subscriber (its stream then sends a snapshot); the ones whose
+ * client left, or everyone when closing, complete and go. */
+static void events_tick(api_server *s, bool closing) {
+    double now = kern_now_mono();
+    if (!closing && now - s->ev_last < 1.0) return;
+    s->ev_last = now;
+    pthread_mutex_lock(&s->ev_mu);
+    for (int i = 0; i < s->n_ev;) {
+        syscall_t *sc = s->ev_subs[i];
+        if (closing || atomic_load(&sc->cancel) || syscall_emit(sc, ".", 1)) {
+            syscall_complete(sc, AIOS_OK, NULL);
+            syscall_unref(sc);
+            s->ev_subs[i] = s->ev_subs[--s->n_ev];
+        } else
+            i++;
+    }
+    pthread_mutex_unlock(&s->ev_mu);
+}
+
 /* ---------- hang-up watcher ---------- */
 
 static void *watcher_main(void *arg) {
@@ -914,8 +949,10 @@ static void *watcher_main(void *arg) {
                 }
         for (int i = 0; i < n; i++) syscall_unref(scs[i]);
         conn_sweep(s);
+        events_tick(s, false);
         usleep(50 * 1000);
     }
+    events_tick(s, true);
     return NULL;
 }
 
@@ -939,7 +976,7 @@ static bool path_matches(const char *pat, const char *url) {
 static const api_route *find_route(const char *method, const char *url, bool *path_known, api_door *door) {
     const api_route *tables[] = {api_routes_aios,      api_routes_openai,    api_routes_mem,   api_routes_tools,
                                  api_routes_responses, api_routes_anthropic, api_routes_ollama, api_routes_models,
-                                 api_routes_compat, api_routes_agents};
+                                 api_routes_compat, api_routes_agents, api_routes_ui};
     *path_known = false;
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (const api_route *rt = tables[t]; rt->path; rt++) {
@@ -1063,7 +1100,8 @@ static enum MHD_Result dispatch(api_req *r) {
         return MHD_YES;
     }
     if (!rc) rc = api_gate_admit(r, rt->gate, &r->adm, err, sizeof err);
-    if (!rc && rt->gate == API_GATE_SYSCALL) agents_note(api_agents(r), r->agent, r->adm.kind == SYSCALL_KIND_TOOL, 0);
+    if (!rc && rt->gate == API_GATE_SYSCALL)
+        agents_note(api_agents(r), r->agent, &(agents_usage){.syscall = true, .tool = r->adm.kind == SYSCALL_KIND_TOOL});
     api_admission_unborrow(&r->adm); /* the handler reads what it needs now; body goes below */
     enum MHD_Result ret = rc ? api_reply_error(r, rc, "%s", err) : rt->handler(r, body);
     cJSON_Delete(body);
@@ -1121,9 +1159,14 @@ static void door_count(api_server *s, api_req *r) {
     }
     pt += r->done_prompt_tokens;
     ct += r->done_completion_tokens;
-    if (r->adm.kind == SYSCALL_KIND_LLM && r->adm.core && pt + ct > 0) { /* budgets: what the request used */
+    if (r->adm.kind == SYSCALL_KIND_LLM && r->adm.core && pt + ct > 0) /* budgets: what the request used */
         access_budget_charge(s->access, r->agent, llm_core_name(r->adm.core), pt + ct);
-        agents_note(atomic_load(&s->agents), r->agent, false, pt + ct);
+    agents_t *ag = atomic_load(&s->agents);
+    if (ag && r->sc && syscall_is_done(r->sc)) { /* a kernel-run agent's record */
+        double st[SYSCALL_MAX_ROUNDS], en[SYSCALL_MAX_ROUNDS], w[SYSCALL_MAX_ROUNDS], ta[SYSCALL_MAX_ROUNDS], wait = 0;
+        int n = syscall_timings(r->sc, st, en, w, ta, SYSCALL_MAX_ROUNDS);
+        for (int i = 0; i < n; i++) wait += w[i];
+        agents_note(ag, r->agent, &(agents_usage){.tokens = pt + ct, .wait_s = wait});
     }
     pthread_mutex_lock(&s->door_mu);
     door_stats *d = &s->doors[r->door];
@@ -1200,6 +1243,7 @@ static void server_free_parts(api_server *s) {
     pthread_mutex_destroy(&s->sel_mu);
     pthread_mutex_destroy(&s->conn_mu);
     pthread_mutex_destroy(&s->door_mu);
+    pthread_mutex_destroy(&s->ev_mu);
     free(s);
 }
 
@@ -1224,6 +1268,7 @@ api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
     pthread_mutex_init(&s->sel_mu, NULL);
     pthread_mutex_init(&s->conn_mu, NULL);
     pthread_mutex_init(&s->door_mu, NULL);
+    pthread_mutex_init(&s->ev_mu, NULL);
     conn_limits(s);
     s->ans_head_timeout = raw_answer(AIOS_ERR_TIMEOUT, "the request headers did not arrive within server.header_timeout_ms");
     s->ans_slow_body = raw_answer(AIOS_ERR_TIMEOUT, "the request body arrived slower than server.min_body_rate bytes/s");

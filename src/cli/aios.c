@@ -5,6 +5,7 @@
  *   aios agent create NAME [--group G] [--keep-data] | aios agent revoke NAME | aios agent list
  *   aios approvals | aios approve ID | aios deny ID
  *   aios run | ps | logs | stop | cont | kill | inspect: agent processes (cli_agents.c)
+ *   aios top: the live view (top.c)
  * The token for enforce mode (an identity of the admin group) comes from --token or $AIOS_TOKEN.
  * The kernel URL comes from --url or $AIOS_URL (default http://127.0.0.1:8000).
  */
@@ -43,7 +44,8 @@ void usage(FILE *f) {
                "  logs [-f] ID       an agent's output (-f: follow it live)\n"
                "  stop ID | cont ID | kill ID\n"
                "                     suspend (its generation parks), resume, end an agent\n"
-               "  inspect ID         an agent's whole record\n");
+               "  inspect ID         an agent's whole record\n"
+               "  top [--once]       live view of models and agents (P/M/T/N sort, s stop, c cont, k kill, q quit)\n");
 }
 
 static int print_piece(const char *p, size_t n, void *ud) {
@@ -201,6 +203,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tools")) return cmd_get(&cp, "/v1/tools", true);
     if (!strcmp(cmd, "agent")) return cmd_agent(&cp, argc - i, argv + i);
     if (!strcmp(cmd, "run")) return cli_run(&cp, argc - i, argv + i);
+    if (!strcmp(cmd, "top")) return cli_top(&cp, argc - i, argv + i);
     if (!strcmp(cmd, "ps")) return cli_ps(&cp, argc - i, argv + i);
     if (!strcmp(cmd, "logs")) return cli_logs(&cp, argc - i, argv + i);
     if (!strcmp(cmd, "inspect")) return cli_signal(&cp, NULL, argc - i, argv + i);

@@ -23,5 +23,7 @@ int cli_ps(aios_client_params *cp, int argc, char **argv);
 int cli_logs(aios_client_params *cp, int argc, char **argv);
 /* op "stop" | "cont" | "kill", or NULL: inspect */
 int cli_signal(aios_client_params *cp, const char *op, int argc, char **argv);
+/* top.c: the live view (--once: one frame as text) */
+int cli_top(aios_client_params *cp, int argc, char **argv);
 
 #endif
