@@ -451,8 +451,11 @@ static void env_add(env_b *e, const char *k, const char *v) {
     if (asprintf(&e->v[e->n], "%s=%s", k, v) >= 0) e->n++;
 }
 
-static void env_free(env_b *e) {
-    for (int i = 0; i < e->n; i++) free(e->v[i]);
+static void env_free(env_b *e) { /* (the token is in there: wiped, not only freed) */
+    for (int i = 0; i < e->n; i++) {
+        explicit_bzero(e->v[i], strlen(e->v[i]));
+        free(e->v[i]);
+    }
 }
 
 static void agent_env(agents_t *a, agent *g, const char *token, env_b *e) {
@@ -559,9 +562,11 @@ int agents_spawn(agents_t *a, agent *g, char *err, size_t errlen) {
     if (rc) return rc;
     int out[2] = {-1, -1}, errp[2] = {-1, -1}, wfd = open_workdir(a, g, err, errlen);
     long uid = agent_uid(a, g);
-    /* as the tools' workdirs: the kernel's, writable by the agent's uid; bubblewrap, under that
-     * uid and no longer dumpable, could not bind a directory of its own by descriptor */
-    if (wfd >= 0 && uid >= 0 && fchmod(wfd, 0777)) log_warn("agents: workdir of %s: %s", g->id, strerror(errno));
+    /* its own workdir, as the tools' ones: the kernel's, writable by the agent's uid (bubblewrap,
+     * under that uid and no longer dumpable, could not bind a directory of its own by
+     * descriptor); a workdir the spec names keeps the modes its owner gave it */
+    if (wfd >= 0 && uid >= 0 && !spec_str(g, "workdir") && fchmod(wfd, 0777))
+        log_warn("agents: workdir of %s: %s", g->id, strerror(errno));
     if (wfd < 0) rc = AIOS_ERR_IO;
     else if (pipe2(out, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
         snprintf(err, errlen, "no descriptors left: %s", strerror(errno));
@@ -575,10 +580,11 @@ int agents_spawn(agents_t *a, agent *g, char *err, size_t errlen) {
         agent_env(a, g, token, &env);
         argv_of(a, g, argv, ro, &n_ro);
         const char *net = spec_str(g, "network");
-        sandbox_proc_spec s = {.argv = argv, .envp = (const char *const *)env.v, .ro_paths = ro, .n_ro = n_ro,
-                               .pkg_dir = spec_str(g, "package_dir"), .runner_dir = spec_str(g, "runner_dir"), .workdir_fd = wfd, .fd_out = out[1], .fd_err = errp[1],
-                               .net = !strcmp(net, "none") ? SANDBOX_NET_NONE : !strcmp(net, "full") ? SANDBOX_NET_FULL : SANDBOX_NET_KERNEL,
-                               .uid = uid, .max_procs = g->pids, .nice = nice_of(g->cpu_weight)};
+        sandbox_proc_spec s = {
+            .argv = argv, .envp = (const char *const *)env.v, .ro_paths = ro, .n_ro = n_ro,
+            .pkg_dir = spec_str(g, "package_dir"), .runner_dir = spec_str(g, "runner_dir"), .workdir_fd = wfd,
+            .fd_out = out[1], .fd_err = errp[1], .uid = uid, .max_procs = g->pids, .nice = nice_of(g->cpu_weight),
+            .net = !strcmp(net, "none") ? SANDBOX_NET_NONE : !strcmp(net, "full") ? SANDBOX_NET_FULL : SANDBOX_NET_KERNEL};
         sandbox_procs_network(a->sandbox, s.net, g->net_how, sizeof g->net_how);
         rc = sandbox_procs_spawn(a->sandbox, a->cfg, &s, &pid, err, errlen);
     }
@@ -910,10 +916,10 @@ void agents_note(agents_t *a, const char *agent_name, const agents_usage *u) {
 }
 
 int agents_priority(agents_t *a, const char *agent_name) {
-    int p = -1;
+    int p = AGENTS_NOT_RUNNING;
     if (!a) return p;
     pthread_mutex_lock(&a->mu);
-    for (int i = a->n - 1; i >= 0 && p < 0; i--)
+    for (int i = a->n - 1; i >= 0 && p == AGENTS_NOT_RUNNING; i--)
         if (agent_alive(a->recs[i]) && !strcmp(a->recs[i]->name, agent_name)) p = (int)spec_num(a->recs[i]->spec, "priority");
     pthread_mutex_unlock(&a->mu);
     return p;

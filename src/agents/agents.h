@@ -91,7 +91,9 @@ typedef struct agents_usage {
     double wait_s;
 } agents_usage;
 void agents_note(agents_t *a, const char *agent, const agents_usage *u);
-/* The priority of the live agent carrying identity `agent` (its spec's), or -1. */
+/* The priority of the live agent carrying identity `agent` (its spec's; -1: none given), or
+ * AGENTS_NOT_RUNNING when no agent the kernel runs carries it. */
+#define AGENTS_NOT_RUNNING (-2)
 int agents_priority(agents_t *a, const char *agent);
 
 #endif

@@ -1091,7 +1091,10 @@ static enum MHD_Result dispatch(api_req *r) {
     if (priority_from_header(r))
         return api_reply_error(r, AIOS_ERR_INVALID, "X-AIOS-Priority must be an integer in [%d, %d]", AIOS_PRIORITY_MIN,
                                AIOS_PRIORITY_MAX);
-    if (r->priority < 0) r->priority = agents_priority(api_agents(r), r->agent); /* a kernel-run agent's own */
+    if (r->priority < 0) { /* a kernel-run agent's own */
+        int p = agents_priority(api_agents(r), r->agent);
+        r->priority = p >= 0 ? p : -1;
+    }
     cJSON *body = NULL;
     if (rt->json_body) rc = parse_body(r, &body, err, sizeof err);
     if (!rc && rt->plan) rc = rt->plan(r, body, &r->adm, err, sizeof err);

@@ -10,6 +10,7 @@
 #   sleep S       sleeps S seconds
 #   hog MB        holds MB of memory for 30 s (tail buffers a line that does not end)
 #   connect PORT  tries TCP to 127.0.0.1:PORT; prints "connect ok" or "connect refused: ..."
+#   admin         tries POST /agents (an admin route) with its own token; prints the status
 #   fail          exits 3
 set -u
 auth="Authorization: Bearer $AIOS_TOKEN"
@@ -39,6 +40,10 @@ sleep) sleep "$2" ;;
 hog) { head -c "$(($2 * 1048576))" /dev/zero; sleep 30; } | tail -n 1 >/dev/null; echo "hog survived" ;;
 connect)
   if out=$(curl -sS --max-time 5 "http://127.0.0.1:$2/" 2>&1); then echo "connect ok"; else echo "connect refused: $out"; fi
+  ;;
+admin)
+  code=$(curl -s -o /dev/null -w "%{http_code}" -H "$auth" -d '{"command":["/bin/true"],"network":"full"}' "$AIOS_URL/agents")
+  echo "admin route with my token: $code"
   ;;
 fail) echo "failing on purpose" >&2; exit 3 ;;
 esac

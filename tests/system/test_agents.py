@@ -194,6 +194,14 @@ def test_kill_ends_it_revokes_its_token_and_frees_its_kv(kernel):
     assert r.status_code == 400 and "killed" in r.json()["error"]["message"], r.text
 
 
+def test_agent_token_is_not_an_admin(kernel):
+    """Local mode lets loopback clients use the admin routes, but not with an agent's token:
+    a kernel-run agent is held to its group's rules (docs/agents.md)."""
+    aid = start(kernel, ["admin"], name="probe-admin")
+    wait_state(kernel, aid, ("exited",))
+    assert "admin route with my token: 403" in logs(kernel, aid), logs(kernel, aid)
+
+
 def test_memory_limit_kills_it_as_out_of_memory(kernel):
     aid = start(kernel, ["hog", "200"], name="probe-hog", limits={"memory_mb": 64})
     rec = wait_state(kernel, aid, ("killed", "exited"), 60)
