@@ -618,6 +618,7 @@ int agents_spawn(agents_t *a, agent *g, char *err, size_t errlen) {
     g->reason[0] = 0;
     g->restart_at = 0;
     a->n_alive++;
+    strmap_put(&a->live, g->name, g); /* (a failure leaves only its counters and priority unapplied) */
     agents_save(a, g);
     agents_wake(a);
     log_info("agent %s (%s) started: pid %d, network %s", g->id, g->name, (int)pid, spec_str(g, "network"));
@@ -902,25 +903,22 @@ cJSON *agents_end_event(agents_t *a, const char *id) {
 void agents_note(agents_t *a, const char *agent_name, const agents_usage *u) {
     if (!a) return;
     pthread_mutex_lock(&a->mu);
-    for (int i = a->n - 1; i >= 0; i--) {
-        agent *g = a->recs[i];
-        if (!agent_alive(g) || strcmp(g->name, agent_name)) continue;
+    agent *g = strmap_get(&a->live, agent_name);
+    if (g) {
         g->syscalls += u->syscall;
         g->tools += u->syscall && u->tool;
         if (u->tokens > 0) g->tokens += (unsigned long long)u->tokens;
         g->wait_s += u->wait_s;
         g->dirty = true;
-        break;
     }
     pthread_mutex_unlock(&a->mu);
 }
 
 int agents_priority(agents_t *a, const char *agent_name) {
-    int p = AGENTS_NOT_RUNNING;
-    if (!a) return p;
+    if (!a) return AGENTS_NOT_RUNNING;
     pthread_mutex_lock(&a->mu);
-    for (int i = a->n - 1; i >= 0 && p == AGENTS_NOT_RUNNING; i--)
-        if (agent_alive(a->recs[i]) && !strcmp(a->recs[i]->name, agent_name)) p = (int)spec_num(a->recs[i]->spec, "priority");
+    agent *g = strmap_get(&a->live, agent_name);
+    int p = g ? (int)spec_num(g->spec, "priority") : AGENTS_NOT_RUNNING;
     pthread_mutex_unlock(&a->mu);
     return p;
 }
@@ -1051,6 +1049,7 @@ void agents_free(agents_t *a) {
     agents_close(a);
     for (int i = 0; i < a->n; i++) rec_free(a->recs[i]);
     free(a->recs);
+    strmap_free(&a->live);
     sandbox_procs_free(a->sandbox);
     pthread_mutex_destroy(&a->mu);
     free(a);

@@ -71,6 +71,7 @@ struct agents {
     agent **recs;               /* oldest first */
     int n, cap;
     int n_alive;
+    strmap live;                /* identity name -> its live agent (a process): every request asks */
     pthread_t thread;
     bool thread_running;
     int wake_fd;                /* eventfd: the supervisor re-reads the table */

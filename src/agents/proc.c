@@ -35,22 +35,37 @@ static void each_pid(void (*fn)(pid_t pid, void *ctx), void *ctx) {
     closedir(d);
 }
 
+/* Of one process, from /proc/PID/stat: its parent, utime + stime (clock ticks) and resident
+ * pages. */
+static bool stat_of(pid_t pid, int *ppid, unsigned long long *ticks, long *rss_pages) {
+    char p[64], buf[1024];
+    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(p, "r");
+    if (!f) return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *s = strrchr(buf, ')'); /* the command may hold spaces and parentheses */
+    unsigned long long ut = 0, st = 0;
+    /* after ")": state(3) ppid(4) pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15)
+     * cutime cstime priority nice num_threads itrealvalue starttime vsize rss(24) */
+    if (!s || sscanf(s + 1, " %*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d %*u %*u %ld",
+                     ppid, &ut, &st, rss_pages) != 4)
+        return false;
+    *ticks = ut + st;
+    return true;
+}
+
 typedef struct child_ctx {
     pid_t parent, child;
 } child_ctx;
 
 static void child_one(pid_t pid, void *ctx) {
     child_ctx *c = ctx;
-    char p[64], buf[512];
-    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
-    FILE *f = c->child ? NULL : fopen(p, "r");
-    if (!f) return;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    const char *s = strrchr(buf, ')');
-    int ppid = 0;
-    if (s && sscanf(s + 1, " %*c %d", &ppid) == 1 && ppid == c->parent) c->child = pid;
+    int ppid;
+    unsigned long long t;
+    long rss;
+    if (!c->child && stat_of(pid, &ppid, &t, &rss) && ppid == c->parent) c->child = pid;
 }
 
 /* The first child of pid: from /proc/PID/task/PID/children, or a scan of /proc for a kernel
@@ -103,28 +118,6 @@ void proc_signal_tree(agent *g, int sig) {
     if (sig != SIGCONT) kill(g->pid, sig);
 }
 
-/* utime + stime (clock ticks) and resident pages of one process, from /proc/PID/stat. */
-static bool stat_of(pid_t pid, unsigned long long *ticks, long *rss_pages) {
-    char p[64], buf[1024];
-    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(p, "r");
-    if (!f) return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *s = strrchr(buf, ')'); /* the command may hold spaces and parentheses */
-    unsigned long long ut = 0, st = 0;
-    long rss = 0;
-    /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15)
-     * cutime cstime priority nice num_threads itrealvalue starttime vsize rss(24) */
-    if (!s || sscanf(s + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d %*u %*u %ld",
-                     &ut, &st, &rss) != 3)
-        return false;
-    *ticks = ut + st;
-    *rss_pages = rss;
-    return true;
-}
-
 typedef struct sample_ctx {
     agent **recs;
     int n;
@@ -139,7 +132,8 @@ static void sample_one(pid_t pid, void *ctx) {
         if (g->pidns != ns) continue;
         unsigned long long t;
         long pages;
-        if (stat_of(pid, &t, &pages)) {
+        int ppid;
+        if (stat_of(pid, &ppid, &t, &pages)) {
             c->ticks[i] += t;
             g->rss_kb += pages * (sysconf(_SC_PAGESIZE) / 1024);
             g->n_procs++;

@@ -54,22 +54,6 @@ static void log_rotate(agents_t *a, agent *g) {
     log_open(a, g, true);
 }
 
-static void follower_end(syscall_t *sc, int rc) {
-    syscall_complete(sc, rc, NULL);
-    syscall_unref(sc);
-}
-
-static void followers_emit(agent *g, const char *buf, size_t n) {
-    for (int i = 0; i < g->n_followers;) {
-        syscall_t *sc = g->followers[i];
-        if (atomic_load(&sc->cancel) || syscall_emit(sc, buf, n)) {
-            follower_end(sc, AIOS_OK); /* gone, or its buffer is full: the client reconnects */
-            g->followers[i] = g->followers[--g->n_followers];
-        } else
-            i++;
-    }
-}
-
 /* The last non-empty line of stdout (bounded). */
 static void track_line(agent *g, const char *buf, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -91,7 +75,7 @@ static void output(agents_t *a, agent *g, const char *buf, size_t n, bool is_std
     if (g->log_fd >= 0 && g->log_size + (long)n > a->cfg->procs.log_max_bytes && g->log_size > 0) log_rotate(a, g);
     if (g->log_fd >= 0 && write(g->log_fd, buf, n) == (ssize_t)n) g->log_size += (long)n;
     if (is_stdout) track_line(g, buf, n);
-    followers_emit(g, buf, n);
+    syscall_fanout(g->followers, &g->n_followers, buf, n, false); /* (a full one ends: its client reconnects) */
 }
 
 /* Reads what fd has (until it would block, or CHUNK bytes when !all); closes it at EOF. */
@@ -121,6 +105,7 @@ void agents_finish(agents_t *a, agent *g, int status, double cpu_s, long maxrss_
     g->out_fd = g->err_fd = g->pidfd = g->log_fd = -1;
     g->pid = 0;
     a->n_alive--;
+    strmap_del(&a->live, g->name);
     if (cpu_s > g->cpu_s) g->cpu_s = cpu_s;
     if (maxrss_kb > g->peak_rss_kb) g->peak_rss_kb = maxrss_kb;
     g->ended = kern_now_wall();
@@ -130,8 +115,7 @@ void agents_finish(agents_t *a, agent *g, int status, double cpu_s, long maxrss_
     if (a->stop && g->restart_on_failure) /* it comes back with the kernel, as after a crash */
         cJSON_AddBoolToObject(g->spec, "_resume", true);
     access_identity_revoke(a->p.access, g->name, NULL, 0);
-    for (int i = 0; i < g->n_followers; i++) follower_end(g->followers[i], AIOS_OK);
-    g->n_followers = 0;
+    syscall_fanout(g->followers, &g->n_followers, NULL, 0, true);
     bool failed = g->exit_code != 0 && !g->kill_requested && !a->stop;
     if (g->restart_on_failure && failed && g->restarts < a->cfg->procs.max_restarts) {
         double backoff = g->restarts < 5 ? (double)(1 << g->restarts) : 30;
@@ -314,18 +298,6 @@ void agents_supervisor_stop(agents_t *a) {
 
 /* ---------- logs for the API ---------- */
 
-static void tail_file(const char *path, size_t max, strbuf *out) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    off_t size = lseek(fd, 0, SEEK_END);
-    off_t from = size > (off_t)max ? size - (off_t)max : 0;
-    char buf[CHUNK];
-    ssize_t r;
-    lseek(fd, from, SEEK_SET);
-    while ((r = read(fd, buf, sizeof buf)) > 0) sb_append(out, buf, (size_t)r);
-    close(fd);
-}
-
 /* The last max bytes of g's log, the rotated file first (mu held). */
 static void tail_locked(agents_t *a, agent *g, size_t max, strbuf *out) {
     char cur[AIOS_PATH_MAX * 2], old[AIOS_PATH_MAX * 2];
@@ -333,8 +305,8 @@ static void tail_locked(agents_t *a, agent *g, size_t max, strbuf *out) {
     agents_path(a, g, "output.log.1", old, sizeof old);
     struct stat st;
     size_t in_cur = stat(cur, &st) == 0 ? (size_t)st.st_size : 0;
-    if (in_cur < max) tail_file(old, max - in_cur, out);
-    tail_file(cur, max, out);
+    if (in_cur < max) sb_append_file_tail(out, old, max - in_cur);
+    sb_append_file_tail(out, cur, max);
 }
 
 int agents_log_tail(agents_t *a, const char *id, size_t max, strbuf *out) {

@@ -59,15 +59,17 @@ static enum MHD_Result h_list(api_req *r, cJSON *body) {
     return api_reply_json(r, 200, o);
 }
 
-static enum MHD_Result h_get(api_req *r, cJSON *body) {
-    (void)body;
+/* GET /agents/{id}[/status]: what get says of it. */
+static enum MHD_Result one_agent(api_req *r, cJSON *(*get)(agents_t *a, const char *id)) {
     agents_t *a = agents_or_error(r);
     char id[64];
     if (!a) return MHD_YES;
     if (!url_id(r, id, sizeof id)) return not_found(r, r->url + 8);
-    cJSON *o = agents_get(a, id);
+    cJSON *o = get(a, id);
     return o ? api_reply_json(r, 200, o) : not_found(r, id);
 }
+
+static enum MHD_Result h_get(api_req *r, cJSON *body) { (void)body; return one_agent(r, agents_get); }
 
 static enum MHD_Result signal_route(api_req *r, agents_op op) {
     agents_t *a = agents_or_error(r);
@@ -156,15 +158,7 @@ static enum MHD_Result h_submit(api_req *r, cJSON *body) {
     return api_reply_json(r, 200, o);
 }
 
-static enum MHD_Result h_status(api_req *r, cJSON *body) {
-    (void)body;
-    agents_t *a = agents_or_error(r);
-    char id[64];
-    if (!a) return MHD_YES;
-    if (!url_id(r, id, sizeof id)) return not_found(r, r->url + 8);
-    cJSON *o = agents_aios_status(a, id);
-    return o ? api_reply_json(r, 200, o) : not_found(r, id);
-}
+static enum MHD_Result h_status(api_req *r, cJSON *body) { (void)body; return one_agent(r, agents_aios_status); }
 
 static enum MHD_Result h_ps(api_req *r, cJSON *body) {
     (void)body;

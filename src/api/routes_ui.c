@@ -13,11 +13,9 @@
  * The page itself holds no data; it is public. Everything it shows comes from admin routes,
  * with the token the operator typed once (kept in the tab's sessionStorage).
  */
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include "api_internal.h"
 
 extern const unsigned char aios_ui_index_html[];
@@ -48,7 +46,7 @@ static enum MHD_Result h_ui_config(api_req *r, cJSON *body) {
     return api_reply_json(r, 200, o);
 }
 
-static cJSON *audit_tail(api_req *r, long n, off_t window);
+static cJSON *audit_tail(api_req *r, long n, size_t window);
 
 /* A snapshot per tick (however many ticks came since the last one). */
 static void events_stream(api_req *r, const char *delta, size_t n, bool final, strbuf *sse) {
@@ -75,34 +73,26 @@ static enum MHD_Result h_events(api_req *r, cJSON *body) {
 }
 
 /* The last n JSON lines of path (read from its last `window` bytes) into arr. */
-static void tail_lines(const char *path, long n, off_t window, cJSON *arr) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    off_t size = lseek(fd, 0, SEEK_END), from = size > window ? size - window : 0;
-    char *buf = malloc((size_t)window + 1);
-    ssize_t got = buf ? pread(fd, buf, (size_t)(size - from), from) : -1;
-    close(fd);
-    if (got <= 0) {
-        free(buf);
-        return;
-    }
-    buf[got] = 0;
-    char **last = calloc((size_t)n, sizeof *last);
+static void tail_lines(const char *path, long n, size_t window, cJSON *arr) {
+    strbuf b;
+    sb_init(&b, 0);
+    bool cut = sb_append_file_tail(&b, path, window);
+    char **last = b.data ? calloc((size_t)n, sizeof *last) : NULL;
+    char *start = last && cut ? strchr(b.data, '\n') : b.data; /* (a first line cut by the window is skipped) */
     long seen = 0;
-    char *start = from ? strchr(buf, '\n') : buf; /* (a first line cut by the window is skipped) */
-    for (char *save = NULL, *l = strtok_r(start ? start : buf + got, "\n", &save); last && l;
+    for (char *save = NULL, *l = last ? strtok_r(start ? start : b.data + b.len, "\n", &save) : NULL; l;
          l = strtok_r(NULL, "\n", &save))
         last[seen++ % n] = l;
-    for (long i = seen > n ? seen - n : 0; last && i < seen; i++) {
+    for (long i = seen > n ? seen - n : 0; i < seen; i++) {
         cJSON *j = cJSON_Parse(last[i % n]);
         if (j) cJSON_AddItemToArray(arr, j);
     }
     free(last);
-    free(buf);
+    sb_free(&b);
 }
 
 /* The last n audit lines (window: bytes read from the end of the log) as a new array. */
-static cJSON *audit_tail(api_req *r, long n, off_t window) {
+static cJSON *audit_tail(api_req *r, long n, size_t window) {
     char path[AIOS_PATH_MAX + 16];
     const aios_config *c = api_cfg(r);
     if (c->access.audit_file[0]) snprintf(path, sizeof path, "%s", c->access.audit_file);

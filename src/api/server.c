@@ -450,8 +450,8 @@ static enum MHD_Result wait_or_answer(api_req *r) {
     return done ? r->on_done(r) : MHD_YES;
 }
 
-enum MHD_Result api_run_syscall(api_req *r, llm_core *core, syscall_t *sc, api_done_fn on_done, api_stream_fn on_stream) {
-    api_server *s = r->srv;
+/* r takes sc (the caller's reference): its answer or stream follows sc's output. */
+static void attach(api_req *r, llm_core *core, syscall_t *sc, api_done_fn on_done, api_stream_fn on_stream) {
     r->sc = sc;
     r->core = core;
     r->on_done = on_done;
@@ -459,6 +459,11 @@ enum MHD_Result api_run_syscall(api_req *r, llm_core *core, syscall_t *sc, api_d
     r->streaming = on_stream != NULL;
     if (!r->sse.data) sb_init(&r->sse, 0); /* a door may have put its opening events there */
     syscall_set_sink(sc, req_notify, r);
+}
+
+enum MHD_Result api_run_syscall(api_req *r, llm_core *core, syscall_t *sc, api_done_fn on_done, api_stream_fn on_stream) {
+    api_server *s = r->srv;
+    attach(r, core, sc, on_done, on_stream);
     pthread_mutex_lock(&s->gate_mu);
     int rc = s->closing ? AIOS_ERR_SHUTDOWN : llm_core_submit(core, sc);
     pthread_mutex_unlock(&s->gate_mu);
@@ -614,12 +619,7 @@ void api_server_cancel_agent(api_server *s, const char *agent) {
 }
 
 enum MHD_Result api_follow(api_req *r, syscall_t *sc, api_stream_fn on_stream) {
-    r->sc = sc;
-    r->core = NULL;
-    r->on_stream = on_stream;
-    r->streaming = true;
-    if (!r->sse.data) sb_init(&r->sse, 0);
-    syscall_set_sink(sc, req_notify, r);
+    attach(r, NULL, sc, NULL, on_stream);
     inflight_add(r->srv, r);
     return start_stream(r);
 }
@@ -906,15 +906,7 @@ static void events_tick(api_server *s, bool closing) {
     if (!closing && now - s->ev_last < 1.0) return;
     s->ev_last = now;
     pthread_mutex_lock(&s->ev_mu);
-    for (int i = 0; i < s->n_ev;) {
-        syscall_t *sc = s->ev_subs[i];
-        if (closing || atomic_load(&sc->cancel) || syscall_emit(sc, ".", 1)) {
-            syscall_complete(sc, AIOS_OK, NULL);
-            syscall_unref(sc);
-            s->ev_subs[i] = s->ev_subs[--s->n_ev];
-        } else
-            i++;
-    }
+    syscall_fanout(s->ev_subs, &s->n_ev, ".", 1, closing);
     pthread_mutex_unlock(&s->ev_mu);
 }
 

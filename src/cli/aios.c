@@ -105,6 +105,28 @@ int request_print(aios_client_params *cp, const char *path, const char *post, bo
 static int cmd_get(aios_client_params *cp, const char *path, bool pretty) { return request_print(cp, path, NULL, pretty); }
 
 /* POSTs body (taken) to path and prints the answer. */
+cJSON *cli_get_json(aios_client_params *cp, const char *path, bool quiet) {
+    aios_client *c = aios_client_new(cp);
+    char *body = NULL;
+    int status = 0, rc = aios_get(c, path, &body, &status);
+    aios_client_free(c);
+    cJSON *j = rc || status != 200 ? NULL : cJSON_Parse(body);
+    if (!quiet && rc) fprintf(stderr, "aios: cannot reach the kernel at %s (is aiosd running?)\n", cp->url);
+    else if (!quiet && !j) fprintf(stderr, "aios: %s\n", body);
+    free(body);
+    return j;
+}
+
+const char *cli_str(const cJSON *o, const char *k) {
+    const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
+    return s ? s : "";
+}
+
+double cli_num(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
 int post_print(aios_client_params *cp, const char *path, cJSON *body) {
     char *txt = cJSON_PrintUnformatted(body);
     cJSON_Delete(body);

@@ -16,6 +16,12 @@ void usage(FILE *f);
 int request_print(aios_client_params *cp, const char *path, const char *post, bool pretty);
 /* POSTs body (taken) to path and prints the answer. */
 int post_print(aios_client_params *cp, const char *path, cJSON *body);
+/* GET path into a parsed JSON answer (caller frees); NULL when it is not a 200 JSON answer,
+ * after saying why on stderr unless quiet. */
+cJSON *cli_get_json(aios_client_params *cp, const char *path, bool quiet);
+/* Field k of o: its string ("" when absent), its number (0 when absent). */
+const char *cli_str(const cJSON *o, const char *k);
+double cli_num(const cJSON *o, const char *k);
 
 /* cli_agents.c */
 int cli_run(aios_client_params *cp, int argc, char **argv);

@@ -13,29 +13,6 @@
 #include <time.h>
 #include "cli.h"
 
-static const char *str(const cJSON *o, const char *k) {
-    const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
-    return s ? s : "";
-}
-
-static double num(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : 0;
-}
-
-/* GET path into a parsed JSON answer (caller frees); NULL after printing why. */
-static cJSON *get_json(aios_client_params *cp, const char *path) {
-    aios_client *c = aios_client_new(cp);
-    char *body = NULL;
-    int status = 0, rc = aios_get(c, path, &body, &status);
-    aios_client_free(c);
-    cJSON *j = rc || status != 200 ? NULL : cJSON_Parse(body);
-    if (rc) fprintf(stderr, "aios: cannot reach the kernel at %s (is aiosd running?)\n", cp->url);
-    else if (!j) fprintf(stderr, "aios: %s\n", body);
-    free(body);
-    return j;
-}
-
 /* ---------- logs ---------- */
 
 typedef struct follow_state {
@@ -46,16 +23,16 @@ static int on_event(const char *event, const char *data, void *ud) {
     follow_state *f = ud;
     cJSON *j = cJSON_Parse(data);
     if (!strcmp(event, "log")) {
-        fputs(str(j, "text"), stdout);
+        fputs(cli_str(j, "text"), stdout);
         fflush(stdout);
     } else if (!strcmp(event, "end")) {
         const cJSON *code = cJSON_GetObjectItemCaseSensitive(j, "exit_code");
         f->exit_code = cJSON_IsNumber(code) ? (int)code->valuedouble : 128;
         char how[64] = "";
         if (cJSON_IsNumber(code)) snprintf(how, sizeof how, " (exit code %d)", f->exit_code);
-        else if (*str(j, "signal_name")) snprintf(how, sizeof how, " (signal %s)", str(j, "signal_name"));
-        fprintf(stderr, "[agent %s %s%s%s%s]\n", str(j, "id"), str(j, "state"), how, *str(j, "reason") ? ": " : "",
-                str(j, "reason"));
+        else if (*cli_str(j, "signal_name")) snprintf(how, sizeof how, " (signal %s)", cli_str(j, "signal_name"));
+        fprintf(stderr, "[agent %s %s%s%s%s]\n", cli_str(j, "id"), cli_str(j, "state"), how, *cli_str(j, "reason") ? ": " : "",
+                cli_str(j, "reason"));
     }
     cJSON_Delete(j);
     return 0;
@@ -175,12 +152,12 @@ int cli_run(aios_client_params *cp, int argc, char **argv) {
     cJSON *j = !rc && status == 201 ? cJSON_Parse(body) : NULL;
     if (rc) fprintf(stderr, "aios: cannot reach the kernel at %s (is aiosd running?)\n", cp->url);
     else if (!j) fprintf(stderr, "aios: %s\n", body);
-    else printf("%s\n", str(j, "id"));
+    else printf("%s\n", cli_str(j, "id"));
     free(body);
     int out = j ? 0 : 1;
     if (j && fol) {
         fflush(stdout);
-        out = follow(cp, str(j, "id"));
+        out = follow(cp, cli_str(j, "id"));
     }
     cJSON_Delete(j);
     return out;
@@ -201,20 +178,20 @@ int cli_ps(aios_client_params *cp, int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    cJSON *j = get_json(cp, "/agents");
+    cJSON *j = cli_get_json(cp, "/agents", false);
     if (!j) return 1;
     printf("%-16s %-20s %-8s %7s %8s %9s %8s %8s %6s  %s\n", "ID", "NAME", "STATE", "PID", "CPU_S", "RSS_KB", "SYSCALLS",
            "TOKENS", "AGE", "COMMAND");
     const cJSON *g;
     cJSON_ArrayForEach(g, cJSON_GetObjectItemCaseSensitive(j, "agents")) {
         char when[16], cmd[80] = "";
-        age(num(g, "started"), when, sizeof when);
+        age(cli_num(g, "started"), when, sizeof when);
         const cJSON *a;
         size_t len = 0;
         cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(g, "command")) if (len < sizeof cmd - 1)
             len += (size_t)snprintf(cmd + len, sizeof cmd - len, "%s%s", len ? " " : "", cJSON_GetStringValue(a));
-        printf("%-16s %-20.20s %-8s %7.0f %8.2f %9.0f %8.0f %8.0f %6s  %s\n", str(g, "id"), str(g, "name"), str(g, "state"),
-               num(g, "pid"), num(g, "cpu_s"), num(g, "rss_kb"), num(g, "syscalls"), num(g, "tokens"), when, cmd);
+        printf("%-16s %-20.20s %-8s %7.0f %8.2f %9.0f %8.0f %8.0f %6s  %s\n", cli_str(g, "id"), cli_str(g, "name"), cli_str(g, "state"),
+               cli_num(g, "pid"), cli_num(g, "cpu_s"), cli_num(g, "rss_kb"), cli_num(g, "syscalls"), cli_num(g, "tokens"), when, cmd);
     }
     cJSON_Delete(j);
     return 0;

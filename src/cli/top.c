@@ -46,26 +46,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static double num(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : 0;
-}
-
-static const char *str(const cJSON *o, const char *k) {
-    const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
-    return s ? s : "";
-}
-
-static cJSON *fetch(aios_client_params *cp, const char *path) {
-    aios_client *c = aios_client_new(cp);
-    char *body = NULL;
-    int status = 0, rc = aios_get(c, path, &body, &status);
-    aios_client_free(c);
-    cJSON *j = !rc && status == 200 ? cJSON_Parse(body) : NULL;
-    free(body);
-    return j;
-}
-
 static void add_line(top_state *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void add_line(top_state *s, const char *fmt, ...) {
     if (s->n_lines >= (int)(sizeof s->lines / sizeof s->lines[0])) return;
@@ -82,10 +62,10 @@ static void budget_of(const cJSON *budgets, const char *name, char *out, size_t 
     snprintf(out, cap, "-");
     const cJSON *b;
     cJSON_ArrayForEach(b, budgets) {
-        if (strcmp(str(b, "agent"), name)) continue;
+        if (strcmp(cli_str(b, "agent"), name)) continue;
         for (int k = 0; k < 3; k++) {
             const cJSON *l = cJSON_GetObjectItemCaseSensitive(b, K[k][0]);
-            double lim = num(l, "limit"), pct = lim > 0 ? 100 * num(l, "used") / lim : -1;
+            double lim = cli_num(l, "limit"), pct = lim > 0 ? 100 * cli_num(l, "used") / lim : -1;
             if (l && pct > best) {
                 best = pct;
                 snprintf(out, cap, "%s %.0f%%", K[k][1], pct);
@@ -118,16 +98,16 @@ static void load_agents(top_state *s, const cJSON *agents, const cJSON *budgets)
         if (s->n == MAX_ROWS) break;
         row *r = &s->rows[s->n++];
         memset(r, 0, sizeof *r);
-        snprintf(r->id, sizeof r->id, "%s", str(g, "id"));
-        snprintf(r->name, sizeof r->name, "%s", str(g, "name"));
-        snprintf(r->state, sizeof r->state, "%s", str(g, "state"));
-        r->prio = num(g, "priority");
-        r->cpu_s = num(g, "cpu_s");
-        r->rss_kb = num(g, "rss_kb");
-        r->tokens = num(g, "tokens");
-        r->syscalls = num(g, "syscalls");
-        r->wait_s = num(g, "wait_s");
-        r->tools = num(g, "tools_run");
+        snprintf(r->id, sizeof r->id, "%s", cli_str(g, "id"));
+        snprintf(r->name, sizeof r->name, "%s", cli_str(g, "name"));
+        snprintf(r->state, sizeof r->state, "%s", cli_str(g, "state"));
+        r->prio = cli_num(g, "priority");
+        r->cpu_s = cli_num(g, "cpu_s");
+        r->rss_kb = cli_num(g, "rss_kb");
+        r->tokens = cli_num(g, "tokens");
+        r->syscalls = cli_num(g, "syscalls");
+        r->wait_s = cli_num(g, "wait_s");
+        r->tools = cli_num(g, "tools_run");
         budget_of(budgets, r->name, r->budget, sizeof r->budget);
         const row *p = prev_of(s, r->id);
         if (p && dt > 0) {
@@ -156,17 +136,17 @@ static void model_lines(top_state *s, const cJSON *status, double dt) {
     int i = 0;
     const cJSON *m;
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(status, "llms")) {
-        double tok = num(m, "completion_tokens"), rate = i < 16 && dt > 0 && s->model_tokens_prev[i] > 0 ? (tok - s->model_tokens_prev[i]) / dt : 0;
+        double tok = cli_num(m, "completion_tokens"), rate = i < 16 && dt > 0 && s->model_tokens_prev[i] > 0 ? (tok - s->model_tokens_prev[i]) / dt : 0;
         if (i < 16) s->model_tokens_prev[i] = tok;
-        add_line(s, "%-20.20s %-9s %6.0f %6.0f %8.1f %9.0f %9.0f", str(m, "name"), str(m, "state"), num(m, "active"),
-                 num(m, "queued"), rate, num(m, "kv_used"), num(m, "kv_cached"));
+        add_line(s, "%-20.20s %-9s %6.0f %6.0f %8.1f %9.0f %9.0f", cli_str(m, "name"), cli_str(m, "state"), cli_num(m, "active"),
+                 cli_num(m, "queued"), rate, cli_num(m, "kv_used"), cli_num(m, "kv_cached"));
         i++;
     }
 }
 
 /* A frame: GET /status and /agents into s->lines; false when the kernel does not answer. */
 static bool frame(top_state *s) {
-    cJSON *status = fetch(s->cp, "/status"), *agents = fetch(s->cp, "/agents");
+    cJSON *status = cli_get_json(s->cp, "/status", true), *agents = cli_get_json(s->cp, "/agents", true);
     s->n_lines = 0;
     if (!status || !agents) {
         add_line(s, "aios top: no answer from the kernel at %s (is aiosd running? enforce mode needs an admin --token)", s->cp->url);
@@ -187,7 +167,7 @@ static bool frame(top_state *s) {
     }
     add_line(s, "aiosd %s  sort: %s  up %.0fs  agents: %d running, %d stopped, %d in the table", s->cp->url,
              s->sort == 'P' ? "cpu" : s->sort == 'M' ? "memory" : s->sort == 'T' ? "tokens/s" : "name",
-             num(status, "uptime_s"), alive, stopped, s->n);
+             cli_num(status, "uptime_s"), alive, stopped, s->n);
     add_line(s, "%s", "");
     model_lines(s, status, dt);
     add_line(s, "%s", "");

@@ -50,6 +50,9 @@ int sb_puts(strbuf *sb, const char *s);
 int sb_printf(strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Takes the data out of the buffer; the caller owns (and frees) it. Never NULL. */
 char *sb_steal(strbuf *sb);
+/* Appends the last max bytes of file path (all of it when shorter); true when the file was
+ * longer, so the first line appended may be cut. false too when it cannot be opened. */
+bool sb_append_file_tail(strbuf *sb, const char *path, size_t max);
 
 /* ---------- UTF-8 (util.c) ---------- */
 /* Length of the UTF-8 sequence at s (n bytes left): 1-4, 0 if invalid (overlong forms,

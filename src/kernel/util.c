@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <time.h>
+#include <unistd.h>
 #include "kernel.h"
 
 double kern_now_mono(void) {
@@ -127,6 +129,18 @@ char *sb_steal(strbuf *sb) {
     sb->data = NULL;
     sb->len = sb->alloc = 0;
     return p;
+}
+
+bool sb_append_file_tail(strbuf *sb, const char *path, size_t max) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    off_t size = lseek(fd, 0, SEEK_END), from = size > (off_t)max ? size - (off_t)max : 0;
+    char buf[65536];
+    ssize_t r;
+    for (off_t at = from; at < size && (r = pread(fd, buf, sizeof buf, at)) > 0; at += r)
+        if (sb_append(sb, buf, (size_t)r)) break;
+    close(fd);
+    return from > 0;
 }
 
 /* ---------- UTF-8 ---------- */

@@ -125,6 +125,18 @@ void syscall_complete(syscall_t *sc, int result, const char *fmt, ...) {
 
 void syscall_cancel(syscall_t *sc) { atomic_store(&sc->cancel, true); }
 
+void syscall_fanout(syscall_t **subs, int *count, const char *buf, size_t n, bool end) {
+    for (int i = 0; i < *count;) {
+        syscall_t *sc = subs[i];
+        if (end || atomic_load(&sc->cancel) || syscall_emit(sc, buf, n)) {
+            syscall_complete(sc, AIOS_OK, NULL);
+            syscall_unref(sc);
+            subs[i] = subs[--*count];
+        } else
+            i++;
+    }
+}
+
 bool syscall_is_done(syscall_t *sc) {
     pthread_mutex_lock(&sc->mu);
     bool d = sc->state == SYSCALL_STATE_DONE;

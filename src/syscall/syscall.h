@@ -107,6 +107,10 @@ int syscall_emit(syscall_t *sc, const char *text, size_t n);
 void syscall_complete(syscall_t *sc, int result, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Requests cancellation; the owner of the running work completes it. */
 void syscall_cancel(syscall_t *sc);
+/* Fan-out to the subscribers of some output (log followers, event streams): emits n bytes
+ * of buf to each of subs[0 .. *count); one cancelled (its client left) or whose buffer is
+ * full, or every one when end, completes (AIOS_OK) and is dropped, its reference released. */
+void syscall_fanout(syscall_t **subs, int *count, const char *buf, size_t n, bool end);
 bool syscall_is_done(syscall_t *sc);
 
 /* AIOS timing arrays: seconds per scheduling round. The array pointers get n values. */

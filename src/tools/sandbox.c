@@ -91,24 +91,46 @@ static const int DENIED[] = {
     SCMP_SYS(pidfd_getfd), SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_enter), SCMP_SYS(io_uring_register),
 };
 
-/* The filter of a call: DENIED, and without network also socket(2) of any family (no
- * socket, no network; socketpair(2) and pipes still work). Other architectures' system
- * calls (int 0x80's socketcall) kill the process: libseccomp's default bad-arch action. */
-static int build_seccomp(bool network, char *err, size_t errlen) {
+/* The filter of a sandbox, exported to a memfd: DENIED, and per net
+ *   NONE    also socket(2) of any family (no socket, no network; socketpair(2) and pipes
+ *           still work);
+ *   KERNEL  also datagram, raw and seqpacket IP sockets (an agent's TCP is walled by landlock);
+ *   FULL    nothing more.
+ * Other architectures' system calls (int 0x80's socketcall) kill the process: libseccomp's
+ * default bad-arch action. who names the sandbox in the error. */
+static int build_seccomp(sandbox_net net, const char *who, char *err, size_t errlen) {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     int fd = ctx ? memfd_create("aios-seccomp", MFD_CLOEXEC) : -1;
     int rc = fd >= 0 ? 0 : -1;
     for (size_t i = 0; !rc && i < sizeof DENIED / sizeof DENIED[0]; i++)
         if (DENIED[i] >= 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), DENIED[i], 0);
-    if (!rc && !network) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 0);
+    if (!rc && net == SANDBOX_NET_NONE) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 0);
+    static const int FAM[] = {AF_INET, AF_INET6}, TYPES[] = {SOCK_DGRAM, SOCK_RAW, SOCK_SEQPACKET};
+    for (int f = 0; net == SANDBOX_NET_KERNEL && !rc && f < 2; f++)
+        for (int t = 0; !rc && t < 3; t++)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 2, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)FAM[f]),
+                                  SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, (scmp_datum_t)TYPES[t]));
     if (!rc) rc = seccomp_export_bpf(ctx, fd);
     if (ctx) seccomp_release(ctx);
     if (rc) {
-        snprintf(err, errlen, "tools: cannot build the seccomp filter (%d)", rc);
+        snprintf(err, errlen, "%s: cannot build the seccomp filter (%d)", who, rc);
         if (fd >= 0) close(fd);
         return -1;
     }
     return fd;
+}
+
+/* What every sandbox finds on the host: bubblewrap (bwrap[0] = 0: not installed), whether
+ * /bin is a link into /usr, and the tools' work root (tools.workdir, or <data_dir>/tools). */
+static void host_probe(const aios_config *cfg, char bwrap[AIOS_PATH_MAX], bool *merged_usr, char workroot[AIOS_PATH_MAX]) {
+    static const char *const CANDS[] = {"/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"};
+    bwrap[0] = 0;
+    for (size_t i = 0; i < 3 && !bwrap[0]; i++)
+        if (access(CANDS[i], X_OK) == 0) snprintf(bwrap, AIOS_PATH_MAX, "%s", CANDS[i]);
+    struct stat st;
+    *merged_usr = lstat("/bin", &st) == 0 && S_ISLNK(st.st_mode);
+    if (cfg->tools.workdir[0]) snprintf(workroot, AIOS_PATH_MAX, "%s", cfg->tools.workdir);
+    else snprintf(workroot, AIOS_PATH_MAX, "%.1000s/tools", cfg->data_dir);
 }
 
 /* mkdir -p of the configured work root (a trusted path: symlinks in it are the operator's);
@@ -177,22 +199,16 @@ sandbox *sandbox_new(const aios_config *cfg, char *err, size_t errlen) {
     pthread_mutex_init(&sb->mu, NULL);
     sb->seccomp_fd[0] = sb->seccomp_fd[1] = -1;
     sb->port_wall = port_wall_new(cfg->server.port, "tools");
-    const char *cands[] = {"/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"};
-    for (size_t i = 0; i < 3 && !sb->bwrap[0]; i++)
-        if (access(cands[i], X_OK) == 0) snprintf(sb->bwrap, sizeof sb->bwrap, "%s", cands[i]);
+    host_probe(cfg, sb->bwrap, &sb->merged_usr, sb->workroot);
     if (!sb->bwrap[0]) log_warn("tools: bubblewrap (bwrap) is not installed; process tools will fail (scripts/install-deps.sh installs it)");
-    struct stat st;
-    sb->merged_usr = lstat("/bin", &st) == 0 && S_ISLNK(st.st_mode);
-    if (cfg->tools.workdir[0]) snprintf(sb->workroot, sizeof sb->workroot, "%s", cfg->tools.workdir);
-    else snprintf(sb->workroot, sizeof sb->workroot, "%.1000s/tools", cfg->data_dir);
     sb->switch_uid = geteuid() == 0 && cfg->tools.sandbox_uid_base > 0;
     if (!sb->switch_uid)
         log_warn("tools: process tool calls run under the kernel's uid (not root, or tools.sandbox_uid_base 0), so "
                  "tools.max_procs is not enforced; a fork bomb lasts until the call's timeout kills its namespace");
     sb->uid_base = cfg->tools.sandbox_uid_base;
     sb->n_slots = cfg->tools.max_pending;
-    if (!(sb->slots = calloc((size_t)sb->n_slots, 1)) || (sb->seccomp_fd[0] = build_seccomp(false, err, errlen)) < 0 ||
-        (sb->seccomp_fd[1] = build_seccomp(true, err, errlen)) < 0) {
+    if (!(sb->slots = calloc((size_t)sb->n_slots, 1)) || (sb->seccomp_fd[0] = build_seccomp(SANDBOX_NET_NONE, "tools", err, errlen)) < 0 ||
+        (sb->seccomp_fd[1] = build_seccomp(SANDBOX_NET_FULL, "tools", err, errlen)) < 0) {
         sandbox_free(sb);
         return NULL;
     }
@@ -876,19 +892,13 @@ static int pick_stage(sandbox_mcp *p, char *err, size_t errlen) {
 }
 
 static int mcp_setup(sandbox_mcp *p, const aios_config *kcfg, char *err, size_t errlen) {
-    const char *cands[] = {"/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"};
-    for (size_t i = 0; i < 3 && !p->bwrap[0]; i++)
-        if (access(cands[i], X_OK) == 0) snprintf(p->bwrap, sizeof p->bwrap, "%s", cands[i]);
+    char workroot[AIOS_PATH_MAX];
+    host_probe(kcfg, p->bwrap, &p->merged_usr, workroot);
     if (!p->bwrap[0]) {
         snprintf(err, errlen, "bubblewrap (bwrap) is not installed, and MCP servers run only sandboxed (scripts/install-deps.sh)");
         return AIOS_ERR_CONFIG;
     }
-    struct stat st;
-    p->merged_usr = lstat("/bin", &st) == 0 && S_ISLNK(st.st_mode);
     p->fs = !strcmp(p->m->fs, "none") ? TOOL_FS_NONE : !strcmp(p->m->fs, "ro") ? TOOL_FS_RO : TOOL_FS_WORKDIR;
-    char workroot[AIOS_PATH_MAX];
-    if (kcfg->tools.workdir[0]) snprintf(workroot, sizeof workroot, "%s", kcfg->tools.workdir);
-    else snprintf(workroot, sizeof workroot, "%.1000s/tools", kcfg->data_dir);
     snprintf(p->workdir, sizeof p->workdir, "%s/.mcp/%s", workroot, p->m->name);
     char *base = strrchr(p->workdir, '/') + 1;
     if (base[0] == '.') base[0] = '_'; /* "." or ".." would name the root itself */
@@ -915,7 +925,7 @@ sandbox_mcp *sandbox_mcp_new(const aios_config *kcfg, const aios_mcp_cfg *m, cha
     p->m = m;
     p->seccomp_fd = -1;
     p->port_wall = m->network ? port_wall_new(kcfg->server.port, m->name) : -1;
-    if (mcp_setup(p, kcfg, err, errlen) || (p->seccomp_fd = build_seccomp(m->network, err, errlen)) < 0) {
+    if (mcp_setup(p, kcfg, err, errlen) || (p->seccomp_fd = build_seccomp(m->network ? SANDBOX_NET_FULL : SANDBOX_NET_NONE, "tools", err, errlen)) < 0) {
         sandbox_mcp_free(p);
         return NULL;
     }
@@ -1119,29 +1129,6 @@ struct sandbox_procs {
     long landlock_abi;
 };
 
-/* DENIED, plus: no sockets at all (none), or no datagram / raw IP sockets (kernel-only). */
-static int build_agent_seccomp(sandbox_net net, char *err, size_t errlen) {
-    if (net != SANDBOX_NET_KERNEL) return build_seccomp(net == SANDBOX_NET_FULL, err, errlen);
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    int fd = ctx ? memfd_create("aios-seccomp", MFD_CLOEXEC) : -1;
-    int rc = fd >= 0 ? 0 : -1;
-    for (size_t i = 0; !rc && i < sizeof DENIED / sizeof DENIED[0]; i++)
-        if (DENIED[i] >= 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), DENIED[i], 0);
-    static const int FAM[] = {AF_INET, AF_INET6}, TYPES[] = {SOCK_DGRAM, SOCK_RAW, SOCK_SEQPACKET};
-    for (int f = 0; !rc && f < 2; f++)
-        for (int t = 0; !rc && t < 3; t++)
-            rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 2, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)FAM[f]),
-                                  SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, (scmp_datum_t)TYPES[t]));
-    if (!rc) rc = seccomp_export_bpf(ctx, fd);
-    if (ctx) seccomp_release(ctx);
-    if (rc) {
-        snprintf(err, errlen, "agents: cannot build the seccomp filter (%d)", rc);
-        if (fd >= 0) close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* A landlock ruleset that allows TCP connect to port alone, or -1. */
 static int kernel_wall_new(int port, long abi) {
     if (abi < 4) return -1;
@@ -1171,17 +1158,11 @@ sandbox_procs *sandbox_procs_new(const aios_config *kcfg, char *err, size_t errl
         return NULL;
     }
     sp->seccomp_fd[0] = sp->seccomp_fd[1] = sp->seccomp_fd[2] = sp->kernel_wall = -1;
-    const char *cands[] = {"/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"};
-    for (size_t i = 0; i < 3 && !sp->bwrap[0]; i++)
-        if (access(cands[i], X_OK) == 0) snprintf(sp->bwrap, sizeof sp->bwrap, "%s", cands[i]);
-    struct stat st;
-    sp->merged_usr = lstat("/bin", &st) == 0 && S_ISLNK(st.st_mode);
-    if (kcfg->tools.workdir[0]) snprintf(sp->workroot, sizeof sp->workroot, "%s", kcfg->tools.workdir);
-    else snprintf(sp->workroot, sizeof sp->workroot, "%.1000s/tools", kcfg->data_dir);
+    host_probe(kcfg, sp->bwrap, &sp->merged_usr, sp->workroot);
     sp->landlock_abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
     sp->kernel_wall = kernel_wall_new(kcfg->server.port, sp->landlock_abi);
     for (int i = 0; i < 3; i++)
-        if ((sp->seccomp_fd[i] = build_agent_seccomp((sandbox_net)i, err, errlen)) < 0) {
+        if ((sp->seccomp_fd[i] = build_seccomp((sandbox_net)i, "agents", err, errlen)) < 0) {
             sandbox_procs_free(sp);
             return NULL;
         }
