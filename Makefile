@@ -48,7 +48,7 @@ KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/kern
               src/llm/llm.c src/llm/backend.c src/llm/llamacpp.c src/llm/llamacpp_ctx.c src/llm/text.c src/llm/grammar.c src/llm/embed.c src/llm/remote.c src/llm/remote_anthropic.c src/llm/remote_fleet.c \
               src/memory/memory.c src/storage/db.c src/storage/path.c src/storage/storage.c \
               src/tools/schema.c src/tools/calc.c src/tools/manifest.c src/tools/sandbox.c src/tools/mcp.c \
-              src/tools/builtin.c src/tools/tools.c src/agents/agents.c src/agents/supervisor.c src/agents/proc.c src/access/access.c src/access/audit.c src/access/budget.c \
+              src/tools/builtin.c src/tools/tools.c src/agents/agents.c src/agents/supervisor.c src/agents/proc.c src/agents/cgroup.c src/access/access.c src/access/audit.c src/access/budget.c \
               src/api/server.c src/api/admit.c src/api/json.c src/api/chat.c src/api/routes_aios.c src/api/routes_openai.c src/api/routes_mem.c src/api/routes_tools.c \
               src/api/routes_responses.c src/api/routes_anthropic.c src/api/routes_ollama.c src/api/routes_models.c src/api/routes_compat.c src/api/routes_agents.c src/api/routes_ui.c
 SDK_SRC    := src/sdk/aios.c src/kernel/result.c

@@ -510,19 +510,37 @@ static int open_workdir(agents_t *a, agent *g, char *err, size_t errlen) {
     return fd;
 }
 
-static void describe_limits(agent *g, long uid) {
-    int len = snprintf(g->limits_how, sizeof g->limits_how, "rlimits and the kernel's watchdog (no delegated cgroup v2)");
+/* How g's limits are enforced, into limits_how (text) and the spec's "mechanism" (kept). */
+static void describe_limits(agents_t *a, agent *g, long uid) {
+    char *h = g->limits_how;
+    size_t cap = sizeof g->limits_how;
+    int len = g->cg[0] ? snprintf(h, cap, "cgroup %s", g->cg)
+                       : snprintf(h, cap, "rlimits and the kernel's watchdog (no cgroup: %s)", a->cg.why);
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "cgroup", g->cg);
+    const char *mem = g->cg_memory ? "memory.max" : "watchdog", *cpu = g->cg_cpu ? "cpu.weight" : "nice",
+               *pids = g->cg_pids ? "pids.max" : uid >= 0 ? "RLIMIT_NPROC" : "none";
     if (g->memory_mb)
-        len += snprintf(g->limits_how + len, sizeof g->limits_how - (size_t)len,
-                        "; memory_mb: resident set sampled every 250 ms, killed above it");
+        len += snprintf(h + len, cap - (size_t)len, g->cg_memory ? "; memory_mb: memory.max (killed by the host's OOM killer)"
+                                                                  : "; memory_mb: resident set sampled every 250 ms, killed above it");
     if (g->pids)
-        len += snprintf(g->limits_how + len, sizeof g->limits_how - (size_t)len,
-                        uid >= 0 ? "; pids: RLIMIT_NPROC under uid %ld" : "; pids: not enforced (the kernel's own uid%ld)",
-                        uid >= 0 ? uid : 0L);
+        len += g->cg_pids ? snprintf(h + len, cap - (size_t)len, "; pids: pids.max")
+               : uid >= 0 ? snprintf(h + len, cap - (size_t)len, "; pids: RLIMIT_NPROC under uid %ld", uid)
+                          : snprintf(h + len, cap - (size_t)len, "; pids: not enforced (the kernel's own uid, no pids controller)");
     if (g->cpu_weight != 100)
-        len += snprintf(g->limits_how + len, sizeof g->limits_how - (size_t)len, "; cpu_weight %d: nice %d", g->cpu_weight,
-                        nice_of(g->cpu_weight));
-    if (g->wall_s) snprintf(g->limits_how + len, sizeof g->limits_how - (size_t)len, "; wall_s: killed after it");
+        len += g->cg_cpu ? snprintf(h + len, cap - (size_t)len, "; cpu_weight %d: cpu.weight", g->cpu_weight)
+                         : snprintf(h + len, cap - (size_t)len, "; cpu_weight %d: nice %d", g->cpu_weight, nice_of(g->cpu_weight));
+    if (g->wall_s) len += snprintf(h + len, cap - (size_t)len, "; wall_s: killed after it");
+    bool frz = g->cg[0] && a->cg.freeze, kil = g->cg[0] && a->cg.kill;
+    snprintf(h + len, cap - (size_t)len, "; stop: %s; kill: %s", frz ? "cgroup.freeze" : "SIGSTOP to each of its processes",
+             kil ? "cgroup.kill" : "SIGKILL to each of its processes");
+    cJSON_AddStringToObject(m, "memory_mb", mem);
+    cJSON_AddStringToObject(m, "cpu_weight", cpu);
+    cJSON_AddStringToObject(m, "pids", pids);
+    cJSON_AddStringToObject(m, "stop", frz ? "cgroup.freeze" : "SIGSTOP");
+    cJSON_AddStringToObject(m, "kill", kil ? "cgroup.kill" : "SIGKILL");
+    cJSON_DeleteItemFromObjectCaseSensitive(g->spec, "mechanism");
+    cJSON_AddItemToObject(g->spec, "mechanism", m);
 }
 
 /* The uid of an agent's process: its own (a root kernel with tools.sandbox_uid_base) above
@@ -560,7 +578,7 @@ int agents_spawn(agents_t *a, agent *g, char *err, size_t errlen) {
     if (rc == AIOS_ERR_EXISTS)
         snprintf(err, errlen, "agent name '%s' has a live identity already (aios agent revoke it, or choose another name)", g->name);
     if (rc) return rc;
-    int out[2] = {-1, -1}, errp[2] = {-1, -1}, wfd = open_workdir(a, g, err, errlen);
+    int out[2] = {-1, -1}, errp[2] = {-1, -1}, cg_fd = -1, wfd = open_workdir(a, g, err, errlen);
     long uid = agent_uid(a, g);
     /* its own workdir, as the tools' ones: the kernel's, writable by the agent's uid (bubblewrap,
      * under that uid and no longer dumpable, could not bind a directory of its own by
@@ -568,7 +586,8 @@ int agents_spawn(agents_t *a, agent *g, char *err, size_t errlen) {
     if (wfd >= 0 && uid >= 0 && !spec_str(g, "workdir") && fchmod(wfd, 0777))
         log_warn("agents: workdir of %s: %s", g->id, strerror(errno));
     if (wfd < 0) rc = AIOS_ERR_IO;
-    else if (pipe2(out, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
+    else if ((rc = cg_prepare(a, g, &cg_fd, err, errlen))) {
+    } else if (pipe2(out, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
         snprintf(err, errlen, "no descriptors left: %s", strerror(errno));
         rc = AIOS_ERR_BUSY;
     }
@@ -583,7 +602,8 @@ int agents_spawn(agents_t *a, agent *g, char *err, size_t errlen) {
         sandbox_proc_spec s = {
             .argv = argv, .envp = (const char *const *)env.v, .ro_paths = ro, .n_ro = n_ro,
             .pkg_dir = spec_str(g, "package_dir"), .runner_dir = spec_str(g, "runner_dir"), .workdir_fd = wfd,
-            .fd_out = out[1], .fd_err = errp[1], .uid = uid, .max_procs = g->pids, .nice = nice_of(g->cpu_weight),
+            .fd_out = out[1], .fd_err = errp[1], .cgroup_fd = cg_fd, .uid = uid, .max_procs = g->cg_pids ? 0 : g->pids,
+            .nice = g->cg_cpu ? 0 : nice_of(g->cpu_weight),
             .net = !strcmp(net, "none") ? SANDBOX_NET_NONE : !strcmp(net, "full") ? SANDBOX_NET_FULL : SANDBOX_NET_KERNEL};
         sandbox_procs_network(a->sandbox, s.net, g->net_how, sizeof g->net_how);
         rc = sandbox_procs_spawn(a->sandbox, a->cfg, &s, &pid, err, errlen);
@@ -591,17 +611,19 @@ int agents_spawn(agents_t *a, agent *g, char *err, size_t errlen) {
     env_free(&env);
     explicit_bzero(token, sizeof token);
     if (wfd >= 0) close(wfd);
+    if (cg_fd >= 0) close(cg_fd);
     if (out[1] >= 0) close(out[1]);
     if (errp[1] >= 0) close(errp[1]);
     if (rc) {
         if (out[0] >= 0) close(out[0]);
         if (errp[0] >= 0) close(errp[0]);
+        cg_release(g);
         access_identity_revoke(a->p.access, g->name, NULL, 0);
         return rc;
     }
     cJSON_DeleteItemFromObjectCaseSensitive(g->spec, "uid");
     if (uid >= 0) cJSON_AddNumberToObject(g->spec, "uid", (double)uid);
-    describe_limits(g, uid);
+    describe_limits(a, g, uid);
     fcntl(out[0], F_SETFL, O_NONBLOCK);
     fcntl(errp[0], F_SETFL, O_NONBLOCK);
     g->pid = pid;
@@ -842,6 +864,9 @@ static cJSON *rec_json(const agent *g) {
     cJSON_AddNumberToObject(o, "wait_s", round(g->wait_s * 1000) / 1000); /* in run queues, every syscall together */
     cJSON *lim = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(g->spec, "limits"), true);
     cJSON_AddStringToObject(lim, "applied", g->limits_how);
+    const cJSON *mech = cJSON_GetObjectItemCaseSensitive(g->spec, "mechanism");
+    if (mech) cJSON_AddItemToObject(lim, "mechanism", cJSON_Duplicate(mech, true));
+    if (g->state == AGENT_STOPPED && g->cg[0]) cJSON_AddBoolToObject(o, "frozen", cg_frozen(g));
     cJSON_AddItemToObject(o, "limits", lim);
     cJSON *net = cJSON_AddObjectToObject(o, "network");
     cJSON_AddStringToObject(net, "mode", spec_str(g, "network") ? spec_str(g, "network") : "");
@@ -939,14 +964,14 @@ int agents_signal(agents_t *a, const char *id, agents_op op, char *err, size_t e
     if (!rc) {
         snprintf(name, sizeof name, "%s", g->name);
         if (op == AGENTS_STOP) {
-            proc_signal_tree(g, SIGSTOP);
+            agent_signal(a, g, SIGSTOP);
             g->state = AGENT_STOPPED;
         } else if (op == AGENTS_CONT) {
             g->state = AGENT_RUNNING;
         } else if (g->pid > 0) {
             g->kill_requested = true;
             snprintf(g->reason, sizeof g->reason, "killed by an operator");
-            proc_signal_tree(g, SIGKILL);
+            agent_signal(a, g, SIGKILL);
         } else { /* waiting to restart: it stays ended */
             g->restart_at = 0;
             snprintf(g->reason, sizeof g->reason, "killed by an operator while waiting to restart");
@@ -961,7 +986,7 @@ int agents_signal(agents_t *a, const char *id, agents_op op, char *err, size_t e
     if (!rc && op == AGENTS_CONT) {
         if (a->p.hooks.hold) a->p.hooks.hold(a->p.hooks.ctx, name, false);
         pthread_mutex_lock(&a->mu);
-        if ((g = agents_find(a, id)) && g->state == AGENT_RUNNING) proc_signal_tree(g, SIGCONT);
+        if ((g = agents_find(a, id)) && g->state == AGENT_RUNNING) agent_signal(a, g, SIGCONT);
         pthread_mutex_unlock(&a->mu);
     }
     if (!rc && op == AGENTS_KILL && a->p.hooks.cancel) a->p.hooks.cancel(a->p.hooks.ctx, name);
@@ -1015,6 +1040,7 @@ agents_t *agents_open(const agents_params *p, char *err, size_t errlen) {
     if (rc) snprintf(err, errlen, "%s: %s", a->dir, strerror(errno));
     if (!rc && !(a->sandbox = sandbox_procs_new(a->cfg, err, errlen))) rc = AIOS_ERR_CONFIG;
     if (!rc) a->own_uids = reachable(a->dir);
+    if (!rc) cg_open(a);
     if (!rc) rc = sdb_open(db, false, SCHEMA, &a->db, &ck, err, errlen);
     sdb_ckpt_stop(ck); /* a small table: commits checkpoint themselves */
     if (!rc) rc = load_table(a, err, errlen);
@@ -1034,10 +1060,11 @@ void agents_close(agents_t *a) {
         if (a->recs[i]->pid > 0) {
             a->recs[i]->kill_requested = true;
             snprintf(a->recs[i]->reason, sizeof a->recs[i]->reason, "the kernel shut down under it");
-            proc_signal_tree(a->recs[i], SIGKILL);
+            agent_signal(a, a->recs[i], SIGKILL);
         }
     pthread_mutex_unlock(&a->mu);
     agents_supervisor_stop(a); /* reaps them and saves their rows */
+    cg_close(a);
     pthread_mutex_lock(&a->mu);
     if (a->db) sqlite3_close(a->db);
     a->db = NULL;

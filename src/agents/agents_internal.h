@@ -47,7 +47,9 @@ typedef struct agent {
     /* limits and how they were applied */
     long memory_mb, wall_s;
     int pids, cpu_weight;
-    char net_how[256], limits_how[256];
+    char net_how[256], limits_how[512];
+    char cg[AIOS_PATH_MAX];     /* its cgroup (cgroup.c); "" = none */
+    bool cg_memory, cg_cpu, cg_pids; /* limits its cgroup enforces (else the fallbacks) */
     /* accounting */
     unsigned long long syscalls, tokens, tools;
     double wait_s;              /* its syscalls' time in run queues (this run, not persisted) */
@@ -61,6 +63,14 @@ typedef struct agent {
     int n_followers;
     bool dirty;                 /* its row needs saving */
 } agent;
+
+/* The cgroup v2 directory delegated to this kernel, and what it can do there (cgroup.c). */
+typedef struct agents_cg {
+    char dir[AIOS_PATH_MAX];    /* <base>/aios-<pid>: agents' cgroups go below; "" = none (why says) */
+    char why[256];
+    bool memory, cpu, pids;     /* controllers enabled for agents */
+    bool freeze, kill;          /* cgroup.freeze, cgroup.kill */
+} agents_cg;
 
 struct agents {
     agents_params p;
@@ -79,6 +89,7 @@ struct agents {
     char dir[AIOS_PATH_MAX];    /* agents.workdir, or <data_dir>/agents */
     bool own_uids;              /* other uids can reach dir: agents may run under their own */
     char kernel_url[128];
+    agents_cg cg;
 };
 
 const char *agent_state_name(agent_state s);
@@ -96,6 +107,20 @@ void agents_save(agents_t *a, agent *g);
 int agents_spawn(agents_t *a, agent *g, char *err, size_t errlen);
 /* The directory of g's files (log, workdir). */
 void agents_path(const agents_t *a, const agent *g, const char *leaf, char *out, size_t cap);
+/* cgroup.c: finds (or not) the delegated cgroup and makes this kernel's directory there;
+ * cg_close removes it (agents gone). */
+void cg_open(agents_t *a);
+void cg_close(agents_t *a);
+/* Makes g's cgroup with its limits; *procs_fd (< 0: no cgroup) is its cgroup.procs opened
+ * for writing, for the child to join (the caller closes it). mu held. */
+int cg_prepare(agents_t *a, agent *g, int *procs_fd, char *err, size_t errlen);
+/* After g's process ended: an OOM kill by memory.max goes into g->reason; the cgroup goes. */
+void cg_release(agent *g);
+/* Whether g's cgroup is frozen now. */
+bool cg_frozen(const agent *g);
+/* SIGSTOP / SIGCONT / SIGKILL to all of g: its cgroup's freezer or cgroup.kill, else
+ * signals over its pid namespace. mu held. */
+void agent_signal(agents_t *a, agent *g, int sig);
 /* proc.c: every process in g's pid namespace (bubblewrap's child and below) gets sig. */
 void proc_signal_tree(agent *g, int sig);
 /* proc.c: one scan of /proc: resident memory, CPU time and processes of every live agent. */

@@ -111,6 +111,7 @@ void agents_finish(agents_t *a, agent *g, int status, double cpu_s, long maxrss_
     g->ended = kern_now_wall();
     g->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     g->term_signal = WIFSIGNALED(status) ? WTERMSIG(status) : -1;
+    cg_release(g); /* (an OOM kill by memory.max: the reason) */
     g->state = a->stop ? AGENT_LOST : g->kill_requested || g->reason[0] ? AGENT_KILLED : AGENT_EXITED;
     if (a->stop && g->restart_on_failure) /* it comes back with the kernel, as after a crash */
         cJSON_AddBoolToObject(g->spec, "_resume", true);
@@ -162,7 +163,7 @@ static void watchdog(agents_t *a) {
     for (int i = 0; i < n; i++) {
         agent *g = live[i];
         if (g->kill_requested) continue;
-        if (g->memory_mb && g->rss_kb > g->memory_mb * 1024)
+        if (g->memory_mb && !g->cg_memory && g->rss_kb > g->memory_mb * 1024)
             snprintf(g->reason, sizeof g->reason, "out of memory: resident %ld MiB over limits.memory_mb %ld (the kernel's watchdog)",
                      g->rss_kb / 1024, g->memory_mb);
         else if (g->wall_s && now - g->mono_start > (double)g->wall_s)
@@ -171,7 +172,7 @@ static void watchdog(agents_t *a) {
             continue;
         g->kill_requested = true;
         log_warn("agent %s (%s): %s; killing it", g->id, g->name, g->reason);
-        proc_signal_tree(g, SIGKILL);
+        agent_signal(a, g, SIGKILL);
     }
     free(live);
 }

@@ -53,6 +53,7 @@ static const cfg_key KEYS[] = {
     K_INT("agents.max_records", procs.max_records, 1, 1000000, "1000", "Agents kept in the table (`aios ps`); beyond it the oldest finished ones are dropped with their logs."),
     K_INT("agents.max_restarts", procs.max_restarts, 0, 1000, "3", "`restart: on-failure` restarts an agent at most this many times (backoff 1 s, doubling to 30 s)."),
     K_ENUM("agents.default_network", procs.default_network, "kernel-only", "kernel-only|none|full", "Network of an agent that names none: `kernel-only` (TCP to the kernel's port only; needs Linux 6.7+ landlock), `none`, `full`."),
+    K_STR("agents.cgroup", procs.cgroup, "auto", "Cgroup v2 directory delegated to the kernel: each agent gets a cgroup below it (memory.max, cpu.weight, pids.max where the host delegates those controllers; cgroup.freeze for stop; cgroup.kill for kill). `auto` = the kernel's own cgroup when it is writable (systemd's `Delegate=yes`), `off` = none: rlimits, the watchdog and signals (docs/agents.md)."),
     K_STR("llms.default_model", llms.default_model, "smollm2", "Model used when a request names none (AIOS `llms: null`, OpenAI without `model`); a named model that is not served gets 404."),
     K_INT("llms.default_max_tokens", llms.default_max_tokens, 1, 1 << 20, "1000", "max_tokens when a request gives none (the Cerebrum SDK sends 1000)."),
     K_INT("llms.allow_oversubscribe", llms.allow_oversubscribe, 0, 1, "0", "1 lets the local models' decode threads (`threads`, 0 = every online CPU) total more than the online CPUs; by default that is a configuration error, since ggml's threads spin and models on shared cores slow each other down."),
@@ -984,6 +985,11 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
     if (!strcmp(cfg->access.mode, "local") && !config_host_is_loopback(cfg->server.host)) {
         snprintf(err, errlen, "server.host: '%s' is beyond loopback; that needs access.mode: enforce (tokens on every route)",
                  cfg->server.host);
+        return AIOS_ERR_CONFIG;
+    }
+    const char *cg = cfg->procs.cgroup;
+    if (strcmp(cg, "auto") && strcmp(cg, "off") && cg[0] != '/') {
+        snprintf(err, errlen, "agents.cgroup: '%s' is not auto, off or an absolute path", cg);
         return AIOS_ERR_CONFIG;
     }
     for (int i = 0; i < cfg->tools.n_mcp; i++)

@@ -258,6 +258,7 @@ typedef struct aios_config {
         int max_records;            /* agents kept in the table (finished ones beyond are dropped) */
         int max_restarts;           /* restart: on-failure gives up after this many */
         char default_network[16];   /* kernel-only | none | full */
+        char cgroup[AIOS_PATH_MAX]; /* auto | off | a cgroup v2 directory delegated to the kernel */
     } procs;
     struct {
         char mode[8];                   /* local | enforce */

@@ -252,6 +252,8 @@ typedef struct child_spec {
     long uid;                               /* < 0: keep */
     int port_wall;                          /* landlock ruleset applied before execve; < 0: none */
     int nice;                               /* > 0: its scheduling niceness (an agent's cpu_weight) */
+    bool join_cgroup;                       /* first, writes itself into fd_cgroup (a cgroup.procs) */
+    int fd_cgroup;
 } child_spec;
 
 /* In the child, last before execve (no_new_privs is set): the port wall, if any, and no
@@ -265,6 +267,7 @@ static void child_wall(const child_spec *c) {
 /* Runs in the clone(CLONE_VM|CLONE_VFORK) child: raw system calls only, then execve. */
 static int child_main(void *arg) {
     const child_spec *c = arg;
+    if (c->join_cgroup && syscall(SYS_write, c->fd_cgroup, "0", 1) != 1) syscall(SYS_exit, 126);
     /* the wall first: close_range below closes its descriptor (landlock needs no_new_privs) */
     syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     child_wall(c);
@@ -1226,7 +1229,8 @@ int sandbox_procs_spawn(sandbox_procs *sp, const aios_config *kcfg, const sandbo
         agent_argv(sp, s, &a);
         child_spec c = {.argv = (char *const *)a.v, .envp = (char *const *)s->envp, .fd_in = fd_null, .fd_out = s->fd_out,
                         .fd_err = s->fd_err, .fd_seccomp = fd_sec, .fd_work = s->workdir_fd, .uid = s->uid,
-                        .port_wall = s->net == SANDBOX_NET_KERNEL ? sp->kernel_wall : -1, .nice = s->nice};
+                        .port_wall = s->net == SANDBOX_NET_KERNEL ? sp->kernel_wall : -1, .nice = s->nice,
+                        .join_cgroup = s->cgroup_fd >= 0, .fd_cgroup = s->cgroup_fd};
         if (s->uid >= 0 && s->max_procs > 0) { /* + bubblewrap's own process */
             c.res[0] = RLIMIT_NPROC;
             c.lim[0] = (struct rlimit){(rlim_t)s->max_procs + 1, (rlim_t)s->max_procs + 1};

@@ -122,6 +122,7 @@ typedef struct sandbox_proc_spec {
     const char *runner_dir;      /* bound read-only at /runner (the Cerebrum runner's script); NULL: none */
     int workdir_fd;              /* an open directory, bound read-write at /work (its cwd) */
     int fd_out, fd_err;          /* its stdout and stderr (stdin is /dev/null) */
+    int cgroup_fd;               /* its cgroup's cgroup.procs, open for writing: joined before anything else; < 0: none */
     sandbox_net net;
     long uid;                    /* < 0: the kernel's */
     int max_procs;               /* RLIMIT_NPROC under its own uid; 0: none */

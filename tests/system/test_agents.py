@@ -10,6 +10,9 @@ Cerebrum-layout package examples/agents/story_teller through AIOS's /agents/subm
 - kill ends it: its process is gone, its token gets 401, its generation's KV is freed;
 - limits.memory_mb: the agent is killed as out of memory and reported so;
 - network kernel-only: another loopback port is unreachable (and reachable with `full`);
+- where the host delegates a cgroup v2 directory (the test finds it as the kernel would), each
+  agent runs in a cgroup of its own: stop freezes it (cgroup.freeze), kill empties it
+  (cgroup.kill), and its directory goes; with `agents.cgroup: off`, signals do the same;
 - restart: on-failure restarts a failing agent; a kernel killed under its agents finds them
   `lost` after its restart, and restarts the on-failure ones;
 - AIOS shapes: submit, status (completed with the result), ps;
@@ -103,6 +106,109 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+
+
+def host_cgroup() -> Path | None:
+    """The cgroup v2 directory a kernel started by this process would be given (its own cgroup
+    on the cgroup2 mount), when it is writable; else None."""
+    own = next((line[3:].strip() for line in Path("/proc/self/cgroup").read_text().splitlines()
+                if line.startswith("0::")), None)
+    mount = next((line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                  if " - cgroup2 " in line), None)
+    if own is None or mount is None:
+        return None
+    base = Path(mount + (own if own != "/" else ""))
+    ok = (base / "cgroup.subtree_control").exists() and os.access(base, os.W_OK | os.X_OK)
+    return base if ok else None
+
+
+def proc_states(pids) -> set[str]:
+    out = set()
+    for p in pids:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        out.add(next(line.split()[1] for line in status.splitlines() if line.startswith("State:")))
+    return out
+
+
+def ns_pids(pid: int) -> list[int]:
+    """pid (bubblewrap) and every process in the pid namespace of its child (the agent's)."""
+    def stat(d: Path) -> tuple[int, str] | None:
+        try:
+            return int(d.name), (d / "stat").read_text().rsplit(")", 1)[1].split()[1]
+        except (OSError, ValueError, IndexError):
+            return None
+    procs = [s for s in (stat(d) for d in Path("/proc").iterdir() if d.name.isdigit()) if s]
+    child = next((p for p, ppid in procs if ppid == str(pid)), None)
+    if child is None:
+        return [pid]
+    ns = os.readlink(f"/proc/{child}/ns/pid")
+    out = [pid]
+    for p, _ in procs:
+        try:
+            if os.readlink(f"/proc/{p}/ns/pid") == ns:
+                out.append(p)
+        except OSError:
+            pass
+    return out
+
+
+def test_cgroup_freezes_and_kills(kernel):
+    base = host_cgroup()
+    aid = start(kernel, ["sleep", "60"], name="probe-cgroup")
+    rec = wait_state(kernel, aid, ("running",))
+    mech, pid = rec["limits"]["mechanism"], rec["pid"]
+    if base is None:  # nothing delegated here: the record says so, and signals stand in
+        assert mech["cgroup"] == "" and mech["stop"] == "SIGSTOP" and "no cgroup" in rec["limits"]["applied"], rec
+        return
+    cg = Path(mech["cgroup"])
+    assert cg.parent == base / f"aios-{kernel.proc.pid}" and cg.name == f"agent-{aid}", (base, mech)
+    assert mech["stop"] == "cgroup.freeze" and mech["kill"] == "cgroup.kill", mech
+    assert (lambda own: own.endswith(f"/aios-{kernel.proc.pid}/agent-{aid}"))(
+        next(line[3:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if line.startswith("0::"))), pid
+    assert wait_for(lambda: len((cg / "cgroup.procs").read_text().split()) >= 3, 10), (cg / "cgroup.procs").read_text()
+    procs = [int(x) for x in (cg / "cgroup.procs").read_text().split()]
+    assert pid in procs and set(ns_pids(pid)) <= set(procs), (procs, ns_pids(pid))
+    r = requests.post(f"{kernel.url}/agents/{aid}/stop", timeout=10)
+    assert r.status_code == 200, r.text
+    assert wait_for(lambda: "frozen 1" in (cg / "cgroup.events").read_text(), 10), (cg / "cgroup.events").read_text()
+    assert record(kernel, aid)["frozen"] is True
+    assert "T" not in proc_states(procs), proc_states(procs)  # frozen, not stopped by a signal
+    r = requests.post(f"{kernel.url}/agents/{aid}/cont", timeout=10)
+    assert r.status_code == 200, r.text
+    assert wait_for(lambda: "frozen 0" in (cg / "cgroup.events").read_text(), 10)
+    requests.post(f"{kernel.url}/agents/{aid}/stop", timeout=10)  # kill works on a frozen agent too
+    r = requests.post(f"{kernel.url}/agents/{aid}/kill", timeout=10)
+    assert r.status_code == 200, r.text
+    rec = wait_state(kernel, aid, ("killed",), 10)
+    assert rec.get("signal_name") == "KILL", rec
+    assert wait_for(lambda: not cg.exists(), 10), list(cg.iterdir())
+    assert not any(pid_alive(p) for p in procs)
+
+
+def test_without_cgroup_signals_apply(tmp_path):
+    cfg = config(tmp_path)
+    Path(cfg[1]).write_text(Path(cfg[1]).read_text() + "  cgroup: \"off\"\n")
+    d = Daemon("agents-nocg", tmp_path, cfg).start()
+    try:
+        aid = start(d, ["sleep", "60"], name="probe-nocg")
+        rec = wait_state(d, aid, ("running",))
+        assert rec["limits"]["mechanism"] == {"cgroup": "", "memory_mb": "watchdog", "cpu_weight": "nice", "pids": "none",
+                                              "stop": "SIGSTOP", "kill": "SIGKILL"}, rec
+        assert "agents.cgroup is off" in rec["limits"]["applied"], rec
+        assert wait_for(lambda: len(ns_pids(rec["pid"])) >= 3, 10)
+        pids = ns_pids(rec["pid"])
+        assert requests.post(f"{d.url}/agents/{aid}/stop", timeout=10).status_code == 200
+        assert wait_for(lambda: proc_states(pids) == {"T"}, 10), proc_states(pids)
+        assert requests.post(f"{d.url}/agents/{aid}/cont", timeout=10).status_code == 200
+        assert wait_for(lambda: "T" not in proc_states(pids), 10), proc_states(pids)
+        assert requests.post(f"{d.url}/agents/{aid}/kill", timeout=10).status_code == 200
+        assert wait_state(d, aid, ("killed",), 10)
+        assert not any(pid_alive(p) for p in pids)
+    finally:
+        d.stop_and_check()
 
 
 def test_native_agent_runs_as_itself(kernel):
@@ -206,7 +312,10 @@ def test_memory_limit_kills_it_as_out_of_memory(kernel):
     aid = start(kernel, ["hog", "200"], name="probe-hog", limits={"memory_mb": 64})
     rec = wait_state(kernel, aid, ("killed", "exited"), 60)
     assert rec["state"] == "killed" and "out of memory" in rec["reason"] and "memory_mb 64" in rec["reason"], rec
-    assert rec["peak_rss_kb"] > 64 * 1024, rec
+    if rec["limits"]["mechanism"]["memory_mb"] == "memory.max":  # the host's OOM killer, in its cgroup
+        assert "cgroup memory.max" in rec["reason"], rec
+    else:  # the kernel's watchdog saw it above the limit
+        assert rec["limits"]["mechanism"]["memory_mb"] == "watchdog" and rec["peak_rss_kb"] > 64 * 1024, rec
     assert "hog survived" not in logs(kernel, aid)
 
 
@@ -313,11 +422,14 @@ def test_kernel_restart_loses_or_restarts_agents(tmp_path):
     keeper = start(d, ["sleep", "300"], name="probe-keeper", restart="on-failure")
     wait_for(lambda: record(d, sleeper)["state"] == "running", 10)
     pids = [record(d, a)["pid"] for a in (sleeper, keeper)]
+    old_cg = host_cgroup() and host_cgroup() / f"aios-{d.proc.pid}"
+    assert not old_cg or old_cg.is_dir(), old_cg
     d.proc.send_signal(signal.SIGKILL)  # a crash: its agents die with it (their sandboxes die with their parent)
     d.proc.wait()
     assert wait_for(lambda: not any(pid_alive(p) for p in pids), 10), "an agent outlived its kernel"
     d2 = Daemon("agents-crash", tmp_path, config(tmp_path)).start()
     try:
+        assert not old_cg or not old_cg.exists(), "the crashed kernel's cgroup was not swept"
         lost = record(d2, sleeper)
         assert lost["state"] == "lost" and "kernel stopped" in lost["reason"], lost
         back = wait_for(lambda: (lambda g: g if g["state"] == "running" and g["restarts"] == 1 else None)(record(d2, keeper)), 10)
