@@ -787,10 +787,11 @@ static cJSON *package_spec(agents_t *a, const char *dir, char *err, size_t errle
         } else
             cJSON_AddItemToArray(cmd, cJSON_CreateString(t));
     }
-    char inst[AIOS_PATH_MAX];
+    char inst[2][AIOS_PATH_MAX];
     const char *first = cJSON_GetArrayItem(cmd, 0) ? cJSON_GetArrayItem(cmd, 0)->valuestring : "";
-    sandbox_install_dir(first, inst, sizeof inst);
-    if (inst[0]) cJSON_AddItemToArray(cJSON_AddArrayToObject(spec, "ro_paths"), cJSON_CreateString(inst));
+    int n = sandbox_install_dirs(first, inst);
+    cJSON *ro = n ? cJSON_AddArrayToObject(spec, "ro_paths") : NULL;
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(ro, cJSON_CreateString(inst[i]));
     return spec;
 }
 

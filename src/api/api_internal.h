@@ -255,6 +255,8 @@ agents_t *api_agents(api_req *r); /* NULL until the kernel runs agents */
 extern const api_route api_routes_ui[];
 /* The body of GET /status (caller frees). */
 cJSON *api_status_json(api_req *r);
+/* Every agent record, newest first, live ones with what they hold now (routes_agents.c); new array. */
+cJSON *api_agents_json(api_req *r);
 /* Subscribes sc to the server's one-second tick (GET /events): a byte is emitted into it each
  * second until it is cancelled (the client left) or the server closes. Takes a reference of
  * its own; AIOS_ERR_BUSY when API_MAX_EVENT_SUBS are subscribed. */

@@ -3,6 +3,9 @@
  *   POST /agents                 start one from a native spec -> 201 {"id","name","token_agent"}
  *   GET  /agents                 every record, newest first: {"agents": [...]}
  *   GET  /agents/{id}            one record
+ *                                (a live agent's also say what it holds now: "kv_cells" on
+ *                                every model, "tools_running" / "tools_waiting", "memory"
+ *                                {"blocks","resident_bytes"}, "storage" {"files","bytes"})
  *   POST /agents/{id}/stop|cont|kill
  *   GET  /agents/{id}/logs       its output (?tail=BYTES, default 64 KiB); ?follow=1 streams
  *                                it as server-sent events ("log" {"text"}, then "end" with
@@ -50,26 +53,65 @@ static enum MHD_Result h_start(api_req *r, cJSON *body) {
     return rc ? api_reply_error(r, rc, "%s", err) : api_reply_json(r, 201, out);
 }
 
+/* What live agent rec holds now, from the other managers: KV cells on every core, tool calls,
+ * memory and storage (a finished one holds no KV and runs no tool; its memory and storage
+ * stay its identity's, shown while it lives). */
+static void add_usage(api_req *r, cJSON *rec) {
+    const char *state = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rec, "state"));
+    const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rec, "name"));
+    if (!state || !name || (strcmp(state, "running") && strcmp(state, "stopped") && strcmp(state, "starting"))) return;
+    int kv = 0;
+    for (int i = 0; i < api_n_cores(r); i++) kv += llm_core_agent_kv(api_core_at(r, i), name);
+    cJSON_AddNumberToObject(rec, "kv_cells", kv);
+    size_t waiting = 0;
+    int running = 0;
+    if (api_tools(r)) runq_agent_load(tools_runq(api_tools(r)), name, &waiting, &running);
+    cJSON_AddNumberToObject(rec, "tools_running", running);
+    cJSON_AddNumberToObject(rec, "tools_waiting", (double)waiting);
+    long x = 0, y = 0;
+    if (api_mem(r)) mem_agent_usage(api_mem(r), name, &x, &y);
+    cJSON *m = cJSON_AddObjectToObject(rec, "memory");
+    cJSON_AddNumberToObject(m, "blocks", (double)x);
+    cJSON_AddNumberToObject(m, "resident_bytes", (double)y);
+    x = y = 0;
+    if (api_storage(r)) storage_agent_usage(api_storage(r), name, &x, &y);
+    cJSON *s = cJSON_AddObjectToObject(rec, "storage");
+    cJSON_AddNumberToObject(s, "files", (double)x);
+    cJSON_AddNumberToObject(s, "bytes", (double)y);
+}
+
+cJSON *api_agents_json(api_req *r) {
+    agents_t *a = api_agents(r);
+    cJSON *arr = a ? agents_list(a) : cJSON_CreateArray(), *rec;
+    cJSON_ArrayForEach(rec, arr) add_usage(r, rec);
+    return arr;
+}
+
 static enum MHD_Result h_list(api_req *r, cJSON *body) {
     (void)body;
-    agents_t *a = agents_or_error(r);
-    if (!a) return MHD_YES;
+    if (!agents_or_error(r)) return MHD_YES;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "agents", agents_list(a));
+    cJSON_AddItemToObject(o, "agents", api_agents_json(r));
     return api_reply_json(r, 200, o);
 }
 
+static cJSON *get_with_usage(api_req *r, agents_t *a, const char *id) {
+    cJSON *o = agents_get(a, id);
+    if (o) add_usage(r, o);
+    return o;
+}
+
 /* GET /agents/{id}[/status]: what get says of it. */
-static enum MHD_Result one_agent(api_req *r, cJSON *(*get)(agents_t *a, const char *id)) {
+static enum MHD_Result one_agent(api_req *r, bool aios) {
     agents_t *a = agents_or_error(r);
     char id[64];
     if (!a) return MHD_YES;
     if (!url_id(r, id, sizeof id)) return not_found(r, r->url + 8);
-    cJSON *o = get(a, id);
+    cJSON *o = aios ? agents_aios_status(a, id) : get_with_usage(r, a, id);
     return o ? api_reply_json(r, 200, o) : not_found(r, id);
 }
 
-static enum MHD_Result h_get(api_req *r, cJSON *body) { (void)body; return one_agent(r, agents_get); }
+static enum MHD_Result h_get(api_req *r, cJSON *body) { (void)body; return one_agent(r, false); }
 
 static enum MHD_Result signal_route(api_req *r, agents_op op) {
     agents_t *a = agents_or_error(r);
@@ -158,7 +200,7 @@ static enum MHD_Result h_submit(api_req *r, cJSON *body) {
     return api_reply_json(r, 200, o);
 }
 
-static enum MHD_Result h_status(api_req *r, cJSON *body) { (void)body; return one_agent(r, agents_aios_status); }
+static enum MHD_Result h_status(api_req *r, cJSON *body) { (void)body; return one_agent(r, true); }
 
 static enum MHD_Result h_ps(api_req *r, cJSON *body) {
     (void)body;

@@ -55,7 +55,7 @@ static void events_stream(api_req *r, const char *delta, size_t n, bool final, s
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "t", kern_now_wall());
     cJSON_AddItemToObject(o, "status", api_status_json(r));
-    cJSON_AddItemToObject(o, "agents", api_agents(r) ? agents_list(api_agents(r)) : cJSON_CreateArray());
+    cJSON_AddItemToObject(o, "agents", api_agents_json(r));
     cJSON_AddItemToObject(o, "approvals", access_approvals_json(api_access(r)));
     cJSON_AddItemToObject(o, "audit", audit_tail(r, 30, 64 << 10));
     api_sse_event(sse, "snapshot", o);

@@ -1,8 +1,8 @@
 /*
  * top.c - `aios top`: a live view of the kernel, refreshed every second (ncurses): the models
  * (state, active / queued, tokens/s, KV used and cached) and the agents the kernel runs (state,
- * priority, CPU, resident memory, tokens/s, syscalls, time in run queues, tools run, budget
- * used), with totals. Keys: arrows select, P / M / T / N sort by CPU, memory, tokens/s, name;
+ * priority, CPU, resident memory, tokens/s, syscalls, time in run queues, KV cells held, tools
+ * run and running now, budget used), with totals. Keys: arrows select, P / M / T / N sort by CPU, memory, tokens/s, name;
  * s stops, c continues, k kills the selected agent (s and k ask first); q quits.
  * `aios top --once` prints one frame as text (no terminal needed).
  *
@@ -22,7 +22,7 @@
 
 typedef struct row {
     char id[32], name[64], state[16];
-    double prio, cpu_s, rss_kb, tokens, syscalls, wait_s, tools;
+    double prio, cpu_s, rss_kb, tokens, syscalls, wait_s, tools, kv, tools_running;
     double cpu_pct, tok_s; /* from the previous frame */
     char budget[24];
 } row;
@@ -108,6 +108,8 @@ static void load_agents(top_state *s, const cJSON *agents, const cJSON *budgets)
         r->syscalls = cli_num(g, "syscalls");
         r->wait_s = cli_num(g, "wait_s");
         r->tools = cli_num(g, "tools_run");
+        r->kv = cli_num(g, "kv_cells");
+        r->tools_running = cli_num(g, "tools_running");
         budget_of(budgets, r->name, r->budget, sizeof r->budget);
         const row *p = prev_of(s, r->id);
         if (p && dt > 0) {
@@ -171,15 +173,16 @@ static bool frame(top_state *s) {
     add_line(s, "%s", "");
     model_lines(s, status, dt);
     add_line(s, "%s", "");
-    add_line(s, "%-16s %-18s %-8s %4s %6s %8s %7s %8s %8s %5s %9s", "ID", "NAME", "STATE", "PRIO", "CPU%", "RSS_MB", "TOK/S",
-             "SYSCALLS", "WAIT_S", "TOOLS", "BUDGET");
+    add_line(s, "%-16s %-18s %-8s %4s %6s %8s %7s %8s %8s %7s %5s %3s %9s", "ID", "NAME", "STATE", "PRIO", "CPU%", "RSS_MB",
+             "TOK/S", "SYSCALLS", "WAIT_S", "KV", "TOOLS", "RUN", "BUDGET");
     s->first_row = s->n_lines;
     for (int i = 0; i < s->n; i++) {
         const row *r = &s->rows[i];
         char prio[8];
         snprintf(prio, sizeof prio, r->prio < 0 ? "-" : "%.0f", r->prio);
-        add_line(s, "%-16s %-18.18s %-8s %4s %6.1f %8.1f %7.1f %8.0f %8.2f %5.0f %9s", r->id, r->name, r->state, prio,
-                 r->cpu_pct, r->rss_kb / 1024, r->tok_s, r->syscalls, r->wait_s, r->tools, r->budget);
+        add_line(s, "%-16s %-18.18s %-8s %4s %6.1f %8.1f %7.1f %8.0f %8.2f %7.0f %5.0f %3.0f %9s", r->id, r->name, r->state,
+                 prio, r->cpu_pct, r->rss_kb / 1024, r->tok_s, r->syscalls, r->wait_s, r->kv, r->tools, r->tools_running,
+                 r->budget);
     }
     add_line(s, "%-16s %-18s %-8s %4s %6.1f %8.1f %7.1f", "TOTAL", "", "", "", cpu, rss / 1024, tok);
     cJSON_Delete(status);

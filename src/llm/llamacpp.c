@@ -833,5 +833,5 @@ static void *lc_run(void *arg) {
 const llm_backend_ops llm_backend_llamacpp = {
     .name = "llamacpp", .open = lc_open, .close = lc_close, .info = lc_info,
     .prepare = lc_prepare, .stats = lc_stats, .wake = lc_wake, .render = lc_render, .tokenize = lc_tokenize,
-    .detokenize = lc_detokenize,
+    .detokenize = lc_detokenize, .agent_kv = lc_agent_kv,
 };

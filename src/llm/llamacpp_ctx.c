@@ -28,8 +28,9 @@ int lc_ctx_init(lc_engine *e) {
     e->entries = calloc((size_t)(e->n_entries ? e->n_entries : 1), sizeof *e->entries);
     e->parked = calloc((size_t)(e->cp.cache_entries ? e->cp.cache_entries : 1), sizeof *e->parked);
     e->seq_busy = calloc((size_t)(e->cp.cache_entries ? e->cp.cache_entries : 1), sizeof *e->seq_busy);
+    e->agent_cells = calloc((size_t)(e->max_active + e->cp.cache_entries), sizeof *e->agent_cells);
     for (int i = 0; i < e->max_active && e->seqs; i++) e->seqs[i].parent = -1;
-    return e->entries && e->seq_busy && e->parked ? AIOS_OK : AIOS_ERR_NOMEM;
+    return e->entries && e->seq_busy && e->parked && e->agent_cells ? AIOS_OK : AIOS_ERR_NOMEM;
 }
 
 void lc_ctx_free(lc_engine *e) {
@@ -41,12 +42,37 @@ void lc_ctx_free(lc_engine *e) {
     free(e->parked);
     free(e->entries);
     free(e->seq_busy);
+    free(e->agent_cells);
+    e->agent_cells = NULL;
+    e->n_agent_cells = 0;
     e->parked = NULL;
     e->entries = NULL;
     e->seq_busy = NULL;
 }
 
 /* ---------- stats ---------- */
+
+/* Adds cells to agent's row of the published per-agent gauges (st_mu held). */
+static void agent_cells_add(lc_engine *e, const char *agent, int cells) {
+    int i = 0;
+    while (i < e->n_agent_cells && strcmp(e->agent_cells[i].agent, agent)) i++;
+    if (i == e->n_agent_cells) { /* (rows: one per running or parked generation at most) */
+        snprintf(e->agent_cells[i].agent, sizeof e->agent_cells[i].agent, "%s", agent);
+        e->agent_cells[i].cells = 0;
+        e->n_agent_cells++;
+    }
+    e->agent_cells[i].cells += cells;
+}
+
+int lc_agent_kv(void *impl, const char *agent) {
+    lc_engine *e = impl;
+    int cells = 0;
+    pthread_mutex_lock(&e->st_mu);
+    for (int i = 0; i < e->n_agent_cells; i++)
+        if (!strcmp(e->agent_cells[i].agent, agent)) cells = e->agent_cells[i].cells;
+    pthread_mutex_unlock(&e->st_mu);
+    return cells;
+}
 
 void lc_publish_gauges_locked(lc_engine *e) {
     int resident = 0, snaps = 0, cached = 0, running = 0;
@@ -56,9 +82,17 @@ void lc_publish_gauges_locked(lc_engine *e) {
         if (x->seq >= 0) resident++, cached += x->charge;
         else snaps++;
     }
+    e->n_agent_cells = 0;
     for (int i = 0; i < e->max_active; i++)
-        if (e->seqs[i].used) running += e->seqs[i].charge;
-    for (int i = 0; i < e->n_parked; i++) running += ((llm_request *)e->parked[i]->args)->park_charge;
+        if (e->seqs[i].used) {
+            running += e->seqs[i].charge;
+            agent_cells_add(e, e->seqs[i].sc->agent, e->seqs[i].charge);
+        }
+    for (int i = 0; i < e->n_parked; i++) {
+        int c = ((llm_request *)e->parked[i]->args)->park_charge;
+        running += c;
+        agent_cells_add(e, e->parked[i]->agent, c);
+    }
     if (cached + running != e->kv_used && !e->audit_failed) { /* an accounting bug; say it once */
         log_error("context: KV accounting drift: %d cells counted, %d held", e->kv_used, cached + running);
         e->audit_failed = true;

@@ -49,6 +49,12 @@ typedef struct lc_entry {
     double last_use;
 } lc_entry;
 
+/* KV cells charged to one agent's running and parked generations (published gauges). */
+typedef struct lc_agent_cells {
+    char agent[AIOS_NAME_MAX];
+    int cells;
+} lc_agent_cells;
+
 typedef struct lc_engine {
     aios_model_cfg cfg;
     char device[64];          /* where the model runs: "CPU" or a GPU's ggml name */
@@ -79,6 +85,8 @@ typedef struct lc_engine {
     llama_token_data *cur;        /* n_vocab candidates, the engine thread's sampling scratch */
     pthread_mutex_t st_mu;
     llm_core_stats st;
+    lc_agent_cells *agent_cells; /* st_mu: per agent, at most max_active + cache_entries */
+    int n_agent_cells;
 } lc_engine;
 
 /* ---- llamacpp_ctx.c (engine thread only, unless noted) ---- */
@@ -96,6 +104,8 @@ void lc_reap_parked(lc_engine *e);
 void lc_release(lc_engine *e, lc_seq *s, bool retain);
 /* Copies the engine-owned gauges into the stats readers see; st_mu held. */
 void lc_publish_gauges_locked(lc_engine *e);
+/* The KV cells charged to agent's generations now (any thread). */
+int lc_agent_kv(void *impl, const char *agent);
 /* The snapshot store's gauges into o (any thread). */
 void lc_store_stats(lc_engine *e, llm_core_stats *o);
 

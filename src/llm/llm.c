@@ -506,6 +506,13 @@ int llm_core_hold(llm_core *c, const char *agent, bool hold) {
     return rc;
 }
 
+int llm_core_agent_kv(llm_core *c, const char *agent) {
+    pthread_rwlock_rdlock(&c->lk);
+    int cells = c->impl && c->ops->agent_kv ? c->ops->agent_kv(c->impl, agent) : 0;
+    pthread_rwlock_unlock(&c->lk);
+    return cells;
+}
+
 void llm_core_foreach_agent(llm_core *c, sched_agent_fn fn, void *ud) { sched_foreach_agent(c->sched, fn, ud); }
 
 bool llm_core_down(llm_core *c, char *why, size_t cap) {

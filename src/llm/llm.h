@@ -211,6 +211,8 @@ typedef struct llm_backend_ops {
     void (*wake)(void *impl);
     /* Optional: true when the core cannot take work now (every endpoint out), why says so. */
     bool (*down)(void *impl, char *why, size_t cap);
+    /* Optional: KV cells charged to agent's running and parked generations now. */
+    int (*agent_kv)(void *impl, const char *agent);
 } llm_backend_ops;
 
 extern const llm_backend_ops llm_backend_llamacpp;
@@ -279,6 +281,9 @@ void llm_core_cancel(llm_core *c, syscall_t *sc);
 /* True when the core cannot take work now (a remote model with every endpoint out); why
  * (may be NULL) says so, naming the model and each endpoint's last error. */
 bool llm_core_down(llm_core *c, char *why, size_t cap);
+/* KV cells held for agent's generations on this core now (running and parked; cells of a
+ * shared prefix count once, in the cache); 0 for a remote model. */
+int llm_core_agent_kv(llm_core *c, const char *agent);
 /* Per-agent service of this core's scheduler (sched_foreach_agent). */
 void llm_core_foreach_agent(llm_core *c, sched_agent_fn fn, void *ud);
 /* Holds agent's work on this core (its process is stopped) or releases it: its generations

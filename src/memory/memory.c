@@ -684,6 +684,27 @@ static void agent_stats_cb(const char *key, void *val, void *ctx) {
     pthread_mutex_unlock(&a->mu);
 }
 
+void mem_agent_usage(mem_manager *m, const char *agent, long *items, long *resident_bytes) {
+    *items = *resident_bytes = 0;
+    pthread_mutex_lock(&m->agents_mu);
+    mem_agent *a = strmap_get(&m->agents, agent);
+    if (a) {
+        pthread_mutex_lock(&a->mu);
+        *items = (long)a->blocks.len;
+        *resident_bytes = a->resident;
+        pthread_mutex_unlock(&a->mu);
+    }
+    pthread_mutex_unlock(&m->agents_mu);
+    if (a) return;
+    sqlite3_stmt *st = NULL; /* not loaded in this run: what the store holds */
+    pthread_mutex_lock(&m->db_mu);
+    if (sqlite3_prepare_v2(m->db, "SELECT COUNT(*) FROM memories WHERE agent=?", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        *items = (long)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&m->db_mu);
+}
+
 void mem_get_stats(mem_manager *m, mem_stats *out) {
     pthread_mutex_lock(&m->st_mu);
     *out = m->st;

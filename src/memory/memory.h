@@ -80,5 +80,7 @@ int mem_retrieve(mem_manager *m, const char *agent, const char *query, int k, bo
 void mem_item_clear(mem_item *it);
 void mem_items_free(mem_item *items, int n);
 void mem_get_stats(mem_manager *m, mem_stats *out);
+/* agent's blocks (in the store) and the bytes of them resident now (0 when none is loaded). */
+void mem_agent_usage(mem_manager *m, const char *agent, long *items, long *resident_bytes);
 
 #endif

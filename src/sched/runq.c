@@ -320,6 +320,18 @@ void runq_get_stats(runq_t *q, runq_stats *o) {
     pthread_mutex_unlock(&q->mu);
 }
 
+void runq_agent_load(runq_t *q, const char *agent, size_t *queued, int *running) {
+    *queued = 0;
+    *running = 0;
+    pthread_mutex_lock(&q->mu);
+    for (int i = 0; i < q->n_agents; i++)
+        if (!strcmp(q->agents[i].name, agent)) {
+            *queued = q->agents[i].queued;
+            *running = q->agents[i].running;
+        }
+    pthread_mutex_unlock(&q->mu);
+}
+
 void runq_foreach_agent(runq_t *q, runq_agent_fn fn, void *ud) {
     pthread_mutex_lock(&q->mu);
     window_roll(q);

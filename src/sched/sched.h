@@ -183,5 +183,7 @@ void runq_get_stats(runq_t *q, runq_stats *out);
 typedef void (*runq_agent_fn)(const char *agent, size_t queued, unsigned long long ops, double service_total_s,
                               double service_window_s, void *ud);
 void runq_foreach_agent(runq_t *q, runq_agent_fn fn, void *ud);
+/* agent's jobs waiting and running now (0, 0 for an agent it has no record of). */
+void runq_agent_load(runq_t *q, const char *agent, size_t *queued, int *running);
 
 #endif

@@ -171,6 +171,13 @@ static int reembed_cb(sqlite3_stmt *st, void *ud) {
     return AIOS_OK;
 }
 
+/* agent's files and the bytes of all their versions, from the store. */
+static void count_usage(storage_manager *s, const char *agent, long *files, long *bytes) {
+    q_run(s, "SELECT COUNT(*) FROM files WHERE agent=?", "t", long_cb, files, agent);
+    q_run(s, "SELECT COALESCE(SUM(length(v.content)),0) FROM versions v JOIN files f ON f.id=v.file_id WHERE f.agent=?",
+          "t", long_cb, bytes, agent);
+}
+
 static st_agent *agent_get(storage_manager *s, const char *name) {
     st_agent *a = strmap_get(&s->agents, name);
     if (a) return a;
@@ -184,9 +191,7 @@ static st_agent *agent_get(storage_manager *s, const char *name) {
     snprintf(a->name, sizeof a->name, "%s", name);
     pthread_cond_init(&a->idle, NULL);
     load_index(s, a);
-    q_run(s, "SELECT COUNT(*) FROM files WHERE agent=?", "t", long_cb, &a->files, name);
-    q_run(s, "SELECT COALESCE(SUM(length(v.content)),0) FROM versions v JOIN files f ON f.id=v.file_id WHERE f.agent=?",
-          "t", long_cb, &a->bytes, name);
+    count_usage(s, name, &a->files, &a->bytes);
     q_run(s, "SELECT root FROM mounts WHERE agent=?", "t", root_cb, a, name);
     if (s->p.embedder) { /* files a crash left without an embedding */
         pend_ctx c = {s, a};
@@ -949,6 +954,19 @@ int storage_response_delete(storage_manager *s, const char *agent, const char *i
     int n = rc ? 0 : sqlite3_changes(s->db);
     pthread_mutex_unlock(&s->mu);
     return rc ? rc : n ? AIOS_OK : AIOS_ERR_NOT_FOUND;
+}
+
+void storage_agent_usage(storage_manager *s, const char *agent, long *files, long *bytes) {
+    *files = *bytes = 0;
+    pthread_mutex_lock(&s->mu);
+    st_agent *a = strmap_get(&s->agents, agent);
+    if (a) {
+        *files = a->files;
+        *bytes = a->bytes;
+    } else { /* not used in this run: from the store */
+        count_usage(s, agent, files, bytes);
+    }
+    pthread_mutex_unlock(&s->mu);
 }
 
 void storage_get_stats(storage_manager *s, storage_stats *out) {

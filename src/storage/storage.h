@@ -77,6 +77,8 @@ int storage_purge(storage_manager *s, const char *agent);
 int storage_call(storage_manager *s, const char *agent, const char *op, const cJSON *params, char **message,
                  char *err, size_t errlen);
 void storage_get_stats(storage_manager *s, storage_stats *out);
+/* agent's files and directories, and the bytes of all their versions (its quota's measure). */
+void storage_agent_usage(storage_manager *s, const char *agent, long *files, long *bytes);
 
 /* ---- stored responses (the OpenAI Responses door's `store`) ----
  * One row per (agent, id): the answer object's JSON and the conversation it ends (JSON

@@ -829,7 +829,7 @@ static int add_bind(sandbox_mcp *p, const aios_config *kcfg, const char *workroo
 
 /* The install directory of an absolute command (the parent of its bin/, as for a Python
  * venv; else its own directory) into out; "" when it is visible anyway (/usr, /bin...). */
-void sandbox_install_dir(const char *command, char *out, size_t outlen) {
+static void install_dir(const char *command, char *out, size_t outlen) {
     char dir[AIOS_PATH_MAX], c[PATH_MAX];
     out[0] = 0;
     snprintf(dir, sizeof dir, "%s", command);
@@ -842,15 +842,28 @@ void sandbox_install_dir(const char *command, char *out, size_t outlen) {
     snprintf(out, outlen, "%s", dir);
 }
 
+int sandbox_install_dirs(const char *command, char dirs[2][AIOS_PATH_MAX]) {
+    char real[PATH_MAX];
+    int n = 0;
+    install_dir(command, dirs[0], AIOS_PATH_MAX);
+    n += dirs[0][0] != 0;
+    if (realpath(command, real) && strcmp(real, command)) { /* a venv's python: the interpreter it links to */
+        install_dir(real, dirs[n], AIOS_PATH_MAX);
+        n += dirs[n][0] && (n == 0 || strcmp(dirs[0], dirs[n]));
+    }
+    return n;
+}
+
 static int mcp_binds(sandbox_mcp *p, const aios_config *kcfg, const char *workroot, char *err, size_t errlen) {
     const aios_mcp_cfg *m = p->m;
     if (strchr(m->command, '/') && m->command[0] != '/') {
         snprintf(err, errlen, "command '%s': must be an absolute path or a name on the sandbox's PATH (/usr/bin:/bin)", m->command);
         return AIOS_ERR_CONFIG;
     }
-    char dir[AIOS_PATH_MAX];
-    sandbox_install_dir(m->command, dir, sizeof dir);
-    int rc = dir[0] ? add_bind(p, kcfg, workroot, dir, "the command's install directory", err, errlen) : AIOS_OK;
+    char dirs[2][AIOS_PATH_MAX];
+    int rc = AIOS_OK;
+    for (int i = 0, n = sandbox_install_dirs(m->command, dirs); i < n && !rc; i++)
+        rc = add_bind(p, kcfg, workroot, dirs[i], "the command's install directory", err, errlen);
     for (int i = 0; !rc && i < m->n_ro_paths; i++) rc = add_bind(p, kcfg, workroot, m->ro_paths[i], "ro_paths", err, errlen);
     return rc;
 }

@@ -133,9 +133,11 @@ void sandbox_procs_free(sandbox_procs *sp); /* accepts NULL */
 /* How network mode net is enforced here, into how; AIOS_ERR_UNSUPPORTED (how says why)
  * when it cannot be (or bubblewrap is missing). */
 int sandbox_procs_network(const sandbox_procs *sp, sandbox_net net, char *how, size_t cap);
-/* The install directory of an absolute command (the parent of its bin/, as for a Python
- * venv; else its own directory) into out; "" when the sandbox shows it anyway (/usr...). */
-void sandbox_install_dir(const char *command, char *out, size_t outlen);
+/* The directories an absolute command needs bound to run in the sandbox: its install
+ * directory (the parent of its bin/, as for a Python venv; else its own directory) and, when
+ * it is a link (a venv's python), the install directory of what it links to; none that the
+ * sandbox shows anyway (/usr, /bin...). How many (0..2). */
+int sandbox_install_dirs(const char *command, char dirs[2][AIOS_PATH_MAX]);
 /* Whether a host directory may be bound into an agent's sandbox (not the kernel's files;
  * same_path: bound at its own path, so not under /work, /agent, /dev, /proc). */
 int sandbox_procs_check_path(const sandbox_procs *sp, const aios_config *kcfg, const char *path, bool same_path, const char *what,

@@ -7,6 +7,8 @@
 #   generate N    one chat completion of N tokens at temperature 0; prints its text
 #   token-then-generate N
 #                 leaves its token in /work/token (for the kill test), then generates N tokens
+#   hold N        a memory block, a stored file, a slow tool call (t/slow, in the background),
+#                 then N tokens generated: what it holds shows in its record meanwhile
 #   sleep S       sleeps S seconds
 #   hog MB        holds MB of memory for 30 s (tail buffers a line that does not end)
 #   connect PORT  tries TCP to 127.0.0.1:PORT; prints "connect ok" or "connect refused: ..."
@@ -34,6 +36,12 @@ generate)
   ;;
 token-then-generate)
   printf "%s\n" "$AIOS_TOKEN" > /work/token
+  exec /bin/sh "$0" generate "$2"
+  ;;
+hold)
+  post /query '{"query_type":"memory","query_data":{"operation_type":"add_memory","params":{"content":"held block"}}}' >/dev/null || exit 11
+  post /query '{"query_type":"storage","query_data":{"operation_type":"write","params":{"file_path":"held.txt","content":"twelve bytes"}}}' >/dev/null || exit 12
+  post /query '{"query_type":"tool","query_data":{"tool_calls":[{"name":"t/slow","parameters":{}}]}}' >/dev/null &
   exec /bin/sh "$0" generate "$2"
   ;;
 sleep) sleep "$2" ;;

@@ -20,6 +20,7 @@ Cerebrum-layout package examples/agents/story_teller through AIOS's /agents/subm
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -41,7 +42,16 @@ STORY = "Write a long story about a lighthouse keeper."
 
 def config(tmp: Path, workdir: Path | None = None) -> list[str]:
     cfg = tmp / "agents.yaml"
+    tools = Path(tempfile.mkdtemp(prefix="aios-agents-tools-"))  # reachable by the tools' uids, as workdir below
+    atexit.register(shutil.rmtree, tools, True)
+    os.chmod(tools, 0o755)
+    (tools / "slow.json").write_text(json.dumps({"name": "t/slow", "command": "/bin/sh",
+                                                 "args": ["-c", "sleep 4; echo '\"ok\"'"]}))
+    (tools / "work").mkdir(mode=0o755)
     cfg.write_text(f"""
+tools:
+  dir: {tools}
+  workdir: {tools / 'work'}
 agents:
   {f'workdir: {workdir}' if workdir else ''}
   dir: {REPO / 'examples' / 'agents'}
@@ -298,6 +308,23 @@ def test_kill_ends_it_revokes_its_token_and_frees_its_kv(kernel):
                     10), (kv_before, model_status(kernel))
     r = requests.post(f"{kernel.url}/agents/{aid}/kill", timeout=10)
     assert r.status_code == 400 and "killed" in r.json()["error"]["message"], r.text
+
+
+def test_record_shows_what_it_holds(kernel):
+    """A live agent's record (and so aios top and /ui) shows its KV cells, tool calls running,
+    memory blocks and stored files, from the managers that hold them."""
+    aid = start(kernel, ["hold", "400"], name="probe-hold")
+    rec = wait_for(lambda: (lambda g: g if g.get("kv_cells", 0) > 0 and g.get("tools_running") == 1 else None)(
+        record(kernel, aid)), 60)
+    assert rec, (record(kernel, aid), logs(kernel, aid))
+    assert rec["kv_cells"] <= model_status(kernel)["kv_used"], (rec, model_status(kernel))
+    assert rec["memory"]["blocks"] == 1 and rec["memory"]["resident_bytes"] > 0, rec
+    assert rec["storage"] == {"files": 1, "bytes": len("twelve bytes")}, rec
+    listed = next(g for g in requests.get(kernel.url + "/agents", timeout=10).json()["agents"] if g["id"] == aid)
+    assert listed["kv_cells"] > 0 and listed["storage"]["files"] == 1, listed
+    requests.post(f"{kernel.url}/agents/{aid}/kill", timeout=10)
+    done = wait_state(kernel, aid, ("killed",))
+    assert "kv_cells" not in done and "memory" not in done, done  # only a live agent holds anything
 
 
 def test_agent_token_is_not_an_admin(kernel):

@@ -78,6 +78,8 @@ def test_dashboard(kernel, browser):
     # its detail: record, timeline, output
     drv.find_element(By.CSS_SELECTOR, f'#agents tr[data-id="{aid}"]').click()
     assert wait_for(lambda: "ui-sleeper" in text(drv, "#detail-body") and "kernel-only" in text(drv, "#detail-body"), 10)
+    detail = text(drv, "#detail-body")  # what it holds: memory, storage, KV, tool calls
+    assert "0 blocks, 0 B resident" in detail and "0 files, 0 B" in detail and "0 running, 0 waiting" in detail, detail
     # a pending irreversible call: approved from the page, it completes
     tok = requests.post(kernel.url + "/admin/agents", headers=h, json={"name": "ui-caller"}, timeout=10).json()["token"]
     box = []

@@ -54,6 +54,9 @@ def test_top_in_tmux(kernel):
     once = subprocess.run([str(AIOS), "top", "--once"], capture_output=True, text=True, timeout=30,
                           env={**os.environ, "AIOS_URL": kernel.url})
     assert once.returncode == 0 and MODEL_NAME in once.stdout and "aa-idle" in once.stdout, once
+    head = next(ln for ln in once.stdout.splitlines() if ln.startswith("ID "))
+    assert head.split() == ["ID", "NAME", "STATE", "PRIO", "CPU%", "RSS_MB", "TOK/S", "SYSCALLS", "WAIT_S", "KV", "TOOLS", "RUN",
+                            "BUDGET"], head
     session = f"aios-top-{os.getpid()}"
     tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "40",
          f"AIOS_URL={kernel.url} {AIOS} top; sleep 30")
