@@ -68,9 +68,12 @@ model: llama
 	@bash scripts/fetch-model.sh
 	@bash scripts/fetch-embed-model.sh
 
-$(BUILD)/obj/%.o: %.c $(wildcard src/*/*.h include/aios/*.h bench/*.h) | llama-check
+# Header dependencies are the compiler's (-MMD -MP: one .d beside each object); the Makefile
+# itself is one too, as it holds the flags.
+$(BUILD)/obj/%.o: %.c Makefile | llama-check
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(LLAMA_INC) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -MMD -MP $(LLAMA_INC) -c $< -o $@
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 $(BUILD)/obj/src/llm/backend.o: ALL_CFLAGS += -DAIOS_GGML_BACKEND_DIR='"$(RUNTIME_LIB)"' -DAIOS_LLAMA_PY_VERSION='"$(LLAMA_VER)"'
 GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -84,9 +87,9 @@ $(BUILD)/obj/src/llm/backend.o $(BUILD)/obj/src/kernel/main.o $(BUILD)/obj/src/c
 .PHONY: FORCE
 $(BUILD)/obj/tests/unit/test_llm.o: ALL_CFLAGS += -DAIOS_LLAMA_TEMPLATES='"$(LLAMA_DIR)/src/models/templates"'
 
-$(BUILD)/obj/%.o: %.cpp src/vector/vector.h src/llm/chat_template.h Makefile | llama-check
+$(BUILD)/obj/%.o: %.cpp Makefile | llama-check
 	@mkdir -p $(dir $@)
-	$(CXX) $(ALL_CXXFLAGS) -c $< -o $@
+	$(CXX) $(ALL_CXXFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/obj/src/llm/chat_template.o: ALL_CXXFLAGS += -Werror -isystem $(LLAMA_DIR)/src/include -isystem $(LLAMA_DIR)/src/ggml/include \
                                         -isystem $(LLAMA_DIR)/src/common -isystem $(LLAMA_DIR)/src/vendor

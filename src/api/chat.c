@@ -462,10 +462,7 @@ int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spe
     if (rc) return rc;
     syscall_t *sc = syscall_new(SYSCALL_KIND_LLM, r->agent, req, llm_request_free,
                                 (size_t)api_cfg(r)->server.max_stream_buffer_kb * 1024);
-    if (!sc) {
-        llm_request_free(req);
-        return AIOS_ERR_NOMEM;
-    }
+    if (!sc) return AIOS_ERR_NOMEM; /* (syscall_new has freed req) */
     sc->priority = r->priority >= 0 ? r->priority : config_agent_priority(api_cfg(r), r->agent);
     snprintf(ctx->id, sizeof ctx->id, "%s-%llu", ctx->completions_api ? "cmpl" : "chatcmpl", (unsigned long long)sc->id);
     if (native && !ctx->native) ctx->native = syscall_ref(sc);

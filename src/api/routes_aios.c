@@ -174,7 +174,7 @@ static enum MHD_Result query_llm(api_req *r, const cJSON *qd) {
     int rc = parse_llm_query(r, qd, &spec, &action, err, sizeof err);
     if (rc) return api_reply_error(r, rc, "%s", err);
     chat_ctx *ctx = calloc(1, sizeof *ctx);
-    if (!ctx) return MHD_NO;
+    if (!ctx) return api_reply_error(r, AIOS_ERR_NOMEM, NULL);
     r->data = ctx;
     r->data_free = chat_ctx_free;
     ctx->mode = spec.mode;

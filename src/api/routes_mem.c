@@ -64,7 +64,7 @@ static void cross_namespace(api_req *r, mem_job *j) {
 static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, const cJSON *params, api_work_fn fn,
                                  bool bare, embed_shape_fn shape) {
     mem_job *j = calloc(1, sizeof *j);
-    if (!j) return MHD_NO;
+    if (!j) return api_reply_error(r, AIOS_ERR_NOMEM, NULL);
     j->mem = api_mem(r);
     j->storage = api_storage(r);
     j->emb = api_embedder(r);
@@ -74,11 +74,12 @@ static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, 
     j->shape = shape;
     j->params = params ? cJSON_Duplicate(params, true) : cJSON_CreateObject();
     if (j->params && !bare) cross_namespace(r, j);
-    syscall_t *sc = j->params ? syscall_new(kind, r->agent, j, mem_job_free, 0) : NULL;
-    if (!sc) {
+    if (!j->params) {
         mem_job_free(j);
-        return MHD_NO;
+        return api_reply_error(r, AIOS_ERR_NOMEM, NULL);
     }
+    syscall_t *sc = syscall_new(kind, r->agent, j, mem_job_free, 0); /* (on failure it has freed j) */
+    if (!sc) return api_reply_error(r, AIOS_ERR_NOMEM, NULL);
     sc->priority = r->priority >= 0 ? r->priority : config_agent_priority(api_cfg(r), r->agent);
     return api_run_job(r, sc, fn, job_done);
 }
@@ -465,7 +466,7 @@ enum MHD_Result api_embed(api_req *r, const cJSON *input, const char *fmt, cJSON
     cJSON *params = cJSON_CreateObject(); /* {"input": a reference}; start_job copies it */
     if (!params || !cJSON_AddItemReferenceToObject(params, "input", (cJSON *)input)) {
         cJSON_Delete(params);
-        return MHD_NO;
+        return api_reply_error(r, AIOS_ERR_NOMEM, NULL);
     }
     enum MHD_Result ret = start_job(r, SYSCALL_KIND_MEMORY, fmt, params, embeddings_work, true, shape);
     cJSON_Delete(params);

@@ -107,11 +107,8 @@ static enum MHD_Result tools_done(api_req *r) {
 }
 
 static enum MHD_Result start_batch(api_req *r, tool_batch *b, syscall_t *prev) {
-    syscall_t *sc = syscall_new(SYSCALL_KIND_TOOL, r->agent, b, tool_batch_free, 0);
-    if (!sc) {
-        tool_batch_free(b);
-        return MHD_NO;
-    }
+    syscall_t *sc = syscall_new(SYSCALL_KIND_TOOL, r->agent, b, tool_batch_free, 0); /* (on failure it has freed b) */
+    if (!sc) return api_reply_error(r, AIOS_ERR_NOMEM, NULL);
     /* queued by this priority in the tool run queue; call_tool keeps its LLM call's */
     sc->priority = prev ? prev->priority : r->priority >= 0 ? r->priority : config_agent_priority(api_cfg(r), r->agent);
     if (prev) { /* call_tool: the answer's timings cover the LLM's rounds and the tools' */
