@@ -57,7 +57,7 @@ KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_CXX:%.cpp=$(BUILD)/obj
 SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps llama model run test unit system asan bench clean docs install
+.PHONY: all deps llama model run test unit system asan bench clean docs install fuzz
 all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors $(BUILD)/failover $(BUILD)/agents_spawn
 
 deps:
@@ -132,6 +132,26 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_OBJ) $(BUILD)/obj/src/sdk
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS) $(KERNEL_LDLIBS) -lcmocka
 
+# The fuzzing tier (tests/fuzz, docs/testing.md): one libFuzzer harness per parser of outside
+# bytes, built with clang and ASan+UBSan in build-fuzz/; `make fuzz` runs each for FUZZ_S
+# seconds over its committed seed corpus (tests/fuzz/corpus/<name>) and prints a table.
+FUZZ_S    ?= 30
+FUZZ_CC   ?= clang
+FUZZ_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_SRC  := src/kernel/util.c src/kernel/result.c src/kernel/maps.c src/kernel/config.c src/tools/schema.c \
+             src/tools/calc.c src/tools/manifest.c src/storage/path.c src/llm/grammar.c
+FUZZ_OBJ  := $(FUZZ_SRC:%.c=build-fuzz/obj/%.o)
+FUZZ_BINS := $(patsubst tests/fuzz/fuzz_%.c,build-fuzz/fuzz_%,$(wildcard tests/fuzz/fuzz_*.c))
+build-fuzz/obj/%.o: %.c Makefile | llama-check
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -g -O1 $(FUZZ_SAN) -fsanitize=fuzzer-no-link -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc \
+	  $(PKG_CFLAGS) $(LLAMA_INC) -MMD -MP -c $< -o $@
+-include $(shell find build-fuzz/obj -name '*.d' 2>/dev/null)
+build-fuzz/fuzz_%: build-fuzz/obj/tests/fuzz/fuzz_%.o $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+fuzz: $(FUZZ_BINS)
+	@bash tests/run-fuzz.sh $(FUZZ_S) $(FUZZ_BINS)
+
 run: deps model all
 	@bash scripts/run-demo.sh
 
@@ -170,4 +190,4 @@ docs: $(BUILD)/aiosd
 	@bash scripts/gen-config-doc.sh $(BUILD)/aiosd
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

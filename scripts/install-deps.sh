@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config git curl ca-certificates python3 python3-venv python3-pip
       libmicrohttpd-dev libcjson-dev libyaml-dev libcurl4-openssl-dev libcmocka-dev libsqlite3-dev libhnswlib-dev libncurses-dev tmux
-      bubblewrap libseccomp-dev libssl-dev chromium chromium-driver)
+      bubblewrap libseccomp-dev libssl-dev chromium chromium-driver clang libclang-rt-14-dev clang-format)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -eq 0 ]; then echo "deps: all system packages present"; exit 0; fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: every tier, after a preflight (one real decode). 1) unit tests (cmocka), 2) system + fault tests against the real
+# `make test`: every tier, after a preflight (one real decode). 1) unit tests (cmocka), 1b) the fuzz harnesses (AIOS_FUZZ_S seconds each), 2) system + fault tests against the real
 # aiosd and model, 3) the same system + fault tests against an ASan+UBSan build. Prints
 # each tier's result and one closing "N passed, N failed" line; exits non-zero on failure.
 set -uo pipefail
@@ -45,6 +45,8 @@ fi
 echo "$pre" | grep -E '^self-test: ok' || true
 # shellcheck disable=SC2086
 tier unit bash tests/run-unit.sh $units
+make --no-print-directory -j"$jobs" $(ls tests/fuzz/fuzz_*.c | sed 's#tests/fuzz/#build-fuzz/#; s#\.c$##') >/dev/null || { echo "fuzz build failed"; exit 1; }
+tier fuzz make --no-print-directory fuzz FUZZ_S="${AIOS_FUZZ_S:-20}"  # CI's short setting; locally: make fuzz FUZZ_S=600
 tier system bash tests/run-system.sh build
 make --no-print-directory -j"$jobs" asan >/dev/null || { echo "asan build failed"; exit 1; }
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1"

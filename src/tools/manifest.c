@@ -1,7 +1,8 @@
 /*
  * manifest.c - one tool manifest (a JSON file in tools.dir) into a tool_def, every field
  * checked, so a bad manifest is reported as "FILE: FIELD: reason" and skipped. Names are
- * checked by tool_name_ok, which the other sources of tools share (MCP: "<server>/<tool>").
+ * checked by tool_name_ok, which the other sources of tools share (MCP: "<server>/<tool>"),
+ * as they share tool_def_new / tool_def_ref / tool_def_unref here.
  *
  *   {"name": "author/tool", "description": "...", "parameters": {JSON Schema},
  *    "kind": "process" | "mcp" | "builtin", "version": "1.0",
@@ -13,6 +14,7 @@
  *    "limits": {"cpu_seconds": 10, "memory_mb": 512, "file_size_mb": 64, "max_procs": 32}}
  */
 #include <libgen.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +68,28 @@ static int get_bool(mf_ctx *c, const cJSON *o, const char *field, bool *out) {
  * segment (so no leading, trailing or doubled '/'), no segment of dots only ("." or ".."
  * would name a directory above the tool's own wherever a name becomes a path), no ".."
  * anywhere and no "__" (models see '/' as "__", see api/chat.c). */
+/* ---------- definitions (every source makes its tool_defs with these) ---------- */
+
+tool_def *tool_def_new(void) {
+    tool_def *d = calloc(1, sizeof *d);
+    if (d) atomic_init(&d->refs, 1);
+    return d;
+}
+
+tool_def *tool_def_ref(tool_def *d) {
+    atomic_fetch_add(&d->refs, 1);
+    return d;
+}
+
+void tool_def_unref(tool_def *d) {
+    if (!d || atomic_fetch_sub(&d->refs, 1) != 1) return;
+    free(d->description);
+    cJSON_Delete(d->schema);
+    for (int i = 0; i < d->n_args; i++) free(d->args[i]);
+    free(d->args);
+    free(d);
+}
+
 bool tool_name_ok(const char *name) {
     size_t len = strlen(name);
     if (!len || len >= TOOL_NAME_MAX || strstr(name, "..") || strstr(name, "__")) return false;

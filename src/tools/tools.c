@@ -70,27 +70,7 @@ storage_manager *tools_storage(tool_manager *tm) { return tm->storage; }
 int tools_purge_agent(tool_manager *tm, const char *agent) { return sandbox_purge_agent(tm->sandbox, agent); }
 runq_t *tools_runq(tool_manager *tm) { return tm->rq; }
 
-/* ---------- definitions ---------- */
-
-tool_def *tool_def_new(void) {
-    tool_def *d = calloc(1, sizeof *d);
-    if (d) atomic_init(&d->refs, 1);
-    return d;
-}
-
-tool_def *tool_def_ref(tool_def *d) {
-    atomic_fetch_add(&d->refs, 1);
-    return d;
-}
-
-void tool_def_unref(tool_def *d) {
-    if (!d || atomic_fetch_sub(&d->refs, 1) != 1) return;
-    free(d->description);
-    cJSON_Delete(d->schema);
-    for (int i = 0; i < d->n_args; i++) free(d->args[i]);
-    free(d->args);
-    free(d);
-}
+/* ---------- definitions (tool_def_new / ref / unref live in manifest.c) ---------- */
 
 int tool_defs_push(tool_def ***defs, int *n, int *cap, tool_def *d) {
     if (*n == *cap) {
