@@ -141,7 +141,7 @@ static bool own_cgroup(char *base, size_t cap, char *mount, size_t mcap) {
         }
     }
     fclose(f);
-    if (found) snprintf(base, cap, "%s%s", mount, strcmp(path, "/") ? path : "");
+    if (found) snprintf(base, cap, "%.400s%.600s", mount, strcmp(path, "/") ? path : "");
     return found;
 }
 
