@@ -57,7 +57,7 @@ KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_CXX:%.cpp=$(BUILD)/obj
 SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps llama model run test unit system asan bench clean docs install fuzz
+.PHONY: all deps llama model run test unit system asan bench clean docs install fuzz format format-check
 all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors $(BUILD)/failover $(BUILD)/agents_spawn
 
 deps:
@@ -151,6 +151,15 @@ build-fuzz/fuzz_%: build-fuzz/obj/tests/fuzz/fuzz_%.o $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 fuzz: $(FUZZ_BINS)
 	@bash tests/run-fuzz.sh $(FUZZ_S) $(FUZZ_BINS)
+
+# The style (.clang-format) over every C and C++ source of ours.
+FORMAT_FILES = $(shell git ls-files 'src/*.c' 'src/*.h' 'src/*.cpp' 'include/*.h' 'tests/unit/*.[ch]' 'tests/fuzz/*.[ch]' \
+                 'bench/*.[ch]' 'examples/*.c' 2>/dev/null)
+CLANG_FORMAT ?= clang-format-14
+format:
+	@$(CLANG_FORMAT) -i $(FORMAT_FILES)
+format-check:
+	@$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_FILES) && echo "format: $(words $(FORMAT_FILES)) files, 1 passed, 0 failed"
 
 run: deps model all
 	@bash scripts/run-demo.sh

@@ -47,17 +47,17 @@
 #include <cJSON.h>
 #include <curl/curl.h>
 
-#define AG_RESP_CAP (16u << 20)  /* largest response body accepted */
+#define AG_RESP_CAP (16u << 20) /* largest response body accepted */
 #define AG_ERR_LEN 256
 #define AG_MAX_AGENTS 4096
 #define AG_MAX_TURNS 10000
-#define AG_ERR_PRINT 8           /* failures echoed to stderr; the rest are only counted */
+#define AG_ERR_PRINT 8 /* failures echoed to stderr; the rest are only counted */
 
 typedef struct ag_opts {
     const char *url, *label, *model;
     int n, turns, g, s, p_ms;
     int alone, agent_base, sys_chars;
-    double alone_s;   /* <= 0: not given */
+    double alone_s; /* <= 0: not given */
     long timeout_s;
 } ag_opts;
 
@@ -65,11 +65,11 @@ typedef struct ag_opts {
 typedef struct ag_sample {
     double latency;
     int ok;
-    long status;               /* HTTP status, 0 on transport error */
+    long status; /* HTTP status, 0 on transport error */
     int prompt_tokens, completion_tokens;
-    int prompt_n;              /* llama-server timings.prompt_n; -1 if the response had none */
-    char err[AG_ERR_LEN];      /* why it failed ("" when ok) */
-    char kind[32];             /* failure class for the summary: http_400, transport, ... */
+    int prompt_n;         /* llama-server timings.prompt_n; -1 if the response had none */
+    char err[AG_ERR_LEN]; /* why it failed ("" when ok) */
+    char kind[32];        /* failure class for the summary: http_400, transport, ... */
 } ag_sample;
 
 typedef struct ag_agent {
@@ -77,10 +77,10 @@ typedef struct ag_agent {
     const ag_opts *o;
     const char *sys;
     pthread_barrier_t *start;
-    ag_sample *samples;        /* turns entries; the first `done` are filled */
-    int done;                  /* requests made (ok or not) */
-    int completed;             /* all turns succeeded */
-    double end;                /* absolute time its last request ended */
+    ag_sample *samples; /* turns entries; the first `done` are filled */
+    int done;           /* requests made (ok or not) */
+    int completed;      /* all turns succeeded */
+    double end;         /* absolute time its last request ended */
 } ag_agent;
 
 /* ---------- small utilities ---------- */
@@ -151,9 +151,9 @@ static void ag_buf_reset(ag_buf *b) {
 
 /* ---------- deterministic text ---------- */
 
-static const char *const AG_VERBS[] = {"frobnicate", "reticulate", "defragment", "transmogrify", "quantize",
-                                       "summarize",  "reconcile",  "index",      "annotate",     "compact",
-                                       "validate",   "geocode",    "deduplicate", "rebalance",   "snapshot"};
+static const char *const AG_VERBS[] = {"frobnicate", "reticulate", "defragment",  "transmogrify", "quantize",
+                                       "summarize",  "reconcile",  "index",       "annotate",     "compact",
+                                       "validate",   "geocode",    "deduplicate", "rebalance",    "snapshot"};
 static const char *const AG_NOUNS[] = {"splines",  "ledger",   "invoice", "calendar", "inventory", "playlist",
                                        "sensor",   "manifest", "archive", "forecast", "shipment",  "roster",
                                        "glossary", "timeline", "budget",  "catalog",  "itinerary"};
@@ -180,7 +180,10 @@ static char *ag_sys_text(int chars) {
         if (n + (size_t)m + 1 > cap) {
             cap = (n + (size_t)m + 1) * 2;
             char *p = realloc(s, cap);
-            if (!p) { free(s); return NULL; }
+            if (!p) {
+                free(s);
+                return NULL;
+            }
             s = p;
         }
         memcpy(s + n, line, (size_t)m + 1);
@@ -200,9 +203,8 @@ static void ag_first_user_msg(char *out, size_t len, int id) {
 }
 
 static void ag_tool_result(char *out, size_t len, int id, int step) {
-    snprintf(out, len,
-             "Tool result for step %d: status ok, %d records matched, elapsed %d ms. Continue with step %d.",
-             step, 3 + (id + step) % 9, 40 + (id * 7 + step * 3) % 60, step + 1);
+    snprintf(out, len, "Tool result for step %d: status ok, %d records matched, elapsed %d ms. Continue with step %d.", step,
+             3 + (id + step) % 9, 40 + (id * 7 + step * 3) % 60, step + 1);
 }
 
 /* ---------- one chat request ---------- */
@@ -236,7 +238,10 @@ static void ag_http_error(ag_sample *s, const ag_buf *b) {
 /* Reads usage and timings from a 200 response; returns the reply text (owned) or NULL. */
 static char *ag_parse_reply(ag_sample *s, const ag_buf *b) {
     cJSON *r = cJSON_Parse(b->p ? b->p : "");
-    if (!r) { ag_fail(s, "parse", "response is not JSON"); return NULL; }
+    if (!r) {
+        ag_fail(s, "parse", "response is not JSON");
+        return NULL;
+    }
     cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "choices"), 0);
     cJSON *msg = ch ? cJSON_GetObjectItemCaseSensitive(ch, "message") : NULL;
     cJSON *content = msg ? cJSON_GetObjectItemCaseSensitive(msg, "content") : NULL;
@@ -260,8 +265,7 @@ static char *ag_parse_reply(ag_sample *s, const ag_buf *b) {
 }
 
 /* POSTs messages and fills s; returns the assistant's reply (owned by the caller) or NULL. */
-static char *ag_chat(CURL *c, const ag_opts *o, const char *bearer, cJSON *msgs, int max_tokens, ag_buf *b,
-                     ag_sample *s) {
+static char *ag_chat(CURL *c, const ag_opts *o, const char *bearer, cJSON *msgs, int max_tokens, ag_buf *b, ag_sample *s) {
     memset(s, 0, sizeof *s);
     s->prompt_n = -1;
     cJSON *req = cJSON_CreateObject();
@@ -272,7 +276,10 @@ static char *ag_chat(CURL *c, const ag_opts *o, const char *bearer, cJSON *msgs,
     cJSON_AddBoolToObject(req, "ignore_eos", 1);
     char *body = cJSON_PrintUnformatted(req);
     cJSON_Delete(req);
-    if (!body) { ag_fail(s, "oom", "out of memory"); return NULL; }
+    if (!body) {
+        ag_fail(s, "oom", "out of memory");
+        return NULL;
+    }
 
     char url[1024], auth[128];
     snprintf(url, sizeof url, "%s/v1/chat/completions", o->url);
@@ -298,14 +305,20 @@ static char *ag_chat(CURL *c, const ag_opts *o, const char *bearer, cJSON *msgs,
     curl_slist_free_all(h);
     free(body);
 
-    if (b->overflow) { ag_fail(s, "too_large", "response exceeds 16 MiB"); return NULL; }
+    if (b->overflow) {
+        ag_fail(s, "too_large", "response exceeds 16 MiB");
+        return NULL;
+    }
     if (rc != CURLE_OK) {
         char msg[AG_ERR_LEN];
         snprintf(msg, sizeof msg, "transport: %s", curl_easy_strerror(rc));
         ag_fail(s, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "transport", msg);
         return NULL;
     }
-    if (s->status != 200) { ag_http_error(s, b); return NULL; }
+    if (s->status != 200) {
+        ag_http_error(s, b);
+        return NULL;
+    }
     return ag_parse_reply(s, b);
 }
 
@@ -343,7 +356,10 @@ static char *ag_calibrate(const ag_opts *o, int *chars, int *measured) {
         if (tries == 4) fprintf(stderr, "agents: warning: system prompt is %d tokens, not within 5%% of %d\n", *measured, o->s);
         len = (int)((double)len * o->s / *measured);
     }
-    if (base < 0 || *measured <= 0) { free(sys); sys = NULL; }
+    if (base < 0 || *measured <= 0) {
+        free(sys);
+        sys = NULL;
+    }
     free(b.p);
     if (c) curl_easy_cleanup(c);
     return sys;
@@ -373,7 +389,10 @@ static void *ag_agent_run(void *arg) {
         if (!reply) break;
         cJSON_AddItemToArray(msgs, ag_msg("assistant", reply));
         free(reply);
-        if (k == o->turns) { a->completed = 1; break; }
+        if (k == o->turns) {
+            a->completed = 1;
+            break;
+        }
         ag_sleep_ms(o->p_ms);
         ag_tool_result(text, sizeof text, a->id, k);
         cJSON_AddItemToArray(msgs, ag_msg("user", text));
@@ -400,8 +419,7 @@ static void ag_count_kind(cJSON *errors, const char *kind) {
     else cJSON_AddNumberToObject(errors, kind, 1);
 }
 
-static ag_totals ag_sum(const ag_opts *o, ag_agent *ags, int n, double t0, cJSON *errors, cJSON **first_err,
-                        double *lat) {
+static ag_totals ag_sum(const ag_opts *o, ag_agent *ags, int n, double t0, cJSON *errors, cJSON **first_err, double *lat) {
     ag_totals t = {0};
     int printed = 0;
     for (int i = 0; i < n; i++) {
@@ -415,15 +433,17 @@ static ag_totals ag_sum(const ag_opts *o, ag_agent *ags, int n, double t0, cJSON
                 t.failures++;
                 ag_count_kind(errors, s->kind);
                 if (!*first_err) *first_err = cJSON_CreateString(s->err);
-                if (printed++ < AG_ERR_PRINT)
-                    fprintf(stderr, "agents: agent-%d turn %d failed: %s\n", a->id, k + 1, s->err);
+                if (printed++ < AG_ERR_PRINT) fprintf(stderr, "agents: agent-%d turn %d failed: %s\n", a->id, k + 1, s->err);
                 continue;
             }
             lat[t.ok++] = s->latency;
             t.tokens += s->completion_tokens;
             t.prompt_tokens += s->prompt_tokens;
             t.mismatches += s->completion_tokens != o->g;
-            if (s->prompt_n >= 0) { t.prompt_n += s->prompt_n; t.have_prompt_n = 1; }
+            if (s->prompt_n >= 0) {
+                t.prompt_n += s->prompt_n;
+                t.have_prompt_n = 1;
+            }
         }
     }
     return t;
@@ -504,9 +524,10 @@ static void ag_report(const ag_opts *o, ag_agent *ags, int n, double t0, int s_m
 /* ---------- main ---------- */
 
 static int ag_usage(void) {
-    fprintf(stderr, "usage: agents URL N T G S P_MS [--alone] [--alone-s SEC] [--label NAME] [--model NAME]\n"
-                    "              [--sys-chars C] [--agent-base K] [--timeout SEC]\n"
-                    "  N agents x T turns of max_tokens G on a shared ~S-token system prompt, P_MS between turns\n");
+    fprintf(stderr,
+            "usage: agents URL N T G S P_MS [--alone] [--alone-s SEC] [--label NAME] [--model NAME]\n"
+            "              [--sys-chars C] [--agent-base K] [--timeout SEC]\n"
+            "  N agents x T turns of max_tokens G on a shared ~S-token system prompt, P_MS between turns\n");
     return 2;
 }
 
@@ -516,12 +537,21 @@ static int ag_parse(int argc, char **argv, ag_opts *o) {
     char *url = argv[1];
     size_t ul = strlen(url);
     while (ul > 0 && url[ul - 1] == '/') url[--ul] = 0; /* tolerate a trailing slash */
-    *o = (ag_opts){.url = url, .n = atoi(argv[2]), .turns = atoi(argv[3]), .g = atoi(argv[4]),
-                   .s = atoi(argv[5]), .p_ms = atoi(argv[6]), .label = "run", .model = "smollm2",
+    *o = (ag_opts){.url = url,
+                   .n = atoi(argv[2]),
+                   .turns = atoi(argv[3]),
+                   .g = atoi(argv[4]),
+                   .s = atoi(argv[5]),
+                   .p_ms = atoi(argv[6]),
+                   .label = "run",
+                   .model = "smollm2",
                    .timeout_s = 600};
     for (int i = 7; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--alone")) { o->alone = 1; continue; }
+        if (!strcmp(a, "--alone")) {
+            o->alone = 1;
+            continue;
+        }
         if (!v) return ag_usage();
         if (!strcmp(a, "--alone-s")) o->alone_s = atof(v);
         else if (!strcmp(a, "--label")) o->label = v;
@@ -533,8 +563,8 @@ static int ag_parse(int argc, char **argv, ag_opts *o) {
         i++;
     }
     if (o->alone) o->n = 1;
-    if (o->n < 1 || o->n > AG_MAX_AGENTS || o->turns < 1 || o->turns > AG_MAX_TURNS || o->g < 1 || o->s < 1 ||
-        o->p_ms < 0 || o->timeout_s < 1 || o->agent_base < 0)
+    if (o->n < 1 || o->n > AG_MAX_AGENTS || o->turns < 1 || o->turns > AG_MAX_TURNS || o->g < 1 || o->s < 1 || o->p_ms < 0 ||
+        o->timeout_s < 1 || o->agent_base < 0)
         return ag_usage();
     return 0;
 }
@@ -542,7 +572,10 @@ static int ag_parse(int argc, char **argv, ag_opts *o) {
 int main(int argc, char **argv) {
     ag_opts o;
     if (ag_parse(argc, argv, &o)) return 2;
-    if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK) { fprintf(stderr, "agents: curl_global_init failed\n"); return 2; }
+    if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK) {
+        fprintf(stderr, "agents: curl_global_init failed\n");
+        return 2;
+    }
 
     int s_measured = 0;
     char *sys;
@@ -552,7 +585,11 @@ int main(int argc, char **argv) {
         sys = ag_calibrate(&o, &o.sys_chars, &s_measured);
         if (sys) fprintf(stderr, "agents: system prompt %d chars = %d tokens (target %d)\n", o.sys_chars, s_measured, o.s);
     }
-    if (!sys) { fprintf(stderr, "agents: could not build the system prompt\n"); curl_global_cleanup(); return 2; }
+    if (!sys) {
+        fprintf(stderr, "agents: could not build the system prompt\n");
+        curl_global_cleanup();
+        return 2;
+    }
 
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, (unsigned)o.n + 1);
@@ -560,8 +597,8 @@ int main(int argc, char **argv) {
     pthread_t *th = calloc((size_t)o.n, sizeof *th);
     int started = 0;
     for (int i = 0; i < o.n; i++) {
-        ags[i] = (ag_agent){.id = o.agent_base + i, .o = &o, .sys = sys, .start = &start,
-                            .samples = calloc((size_t)o.turns, sizeof(ag_sample))};
+        ags[i] = (ag_agent){
+            .id = o.agent_base + i, .o = &o, .sys = sys, .start = &start, .samples = calloc((size_t)o.turns, sizeof(ag_sample))};
         if (pthread_create(&th[i], NULL, ag_agent_run, &ags[i])) {
             fprintf(stderr, "agents: pthread_create failed after %d threads\n", i);
             exit(2); /* the barrier can never open */

@@ -156,7 +156,7 @@ static void kernel_cost(int pid, long *rss_kb, int *fds) {
 }
 
 static void at_once(const char *base, int pid, int n) {
-    char (*ids)[64] = calloc((size_t)n, sizeof *ids);
+    char(*ids)[64] = calloc((size_t)n, sizeof *ids);
     long rss0, rss1;
     int fd0, fd1, started = 0, ran = 0;
     kernel_cost(pid, &rss0, &fd0);

@@ -68,12 +68,12 @@ typedef struct doors_target {
     char label[64];
     doors_door door;
     const char *url;
-    char *body, *warm_body;    /* the request, and the 4-token warm-up */
-    bench_conn *conns;         /* one per agent */
-    double *ttft, *lat;        /* per successful request, seconds */
+    char *body, *warm_body; /* the request, and the 4-token warm-up */
+    bench_conn *conns;      /* one per agent */
+    double *ttft, *lat;     /* per successful request, seconds */
     long n_ok, n_fail, n_short, tokens, prompt_tokens;
-    double wall;               /* summed over rounds */
-    double *round_tps;         /* per round */
+    double wall;       /* summed over rounds */
+    double *round_tps; /* per round */
     char first_err[DOORS_ERR];
     pthread_mutex_t mu;
 } doors_target;
@@ -81,13 +81,13 @@ typedef struct doors_target {
 /* One request's stream state (the agent's; reused request after request). */
 typedef struct doors_stream {
     doors_door door;
-    double t0, ttft;           /* ttft < 0 until the first text */
-    long tokens, prompt;       /* server-reported, -1 until seen */
+    double t0, ttft;     /* ttft < 0 until the first text */
+    long tokens, prompt; /* server-reported, -1 until seen */
     bool done, failed;
     char err[DOORS_ERR];
-    char head[DOORS_ERR];      /* the answer's first bytes, for a non-200 status */
+    char head[DOORS_ERR]; /* the answer's first bytes, for a non-200 status */
     size_t head_len, len;
-    bool cut;                  /* the line being read did not fit */
+    bool cut; /* the line being read did not fit */
     char line[DOORS_LINE];
 } doors_stream;
 
@@ -108,35 +108,35 @@ static char *doors_body(doors_door door, int g) {
     cJSON *b = cJSON_CreateObject(), *msgs;
     if (o->model) cJSON_AddStringToObject(b, "model", o->model);
     switch (door) {
-    case DOOR_CHAT:
-        msgs = cJSON_AddArrayToObject(b, "messages");
-        cJSON_AddItemToArray(msgs, doors_msg("system", o->system));
-        cJSON_AddItemToArray(msgs, doors_msg("user", o->prompt));
-        cJSON_AddNumberToObject(b, "max_tokens", g);
-        cJSON_AddTrueToObject(cJSON_AddObjectToObject(b, "stream_options"), "include_usage");
-        if (o->ignore_eos) cJSON_AddTrueToObject(b, "ignore_eos");
-        break;
-    case DOOR_RESPONSES:
-        cJSON_AddStringToObject(b, "instructions", o->system);
-        cJSON_AddStringToObject(b, "input", o->prompt);
-        cJSON_AddNumberToObject(b, "max_output_tokens", g);
-        if (o->no_store) cJSON_AddFalseToObject(b, "store");
-        break;
-    case DOOR_MESSAGES:
-        cJSON_AddStringToObject(b, "system", o->system);
-        msgs = cJSON_AddArrayToObject(b, "messages");
-        cJSON_AddItemToArray(msgs, doors_msg("user", o->prompt));
-        cJSON_AddNumberToObject(b, "max_tokens", g);
-        break;
-    case DOOR_OLLAMA: {
-        msgs = cJSON_AddArrayToObject(b, "messages");
-        cJSON_AddItemToArray(msgs, doors_msg("system", o->system));
-        cJSON_AddItemToArray(msgs, doors_msg("user", o->prompt));
-        cJSON *opt = cJSON_AddObjectToObject(b, "options");
-        cJSON_AddNumberToObject(opt, "num_predict", g);
-        cJSON_AddNumberToObject(opt, "temperature", 0);
-        break;
-    }
+        case DOOR_CHAT:
+            msgs = cJSON_AddArrayToObject(b, "messages");
+            cJSON_AddItemToArray(msgs, doors_msg("system", o->system));
+            cJSON_AddItemToArray(msgs, doors_msg("user", o->prompt));
+            cJSON_AddNumberToObject(b, "max_tokens", g);
+            cJSON_AddTrueToObject(cJSON_AddObjectToObject(b, "stream_options"), "include_usage");
+            if (o->ignore_eos) cJSON_AddTrueToObject(b, "ignore_eos");
+            break;
+        case DOOR_RESPONSES:
+            cJSON_AddStringToObject(b, "instructions", o->system);
+            cJSON_AddStringToObject(b, "input", o->prompt);
+            cJSON_AddNumberToObject(b, "max_output_tokens", g);
+            if (o->no_store) cJSON_AddFalseToObject(b, "store");
+            break;
+        case DOOR_MESSAGES:
+            cJSON_AddStringToObject(b, "system", o->system);
+            msgs = cJSON_AddArrayToObject(b, "messages");
+            cJSON_AddItemToArray(msgs, doors_msg("user", o->prompt));
+            cJSON_AddNumberToObject(b, "max_tokens", g);
+            break;
+        case DOOR_OLLAMA: {
+            msgs = cJSON_AddArrayToObject(b, "messages");
+            cJSON_AddItemToArray(msgs, doors_msg("system", o->system));
+            cJSON_AddItemToArray(msgs, doors_msg("user", o->prompt));
+            cJSON *opt = cJSON_AddObjectToObject(b, "options");
+            cJSON_AddNumberToObject(opt, "num_predict", g);
+            cJSON_AddNumberToObject(opt, "temperature", 0);
+            break;
+        }
     }
     if (door != DOOR_OLLAMA) cJSON_AddNumberToObject(b, "temperature", 0);
     cJSON_AddTrueToObject(b, "stream");
@@ -184,50 +184,50 @@ static void doors_event(doors_stream *s, const cJSON *ev) {
         return;
     }
     switch (s->door) {
-    case DOOR_CHAT: {
-        const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(ev, "choices"), 0);
-        text = doors_nonempty(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ch, "delta"), "content"));
-        if ((u = cJSON_GetObjectItemCaseSensitive(ev, "usage")) && cJSON_IsObject(u)) {
-            s->tokens = doors_num(u, "completion_tokens");
-            s->prompt = doors_num(u, "prompt_tokens");
+        case DOOR_CHAT: {
+            const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(ev, "choices"), 0);
+            text = doors_nonempty(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ch, "delta"), "content"));
+            if ((u = cJSON_GetObjectItemCaseSensitive(ev, "usage")) && cJSON_IsObject(u)) {
+                s->tokens = doors_num(u, "completion_tokens");
+                s->prompt = doors_num(u, "prompt_tokens");
+            }
+            break;
         }
-        break;
-    }
-    case DOOR_RESPONSES:
-        if (!strcmp(type, "response.output_text.delta")) {
-            text = doors_nonempty(cJSON_GetObjectItemCaseSensitive(ev, "delta"));
-        } else if (!strcmp(type, "response.completed") || !strcmp(type, "response.incomplete")) {
-            u = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ev, "response"), "usage");
-            s->tokens = doors_num(u, "output_tokens");
-            s->prompt = doors_num(u, "input_tokens");
-            s->done = true;
-        } else if (!strcmp(type, "response.failed") || !strcmp(type, "error")) {
-            doors_fail(s, type, ev);
-        }
-        break;
-    case DOOR_MESSAGES:
-        if (!strcmp(type, "content_block_delta")) {
-            const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "delta");
-            text = !strcmp(doors_type(d), "text_delta") && doors_nonempty(cJSON_GetObjectItemCaseSensitive(d, "text"));
-        } else if (!strcmp(type, "message_start")) {
-            u = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ev, "message"), "usage");
-            s->prompt = doors_anth_prompt(u);
-        } else if (!strcmp(type, "message_delta")) {
-            u = cJSON_GetObjectItemCaseSensitive(ev, "usage");
-            s->tokens = doors_num(u, "output_tokens");
-            if (doors_num(u, "input_tokens") >= 0) s->prompt = doors_anth_prompt(u);
-        } else if (!strcmp(type, "message_stop")) {
-            s->done = true;
-        }
-        break;
-    case DOOR_OLLAMA:
-        text = doors_nonempty(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ev, "message"), "content"));
-        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ev, "done"))) {
-            s->tokens = doors_num(ev, "eval_count");
-            s->prompt = doors_num(ev, "prompt_eval_count");
-            s->done = true;
-        }
-        break;
+        case DOOR_RESPONSES:
+            if (!strcmp(type, "response.output_text.delta")) {
+                text = doors_nonempty(cJSON_GetObjectItemCaseSensitive(ev, "delta"));
+            } else if (!strcmp(type, "response.completed") || !strcmp(type, "response.incomplete")) {
+                u = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ev, "response"), "usage");
+                s->tokens = doors_num(u, "output_tokens");
+                s->prompt = doors_num(u, "input_tokens");
+                s->done = true;
+            } else if (!strcmp(type, "response.failed") || !strcmp(type, "error")) {
+                doors_fail(s, type, ev);
+            }
+            break;
+        case DOOR_MESSAGES:
+            if (!strcmp(type, "content_block_delta")) {
+                const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "delta");
+                text = !strcmp(doors_type(d), "text_delta") && doors_nonempty(cJSON_GetObjectItemCaseSensitive(d, "text"));
+            } else if (!strcmp(type, "message_start")) {
+                u = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ev, "message"), "usage");
+                s->prompt = doors_anth_prompt(u);
+            } else if (!strcmp(type, "message_delta")) {
+                u = cJSON_GetObjectItemCaseSensitive(ev, "usage");
+                s->tokens = doors_num(u, "output_tokens");
+                if (doors_num(u, "input_tokens") >= 0) s->prompt = doors_anth_prompt(u);
+            } else if (!strcmp(type, "message_stop")) {
+                s->done = true;
+            }
+            break;
+        case DOOR_OLLAMA:
+            text = doors_nonempty(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ev, "message"), "content"));
+            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ev, "done"))) {
+                s->tokens = doors_num(ev, "eval_count");
+                s->prompt = doors_num(ev, "prompt_eval_count");
+                s->done = true;
+            }
+            break;
     }
     if (text && s->ttft < 0) s->ttft = bench_now() - s->t0;
 }
@@ -444,8 +444,8 @@ static void doors_report(doors_target *ts, int nt) {
         char prompt[24] = "n/a";
         if (t->prompt_tokens >= 0) snprintf(prompt, sizeof prompt, "%ld", t->prompt_tokens);
         printf("| %s | %s | %ld / %ld | %ld | %.1f | %s | %.1f | %.1f | %.1f | %.1f | %.3f | %.3f..%.3f | %+.1f |\n", t->label,
-               DOOR_NAME[t->door], t->n_ok, t->n_fail, t->n_short, per_req, prompt, tps, p50, p90, l50, ratio, rmin,
-               rmax, p50 - b_ttft);
+               DOOR_NAME[t->door], t->n_ok, t->n_fail, t->n_short, per_req, prompt, tps, p50, p90, l50, ratio, rmin, rmax,
+               p50 - b_ttft);
         cJSON *j = cJSON_CreateObject(), *s = cJSON_AddObjectToObject(j, "summary");
         cJSON_AddStringToObject(s, "label", t->label);
         cJSON_AddStringToObject(s, "door", DOOR_NAME[t->door]);
@@ -494,8 +494,9 @@ static void doors_round_line(int round, const doors_target *t, double wall, long
 }
 
 static int doors_usage(void) {
-    fprintf(stderr, "usage: doors N R G ROUNDS [LABEL=]DOOR@URL... [--prompt TEXT] [--system TEXT] [--model NAME]\n"
-                    "             [--ignore-eos] [--no-store] [--timeout S]   (DOOR: chat responses messages ollama)\n");
+    fprintf(stderr,
+            "usage: doors N R G ROUNDS [LABEL=]DOOR@URL... [--prompt TEXT] [--system TEXT] [--model NAME]\n"
+            "             [--ignore-eos] [--no-store] [--timeout S]   (DOOR: chat responses messages ollama)\n");
     return 2;
 }
 
@@ -504,7 +505,8 @@ int main(int argc, char **argv) {
     const char *pos[4 + DOORS_MAX_TARGETS];
     int np = 0, nt;
     g_opts = (doors_opts){.prompt = "Write a long story about a robot who learns to paint. Use many details.",
-                          .system = "You are a helpful assistant.", .timeout_s = 600};
+                          .system = "You are a helpful assistant.",
+                          .timeout_s = 600};
     for (int i = 1; i < argc; i++) {
         bool more = i + 1 < argc;
         if (!strcmp(argv[i], "--prompt") && more) g_opts.prompt = argv[++i];
@@ -530,7 +532,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nt; i++) {
         doors_target_init(&ts[i]);
         doors_measure(&ts[i], streams, true); /* warm-up: connect, fill caches */
-        if (ts[i].first_err[0]) fprintf(stderr, "doors: %s %s: warm-up failed: %s\n", ts[i].label, DOOR_NAME[ts[i].door], ts[i].first_err);
+        if (ts[i].first_err[0])
+            fprintf(stderr, "doors: %s %s: warm-up failed: %s\n", ts[i].label, DOOR_NAME[ts[i].door], ts[i].first_err);
         ts[i].first_err[0] = 0;
     }
     for (int r = 0; r < g_opts.rounds; r++)

@@ -23,7 +23,8 @@ static int one(bench_conn *k, const char *model, int tokens) {
     char body[512];
     snprintf(body, sizeof body,
              "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Name a colour.\"}],"
-             "\"max_tokens\":%d,\"temperature\":0,\"stream\":true,\"ignore_eos\":true}", model, tokens);
+             "\"max_tokens\":%d,\"temperature\":0,\"stream\":true,\"ignore_eos\":true}",
+             model, tokens);
     long st = bench_request(k, body);
     return st == 200 && strstr(k->buf, "\"finish_reason\":\"") && !strstr(k->buf, "\"error\"");
 }

@@ -18,9 +18,7 @@ int bench_cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-double bench_pct(const double *v, long n, double p) {
-    return n > 0 ? v[(long)(p * (double)(n - 1) + 0.5)] : 0;
-}
+double bench_pct(const double *v, long n, double p) { return n > 0 ? v[(long)(p * (double)(n - 1) + 0.5)] : 0; }
 
 static size_t on_data(char *p, size_t sz, size_t nm, void *ud) {
     bench_conn *k = ud;

@@ -9,8 +9,8 @@
 #include <stddef.h>
 #include <curl/curl.h>
 
-double bench_now(void);                                 /* CLOCK_MONOTONIC seconds */
-int bench_cmp_double(const void *a, const void *b);     /* qsort ascending */
+double bench_now(void);                                   /* CLOCK_MONOTONIC seconds */
+int bench_cmp_double(const void *a, const void *b);       /* qsort ascending */
 double bench_pct(const double *sorted, long n, double p); /* p in [0, 1]; 0 when n is 0 */
 
 typedef struct bench_conn {

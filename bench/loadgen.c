@@ -94,7 +94,11 @@ int main(int argc, char **argv) {
     job *jobs = calloc((size_t)n, sizeof *jobs);
     double t0 = now();
     for (int i = 0; i < n; i++) {
-        jobs[i] = (job){.url = argv[1], .prompt = prompt, .id = i, .reqs = reqs, .max_tokens = g,
+        jobs[i] = (job){.url = argv[1],
+                        .prompt = prompt,
+                        .id = i,
+                        .reqs = reqs,
+                        .max_tokens = g,
                         .out = calloc((size_t)reqs, sizeof(sample))};
         pthread_create(&th[i], NULL, agent, &jobs[i]);
     }
@@ -117,8 +121,7 @@ int main(int argc, char **argv) {
     qsort(ttft, (size_t)k, sizeof *ttft, cmp);
     printf("{\"agents\":%d,\"requests\":%d,\"ok\":%d,\"wall_s\":%.3f,\"tokens\":%ld,\"tok_per_s\":%.2f,"
            "\"lat_p50\":%.3f,\"lat_p99\":%.3f,\"ttft_p50\":%.3f,\"ttft_p99\":%.3f}\n",
-           n, total, ok, wall, tokens, tokens / wall, pct(lat, k, 0.5), pct(lat, k, 0.99), pct(ttft, k, 0.5),
-           pct(ttft, k, 0.99));
+           n, total, ok, wall, tokens, tokens / wall, pct(lat, k, 0.5), pct(lat, k, 0.99), pct(ttft, k, 0.5), pct(ttft, k, 0.99));
     for (int i = 0; i < n; i++) free(jobs[i].out);
     free(jobs);
     free(th);

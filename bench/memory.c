@@ -34,13 +34,13 @@
 #include "http.h"
 
 static const char *WORDS[] = {
-    "river", "mountain", "engine", "garden", "violin", "market", "planet", "kitchen", "harbor", "forest",
-    "letter", "winter", "doctor", "castle", "coffee", "window", "battery", "library", "thunder", "island",
-    "pencil", "summer", "bridge", "camera", "rocket", "desert", "lantern", "orchestra", "museum", "tractor",
-    "glacier", "bakery", "satellite", "volcano", "meadow", "compass", "festival", "airport", "canyon", "pharmacy",
-    "red", "quiet", "ancient", "rapid", "golden", "fragile", "noisy", "bright", "hidden", "modern",
-    "repairs", "paints", "follows", "measures", "builds", "carries", "explores", "teaches", "sells", "watches",
-    "the", "a", "near", "under", "beside", "after", "before", "with", "without", "across",
+    "river",   "mountain", "engine",    "garden",   "violin", "market",  "planet",   "kitchen",   "harbor",  "forest",
+    "letter",  "winter",   "doctor",    "castle",   "coffee", "window",  "battery",  "library",   "thunder", "island",
+    "pencil",  "summer",   "bridge",    "camera",   "rocket", "desert",  "lantern",  "orchestra", "museum",  "tractor",
+    "glacier", "bakery",   "satellite", "volcano",  "meadow", "compass", "festival", "airport",   "canyon",  "pharmacy",
+    "red",     "quiet",    "ancient",   "rapid",    "golden", "fragile", "noisy",    "bright",    "hidden",  "modern",
+    "repairs", "paints",   "follows",   "measures", "builds", "carries", "explores", "teaches",   "sells",   "watches",
+    "the",     "a",        "near",      "under",    "beside", "after",   "before",   "with",      "without", "across",
 };
 #define N_WORDS (sizeof WORDS / sizeof WORDS[0])
 
@@ -67,8 +67,9 @@ static long post(bench_conn *k, const char *body) {
 
 static int mem_op(bench_conn *k, const char *agent, const char *op, const char *params) {
     char body[8192];
-    snprintf(body, sizeof body, "{\"agent_name\":\"%s\",\"query_type\":\"memory\",\"query_data\":{\"operation_type\":\"%s\",\"params\":%s}}",
-             agent, op, params);
+    snprintf(body, sizeof body,
+             "{\"agent_name\":\"%s\",\"query_type\":\"memory\",\"query_data\":{\"operation_type\":\"%s\",\"params\":%s}}", agent,
+             op, params);
     long st = post(k, body);
     if (st != 200) fprintf(stderr, "memory %s: HTTP %ld: %.300s\n", op, st, k->buf);
     return st == 200 ? 0 : -1;
@@ -106,7 +107,7 @@ static void *agent_main(void *arg) {
         pthread_barrier_wait(&g_bar);
         double start = bench_now(), interval = g_agents / g_rate; /* open loop: this agent's share of RATE */
         if (a->idx == 0) g_phase_t[phase][0] = start;
-        start += interval * a->idx / g_agents;                /* agents spread over one interval */
+        start += interval * a->idx / g_agents; /* agents spread over one interval */
         for (int i = 0; i < a->n; i++) {
             bool add = phase == 0 || (phase >= 2 && i % 2 == 0);
             double t0 = bench_now();
@@ -152,8 +153,8 @@ static int run_ops(int agents, int n) {
         pthread_join(th[i], NULL);
         fails += runs[i].fails;
     }
-    static const char *NAMES[PHASES] = {"add_memory (closed loop)", "get_memory (closed loop)",
-                                        "mixed 50/50 (closed loop)", "mixed 50/50 (offered load)"};
+    static const char *NAMES[PHASES] = {"add_memory (closed loop)", "get_memory (closed loop)", "mixed 50/50 (closed loop)",
+                                        "mixed 50/50 (offered load)"};
     printf("| phase | agents | ops | ops/s | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|\n");
     for (int p = 0; p < PHASES; p++) {
         long total = (long)agents * n;
@@ -165,8 +166,11 @@ static int run_ops(int agents, int n) {
         else printf("| %s", NAMES[p]);
         printf(" | %d | %ld | %.0f | %.2f | %.2f | %.2f |\n", agents, total, (double)total / secs,
                1e3 * bench_pct(all, total, 0.5), 1e3 * bench_pct(all, total, 0.99), 1e3 * all[total - 1]);
-        fprintf(stderr, "{\"phase\":\"%s\",\"agents\":%d,\"ops\":%ld,\"seconds\":%.3f,\"ops_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n",
-                NAMES[p], agents, total, secs, (double)total / secs, 1e3 * bench_pct(all, total, 0.5), 1e3 * bench_pct(all, total, 0.99));
+        fprintf(
+            stderr,
+            "{\"phase\":\"%s\",\"agents\":%d,\"ops\":%ld,\"seconds\":%.3f,\"ops_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n",
+            NAMES[p], agents, total, secs, (double)total / secs, 1e3 * bench_pct(all, total, 0.5),
+            1e3 * bench_pct(all, total, 0.99));
         free(all);
     }
     printf("failures: %ld, 503 retries: %ld\n", fails, atomic_load(&g_retries));
@@ -232,8 +236,8 @@ static int run_recall(int n, int queries, int k) {
     double t1 = bench_now();
     mem_op(&k1, agent, "retrieve_memory", "{\"content\":\"warm up\",\"k\":1}"); /* waits for every embedding */
     double t_index = bench_now() - t1;
-    fprintf(stderr, "loaded %d blocks in %.1f s (%.0f adds/s); embeddings caught up %.1f s later\n", n, t_add,
-            n / t_add, t_index);
+    fprintf(stderr, "loaded %d blocks in %.1f s (%.0f adds/s); embeddings caught up %.1f s later\n", n, t_add, n / t_add,
+            t_index);
     double *lat_a = calloc((size_t)queries, sizeof(double)), *lat_e = calloc((size_t)queries, sizeof(double));
     long *ann = calloc((size_t)queries * 128, sizeof(long)), hit = 0, want = 0;
     int *n_ann = calloc((size_t)queries, sizeof(int));
@@ -265,9 +269,11 @@ static int run_recall(int n, int queries, int k) {
     printf("|---|---|---|---|---|---|---|\n");
     printf("| %d | %d | %.4f | %.2f | %.2f | %.2f | %.2f |\n", n, queries, recall, 1e3 * bench_pct(lat_a, queries, 0.5),
            1e3 * bench_pct(lat_a, queries, 0.99), 1e3 * bench_pct(lat_e, queries, 0.5), 1e3 * bench_pct(lat_e, queries, 0.99));
-    fprintf(stderr, "{\"items\":%d,\"queries\":%d,\"recall\":%.4f,\"ann_p50_ms\":%.3f,\"ann_p99_ms\":%.3f,\"exact_p50_ms\":%.3f,\"exact_p99_ms\":%.3f,\"load_s\":%.1f,\"index_catchup_s\":%.1f}\n",
-            n, queries, recall, 1e3 * bench_pct(lat_a, queries, 0.5), 1e3 * bench_pct(lat_a, queries, 0.99),
-            1e3 * bench_pct(lat_e, queries, 0.5), 1e3 * bench_pct(lat_e, queries, 0.99), t_add, t_index);
+    fprintf(
+        stderr,
+        "{\"items\":%d,\"queries\":%d,\"recall\":%.4f,\"ann_p50_ms\":%.3f,\"ann_p99_ms\":%.3f,\"exact_p50_ms\":%.3f,\"exact_p99_ms\":%.3f,\"load_s\":%.1f,\"index_catchup_s\":%.1f}\n",
+        n, queries, recall, 1e3 * bench_pct(lat_a, queries, 0.5), 1e3 * bench_pct(lat_a, queries, 0.99),
+        1e3 * bench_pct(lat_e, queries, 0.5), 1e3 * bench_pct(lat_e, queries, 0.99), t_add, t_index);
     printf("failures: %ld, 503 retries: %ld\n", fails, atomic_load(&g_retries));
     bench_conn_free(&k1);
     free(lat_a);

@@ -46,8 +46,10 @@ static const char *NOOP_PARAMS = "{\"text\":\"hello\",\"n\":1}";
 static void conn_init(bench_conn *k, const char *path, const char *agent) { bench_conn_init(k, g_url, path, agent); }
 
 static void tool_body(char *out, size_t n, const char *agent, const char *tool, const char *params) {
-    snprintf(out, n, "{\"agent_name\":\"%s\",\"query_type\":\"tool\",\"query_data\":{\"tool_calls\":[{\"name\":\"%s\",\"parameters\":%s}]}}",
-             agent, tool, params);
+    snprintf(
+        out, n,
+        "{\"agent_name\":\"%s\",\"query_type\":\"tool\",\"query_data\":{\"tool_calls\":[{\"name\":\"%s\",\"parameters\":%s}]}}",
+        agent, tool, params);
 }
 
 /* One bench/noop call; 0 when it answered 200 with the parameters echoed back. */
@@ -138,8 +140,10 @@ static long noop_phase(const char *name, int agents, int n, double floor_p50, do
     double p50 = 1e3 * bench_pct(all, total, 0.5), p99 = 1e3 * bench_pct(all, total, 0.99);
     printf("| %s | %d | %ld | %.0f | %.2f | %.2f | %.2f | %.2f |\n", name, agents, total, (double)total / secs, p50, p99,
            1e3 * all[total - 1], p50 / floor_p50);
-    fprintf(stderr, "{\"phase\":\"%s\",\"agents\":%d,\"calls\":%ld,\"seconds\":%.3f,\"calls_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"failures\":%ld}\n",
-            name, agents, total, secs, (double)total / secs, p50, p99, fails);
+    fprintf(
+        stderr,
+        "{\"phase\":\"%s\",\"agents\":%d,\"calls\":%ld,\"seconds\":%.3f,\"calls_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"failures\":%ld}\n",
+        name, agents, total, secs, (double)total / secs, p50, p99, fails);
     if (p50_out) *p50_out = p50;
     free(all);
     free(as);
@@ -159,8 +163,9 @@ static int run_noop(int agents, int n) {
     qsort(lat, (size_t)n, sizeof *lat, bench_cmp_double);
     double floor_p50 = 1e3 * bench_pct(lat, n, 0.5);
     printf("| path | agents | calls | calls/s | p50 ms | p99 ms | max ms | p50 / floor |\n|---|---|---|---|---|---|---|---|\n");
-    printf("| floor: posix_spawn /bin/cat in this process (no kernel, no sandbox) | 1 | %d | %.0f | %.2f | %.2f | %.2f | 1.00 |\n", n,
-           n / secs, floor_p50, 1e3 * bench_pct(lat, n, 0.99), 1e3 * lat[n - 1]);
+    printf(
+        "| floor: posix_spawn /bin/cat in this process (no kernel, no sandbox) | 1 | %d | %.0f | %.2f | %.2f | %.2f | 1.00 |\n",
+        n, n / secs, floor_p50, 1e3 * bench_pct(lat, n, 0.99), 1e3 * lat[n - 1]);
     free(lat);
     fails += noop_phase("aiosd: bench/noop round trip (HTTP, sandboxed process)", 1, n, floor_p50, NULL);
     char name[96];
@@ -247,8 +252,11 @@ static void *llm_main(void *arg) {
     llm_agent *a = arg;
     char agent[32], body[1024];
     snprintf(agent, sizeof agent, "llm-bench-%d", a->idx);
-    snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"Write a long story about a robot who learns to paint. Use many details.\"}],"
-             "\"max_tokens\":%d,\"temperature\":0}", a->max_tokens);
+    snprintf(
+        body, sizeof body,
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"Write a long story about a robot who learns to paint. Use many details.\"}],"
+        "\"max_tokens\":%d,\"temperature\":0}",
+        a->max_tokens);
     bench_conn k;
     conn_init(&k, "/v1/chat/completions", agent);
     for (int r = 0; r < a->reqs; r++) {
@@ -328,8 +336,10 @@ static int run_llm(int slow, int rounds, int agents, int reqs, int g) {
     double none = sum[0] / rounds, busy = sum[1] / rounds;
     printf("\n| LLM tokens/s, no tools running | with %d slow tools running | ratio (target >= 0.95) |\n|---|---|---|\n", slow);
     printf("| %.2f | %.2f | %.3f |\n", none, busy, busy / none);
-    fprintf(stderr, "{\"slow\":%d,\"rounds\":%d,\"agents\":%d,\"reqs\":%d,\"max_tokens\":%d,\"none_tok_per_s\":%.3f,\"with_tok_per_s\":%.3f,\"ratio\":%.4f}\n",
-            slow, rounds, agents, reqs, g, none, busy, busy / none);
+    fprintf(
+        stderr,
+        "{\"slow\":%d,\"rounds\":%d,\"agents\":%d,\"reqs\":%d,\"max_tokens\":%d,\"none_tok_per_s\":%.3f,\"with_tok_per_s\":%.3f,\"ratio\":%.4f}\n",
+        slow, rounds, agents, reqs, g, none, busy, busy / none);
     printf("failures: %ld\n", fails);
     return fails ? 1 : 0;
 }

@@ -19,16 +19,21 @@ typedef struct agent {
 } agent;
 
 static const agent AGENTS[] = {
-    {"language_tutor", "You are a friendly language tutor. Answer briefly.",
+    {"language_tutor",
+     "You are a friendly language tutor. Answer briefly.",
      {"How do I say 'good morning' in Spanish?", "And in French?", "Give me one tip to remember both."},
      "What time is it now?"},
-    {"tech_support_agent", "You are a patient tech support agent. Answer briefly.",
-     {"My laptop is slow. What should I check first?", "How do I see which program uses the most memory?", "Thanks. Anything else?"},
+    {"tech_support_agent",
+     "You are a patient tech support agent. Answer briefly.",
+     {"My laptop is slow. What should I check first?", "How do I see which program uses the most memory?",
+      "Thanks. Anything else?"},
      "How many megabytes are 3 gigabytes? Compute 3 * 1024."},
-    {"cocktail_mixlogist", "You are a creative cocktail expert. Answer briefly.",
+    {"cocktail_mixlogist",
+     "You are a creative cocktail expert. Answer briefly.",
      {"Suggest a refreshing summer drink.", "Make it without alcohol.", "What glass should I serve it in?"},
      "How much juice for 4 glasses of 150 ml each? Compute 4 * 150."},
-    {"travel_planner", "You are a concise travel planner. Answer briefly.",
+    {"travel_planner",
+     "You are a concise travel planner. Answer briefly.",
      {"Plan one day in Paris.", "Where should I eat lunch?", "What should I skip?"},
      "What is the date today?"},
 };
@@ -49,7 +54,9 @@ static void print_tool_results(const char *agent, const char *what, const char *
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(r, "name"), *res = cJSON_GetObjectItemCaseSensitive(r, "result");
         char *txt = cJSON_IsString(res) ? NULL : cJSON_PrintUnformatted(res);
         printf("  %s -> %.160s\n", cJSON_IsString(name) ? name->valuestring : "?",
-               cJSON_IsString(res) ? res->valuestring : txt ? txt : "");
+               cJSON_IsString(res) ? res->valuestring
+                   : txt           ? txt
+                                   : "");
         free(txt);
     }
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(resp, "response_message");
@@ -111,7 +118,8 @@ static void use_tools(aios_client *c, const agent *a, char *const answers[3]) {
 
     char notes[4096] = "";
     for (int t = 0; t < 3; t++)
-        snprintf(notes + strlen(notes), sizeof notes - strlen(notes), "Q: %s\nA: %s\n", a->turns[t], answers[t] ? answers[t] : "");
+        snprintf(notes + strlen(notes), sizeof notes - strlen(notes), "Q: %s\nA: %s\n", a->turns[t],
+                 answers[t] ? answers[t] : "");
     q = envelope(a->name, "tool", &qd);
     cJSON *calls = cJSON_AddArrayToObject(qd, "tool_calls");
     cJSON *p = tool_call(calls, "aios/write_file");
@@ -143,9 +151,10 @@ static void *run_agent(void *arg) {
         int rc = aios_query_chat(c, a->name, hist, n, &o, &r);
         pthread_mutex_lock(&print_mu);
         if (rc) printf("[%s] turn %d: ERROR %d: %s\n", a->name, t + 1, r.http_status, r.error);
-        else printf("[%s] turn %d  (waited %.2fs, first token %.2fs, turnaround %.2fs, %d+%d tokens)\n  Q: %s\n  A: %s\n\n",
-                    a->name, t + 1, r.waiting_s, r.ttft_s, r.turnaround_s, r.prompt_tokens, r.completion_tokens,
-                    a->turns[t], r.text);
+        else
+            printf("[%s] turn %d  (waited %.2fs, first token %.2fs, turnaround %.2fs, %d+%d tokens)\n  Q: %s\n  A: %s\n\n",
+                   a->name, t + 1, r.waiting_s, r.ttft_s, r.turnaround_s, r.prompt_tokens, r.completion_tokens, a->turns[t],
+                   r.text);
         fflush(stdout);
         pthread_mutex_unlock(&print_mu);
         answers[t] = r.text;

@@ -15,9 +15,9 @@
 typedef struct aios_client aios_client;
 
 typedef struct aios_client_params {
-    const char *url;     /* default "http://127.0.0.1:8000" (or $AIOS_URL) */
-    const char *token;   /* bearer token; names the agent on OpenAI routes */
-    long timeout_ms;     /* 0 = none */
+    const char *url;   /* default "http://127.0.0.1:8000" (or $AIOS_URL) */
+    const char *token; /* bearer token; names the agent on OpenAI routes */
+    long timeout_ms;   /* 0 = none */
 } aios_client_params;
 
 typedef struct aios_message {
@@ -26,10 +26,10 @@ typedef struct aios_message {
 } aios_message;
 
 typedef struct aios_chat_opts {
-    const char *model;   /* NULL = the kernel's default */
-    double temperature;  /* < 0 = kernel default */
-    int max_tokens;      /* <= 0 = kernel default */
-    long seed;           /* < 0 = random */
+    const char *model;  /* NULL = the kernel's default */
+    double temperature; /* < 0 = kernel default */
+    int max_tokens;     /* <= 0 = kernel default */
+    long seed;          /* < 0 = random */
 } aios_chat_opts;
 
 typedef struct aios_chat_result {

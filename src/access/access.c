@@ -34,10 +34,10 @@ typedef struct approval {
 } approval;
 
 struct access_manager {
-    const aios_config *cfg;      /* rules, groups, budgets: replaced whole by access_reload (atomic) */
-    aios_config **retired;       /* configs of earlier reloads, owned: readers may still hold one */
+    const aios_config *cfg; /* rules, groups, budgets: replaced whole by access_reload (atomic) */
+    aios_config **retired;  /* configs of earlier reloads, owned: readers may still hold one */
     int n_retired;
-    bool cfg_owned;              /* cfg came from a reload (the first is the caller's)*/
+    bool cfg_owned; /* cfg came from a reload (the first is the caller's)*/
     void (*reset_agent)(void *ctx, const char *name);
     void *reset_ctx;
     sqlite3 *db;
@@ -53,7 +53,7 @@ struct access_manager {
     audit_log audit;
     budget_set budgets;
     bool budgets_open;
-    pthread_t flusher;           /* saves budget usage every BUDGET_FLUSH_S while it changes */
+    pthread_t flusher; /* saves budget usage every BUDGET_FLUSH_S while it changes */
     bool flusher_started, flusher_stop;
     pthread_mutex_t fl_mu;
     pthread_cond_t fl_cv;
@@ -73,7 +73,11 @@ static const aios_config *cfg_of(const access_manager *am) { return __atomic_loa
 
 /* ---------- rules ---------- */
 
-static const struct { const char *name; access_kind kind; unsigned all; } KINDS[] = {
+static const struct {
+    const char *name;
+    access_kind kind;
+    unsigned all;
+} KINDS[] = {
     {"llm", ACCESS_KIND_LLM, ACCESS_USE},
     {"tool", ACCESS_KIND_TOOL, ACCESS_CALL},
     {"memory", ACCESS_KIND_MEMORY, ACCESS_READ | ACCESS_WRITE},
@@ -82,8 +86,11 @@ static const struct { const char *name; access_kind kind; unsigned all; } KINDS[
 };
 #define N_KINDS (sizeof KINDS / sizeof KINDS[0])
 
-static const struct { const char *name; unsigned bit; } ACTIONS[] = {
-    {"use", ACCESS_USE}, {"call", ACCESS_CALL}, {"read", ACCESS_READ},
+static const struct {
+    const char *name;
+    unsigned bit;
+} ACTIONS[] = {
+    {"use", ACCESS_USE},     {"call", ACCESS_CALL},   {"read", ACCESS_READ},
     {"write", ACCESS_WRITE}, {"share", ACCESS_SHARE}, {"admin", ACCESS_ADMIN},
 };
 
@@ -103,10 +110,10 @@ static unsigned parse_actions(const char *s) {
 }
 
 typedef struct rule {
-    int kind;          /* index in KINDS; -1 = "*" */
+    int kind;                    /* index in KINDS; -1 = "*" */
     char pattern[AIOS_RULE_MAX]; /* "self" = the asking agent's own name */
     unsigned actions;
-    bool deny;         /* "!kind:pattern[:actions]": refuses, before any rule allows */
+    bool deny; /* "!kind:pattern[:actions]": refuses, before any rule allows */
 } rule;
 
 static int parse_rule(const char *text, rule *r, char *err, size_t errlen) {
@@ -124,7 +131,8 @@ static int parse_rule(const char *text, rule *r, char *err, size_t errlen) {
     for (size_t i = 0; i < N_KINDS; i++)
         if (strlen(KINDS[i].name) == kn && !strncmp(KINDS[i].name, text, kn)) r->kind = (int)i;
     if (r->kind < 0) {
-        snprintf(err, errlen, "rule '%s': unknown kind '%.*s' (allowed: llm, tool, memory, storage, admin, or '*')", text, (int)kn, text);
+        snprintf(err, errlen, "rule '%s': unknown kind '%.*s' (allowed: llm, tool, memory, storage, admin, or '*')", text,
+                 (int)kn, text);
         return AIOS_ERR_CONFIG;
     }
     const char *rest = text[kn] ? text + kn + 1 : "*";
@@ -168,16 +176,17 @@ typedef enum verdict { VERDICT_NONE, VERDICT_ALLOW, VERDICT_DENY } verdict;
 static verdict group_verdict(const access_manager *am, const char *group, const char *agent, access_kind kind,
                              const char *resource, unsigned action) {
     const aios_group_cfg *g = config_group(cfg_of(am), group);
-    const char *const *builtin = g ? NULL : !strcmp(group, cfg_of(am)->access.admin_group) ? BUILTIN_ADMIN
-                                 : !strcmp(group, cfg_of(am)->access.default_group) ? BUILTIN_DEFAULT : NULL;
+    const char *const *builtin = g                         ? NULL
+        : !strcmp(group, cfg_of(am)->access.admin_group)   ? BUILTIN_ADMIN
+        : !strcmp(group, cfg_of(am)->access.default_group) ? BUILTIN_DEFAULT
+                                                           : NULL;
     int n = g ? g->n_rules : 0;
     while (builtin && builtin[n]) n++;
     verdict v = VERDICT_NONE;
     for (int i = 0; i < n && v != VERDICT_DENY; i++) {
         rule r;
         char err[160];
-        if (parse_rule(g ? g->rules[i] : builtin[i], &r, err, sizeof err) ||
-            !rule_matches(&r, agent, kind, resource, action))
+        if (parse_rule(g ? g->rules[i] : builtin[i], &r, err, sizeof err) || !rule_matches(&r, agent, kind, resource, action))
             continue;
         v = r.deny ? VERDICT_DENY : VERDICT_ALLOW;
     }
@@ -191,8 +200,7 @@ static bool group_denies_kind(const access_manager *am, const char *group, acces
     for (int i = 0; g && i < g->n_rules; i++) {
         rule r;
         char err[160];
-        if (!parse_rule(g->rules[i], &r, err, sizeof err) && r.deny && (r.kind == -1 || KINDS[r.kind].kind == kind))
-            return true;
+        if (!parse_rule(g->rules[i], &r, err, sizeof err) && r.deny && (r.kind == -1 || KINDS[r.kind].kind == kind)) return true;
     }
     return false;
 }
@@ -230,11 +238,11 @@ int access_check(access_manager *am, const char *agent, access_kind kind, const 
     if (ok) return AIOS_OK;
     if (by_deny) *by_deny = v == VERDICT_DENY;
     if (!member)
-        snprintf(err, errlen, "agent '%s' (group '%s') may not %s %s '%s': MCP server '%s' serves only group '%s'", agent,
-                 group, action_name(action), KINDS[kind].name, resource, srv->name, srv->group);
+        snprintf(err, errlen, "agent '%s' (group '%s') may not %s %s '%s': MCP server '%s' serves only group '%s'", agent, group,
+                 action_name(action), KINDS[kind].name, resource, srv->name, srv->group);
     else if (v == VERDICT_DENY)
-        snprintf(err, errlen, "agent '%s' (group '%s') may not %s %s '%s': a deny rule of its group refuses it", agent,
-                 group, action_name(action), KINDS[kind].name, resource);
+        snprintf(err, errlen, "agent '%s' (group '%s') may not %s %s '%s': a deny rule of its group refuses it", agent, group,
+                 action_name(action), KINDS[kind].name, resource);
     else
         snprintf(err, errlen, "agent '%s' (group '%s') may not %s %s '%s': no rule of its group allows it", agent, group,
                  action_name(action), KINDS[kind].name, resource);
@@ -321,7 +329,8 @@ access_manager *access_open(const access_params *p, char *err, size_t errlen) {
                 return NULL;
             }
     if (sdb_open(p->db_path, false, SCHEMA, &am->db, &am->ckpt, err, errlen) ||
-        sqlite3_exec(am->db, "SELECT name, grp, token_sha256, created, revoked FROM identities", load_row, am, NULL) != SQLITE_OK ||
+        sqlite3_exec(am->db, "SELECT name, grp, token_sha256, created, revoked FROM identities", load_row, am, NULL) !=
+            SQLITE_OK ||
         audit_open(&am->audit, p->audit_path, p->cfg->access.audit_max_bytes, p->cfg->access.audit_keep, err, errlen)) {
         if (!*err) snprintf(err, errlen, "%s: cannot load identities", p->db_path);
         access_close(am);
@@ -332,7 +341,8 @@ access_manager *access_open(const access_params *p, char *err, size_t errlen) {
         return NULL;
     }
     am->budgets_open = true;
-    if (pthread_create(&am->flusher, NULL, budget_flusher, am) == 0) am->flusher_started = true; /* (budgets may come with a reload) */
+    if (pthread_create(&am->flusher, NULL, budget_flusher, am) == 0)
+        am->flusher_started = true; /* (budgets may come with a reload) */
     return am;
 }
 
@@ -399,8 +409,9 @@ static bool name_ok(const char *s) {
 
 static int db_put(access_manager *am, const ident *id) {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(am->db, "INSERT OR REPLACE INTO identities(name, grp, token_sha256, created, revoked) VALUES(?,?,?,?,?)",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(am->db,
+                           "INSERT OR REPLACE INTO identities(name, grp, token_sha256, created, revoked) VALUES(?,?,?,?,?)", -1,
+                           &st, NULL) != SQLITE_OK)
         return AIOS_ERR_IO;
     sqlite3_bind_text(st, 1, id->name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, id->group, -1, SQLITE_STATIC);
@@ -412,8 +423,8 @@ static int db_put(access_manager *am, const ident *id) {
     return rc;
 }
 
-int access_identity_create(access_manager *am, const char *name, const char *group, bool keep_data, char *token,
-                           size_t token_len, char *err, size_t errlen) {
+int access_identity_create(access_manager *am, const char *name, const char *group, bool keep_data, char *token, size_t token_len,
+                           char *err, size_t errlen) {
     if (!group || !*group) group = cfg_of(am)->access.default_group;
     if (!name_ok(name) || !name_ok(group)) {
         snprintf(err, errlen, "agent and group names must be 1 to %d printable bytes without spaces", AIOS_NAME_MAX - 1);
@@ -443,7 +454,10 @@ int access_identity_create(access_manager *am, const char *name, const char *gro
     else if (rc) snprintf(err, errlen, "cannot store the identity");
     if (!rc && reset && am->reset_agent) am->reset_agent(am->reset_ctx, name);
     access_audit(am, name, "identity", "create", rc ? "deny" : "allow", group,
-                 rc ? aios_errcode(rc) : reset ? "ok, the revoked identity's data was deleted" : "ok", -1);
+                 rc          ? aios_errcode(rc)
+                     : reset ? "ok, the revoked identity's data was deleted"
+                             : "ok",
+                 -1);
     return rc;
 }
 
@@ -481,7 +495,10 @@ cJSON *access_identities_json(access_manager *am) {
     return arr;
 }
 
-typedef struct member_q { const char *group; bool found; } member_q;
+typedef struct member_q {
+    const char *group;
+    bool found;
+} member_q;
 static void member_cb(const char *key, void *val, void *ctx) {
     (void)key;
     const ident *id = val;
@@ -528,8 +545,8 @@ static int approval_wait(access_manager *am, approval *a, const atomic_bool *can
     return a->state == 1 ? AIOS_OK : AIOS_ERR_FORBIDDEN;
 }
 
-int access_await_approval(access_manager *am, const char *agent, const char *tool, const char *params,
-                          const atomic_bool *cancel, char *err, size_t errlen) {
+int access_await_approval(access_manager *am, const char *agent, const char *tool, const char *params, const atomic_bool *cancel,
+                          char *err, size_t errlen) {
     approval *a = calloc(1, sizeof *a);
     if (!a || !(a->params = strdup(params ? params : "{}"))) {
         free(a);
@@ -544,7 +561,8 @@ int access_await_approval(access_manager *am, const char *agent, const char *too
     pthread_mutex_lock(&am->ap_mu);
     if (am->closing || am->n_approvals >= cfg_of(am)->access.max_approvals) {
         pthread_mutex_unlock(&am->ap_mu);
-        snprintf(err, errlen, "denied: %s", am->closing ? "the kernel is shutting down" : "too many calls are waiting for approval (access.max_approvals)");
+        snprintf(err, errlen, "denied: %s",
+                 am->closing ? "the kernel is shutting down" : "too many calls are waiting for approval (access.max_approvals)");
         access_audit(am, agent, res, "approve", "denied", params, "forbidden", -1);
         free(a->params);
         free(a);
@@ -568,7 +586,10 @@ int access_await_approval(access_manager *am, const char *agent, const char *too
     pthread_mutex_unlock(&am->ap_mu);
     free(a->params);
     free(a);
-    const char *decision = rc == AIOS_OK ? "approved" : rc == AIOS_ERR_TIMEOUT ? "timeout" : rc == AIOS_ERR_CANCELLED ? "cancelled" : "denied";
+    const char *decision = rc == AIOS_OK ? "approved"
+        : rc == AIOS_ERR_TIMEOUT         ? "timeout"
+        : rc == AIOS_ERR_CANCELLED       ? "cancelled"
+                                         : "denied";
     access_audit(am, agent, res, "approve", decision, params, by[0] ? by : NULL, -1);
     if (rc == AIOS_ERR_TIMEOUT) {
         snprintf(err, errlen, "denied: nobody approved call %llu of irreversible tool '%s' within access.approval_timeout (%d s)",
@@ -616,15 +637,14 @@ cJSON *access_approvals_json(access_manager *am) {
     return arr;
 }
 
-void access_audit(access_manager *am, const char *agent, const char *resource, const char *action,
-                  const char *decision, const char *params, const char *outcome, double ms) {
+void access_audit(access_manager *am, const char *agent, const char *resource, const char *action, const char *decision,
+                  const char *params, const char *outcome, double ms) {
     audit_write(&am->audit, agent, resource, action, decision, params, outcome, ms);
 }
 
 /* ---------- budgets ---------- */
 
-int access_budget_admit(access_manager *am, const char *agent, const char *model, int *retry_after_s, char *err,
-                        size_t errlen) {
+int access_budget_admit(access_manager *am, const char *agent, const char *model, int *retry_after_s, char *err, size_t errlen) {
     if (!cfg_of(am)->n_budgets) return AIOS_OK;
     char group[AIOS_NAME_MAX];
     access_agent_group(am, agent, group, sizeof group);

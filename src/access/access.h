@@ -49,17 +49,17 @@ typedef enum access_kind {
 } access_kind;
 
 enum {
-    ACCESS_USE = 1 << 0,   /* llm */
-    ACCESS_CALL = 1 << 1,  /* tool */
-    ACCESS_READ = 1 << 2,  /* memory, storage */
+    ACCESS_USE = 1 << 0,  /* llm */
+    ACCESS_CALL = 1 << 1, /* tool */
+    ACCESS_READ = 1 << 2, /* memory, storage */
     ACCESS_WRITE = 1 << 3,
     ACCESS_SHARE = 1 << 4,
     ACCESS_ADMIN = 1 << 5,
 };
 
 typedef struct access_params {
-    const aios_config *cfg;  /* borrowed; groups, mode, approval and audit settings */
-    const char *db_path;     /* identities */
+    const aios_config *cfg; /* borrowed; groups, mode, approval and audit settings */
+    const char *db_path;    /* identities */
     const char *audit_path;
     /* Called (from the creating thread, no lock held) when a name whose identity was revoked
      * gets a new identity: its data (memory, files, shares granted to it, tool workdirs) must
@@ -85,8 +85,8 @@ int access_authenticate(access_manager *am, const char *token, char *agent, size
  * into token (at least 64 bytes). AIOS_ERR_EXISTS if NAME has a live identity. When NAME
  * had a revoked identity, the new one starts empty (params.reset_agent) unless keep_data
  * (an admin's explicit choice) hands it the old identity's data. */
-int access_identity_create(access_manager *am, const char *name, const char *group, bool keep_data, char *token,
-                           size_t token_len, char *err, size_t errlen);
+int access_identity_create(access_manager *am, const char *name, const char *group, bool keep_data, char *token, size_t token_len,
+                           char *err, size_t errlen);
 int access_identity_revoke(access_manager *am, const char *name, char *err, size_t errlen); /* NOT_FOUND */
 /* [{name, group, created, revoked}] (never a token or its hash); caller owns it. */
 cJSON *access_identities_json(access_manager *am);
@@ -109,8 +109,7 @@ int access_check(access_manager *am, const char *agent, access_kind kind, const 
 /* Counts a request of agent to model (a served model's name) against the budgets covering
  * it: AIOS_OK, or AIOS_ERR_RATE_LIMITED with err naming the budget and the limit, and
  * *retry_after_s the seconds until it frees up. Called only by the admission gate. */
-int access_budget_admit(access_manager *am, const char *agent, const char *model, int *retry_after_s, char *err,
-                        size_t errlen);
+int access_budget_admit(access_manager *am, const char *agent, const char *model, int *retry_after_s, char *err, size_t errlen);
 /* Charges the tokens (prompt + completion) of a finished request; usage is saved to the
  * database at least every few seconds while it changes, and at close. */
 void access_budget_charge(access_manager *am, const char *agent, const char *model, long tokens);
@@ -128,8 +127,8 @@ int access_reload(access_manager *am, aios_config *next, char *err, size_t errle
 /* Blocks the calling thread until a user approves (AIOS_OK) or denies the call, or
  * access.approval_timeout passes (AIOS_ERR_FORBIDDEN, err says which), or *cancel is set
  * (AIOS_ERR_CANCELLED). The call is listed by access_approvals_json meanwhile. */
-int access_await_approval(access_manager *am, const char *agent, const char *tool, const char *params,
-                          const atomic_bool *cancel, char *err, size_t errlen);
+int access_await_approval(access_manager *am, const char *agent, const char *tool, const char *params, const atomic_bool *cancel,
+                          char *err, size_t errlen);
 /* Decides a waiting call: AIOS_OK, AIOS_ERR_NOT_FOUND (no such waiting call). */
 int access_decide(access_manager *am, uint64_t id, bool approve, const char *by, char *err, size_t errlen);
 /* [{id, agent, tool, parameters, waiting_s, expires_in_s, state}]; caller owns it. */
@@ -138,8 +137,8 @@ cJSON *access_approvals_json(access_manager *am);
 /* ---- audit ---- */
 /* One line: {time, agent, resource, action, decision, params_sha256, outcome[, ms]}.
  * outcome NULL is omitted; ms < 0 is omitted. */
-void access_audit(access_manager *am, const char *agent, const char *resource, const char *action,
-                  const char *decision, const char *params, const char *outcome, double ms);
+void access_audit(access_manager *am, const char *agent, const char *resource, const char *action, const char *decision,
+                  const char *params, const char *outcome, double ms);
 
 /* Hex SHA-256 of data into out (65 bytes). */
 void access_sha256_hex(const void *data, size_t len, char out[65]);

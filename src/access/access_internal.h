@@ -31,13 +31,13 @@ typedef struct budget_use {
 } budget_use;
 
 typedef struct budget_set {
-    const aios_config *cfg;  /* its budgets (borrowed) */
+    const aios_config *cfg; /* its budgets (borrowed) */
     pthread_mutex_t mu;
-    budget_use *use;         /* one per cfg->budgets[i] */
-    bool dirty;              /* changed since the last flush */
+    budget_use *use; /* one per cfg->budgets[i] */
+    bool dirty;      /* changed since the last flush */
 } budget_set;
 
-#define BUDGET_FLUSH_S 2     /* seconds between saves of changed usage */
+#define BUDGET_FLUSH_S 2 /* seconds between saves of changed usage */
 
 /* The budgets of cfg with the usage saved in db (its budget_usage table). */
 int budgets_open(budget_set *b, const aios_config *cfg, sqlite3 *db, char *err, size_t errlen);

@@ -44,8 +44,10 @@ static void roll(budget_use *u, long long t) {
 /* The saved usage of budget c into u (zero when none is saved). */
 static int load_row(const aios_budget_cfg *c, budget_use *u, sqlite3 *db) {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "SELECT minute_start, minute_tokens, minute_requests, day_start, day_tokens FROM budget_usage"
-                               " WHERE who = ? AND is_group = ? AND model = ?", -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db,
+                           "SELECT minute_start, minute_tokens, minute_requests, day_start, day_tokens FROM budget_usage"
+                           " WHERE who = ? AND is_group = ? AND model = ?",
+                           -1, &st, NULL) != SQLITE_OK)
         return AIOS_ERR_IO;
     sqlite3_bind_text(st, 1, c->who, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, c->group);

@@ -76,7 +76,8 @@ static int string_list(const cJSON *v, const char *what, int min, int max, size_
     }
     const cJSON *s;
     cJSON_ArrayForEach(s, v) {
-        if (!cJSON_IsString(s) || !*s->valuestring || strlen(s->valuestring) >= cap || !kern_utf8_valid(s->valuestring, strlen(s->valuestring)))
+        if (!cJSON_IsString(s) || !*s->valuestring || strlen(s->valuestring) >= cap ||
+            !kern_utf8_valid(s->valuestring, strlen(s->valuestring)))
             return bad(err, errlen, "'%s' must hold non-empty UTF-8 strings of bounded length", what);
         cJSON_AddItemToArray(out, cJSON_CreateString(s->valuestring));
     }
@@ -90,7 +91,8 @@ static int spec_env(const cJSON *env, cJSON *out, char *err, size_t errlen) {
         return bad(err, errlen, "'env' must be an object of at most %s string values", "64");
     const cJSON *e;
     cJSON_ArrayForEach(e, env) {
-        if (!env_key_ok(e->string)) return bad(err, errlen, "env: '%.64s' is not a variable name ([A-Za-z_][A-Za-z0-9_]*)", e->string);
+        if (!env_key_ok(e->string))
+            return bad(err, errlen, "env: '%.64s' is not a variable name ([A-Za-z_][A-Za-z0-9_]*)", e->string);
         if (env_reserved(e->string)) return bad(err, errlen, "env: '%.64s' is set by the kernel", e->string);
         if (!cJSON_IsString(e) || strlen(e->valuestring) >= 4096 || strchr(e->valuestring, '\n'))
             return bad(err, errlen, "env: '%.64s' must be a string of at most 4095 bytes without newlines", e->string);
@@ -147,7 +149,8 @@ static int spec_strings(agents_t *a, const cJSON *spec, cJSON *out, char *err, s
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, KEYS[i].key);
         if (!v || cJSON_IsNull(v)) continue;
         size_t cap = KEYS[i].kind == TEXT ? 65536 : KEYS[i].kind == PATH ? AIOS_PATH_MAX : AIOS_NAME_MAX;
-        if (!cJSON_IsString(v) || !*v->valuestring || strlen(v->valuestring) >= cap || !kern_utf8_valid(v->valuestring, strlen(v->valuestring)))
+        if (!cJSON_IsString(v) || !*v->valuestring || strlen(v->valuestring) >= cap ||
+            !kern_utf8_valid(v->valuestring, strlen(v->valuestring)))
             return bad(err, errlen, "'%s' must be a non-empty string of bounded length", KEYS[i].key);
         if (KEYS[i].kind == NAME && !name_ok(v->valuestring))
             return bad(err, errlen, "'%s' must be printable, without spaces or '/'", KEYS[i].key);
@@ -164,14 +167,15 @@ static int spec_ro_paths(agents_t *a, const cJSON *spec, cJSON *out, char *err, 
     if (!ro || cJSON_IsNull(ro)) return AIOS_OK;
     int rc = string_list(ro, "ro_paths", 0, 8, AIOS_PATH_MAX, list, err, errlen);
     const cJSON *p;
-    cJSON_ArrayForEach(p, list) if (!rc) rc = sandbox_procs_check_path(a->sandbox, a->cfg, p->valuestring, true, "ro_paths", err, errlen);
+    cJSON_ArrayForEach(p, list) if (!rc) rc =
+        sandbox_procs_check_path(a->sandbox, a->cfg, p->valuestring, true, "ro_paths", err, errlen);
     return rc ? AIOS_ERR_INVALID : AIOS_OK;
 }
 
 /* The spec checked and normalised (every field present) into *out. */
 static int spec_parse(agents_t *a, const cJSON *spec, cJSON **out, char *err, size_t errlen) {
-    static const char *const KNOWN[] = {"name", "command", "env", "workdir", "group", "priority", "limits", "restart",
-                                        "network", "ro_paths", "task", "package_dir", "runner_dir", NULL};
+    static const char *const KNOWN[] = {"name",    "command", "env",      "workdir", "group",       "priority",   "limits",
+                                        "restart", "network", "ro_paths", "task",    "package_dir", "runner_dir", NULL};
     static const char *const RESTART[] = {"never", "on-failure", NULL}, *const NET[] = {"kernel-only", "none", "full", NULL};
     if (!cJSON_IsObject(spec)) return bad(err, errlen, "%s", "the body must be a JSON object");
     const cJSON *e;
@@ -226,9 +230,10 @@ void agents_save(agents_t *a, agent *g) {
     sqlite3_stmt *st;
     g->dirty = false;
     if (!a->db) return; /* closed: the kernel is going */
-    if (sqlite3_prepare_v2(a->db,
-                           "INSERT OR REPLACE INTO agents VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)",
-                           -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(
+            a->db,
+            "INSERT OR REPLACE INTO agents VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)",
+            -1, &st, NULL) != SQLITE_OK) {
         log_warn("agents: cannot save %s: %s", g->id, sqlite3_errmsg(a->db));
         return;
     }
@@ -363,7 +368,8 @@ static int load_table(agents_t *a, char *err, size_t errlen) {
         }
     }
     sqlite3_finalize(st);
-    if (lost) log_warn("agents: %d agents that were alive when the kernel stopped are lost (restarted where their policy says)", lost);
+    if (lost)
+        log_warn("agents: %d agents that were alive when the kernel stopped are lost (restarted where their policy says)", lost);
     return rc;
 }
 
@@ -478,8 +484,7 @@ static void agent_env(agents_t *a, agent *g, const char *token, env_b *e) {
     const cJSON *kv;
     cJSON_ArrayForEach(kv, cJSON_GetObjectItemCaseSensitive(g->spec, "env")) {
         int i = 0;
-        while (i < e->n && (strncmp(e->v[i], kv->string, strlen(kv->string)) || e->v[i][strlen(kv->string)] != '='))
-            i++;
+        while (i < e->n && (strncmp(e->v[i], kv->string, strlen(kv->string)) || e->v[i][strlen(kv->string)] != '=')) i++;
         if (i < e->n) { /* PATH, LANG: the agent's own value */
             free(e->v[i]);
             e->v[i] = e->v[--e->n];
@@ -519,17 +524,21 @@ static void describe_limits(agents_t *a, agent *g, long uid) {
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "cgroup", g->cg);
     const char *mem = g->cg_memory ? "memory.max" : "watchdog", *cpu = g->cg_cpu ? "cpu.weight" : "nice",
-               *pids = g->cg_pids ? "pids.max" : uid >= 0 ? "RLIMIT_NPROC" : "none";
+               *pids = g->cg_pids ? "pids.max"
+        : uid >= 0                ? "RLIMIT_NPROC"
+                                  : "none";
     if (g->memory_mb)
-        len += snprintf(h + len, cap - (size_t)len, g->cg_memory ? "; memory_mb: memory.max (killed by the host's OOM killer)"
-                                                                  : "; memory_mb: resident set sampled every 250 ms, killed above it");
+        len += snprintf(h + len, cap - (size_t)len,
+                        g->cg_memory ? "; memory_mb: memory.max (killed by the host's OOM killer)"
+                                     : "; memory_mb: resident set sampled every 250 ms, killed above it");
     if (g->pids)
         len += g->cg_pids ? snprintf(h + len, cap - (size_t)len, "; pids: pids.max")
-               : uid >= 0 ? snprintf(h + len, cap - (size_t)len, "; pids: RLIMIT_NPROC under uid %ld", uid)
-                          : snprintf(h + len, cap - (size_t)len, "; pids: not enforced (the kernel's own uid, no pids controller)");
+            : uid >= 0    ? snprintf(h + len, cap - (size_t)len, "; pids: RLIMIT_NPROC under uid %ld", uid)
+                       : snprintf(h + len, cap - (size_t)len, "; pids: not enforced (the kernel's own uid, no pids controller)");
     if (g->cpu_weight != 100)
-        len += g->cg_cpu ? snprintf(h + len, cap - (size_t)len, "; cpu_weight %d: cpu.weight", g->cpu_weight)
-                         : snprintf(h + len, cap - (size_t)len, "; cpu_weight %d: nice %d", g->cpu_weight, nice_of(g->cpu_weight));
+        len += g->cg_cpu
+            ? snprintf(h + len, cap - (size_t)len, "; cpu_weight %d: cpu.weight", g->cpu_weight)
+            : snprintf(h + len, cap - (size_t)len, "; cpu_weight %d: nice %d", g->cpu_weight, nice_of(g->cpu_weight));
     if (g->wall_s) len += snprintf(h + len, cap - (size_t)len, "; wall_s: killed after it");
     bool frz = g->cg[0] && a->cg.freeze, kil = g->cg[0] && a->cg.kill;
     snprintf(h + len, cap - (size_t)len, "; stop: %s; kill: %s", frz ? "cgroup.freeze" : "SIGSTOP to each of its processes",
@@ -564,7 +573,8 @@ static long agent_uid(agents_t *a, agent *g) {
 static void argv_of(agents_t *a, agent *g, const char **argv, const char **ro, int *n_ro) {
     int n = 0;
     const cJSON *s;
-    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(g->spec, "command")) if (n < AGENT_MAX_ARGS) argv[n++] = s->valuestring;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(g->spec, "command")) if (n < AGENT_MAX_ARGS) argv[n++] =
+        s->valuestring;
     argv[n] = NULL;
     *n_ro = 0;
     cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(g->spec, "ro_paths")) if (*n_ro < 8) ro[(*n_ro)++] = s->valuestring;
@@ -576,7 +586,8 @@ int agents_spawn(agents_t *a, agent *g, char *err, size_t errlen) {
     char token[128];
     int rc = access_identity_create(a->p.access, g->name, g->group[0] ? g->group : NULL, true, token, sizeof token, err, errlen);
     if (rc == AIOS_ERR_EXISTS)
-        snprintf(err, errlen, "agent name '%s' has a live identity already (aios agent revoke it, or choose another name)", g->name);
+        snprintf(err, errlen, "agent name '%s' has a live identity already (aios agent revoke it, or choose another name)",
+                 g->name);
     if (rc) return rc;
     int out[2] = {-1, -1}, errp[2] = {-1, -1}, cg_fd = -1, wfd = open_workdir(a, g, err, errlen);
     long uid = agent_uid(a, g);
@@ -599,12 +610,22 @@ int agents_spawn(agents_t *a, agent *g, char *err, size_t errlen) {
         agent_env(a, g, token, &env);
         argv_of(a, g, argv, ro, &n_ro);
         const char *net = spec_str(g, "network");
-        sandbox_proc_spec s = {
-            .argv = argv, .envp = (const char *const *)env.v, .ro_paths = ro, .n_ro = n_ro,
-            .pkg_dir = spec_str(g, "package_dir"), .runner_dir = spec_str(g, "runner_dir"), .workdir_fd = wfd,
-            .fd_out = out[1], .fd_err = errp[1], .cgroup_fd = cg_fd, .uid = uid, .max_procs = g->cg_pids ? 0 : g->pids,
-            .nice = g->cg_cpu ? 0 : nice_of(g->cpu_weight),
-            .net = !strcmp(net, "none") ? SANDBOX_NET_NONE : !strcmp(net, "full") ? SANDBOX_NET_FULL : SANDBOX_NET_KERNEL};
+        sandbox_proc_spec s = {.argv = argv,
+                               .envp = (const char *const *)env.v,
+                               .ro_paths = ro,
+                               .n_ro = n_ro,
+                               .pkg_dir = spec_str(g, "package_dir"),
+                               .runner_dir = spec_str(g, "runner_dir"),
+                               .workdir_fd = wfd,
+                               .fd_out = out[1],
+                               .fd_err = errp[1],
+                               .cgroup_fd = cg_fd,
+                               .uid = uid,
+                               .max_procs = g->cg_pids ? 0 : g->pids,
+                               .nice = g->cg_cpu ? 0 : nice_of(g->cpu_weight),
+                               .net = !strcmp(net, "none") ? SANDBOX_NET_NONE
+                                   : !strcmp(net, "full")  ? SANDBOX_NET_FULL
+                                                           : SANDBOX_NET_KERNEL};
         sandbox_procs_network(a->sandbox, s.net, g->net_how, sizeof g->net_how);
         rc = sandbox_procs_spawn(a->sandbox, a->cfg, &s, &pid, err, errlen);
     }
@@ -747,7 +768,8 @@ static cJSON *read_json(const char *path) {
 static bool package_name_ok(const char *s) {
     if (!*s || strlen(s) >= AIOS_NAME_MAX || s[0] == '.') return false;
     for (const char *c = s; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '-' || *c == '.'))
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '-' ||
+              *c == '.'))
             return false;
     return true;
 }
@@ -777,15 +799,14 @@ static cJSON *package_spec(agents_t *a, const char *dir, char *err, size_t errle
     for (char *t = strtok_r(runner, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
         /* the runner's script (an absolute file after the interpreter): its folder at /runner */
         bool script = cJSON_GetArraySize(cmd) > 0 && t[0] == '/' && !cJSON_GetObjectItemCaseSensitive(spec, "runner_dir") &&
-                      stat(t, &st) == 0 && S_ISREG(st.st_mode);
+            stat(t, &st) == 0 && S_ISREG(st.st_mode);
         if (script) {
             char *slash = strrchr(t, '/'), where[AIOS_PATH_MAX + 16];
             snprintf(where, sizeof where, "/runner/%s", slash + 1);
             *slash = 0;
             cJSON_AddStringToObject(spec, "runner_dir", *t ? t : "/");
             cJSON_AddItemToArray(cmd, cJSON_CreateString(where));
-        } else
-            cJSON_AddItemToArray(cmd, cJSON_CreateString(t));
+        } else cJSON_AddItemToArray(cmd, cJSON_CreateString(t));
     }
     char inst[2][AIOS_PATH_MAX];
     const char *first = cJSON_GetArrayItem(cmd, 0) ? cJSON_GetArrayItem(cmd, 0)->valuestring : "";
@@ -842,7 +863,8 @@ static cJSON *rec_json(const agent *g) {
     cJSON_AddItemToObject(o, "command", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(g->spec, "command"), true));
     cJSON *env = cJSON_AddArrayToObject(o, "env"); /* names only: values may be secrets */
     const cJSON *kv;
-    cJSON_ArrayForEach(kv, cJSON_GetObjectItemCaseSensitive(g->spec, "env")) cJSON_AddItemToArray(env, cJSON_CreateString(kv->string));
+    cJSON_ArrayForEach(kv, cJSON_GetObjectItemCaseSensitive(g->spec, "env"))
+        cJSON_AddItemToArray(env, cJSON_CreateString(kv->string));
     cJSON_AddNumberToObject(o, "priority", spec_num(g->spec, "priority"));
     cJSON_AddStringToObject(o, "restart", spec_str(g, "restart") ? spec_str(g, "restart") : "never");
     cJSON_AddNumberToObject(o, "restarts", g->restarts);
@@ -1010,7 +1032,8 @@ static bool reachable(const char *dir) {
         if (stat(p, &st) || !(st.st_mode & S_IXOTH)) {
             if (geteuid() == 0)
                 log_warn("agents: %s is not searchable by other uids, so agents run under the kernel's uid (limits.pids "
-                         "is not enforced); make it o+x or set agents.workdir elsewhere", p);
+                         "is not enforced); make it o+x or set agents.workdir elsewhere",
+                         p);
             return false;
         }
         *s = c;

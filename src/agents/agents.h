@@ -37,12 +37,12 @@ typedef struct agents agents_t;
 typedef struct agents_hooks {
     void *ctx;
     void (*hold)(void *ctx, const char *agent, bool hold); /* park / resume its LLM work */
-    void (*cancel)(void *ctx, const char *agent);           /* cancel its in-flight syscalls */
+    void (*cancel)(void *ctx, const char *agent);          /* cancel its in-flight syscalls */
 } agents_hooks;
 
 typedef struct agents_params {
-    const aios_config *cfg;   /* borrowed; agents.*, server.port, data_dir */
-    access_manager *access;   /* borrowed; tokens are minted and revoked here */
+    const aios_config *cfg; /* borrowed; agents.*, server.port, data_dir */
+    access_manager *access; /* borrowed; tokens are minted and revoked here */
     agents_hooks hooks;
 } agents_params;
 

@@ -12,31 +12,29 @@
 #include "agents.h"
 #include "../tools/tools.h"
 
-#define AGENT_ID_LEN 17       /* 16 hex digits */
+#define AGENT_ID_LEN 17 /* 16 hex digits */
 #define AGENT_MAX_ARGS 64
 #define AGENT_MAX_ENV 64
 #define AGENT_MAX_FOLLOWERS 16
 #define AGENT_LAST_LINE 4096
 
-typedef enum agent_state {
-    AGENT_STARTING, AGENT_RUNNING, AGENT_STOPPED, AGENT_EXITED, AGENT_KILLED, AGENT_LOST
-} agent_state;
+typedef enum agent_state { AGENT_STARTING, AGENT_RUNNING, AGENT_STOPPED, AGENT_EXITED, AGENT_KILLED, AGENT_LOST } agent_state;
 
 typedef struct agent {
     char id[AGENT_ID_LEN];
-    char name[AIOS_NAME_MAX];   /* its identity */
+    char name[AIOS_NAME_MAX]; /* its identity */
     char group[AIOS_NAME_MAX];
     char package[AIOS_NAME_MAX]; /* AIOS agent_id, "" for a native spec */
-    cJSON *spec;                /* owned: the normalised spec (command, env, limits, ...) */
+    cJSON *spec;                 /* owned: the normalised spec (command, env, limits, ...) */
     agent_state state;
     bool restart_on_failure;
     int restarts;
-    double restart_at;          /* monotonic; 0 = none pending */
+    double restart_at; /* monotonic; 0 = none pending */
     /* the process */
-    pid_t pid;                  /* bubblewrap's; 0 = none */
-    int pidfd, out_fd, err_fd;  /* -1 when closed */
-    ino_t pidns;                /* its pid namespace (0: not known yet) */
-    double started, ended;      /* wall clock */
+    pid_t pid;                 /* bubblewrap's; 0 = none */
+    int pidfd, out_fd, err_fd; /* -1 when closed */
+    ino_t pidns;               /* its pid namespace (0: not known yet) */
+    double started, ended;     /* wall clock */
     double mono_start;
     int exit_code, term_signal; /* -1 when not applicable */
     char reason[256];           /* why it ended, when not by itself */
@@ -48,28 +46,28 @@ typedef struct agent {
     long memory_mb, wall_s;
     int pids, cpu_weight;
     char net_how[256], limits_how[512];
-    char cg[AIOS_PATH_MAX];     /* its cgroup (cgroup.c); "" = none */
+    char cg[AIOS_PATH_MAX];          /* its cgroup (cgroup.c); "" = none */
     bool cg_memory, cg_cpu, cg_pids; /* limits its cgroup enforces (else the fallbacks) */
     /* accounting */
     unsigned long long syscalls, tokens, tools;
-    double wait_s;              /* its syscalls' time in run queues (this run, not persisted) */
+    double wait_s; /* its syscalls' time in run queues (this run, not persisted) */
     /* output */
     int log_fd;
-    long log_size;              /* bytes in the current file */
+    long log_size;                   /* bytes in the current file */
     char last_line[AGENT_LAST_LINE]; /* of stdout: an AIOS agent's result */
     size_t last_len;
-    bool line_done;             /* last_line holds a complete line and the next byte starts a new one */
+    bool line_done; /* last_line holds a complete line and the next byte starts a new one */
     syscall_t *followers[AGENT_MAX_FOLLOWERS];
     int n_followers;
-    bool dirty;                 /* its row needs saving */
+    bool dirty; /* its row needs saving */
 } agent;
 
 /* The cgroup v2 directory delegated to this kernel, and what it can do there (cgroup.c). */
 typedef struct agents_cg {
-    char dir[AIOS_PATH_MAX];    /* <base>/aios-<pid>: agents' cgroups go below; "" = none (why says) */
+    char dir[AIOS_PATH_MAX]; /* <base>/aios-<pid>: agents' cgroups go below; "" = none (why says) */
     char why[256];
-    bool memory, cpu, pids;     /* controllers enabled for agents */
-    bool freeze, kill;          /* cgroup.freeze, cgroup.kill */
+    bool memory, cpu, pids; /* controllers enabled for agents */
+    bool freeze, kill;      /* cgroup.freeze, cgroup.kill */
 } agents_cg;
 
 struct agents {
@@ -78,16 +76,16 @@ struct agents {
     sandbox_procs *sandbox;
     sqlite3 *db;
     pthread_mutex_t mu;
-    agent **recs;               /* oldest first */
+    agent **recs; /* oldest first */
     int n, cap;
     int n_alive;
-    strmap live;                /* identity name -> its live agent (a process): every request asks */
+    strmap live; /* identity name -> its live agent (a process): every request asks */
     pthread_t thread;
     bool thread_running;
-    int wake_fd;                /* eventfd: the supervisor re-reads the table */
+    int wake_fd; /* eventfd: the supervisor re-reads the table */
     bool stop;
-    char dir[AIOS_PATH_MAX];    /* agents.workdir, or <data_dir>/agents */
-    bool own_uids;              /* other uids can reach dir: agents may run under their own */
+    char dir[AIOS_PATH_MAX]; /* agents.workdir, or <data_dir>/agents */
+    bool own_uids;           /* other uids can reach dir: agents may run under their own */
     char kernel_url[128];
     agents_cg cg;
 };

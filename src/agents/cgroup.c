@@ -180,7 +180,8 @@ static void enable_controllers(agents_cg *cg, const char *base) {
             snprintf(leaf, sizeof leaf, "%s/aiosd", base);
             snprintf(pid, sizeof pid, "%d", (int)getpid());
             if ((mkdir(leaf, 0755) == 0 || errno == EEXIST) && cg_write(leaf, "cgroup.procs", pid) == 0) {
-                log_info("agents: the kernel moved into cgroup %s, so that %s can delegate controllers to its agents", leaf, base);
+                log_info("agents: the kernel moved into cgroup %s, so that %s can delegate controllers to its agents", leaf,
+                         base);
                 rc = cg_write(base, "cgroup.subtree_control", w);
             }
         }
@@ -218,7 +219,7 @@ void cg_open(agents_t *a) {
         return;
     }
     snprintf(cg->dir, sizeof cg->dir, "%.900s/aios-%d", base, (int)getpid());
-    if ( (mkdir(cg->dir, 0755) && errno != EEXIST)) {
+    if ((mkdir(cg->dir, 0755) && errno != EEXIST)) {
         snprintf(cg->why, sizeof cg->why, "cannot make a cgroup in %.150s: %s", base, strerror(errno));
         cg->dir[0] = 0;
         return;

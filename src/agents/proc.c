@@ -49,8 +49,9 @@ static bool stat_of(pid_t pid, int *ppid, unsigned long long *ticks, long *rss_p
     unsigned long long ut = 0, st = 0;
     /* after ")": state(3) ppid(4) pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15)
      * cutime cstime priority nice num_threads itrealvalue starttime vsize rss(24) */
-    if (!s || sscanf(s + 1, " %*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d %*u %*u %ld",
-                     ppid, &ut, &st, rss_pages) != 4)
+    if (!s ||
+        sscanf(s + 1, " %*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d %*u %*u %ld", ppid, &ut, &st,
+               rss_pages) != 4)
         return false;
     *ticks = ut + st;
     return true;

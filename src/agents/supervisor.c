@@ -122,9 +122,8 @@ void agents_finish(agents_t *a, agent *g, int status, double cpu_s, long maxrss_
         double backoff = g->restarts < 5 ? (double)(1 << g->restarts) : 30;
         g->restart_at = kern_now_mono() + (backoff > 30 ? 30 : backoff);
     }
-    log_info("agent %s (%s) %s: %s %d%s", g->id, g->name, agent_state_name(g->state),
-             g->term_signal > 0 ? "signal" : "exit code", g->term_signal > 0 ? g->term_signal : g->exit_code,
-             g->restart_at ? "; restarting (restart: on-failure)" : "");
+    log_info("agent %s (%s) %s: %s %d%s", g->id, g->name, agent_state_name(g->state), g->term_signal > 0 ? "signal" : "exit code",
+             g->term_signal > 0 ? g->term_signal : g->exit_code, g->restart_at ? "; restarting (restart: on-failure)" : "");
     agents_save(a, g);
 }
 
@@ -143,7 +142,7 @@ static bool reap(agents_t *a, agent *g) {
 
 typedef struct slot {
     char id[AGENT_ID_LEN];
-    int which;  /* 0 pidfd, 1 stdout, 2 stderr */
+    int which; /* 0 pidfd, 1 stdout, 2 stderr */
     int fd;
 } slot;
 
@@ -164,12 +163,12 @@ static void watchdog(agents_t *a) {
         agent *g = live[i];
         if (g->kill_requested) continue;
         if (g->memory_mb && !g->cg_memory && g->rss_kb > g->memory_mb * 1024)
-            snprintf(g->reason, sizeof g->reason, "out of memory: resident %ld MiB over limits.memory_mb %ld (the kernel's watchdog)",
-                     g->rss_kb / 1024, g->memory_mb);
+            snprintf(g->reason, sizeof g->reason,
+                     "out of memory: resident %ld MiB over limits.memory_mb %ld (the kernel's watchdog)", g->rss_kb / 1024,
+                     g->memory_mb);
         else if (g->wall_s && now - g->mono_start > (double)g->wall_s)
             snprintf(g->reason, sizeof g->reason, "limits.wall_s (%ld s) reached", g->wall_s);
-        else
-            continue;
+        else continue;
         g->kill_requested = true;
         log_warn("agent %s (%s): %s; killing it", g->id, g->name, g->reason);
         agent_signal(a, g, SIGKILL);
@@ -242,7 +241,8 @@ static void *sup_main(void *arg) {
         pthread_mutex_lock(&a->mu);
         if (a->stop && !stop_since) stop_since = kern_now_mono();
         last = a->stop && (a->n_alive == 0 || kern_now_mono() - stop_since > 5);
-        if (last && a->n_alive) log_warn("agents: %d agent processes did not end within 5 s of SIGKILL; leaving them", a->n_alive);
+        if (last && a->n_alive)
+            log_warn("agents: %d agent processes did not end within 5 s of SIGKILL; leaving them", a->n_alive);
         int n = poll_set(a, fds, slots, MAXFD);
         pthread_mutex_unlock(&a->mu);
         int wait_ms = (int)((next_tick - kern_now_mono()) * 1000);

@@ -132,8 +132,7 @@ static int bucket_take(api_gatekeeper *g, const char *agent, int *retry_s) {
 
 /* ---------- claims ---------- */
 
-int api_claim_add(api_admission *a, access_kind kind, const char *resource, unsigned action, const cJSON *params,
-                  bool soft) {
+int api_claim_add(api_admission *a, access_kind kind, const char *resource, unsigned action, const cJSON *params, bool soft) {
     if (a->n == a->cap) {
         int cap = a->cap ? a->cap * 2 : 4;
         api_claim *c = realloc(a->claims, (size_t)cap * sizeof *c);
@@ -185,7 +184,9 @@ int api_gate_identify(api_req *r, char *err, size_t errlen) {
         return AIOS_OK;
     }
     if (enforce_mode(r)) {
-        snprintf(err, errlen, tok ? "the bearer token is unknown or revoked" : "access.mode is enforce: send Authorization: Bearer TOKEN (aios agent create NAME prints one)");
+        snprintf(err, errlen,
+                 tok ? "the bearer token is unknown or revoked"
+                     : "access.mode is enforce: send Authorization: Bearer TOKEN (aios agent create NAME prints one)");
         return AIOS_ERR_UNAUTHORIZED;
     }
     if (tok && strncmp(tok, "aios_", 5) == 0) {
@@ -231,8 +232,9 @@ static int settle_agent(api_req *r, const api_admission *a, char *err, size_t er
 /* Whether the syscall kind behind an access kind is OWNED in the kinds table: its
  * resources are agents' namespaces. */
 static bool owned_access(access_kind k) {
-    syscall_kind sk = k == ACCESS_KIND_MEMORY ? SYSCALL_KIND_MEMORY : k == ACCESS_KIND_STORAGE ? SYSCALL_KIND_STORAGE
-                                                                                               : SYSCALL_KIND__COUNT;
+    syscall_kind sk = k == ACCESS_KIND_MEMORY ? SYSCALL_KIND_MEMORY
+        : k == ACCESS_KIND_STORAGE            ? SYSCALL_KIND_STORAGE
+                                              : SYSCALL_KIND__COUNT;
     const syscall_kind_info *info = syscall_kind_get(sk);
     return info && (info->flags & SYSCALL_F_OWNED);
 }

@@ -21,17 +21,17 @@
 typedef struct api_server api_server;
 
 typedef struct api_params {
-    const aios_config *cfg;   /* borrowed; outlives the server */
-    llm_core *const *cores;   /* borrowed; cores[i] serves cfg->llms.models[i] */
+    const aios_config *cfg; /* borrowed; outlives the server */
+    llm_core *const *cores; /* borrowed; cores[i] serves cfg->llms.models[i] */
     int n_cores;
-    mem_manager *mem;          /* borrowed; NULL = memory queries get 501 */
-    storage_manager *storage;  /* borrowed; NULL = storage queries get 501 */
-    llm_embedder *embedder;    /* borrowed; NULL = /v1/embeddings gets 501 */
+    mem_manager *mem;                  /* borrowed; NULL = memory queries get 501 */
+    storage_manager *storage;          /* borrowed; NULL = storage queries get 501 */
+    llm_embedder *embedder;            /* borrowed; NULL = /v1/embeddings gets 501 */
     runq_t *runq[SYSCALL_KIND__COUNT]; /* borrowed; [SYSCALL_KIND_MEMORY] runs memory and embedding
                                         * requests, [SYSCALL_KIND_STORAGE] storage requests;
                                         * [SYSCALL_KIND_TOOL] the tool manager's, only shown */
-    tool_manager *tools;       /* borrowed; NULL = tool queries get 501 */
-    access_manager *access;    /* borrowed; identities, rules, approvals, audit (required) */
+    tool_manager *tools;               /* borrowed; NULL = tool queries get 501 */
+    access_manager *access;            /* borrowed; identities, rules, approvals, audit (required) */
     /* POST /models/load with a new model entry (NULL: refused): validates the n (field,
      * value) pairs into cfg, opens the model's core (it loads on its own thread) into
      * cores[index] and returns that index, or an error code with err. */

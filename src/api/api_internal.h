@@ -10,7 +10,7 @@
 #include "api.h"
 
 typedef struct api_req api_req;
-#define API_MAX_CHOICES 64 /* the most `n` (llms.max_n) */
+#define API_MAX_CHOICES 64        /* the most `n` (llms.max_n) */
 typedef struct api_conn api_conn; /* a connection's accounting entry (server.c) */
 
 /* The API dialect a route belongs to: requests, latency and tokens are counted per door. */
@@ -37,11 +37,11 @@ typedef enum api_gate_class {
 
 typedef struct api_claim {
     access_kind kind;
-    char *resource;         /* owned; NULL = the asking agent's own namespace (OWNED kinds) */
+    char *resource; /* owned; NULL = the asking agent's own namespace (OWNED kinds) */
     unsigned action;
-    const cJSON *params;    /* borrowed from the body; hashed into the audit line; may be NULL */
-    bool soft;              /* a refusal is recorded in granted, not answered */
-    bool granted;           /* the gate's decision */
+    const cJSON *params; /* borrowed from the body; hashed into the audit line; may be NULL */
+    bool soft;           /* a refusal is recorded in granted, not answered */
+    bool granted;        /* the gate's decision */
 } api_claim;
 
 typedef struct api_admission {
@@ -55,11 +55,10 @@ typedef struct api_admission {
 
 typedef struct api_gatekeeper api_gatekeeper; /* the gate's state: per-agent token buckets */
 api_gatekeeper *api_gatekeeper_new(const aios_config *cfg);
-void api_gatekeeper_free(api_gatekeeper *g); /* accepts NULL */
+void api_gatekeeper_free(api_gatekeeper *g);                  /* accepts NULL */
 unsigned long long api_gatekeeper_limited(api_gatekeeper *g); /* requests answered 429 */
 /* Adds a claim (resource is copied); AIOS_ERR_NOMEM. */
-int api_claim_add(api_admission *a, access_kind kind, const char *resource, unsigned action, const cJSON *params,
-                  bool soft);
+int api_claim_add(api_admission *a, access_kind kind, const char *resource, unsigned action, const cJSON *params, bool soft);
 void api_admission_free(api_admission *a);
 /* Drops what a borrowed from the request body (freed before the request ends). */
 void api_admission_unborrow(api_admission *a);
@@ -90,42 +89,42 @@ struct api_req {
     bool too_large;
     bool answered;
     char agent[AIOS_NAME_MAX];
-    bool token_agent;       /* agent named by a verified identity token */
-    bool bearer_name;       /* local mode: agent named by a bearer value that is not a token */
-    api_admission adm;      /* what the route's plan claimed and the gate decided */
-    int retry_after_s;      /* > 0: a Retry-After header on the answer */
-    const char *cors_origin; /* the request's Origin when server.cors_origins allows it (MHD's copy) */
-    api_door door;          /* its route's (API_DOOR_OTHER: no route); errors take its shape */
-    cJSON *door_body;       /* owned: the body in the chat completions shape, made by a door's plan */
+    bool token_agent;         /* agent named by a verified identity token */
+    bool bearer_name;         /* local mode: agent named by a bearer value that is not a token */
+    api_admission adm;        /* what the route's plan claimed and the gate decided */
+    int retry_after_s;        /* > 0: a Retry-After header on the answer */
+    const char *cors_origin;  /* the request's Origin when server.cors_origins allows it (MHD's copy) */
+    api_door door;            /* its route's (API_DOOR_OTHER: no route); errors take its shape */
+    cJSON *door_body;         /* owned: the body in the chat completions shape, made by a door's plan */
     const char *stream_ctype; /* a stream's Content-Type (static); NULL = text/event-stream */
-    char public_id[48];     /* the id its door gave the client while it runs (a Responses id); "" = none */
-    int status;             /* the HTTP status answered (0: none) */
-    double t_begin;         /* monotonic, when its headers arrived */
-    int priority;           /* from X-AIOS-Priority or the body; -1 = the agent's default */
-    api_conn *cn;           /* the connection's entry; valid until on_completed */
-    bool reserved_only;     /* came when only server.reserved_connections slots were left */
+    char public_id[48];       /* the id its door gave the client while it runs (a Responses id); "" = none */
+    int status;               /* the HTTP status answered (0: none) */
+    double t_begin;           /* monotonic, when its headers arrived */
+    int priority;             /* from X-AIOS-Priority or the body; -1 = the agent's default */
+    api_conn *cn;             /* the connection's entry; valid until on_completed */
+    bool reserved_only;       /* came when only server.reserved_connections slots were left */
 
     /* async LLM work */
-    syscall_t *sc;          /* our reference */
+    syscall_t *sc; /* our reference */
     llm_core *core;
-    bool suspended;         /* guarded by sc->mu */
+    bool suspended; /* guarded by sc->mu */
     bool streaming;
     api_done_fn on_done;
     api_stream_fn on_stream;
-    size_t sent;            /* bytes of sc->out already turned into events */
+    size_t sent; /* bytes of sc->out already turned into events */
     bool final_sent;
-    strbuf sse;             /* stream bytes not yet sent; a door may put its opening events here before api_run_syscall */
+    strbuf sse; /* stream bytes not yet sent; a door may put its opening events here before api_run_syscall */
     size_t sse_off;
     /* n > 1: the other choices, submitted with the first and answered one after another */
-    syscall_t *choices[API_MAX_CHOICES]; /* our references to choices r->choice + 1 .. n_choices - 1 */
-    int choice, n_choices;  /* the choice r->sc is, and how many (0 or 1: a single one) */
+    syscall_t *choices[API_MAX_CHOICES];            /* our references to choices r->choice + 1 .. n_choices - 1 */
+    int choice, n_choices;                          /* the choice r->sc is, and how many (0 or 1: a single one) */
     int done_prompt_tokens, done_completion_tokens; /* of the choices already answered */
-    void *data;             /* route state, freed with data_free */
+    void *data;                                     /* route state, freed with data_free */
     void (*data_free)(void *);
     api_req *in_prev, *in_next; /* in-flight list, for the hang-up watcher */
     /* waiting, suspended, for its model to load (guarded by the server's load_mu) */
     bool load_waiting;
-    bool redispatch;        /* resumed from that wait: dispatched again from the start */
+    bool redispatch; /* resumed from that wait: dispatched again from the start */
     llm_core *load_core;
 };
 
@@ -139,9 +138,9 @@ typedef struct api_route {
     const char *method;
     const char *path;
     api_handler_fn handler;
-    bool json_body;       /* parse the body as a JSON object first */
+    bool json_body; /* parse the body as a JSON object first */
     api_gate_class gate;
-    api_plan_fn plan;     /* API_GATE_SYSCALL routes */
+    api_plan_fn plan; /* API_GATE_SYSCALL routes */
     api_door door;
 } api_route;
 
@@ -179,7 +178,12 @@ enum MHD_Result api_run_tools(api_req *r, syscall_t *sc, api_done_fn on_done);
 /* The memory / storage kinds of POST /query (routes_mem.c); qd is query_data. */
 enum MHD_Result api_query_memory(api_req *r, const cJSON *qd);
 enum MHD_Result api_query_storage(api_req *r, const cJSON *qd);
-enum MHD_Result api_embed(api_req *r, const cJSON *input, const char *fmt, cJSON *(*shape)(api_req *r, cJSON *list)); /* routes_mem.c: embeds input on memory's run queue; shape (NULL: none) takes the OpenAI list and makes the answer */
+enum MHD_Result api_embed(
+    api_req *r, const cJSON *input, const char *fmt,
+    cJSON *(*shape)(
+        api_req *r,
+        cJSON *
+            list)); /* routes_mem.c: embeds input on memory's run queue; shape (NULL: none) takes the OpenAI list and makes the answer */
 /* The AIOS answer envelope: {"response": response (taken), "start_times", "end_times",
  * "waiting_times", "turnaround_times"} from the syscall's scheduling rounds. */
 cJSON *api_envelope(syscall_t *sc, cJSON *response);
@@ -221,8 +225,7 @@ enum MHD_Result api_run_syscall(api_req *r, llm_core *core, syscall_t *sc, api_d
  * on_done runs once per choice and calls api_next_choice until r->choice is the last;
  * streaming, on_stream gets each choice to its final call in turn (the last one ends the
  * stream). Answers errors itself. */
-enum MHD_Result api_run_choices(api_req *r, llm_core *core, syscall_t **scs, int n, api_done_fn on_done,
-                                api_stream_fn on_stream);
+enum MHD_Result api_run_choices(api_req *r, llm_core *core, syscall_t **scs, int n, api_done_fn on_done, api_stream_fn on_stream);
 /* From a non-streaming on_done: the next choice becomes r->sc; on_done runs again once it is done. */
 enum MHD_Result api_next_choice(api_req *r);
 /* Work run by a resource's run queue: reads and writes its args (the syscall's), returns a

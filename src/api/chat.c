@@ -141,7 +141,8 @@ static int content_text(const cJSON *m, const char *role, int idx, strbuf *out, 
             const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
             const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
             if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") || !cJSON_IsString(text)) {
-                snprintf(err, errlen, "messages[%d].content: only text parts ({\"type\":\"text\",\"text\":...}) are supported", idx);
+                snprintf(err, errlen, "messages[%d].content: only text parts ({\"type\":\"text\",\"text\":...}) are supported",
+                         idx);
                 return AIOS_ERR_INVALID;
             }
             int rc = sb_puts(out, text->valuestring);
@@ -250,8 +251,10 @@ static int tools_prompt(const chat_ctx *ctx, const cJSON *tools, strbuf *out) {
         free(ps);
     }
     if (!rc && ctx->tools_auto)
-        return sb_puts(out, "To call tools, answer with only a JSON array of tool calls: [{\"name\": \"<tool>\", \"parameters\": {...}}]. "
-                            "If no tool is needed, answer in plain text.");
+        return sb_puts(
+            out,
+            "To call tools, answer with only a JSON array of tool calls: [{\"name\": \"<tool>\", \"parameters\": {...}}]. "
+            "If no tool is needed, answer in plain text.");
     return rc ? rc : sb_puts(out, "Answer with a JSON array of tool calls: [{\"name\": \"<tool>\", \"parameters\": {...}}].");
 }
 
@@ -321,7 +324,8 @@ static int build_messages(api_req *r, const chat_ctx *ctx, const chat_spec *spec
         total += t->len;
     }
     if (!rc && total > (size_t)cfg->llms.max_prompt_bytes) {
-        snprintf(err, errlen, "the messages total %zu bytes, over llms.max_prompt_bytes (%ld)", total, cfg->llms.max_prompt_bytes);
+        snprintf(err, errlen, "the messages total %zu bytes, over llms.max_prompt_bytes (%ld)", total,
+                 cfg->llms.max_prompt_bytes);
         return AIOS_ERR_TOO_LARGE;
     }
     for (int j = 0; j < st->n; j++) st->msgs[j].content = st->texts[j].data ? st->texts[j].data : "";
@@ -389,8 +393,8 @@ static char *native_tools(const chat_ctx *ctx, const cJSON *tools) {
         fn = cJSON_AddObjectToObject(e, "function");
         cJSON_AddStringToObject(fn, "name", ctx->tool_model_names[i]);
         if (cJSON_IsString(d)) cJSON_AddStringToObject(fn, "description", d->valuestring);
-        cJSON_AddItemToObject(fn, "parameters", cJSON_IsObject(p) ? cJSON_Duplicate(p, 1)
-                                                                  : cJSON_Parse("{\"type\":\"object\",\"properties\":{}}"));
+        cJSON_AddItemToObject(fn, "parameters",
+                              cJSON_IsObject(p) ? cJSON_Duplicate(p, 1) : cJSON_Parse("{\"type\":\"object\",\"properties\":{}}"));
         cJSON_AddItemToArray(list, e);
     }
     char *s = cJSON_PrintUnformatted(list);
@@ -423,7 +427,7 @@ int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spe
     llm_core_get_info(core, &info);
     bool native = spec->mode == CHAT_MODE_TOOLS && !spec->prompt && info.tools_native;
     bool remote = strcmp(info.backend, "llamacpp") != 0; /* it takes the conversation as it came (tool calls and results) */
-    chat_spec plain = *spec; /* native: the messages are checked as they are, no tools prompt */
+    chat_spec plain = *spec;                             /* native: the messages are checked as they are, no tools prompt */
     plain.mode = CHAT_MODE_TEXT;
     char *msgs = NULL, *tools = NULL;
     int rc;
@@ -460,8 +464,8 @@ int chat_build_syscall(api_req *r, llm_core *core, chat_ctx *ctx, const chat_spe
     free(tools);
     free(schema);
     if (rc) return rc;
-    syscall_t *sc = syscall_new(SYSCALL_KIND_LLM, r->agent, req, llm_request_free,
-                                (size_t)api_cfg(r)->server.max_stream_buffer_kb * 1024);
+    syscall_t *sc =
+        syscall_new(SYSCALL_KIND_LLM, r->agent, req, llm_request_free, (size_t)api_cfg(r)->server.max_stream_buffer_kb * 1024);
     if (!sc) return AIOS_ERR_NOMEM; /* (syscall_new has freed req) */
     sc->priority = r->priority >= 0 ? r->priority : config_agent_priority(api_cfg(r), r->agent);
     snprintf(ctx->id, sizeof ctx->id, "%s-%llu", ctx->completions_api ? "cmpl" : "chatcmpl", (unsigned long long)sc->id);
@@ -568,8 +572,7 @@ int chat_plan_tools(api_req *r, const cJSON *tools, api_admission *a, char *err,
     int rc = chat_check_tools(tools, err, errlen); /* bounded (128) before anything is claimed */
     for (const cJSON *t = !rc && cJSON_IsArray(tools) && tm ? tools->child : NULL; t && !rc; t = t->next) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(tool_function(t), "name");
-        if (cJSON_IsString(name) && tools_exists(tm, name->valuestring, NULL))
-            rc = api_claim_tool(r, a, name->valuestring, NULL);
+        if (cJSON_IsString(name) && tools_exists(tm, name->valuestring, NULL)) rc = api_claim_tool(r, a, name->valuestring, NULL);
     }
     return rc;
 }

@@ -18,39 +18,39 @@ typedef struct chat_ctx {
     long created;
     chat_mode mode;
     int n_tools;
-    char **tool_names;        /* as the client named them ("author/tool") */
-    char **tool_model_names;  /* as the model sees them ("author__tool") */
-    cJSON *tool_schemas;      /* their parameters schemas (null where none), in order */
-    bool single_call;         /* parallel_tool_calls false */
+    char **tool_names;       /* as the client named them ("author/tool") */
+    char **tool_model_names; /* as the model sees them ("author__tool") */
+    cJSON *tool_schemas;     /* their parameters schemas (null where none), in order */
+    bool single_call;        /* parallel_tool_calls false */
     bool include_usage;
     bool role_sent;
-    bool completions_api;     /* /v1/completions (text) instead of chat */
-    bool run_tools;           /* call_tool: the kernel runs the calls the model makes */
-    bool tools_auto;          /* tool_choice auto: text or calls, the model decides */
-    bool stream_decided;      /* auto, streaming: the first non-blank output byte was seen */
-    bool stream_text;         /* ... and it did not open a tool call: stream as text */
-    strbuf held;              /* auto, streaming: output held until then */
-    bool logprobs;            /* answer with the tokens' log-probabilities */
-    int32_t *bias_tokens;     /* logit_bias, until prepare has built it into the sampler */
+    bool completions_api; /* /v1/completions (text) instead of chat */
+    bool run_tools;       /* call_tool: the kernel runs the calls the model makes */
+    bool tools_auto;      /* tool_choice auto: text or calls, the model decides */
+    bool stream_decided;  /* auto, streaming: the first non-blank output byte was seen */
+    bool stream_text;     /* ... and it did not open a tool call: stream as text */
+    strbuf held;          /* auto, streaming: output held until then */
+    bool logprobs;        /* answer with the tokens' log-probabilities */
+    int32_t *bias_tokens; /* logit_bias, until prepare has built it into the sampler */
     float *bias_values;
     syscall_t *more[API_MAX_CHOICES - 1]; /* n > 1: the other choices' prepared syscalls (owned until run) */
     int n_more;
-    cJSON *choices;           /* n > 1, not streaming: the choices answered so far */
-    syscall_t *native;        /* tool calls in the template's own format: the (first) syscall, whose
+    cJSON *choices;    /* n > 1, not streaming: the choices answered so far */
+    syscall_t *native; /* tool calls in the template's own format: the (first) syscall, whose
                                * request parses the output (llm_request_parse_output); our reference */
-    void *door;               /* a door's own state of the request, freed with door_free */
+    void *door;        /* a door's own state of the request, freed with door_free */
     void (*door_free)(void *);
 } chat_ctx;
 
 /* Everything a request asks, parsed; pointers borrow from the request JSON. */
 typedef struct chat_spec {
-    const cJSON *messages;        /* array (chat) */
-    const char *prompt;           /* /v1/completions */
-    const cJSON *tools;           /* array or NULL */
-    const cJSON *schema;          /* json mode: schema or NULL (any object) */
+    const cJSON *messages; /* array (chat) */
+    const char *prompt;    /* /v1/completions */
+    const cJSON *tools;    /* array or NULL */
+    const cJSON *schema;   /* json mode: schema or NULL (any object) */
     chat_mode mode;
-    bool tools_auto;              /* tools mode: calls optional (tool_choice auto), else at least one */
-    bool single_call;             /* parallel_tool_calls false: at most one call */
+    bool tools_auto;  /* tools mode: calls optional (tool_choice auto), else at least one */
+    bool single_call; /* parallel_tool_calls false: at most one call */
     llm_sampling sampling;
     const char *stop[64];
     int n_stop;
@@ -93,8 +93,7 @@ int chat_kernel_tools(api_req *r, const cJSON *tools, bool must_be_kernel, cJSON
  * a prepared LLM syscall on r->adm.core (*out, the caller's reference); the request's chat_ctx
  * becomes r->data. The other doors translate their bodies into this shape
  * (r->door_body) and come here, so every door samples, constrains and schedules alike. */
-int chat_openai_prepare(api_req *r, const cJSON *body, bool chat_api, bool *stream, syscall_t **out, char *err,
-                        size_t errlen);
+int chat_openai_prepare(api_req *r, const cJSON *body, bool chat_api, bool *stream, syscall_t **out, char *err, size_t errlen);
 /* The plan of a chat completions body: its model (`model`, the default when absent) and the
  * kernel tools its `tools` name. */
 int chat_plan_openai(api_req *r, const cJSON *body, api_admission *a, char *err, size_t errlen);

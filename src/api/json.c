@@ -94,9 +94,9 @@ int jp_priority(api_req *r, const cJSON *obj, char *err, size_t errlen) {
 
 typedef struct jp_frame {
     bool array;
-    bool want_key;        /* object: the next string is a member name */
-    long index;           /* array: index of the current element */
-    const char *key;      /* object: raw text of the current member name */
+    bool want_key;   /* object: the next string is a member name */
+    long index;      /* array: index of the current element */
+    const char *key; /* object: raw text of the current member name */
     size_t key_len;
 } jp_frame;
 
@@ -104,7 +104,7 @@ typedef struct jp_scan {
     const unsigned char *s;
     size_t n;
     jp_frame *st;
-    int depth;            /* open containers */
+    int depth; /* open containers */
     int max_depth;
     char *err;
     size_t errlen;

@@ -111,7 +111,10 @@ static enum MHD_Result one_agent(api_req *r, bool aios) {
     return o ? api_reply_json(r, 200, o) : not_found(r, id);
 }
 
-static enum MHD_Result h_get(api_req *r, cJSON *body) { (void)body; return one_agent(r, false); }
+static enum MHD_Result h_get(api_req *r, cJSON *body) {
+    (void)body;
+    return one_agent(r, false);
+}
 
 static enum MHD_Result signal_route(api_req *r, agents_op op) {
     agents_t *a = agents_or_error(r);
@@ -125,9 +128,18 @@ static enum MHD_Result signal_route(api_req *r, agents_op op) {
     return o ? api_reply_json(r, 200, o) : not_found(r, id);
 }
 
-static enum MHD_Result h_stop(api_req *r, cJSON *body) { (void)body; return signal_route(r, AGENTS_STOP); }
-static enum MHD_Result h_cont(api_req *r, cJSON *body) { (void)body; return signal_route(r, AGENTS_CONT); }
-static enum MHD_Result h_kill(api_req *r, cJSON *body) { (void)body; return signal_route(r, AGENTS_KILL); }
+static enum MHD_Result h_stop(api_req *r, cJSON *body) {
+    (void)body;
+    return signal_route(r, AGENTS_STOP);
+}
+static enum MHD_Result h_cont(api_req *r, cJSON *body) {
+    (void)body;
+    return signal_route(r, AGENTS_CONT);
+}
+static enum MHD_Result h_kill(api_req *r, cJSON *body) {
+    (void)body;
+    return signal_route(r, AGENTS_KILL);
+}
 
 /* SSE of a follow: each chunk as {"text"} (invalid UTF-8 bytes as '?'), then how it ended. */
 static void follow_stream(api_req *r, const char *delta, size_t n, bool final, strbuf *sse) {
@@ -200,7 +212,10 @@ static enum MHD_Result h_submit(api_req *r, cJSON *body) {
     return api_reply_json(r, 200, o);
 }
 
-static enum MHD_Result h_status(api_req *r, cJSON *body) { (void)body; return one_agent(r, true); }
+static enum MHD_Result h_status(api_req *r, cJSON *body) {
+    (void)body;
+    return one_agent(r, true);
+}
 
 static enum MHD_Result h_ps(api_req *r, cJSON *body) {
     (void)body;

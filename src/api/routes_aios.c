@@ -11,8 +11,8 @@
 #include <string.h>
 #include "chat.h"
 
-static const char *const ACTIONS[] = {"chat", "chat_with_json_output", "chat_with_tool_call_output", "call_tool",
-                                      "operate_file", NULL};
+static const char *const ACTIONS[] = {"chat",      "chat_with_json_output", "chat_with_tool_call_output",
+                                      "call_tool", "operate_file",          NULL};
 
 cJSON *api_envelope(syscall_t *sc, cJSON *response) {
     double st[SYSCALL_MAX_ROUNDS], en[SYSCALL_MAX_ROUNDS], wt[SYSCALL_MAX_ROUNDS], ta[SYSCALL_MAX_ROUNDS];
@@ -106,7 +106,9 @@ static int pick_core(api_req *r, const cJSON *llms, llm_core **out, char *err, s
 static int parse_query_format(const cJSON *rf, chat_spec *spec, char *err, size_t errlen) {
     if (!rf || cJSON_IsNull(rf)) return AIOS_OK;
     if (!cJSON_IsObject(rf)) {
-        snprintf(err, errlen, "'response_format' must be null, {\"type\":\"json_object\"}, {\"type\":\"json_schema\",\"json_schema\":{\"schema\":{...}}} or a JSON Schema object");
+        snprintf(
+            err, errlen,
+            "'response_format' must be null, {\"type\":\"json_object\"}, {\"type\":\"json_schema\",\"json_schema\":{\"schema\":{...}}} or a JSON Schema object");
         return AIOS_ERR_INVALID;
     }
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(rf, "type");
@@ -135,11 +137,16 @@ static int parse_llm_query(api_req *r, const cJSON *qd, chat_spec *spec, const c
     int k = 0;
     while (ACTIONS[k] && strcmp(ACTIONS[k], *action)) k++;
     if (!ACTIONS[k]) {
-        snprintf(err, errlen, "unknown action_type '%.40s' (allowed: chat, chat_with_json_output, chat_with_tool_call_output, call_tool, operate_file)", *action);
+        snprintf(
+            err, errlen,
+            "unknown action_type '%.40s' (allowed: chat, chat_with_json_output, chat_with_tool_call_output, call_tool, operate_file)",
+            *action);
         return AIOS_ERR_INVALID;
     }
     if (!strcmp(*action, "operate_file")) {
-        snprintf(err, errlen, "action_type 'operate_file' is not supported; use storage queries or the aios/read_file and aios/write_file tools");
+        snprintf(
+            err, errlen,
+            "action_type 'operate_file' is not supported; use storage queries or the aios/read_file and aios/write_file tools");
         return AIOS_ERR_NOT_IMPLEMENTED;
     }
     if (strcmp(ret_type, "text") && strcmp(ret_type, "json")) {
@@ -216,11 +223,11 @@ static int plan_query(api_req *r, const cJSON *body, api_admission *a, char *err
     }
     a->kind = kind->kind;
     switch (kind->kind) {
-    case SYSCALL_KIND_LLM: return api_plan_llm_query(r, qd, a, err, errlen);
-    case SYSCALL_KIND_MEMORY:
-    case SYSCALL_KIND_STORAGE: return api_plan_mem(r, kind->kind, qd, a, err, errlen);
-    case SYSCALL_KIND_TOOL: return api_plan_tool_calls(r, qd, a, err, errlen);
-    default: return AIOS_ERR_INTERNAL;
+        case SYSCALL_KIND_LLM: return api_plan_llm_query(r, qd, a, err, errlen);
+        case SYSCALL_KIND_MEMORY:
+        case SYSCALL_KIND_STORAGE: return api_plan_mem(r, kind->kind, qd, a, err, errlen);
+        case SYSCALL_KIND_TOOL: return api_plan_tool_calls(r, qd, a, err, errlen);
+        default: return AIOS_ERR_INTERNAL;
     }
 }
 
@@ -231,10 +238,10 @@ static enum MHD_Result h_query(api_req *r, cJSON *body) {
     if (!rc) rc = jp_priority(r, qd, err, sizeof err);
     if (rc) return api_reply_error(r, rc, "%s", err);
     switch (r->adm.kind) {
-    case SYSCALL_KIND_MEMORY: return api_query_memory(r, qd);
-    case SYSCALL_KIND_STORAGE: return api_query_storage(r, qd);
-    case SYSCALL_KIND_TOOL: return api_query_tool(r, qd);
-    default: return query_llm(r, qd);
+        case SYSCALL_KIND_MEMORY: return api_query_memory(r, qd);
+        case SYSCALL_KIND_STORAGE: return api_query_storage(r, qd);
+        case SYSCALL_KIND_TOOL: return api_query_tool(r, qd);
+        default: return query_llm(r, qd);
     }
 }
 
@@ -392,15 +399,53 @@ typedef struct metric_def {
     double (*get)(const llm_core_stats *st, const sched_stats *ss);
 } metric_def;
 
-#define M_ST(field) static double m_##field(const llm_core_stats *st, const sched_stats *ss) { (void)ss; return (double)st->field; }
-#define M_SS(field) static double m_ss_##field(const llm_core_stats *st, const sched_stats *ss) { (void)st; return (double)ss->field; }
-M_ST(requests_done) M_ST(requests_failed) M_ST(prompt_tokens) M_ST(completion_tokens) M_ST(decode_steps)
-M_ST(batch_tokens) M_ST(busy_seconds) M_ST(kv_reserved) M_ST(kv_used) M_ST(kv_cached) M_ST(snapshots)
-M_ST(snapshot_bytes) M_ST(snapshot_seconds) M_ST(restores) M_ST(restore_seconds) M_ST(text_resumes)
-M_ST(snapshot_failures) M_ST(prefill_computed) M_ST(prefill_reused) M_ST(cache_hits) M_ST(cache_evictions)
-M_ST(cache_dropped) M_ST(cache_resident) M_ST(cache_snapshots) M_ST(verify_ok) M_ST(verify_mismatch)
-M_ST(parks) M_ST(parked) M_ST(store_ram_bytes) M_ST(store_disk_bytes) M_ST(store_spills) M_ST(store_disk_reads)
-M_SS(queued) M_SS(active) M_SS(preempted_waiting) M_SS(context_switches) M_SS(rejected)
+#define M_ST(field) \
+    static double m_##field(const llm_core_stats *st, const sched_stats *ss) { \
+        (void)ss; \
+        return (double)st->field; \
+    }
+#define M_SS(field) \
+    static double m_ss_##field(const llm_core_stats *st, const sched_stats *ss) { \
+        (void)st; \
+        return (double)ss->field; \
+    }
+M_ST(requests_done)
+M_ST(requests_failed)
+M_ST(prompt_tokens)
+M_ST(completion_tokens)
+M_ST(decode_steps)
+M_ST(batch_tokens)
+M_ST(busy_seconds)
+M_ST(kv_reserved)
+M_ST(kv_used)
+M_ST(kv_cached)
+M_ST(snapshots)
+M_ST(snapshot_bytes)
+M_ST(snapshot_seconds)
+M_ST(restores)
+M_ST(restore_seconds)
+M_ST(text_resumes)
+M_ST(snapshot_failures)
+M_ST(prefill_computed)
+M_ST(prefill_reused)
+M_ST(cache_hits)
+M_ST(cache_evictions)
+M_ST(cache_dropped)
+M_ST(cache_resident)
+M_ST(cache_snapshots)
+M_ST(verify_ok)
+M_ST(verify_mismatch)
+M_ST(parks)
+M_ST(parked)
+M_ST(store_ram_bytes)
+M_ST(store_disk_bytes)
+M_ST(store_spills)
+M_ST(store_disk_reads)
+M_SS(queued)
+M_SS(active)
+M_SS(preempted_waiting)
+M_SS(context_switches)
+M_SS(rejected)
 static double m_cancelled(const llm_core_stats *st, const sched_stats *ss) {
     return (double)(st->requests_cancelled + ss->cancelled_waiting);
 }
@@ -411,7 +456,8 @@ static const metric_def METRICS[] = {
     {"aios_requests_cancelled_total", "counter", "Requests cancelled (client gone), running or waiting.", m_cancelled},
     {"aios_requests_rejected_total", "counter", "Requests refused because the run queue was full.", m_ss_rejected},
     {"aios_prompt_tokens_total", "counter", "Prompt tokens of started requests.", m_prompt_tokens},
-    {"aios_tokens_generated_total", "counter", "Tokens generated (each exactly once, also across preemption).", m_completion_tokens},
+    {"aios_tokens_generated_total", "counter", "Tokens generated (each exactly once, also across preemption).",
+     m_completion_tokens},
     {"aios_decode_steps_total", "counter", "llama_decode calls.", m_decode_steps},
     {"aios_batch_tokens_total", "counter", "Tokens over all decode steps.", m_batch_tokens},
     {"aios_engine_busy_seconds_total", "counter", "Seconds spent in llama_decode.", m_busy_seconds},
@@ -421,7 +467,8 @@ static const metric_def METRICS[] = {
     {"aios_kv_reserved_cells", "gauge", "KV cells reserved by running requests (prompt + max_tokens).", m_kv_reserved},
     {"aios_kv_used_cells", "gauge", "KV cells accounted in all, shared cells once.", m_kv_used},
     {"aios_kv_cached_cells", "gauge", "KV cells held by cached prefixes and conversations.", m_kv_cached},
-    {"aios_context_switches_total", "counter", "Preemptions: a running generation saved and sent back to the queue.", m_ss_context_switches},
+    {"aios_context_switches_total", "counter", "Preemptions: a running generation saved and sent back to the queue.",
+     m_ss_context_switches},
     {"aios_snapshots_total", "counter", "KV snapshots taken (preemption, cache eviction).", m_snapshots},
     {"aios_snapshot_bytes_total", "counter", "Bytes of KV snapshots taken.", m_snapshot_bytes},
     {"aios_snapshot_seconds_total", "counter", "Time spent taking snapshots.", m_snapshot_seconds},
@@ -436,13 +483,15 @@ static const metric_def METRICS[] = {
     {"aios_snapshot_spills_total", "counter", "Snapshots moved from memory to disk.", m_store_spills},
     {"aios_snapshot_disk_reads_total", "counter", "Snapshots read back from disk.", m_store_disk_reads},
     {"aios_prefill_tokens_computed_total", "counter", "Prompt (and resume) tokens computed by llama_decode.", m_prefill_computed},
-    {"aios_prefill_tokens_reused_total", "counter", "Prompt tokens taken from the prefix / conversation cache instead.", m_prefill_reused},
+    {"aios_prefill_tokens_reused_total", "counter", "Prompt tokens taken from the prefix / conversation cache instead.",
+     m_prefill_reused},
     {"aios_cache_hits_total", "counter", "Requests that reused a cached prefix.", m_cache_hits},
     {"aios_cache_evictions_total", "counter", "Resident cache entries evicted (to a snapshot or dropped).", m_cache_evictions},
     {"aios_cache_dropped_total", "counter", "Cache entries evicted without a snapshot.", m_cache_dropped},
     {"aios_cache_resident_entries", "gauge", "Cache entries resident in the KV cache.", m_cache_resident},
     {"aios_cache_snapshot_entries", "gauge", "Cache entries kept as snapshots.", m_cache_snapshots},
-    {"aios_prefix_verify_ok_total", "counter", "Reused prefixes found byte-identical to a solo prefill (context.verify_prefix).", m_verify_ok},
+    {"aios_prefix_verify_ok_total", "counter", "Reused prefixes found byte-identical to a solo prefill (context.verify_prefix).",
+     m_verify_ok},
     {"aios_prefix_verify_mismatch_total", "counter", "Reused prefixes that differed from a solo prefill.", m_verify_mismatch},
 };
 #define N_METRICS (sizeof METRICS / sizeof METRICS[0])
@@ -461,8 +510,8 @@ typedef struct agent_lines {
 
 static void metric_agent(const char *agent, unsigned long long total, unsigned long long window, void *ud) {
     agent_lines *al = ud;
-    sb_printf(al->b, "%s{model=\"%s\",policy=\"%s\",agent=\"", al->window ? "aios_agent_service_window_tokens" :
-              "aios_agent_service_tokens_total", al->model, al->policy);
+    sb_printf(al->b, "%s{model=\"%s\",policy=\"%s\",agent=\"",
+              al->window ? "aios_agent_service_window_tokens" : "aios_agent_service_tokens_total", al->model, al->policy);
     label_value(al->b, agent);
     sb_printf(al->b, "\"} %llu\n", al->window ? window : total);
 }
@@ -472,7 +521,8 @@ static void metrics_endpoints(strbuf *b, int n, const llm_core_info *info, const
     static const struct {
         const char *name, *type, *help;
     } EP[] = {
-        {"aios_endpoint_up", "gauge", "1 when the endpoint takes requests (up or suspect), 0 when probing or down (breaker open)."},
+        {"aios_endpoint_up", "gauge",
+         "1 when the endpoint takes requests (up or suspect), 0 when probing or down (breaker open)."},
         {"aios_endpoint_outstanding", "gauge", "Requests upstream on the endpoint."},
         {"aios_endpoint_requests_total", "counter", "Requests sent to the endpoint (retries included)."},
         {"aios_endpoint_failures_total", "counter", "Requests and health checks of the endpoint that failed."},
@@ -483,11 +533,11 @@ static void metrics_endpoints(strbuf *b, int n, const llm_core_info *info, const
         for (int i = 0; i < n; i++)
             for (int j = 0; j < st[i].n_endpoints; j++) {
                 const llm_endpoint_stats *e = &st[i].endpoints[j];
-                double v = k == 0   ? (!strcmp(e->state, "up") || !strcmp(e->state, "suspect"))
-                           : k == 1 ? e->outstanding
-                           : k == 2 ? (double)e->requests
-                           : k == 3 ? (double)e->failures
-                                    : (double)e->breaker_opens;
+                double v = k == 0 ? (!strcmp(e->state, "up") || !strcmp(e->state, "suspect"))
+                    : k == 1      ? e->outstanding
+                    : k == 2      ? (double)e->requests
+                    : k == 3      ? (double)e->failures
+                                  : (double)e->breaker_opens;
                 sb_printf(b, "%s{model=\"%s\",endpoint=\"%s\"} %.17g\n", EP[k].name, info[i].name, e->url, v);
             }
     }
@@ -497,8 +547,9 @@ static void metrics_endpoints(strbuf *b, int n, const llm_core_info *info, const
 static void metrics_budgets(api_req *r, strbuf *b) {
     cJSON *all = access_budgets_json(api_access(r));
     for (int k = 0; k < 2; k++) {
-        sb_printf(b, k ? "# HELP aios_budget_used Use of each budget in its current window.\n# TYPE aios_budget_used gauge\n"
-                       : "# HELP aios_budget_limit Each budget's limits.\n# TYPE aios_budget_limit gauge\n");
+        sb_printf(b,
+                  k ? "# HELP aios_budget_used Use of each budget in its current window.\n# TYPE aios_budget_used gauge\n"
+                    : "# HELP aios_budget_limit Each budget's limits.\n# TYPE aios_budget_limit gauge\n");
         for (const cJSON *o = all ? all->child : NULL; o; o = o->next) {
             const cJSON *who = o->child; /* agent or group */
             const char *model = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "model"));
@@ -533,8 +584,10 @@ static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
                       METRICS[k].get(&st[i], &ss[i]));
     }
     for (int w = 0; w < 2; w++) {
-        sb_printf(&b, w ? "# HELP aios_agent_service_window_tokens Tokens of service per agent in the current fair-share window.\n# TYPE aios_agent_service_window_tokens gauge\n"
-                        : "# HELP aios_agent_service_tokens_total Tokens of service (prefill + generation) per agent.\n# TYPE aios_agent_service_tokens_total counter\n");
+        sb_printf(
+            &b,
+            w ? "# HELP aios_agent_service_window_tokens Tokens of service per agent in the current fair-share window.\n# TYPE aios_agent_service_window_tokens gauge\n"
+              : "# HELP aios_agent_service_tokens_total Tokens of service (prefill + generation) per agent.\n# TYPE aios_agent_service_tokens_total counter\n");
         for (int i = 0; i < n; i++) {
             agent_lines al = {&b, info[i].name, ss[i].policy, w == 1};
             llm_core_foreach_agent(api_core_at(r, i), metric_agent, &al);

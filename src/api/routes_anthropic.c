@@ -16,19 +16,19 @@
 #include <string.h>
 #include "chat.h"
 
-#define ANTH_MAX_TOOLS 128       /* as chat_check_tools */
-#define ANTH_MAX_TOOL_USES 1024  /* tool_use blocks in one conversation (ids are looked up linearly) */
-#define ANTH_PATH 96             /* "messages[1023].content[4095]" and the like */
+#define ANTH_MAX_TOOLS 128      /* as chat_check_tools */
+#define ANTH_MAX_TOOL_USES 1024 /* tool_use blocks in one conversation (ids are looked up linearly) */
+#define ANTH_PATH 96            /* "messages[1023].content[4095]" and the like */
 
 /* Route state of one /v1/messages request (api_req.data). */
 typedef struct anth_ctx {
-    chat_ctx *chat;     /* owned: what chat_openai_prepare made */
-    char id[48];        /* "msg_<syscall id>" */
-    int input_tokens;   /* the prompt, counted at prepare */
-    long max_tokens;    /* asked: a length stop short of it means the context was full */
-    int n_blocks;       /* stream: content blocks closed so far (the next block's index) */
-    bool started;       /* stream: message_start sent */
-    bool text_open;     /* stream: a text block is open at index n_blocks */
+    chat_ctx *chat;   /* owned: what chat_openai_prepare made */
+    char id[48];      /* "msg_<syscall id>" */
+    int input_tokens; /* the prompt, counted at prepare */
+    long max_tokens;  /* asked: a length stop short of it means the context was full */
+    int n_blocks;     /* stream: content blocks closed so far (the next block's index) */
+    bool started;     /* stream: message_start sent */
+    bool text_open;   /* stream: a text block is open at index n_blocks */
 } anth_ctx;
 
 static void anth_ctx_free(void *p) {
@@ -109,7 +109,8 @@ static int anth_tool_result(const cJSON *b, const char *path, const cJSON *ids, 
     if (!rc) rc = anth_at(jp_bool(b, "is_error", &is_error, err, errlen), path, err, errlen);
     if (rc) return rc;
     if (!cJSON_GetObjectItemCaseSensitive(ids, id))
-        return jp_invalid(err, errlen, "%s.tool_use_id '%.64s' matches no tool_use block of an earlier assistant message", path, id);
+        return jp_invalid(err, errlen, "%s.tool_use_id '%.64s' matches no tool_use block of an earlier assistant message", path,
+                          id);
     strbuf t;
     sb_init(&t, 0);
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(b, "content");
@@ -156,8 +157,7 @@ static int anth_tool_use(const cJSON *b, const char *path, cJSON *ids, cJSON *ca
  * in an assistant message tool_use blocks become its tool_calls and thinking blocks (a
  * transcript from another server) are dropped. An empty final assistant message adds
  * nothing. */
-static int anth_blocks(const cJSON *content, int i, bool user, bool last, cJSON *ids, cJSON *out, char *err,
-                       size_t errlen) {
+static int anth_blocks(const cJSON *content, int i, bool user, bool last, cJSON *ids, cJSON *out, char *err, size_t errlen) {
     strbuf text;
     sb_init(&text, 0);
     cJSON *calls = cJSON_CreateArray();
@@ -210,8 +210,9 @@ static int anth_message_in(const cJSON *m, int i, bool last, cJSON *ids, cJSON *
     if (rc) return rc;
     bool user = !strcmp(role, "user");
     if (!user && strcmp(role, "assistant"))
-        return jp_invalid(err, errlen, "%s.role '%.32s' must be \"user\" or \"assistant\" (the system prompt is the top-level 'system')",
-                        path, role);
+        return jp_invalid(err, errlen,
+                          "%s.role '%.32s' must be \"user\" or \"assistant\" (the system prompt is the top-level 'system')", path,
+                          role);
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
     if (!cJSON_IsString(c) && !cJSON_IsArray(c))
         return jp_invalid(err, errlen, "%s.content must be a string or an array of content blocks", path);
@@ -228,9 +229,11 @@ static int anth_message_in(const cJSON *m, int i, bool last, cJSON *ids, cJSON *
 /* `system` (a string or text blocks) and `messages` into dst.messages. */
 static int anth_messages(const cJSON *body, int max_messages, cJSON *dst, char *err, size_t errlen) {
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(body, "messages");
-    if (!cJSON_IsArray(msgs) || !msgs->child) return jp_invalid(err, errlen, "'messages' must be a non-empty array of {role, content}");
+    if (!cJSON_IsArray(msgs) || !msgs->child)
+        return jp_invalid(err, errlen, "'messages' must be a non-empty array of {role, content}");
     int n = cJSON_GetArraySize(msgs);
-    if (n > max_messages) return jp_invalid(err, errlen, "'messages' has %d entries, over llms.max_messages (%d)", n, max_messages);
+    if (n > max_messages)
+        return jp_invalid(err, errlen, "'messages' has %d entries, over llms.max_messages (%d)", n, max_messages);
     cJSON *out = cJSON_AddArrayToObject(dst, "messages");
     const cJSON *sys = cJSON_GetObjectItemCaseSensitive(body, "system");
     int rc = AIOS_OK;
@@ -260,7 +263,8 @@ static int anth_tool(const cJSON *t, int i, cJSON *out, char *err, size_t errlen
     if (!rc) rc = anth_at(jp_string(t, "description", false, &desc, err, errlen), path, err, errlen);
     if (rc) return rc;
     if (type && strcmp(type, "custom"))
-        return jp_invalid(err, errlen, "%s.type '%.40s' is not supported: only client tools {name, description, input_schema}", path, type);
+        return jp_invalid(err, errlen, "%s.type '%.40s' is not supported: only client tools {name, description, input_schema}",
+                          path, type);
     if (!*name) return jp_invalid(err, errlen, "%s.name must be a non-empty string", path);
     const cJSON *schema = cJSON_GetObjectItemCaseSensitive(t, "input_schema");
     if (schema && !cJSON_IsNull(schema) && !cJSON_IsObject(schema))
@@ -301,7 +305,8 @@ static bool anth_has_tool(const cJSON *dst, const char *name) {
 static int anth_tool_choice(const cJSON *body, cJSON *dst, char *err, size_t errlen) {
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(body, "tool_choice");
     if (!tc || cJSON_IsNull(tc)) return AIOS_OK;
-    if (!cJSON_IsObject(tc)) return jp_invalid(err, errlen, "'tool_choice' must be an object {\"type\": \"auto\" | \"any\" | \"tool\" | \"none\"}");
+    if (!cJSON_IsObject(tc))
+        return jp_invalid(err, errlen, "'tool_choice' must be an object {\"type\": \"auto\" | \"any\" | \"tool\" | \"none\"}");
     const char *type = NULL, *name = NULL;
     bool no_parallel = false;
     int rc = anth_at(jp_string(tc, "type", true, &type, err, errlen), "tool_choice", err, errlen);
@@ -380,8 +385,9 @@ static int anth_output_config(const cJSON *body, cJSON *dst, char *err, size_t e
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(oc, "format");
     if (!f || cJSON_IsNull(f)) return AIOS_OK;
     const char *type = NULL;
-    int rc = cJSON_IsObject(f) ? anth_at(jp_string(f, "type", true, &type, err, errlen), "output_config.format", err, errlen)
-                               : jp_invalid(err, errlen, "output_config.format must be an object {\"type\": \"json_schema\", \"schema\"}");
+    int rc = cJSON_IsObject(f)
+        ? anth_at(jp_string(f, "type", true, &type, err, errlen), "output_config.format", err, errlen)
+        : jp_invalid(err, errlen, "output_config.format must be an object {\"type\": \"json_schema\", \"schema\"}");
     if (rc) return rc;
     const cJSON *schema = cJSON_GetObjectItemCaseSensitive(f, "schema");
     if (strcmp(type, "json_schema")) return jp_invalid(err, errlen, "output_config.format.type '%.32s' is not json_schema", type);
@@ -439,8 +445,7 @@ static void anth_add_stop_sequence(cJSON *o, syscall_t *sc) {
 }
 
 /* {"id","type":"message","role","model","content" (taken),"stop_reason","stop_sequence","usage"}. */
-static cJSON *anth_message_json(const anth_ctx *a, cJSON *content, const char *stop_reason, syscall_t *done,
-                                int output_tokens) {
+static cJSON *anth_message_json(const anth_ctx *a, cJSON *content, const char *stop_reason, syscall_t *done, int output_tokens) {
     cJSON *o = cJSON_CreateObject(), *u;
     cJSON_AddStringToObject(o, "id", a->id);
     cJSON_AddStringToObject(o, "type", "message");

@@ -77,16 +77,17 @@ static enum MHD_Result h_select(api_req *r, cJSON *body) {
     cJSON *list = cJSON_ParseWithLength(r->body.data ? r->body.data : "", r->body.len);
     const char *names[AIOS_MAX_MODELS];
     int n = 0;
-    const char *bad = !cJSON_IsArray(list) ? "the body must be a JSON array of {\"name\", \"backend\"}"
-                      : cJSON_GetArraySize(list) > AIOS_MAX_MODELS ? "at most 16 LLMs" : NULL;
+    const char *bad = !cJSON_IsArray(list)           ? "the body must be a JSON array of {\"name\", \"backend\"}"
+        : cJSON_GetArraySize(list) > AIOS_MAX_MODELS ? "at most 16 LLMs"
+                                                     : NULL;
     for (const cJSON *l = bad ? NULL : list->child; l && !bad; l = l->next) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(l, "name");
         if (!cJSON_IsString(name)) bad = "each entry needs a string 'name'";
         else if (!api_core(r, name->valuestring)) {
             char known[512];
             api_models_known(r, known, sizeof known);
-            enum MHD_Result ret = api_reply_error(r, AIOS_ERR_NOT_FOUND, "llm '%.128s' is not served here; this kernel serves: %s",
-                                                  name->valuestring, known);
+            enum MHD_Result ret = api_reply_error(
+                r, AIOS_ERR_NOT_FOUND, "llm '%.128s' is not served here; this kernel serves: %s", name->valuestring, known);
             cJSON_Delete(list);
             return ret;
         } else {

@@ -25,9 +25,9 @@ typedef struct mem_job {
     llm_embedder *emb;
     char agent[AIOS_NAME_MAX];
     char op[40];
-    cJSON *params;      /* owned copy of query_data.params (or the embeddings body) */
-    cJSON *response;    /* built by the work function */
-    bool bare;          /* answer with response itself (OpenAI), not the AIOS envelope */
+    cJSON *params;        /* owned copy of query_data.params (or the embeddings body) */
+    cJSON *response;      /* built by the work function */
+    bool bare;            /* answer with response itself (OpenAI), not the AIOS envelope */
     embed_shape_fn shape; /* bare: what the door makes of response; NULL = response itself */
 } mem_job;
 
@@ -61,8 +61,8 @@ static void cross_namespace(api_req *r, mem_job *j) {
     cJSON_DeleteItemFromObjectCaseSensitive(j->params, "owner");
 }
 
-static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, const cJSON *params, api_work_fn fn,
-                                 bool bare, embed_shape_fn shape) {
+static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, const cJSON *params, api_work_fn fn, bool bare,
+                                 embed_shape_fn shape) {
     mem_job *j = calloc(1, sizeof *j);
     if (!j) return api_reply_error(r, AIOS_ERR_NOMEM, NULL);
     j->mem = api_mem(r);
@@ -86,8 +86,8 @@ static enum MHD_Result start_job(api_req *r, syscall_kind kind, const char *op, 
 
 /* ---------- memory ---------- */
 
-static const char *const MEM_OPS[] = {"add_memory", "add_agentic_memory", "get_memory", "update_memory",
-                                      "remove_memory", "retrieve_memory", "retrieve_memory_raw", NULL};
+static const char *const MEM_OPS[] = {"add_memory",    "add_agentic_memory", "get_memory",          "update_memory",
+                                      "remove_memory", "retrieve_memory",    "retrieve_memory_raw", NULL};
 
 static cJSON *mem_response(void) {
     cJSON *o = cJSON_CreateObject();
@@ -174,7 +174,8 @@ static int mem_work_retrieve(mem_job *j, cJSON *o, char *err, size_t errlen) {
     bool exact = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j->params, "exact"));
     mem_item *items;
     int n;
-    int rc = mem_retrieve(j->mem, j->agent, q->valuestring, cJSON_IsNumber(k) ? (int)k->valuedouble : 5, exact, &items, &n, err, errlen);
+    int rc = mem_retrieve(j->mem, j->agent, q->valuestring, cJSON_IsNumber(k) ? (int)k->valuedouble : 5, exact, &items, &n, err,
+                          errlen);
     if (rc) return rc;
     cJSON *arr = cJSON_AddArrayToObject(o, "search_results");
     for (int i = 0; i < n; i++) cJSON_AddItemToArray(arr, item_json(&items[i]));
@@ -228,7 +229,8 @@ static int mem_check(const char *op, const cJSON *params, char *err, size_t errl
     const cJSON *md = cJSON_GetObjectItemCaseSensitive(params, "metadata");
     const cJSON *k = cJSON_GetObjectItemCaseSensitive(params, "k");
     char buf[32];
-    if (md && !cJSON_IsNull(md) && !cJSON_IsObject(md)) return snprintf(err, errlen, "'metadata' must be an object"), AIOS_ERR_INVALID;
+    if (md && !cJSON_IsNull(md) && !cJSON_IsObject(md))
+        return snprintf(err, errlen, "'metadata' must be an object"), AIOS_ERR_INVALID;
     if (!strncmp(op, "add_", 4) && !cJSON_IsString(content))
         return snprintf(err, errlen, "%s needs 'content' (a string)", op), AIOS_ERR_INVALID;
     if (!strncmp(op, "retrieve", 8)) {
@@ -239,8 +241,7 @@ static int mem_check(const char *op, const cJSON *params, char *err, size_t errl
         return AIOS_OK;
     }
     if (!strncmp(op, "add_", 4)) return AIOS_OK;
-    if (!param_id(params, buf, sizeof buf))
-        return snprintf(err, errlen, "%s needs 'memory_id' (a string)", op), AIOS_ERR_INVALID;
+    if (!param_id(params, buf, sizeof buf)) return snprintf(err, errlen, "%s needs 'memory_id' (a string)", op), AIOS_ERR_INVALID;
     if (!strcmp(op, "update_memory")) {
         if (content && !cJSON_IsNull(content) && !cJSON_IsString(content))
             return snprintf(err, errlen, "'content' must be a string or null"), AIOS_ERR_INVALID;
@@ -284,7 +285,10 @@ enum MHD_Result api_query_memory(api_req *r, const cJSON *qd) {
     int i = 0;
     while (MEM_OPS[i] && strcmp(MEM_OPS[i], op)) i++;
     if (!MEM_OPS[i])
-        return api_reply_error(r, AIOS_ERR_INVALID, "unknown memory operation_type '%.40s' (allowed: add_memory, add_agentic_memory, get_memory, update_memory, remove_memory, retrieve_memory, retrieve_memory_raw)", op);
+        return api_reply_error(
+            r, AIOS_ERR_INVALID,
+            "unknown memory operation_type '%.40s' (allowed: add_memory, add_agentic_memory, get_memory, update_memory, remove_memory, retrieve_memory, retrieve_memory_raw)",
+            op);
     if (!api_mem(r)) return api_reply_error(r, AIOS_ERR_NOT_IMPLEMENTED, "the memory manager is not running");
     if ((rc = mem_check(op, params, err, sizeof err))) return api_reply_error(r, rc, "%s", err);
     return start_job(r, SYSCALL_KIND_MEMORY, op, params, mem_work, false, NULL);
@@ -324,7 +328,7 @@ typedef struct emb_wait_all {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int left, rc, tokens, dim;
-    float *out;       /* n * dim */
+    float *out; /* n * dim */
 } emb_wait_all;
 
 typedef struct emb_slot_ref {
@@ -460,7 +464,8 @@ enum MHD_Result api_embed(api_req *r, const cJSON *input, const char *fmt, cJSON
     bool ok = cJSON_IsString(input) || (cJSON_IsArray(input) && input->child);
     for (const cJSON *x = cJSON_IsArray(input) ? input->child : NULL; x && ok; x = x->next) ok = cJSON_IsString(x);
     if (!ok)
-        return api_reply_error(r, AIOS_ERR_INVALID, "'input' must be a string or a non-empty list of strings (token arrays are not supported)");
+        return api_reply_error(r, AIOS_ERR_INVALID,
+                               "'input' must be a string or a non-empty list of strings (token arrays are not supported)");
     if (cJSON_GetArraySize(input) > EMB_MAX_INPUTS)
         return api_reply_error(r, AIOS_ERR_INVALID, "'input' has more than %d items", EMB_MAX_INPUTS);
     cJSON *params = cJSON_CreateObject(); /* {"input": a reference}; start_job copies it */
@@ -486,11 +491,38 @@ typedef struct mem_metric {
     double (*get)(const mem_snapshot *x);
 } mem_metric;
 
-#define MM(part, field) static double mm_##part##_##field(const mem_snapshot *x) { return (double)x->part.field; }
-MM(m, adds) MM(m, gets) MM(m, updates) MM(m, removes) MM(m, retrievals) MM(m, hits) MM(m, page_ins) MM(m, evictions)
-MM(m, resident_bytes) MM(m, items) MM(m, resident_items) MM(m, agents) MM(m, pending) MM(m, embed_failures)
-MM(s, writes) MM(s, reads) MM(s, deletes) MM(s, rollbacks) MM(s, retrievals) MM(s, shares) MM(s, files) MM(s, bytes)
-MM(s, pending) MM(e, texts) MM(e, tokens) MM(e, truncated) MM(e, batches) MM(e, failures) MM(e, seconds) MM(e, queued)
+#define MM(part, field) \
+    static double mm_##part##_##field(const mem_snapshot *x) { return (double)x->part.field; }
+MM(m, adds)
+MM(m, gets)
+MM(m, updates)
+MM(m, removes)
+MM(m, retrievals)
+MM(m, hits)
+MM(m, page_ins)
+MM(m, evictions)
+MM(m, resident_bytes)
+MM(m, items)
+MM(m, resident_items)
+MM(m, agents)
+MM(m, pending)
+MM(m, embed_failures)
+MM(s, writes)
+MM(s, reads)
+MM(s, deletes)
+MM(s, rollbacks)
+MM(s, retrievals)
+MM(s, shares)
+MM(s, files)
+MM(s, bytes)
+MM(s, pending)
+MM(e, texts)
+MM(e, tokens)
+MM(e, truncated)
+MM(e, batches)
+MM(e, failures)
+MM(e, seconds)
+MM(e, queued)
 
 static const mem_metric MEM_METRICS[] = {
     {"aios_memory_adds_total", "counter", "Memory blocks added.", mm_m_adds},
@@ -533,8 +565,8 @@ void api_metrics_mem(api_req *r, strbuf *b) {
     if (api_storage(r)) storage_get_stats(api_storage(r), &x.s);
     if (api_embedder(r)) llm_embedder_get_stats(api_embedder(r), &x.e);
     for (size_t k = 0; k < sizeof MEM_METRICS / sizeof MEM_METRICS[0]; k++)
-        sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", MEM_METRICS[k].name, MEM_METRICS[k].help,
-                  MEM_METRICS[k].name, MEM_METRICS[k].type, MEM_METRICS[k].name, MEM_METRICS[k].get(&x));
+        sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", MEM_METRICS[k].name, MEM_METRICS[k].help, MEM_METRICS[k].name,
+                  MEM_METRICS[k].type, MEM_METRICS[k].name, MEM_METRICS[k].get(&x));
     metrics_runq(r, b);
 }
 
@@ -548,8 +580,16 @@ typedef struct runq_metric {
     double (*get)(const runq_stats *x);
 } runq_metric;
 
-#define RQ(field) static double rq_##field(const runq_stats *x) { return (double)x->field; }
-RQ(workers) RQ(queued) RQ(running) RQ(agents_waiting) RQ(submitted) RQ(completed) RQ(rejected_full) RQ(rejected_agent)
+#define RQ(field) \
+    static double rq_##field(const runq_stats *x) { return (double)x->field; }
+RQ(workers)
+RQ(queued)
+RQ(running)
+RQ(agents_waiting)
+RQ(submitted)
+RQ(completed)
+RQ(rejected_full)
+RQ(rejected_agent)
 RQ(busy_seconds)
 
 static const runq_metric RUNQ_METRICS[] = {
@@ -559,8 +599,10 @@ static const runq_metric RUNQ_METRICS[] = {
     {"aios_runq_agents_waiting", "gauge", "Agents with operations waiting in the run queue.", rq_agents_waiting},
     {"aios_runq_submitted_total", "counter", "Operations queued.", rq_submitted},
     {"aios_runq_completed_total", "counter", "Operations run to their end.", rq_completed},
-    {"aios_runq_rejected_full_total", "counter", "Operations refused (503): the run queue was full (kernel.max_jobs).", rq_rejected_full},
-    {"aios_runq_rejected_agent_total", "counter", "Operations refused (503): their agent had kernel.max_jobs_per_agent waiting.", rq_rejected_agent},
+    {"aios_runq_rejected_full_total", "counter", "Operations refused (503): the run queue was full (kernel.max_jobs).",
+     rq_rejected_full},
+    {"aios_runq_rejected_agent_total", "counter", "Operations refused (503): their agent had kernel.max_jobs_per_agent waiting.",
+     rq_rejected_agent},
     {"aios_runq_busy_seconds_total", "counter", "Operation time of the completed operations.", rq_busy_seconds},
 };
 
@@ -575,8 +617,7 @@ typedef struct runq_agent_lines {
     int which; /* 0 ops, 1 service total, 2 service window */
 } runq_agent_lines;
 
-static void runq_agent_line(const char *agent, size_t queued, unsigned long long ops, double total, double window,
-                            void *ud) {
+static void runq_agent_line(const char *agent, size_t queued, unsigned long long ops, double total, double window, void *ud) {
     (void)queued;
     runq_agent_lines *al = ud;
     static const char *const NAMES[] = {"aios_runq_agent_ops_total", "aios_runq_agent_service_seconds_total",
@@ -595,7 +636,8 @@ static void metrics_runq(api_req *r, strbuf *b) {
         const runq_metric *m = &RUNQ_METRICS[k];
         sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name, m->type);
         for (size_t i = 0; i < N_RUNQ_KINDS; i++)
-            if (q[i]) sb_printf(b, "%s{resource=\"%s\",policy=\"%s\"} %.17g\n", m->name, x[i].resource, x[i].policy, m->get(&x[i]));
+            if (q[i])
+                sb_printf(b, "%s{resource=\"%s\",policy=\"%s\"} %.17g\n", m->name, x[i].resource, x[i].policy, m->get(&x[i]));
     }
     static const char *const HEADS[] = {
         "# HELP aios_runq_agent_ops_total Operations run per agent and resource.\n# TYPE aios_runq_agent_ops_total counter\n",

@@ -48,8 +48,10 @@ static llm_core *named(api_req *r, cJSON *body, int *status, char *err, size_t e
     if (i >= 0 && i < api_n_cores(r)) return api_core_at(r, i);
     char known[512];
     api_models_known(r, known, sizeof known);
-    snprintf(err, errlen, "model '%.128s' does not exist; this kernel serves: %s (a new model is added with its whole "
-             "entry: backend, path or hostname, ...)", name, known);
+    snprintf(err, errlen,
+             "model '%.128s' does not exist; this kernel serves: %s (a new model is added with its whole "
+             "entry: backend, path or hostname, ...)",
+             name, known);
     *status = AIOS_ERR_NOT_FOUND;
     return NULL;
 }
@@ -94,8 +96,10 @@ static enum MHD_Result add_entry(api_req *r, cJSON *body) {
     for (const cJSON *f = body->child; f; f = f->next, n++) {
         if (field_text(f, texts[n], sizeof texts[n])) {
             free(texts);
-            return api_reply_error(r, AIOS_ERR_INVALID, "field '%.64s': a string, number, boolean or list of strings of "
-                                   "at most 2047 bytes", f->string);
+            return api_reply_error(r, AIOS_ERR_INVALID,
+                                   "field '%.64s': a string, number, boolean or list of strings of "
+                                   "at most 2047 bytes",
+                                   f->string);
         }
         keys[n] = f->string;
         values[n] = texts[n];

@@ -361,7 +361,8 @@ static int put_tool_calls(const cJSON *tc, int i, cJSON *m, char *err, size_t er
         const cJSON *f = member(c, "function"), *name = member(f, "name"), *args = member(f, "arguments");
         const cJSON *id = member(c, "id");
         if (!cJSON_IsString(name) || (!absent(args) && !cJSON_IsObject(args)))
-            return jp_invalid(err, errlen, "'messages[%d].tool_calls[%d]' must be {\"function\": {\"name\": ..., \"arguments\": {...}}}", i, j);
+            return jp_invalid(
+                err, errlen, "'messages[%d].tool_calls[%d]' must be {\"function\": {\"name\": ..., \"arguments\": {...}}}", i, j);
         char idbuf[40], *txt = cJSON_IsObject(args) ? cJSON_PrintUnformatted(args) : NULL;
         snprintf(idbuf, sizeof idbuf, "call_%d_%d", i, j);
         cJSON *call = cJSON_CreateObject(), *fn;
@@ -382,7 +383,8 @@ static int put_message(const cJSON *m, int i, cJSON *out, char *err, size_t errl
     char field[48];
     if (!cJSON_IsObject(m)) return jp_invalid(err, errlen, "'messages[%d]' must be an object with role and content", i);
     const cJSON *role = member(m, "role"), *content = member(m, "content"), *tool = member(m, "tool_name");
-    if (!absent(content) && !cJSON_IsString(content)) return jp_invalid(err, errlen, "'messages[%d].content' must be a string", i);
+    if (!absent(content) && !cJSON_IsString(content))
+        return jp_invalid(err, errlen, "'messages[%d].content' must be a string", i);
     if (!absent(tool) && !cJSON_IsString(tool)) return jp_invalid(err, errlen, "'messages[%d].tool_name' must be a string", i);
     snprintf(field, sizeof field, "messages[%d].images", i);
     int rc = refuse_set(m, "images", field, "the kernel's models read text only", err, errlen);
@@ -398,10 +400,12 @@ static int put_message(const cJSON *m, int i, cJSON *out, char *err, size_t errl
 /* messages (absent or empty: the "load" request, answered by the handler). */
 static int put_messages(const cJSON *body, cJSON *ob, char *err, size_t errlen) {
     const cJSON *ms = member(body, "messages");
-    if (!absent(ms) && !cJSON_IsArray(ms)) return jp_invalid(err, errlen, "'messages' must be an array of {\"role\", \"content\"} objects");
+    if (!absent(ms) && !cJSON_IsArray(ms))
+        return jp_invalid(err, errlen, "'messages' must be an array of {\"role\", \"content\"} objects");
     cJSON *out = cJSON_AddArrayToObject(ob, "messages");
     int i = 0, rc = AIOS_OK;
-    for (const cJSON *m = cJSON_IsArray(ms) ? ms->child : NULL; m && !rc; m = m->next, i++) rc = put_message(m, i, out, err, errlen);
+    for (const cJSON *m = cJSON_IsArray(ms) ? ms->child : NULL; m && !rc; m = m->next, i++)
+        rc = put_message(m, i, out, err, errlen);
     return rc;
 }
 
@@ -419,7 +423,9 @@ static int plan_chat(api_req *r, const cJSON *body, api_admission *a, char *err,
 static int generate_unsupported(const cJSON *body, char *err, size_t errlen) {
     int rc = refuse_set(body, "images", "images", "the kernel's models read text only", err, errlen);
     if (!rc) rc = refuse_set(body, "suffix", "suffix", "fill-in-the-middle needs a model trained for it", err, errlen);
-    if (!rc) rc = refuse_set(body, "template", "template", "the model's own chat template applies (POST /apply-template shows it)", err, errlen);
+    if (!rc)
+        rc = refuse_set(body, "template", "template", "the model's own chat template applies (POST /apply-template shows it)",
+                        err, errlen);
     if (!rc) rc = refuse_set(body, "context", "context", "send the conversation to /api/chat as messages", err, errlen);
     return rc;
 }
@@ -553,7 +559,8 @@ static enum MHD_Result h_ps(api_req *r, cJSON *body) {
 /* The prompt the model's chat template makes, with Ollama's template variables for the
  * system and user text: what a chat request renders, in the form clients expect. */
 static char *template_text(api_req *r, llm_core *core) {
-    cJSON *ms = cJSON_Parse("[{\"role\":\"system\",\"content\":\"{{ .System }}\"},{\"role\":\"user\",\"content\":\"{{ .Prompt }}\"}]");
+    cJSON *ms =
+        cJSON_Parse("[{\"role\":\"system\",\"content\":\"{{ .System }}\"},{\"role\":\"user\",\"content\":\"{{ .Prompt }}\"}]");
     strbuf p;
     char err[256];
     sb_init(&p, 0);
@@ -646,7 +653,8 @@ static int plan_embed(api_req *r, const cJSON *body, api_admission *a, char *err
 static cJSON *embed_shape(api_req *r, cJSON *list) {
     cJSON *o = cJSON_CreateObject(), *embs = cJSON_CreateArray(), *d;
     cJSON_AddStringToObject(o, "model", cJSON_GetObjectItem(r->door_body, "model")->valuestring);
-    cJSON_ArrayForEach(d, cJSON_GetObjectItem(list, "data")) cJSON_AddItemToArray(embs, cJSON_DetachItemFromObject(d, "embedding"));
+    cJSON_ArrayForEach(d, cJSON_GetObjectItem(list, "data"))
+        cJSON_AddItemToArray(embs, cJSON_DetachItemFromObject(d, "embedding"));
     cJSON_AddItemToObject(o, "embeddings", embs);
     cJSON_AddItemToObject(o, "total_duration", ns_json(kern_now_mono() - r->t_begin));
     cJSON_AddItemToObject(o, "load_duration", ns_json(0));

@@ -43,7 +43,8 @@ static int parse_response_format(const cJSON *body, chat_spec *spec, char *err, 
     const char *type = NULL;
     int rc = cJSON_IsObject(rf) ? jp_string(rf, "type", true, &type, err, errlen) : AIOS_ERR_INVALID;
     if (rc || !type) {
-        if (!rc || !*err) snprintf(err, errlen, "'response_format' must be {\"type\": \"text\" | \"json_object\" | \"json_schema\"}");
+        if (!rc || !*err)
+            snprintf(err, errlen, "'response_format' must be {\"type\": \"text\" | \"json_object\" | \"json_schema\"}");
         return AIOS_ERR_INVALID;
     }
     if (!strcmp(type, "text")) return AIOS_OK;
@@ -67,8 +68,8 @@ static int tool_choice_value(const cJSON *tc, const char **word, const char **na
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(tc, "type");
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(tc, "function");
     const cJSON *n = cJSON_IsObject(f) ? cJSON_GetObjectItemCaseSensitive(f, "name") : NULL;
-    if (!cJSON_IsObject(tc) || (type && (!cJSON_IsString(type) || strcmp(type->valuestring, "function"))) ||
-        !cJSON_IsString(n) || !*n->valuestring)
+    if (!cJSON_IsObject(tc) || (type && (!cJSON_IsString(type) || strcmp(type->valuestring, "function"))) || !cJSON_IsString(n) ||
+        !*n->valuestring)
         return AIOS_ERR_INVALID;
     *named = n->valuestring;
     return AIOS_OK;
@@ -85,13 +86,15 @@ static int parse_tool_choice(const cJSON *body, chat_spec *spec, const char **on
     int rc = jp_bool(body, "parallel_tool_calls", &parallel, err, errlen);
     if (rc) return rc;
     if (tc && !cJSON_IsNull(tc) && tool_choice_value(tc, &word, only)) {
-        snprintf(err, errlen, "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":...}}");
+        snprintf(err, errlen,
+                 "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":...}}");
         return AIOS_ERR_INVALID;
     }
     bool have_tools = spec->tools && spec->tools->child;
     if (!have_tools) {
         if (*only || (word && !strcmp(word, "required"))) {
-            snprintf(err, errlen, "'tool_choice' %s needs a non-empty 'tools' list", *only ? "names a function and" : "\"required\"");
+            snprintf(err, errlen, "'tool_choice' %s needs a non-empty 'tools' list",
+                     *only ? "names a function and" : "\"required\"");
             return AIOS_ERR_INVALID;
         }
         spec->tools = NULL;
@@ -184,8 +187,7 @@ static int parse_logprobs(const cJSON *body, llm_sampling *s, char *err, size_t 
     return rc;
 }
 
-static int parse_sampling(const cJSON *body, const aios_config *cfg, llm_sampling *s, int *n_choices, char *err,
-                          size_t errlen) {
+static int parse_sampling(const cJSON *body, const aios_config *cfg, llm_sampling *s, int *n_choices, char *err, size_t errlen) {
     double temp = 1.0, top_p = 1.0, min_p = 0.0;
     long top_k = 0, max_tokens = cfg->llms.default_max_tokens, seed = -1, n = 1;
     int rc = jp_number(body, "temperature", 0, 2, &temp, err, errlen);
@@ -270,7 +272,8 @@ static cJSON *logprobs_json(api_req *r, syscall_t *sc) {
     cJSON *o = cJSON_CreateObject(), *content = cJSON_AddArrayToObject(o, "content");
     for (int i = 0; i < n; i++) {
         cJSON *t = lp_token(r->adm.core, lp[i].token, lp[i].logprob), *top = cJSON_AddArrayToObject(t, "top_logprobs");
-        for (int j = 0; j < lp[i].n_top; j++) cJSON_AddItemToArray(top, lp_token(r->adm.core, lp[i].top_token[j], lp[i].top_logprob[j]));
+        for (int j = 0; j < lp[i].n_top; j++)
+            cJSON_AddItemToArray(top, lp_token(r->adm.core, lp[i].top_token[j], lp[i].top_logprob[j]));
         cJSON_AddItemToArray(content, t);
     }
     return o;
@@ -383,8 +386,7 @@ static void openai_stream(api_req *r, const char *delta, size_t n, bool final, s
 
 /* ---- handlers ---- */
 
-int chat_openai_prepare(api_req *r, const cJSON *body, bool chat_api, bool *stream, syscall_t **out, char *err,
-                        size_t errlen) {
+int chat_openai_prepare(api_req *r, const cJSON *body, bool chat_api, bool *stream, syscall_t **out, char *err, size_t errlen) {
     const aios_config *cfg = api_cfg(r);
     const char *only_tool = NULL;
     chat_spec spec = {.mode = CHAT_MODE_TEXT};

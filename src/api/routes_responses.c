@@ -23,12 +23,12 @@
 
 /* The request's own state (chat_ctx.door). */
 typedef struct resp_state {
-    cJSON *echo;      /* owned: the request fields an answer repeats (instructions, tools, ...) */
-    cJSON *history;   /* owned: the conversation so far in the chat shape, input included */
+    cJSON *echo;    /* owned: the request fields an answer repeats (instructions, tools, ...) */
+    cJSON *history; /* owned: the conversation so far in the chat shape, input included */
     bool store;
-    int seq;          /* the next event's sequence_number */
-    int out_index;    /* output_index of the next item */
-    bool text_open;   /* the message item's opening events were sent */
+    int seq;        /* the next event's sequence_number */
+    int out_index;  /* output_index of the next item */
+    bool text_open; /* the message item's opening events were sent */
     char msg_id[64];
 } resp_state;
 
@@ -55,7 +55,10 @@ static int translate_tools(const cJSON *tools, cJSON *out, char *err, size_t err
             return AIOS_ERR_INVALID;
         }
         if (strcmp(type->valuestring, "function")) {
-            snprintf(err, errlen, "tools[%d].type '%.40s' is not supported (this kernel runs function tools; its own tools are listed by GET /v1/tools)", i, type->valuestring);
+            snprintf(
+                err, errlen,
+                "tools[%d].type '%.40s' is not supported (this kernel runs function tools; its own tools are listed by GET /v1/tools)",
+                i, type->valuestring);
             return AIOS_ERR_INVALID;
         }
         cJSON *fn = cJSON_CreateObject(), *entry = cJSON_CreateObject();
@@ -80,7 +83,8 @@ static int translate_tool_choice(const cJSON *tc, cJSON *out, char *err, size_t 
     }
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(tc, "type"), *name = cJSON_GetObjectItemCaseSensitive(tc, "name");
     if (!cJSON_IsObject(tc) || !cJSON_IsString(type) || strcmp(type->valuestring, "function") || !cJSON_IsString(name))
-        return jp_invalid(err, errlen, "'tool_choice' must be \"auto\", \"required\", \"none\" or {\"type\":\"function\",\"name\":...}");
+        return jp_invalid(err, errlen,
+                          "'tool_choice' must be \"auto\", \"required\", \"none\" or {\"type\":\"function\",\"name\":...}");
     cJSON *c = cJSON_AddObjectToObject(out, "tool_choice");
     cJSON_AddStringToObject(c, "type", "function");
     cJSON_AddStringToObject(cJSON_AddObjectToObject(c, "function"), "name", name->valuestring);
@@ -92,10 +96,12 @@ static int translate_text_format(const cJSON *text, cJSON *out, char *err, size_
     if (!text || cJSON_IsNull(text)) return AIOS_OK;
     const cJSON *f = cJSON_IsObject(text) ? cJSON_GetObjectItemCaseSensitive(text, "format") : NULL;
     if (!cJSON_IsObject(text) || (f && !cJSON_IsNull(f) && !cJSON_IsObject(f)))
-        return jp_invalid(err, errlen, "'text' must be {\"format\": {\"type\": \"text\" | \"json_object\" | \"json_schema\", ...}}");
+        return jp_invalid(err, errlen,
+                          "'text' must be {\"format\": {\"type\": \"text\" | \"json_object\" | \"json_schema\", ...}}");
     if (!f || cJSON_IsNull(f)) return AIOS_OK;
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(f, "type");
-    if (!cJSON_IsString(type)) return jp_invalid(err, errlen, "text.format.type must be \"text\", \"json_object\" or \"json_schema\"");
+    if (!cJSON_IsString(type))
+        return jp_invalid(err, errlen, "text.format.type must be \"text\", \"json_object\" or \"json_schema\"");
     cJSON *rf = cJSON_AddObjectToObject(out, "response_format");
     cJSON_AddStringToObject(rf, "type", type->valuestring); /* an unknown type is refused there */
     if (!strcmp(type->valuestring, "json_schema")) {
@@ -118,7 +124,9 @@ static int item_text(const cJSON *content, int idx, strbuf *out, char *err, size
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(p, "type"), *text = cJSON_GetObjectItemCaseSensitive(p, "text");
         const char *t = cJSON_IsString(type) ? type->valuestring : "";
         if (strcmp(t, "input_text") && strcmp(t, "output_text") && strcmp(t, "text")) {
-            snprintf(err, errlen, "input[%d].content[%d]: type '%.32s' is not supported (text parts only: input_text, output_text)", idx, j, t);
+            snprintf(err, errlen,
+                     "input[%d].content[%d]: type '%.32s' is not supported (text parts only: input_text, output_text)", idx, j,
+                     t);
             return AIOS_ERR_INVALID;
         }
         if (!cJSON_IsString(text)) {
@@ -150,7 +158,8 @@ static int add_function_call(cJSON *msgs, const cJSON *it, int idx, char *err, s
     const cJSON *call_id = cJSON_GetObjectItemCaseSensitive(it, "call_id");
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
     const cJSON *args = cJSON_GetObjectItemCaseSensitive(it, "arguments");
-    if (!cJSON_IsString(call_id) || !*call_id->valuestring || !cJSON_IsString(name) || !*name->valuestring || !cJSON_IsString(args)) {
+    if (!cJSON_IsString(call_id) || !*call_id->valuestring || !cJSON_IsString(name) || !*name->valuestring ||
+        !cJSON_IsString(args)) {
         snprintf(err, errlen, "input[%d]: a function_call item needs call_id, name and arguments (a JSON string)", idx);
         return AIOS_ERR_INVALID;
     }
@@ -199,7 +208,8 @@ static int add_call_output(cJSON *msgs, const cJSON *it, int idx, char *err, siz
     }
     strbuf t;
     sb_init(&t, 0);
-    int rc = output ? item_text(output, idx, &t, err, errlen) : jp_invalid(err, errlen, "input[%d]: function_call_output needs output", idx);
+    int rc = output ? item_text(output, idx, &t, err, errlen)
+                    : jp_invalid(err, errlen, "input[%d]: function_call_output needs output", idx);
     if (!rc) {
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "role", "tool");
@@ -252,11 +262,34 @@ static int translate_input(const cJSON *input, cJSON *msgs, char *err, size_t er
 }
 
 /* Parameters this door takes and what it does with them; anything else is refused by name. */
-static const char *const KNOWN[] = {"model", "input", "instructions", "tools", "tool_choice", "text", "max_output_tokens",
-                                    "temperature", "top_p", "stream", "store", "previous_response_id", "metadata", "user",
-                                    "parallel_tool_calls", "truncation", "include", "reasoning", "service_tier",
-                                    "background", "top_logprobs", "max_tool_calls", "prompt_cache_key",
-                                    "safety_identifier", "stream_options", "priority", "seed", NULL};
+static const char *const KNOWN[] = {"model",
+                                    "input",
+                                    "instructions",
+                                    "tools",
+                                    "tool_choice",
+                                    "text",
+                                    "max_output_tokens",
+                                    "temperature",
+                                    "top_p",
+                                    "stream",
+                                    "store",
+                                    "previous_response_id",
+                                    "metadata",
+                                    "user",
+                                    "parallel_tool_calls",
+                                    "truncation",
+                                    "include",
+                                    "reasoning",
+                                    "service_tier",
+                                    "background",
+                                    "top_logprobs",
+                                    "max_tool_calls",
+                                    "prompt_cache_key",
+                                    "safety_identifier",
+                                    "stream_options",
+                                    "priority",
+                                    "seed",
+                                    NULL};
 
 static int check_params(const cJSON *body, char *err, size_t errlen) {
     for (const cJSON *f = body->child; f; f = f->next) {
@@ -267,24 +300,27 @@ static int check_params(const cJSON *body, char *err, size_t errlen) {
     bool background = false;
     long top = 0;
     int rc = jp_bool(body, "background", &background, err, errlen);
-    if (!rc && background) return jp_invalid(err, errlen, "'background' responses are not supported: stream, or wait for the answer");
+    if (!rc && background)
+        return jp_invalid(err, errlen, "'background' responses are not supported: stream, or wait for the answer");
     if (!rc) rc = jp_int(body, "top_logprobs", 0, 0, &top, err, errlen);
     const cJSON *md = cJSON_GetObjectItemCaseSensitive(body, "metadata");
     if (!rc && md && !cJSON_IsNull(md)) {
         bool ok = cJSON_IsObject(md) && cJSON_GetArraySize(md) <= RESP_MAX_METADATA;
-        for (const cJSON *v = ok ? md->child : NULL; v && ok; v = v->next) ok = cJSON_IsString(v) && strlen(v->valuestring) <= 512;
+        for (const cJSON *v = ok ? md->child : NULL; v && ok; v = v->next)
+            ok = cJSON_IsString(v) && strlen(v->valuestring) <= 512;
         if (!ok) return jp_invalid(err, errlen, "'metadata' must be an object of at most 16 string values (512 bytes each)");
     }
     const cJSON *tr = cJSON_GetObjectItemCaseSensitive(body, "truncation");
-    if (!rc && tr && !cJSON_IsNull(tr) && (!cJSON_IsString(tr) || (strcmp(tr->valuestring, "disabled") && strcmp(tr->valuestring, "auto"))))
+    if (!rc && tr && !cJSON_IsNull(tr) &&
+        (!cJSON_IsString(tr) || (strcmp(tr->valuestring, "disabled") && strcmp(tr->valuestring, "auto"))))
         return jp_invalid(err, errlen, "'truncation' must be \"disabled\" or \"auto\"");
     return rc;
 }
 
 /* The copies of scalar fields that mean the same on both doors. */
 static void copy_same(const cJSON *body, cJSON *out) {
-    static const char *const SAME[] = {"model", "temperature", "top_p", "stream", "parallel_tool_calls", "user", "seed",
-                                       "priority", NULL};
+    static const char *const SAME[] = {"model", "temperature", "top_p",    "stream", "parallel_tool_calls",
+                                       "user",  "seed",        "priority", NULL};
     for (int k = 0; SAME[k]; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, SAME[k]);
         if (v) cJSON_AddItemToObject(out, SAME[k], cJSON_Duplicate(v, 1));
@@ -314,7 +350,8 @@ static cJSON *usage_json(syscall_t *sc) {
     int p = llm_request_prompt_tokens(sc->args), c = llm_request_completion_tokens(sc->args);
     cJSON *u = cJSON_CreateObject();
     cJSON_AddNumberToObject(u, "input_tokens", p);
-    cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "input_tokens_details"), "cached_tokens", llm_request_cached_tokens(sc->args));
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "input_tokens_details"), "cached_tokens",
+                            llm_request_cached_tokens(sc->args));
     cJSON_AddNumberToObject(u, "output_tokens", c);
     cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "output_tokens_details"), "reasoning_tokens", 0);
     cJSON_AddNumberToObject(u, "total_tokens", p + c);
@@ -434,7 +471,9 @@ static void store_response(api_req *r, const resp_state *st, const cJSON *resp) 
     int rc = rt && ht ? storage_response_put(sm, r->agent, cJSON_GetObjectItem(resp, "id")->valuestring, rt, ht,
                                              cfg->responses.max_stored, cfg->responses.ttl_s)
                       : AIOS_ERR_NOMEM;
-    if (rc) log_warn("responses: cannot store %s of %s: %s", cJSON_GetObjectItem(resp, "id")->valuestring, r->agent, aios_strerror(rc));
+    if (rc)
+        log_warn("responses: cannot store %s of %s: %s", cJSON_GetObjectItem(resp, "id")->valuestring, r->agent,
+                 aios_strerror(rc));
     free(rt);
     free(ht);
 }
@@ -533,7 +572,8 @@ static void stream_final(api_req *r, resp_state *st, strbuf *sse) {
     cJSON_Delete(calls);
     const char *status = cJSON_GetObjectItem(resp, "status")->valuestring;
     const char *type = !strcmp(status, "completed") ? "response.completed"
-                       : !strcmp(status, "incomplete") ? "response.incomplete" : "response.failed";
+        : !strcmp(status, "incomplete")             ? "response.incomplete"
+                                                    : "response.failed";
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "response", resp);
     event(st, sse, type, o);
@@ -577,16 +617,18 @@ static void stream_opens(api_req *r) {
 static cJSON *echo_fields(const cJSON *body, const char *prev) {
     cJSON *e = cJSON_CreateObject();
     static const char *const KEYS[] = {"instructions", "max_output_tokens", "temperature", "top_p", "tool_choice", "tools",
-                                       "text", "truncation", "user", NULL};
+                                       "text",         "truncation",        "user",        NULL};
     for (int k = 0; KEYS[k]; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, KEYS[k]);
         cJSON_AddItemToObject(e, KEYS[k], v ? cJSON_Duplicate(v, 1) : cJSON_CreateNull());
     }
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "metadata");
     cJSON_AddItemToObject(e, "metadata", cJSON_IsObject(v) ? cJSON_Duplicate(v, 1) : cJSON_CreateObject());
-    if (cJSON_IsNull(cJSON_GetObjectItem(e, "tool_choice"))) cJSON_ReplaceItemInObject(e, "tool_choice", cJSON_CreateString("auto"));
+    if (cJSON_IsNull(cJSON_GetObjectItem(e, "tool_choice")))
+        cJSON_ReplaceItemInObject(e, "tool_choice", cJSON_CreateString("auto"));
     if (cJSON_IsNull(cJSON_GetObjectItem(e, "tools"))) cJSON_ReplaceItemInObject(e, "tools", cJSON_CreateArray());
-    if (cJSON_IsNull(cJSON_GetObjectItem(e, "truncation"))) cJSON_ReplaceItemInObject(e, "truncation", cJSON_CreateString("disabled"));
+    if (cJSON_IsNull(cJSON_GetObjectItem(e, "truncation")))
+        cJSON_ReplaceItemInObject(e, "truncation", cJSON_CreateString("disabled"));
     if (cJSON_IsNull(cJSON_GetObjectItem(e, "text"))) {
         cJSON *t = cJSON_CreateObject();
         cJSON_AddStringToObject(cJSON_AddObjectToObject(t, "format"), "type", "text");
@@ -749,7 +791,8 @@ static enum MHD_Result h_cancel(api_req *r, cJSON *body) {
     storage_manager *sm = api_storage(r);
     int rc = sm ? storage_response_get(sm, r->agent, id, api_cfg(r)->responses.ttl_s, NULL, NULL) : AIOS_ERR_NOT_FOUND;
     if (rc) return api_reply_error(r, rc, "no response '%.64s'", id);
-    return api_reply_error(r, AIOS_ERR_INVALID, "response '%.64s' has finished; only a response in progress can be cancelled", id);
+    return api_reply_error(r, AIOS_ERR_INVALID, "response '%.64s' has finished; only a response in progress can be cancelled",
+                           id);
 }
 
 const api_route api_routes_responses[] = {

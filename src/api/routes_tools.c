@@ -159,8 +159,9 @@ enum MHD_Result api_run_model_tool_calls(api_req *r, cJSON *calls) {
         bool cut = llm_request_finish(r->sc->args) == LLM_FINISH_LENGTH;
         cJSON *resp = cJSON_CreateObject();
         cJSON_AddStringToObject(resp, "response_class", "tool");
-        cJSON_AddStringToObject(resp, "response_message", cut ? "the model's tool call was cut at max_new_tokens before it was complete; nothing ran"
-                                                              : "the model made no tool call");
+        cJSON_AddStringToObject(resp, "response_message",
+                                cut ? "the model's tool call was cut at max_new_tokens before it was complete; nothing ran"
+                                    : "the model made no tool call");
         cJSON_AddArrayToObject(resp, "tool_results");
         cJSON_AddBoolToObject(resp, "finished", true);
         if (cut) cJSON_AddStringToObject(resp, "error", "tool call cut at max_new_tokens: raise max_new_tokens");
@@ -257,12 +258,17 @@ void api_metrics_tools(api_req *r, strbuf *b) {
     if (!api_tools(r)) return;
     tool_stats st;
     tools_get_stats(api_tools(r), &st);
-    const struct { const char *name, *type, *help; double v; } M[] = {
+    const struct {
+        const char *name, *type, *help;
+        double v;
+    } M[] = {
         {"aios_tool_calls_total", "counter", "Tool calls run (any outcome).", (double)st.calls},
         {"aios_tool_calls_failed_total", "counter", "Tool calls that ended in an error.", (double)st.failed},
         {"aios_tool_timeouts_total", "counter", "Tool calls killed at their timeout.", (double)st.timeouts},
-        {"aios_tool_truncated_total", "counter", "Tool calls whose output was cut at tools.max_output_bytes.", (double)st.truncated},
-        {"aios_tool_rejected_total", "counter", "Tool requests refused because tools.max_pending calls were pending.", (double)st.rejected},
+        {"aios_tool_truncated_total", "counter", "Tool calls whose output was cut at tools.max_output_bytes.",
+         (double)st.truncated},
+        {"aios_tool_rejected_total", "counter", "Tool requests refused because tools.max_pending calls were pending.",
+         (double)st.rejected},
         {"aios_tool_running", "gauge", "Tool calls running now.", (double)st.running},
         {"aios_tool_queued", "gauge", "Tool calls waiting for a slot of their tool.", (double)st.queued},
         {"aios_tools", "gauge", "Tools in the table.", (double)st.tools},

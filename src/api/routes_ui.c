@@ -23,8 +23,8 @@ extern const unsigned int aios_ui_index_html_len;
 
 static enum MHD_Result h_ui(api_req *r, cJSON *body) {
     (void)body;
-    struct MHD_Response *resp = MHD_create_response_from_buffer(aios_ui_index_html_len, (void *)aios_ui_index_html,
-                                                                MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(aios_ui_index_html_len, (void *)aios_ui_index_html, MHD_RESPMEM_PERSISTENT);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
     MHD_add_response_header(resp, "Content-Security-Policy",

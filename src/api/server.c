@@ -72,8 +72,8 @@ typedef enum conn_phase {
 struct api_conn {
     int fd;
     conn_phase phase;
-    double t;             /* when the phase began (kern_now_mono) */
-    uint64_t body_bytes;  /* BODY: received so far */
+    double t;            /* when the phase began (kern_now_mono) */
+    uint64_t body_bytes; /* BODY: received so far */
     api_conn *prev, *next;
 };
 
@@ -84,7 +84,8 @@ typedef struct conn_stats {
 /* Per door (API dialect): requests by status class, latency histogram, tokens. */
 static const double DOOR_BUCKETS[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
 #define N_DOOR_BUCKETS (sizeof DOOR_BUCKETS / sizeof DOOR_BUCKETS[0])
-static const char *const DOOR_NAMES[API_DOOR__COUNT] = {"aios", "openai", "responses", "anthropic", "ollama", "llama", "admin", "other"};
+static const char *const DOOR_NAMES[API_DOOR__COUNT] = {"aios",   "openai", "responses", "anthropic",
+                                                        "ollama", "llama",  "admin",     "other"};
 
 typedef struct door_stats {
     unsigned long long by_class[3]; /* 2xx (and 1xx/3xx), 4xx, 5xx */
@@ -96,7 +97,7 @@ typedef struct door_stats {
 struct api_server {
     const aios_config *cfg;
     llm_core *const *cores;
-    int n_cores;               /* grows when a model is added at run time: atomic loads and stores */
+    int n_cores; /* grows when a model is added at run time: atomic loads and stores */
     int (*add_model)(void *ctx, const char *const *keys, const char *const *values, int n, char *err, size_t errlen);
     void *add_ctx;
     mem_manager *mem;
@@ -106,36 +107,36 @@ struct api_server {
     tool_manager *tools;
     access_manager *access;
     api_gatekeeper *gate;
-    atomic_bool ready;         /* every model loaded */
+    atomic_bool ready; /* every model loaded */
     struct MHD_Daemon *mhd;
     double started;
-    pthread_mutex_t gate_mu;   /* closing + submit */
+    pthread_mutex_t gate_mu; /* closing + submit */
     bool closing;
-    pthread_mutex_t in_mu;     /* in-flight list */
-    pthread_mutex_t load_mu;   /* requests waiting for their model to load */
-    pthread_mutex_t sel_mu;    /* the LLMs selected with POST /user/select/llms (AIOS) */
+    pthread_mutex_t in_mu;   /* in-flight list */
+    pthread_mutex_t load_mu; /* requests waiting for their model to load */
+    pthread_mutex_t sel_mu;  /* the LLMs selected with POST /user/select/llms (AIOS) */
     char selected[AIOS_MAX_MODELS][AIOS_NAME_MAX];
     int n_selected;
     api_req *inflight;
     pthread_t watcher;
     bool watcher_running;
     volatile bool watcher_stop;
-    pthread_mutex_t conn_mu;   /* the connection list, its counts and stats */
+    pthread_mutex_t conn_mu; /* the connection list, its counts and stats */
     api_conn *conns;
-    int n_open;                /* HEAD, IDLE, BODY, BUSY */
-    int n_busy;                /* BODY, BUSY */
-    int max_conns;             /* server.max_connections, or less if file descriptors are short */
-    int reserved;              /* server.reserved_connections, at most half of max_conns */
-    unsigned mhd_limit;        /* MHD's own limit: max_conns + room for those being closed */
+    int n_open;         /* HEAD, IDLE, BODY, BUSY */
+    int n_busy;         /* BODY, BUSY */
+    int max_conns;      /* server.max_connections, or less if file descriptors are short */
+    int reserved;       /* server.reserved_connections, at most half of max_conns */
+    unsigned mhd_limit; /* MHD's own limit: max_conns + room for those being closed */
     conn_stats cstat;
-    char *ans_head_timeout;    /* raw HTTP answers written by the connection accounting */
+    char *ans_head_timeout; /* raw HTTP answers written by the connection accounting */
     char *ans_slow_body;
     char *ans_over_limit;
     char *ans_malformed;
     pthread_mutex_t door_mu;
     door_stats doors[API_DOOR__COUNT];
-    agents_t *_Atomic agents;  /* set once the kernel runs agents (api_server_set_agents) */
-    pthread_mutex_t ev_mu;     /* GET /events subscribers, ticked by the watcher */
+    agents_t *_Atomic agents; /* set once the kernel runs agents (api_server_set_agents) */
+    pthread_mutex_t ev_mu;    /* GET /events subscribers, ticked by the watcher */
     syscall_t *ev_subs[API_MAX_EVENT_SUBS];
     int n_ev;
     double ev_last;
@@ -288,7 +289,9 @@ enum MHD_Result api_reply_text(api_req *r, int status, const char *ctype, const 
 enum MHD_Result api_reply_json(api_req *r, int status, cJSON *json) {
     char *txt = json ? cJSON_PrintUnformatted(json) : NULL;
     cJSON_Delete(json);
-    if (!txt) return api_reply_text(r, 500, "application/json", "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}");
+    if (!txt)
+        return api_reply_text(r, 500, "application/json",
+                              "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}");
     return reply_buf(r, status, "application/json", txt, strlen(txt));
 }
 
@@ -301,21 +304,25 @@ cJSON *api_error_json(int rc, const char *msg) {
     cJSON_AddStringToObject(e, "message", clean ? clean : aios_strerror(rc));
     free(clean);
     int st = aios_http_status(rc);
-    cJSON_AddStringToObject(e, "type", st == 401 ? "authentication_error" : st == 403 ? "permission_error" : st == 404 ? "not_found_error"
-                                       : st < 500 ? "invalid_request_error" : "server_error");
+    cJSON_AddStringToObject(e, "type",
+                            st == 401       ? "authentication_error"
+                                : st == 403 ? "permission_error"
+                                : st == 404 ? "not_found_error"
+                                : st < 500  ? "invalid_request_error"
+                                            : "server_error");
     return root;
 }
 
 /* Anthropic's error types by HTTP status. */
 static const char *anthropic_error_type(int st) {
     switch (st) {
-    case 401: return "authentication_error";
-    case 403: return "permission_error";
-    case 404: return "not_found_error";
-    case 413: return "request_too_large";
-    case 429: return "rate_limit_error";
-    case 503: return "overloaded_error";
-    default: return st < 500 ? "invalid_request_error" : "api_error";
+        case 401: return "authentication_error";
+        case 403: return "permission_error";
+        case 404: return "not_found_error";
+        case 413: return "request_too_large";
+        case 429: return "rate_limit_error";
+        case 503: return "overloaded_error";
+        default: return st < 500 ? "invalid_request_error" : "api_error";
     }
 }
 
@@ -524,7 +531,7 @@ enum MHD_Result api_run_choices(api_req *r, llm_core *core, syscall_t **scs, int
 
 /* A run-queue job: runs fn on the syscall's args and completes the syscall. */
 typedef struct api_job {
-    syscall_t *sc;   /* the job's own reference */
+    syscall_t *sc; /* the job's own reference */
     api_work_fn fn;
 } api_job;
 
@@ -588,7 +595,8 @@ enum MHD_Result api_run_tools(api_req *r, syscall_t *sc, api_done_fn on_done) {
     if (rc) {
         syscall_set_sink(sc, NULL, NULL);
         syscall_complete(sc, rc, NULL);
-        return api_reply_error(r, rc, rc == AIOS_ERR_BUSY ? "too many tool calls are pending (tools.max_pending); retry later" : NULL);
+        return api_reply_error(r, rc,
+                               rc == AIOS_ERR_BUSY ? "too many tool calls are pending (tools.max_pending); retry later" : NULL);
     }
     if (!chained) inflight_add(s, r);
     return wait_or_answer(r);
@@ -683,7 +691,11 @@ static char *raw_answer(int rc, const char *msg) {
     int st = aios_http_status(rc);
     if (body)
         sb_printf(&b, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                  st, st == 400 ? "Bad Request" : st == 408 ? "Request Timeout" : "Service Unavailable", strlen(body), body);
+                  st,
+                  st == 400       ? "Bad Request"
+                      : st == 408 ? "Request Timeout"
+                                  : "Service Unavailable",
+                  strlen(body), body);
     free(body);
     return b.data;
 }
@@ -824,8 +836,9 @@ static void conn_limits(api_server *s) {
             hard = rl.rlim_cur > 2 * CONN_FD_RESERVE ? (unsigned)(rl.rlim_cur - CONN_FD_RESERVE) : (unsigned)rl.rlim_cur / 2;
             int fit = (int)(hard * 4 / 5);
             if (fit < n) {
-                log_warn("server.max_connections=%d needs %llu file descriptors, the limit (ulimit -n) is %llu: serving at most %d",
-                         n, (unsigned long long)need, (unsigned long long)rl.rlim_cur, fit < 4 ? 4 : fit);
+                log_warn(
+                    "server.max_connections=%d needs %llu file descriptors, the limit (ulimit -n) is %llu: serving at most %d", n,
+                    (unsigned long long)need, (unsigned long long)rl.rlim_cur, fit < 4 ? 4 : fit);
                 n = fit < 4 ? 4 : fit;
             }
         }
@@ -842,25 +855,32 @@ static void metrics_doors(api_server *s, strbuf *b) {
     memcpy(d, s->doors, sizeof d);
     pthread_mutex_unlock(&s->door_mu);
     static const char *const CLASS[3] = {"2xx", "4xx", "5xx"};
-    sb_puts(b, "# HELP aios_door_requests_total Requests answered, per API door and status class.\n"
-               "# TYPE aios_door_requests_total counter\n");
+    sb_puts(b,
+            "# HELP aios_door_requests_total Requests answered, per API door and status class.\n"
+            "# TYPE aios_door_requests_total counter\n");
     for (int k = 0; k < API_DOOR__COUNT; k++)
         for (int c = 0; c < 3; c++)
             sb_printf(b, "aios_door_requests_total{door=\"%s\",status=\"%s\"} %llu\n", DOOR_NAMES[k], CLASS[c], d[k].by_class[c]);
-    sb_puts(b, "# HELP aios_door_request_seconds Time from a request's headers to the end of its answer (streams: the last event), per door.\n"
-               "# TYPE aios_door_request_seconds histogram\n");
+    sb_puts(
+        b,
+        "# HELP aios_door_request_seconds Time from a request's headers to the end of its answer (streams: the last event), per door.\n"
+        "# TYPE aios_door_request_seconds histogram\n");
     for (int k = 0; k < API_DOOR__COUNT; k++) {
         for (size_t i = 0; i < N_DOOR_BUCKETS; i++)
-            sb_printf(b, "aios_door_request_seconds_bucket{door=\"%s\",le=\"%g\"} %llu\n", DOOR_NAMES[k], DOOR_BUCKETS[i], d[k].buckets[i]);
+            sb_printf(b, "aios_door_request_seconds_bucket{door=\"%s\",le=\"%g\"} %llu\n", DOOR_NAMES[k], DOOR_BUCKETS[i],
+                      d[k].buckets[i]);
         sb_printf(b, "aios_door_request_seconds_bucket{door=\"%s\",le=\"+Inf\"} %llu\n", DOOR_NAMES[k], d[k].count);
         sb_printf(b, "aios_door_request_seconds_sum{door=\"%s\"} %.6f\naios_door_request_seconds_count{door=\"%s\"} %llu\n",
                   DOOR_NAMES[k], d[k].seconds, DOOR_NAMES[k], d[k].count);
     }
-    sb_puts(b, "# HELP aios_door_tokens_total Prompt and completion tokens of the LLM requests that came through each door.\n"
-               "# TYPE aios_door_tokens_total counter\n");
+    sb_puts(b,
+            "# HELP aios_door_tokens_total Prompt and completion tokens of the LLM requests that came through each door.\n"
+            "# TYPE aios_door_tokens_total counter\n");
     for (int k = 0; k < API_DOOR__COUNT; k++)
-        sb_printf(b, "aios_door_tokens_total{door=\"%s\",kind=\"prompt\"} %llu\naios_door_tokens_total{door=\"%s\",kind=\"completion\"} %llu\n",
-                  DOOR_NAMES[k], d[k].prompt_tokens, DOOR_NAMES[k], d[k].completion_tokens);
+        sb_printf(
+            b,
+            "aios_door_tokens_total{door=\"%s\",kind=\"prompt\"} %llu\naios_door_tokens_total{door=\"%s\",kind=\"completion\"} %llu\n",
+            DOOR_NAMES[k], d[k].prompt_tokens, DOOR_NAMES[k], d[k].completion_tokens);
 }
 
 void api_metrics_http(api_req *r, strbuf *b) {
@@ -869,18 +889,34 @@ void api_metrics_http(api_req *r, strbuf *b) {
     int open = s->n_open, busy = s->n_busy;
     conn_stats st = s->cstat;
     pthread_mutex_unlock(&s->conn_mu);
-    sb_printf(b, "# HELP aios_http_connections Open HTTP connections (server.max_connections at most).\n"
-                 "# TYPE aios_http_connections gauge\naios_http_connections %d\n", open);
-    sb_printf(b, "# HELP aios_http_connections_busy Connections whose request is arriving or being served.\n"
-                 "# TYPE aios_http_connections_busy gauge\naios_http_connections_busy %d\n", busy);
-    const struct { const char *name, *help; unsigned long long v; } c[] = {
-        {"aios_http_connections_refused_total", "Connections answered 503 at accept: every slot was serving a request.", st.refused},
-        {"aios_http_connections_evicted_total", "Connections still waiting for their request headers, closed to make room for a new one.", st.evicted},
-        {"aios_http_header_timeouts_total", "Connections closed (408) for not completing their request headers within server.header_timeout_ms.", st.header_timeouts},
-        {"aios_http_slow_bodies_total", "Requests closed (408) for sending their body slower than server.min_body_rate.", st.slow_bodies},
-        {"aios_http_reserved_refused_total", "Requests without an identity token answered 503 while only server.reserved_connections slots were left.", st.reserved_refused},
-        {"aios_http_malformed_total", "Connections whose first request line or header could not be parsed, answered 400.", st.malformed},
-        {"aios_http_rate_limited_total", "Syscalls answered 429: their agent was over access.rate_limit.", api_gatekeeper_limited(s->gate)},
+    sb_printf(b,
+              "# HELP aios_http_connections Open HTTP connections (server.max_connections at most).\n"
+              "# TYPE aios_http_connections gauge\naios_http_connections %d\n",
+              open);
+    sb_printf(b,
+              "# HELP aios_http_connections_busy Connections whose request is arriving or being served.\n"
+              "# TYPE aios_http_connections_busy gauge\naios_http_connections_busy %d\n",
+              busy);
+    const struct {
+        const char *name, *help;
+        unsigned long long v;
+    } c[] = {
+        {"aios_http_connections_refused_total", "Connections answered 503 at accept: every slot was serving a request.",
+         st.refused},
+        {"aios_http_connections_evicted_total",
+         "Connections still waiting for their request headers, closed to make room for a new one.", st.evicted},
+        {"aios_http_header_timeouts_total",
+         "Connections closed (408) for not completing their request headers within server.header_timeout_ms.",
+         st.header_timeouts},
+        {"aios_http_slow_bodies_total", "Requests closed (408) for sending their body slower than server.min_body_rate.",
+         st.slow_bodies},
+        {"aios_http_reserved_refused_total",
+         "Requests without an identity token answered 503 while only server.reserved_connections slots were left.",
+         st.reserved_refused},
+        {"aios_http_malformed_total", "Connections whose first request line or header could not be parsed, answered 400.",
+         st.malformed},
+        {"aios_http_rate_limited_total", "Syscalls answered 429: their agent was over access.rate_limit.",
+         api_gatekeeper_limited(s->gate)},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
         sb_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", c[i].name, c[i].help, c[i].name, c[i].name, c[i].v);
@@ -925,7 +961,8 @@ static void *watcher_main(void *arg) {
             pthread_mutex_lock(&r->sc->mu);
             bool watch = r->suspended && r->sc->state != SYSCALL_STATE_DONE;
             pthread_mutex_unlock(&r->sc->mu);
-            const union MHD_ConnectionInfo *ci = watch ? MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD) : NULL;
+            const union MHD_ConnectionInfo *ci =
+                watch ? MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD) : NULL;
             if (!ci) continue;
             fds[n] = (struct pollfd){.fd = ci->connect_fd, .events = POLLRDHUP};
             scs[n] = syscall_ref(r->sc);
@@ -966,9 +1003,9 @@ static bool path_matches(const char *pat, const char *url) {
 }
 
 static const api_route *find_route(const char *method, const char *url, bool *path_known, api_door *door) {
-    const api_route *tables[] = {api_routes_aios,      api_routes_openai,    api_routes_mem,   api_routes_tools,
+    const api_route *tables[] = {api_routes_aios,      api_routes_openai,    api_routes_mem,    api_routes_tools,
                                  api_routes_responses, api_routes_anthropic, api_routes_ollama, api_routes_models,
-                                 api_routes_compat, api_routes_agents, api_routes_ui};
+                                 api_routes_compat,    api_routes_agents,    api_routes_ui};
     *path_known = false;
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (const api_route *rt = tables[t]; rt->path; rt++) {
@@ -997,8 +1034,10 @@ bool api_conn_admits(api_req *r, char *err, size_t errlen) {
     pthread_mutex_lock(&r->srv->conn_mu);
     r->srv->cstat.reserved_refused++;
     pthread_mutex_unlock(&r->srv->conn_mu);
-    snprintf(err, errlen, "all but server.reserved_connections (%d) of server.max_connections (%d) connections are busy; "
-             "the rest are kept for identities (a bearer token): retry later", r->srv->reserved, r->srv->max_conns);
+    snprintf(err, errlen,
+             "all but server.reserved_connections (%d) of server.max_connections (%d) connections are busy; "
+             "the rest are kept for identities (a bearer token): retry later",
+             r->srv->reserved, r->srv->max_conns);
     return false;
 }
 
@@ -1134,7 +1173,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (r->redispatch) return redispatch(r); /* resumed: its model is ready, or is not going to be */
-    if (r->sc) { /* resumed: the syscall finished (or a spurious wake-up) */
+    if (r->sc) {                             /* resumed: the syscall finished (or a spurious wake-up) */
         if (r->answered) return MHD_YES;
         return wait_or_answer(r);
     }
@@ -1268,7 +1307,8 @@ api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
     s->ans_head_timeout = raw_answer(AIOS_ERR_TIMEOUT, "the request headers did not arrive within server.header_timeout_ms");
     s->ans_slow_body = raw_answer(AIOS_ERR_TIMEOUT, "the request body arrived slower than server.min_body_rate bytes/s");
     s->ans_over_limit = raw_answer(AIOS_ERR_BUSY, "server.max_connections connections are serving requests; retry later");
-    s->ans_malformed = raw_answer(AIOS_ERR_INVALID, "the request line or a header is not HTTP/1.1 (METHOD /path HTTP/1.1, then Name: value lines)");
+    s->ans_malformed = raw_answer(AIOS_ERR_INVALID,
+                                  "the request line or a header is not HTTP/1.1 (METHOD /path HTTP/1.1, then Name: value lines)");
     s->gate = api_gatekeeper_new(p->cfg);
     if (!s->ans_head_timeout || !s->ans_slow_body || !s->ans_over_limit || !s->ans_malformed || !s->gate) {
         snprintf(err, errlen, "out of memory");
@@ -1281,14 +1321,12 @@ api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
         server_free_parts(s);
         return NULL;
     }
-    s->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO,
-                              (uint16_t)p->cfg->server.port, NULL, NULL, on_request, s,
-                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-                              MHD_OPTION_CONNECTION_LIMIT, s->mhd_limit,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)p->cfg->server.connection_timeout_s,
-                              MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    s->mhd = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO,
+        (uint16_t)p->cfg->server.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_LIMIT,
+        s->mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)p->cfg->server.connection_timeout_s, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, NULL, MHD_OPTION_END);
     if (!s->mhd) {
         snprintf(err, errlen, "cannot listen on %s:%d (is the port in use?)", p->cfg->server.host, p->cfg->server.port);
         server_free_parts(s);

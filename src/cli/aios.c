@@ -19,33 +19,34 @@
 #include "cli.h"
 
 void usage(FILE *f) {
-    fprintf(f, "usage: aios [--url URL] <command> | aios --version\n"
-               "  chat [--model M] [--max-tokens N] [--temperature T] [--seed S] [--agent NAME] PROMPT\n"
-               "                     stream an answer from the kernel\n"
-               "  status             kernel status (models, queue, counters)\n"
-               "  models [--json]    models served: backend, state (ready, loading, unloaded, down), load, aliases\n"
-               "  models load NAME | models unload NAME\n"
-               "                     load or unload a model at run time (admin; unloading lets its work finish)\n"
-               "  metrics            Prometheus metrics\n"
-               "  tools              tools the kernel serves (manifests, MCP servers, built-ins)\n"
-               "  agent create NAME [--group G] [--keep-data]\n"
-               "                                  new identity; prints its token once (a revoked NAME's data is\n"
-               "                                  deleted unless --keep-data hands it to the new identity)\n"
-               "  agent revoke NAME | agent list\n"
-               "  approvals          calls of irreversible tools waiting for a decision\n"
-               "  approve ID | deny ID\n"
-               "  run [OPTIONS] (DIR | -- COMMAND [ARG...])\n"
-               "                     start an agent process in the kernel's sandbox (docs/agents.md): DIR is a\n"
-               "                     package (agent.json, or Cerebrum's config.json + agent.py); options:\n"
-               "                     --name N --group G --priority P --task T --network kernel-only|none|full\n"
-               "                     --memory-mb N --cpu-weight N --pids N --wall-s N --restart on-failure\n"
-               "                     --env K=V --ro PATH --workdir DIR -f (follow its output to the end)\n"
-               "  ps [--json]        agents the kernel runs or ran\n"
-               "  logs [-f] ID       an agent's output (-f: follow it live)\n"
-               "  stop ID | cont ID | kill ID\n"
-               "                     suspend (its generation parks), resume, end an agent\n"
-               "  inspect ID         an agent's whole record\n"
-               "  top [--once]       live view of models and agents (P/M/T/N sort, s stop, c cont, k kill, q quit)\n");
+    fprintf(f,
+            "usage: aios [--url URL] <command> | aios --version\n"
+            "  chat [--model M] [--max-tokens N] [--temperature T] [--seed S] [--agent NAME] PROMPT\n"
+            "                     stream an answer from the kernel\n"
+            "  status             kernel status (models, queue, counters)\n"
+            "  models [--json]    models served: backend, state (ready, loading, unloaded, down), load, aliases\n"
+            "  models load NAME | models unload NAME\n"
+            "                     load or unload a model at run time (admin; unloading lets its work finish)\n"
+            "  metrics            Prometheus metrics\n"
+            "  tools              tools the kernel serves (manifests, MCP servers, built-ins)\n"
+            "  agent create NAME [--group G] [--keep-data]\n"
+            "                                  new identity; prints its token once (a revoked NAME's data is\n"
+            "                                  deleted unless --keep-data hands it to the new identity)\n"
+            "  agent revoke NAME | agent list\n"
+            "  approvals          calls of irreversible tools waiting for a decision\n"
+            "  approve ID | deny ID\n"
+            "  run [OPTIONS] (DIR | -- COMMAND [ARG...])\n"
+            "                     start an agent process in the kernel's sandbox (docs/agents.md): DIR is a\n"
+            "                     package (agent.json, or Cerebrum's config.json + agent.py); options:\n"
+            "                     --name N --group G --priority P --task T --network kernel-only|none|full\n"
+            "                     --memory-mb N --cpu-weight N --pids N --wall-s N --restart on-failure\n"
+            "                     --env K=V --ro PATH --workdir DIR -f (follow its output to the end)\n"
+            "  ps [--json]        agents the kernel runs or ran\n"
+            "  logs [-f] ID       an agent's output (-f: follow it live)\n"
+            "  stop ID | cont ID | kill ID\n"
+            "                     suspend (its generation parks), resume, end an agent\n"
+            "  inspect ID         an agent's whole record\n"
+            "  top [--once]       live view of models and agents (P/M/T/N sort, s stop, c cont, k kill, q quit)\n");
 }
 
 static int print_piece(const char *p, size_t n, void *ud) {
@@ -66,17 +67,24 @@ static int cmd_chat(aios_client_params *cp, int argc, char **argv) {
         else if (!strcmp(a, "--seed") && i + 1 < argc) o.seed = atol(argv[++i]);
         else if (!strcmp(a, "--agent") && i + 1 < argc) cp->token = argv[++i];
         else if (!prompt) prompt = a;
-        else { usage(stderr); return 2; }
+        else {
+            usage(stderr);
+            return 2;
+        }
     }
-    if (!prompt) { usage(stderr); return 2; }
+    if (!prompt) {
+        usage(stderr);
+        return 2;
+    }
     aios_client *c = aios_client_new(cp);
     aios_message m = {"user", prompt};
     aios_chat_result r;
     int rc = aios_chat(c, &m, 1, &o, print_piece, NULL, &r);
     printf("\n");
     if (rc) fprintf(stderr, "aios: error (%d): %s\n", r.http_status, r.error);
-    else fprintf(stderr, "[%d prompt + %d completion tokens, waited %.3fs, first token %.3fs, total %.3fs, %s]\n",
-                 r.prompt_tokens, r.completion_tokens, r.waiting_s, r.ttft_s, r.turnaround_s, r.finish_reason);
+    else
+        fprintf(stderr, "[%d prompt + %d completion tokens, waited %.3fs, first token %.3fs, total %.3fs, %s]\n", r.prompt_tokens,
+                r.completion_tokens, r.waiting_s, r.ttft_s, r.turnaround_s, r.finish_reason);
     aios_chat_result_free(&r);
     aios_client_free(c);
     return rc ? 1 : 0;
@@ -145,7 +153,10 @@ static int cmd_models(aios_client_params *cp, int argc, char **argv) {
         cJSON_AddStringToObject(b, "name", argv[1]);
         return post_print(cp, !strcmp(argv[0], "load") ? "/models/load" : "/models/unload", b);
     }
-    if (argc) { usage(stderr); return 2; }
+    if (argc) {
+        usage(stderr);
+        return 2;
+    }
     aios_client *c = aios_client_new(cp);
     char *body = NULL;
     int status = 0, rc = aios_get(c, "/core/llms/list", &body, &status);
@@ -177,7 +188,10 @@ static int cmd_models(aios_client_params *cp, int argc, char **argv) {
 
 static int cmd_agent(aios_client_params *cp, int argc, char **argv) {
     if (argc >= 1 && !strcmp(argv[0], "list")) return cmd_get(cp, "/admin/agents", true);
-    if (argc < 2 || (strcmp(argv[0], "create") && strcmp(argv[0], "revoke"))) { usage(stderr); return 2; }
+    if (argc < 2 || (strcmp(argv[0], "create") && strcmp(argv[0], "revoke"))) {
+        usage(stderr);
+        return 2;
+    }
     cJSON *b = cJSON_CreateObject();
     cJSON_AddStringToObject(b, "name", argv[1]);
     if (!strcmp(argv[0], "revoke")) return post_print(cp, "/admin/agents/revoke", b);
@@ -196,7 +210,10 @@ static int cmd_agent(aios_client_params *cp, int argc, char **argv) {
 static int cmd_decide(aios_client_params *cp, const char *decision, int argc, char **argv) {
     char *end = NULL;
     long id = argc == 1 ? strtol(argv[0], &end, 10) : 0;
-    if (argc != 1 || !end || *end || id <= 0) { usage(stderr); return 2; }
+    if (argc != 1 || !end || *end || id <= 0) {
+        usage(stderr);
+        return 2;
+    }
     cJSON *b = cJSON_CreateObject();
     cJSON_AddNumberToObject(b, "id", (double)id);
     cJSON_AddStringToObject(b, "decision", decision);
@@ -209,10 +226,20 @@ int main(int argc, char **argv) {
     if (getenv("AIOS_TOKEN")) cp.token = getenv("AIOS_TOKEN");
     for (bool more = true; more && i + 1 < argc;) {
         more = false;
-        if (!strcmp(argv[i], "--url")) { cp.url = argv[i + 1]; i += 2; more = true; }
-        else if (!strcmp(argv[i], "--token")) { cp.token = argv[i + 1]; i += 2; more = true; }
+        if (!strcmp(argv[i], "--url")) {
+            cp.url = argv[i + 1];
+            i += 2;
+            more = true;
+        } else if (!strcmp(argv[i], "--token")) {
+            cp.token = argv[i + 1];
+            i += 2;
+            more = true;
+        }
     }
-    if (i >= argc) { usage(stderr); return 2; }
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
     const char *cmd = argv[i++];
     if (!strcmp(cmd, "--version")) {
         printf("aios %s (git %s)\n", AIOS_VERSION, AIOS_GIT_REV);
@@ -233,7 +260,10 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "approvals")) return cmd_get(&cp, "/admin/approvals", true);
     if (!strcmp(cmd, "approve")) return cmd_decide(&cp, "approve", argc - i, argv + i);
     if (!strcmp(cmd, "deny")) return cmd_decide(&cp, "deny", argc - i, argv + i);
-    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
     usage(stderr);
     return 2;
 }

@@ -94,10 +94,10 @@ static cJSON *list_of(cJSON *spec, const char *key) {
 
 /* One option at argv[*i] into spec; -1 when it is not one. */
 static int run_opt(cJSON *spec, int argc, char **argv, int *i, bool *follow_out) {
-    static const char *const STR[][2] = {{"--name", "name"}, {"--group", "group"}, {"--task", "task"},
+    static const char *const STR[][2] = {{"--name", "name"},       {"--group", "group"},     {"--task", "task"},
                                          {"--network", "network"}, {"--restart", "restart"}, {"--workdir", "workdir"}};
-    static const char *const LIM[][2] = {{"--memory-mb", "memory_mb"}, {"--cpu-weight", "cpu_weight"}, {"--pids", "pids"},
-                                         {"--wall-s", "wall_s"}};
+    static const char *const LIM[][2] = {
+        {"--memory-mb", "memory_mb"}, {"--cpu-weight", "cpu_weight"}, {"--pids", "pids"}, {"--wall-s", "wall_s"}};
     const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
     if (!strcmp(a, "-f") || !strcmp(a, "--follow")) return *follow_out = true, 0;
     if (!v) return -1;
@@ -188,10 +188,11 @@ int cli_ps(aios_client_params *cp, int argc, char **argv) {
         age(cli_num(g, "started"), when, sizeof when);
         const cJSON *a;
         size_t len = 0;
-        cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(g, "command")) if (len < sizeof cmd - 1)
-            len += (size_t)snprintf(cmd + len, sizeof cmd - len, "%s%s", len ? " " : "", cJSON_GetStringValue(a));
-        printf("%-16s %-20.20s %-8s %7.0f %8.2f %9.0f %8.0f %8.0f %6s  %s\n", cli_str(g, "id"), cli_str(g, "name"), cli_str(g, "state"),
-               cli_num(g, "pid"), cli_num(g, "cpu_s"), cli_num(g, "rss_kb"), cli_num(g, "syscalls"), cli_num(g, "tokens"), when, cmd);
+        cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(g, "command")) if (len < sizeof cmd - 1) len +=
+            (size_t)snprintf(cmd + len, sizeof cmd - len, "%s%s", len ? " " : "", cJSON_GetStringValue(a));
+        printf("%-16s %-20.20s %-8s %7.0f %8.2f %9.0f %8.0f %8.0f %6s  %s\n", cli_str(g, "id"), cli_str(g, "name"),
+               cli_str(g, "state"), cli_num(g, "pid"), cli_num(g, "cpu_s"), cli_num(g, "rss_kb"), cli_num(g, "syscalls"),
+               cli_num(g, "tokens"), when, cmd);
     }
     cJSON_Delete(j);
     return 0;

@@ -32,11 +32,11 @@ typedef struct top_state {
     row rows[MAX_ROWS], prev[MAX_ROWS];
     int n, n_prev;
     double t, t_prev;
-    char sort;               /* 'P' cpu, 'M' memory, 'T' tokens/s, 'N' name */
-    int sel;                 /* index in rows (sorted) */
+    char sort; /* 'P' cpu, 'M' memory, 'T' tokens/s, 'N' name */
+    int sel;   /* index in rows (sorted) */
     char lines[MAX_ROWS + 32][LINE];
-    int n_lines, first_row;  /* the line of rows[0] */
-    char status[LINE];       /* the bottom line: keys, or a question, or what happened */
+    int n_lines, first_row; /* the line of rows[0] */
+    char status[LINE];      /* the bottom line: keys, or a question, or what happened */
     double model_tokens_prev[16];
 } top_state;
 
@@ -121,8 +121,8 @@ static void load_agents(top_state *s, const cJSON *agents, const cJSON *budgets)
     row live[MAX_ROWS], done[MAX_ROWS];
     int nl = 0, nd = 0;
     for (int i = 0; i < s->n; i++) {
-        bool alive = !strcmp(s->rows[i].state, "running") || !strcmp(s->rows[i].state, "stopped") ||
-                     !strcmp(s->rows[i].state, "starting");
+        bool alive =
+            !strcmp(s->rows[i].state, "running") || !strcmp(s->rows[i].state, "stopped") || !strcmp(s->rows[i].state, "starting");
         if (alive) live[nl++] = s->rows[i];
         else done[nd++] = s->rows[i];
     }
@@ -138,7 +138,8 @@ static void model_lines(top_state *s, const cJSON *status, double dt) {
     int i = 0;
     const cJSON *m;
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(status, "llms")) {
-        double tok = cli_num(m, "completion_tokens"), rate = i < 16 && dt > 0 && s->model_tokens_prev[i] > 0 ? (tok - s->model_tokens_prev[i]) / dt : 0;
+        double tok = cli_num(m, "completion_tokens"),
+               rate = i < 16 && dt > 0 && s->model_tokens_prev[i] > 0 ? (tok - s->model_tokens_prev[i]) / dt : 0;
         if (i < 16) s->model_tokens_prev[i] = tok;
         add_line(s, "%-20.20s %-9s %6.0f %6.0f %8.1f %9.0f %9.0f", cli_str(m, "name"), cli_str(m, "state"), cli_num(m, "active"),
                  cli_num(m, "queued"), rate, cli_num(m, "kv_used"), cli_num(m, "kv_cached"));
@@ -151,7 +152,8 @@ static bool frame(top_state *s) {
     cJSON *status = cli_get_json(s->cp, "/status", true), *agents = cli_get_json(s->cp, "/agents", true);
     s->n_lines = 0;
     if (!status || !agents) {
-        add_line(s, "aios top: no answer from the kernel at %s (is aiosd running? enforce mode needs an admin --token)", s->cp->url);
+        add_line(s, "aios top: no answer from the kernel at %s (is aiosd running? enforce mode needs an admin --token)",
+                 s->cp->url);
         cJSON_Delete(status);
         cJSON_Delete(agents);
         return false;
@@ -168,7 +170,10 @@ static bool frame(top_state *s) {
         tok += s->rows[i].tok_s, cpu += s->rows[i].cpu_pct, rss += s->rows[i].rss_kb;
     }
     add_line(s, "aiosd %s  sort: %s  up %.0fs  agents: %d running, %d stopped, %d in the table", s->cp->url,
-             s->sort == 'P' ? "cpu" : s->sort == 'M' ? "memory" : s->sort == 'T' ? "tokens/s" : "name",
+             s->sort == 'P'       ? "cpu"
+                 : s->sort == 'M' ? "memory"
+                 : s->sort == 'T' ? "tokens/s"
+                                  : "name",
              cli_num(status, "uptime_s"), alive, stopped, s->n);
     add_line(s, "%s", "");
     model_lines(s, status, dt);
@@ -180,9 +185,8 @@ static bool frame(top_state *s) {
         const row *r = &s->rows[i];
         char prio[8];
         snprintf(prio, sizeof prio, r->prio < 0 ? "-" : "%.0f", r->prio);
-        add_line(s, "%-16s %-18.18s %-8s %4s %6.1f %8.1f %7.1f %8.0f %8.2f %7.0f %5.0f %3.0f %9s", r->id, r->name, r->state,
-                 prio, r->cpu_pct, r->rss_kb / 1024, r->tok_s, r->syscalls, r->wait_s, r->kv, r->tools, r->tools_running,
-                 r->budget);
+        add_line(s, "%-16s %-18.18s %-8s %4s %6.1f %8.1f %7.1f %8.0f %8.2f %7.0f %5.0f %3.0f %9s", r->id, r->name, r->state, prio,
+                 r->cpu_pct, r->rss_kb / 1024, r->tok_s, r->syscalls, r->wait_s, r->kv, r->tools, r->tools_running, r->budget);
     }
     add_line(s, "%-16s %-18s %-8s %4s %6.1f %8.1f %7.1f", "TOTAL", "", "", "", cpu, rss / 1024, tok);
     cJSON_Delete(status);
@@ -215,9 +219,13 @@ static void act(top_state *s, const char *op) {
     int status = 0, rc = aios_post(c, path, "{}", &body, &status);
     aios_client_free(c);
     cJSON *j = cJSON_Parse(body ? body : "");
-    const char *msg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "error"), "message"));
+    const char *msg =
+        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "error"), "message"));
     snprintf(s->status, sizeof s->status, "%s %s: %s", op, s->rows[s->sel].id,
-             rc ? "no answer" : status == 200 ? "done" : msg ? msg : "refused");
+             rc                  ? "no answer"
+                 : status == 200 ? "done"
+                 : msg           ? msg
+                                 : "refused");
     cJSON_Delete(j);
     free(body);
 }
@@ -238,14 +246,22 @@ static void confirm(top_state *s, const char *op) {
 
 static bool key(top_state *s, int ch) {
     switch (ch) {
-    case 'q': case 'Q': return false;
-    case KEY_UP: if (s->sel > 0) s->sel--; break;
-    case KEY_DOWN: if (s->sel + 1 < s->n) s->sel++; break;
-    case 'P': case 'M': case 'T': case 'N': s->sort = (char)ch; break;
-    case 's': confirm(s, "stop"); break;
-    case 'k': confirm(s, "kill"); break;
-    case 'c': act(s, "cont"); break;
-    default: break;
+        case 'q':
+        case 'Q': return false;
+        case KEY_UP:
+            if (s->sel > 0) s->sel--;
+            break;
+        case KEY_DOWN:
+            if (s->sel + 1 < s->n) s->sel++;
+            break;
+        case 'P':
+        case 'M':
+        case 'T':
+        case 'N': s->sort = (char)ch; break;
+        case 's': confirm(s, "stop"); break;
+        case 'k': confirm(s, "kill"); break;
+        case 'c': act(s, "cont"); break;
+        default: break;
     }
     return true;
 }

@@ -21,8 +21,8 @@
 
 struct ctx_snap {
     ctx_store *st;
-    void *data;          /* in RAM, or NULL when spilled */
-    size_t n, cap;       /* bytes used, bytes allocated */
+    void *data;                 /* in RAM, or NULL when spilled */
+    size_t n, cap;              /* bytes used, bytes allocated */
     unsigned long long file_id; /* spill file, 0 = none */
     struct ctx_snap *prev, *next;
 };
@@ -34,8 +34,11 @@ struct ctx_store {
     pthread_mutex_t mu;
     char dir[AIOS_PATH_MAX];
     size_t ram_budget, disk_budget;
-    ctx_snap *head, *tail;   /* put order */
-    struct { void *p; size_t cap; } spare[CTX_SPARES]; /* freed buffers kept for reuse */
+    ctx_snap *head, *tail; /* put order */
+    struct {
+        void *p;
+        size_t cap;
+    } spare[CTX_SPARES]; /* freed buffers kept for reuse */
     int n_spare;
     size_t spare_bytes;
     unsigned long long next_file;

@@ -22,9 +22,9 @@ typedef struct ctx_store ctx_store;
 typedef struct ctx_snap ctx_snap;
 
 typedef struct ctx_store_params {
-    const char *dir;      /* spill files go to dir/<pid>/ (removed at the end; those of dead processes at start) */
-    size_t ram_budget;    /* bytes of snapshots kept in memory */
-    size_t disk_budget;   /* bytes of spilled snapshots */
+    const char *dir;    /* spill files go to dir/<pid>/ (removed at the end; those of dead processes at start) */
+    size_t ram_budget;  /* bytes of snapshots kept in memory */
+    size_t disk_budget; /* bytes of spilled snapshots */
 } ctx_store_params;
 
 ctx_store_params ctx_store_default_params(void);

@@ -18,116 +18,247 @@
 typedef enum cfg_type { CFG_STR, CFG_INT, CFG_LONG } cfg_type;
 
 typedef struct cfg_key {
-    const char *name;   /* "section.key" */
+    const char *name; /* "section.key" */
     cfg_type type;
-    size_t off, size;   /* offset in the struct; size for strings */
-    long min, max;      /* bounds for numbers */
-    const char *def;    /* default, as text */
+    size_t off, size; /* offset in the struct; size for strings */
+    long min, max;    /* bounds for numbers */
+    const char *def;  /* default, as text */
     const char *doc;
     const char *allowed; /* enumerated strings: "a|b|c", or NULL */
 } cfg_key;
 
-#define K_STR(n, field, d, doc) {n, CFG_STR, offsetof(aios_config, field), sizeof(((aios_config *)0)->field), 0, 0, d, doc, NULL}
-#define K_ENUM(n, field, d, allowed, doc) {n, CFG_STR, offsetof(aios_config, field), sizeof(((aios_config *)0)->field), 0, 0, d, doc, allowed}
-#define K_INT(n, field, lo, hi, d, doc) {n, CFG_INT, offsetof(aios_config, field), 0, lo, hi, d, doc, NULL}
-#define K_LONG(n, field, lo, hi, d, doc) {n, CFG_LONG, offsetof(aios_config, field), 0, lo, hi, d, doc, NULL}
+#define K_STR(n, field, d, doc) \
+    { n, CFG_STR, offsetof(aios_config, field), sizeof(((aios_config *)0)->field), 0, 0, d, doc, NULL }
+#define K_ENUM(n, field, d, allowed, doc) \
+    { n, CFG_STR, offsetof(aios_config, field), sizeof(((aios_config *)0)->field), 0, 0, d, doc, allowed }
+#define K_INT(n, field, lo, hi, d, doc) \
+    { n, CFG_INT, offsetof(aios_config, field), 0, lo, hi, d, doc, NULL }
+#define K_LONG(n, field, lo, hi, d, doc) \
+    { n, CFG_LONG, offsetof(aios_config, field), 0, lo, hi, d, doc, NULL }
 
-static const cfg_key KEYS[] = {
-    K_STR("server.host", server.host, "127.0.0.1", "Address to listen on. Loopback by default."),
-    K_STR("server.cors_origins", server.cors_origins, "", "Browser origins allowed to call the API (CORS), comma-separated (`https://app.example,http://localhost:3000`) or `*`; a preflight `OPTIONS` is answered for them. Empty = no CORS headers (browsers on other origins are refused by the browser)."),
-    K_INT("server.port", server.port, 1, 65535, "8000", "TCP port (the Cerebrum SDK's default is 8000)."),
-    K_LONG("server.max_body_bytes", server.max_body_bytes, 1024, 1L << 30, "1048576", "Largest request body accepted; larger bodies get 413."),
-    K_INT("server.json_max_depth", server.json_max_depth, 2, 512, "64", "Deepest JSON nesting accepted in a request; deeper gets 400."),
-    K_INT("server.max_connections", server.max_connections, 4, 100000, "1024", "Concurrent HTTP connections."),
-    K_INT("server.connection_timeout_s", server.connection_timeout_s, 0, 86400, "300", "Idle connection timeout in seconds (0 = none). Generation in progress is never idle."),
-    K_INT("server.max_stream_buffer_kb", server.max_stream_buffer_kb, 4, 1 << 20, "1024", "Generated text kept per request (KiB); also caps one response."),
-    K_INT("server.header_timeout_ms", server.header_timeout_ms, 100, 3600000, "10000", "A new connection must complete its request headers within this (counted from accept, not reset by each byte); later 408 and closed. Also the grace before `server.min_body_rate` applies."),
-    K_LONG("server.min_body_rate", server.min_body_rate, 0, 1L << 30, "1024", "Slowest request body accepted, in bytes/s averaged over the body once `server.header_timeout_ms` has passed; slower gets 408 and is closed (0 = no floor). A request being served (generating, streaming) has no deadline."),
-    K_INT("server.reserved_connections", server.reserved_connections, 0, 100000, "16", "Connections (of `server.max_connections`, at most half) kept for identities: when fewer are left, a request without a verified bearer token gets 503. At the limit a new connection replaces the oldest one still waiting for its headers, or gets 503 at once when every slot serves a request."),
-    K_STR("agents.dir", procs.dir, "", "Installed agent packages: AIOS `POST /agents/submit` names one by `agent_id` (a folder here in Cerebrum's layout, `config.json` + `agent.py`, or with an `agent.json` manifest giving its command). Empty = none (docs/agents.md)."),
-    K_STR("agents.workdir", procs.workdir, "", "Where each agent's log and workdir live (`<id>/output.log`, `<id>/work`). Empty = `<data_dir>/agents`. Every directory above it must be searchable by other uids (o+x) for agents to run under uids of their own (a root kernel with `tools.sandbox_uid_base`); else they run under the kernel's uid."),
-    K_STR("agents.cerebrum_runner", procs.cerebrum_runner, "", "Command line (split at spaces) that runs a Cerebrum-layout package: the package is at /agent in the sandbox and the task in `AIOS_TASK`; the runner prints the agent's result as its last line of output. Empty = such packages are refused (docs/agents.md shows one for a Cerebrum SDK install)."),
-    K_LONG("agents.log_max_bytes", procs.log_max_bytes, 4096, 1L << 34, "1048576", "Output (stdout and stderr) kept per agent before its log rotates; one older file is kept, so at most twice this."),
-    K_LONG("agents.log_quota_bytes", procs.log_quota_bytes, 4096, 1L << 40, "268435456", "Logs of every agent together; beyond it the logs of the oldest finished agents are deleted."),
-    K_INT("agents.max_running", procs.max_running, 1, 4096, "64", "Agent processes alive (starting, running or stopped) at once; more get 503."),
-    K_INT("agents.max_records", procs.max_records, 1, 1000000, "1000", "Agents kept in the table (`aios ps`); beyond it the oldest finished ones are dropped with their logs."),
-    K_INT("agents.max_restarts", procs.max_restarts, 0, 1000, "3", "`restart: on-failure` restarts an agent at most this many times (backoff 1 s, doubling to 30 s)."),
-    K_ENUM("agents.default_network", procs.default_network, "kernel-only", "kernel-only|none|full", "Network of an agent that names none: `kernel-only` (TCP to the kernel's port only; needs Linux 6.7+ landlock), `none`, `full`."),
-    K_STR("agents.cgroup", procs.cgroup, "auto", "Cgroup v2 directory delegated to the kernel: each agent gets a cgroup below it (memory.max, cpu.weight, pids.max where the host delegates those controllers; cgroup.freeze for stop; cgroup.kill for kill). `auto` = the kernel's own cgroup when it is writable (systemd's `Delegate=yes`), `off` = none: rlimits, the watchdog and signals (docs/agents.md)."),
-    K_STR("llms.default_model", llms.default_model, "smollm2", "Model used when a request names none (AIOS `llms: null`, OpenAI without `model`); a named model that is not served gets 404."),
-    K_INT("llms.default_max_tokens", llms.default_max_tokens, 1, 1 << 20, "1000", "max_tokens when a request gives none (the Cerebrum SDK sends 1000)."),
-    K_INT("llms.allow_oversubscribe", llms.allow_oversubscribe, 0, 1, "0", "1 lets the local models' decode threads (`threads`, 0 = every online CPU) total more than the online CPUs; by default that is a configuration error, since ggml's threads spin and models on shared cores slow each other down."),
-    K_INT("llms.max_messages", llms.max_messages, 1, 1 << 20, "1024", "Most messages in one chat request."),
-    K_LONG("llms.max_prompt_bytes", llms.max_prompt_bytes, 256, 1L << 30, "1048576", "Largest rendered prompt (bytes) before tokenizing."),
-    K_INT("llms.max_stop", llms.max_stop, 0, 64, "8", "Most stop strings per request."),
-    K_INT("llms.max_n", llms.max_n, 1, 64, "8", "Most choices (`n`) of one chat completion; they run side by side, sharing the prompt's KV."),
-    K_ENUM("scheduler.policy", scheduler.policy, "fifo", "fifo|rr|priority|fair", "LLM scheduling policy: `fifo` (arrival order, no preemption), `rr` (round robin: a generation yields after `time_slice` tokens), `priority` (higher `priority` first, preempting lower), `fair` (least attained service per agent first)."),
-    K_INT("scheduler.max_active", scheduler.max_active, 1, 255, "16", "Sequences decoded together in one batch; the rest wait in the run queue."),
-    K_INT("scheduler.max_queue", scheduler.max_queue, 1, 1 << 20, "4096", "Waiting requests per model before new ones get 503 (preempted requests do not count)."),
-    K_INT("scheduler.time_slice", scheduler.time_slice, 1, 1 << 20, "32", "Tokens a generation produces before `rr` or `fair` may preempt it for a waiting one."),
-    K_INT("scheduler.fair_window_s", scheduler.fair_window_s, 1, 86400, "60", "Length of the service window of `fair`, in seconds: per-agent service counts restart each window."),
-    K_INT("scheduler.default_priority", scheduler.default_priority, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, "50", "Priority of a request that gives none and whose agent has no `agents.<name>.priority`."),
-    K_INT("scheduler.max_agents", scheduler.max_agents, 1, 1 << 20, "1024", "Per-agent service records kept by the scheduler (idle agents' records are recycled)."),
-    K_ENUM("context.mode", context.mode, "kv", "kv|text", "How a preempted generation is saved: `kv` snapshots its KV state (llama_state_seq_get_data) and restores it exactly; `text` keeps its tokens and prefills prompt + partial output again."),
-    K_INT("context.ram_budget_mb", context.ram_budget_mb, 0, 1 << 20, "1024", "Host memory for KV snapshots (preempted generations and evicted conversations); older snapshots beyond it spill to files under the data dir."),
-    K_INT("context.disk_budget_mb", context.disk_budget_mb, 0, 1 << 24, "8192", "Disk for spilled snapshots; beyond it the oldest cached conversation snapshots are dropped (recomputed when needed) and a preempted generation falls back to text resume."),
-    K_INT("context.park", context.park, 0, 1, "1", "Preempt by parking: a preempted generation's KV stays in place under a spare cache sequence id (no copy) until it resumes or KV runs short; 0 = always snapshot. Parked neighbours enlarge the attention view, and llama.cpp's CPU attention picks its kernel by view size, so only `0` gives outputs byte-identical to solo runs."),
-    K_INT("context.cache_entries", context.cache_entries, 0, 254, "32", "Finished conversations and shared prompt prefixes kept resident in the KV cache for reuse (prefix sharing, conversation retention); 0 disables both. `scheduler.max_active` + this must be at most 255."),
-    K_INT("context.snapshot_entries", context.snapshot_entries, 0, 1 << 16, "256", "Evicted conversations kept as snapshots (RAM, then disk) for reuse."),
-    K_INT("context.prefix_min_tokens", context.prefix_min_tokens, 1, 1 << 20, "32", "Shortest prompt prefix worth reusing from the cache."),
-    K_INT("context.verify_prefix", context.verify_prefix, 0, 1, "0", "Self-check (slow; for tests): every prefix taken from the cache is compared byte for byte with a solo prefill of the same tokens; mismatches are counted on /metrics."),
-    K_LONG("memory.limit_bytes", memory.limit_bytes, 0, 1L << 40, "67108864", "Resident memory (content + metadata bytes) per agent; beyond it LRU-K evicts blocks to the store, and they are paged back in on access. Per agent: `agents.<name>.memory_limit_bytes`."),
-    K_INT("memory.eviction_k", memory.eviction_k, 1, 8, "2", "K of LRU-K: the evicted block is the one whose K-th most recent access is oldest (blocks with fewer than K accesses go first, least recently used among them)."),
-    K_LONG("memory.max_item_bytes", memory.max_item_bytes, 16, 1L << 30, "65536", "Largest memory block (content + metadata bytes); larger gets 413."),
-    K_LONG("memory.max_items", memory.max_items, 1, 1L << 40, "1000000", "Memory blocks per agent, resident or evicted; more gets 507."),
-    K_INT("memory.max_agents", memory.max_agents, 1, 1 << 24, "4096", "Agents with a memory space; a new agent beyond it gets 503."),
-    K_INT("storage.max_versions", storage.max_versions, 1, 100000, "16", "Versions kept per file (rollback reaches back this far); older ones are dropped at each write."),
-    K_LONG("storage.max_file_bytes", storage.max_file_bytes, 0, 1L << 40, "1048576", "Largest content of one write; larger gets 413 (request bodies are also capped by server.max_body_bytes)."),
-    K_LONG("storage.quota_bytes", storage.quota_bytes, 0, 1L << 50, "1073741824", "All kept versions of all files of one agent; a write beyond it gets 507."),
-    K_LONG("storage.max_files", storage.max_files, 1, 1L << 40, "100000", "Files and directories per agent."),
-    K_INT("storage.max_path_bytes", storage.max_path_bytes, 16, 1000, "1000", "Longest normalised path (mount root included)."),
-    K_ENUM("storage.synchronous", storage.synchronous, "normal", "normal|full", "SQLite durability of memory and storage writes: `normal` (WAL; an acknowledged write survives the kernel being killed) or `full` (also fsync at every commit; survives power loss, slower)."),
-    K_STR("storage.embedding_model", storage.embedding_model, "", "GGUF embedding model for retrieval and /v1/embeddings. Empty = all-MiniLM-L6-v2 from the cache (`make model` fetches it) when present, else the chat model with mean pooling."),
-    K_INT("storage.embed_batch_tokens", storage.embed_batch_tokens, 64, 1 << 16, "512", "Tokens per embedding batch; also the longest text embedded (and at most the model's trained context: longer texts are truncated for the embedding, never for storage)."),
-    K_INT("storage.embed_threads", storage.embed_threads, 0, 1024, "0", "Threads for embedding; 0 = half the online CPUs (at least 1), leaving the rest to request handling and the chat engine."),
-    K_INT("storage.embed_nice", storage.embed_nice, 0, 19, "10", "Nice value of the embedding threads: bulk embedding yields the CPU to request handling and the chat engine."),
-    K_INT("storage.embed_queue", storage.embed_queue, 1, 1 << 24, "65536", "Texts waiting for embedding; a memory add beyond it gets 503."),
-    K_INT("storage.embed_agent_queue", storage.embed_agent_queue, 1, 1 << 24, "4096", "Texts one agent may have waiting for embedding; its memory adds and file writes beyond it get 503 (other agents are not affected). Agents' texts are embedded round robin."),
-    K_INT("storage.retrieve_timeout_ms", storage.retrieve_timeout_ms, 0, 86400000, "30000", "A memory or storage retrieval that cannot be served in this time (its query embedded and the agent's own pending texts indexed) answers 504 with the reason; 0 = no limit."),
-    K_INT("storage.hnsw_m", storage.hnsw_m, 4, 128, "16", "HNSW links per vector (hnswlib M)."),
-    K_INT("storage.hnsw_ef_search", storage.hnsw_ef_search, 8, 4096, "96", "HNSW search beam (hnswlib ef); higher = better recall, slower."),
-    K_INT("storage.exact_below", storage.exact_below, 0, 1 << 30, "2048", "Below this many vectors in an agent's index, retrieval scans them all (exact and cheaper)."),
-    K_INT("storage.max_k", storage.max_k, 1, 10000, "100", "Largest k (or n) of one memory or storage retrieval."),
-    K_STR("tools.dir", tools.dir, "", "Directory of tool manifests (one JSON file per tool); reloaded when it changes. Empty = only built-in and MCP tools."),
-    K_STR("tools.workdir", tools.workdir, "", "Where per-agent tool workdirs live (`<agent>/<tool>`). Empty = `<data_dir>/tools`."),
-    K_LONG("tools.max_output_bytes", tools.max_output_bytes, 64, 1L << 30, "1048576", "Most stdout bytes kept from one tool call; beyond it the tool is stopped, its output cut with a marker, and the call answers 413."),
-    K_INT("tools.default_timeout_ms", tools.default_timeout_ms, 1, 86400000, "30000", "Timeout of a tool call whose manifest gives no `timeout_ms`; the whole process group is killed and the call answers 408."),
-    K_INT("tools.default_max_parallel", tools.default_max_parallel, 1, 100000, "8", "Calls of one tool running at once when its manifest gives no `max_parallel`; the rest queue."),
-    K_INT("tools.max_calls", tools.max_calls, 1, 1024, "16", "Tool calls in one request (one tool query, or one LLM answer under `call_tool`)."),
-    K_INT("tools.max_pending", tools.max_pending, 1, 1 << 20, "4096", "Tool calls running or queued in all; more get 503."),
-    K_INT("tools.cpu_seconds", tools.cpu_seconds, 1, 86400, "10", "CPU-time limit (RLIMIT_CPU) of a process tool call; the manifest's `limits.cpu_seconds` overrides."),
-    K_INT("tools.memory_mb", tools.memory_mb, 16, 1 << 20, "512", "Address-space limit (RLIMIT_AS, MiB) of a process tool call; `limits.memory_mb` overrides."),
-    K_INT("tools.file_size_mb", tools.file_size_mb, 0, 1 << 20, "64", "Largest file a process tool may write (RLIMIT_FSIZE, MiB); `limits.file_size_mb` overrides."),
-    K_INT("tools.max_procs", tools.max_procs, 1, 65536, "32", "Processes of one tool call (RLIMIT_NPROC under its own uid; stops fork bombs); `limits.max_procs` overrides."),
-    K_LONG("tools.sandbox_uid_base", tools.sandbox_uid_base, 0, 4000000000L, "200000", "When the kernel runs as root, each running process tool call gets its own uid from base + slot, so per-call process limits hold; 0 = keep the kernel's uid."),
-    K_INT("tools.mcp_timeout_ms", tools.mcp_timeout_ms, 100, 600000, "20000", "How long an MCP server may take to start and answer the handshake and tools/list."),
-    K_ENUM("access.mode", access.mode, "local", "local|enforce", "`local`: loopback only; the AIOS envelope's `agent_name` (or a bearer token) names the agent. `enforce`: every route needs `Authorization: Bearer TOKEN` of an identity (`aios agent create`); required to bind beyond loopback."),
-    K_INT("access.approval_timeout", access.approval_timeout_s, 1, 86400 * 7, "300", "Seconds a call to an irreversible tool waits for `aios approve`; then it is denied."),
-    K_INT("access.rate_limit", access.rate_limit, 0, 1000000, "0", "Syscalls (LLM, memory, storage and tool requests) one agent may make per second, sustained; more get 429 with Retry-After. 0 = no limit."),
-    K_INT("access.rate_burst", access.rate_burst, 1, 1000000, "20", "Syscalls one agent may make at once above `access.rate_limit` before it applies (the token bucket's size)."),
-    K_INT("access.max_approvals", access.max_approvals, 1, 1 << 20, "1024", "Calls waiting for approval at once; more are denied at once."),
-    K_STR("access.audit_file", access.audit_file, "", "Audit log (JSON lines, append-only). Empty = `<data_dir>/audit.log`."),
-    K_LONG("access.audit_max_bytes", access.audit_max_bytes, 4096, 1L << 40, "67108864", "Size at which the audit log is rotated (`audit.log.1`, ...)."),
-    K_INT("access.audit_keep", access.audit_keep, 1, 1000, "5", "Rotated audit files kept."),
-    K_STR("access.default_group", access.default_group, "default", "Group of an agent with no `agents.<name>.group` and no identity. Unless `access.groups` defines it, it may use every model and every tool."),
-    K_STR("access.admin_group", access.admin_group, "admin", "Group whose members may use the admin API (identities, approvals) in `enforce` mode."),
-    K_INT("responses.max_stored", responses.max_stored, 1, 1 << 24, "1000", "Responses one agent keeps stored (`store: true` on /v1/responses, for `previous_response_id` and GET); beyond it the oldest are dropped."),
-    K_INT("responses.ttl_s", responses.ttl_s, 0, 1 << 30, "2592000", "Age in seconds at which a stored response is dropped (30 days by default); 0 = kept until `responses.max_stored` pushes it out."),
-    K_INT("kernel.workers", workers, 1, 256, "4", "Worker threads of each worker resource's run queue (memory, storage; /v1/embeddings runs on memory's), off the HTTP thread: 2 x this in all."),
-    K_INT("kernel.max_jobs", max_jobs, 1, 1 << 24, "4096", "Operations waiting in one resource's run queue (memory, storage); more get 503."),
-    K_INT("kernel.max_jobs_per_agent", max_jobs_per_agent, 1, 1 << 24, "1024", "Operations one agent may have waiting in one resource's run queue; its next ones get 503 while other agents still get in."),
-    K_STR("kernel.data_dir", data_dir, "", "Directory for kernel state (created at start; used by the context and storage managers). Empty = $AIOS_CACHE/data (~/.cache/aios/data)."),
-    K_ENUM("kernel.log_level", log_level, "info", "debug|info|warn|error", "Least severe message logged: debug, info, warn or error."),
+static const cfg_key
+    KEYS[] =
+        {
+            K_STR("server.host", server.host, "127.0.0.1", "Address to listen on. Loopback by default."),
+            K_STR(
+                "server.cors_origins", server.cors_origins, "",
+                "Browser origins allowed to call the API (CORS), comma-separated (`https://app.example,http://localhost:3000`) or `*`; a preflight `OPTIONS` is answered for them. Empty = no CORS headers (browsers on other origins are refused by the browser)."),
+            K_INT("server.port", server.port, 1, 65535, "8000", "TCP port (the Cerebrum SDK's default is 8000)."),
+            K_LONG("server.max_body_bytes", server.max_body_bytes, 1024, 1L << 30, "1048576",
+                   "Largest request body accepted; larger bodies get 413."),
+            K_INT("server.json_max_depth", server.json_max_depth, 2, 512, "64",
+                  "Deepest JSON nesting accepted in a request; deeper gets 400."),
+            K_INT("server.max_connections", server.max_connections, 4, 100000, "1024", "Concurrent HTTP connections."),
+            K_INT("server.connection_timeout_s", server.connection_timeout_s, 0, 86400, "300",
+                  "Idle connection timeout in seconds (0 = none). Generation in progress is never idle."),
+            K_INT("server.max_stream_buffer_kb", server.max_stream_buffer_kb, 4, 1 << 20, "1024",
+                  "Generated text kept per request (KiB); also caps one response."),
+            K_INT(
+                "server.header_timeout_ms", server.header_timeout_ms, 100, 3600000, "10000",
+                "A new connection must complete its request headers within this (counted from accept, not reset by each byte); later 408 and closed. Also the grace before `server.min_body_rate` applies."),
+            K_LONG(
+                "server.min_body_rate", server.min_body_rate, 0, 1L << 30, "1024",
+                "Slowest request body accepted, in bytes/s averaged over the body once `server.header_timeout_ms` has passed; slower gets 408 and is closed (0 = no floor). A request being served (generating, streaming) has no deadline."),
+            K_INT(
+                "server.reserved_connections", server.reserved_connections, 0, 100000, "16",
+                "Connections (of `server.max_connections`, at most half) kept for identities: when fewer are left, a request without a verified bearer token gets 503. At the limit a new connection replaces the oldest one still waiting for its headers, or gets 503 at once when every slot serves a request."),
+            K_STR(
+                "agents.dir", procs.dir, "",
+                "Installed agent packages: AIOS `POST /agents/submit` names one by `agent_id` (a folder here in Cerebrum's layout, `config.json` + `agent.py`, or with an `agent.json` manifest giving its command). Empty = none (docs/agents.md)."),
+            K_STR(
+                "agents.workdir", procs.workdir, "",
+                "Where each agent's log and workdir live (`<id>/output.log`, `<id>/work`). Empty = `<data_dir>/agents`. Every directory above it must be searchable by other uids (o+x) for agents to run under uids of their own (a root kernel with `tools.sandbox_uid_base`); else they run under the kernel's uid."),
+            K_STR(
+                "agents.cerebrum_runner", procs.cerebrum_runner, "",
+                "Command line (split at spaces) that runs a Cerebrum-layout package: the package is at /agent in the sandbox and the task in `AIOS_TASK`; the runner prints the agent's result as its last line of output. Empty = such packages are refused (docs/agents.md shows one for a Cerebrum SDK install)."),
+            K_LONG(
+                "agents.log_max_bytes", procs.log_max_bytes, 4096, 1L << 34, "1048576",
+                "Output (stdout and stderr) kept per agent before its log rotates; one older file is kept, so at most twice this."),
+            K_LONG("agents.log_quota_bytes", procs.log_quota_bytes, 4096, 1L << 40, "268435456",
+                   "Logs of every agent together; beyond it the logs of the oldest finished agents are deleted."),
+            K_INT("agents.max_running", procs.max_running, 1, 4096, "64",
+                  "Agent processes alive (starting, running or stopped) at once; more get 503."),
+            K_INT("agents.max_records", procs.max_records, 1, 1000000, "1000",
+                  "Agents kept in the table (`aios ps`); beyond it the oldest finished ones are dropped with their logs."),
+            K_INT("agents.max_restarts", procs.max_restarts, 0, 1000, "3",
+                  "`restart: on-failure` restarts an agent at most this many times (backoff 1 s, doubling to 30 s)."),
+            K_ENUM(
+                "agents.default_network", procs.default_network, "kernel-only", "kernel-only|none|full",
+                "Network of an agent that names none: `kernel-only` (TCP to the kernel's port only; needs Linux 6.7+ landlock), `none`, `full`."),
+            K_STR(
+                "agents.cgroup", procs.cgroup, "auto",
+                "Cgroup v2 directory delegated to the kernel: each agent gets a cgroup below it (memory.max, cpu.weight, pids.max where the host delegates those controllers; cgroup.freeze for stop; cgroup.kill for kill). `auto` = the kernel's own cgroup when it is writable (systemd's `Delegate=yes`), `off` = none: rlimits, the watchdog and signals (docs/agents.md)."),
+            K_STR(
+                "llms.default_model", llms.default_model, "smollm2",
+                "Model used when a request names none (AIOS `llms: null`, OpenAI without `model`); a named model that is not served gets 404."),
+            K_INT("llms.default_max_tokens", llms.default_max_tokens, 1, 1 << 20, "1000",
+                  "max_tokens when a request gives none (the Cerebrum SDK sends 1000)."),
+            K_INT(
+                "llms.allow_oversubscribe", llms.allow_oversubscribe, 0, 1, "0",
+                "1 lets the local models' decode threads (`threads`, 0 = every online CPU) total more than the online CPUs; by default that is a configuration error, since ggml's threads spin and models on shared cores slow each other down."),
+            K_INT("llms.max_messages", llms.max_messages, 1, 1 << 20, "1024", "Most messages in one chat request."),
+            K_LONG("llms.max_prompt_bytes", llms.max_prompt_bytes, 256, 1L << 30, "1048576",
+                   "Largest rendered prompt (bytes) before tokenizing."),
+            K_INT("llms.max_stop", llms.max_stop, 0, 64, "8", "Most stop strings per request."),
+            K_INT("llms.max_n", llms.max_n, 1, 64, "8",
+                  "Most choices (`n`) of one chat completion; they run side by side, sharing the prompt's KV."),
+            K_ENUM(
+                "scheduler.policy", scheduler.policy, "fifo",
+                "fifo|rr|priority|fair", "LLM scheduling policy: `fifo` (arrival order, no preemption), `rr` (round robin: a generation yields after `time_slice` tokens), `priority` (higher `priority` first, preempting lower), `fair` (least attained service per agent first)."),
+            K_INT("scheduler.max_active", scheduler.max_active, 1, 255, "16",
+                  "Sequences decoded together in one batch; the rest wait in the run queue."),
+            K_INT("scheduler.max_queue", scheduler.max_queue, 1, 1 << 20, "4096",
+                  "Waiting requests per model before new ones get 503 (preempted requests do not count)."),
+            K_INT("scheduler.time_slice", scheduler.time_slice, 1, 1 << 20, "32",
+                  "Tokens a generation produces before `rr` or `fair` may preempt it for a waiting one."),
+            K_INT("scheduler.fair_window_s", scheduler.fair_window_s, 1, 86400, "60",
+                  "Length of the service window of `fair`, in seconds: per-agent service counts restart each window."),
+            K_INT("scheduler.default_priority", scheduler.default_priority, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, "50",
+                  "Priority of a request that gives none and whose agent has no `agents.<name>.priority`."),
+            K_INT("scheduler.max_agents", scheduler.max_agents, 1, 1 << 20, "1024",
+                  "Per-agent service records kept by the scheduler (idle agents' records are recycled)."),
+            K_ENUM(
+                "context.mode", context.mode, "kv", "kv|text",
+                "How a preempted generation is saved: `kv` snapshots its KV state (llama_state_seq_get_data) and restores it exactly; `text` keeps its tokens and prefills prompt + partial output again."),
+            K_INT(
+                "context.ram_budget_mb", context.ram_budget_mb, 0, 1 << 20, "1024",
+                "Host memory for KV snapshots (preempted generations and evicted conversations); older snapshots beyond it spill to files under the data dir."),
+            K_INT(
+                "context.disk_budget_mb", context.disk_budget_mb, 0, 1 << 24, "8192",
+                "Disk for spilled snapshots; beyond it the oldest cached conversation snapshots are dropped (recomputed when needed) and a preempted generation falls back to text resume."),
+            K_INT(
+                "context.park", context.park, 0, 1, "1",
+                "Preempt by parking: a preempted generation's KV stays in place under a spare cache sequence id (no copy) until it resumes or KV runs short; 0 = always snapshot. Parked neighbours enlarge the attention view, and llama.cpp's CPU attention picks its kernel by view size, so only `0` gives outputs byte-identical to solo runs."),
+            K_INT(
+                "context.cache_entries", context.cache_entries, 0, 254, "32",
+                "Finished conversations and shared prompt prefixes kept resident in the KV cache for reuse (prefix sharing, conversation retention); 0 disables both. `scheduler.max_active` + this must be at most 255."),
+            K_INT("context.snapshot_entries", context.snapshot_entries, 0, 1 << 16, "256",
+                  "Evicted conversations kept as snapshots (RAM, then disk) for reuse."),
+            K_INT("context.prefix_min_tokens", context.prefix_min_tokens, 1, 1 << 20, "32",
+                  "Shortest prompt prefix worth reusing from the cache."),
+            K_INT(
+                "context.verify_prefix", context.verify_prefix, 0, 1, "0",
+                "Self-check (slow; for tests): every prefix taken from the cache is compared byte for byte with a solo prefill of the same tokens; mismatches are counted on /metrics."),
+            K_LONG(
+                "memory.limit_bytes", memory.limit_bytes, 0, 1L << 40, "67108864",
+                "Resident memory (content + metadata bytes) per agent; beyond it LRU-K evicts blocks to the store, and they are paged back in on access. Per agent: `agents.<name>.memory_limit_bytes`."),
+            K_INT(
+                "memory.eviction_k", memory.eviction_k, 1, 8, "2",
+                "K of LRU-K: the evicted block is the one whose K-th most recent access is oldest (blocks with fewer than K accesses go first, least recently used among them)."),
+            K_LONG("memory.max_item_bytes", memory.max_item_bytes, 16, 1L << 30, "65536",
+                   "Largest memory block (content + metadata bytes); larger gets 413."),
+            K_LONG("memory.max_items", memory.max_items, 1, 1L << 40, "1000000",
+                   "Memory blocks per agent, resident or evicted; more gets 507."),
+            K_INT("memory.max_agents", memory.max_agents, 1, 1 << 24, "4096",
+                  "Agents with a memory space; a new agent beyond it gets 503."),
+            K_INT("storage.max_versions", storage.max_versions, 1, 100000, "16",
+                  "Versions kept per file (rollback reaches back this far); older ones are dropped at each write."),
+            K_LONG("storage.max_file_bytes", storage.max_file_bytes, 0, 1L << 40, "1048576",
+                   "Largest content of one write; larger gets 413 (request bodies are also capped by server.max_body_bytes)."),
+            K_LONG("storage.quota_bytes", storage.quota_bytes, 0, 1L << 50, "1073741824",
+                   "All kept versions of all files of one agent; a write beyond it gets 507."),
+            K_LONG("storage.max_files", storage.max_files, 1, 1L << 40, "100000", "Files and directories per agent."),
+            K_INT("storage.max_path_bytes", storage.max_path_bytes, 16, 1000, "1000",
+                  "Longest normalised path (mount root included)."),
+            K_ENUM(
+                "storage.synchronous", storage.synchronous, "normal", "normal|full",
+                "SQLite durability of memory and storage writes: `normal` (WAL; an acknowledged write survives the kernel being killed) or `full` (also fsync at every commit; survives power loss, slower)."),
+            K_STR(
+                "storage.embedding_model", storage.embedding_model, "",
+                "GGUF embedding model for retrieval and /v1/embeddings. Empty = all-MiniLM-L6-v2 from the cache (`make model` fetches it) when present, else the chat model with mean pooling."),
+            K_INT(
+                "storage.embed_batch_tokens", storage.embed_batch_tokens, 64, 1 << 16, "512",
+                "Tokens per embedding batch; also the longest text embedded (and at most the model's trained context: longer texts are truncated for the embedding, never for storage)."),
+            K_INT(
+                "storage.embed_threads", storage.embed_threads, 0, 1024, "0",
+                "Threads for embedding; 0 = half the online CPUs (at least 1), leaving the rest to request handling and the chat engine."),
+            K_INT("storage.embed_nice", storage.embed_nice, 0, 19, "10",
+                  "Nice value of the embedding threads: bulk embedding yields the CPU to request handling and the chat engine."),
+            K_INT("storage.embed_queue", storage.embed_queue, 1, 1 << 24, "65536",
+                  "Texts waiting for embedding; a memory add beyond it gets 503."),
+            K_INT(
+                "storage.embed_agent_queue", storage.embed_agent_queue, 1, 1 << 24, "4096",
+                "Texts one agent may have waiting for embedding; its memory adds and file writes beyond it get 503 (other agents are not affected). Agents' texts are embedded round robin."),
+            K_INT(
+                "storage.retrieve_timeout_ms", storage.retrieve_timeout_ms, 0, 86400000, "30000",
+                "A memory or storage retrieval that cannot be served in this time (its query embedded and the agent's own pending texts indexed) answers 504 with the reason; 0 = no limit."),
+            K_INT("storage.hnsw_m", storage.hnsw_m, 4, 128, "16", "HNSW links per vector (hnswlib M)."),
+            K_INT("storage.hnsw_ef_search", storage.hnsw_ef_search, 8, 4096, "96",
+                  "HNSW search beam (hnswlib ef); higher = better recall, slower."),
+            K_INT("storage.exact_below", storage.exact_below, 0, 1 << 30, "2048",
+                  "Below this many vectors in an agent's index, retrieval scans them all (exact and cheaper)."),
+            K_INT("storage.max_k", storage.max_k, 1, 10000, "100", "Largest k (or n) of one memory or storage retrieval."),
+            K_STR(
+                "tools.dir", tools.dir, "",
+                "Directory of tool manifests (one JSON file per tool); reloaded when it changes. Empty = only built-in and MCP tools."),
+            K_STR("tools.workdir", tools.workdir, "",
+                  "Where per-agent tool workdirs live (`<agent>/<tool>`). Empty = `<data_dir>/tools`."),
+            K_LONG(
+                "tools.max_output_bytes", tools.max_output_bytes, 64, 1L << 30, "1048576",
+                "Most stdout bytes kept from one tool call; beyond it the tool is stopped, its output cut with a marker, and the call answers 413."),
+            K_INT(
+                "tools.default_timeout_ms", tools.default_timeout_ms, 1, 86400000, "30000",
+                "Timeout of a tool call whose manifest gives no `timeout_ms`; the whole process group is killed and the call answers 408."),
+            K_INT("tools.default_max_parallel", tools.default_max_parallel, 1, 100000, "8",
+                  "Calls of one tool running at once when its manifest gives no `max_parallel`; the rest queue."),
+            K_INT("tools.max_calls", tools.max_calls, 1, 1024, "16",
+                  "Tool calls in one request (one tool query, or one LLM answer under `call_tool`)."),
+            K_INT("tools.max_pending", tools.max_pending, 1, 1 << 20, "4096",
+                  "Tool calls running or queued in all; more get 503."),
+            K_INT("tools.cpu_seconds", tools.cpu_seconds, 1, 86400, "10",
+                  "CPU-time limit (RLIMIT_CPU) of a process tool call; the manifest's `limits.cpu_seconds` overrides."),
+            K_INT("tools.memory_mb", tools.memory_mb, 16, 1 << 20, "512",
+                  "Address-space limit (RLIMIT_AS, MiB) of a process tool call; `limits.memory_mb` overrides."),
+            K_INT("tools.file_size_mb", tools.file_size_mb, 0, 1 << 20, "64",
+                  "Largest file a process tool may write (RLIMIT_FSIZE, MiB); `limits.file_size_mb` overrides."),
+            K_INT("tools.max_procs", tools.max_procs, 1, 65536, "32",
+                  "Processes of one tool call (RLIMIT_NPROC under its own uid; stops fork bombs); `limits.max_procs` overrides."),
+            K_LONG(
+                "tools.sandbox_uid_base", tools.sandbox_uid_base, 0, 4000000000L, "200000",
+                "When the kernel runs as root, each running process tool call gets its own uid from base + slot, so per-call process limits hold; 0 = keep the kernel's uid."),
+            K_INT("tools.mcp_timeout_ms", tools.mcp_timeout_ms, 100, 600000, "20000",
+                  "How long an MCP server may take to start and answer the handshake and tools/list."),
+            K_ENUM(
+                "access.mode", access.mode, "local", "local|enforce",
+                "`local`: loopback only; the AIOS envelope's `agent_name` (or a bearer token) names the agent. `enforce`: every route needs `Authorization: Bearer TOKEN` of an identity (`aios agent create`); required to bind beyond loopback."),
+            K_INT("access.approval_timeout", access.approval_timeout_s, 1, 86400 * 7, "300",
+                  "Seconds a call to an irreversible tool waits for `aios approve`; then it is denied."),
+            K_INT(
+                "access.rate_limit", access.rate_limit, 0, 1000000, "0",
+                "Syscalls (LLM, memory, storage and tool requests) one agent may make per second, sustained; more get 429 with Retry-After. 0 = no limit."),
+            K_INT("access.rate_burst", access.rate_burst, 1, 1000000, "20",
+                  "Syscalls one agent may make at once above `access.rate_limit` before it applies (the token bucket's size)."),
+            K_INT("access.max_approvals", access.max_approvals, 1, 1 << 20, "1024",
+                  "Calls waiting for approval at once; more are denied at once."),
+            K_STR("access.audit_file", access.audit_file, "",
+                  "Audit log (JSON lines, append-only). Empty = `<data_dir>/audit.log`."),
+            K_LONG("access.audit_max_bytes", access.audit_max_bytes, 4096, 1L << 40, "67108864",
+                   "Size at which the audit log is rotated (`audit.log.1`, ...)."),
+            K_INT("access.audit_keep", access.audit_keep, 1, 1000, "5", "Rotated audit files kept."),
+            K_STR(
+                "access.default_group", access.default_group, "default",
+                "Group of an agent with no `agents.<name>.group` and no identity. Unless `access.groups` defines it, it may use every model and every tool."),
+            K_STR("access.admin_group", access.admin_group, "admin",
+                  "Group whose members may use the admin API (identities, approvals) in `enforce` mode."),
+            K_INT(
+                "responses.max_stored", responses.max_stored, 1, 1 << 24, "1000",
+                "Responses one agent keeps stored (`store: true` on /v1/responses, for `previous_response_id` and GET); beyond it the oldest are dropped."),
+            K_INT(
+                "responses.ttl_s", responses.ttl_s, 0, 1 << 30, "2592000",
+                "Age in seconds at which a stored response is dropped (30 days by default); 0 = kept until `responses.max_stored` pushes it out."),
+            K_INT(
+                "kernel.workers", workers, 1, 256, "4",
+                "Worker threads of each worker resource's run queue (memory, storage; /v1/embeddings runs on memory's), off the HTTP thread: 2 x this in all."),
+            K_INT("kernel.max_jobs", max_jobs, 1, 1 << 24, "4096",
+                  "Operations waiting in one resource's run queue (memory, storage); more get 503."),
+            K_INT(
+                "kernel.max_jobs_per_agent", max_jobs_per_agent, 1, 1 << 24, "1024",
+                "Operations one agent may have waiting in one resource's run queue; its next ones get 503 while other agents still get in."),
+            K_STR(
+                "kernel.data_dir", data_dir, "",
+                "Directory for kernel state (created at start; used by the context and storage managers). Empty = $AIOS_CACHE/data (~/.cache/aios/data)."),
+            K_ENUM("kernel.log_level", log_level, "info", "debug|info|warn|error",
+                   "Least severe message logged: debug, info, warn or error."),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 
@@ -139,38 +270,85 @@ typedef struct model_field {
     const char *def, *doc;
 } model_field;
 
-#define M_STR(n, f, d, doc) {n, CFG_STR, offsetof(aios_model_cfg, f), sizeof(((aios_model_cfg *)0)->f), 0, 0, d, doc}
-#define M_INT(n, f, lo, hi, d, doc) {n, CFG_INT, offsetof(aios_model_cfg, f), 0, lo, hi, d, doc}
+#define M_STR(n, f, d, doc) \
+    { n, CFG_STR, offsetof(aios_model_cfg, f), sizeof(((aios_model_cfg *)0)->f), 0, 0, d, doc }
+#define M_INT(n, f, lo, hi, d, doc) \
+    { n, CFG_INT, offsetof(aios_model_cfg, f), 0, lo, hi, d, doc }
 static const model_field MODEL_FIELDS[] = {
     M_STR("name", name, "smollm2", "Name clients use (`model` in OpenAI requests, `llms[].name` in AIOS ones)."),
-    M_STR("backend", backend, "llamacpp", "LLM core: `llamacpp` (embedded, the GGUF at `path`) or `openai` (an OpenAI-compatible server at `hostname`: vLLM, SGLang, llama-server, Ollama's /v1, OpenAI; AIOS's names `vllm`, `sglang`, `ollama`, `deepseek`, `groq`, `lmstudio` and `google` mean `openai`) or `anthropic` (an Anthropic Messages server at `hostname`). `openai`, `anthropic`, `google`, `groq` and `deepseek` without `hostname` mean the provider's own API, with the key in OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, GROQ_API_KEY or DEEPSEEK_API_KEY (unset: the model is down, with the reason). See docs/models.md."),
-    M_STR("path", path, "(cache)", "GGUF file. Default: the fetched SmolLM2-135M-Instruct in the cache (`--model` / AIOS_MODEL override the first model)."),
-    M_INT("ctx_size", ctx_size, 0, 1 << 20, "0", "Largest prompt + output of one request, in tokens; 0 = the model's trained context."),
-    M_INT("kv_size", kv_size, 256, 1 << 22, "32768", "KV cache cells shared by all running sequences; a request starts only when its prompt + max_tokens fit."),
+    M_STR(
+        "backend", backend, "llamacpp",
+        "LLM core: `llamacpp` (embedded, the GGUF at `path`) or `openai` (an OpenAI-compatible server at `hostname`: vLLM, SGLang, llama-server, Ollama's /v1, OpenAI; AIOS's names `vllm`, `sglang`, `ollama`, `deepseek`, `groq`, `lmstudio` and `google` mean `openai`) or `anthropic` (an Anthropic Messages server at `hostname`). `openai`, `anthropic`, `google`, `groq` and `deepseek` without `hostname` mean the provider's own API, with the key in OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, GROQ_API_KEY or DEEPSEEK_API_KEY (unset: the model is down, with the reason). See docs/models.md."),
+    M_STR(
+        "path", path, "(cache)",
+        "GGUF file. Default: the fetched SmolLM2-135M-Instruct in the cache (`--model` / AIOS_MODEL override the first model)."),
+    M_INT("ctx_size", ctx_size, 0, 1 << 20, "0",
+          "Largest prompt + output of one request, in tokens; 0 = the model's trained context."),
+    M_INT("kv_size", kv_size, 256, 1 << 22, "32768",
+          "KV cache cells shared by all running sequences; a request starts only when its prompt + max_tokens fit."),
     M_INT("threads", threads, 0, 1024, "0", "Threads for llama_decode; 0 = online CPUs."),
-    M_INT("batch_size", batch_size, 16, 1 << 16, "512", "Most tokens in one llama_decode step (decodes first, then prefill chunks)."),
-    M_STR("chat_template_file", chat_template_file, "", "Jinja chat template file that replaces the model's own (as llama-server's `--chat-template-file`); every chat is then rendered with it. Empty = the model's template."),
-    M_STR("aliases", aliases, "", "Other names requests may give this model, comma-separated (YAML: a list), e.g. `gpt-4o,gpt-4o-mini`, so agents written for a cloud model run on this one. Listed by /v1/models; unique across all models' names and aliases."),
-    M_STR("hostname", hostname, "", "Remote backends: the server's base URL, with or without `/v1` (`http://127.0.0.1:8080`, `https://api.openai.com/v1`)."),
+    M_INT("batch_size", batch_size, 16, 1 << 16, "512",
+          "Most tokens in one llama_decode step (decodes first, then prefill chunks)."),
+    M_STR(
+        "chat_template_file", chat_template_file, "",
+        "Jinja chat template file that replaces the model's own (as llama-server's `--chat-template-file`); every chat is then rendered with it. Empty = the model's template."),
+    M_STR(
+        "aliases", aliases, "",
+        "Other names requests may give this model, comma-separated (YAML: a list), e.g. `gpt-4o,gpt-4o-mini`, so agents written for a cloud model run on this one. Listed by /v1/models; unique across all models' names and aliases."),
+    M_STR(
+        "hostname", hostname, "",
+        "Remote backends: the server's base URL, with or without `/v1` (`http://127.0.0.1:8080`, `https://api.openai.com/v1`)."),
     M_STR("model", model, "", "Remote backends: the model id sent upstream. Empty = `name`."),
-    M_STR("api_key_env", api_key_env, "", "Remote backends: the environment variable holding the API key (sent as a bearer token; never logged or echoed). Empty = no key."),
-    M_INT("max_inflight", max_inflight, 1, 4096, "8", "Remote backends: requests upstream at once; the rest wait in the model's run queue under `scheduler.policy`."),
-    M_INT("timeout_s", timeout_s, 1, 86400, "600", "Remote backends: longest one request may take upstream (also 10 s to connect, and at most 60 s without a byte); then 504."),
-    M_INT("first_token_timeout_s", first_token_timeout_s, 0, 86400, "0", "Remote backends: longest wait for the first byte of the answer (prompt processing upstream); then 504. 0 = `timeout_s`."),
-    M_STR("endpoints", endpoints, "", "Remote backends: replicas serving the same model, base URLs comma-separated (YAML: a list of URLs or of `{hostname: URL}`); replaces `hostname`. Requests go to the replica with the fewest outstanding (an agent keeps its replica, see `affinity`), at most `max_inflight` on each."),
-    M_INT("health_interval_s", health_interval_s, 0, 3600, "5", "Remote backends: seconds between active health checks of each endpoint (GET `health_path`); 0 = passive checks only (failed requests)."),
-    M_STR("health_path", health_path, "", "Remote backends: the path health checks GET (`/health` for llama-server and vLLM); empty = the dialect's `/v1/models`. Any answer below 500 but 408 and 429 means up."),
-    M_INT("retries", retries, 0, 10, "2", "Remote backends: retries of a request that failed before its first token was sent (connect errors, 429, 5xx): at once on another endpoint when one can take it, else on the same after an exponential backoff with jitter (100 ms, 200 ms, ...). Never after the first token."),
-    M_INT("breaker_failures", breaker_failures, 1, 1000, "3", "Remote backends: consecutive failed requests that open an endpoint's circuit breaker (a refused connection opens it at once); it is then out of rotation until a health check passes."),
-    M_INT("breaker_open_s", breaker_open_s, 1, 3600, "5", "Remote backends: seconds an opened breaker keeps its endpoint out before health checks probe it back in."),
-    M_INT("affinity", affinity, 0, 1, "1", "Remote backends with several endpoints: 1 = an agent's requests go to the replica it was first given (its prefix cache keeps the conversation) while that replica is healthy and has room; 0 = each request to the least loaded."),
-    M_INT("idle_unload_s", idle_unload_s, 0, 86400 * 30, "0", "Unload the model after this many seconds without a request (its memory is freed; a remote model closes its connections); 0 = never. The next request loads it again (`load_on_request`)."),
-    M_INT("load_on_request", load_on_request, 0, 1, "1", "1: a request to a model that is unloaded (idle, or by an admin) or unloading waits while it is loaded; 0: it is answered 503 until `POST /models/load`."),
-    M_INT("gpu_layers", gpu_layers, 0, 10000, "0", "llama.cpp models: layers offloaded to the GPU (more than the model has = all); needs a build with a GPU backend (`make llama GPU=cuda`). 0 = CPU only."),
-    M_INT("main_gpu", main_gpu, 0, 63, "0", "llama.cpp models: the GPU (index among ggml's GPU devices, as /status lists them) that holds the model."),
-    M_STR("gpu_fallback", gpu_fallback, "none", "llama.cpp models with `gpu_layers`: `none` = a model that cannot get its GPU (no GPU backend, no such device) stops the kernel (or fails its load) with the reason; `cpu` = it says so and runs on the CPU."),
-    M_STR("fallback", fallback, "", "A model (name or alias) that serves this model's requests while it is down (every endpoint out); its own fallback continues the chain."),
-    M_STR("tool_format", tool_format, "auto", "How tool calls are written. `native`: in the template's own format (rendered and parsed by llama.cpp's common chat library; the template must describe tools). `json`: the kernel's format, a JSON array of calls, for any model. `auto`: native when the template has a tool-call format, else json."),
+    M_STR(
+        "api_key_env", api_key_env, "",
+        "Remote backends: the environment variable holding the API key (sent as a bearer token; never logged or echoed). Empty = no key."),
+    M_INT("max_inflight", max_inflight, 1, 4096, "8",
+          "Remote backends: requests upstream at once; the rest wait in the model's run queue under `scheduler.policy`."),
+    M_INT(
+        "timeout_s", timeout_s, 1, 86400, "600",
+        "Remote backends: longest one request may take upstream (also 10 s to connect, and at most 60 s without a byte); then 504."),
+    M_INT(
+        "first_token_timeout_s", first_token_timeout_s, 0, 86400, "0",
+        "Remote backends: longest wait for the first byte of the answer (prompt processing upstream); then 504. 0 = `timeout_s`."),
+    M_STR(
+        "endpoints", endpoints, "",
+        "Remote backends: replicas serving the same model, base URLs comma-separated (YAML: a list of URLs or of `{hostname: URL}`); replaces `hostname`. Requests go to the replica with the fewest outstanding (an agent keeps its replica, see `affinity`), at most `max_inflight` on each."),
+    M_INT(
+        "health_interval_s", health_interval_s, 0, 3600, "5",
+        "Remote backends: seconds between active health checks of each endpoint (GET `health_path`); 0 = passive checks only (failed requests)."),
+    M_STR(
+        "health_path", health_path, "",
+        "Remote backends: the path health checks GET (`/health` for llama-server and vLLM); empty = the dialect's `/v1/models`. Any answer below 500 but 408 and 429 means up."),
+    M_INT(
+        "retries", retries, 0, 10, "2",
+        "Remote backends: retries of a request that failed before its first token was sent (connect errors, 429, 5xx): at once on another endpoint when one can take it, else on the same after an exponential backoff with jitter (100 ms, 200 ms, ...). Never after the first token."),
+    M_INT(
+        "breaker_failures", breaker_failures, 1, 1000, "3",
+        "Remote backends: consecutive failed requests that open an endpoint's circuit breaker (a refused connection opens it at once); it is then out of rotation until a health check passes."),
+    M_INT("breaker_open_s", breaker_open_s, 1, 3600, "5",
+          "Remote backends: seconds an opened breaker keeps its endpoint out before health checks probe it back in."),
+    M_INT(
+        "affinity", affinity, 0, 1, "1",
+        "Remote backends with several endpoints: 1 = an agent's requests go to the replica it was first given (its prefix cache keeps the conversation) while that replica is healthy and has room; 0 = each request to the least loaded."),
+    M_INT(
+        "idle_unload_s", idle_unload_s, 0, 86400 * 30, "0",
+        "Unload the model after this many seconds without a request (its memory is freed; a remote model closes its connections); 0 = never. The next request loads it again (`load_on_request`)."),
+    M_INT(
+        "load_on_request", load_on_request, 0, 1, "1",
+        "1: a request to a model that is unloaded (idle, or by an admin) or unloading waits while it is loaded; 0: it is answered 503 until `POST /models/load`."),
+    M_INT(
+        "gpu_layers", gpu_layers, 0, 10000, "0",
+        "llama.cpp models: layers offloaded to the GPU (more than the model has = all); needs a build with a GPU backend (`make llama GPU=cuda`). 0 = CPU only."),
+    M_INT("main_gpu", main_gpu, 0, 63, "0",
+          "llama.cpp models: the GPU (index among ggml's GPU devices, as /status lists them) that holds the model."),
+    M_STR(
+        "gpu_fallback", gpu_fallback, "none",
+        "llama.cpp models with `gpu_layers`: `none` = a model that cannot get its GPU (no GPU backend, no such device) stops the kernel (or fails its load) with the reason; `cpu` = it says so and runs on the CPU."),
+    M_STR(
+        "fallback", fallback, "",
+        "A model (name or alias) that serves this model's requests while it is down (every endpoint out); its own fallback continues the chain."),
+    M_STR("tool_format", tool_format, "auto",
+          "How tool calls are written. `native`: in the template's own format (rendered and parsed by llama.cpp's common chat library; the template must describe tools). `json`: the kernel's format, a JSON array of calls, for any model. `auto`: native when the template has a tool-call format, else json."),
 };
 #define N_MODEL_FIELDS (sizeof MODEL_FIELDS / sizeof MODEL_FIELDS[0])
 
@@ -193,8 +371,8 @@ static int parse_long(const char *s, long lo, long hi, long *out, char *err, siz
     return AIOS_OK;
 }
 
-static int set_field(void *base, cfg_type type, size_t off, size_t size, long lo, long hi, const char *key,
-                     const char *value, char *err, size_t errlen) {
+static int set_field(void *base, cfg_type type, size_t off, size_t size, long lo, long hi, const char *key, const char *value,
+                     char *err, size_t errlen) {
     char *p = (char *)base + off;
     if (type == CFG_STR) {
         if (strlen(value) >= size) {
@@ -256,14 +434,16 @@ static int add_budget(aios_config *cfg, const char *who, size_t n, bool group, c
         if (colon) *colon = 0;
         const char *v = colon ? colon + 1 : "";
         while (*v == ' ') v++;
-        long *lim = !strcmp(item, "tokens_per_minute") ? &b.tokens_per_minute : !strcmp(item, "tokens_per_day") ? &b.tokens_per_day
-                    : !strcmp(item, "requests_per_minute") ? &b.requests_per_minute : NULL;
+        long *lim = !strcmp(item, "tokens_per_minute") ? &b.tokens_per_minute
+            : !strcmp(item, "tokens_per_day")          ? &b.tokens_per_day
+            : !strcmp(item, "requests_per_minute")     ? &b.requests_per_minute
+                                                       : NULL;
         int rc = AIOS_OK;
         if (lim) rc = parse_long(v, 0, 1L << 50, lim, err, errlen, key);
         else if (!strcmp(item, "model") && *v && strlen(v) < sizeof b.model) snprintf(b.model, sizeof b.model, "%s", v);
         else {
-            snprintf(err, errlen, "%s: '%.64s' is not one of tokens_per_minute, tokens_per_day, requests_per_minute, model",
-                     key, item);
+            snprintf(err, errlen, "%s: '%.64s' is not one of tokens_per_minute, tokens_per_day, requests_per_minute, model", key,
+                     item);
             rc = AIOS_ERR_CONFIG;
         }
         if (rc) return rc;
@@ -291,12 +471,14 @@ static int set_group(aios_config *cfg, const char *rest, const char *value, char
 static int set_agent(aios_config *cfg, const char *rest, const char *value, char *err, size_t errlen) {
     const char *dot = strrchr(rest, '.');
     size_t n = dot ? (size_t)(dot - rest) : 0;
-    if (dot && n > 0 && n < AIOS_NAME_MAX && !strcmp(dot + 1, "budget")) return add_budget(cfg, rest, n, false, value, err, errlen);
+    if (dot && n > 0 && n < AIOS_NAME_MAX && !strcmp(dot + 1, "budget"))
+        return add_budget(cfg, rest, n, false, value, err, errlen);
     bool prio = dot && !strcmp(dot + 1, "priority"), mem = dot && !strcmp(dot + 1, "memory_limit_bytes");
     bool grp = dot && !strcmp(dot + 1, "group");
     if (!dot || n == 0 || n >= AIOS_NAME_MAX || (!prio && !mem && !grp)) {
-        snprintf(err, errlen, "agents.%s: expected agents.<name>.priority, .memory_limit_bytes, .group or .budget (name 1 to %d bytes)",
-                 rest, AIOS_NAME_MAX - 1);
+        snprintf(err, errlen,
+                 "agents.%s: expected agents.<name>.priority, .memory_limit_bytes, .group or .budget (name 1 to %d bytes)", rest,
+                 AIOS_NAME_MAX - 1);
         return AIOS_ERR_CONFIG;
     }
     long v = 0;
@@ -306,8 +488,9 @@ static int set_agent(aios_config *cfg, const char *rest, const char *value, char
         snprintf(err, errlen, "%s: a group name of 1 to %d bytes", key, AIOS_NAME_MAX - 1);
         return AIOS_ERR_CONFIG;
     }
-    int rc = grp ? AIOS_OK : prio ? parse_long(value, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, &v, err, errlen, key)
-                  : parse_long(value, 0, 1L << 40, &v, err, errlen, key);
+    int rc = grp ? AIOS_OK
+        : prio   ? parse_long(value, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, &v, err, errlen, key)
+                 : parse_long(value, 0, 1L << 40, &v, err, errlen, key);
     if (rc) return rc;
     int i = 0;
     while (i < cfg->n_agents && (strlen(cfg->agents[i].name) != n || strncmp(cfg->agents[i].name, rest, n))) i++;
@@ -442,7 +625,8 @@ static int load_models(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq,
     int n = 0;
     for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
         yaml_node_t *m = yaml_document_get_node(doc, *it);
-        if (!m || m->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, m, "llms.models: each entry must be a mapping");
+        if (!m || m->type != YAML_MAPPING_NODE)
+            return yaml_err(err, errlen, path, m, "llms.models: each entry must be a mapping");
         if (n >= AIOS_MAX_MODELS) return yaml_err(err, errlen, path, m, "llms.models: too many models (at most 16)");
         aios_model_cfg *mc = &cfg->llms.models[n];
         memset(mc, 0, sizeof *mc);
@@ -478,8 +662,8 @@ static int load_models(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq,
     return AIOS_OK;
 }
 
-static int copy_scalar(char *dst, size_t size, const char *v, const char *what, const char *path, yaml_node_t *n,
-                       char *err, size_t errlen) {
+static int copy_scalar(char *dst, size_t size, const char *v, const char *what, const char *path, yaml_node_t *n, char *err,
+                       size_t errlen) {
     char sub[160];
     if (!v) {
         snprintf(sub, sizeof sub, "%s: expected a scalar", what);
@@ -509,26 +693,39 @@ static int load_str_list(yaml_document_t *doc, yaml_node_t *seq, char (*dst)[256
 
 /* ---- tools.mcp_servers ---- */
 
-#define P_STR(n, f, d, doc) {n, CFG_STR, offsetof(aios_mcp_cfg, f), sizeof(((aios_mcp_cfg *)0)->f), 0, 0, d, doc}
-#define P_INT(n, f, lo, hi, d, doc) {n, CFG_INT, offsetof(aios_mcp_cfg, f), 0, lo, hi, d, doc}
+#define P_STR(n, f, d, doc) \
+    { n, CFG_STR, offsetof(aios_mcp_cfg, f), sizeof(((aios_mcp_cfg *)0)->f), 0, 0, d, doc }
+#define P_INT(n, f, lo, hi, d, doc) \
+    { n, CFG_INT, offsetof(aios_mcp_cfg, f), 0, lo, hi, d, doc }
 /* The scalar fields of one server; the lists (args, env, ro_paths) and `network` are read
  * by load_mcp_entry itself and documented in MCP_LIST_DOC. */
 static const model_field MCP_FIELDS[] = {
     P_STR("name", name, "(required)", "Its tools are named `<name>/<tool>`; no `/`."),
-    P_STR("command", command, "(required)", "The server's executable: an absolute path, or a name found on the sandbox's PATH (`/usr/bin:/bin`). An absolute command outside `/usr` has its install directory (the parent of its `bin/`, else its own directory) bound read-only at the same path, e.g. a Python venv."),
-    P_STR("fs", fs, "workdir", "Its own directory `<tools.workdir>/.mcp/<name>` at `/work` (its cwd and HOME): `workdir` read-write, `ro` read-only, `none` absent (cwd `/`)."),
+    P_STR(
+        "command", command, "(required)",
+        "The server's executable: an absolute path, or a name found on the sandbox's PATH (`/usr/bin:/bin`). An absolute command outside `/usr` has its install directory (the parent of its `bin/`, else its own directory) bound read-only at the same path, e.g. a Python venv."),
+    P_STR(
+        "fs", fs, "workdir",
+        "Its own directory `<tools.workdir>/.mcp/<name>` at `/work` (its cwd and HOME): `workdir` read-write, `ro` read-only, `none` absent (cwd `/`)."),
     P_INT("memory_mb", memory_mb, 16, 1 << 20, "tools.memory_mb", "Address-space limit (RLIMIT_AS, MiB) of the server."),
     P_INT("file_size_mb", file_size_mb, 0, 1 << 20, "tools.file_size_mb", "Largest file it may write (RLIMIT_FSIZE, MiB)."),
-    P_INT("max_procs", max_procs, 1, 65536, "tools.max_procs", "Processes and threads of the server (RLIMIT_NPROC), applied when it runs under a uid of its own (a root kernel with `tools.sandbox_uid_base`)."),
-    P_STR("group", group, "", "When set, only agents of this access group (or of `access.admin_group`) may call its tools (every tool named `<name>/...`); others get 403. Their group's rules must allow the tool too."),
+    P_INT(
+        "max_procs", max_procs, 1, 65536, "tools.max_procs",
+        "Processes and threads of the server (RLIMIT_NPROC), applied when it runs under a uid of its own (a root kernel with `tools.sandbox_uid_base`)."),
+    P_STR(
+        "group", group, "",
+        "When set, only agents of this access group (or of `access.admin_group`) may call its tools (every tool named `<name>/...`); others get 403. Their group's rules must allow the tool too."),
 };
 #define N_MCP_FIELDS (sizeof MCP_FIELDS / sizeof MCP_FIELDS[0])
 
 static const char *const MCP_LIST_DOC[][3] = {
     {"args", "[]", "Arguments after the command."},
-    {"env", "{}", "Its environment besides `PATH=/usr/bin:/bin`, `HOME=/work` and `LANG=C.UTF-8` (which it may override): a mapping `{K: V}` or a list of `K=V`; at most 16. The kernel's own environment is never passed."},
-    {"ro_paths", "[]", "More host directories bound read-only at the same path (at most 8). Neither these nor the install directory may hold or lie inside the data dir, the tools workdir root, a model file or the audit log, nor hold the cache dir (`$AIOS_CACHE`); such a server is not started."},
-    {"network", "false", "`false`: a network namespace of its own (loopback only, nothing listening) and `socket(2)` refused by seccomp; `true`: the host's network."},
+    {"env", "{}",
+     "Its environment besides `PATH=/usr/bin:/bin`, `HOME=/work` and `LANG=C.UTF-8` (which it may override): a mapping `{K: V}` or a list of `K=V`; at most 16. The kernel's own environment is never passed."},
+    {"ro_paths", "[]",
+     "More host directories bound read-only at the same path (at most 8). Neither these nor the install directory may hold or lie inside the data dir, the tools workdir root, a model file or the audit log, nor hold the cache dir (`$AIOS_CACHE`); such a server is not started."},
+    {"network", "false",
+     "`false`: a network namespace of its own (loopback only, nothing listening) and `socket(2)` refused by seccomp; `true`: the host's network."},
 };
 
 static int set_mcp_field(aios_mcp_cfg *m, const char *field, const char *value, char *err, size_t errlen) {
@@ -543,8 +740,10 @@ static int set_mcp_field(aios_mcp_cfg *m, const char *field, const char *value, 
         }
         return set_field(m, f->type, f->off, f->size, f->min, f->max, key, value, err, errlen);
     }
-    snprintf(err, errlen, "tools.mcp_servers[]: unknown field '%s' (allowed: name, command, args, env, ro_paths, fs, network, "
-                          "memory_mb, file_size_mb, max_procs, group)", field);
+    snprintf(err, errlen,
+             "tools.mcp_servers[]: unknown field '%s' (allowed: name, command, args, env, ro_paths, fs, network, "
+             "memory_mb, file_size_mb, max_procs, group)",
+             field);
     return AIOS_ERR_CONFIG;
 }
 
@@ -556,7 +755,8 @@ static void mcp_defaults(aios_mcp_cfg *m) {
 
 /* env: {K: V} or ["K=V", ...] into m->env. */
 static int load_mcp_env(aios_mcp_cfg *m, yaml_document_t *doc, yaml_node_t *vn, const char *path, char *err, size_t errlen) {
-    static const char WHAT[] = "tools.mcp_servers[].env: a mapping {KEY: VALUE} or a list of KEY=VALUE, at most 16, each under 256 bytes";
+    static const char WHAT[] =
+        "tools.mcp_servers[].env: a mapping {KEY: VALUE} or a list of KEY=VALUE, at most 16, each under 256 bytes";
     if (vn->type == YAML_SEQUENCE_NODE) {
         int rc = load_str_list(doc, vn, m->env, AIOS_MCP_MAX_ARGS, &m->n_env, "tools.mcp_servers[].env", path, err, errlen);
         for (int i = 0; !rc && i < m->n_env; i++)
@@ -566,7 +766,8 @@ static int load_mcp_env(aios_mcp_cfg *m, yaml_document_t *doc, yaml_node_t *vn, 
     if (vn->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, vn, WHAT);
     m->n_env = 0;
     for (yaml_node_pair_t *q = vn->data.mapping.pairs.start; q < vn->data.mapping.pairs.top; q++) {
-        const char *ek = scalar(doc, yaml_document_get_node(doc, q->key)), *ev = scalar(doc, yaml_document_get_node(doc, q->value));
+        const char *ek = scalar(doc, yaml_document_get_node(doc, q->key)),
+                   *ev = scalar(doc, yaml_document_get_node(doc, q->value));
         if (!ek || !ev || !*ek || strchr(ek, '=') || m->n_env >= AIOS_MCP_MAX_ARGS || strlen(ek) + strlen(ev) + 2 > 256)
             return yaml_err(err, errlen, path, vn, WHAT);
         snprintf(m->env[m->n_env++], 256, "%s=%s", ek, ev);
@@ -583,7 +784,8 @@ static int load_mcp_ro_paths(aios_mcp_cfg *m, yaml_document_t *doc, yaml_node_t 
         const char *s = scalar(doc, v);
         if (m->n_ro_paths >= AIOS_MCP_MAX_RO || !s || s[0] != '/')
             return yaml_err(err, errlen, path, v, "tools.mcp_servers[].ro_paths: at most 8 absolute paths");
-        int rc = copy_scalar(m->ro_paths[m->n_ro_paths++], AIOS_PATH_MAX, s, "tools.mcp_servers[].ro_paths", path, v, err, errlen);
+        int rc =
+            copy_scalar(m->ro_paths[m->n_ro_paths++], AIOS_PATH_MAX, s, "tools.mcp_servers[].ro_paths", path, v, err, errlen);
         if (rc) return rc;
     }
     return AIOS_OK;
@@ -598,7 +800,8 @@ static int load_mcp_field(aios_mcp_cfg *m, yaml_document_t *doc, const char *k, 
     const char *v = scalar(doc, vn);
     if (!v) return yaml_err(err, errlen, path, vn, "tools.mcp_servers[]: expected a scalar value");
     if (!strcmp(k, "network")) {
-        bool t = !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on"), f = !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off");
+        bool t = !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on"),
+             f = !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off");
         if (!t && !f) return yaml_err(err, errlen, path, vn, "tools.mcp_servers[].network: expected true or false");
         m->network = t;
         return AIOS_OK;
@@ -609,7 +812,8 @@ static int load_mcp_field(aios_mcp_cfg *m, yaml_document_t *doc, const char *k, 
 }
 
 static int load_mcp_entry(aios_mcp_cfg *m, yaml_document_t *doc, yaml_node_t *map, const char *path, char *err, size_t errlen) {
-    if (map->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, map, "tools.mcp_servers: each entry must be a mapping");
+    if (map->type != YAML_MAPPING_NODE)
+        return yaml_err(err, errlen, path, map, "tools.mcp_servers: each entry must be a mapping");
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         yaml_node_t *kn = yaml_document_get_node(doc, p->key), *vn = yaml_document_get_node(doc, p->value);
         const char *k = scalar(doc, kn);
@@ -639,7 +843,8 @@ static int load_mcp(aios_config *cfg, yaml_document_t *doc, yaml_node_t *seq, co
 
 /* access.groups: {GROUP: ["kind:pattern[:actions]", ...]} */
 static int load_groups(aios_config *cfg, yaml_document_t *doc, yaml_node_t *map, const char *path, char *err, size_t errlen) {
-    if (map->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, map, "access.groups: expected a mapping of group names to rule lists");
+    if (map->type != YAML_MAPPING_NODE)
+        return yaml_err(err, errlen, path, map, "access.groups: expected a mapping of group names to rule lists");
     cfg->access.n_groups = 0;
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         yaml_node_t *kn = yaml_document_get_node(doc, p->key), *vn = yaml_document_get_node(doc, p->value);
@@ -648,11 +853,13 @@ static int load_groups(aios_config *cfg, yaml_document_t *doc, yaml_node_t *map,
         memset(g, 0, sizeof *g);
         int rc = copy_scalar(g->name, sizeof g->name, scalar(doc, kn), "access.groups: group name", path, kn, err, errlen);
         if (rc) return rc;
-        if (vn->type != YAML_SEQUENCE_NODE) return yaml_err(err, errlen, path, vn, "access.groups.<group>: expected a list of rules");
+        if (vn->type != YAML_SEQUENCE_NODE)
+            return yaml_err(err, errlen, path, vn, "access.groups.<group>: expected a list of rules");
         for (yaml_node_item_t *it = vn->data.sequence.items.start; it < vn->data.sequence.items.top; it++) {
             yaml_node_t *r = yaml_document_get_node(doc, *it);
             if (g->n_rules >= AIOS_MAX_RULES) return yaml_err(err, errlen, path, r, "access.groups.<group>: at most 32 rules");
-            if ((rc = copy_scalar(g->rules[g->n_rules++], AIOS_RULE_MAX, scalar(doc, r), "access.groups rule", path, r, err, errlen)))
+            if ((rc = copy_scalar(g->rules[g->n_rules++], AIOS_RULE_MAX, scalar(doc, r), "access.groups rule", path, r, err,
+                                  errlen)))
                 return rc;
         }
         cfg->access.n_groups++;
@@ -669,11 +876,13 @@ static int load_budget(aios_config *cfg, yaml_document_t *doc, yaml_node_t *vn, 
     else one[0] = (yaml_node_item_t)(vn - doc->nodes.start + 1);
     for (yaml_node_item_t *it = items; it < top; it++) {
         yaml_node_t *m = yaml_document_get_node(doc, *it);
-        if (!m || m->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, m, "budget: a mapping of limits, or a list of them");
+        if (!m || m->type != YAML_MAPPING_NODE)
+            return yaml_err(err, errlen, path, m, "budget: a mapping of limits, or a list of them");
         char spec[512] = "", sub[256];
         size_t len = 0;
         for (yaml_node_pair_t *q = m->data.mapping.pairs.start; q < m->data.mapping.pairs.top; q++) {
-            const char *k = scalar(doc, yaml_document_get_node(doc, q->key)), *v = scalar(doc, yaml_document_get_node(doc, q->value));
+            const char *k = scalar(doc, yaml_document_get_node(doc, q->key)),
+                       *v = scalar(doc, yaml_document_get_node(doc, q->value));
             if (!k || !v || strchr(v, ',')) return yaml_err(err, errlen, path, m, "budget: limits must be scalars");
             len += (size_t)snprintf(spec + len, len < sizeof spec ? sizeof spec - len : 0, "%s%s:%s", len ? "," : "", k, v);
         }
@@ -685,8 +894,8 @@ static int load_budget(aios_config *cfg, yaml_document_t *doc, yaml_node_t *vn, 
 
 /* agents: {NAME: {priority: N, budget: {...}}, ...} -- per-agent defaults; groups: {NAME:
  * {budget: ...}} the same for groups (sect says which). */
-static int load_agents(aios_config *cfg, yaml_document_t *doc, yaml_node_t *map, const char *path, char *err,
-                       size_t errlen, const char *sect) {
+static int load_agents(aios_config *cfg, yaml_document_t *doc, yaml_node_t *map, const char *path, char *err, size_t errlen,
+                       const char *sect) {
     if (map->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, map, "expected a mapping of agent or group names");
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         yaml_node_t *an = yaml_document_get_node(doc, p->key), *fields = yaml_document_get_node(doc, p->value);
@@ -728,8 +937,9 @@ static const struct {
     {"storage.use_vector_db", NULL, "semantic retrieval over memory and storage is always on"},
     {"scheduler.log_mode", NULL, "aiosd logs to stderr at kernel.log_level"},
     {"agent_factory", NULL, "agents are processes the kernel runs; AIOS's agent factory has no counterpart"},
-    {"api_keys", NULL, "keys come from environment variables (llms.models[].api_key_env; OPENAI_API_KEY, "
-                       "ANTHROPIC_API_KEY, GEMINI_API_KEY, GROQ_API_KEY, DEEPSEEK_API_KEY by default)"},
+    {"api_keys", NULL,
+     "keys come from environment variables (llms.models[].api_key_env; OPENAI_API_KEY, "
+     "ANTHROPIC_API_KEY, GEMINI_API_KEY, GROQ_API_KEY, DEEPSEEK_API_KEY by default)"},
 };
 
 /* An AIOS key (section.key, or a section): mapped (set) or ignored, noted once with its
@@ -752,8 +962,8 @@ static int aios_key(aios_config *cfg, const char *key, const char *v, const char
     return -1;
 }
 
-static int load_section(aios_config *cfg, yaml_document_t *doc, const char *sect, yaml_node_t *map, const char *path,
-                        char *err, size_t errlen) {
+static int load_section(aios_config *cfg, yaml_document_t *doc, const char *sect, yaml_node_t *map, const char *path, char *err,
+                        size_t errlen) {
     if (map->type != YAML_MAPPING_NODE) return yaml_err(err, errlen, path, map, "expected a mapping under a section");
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         yaml_node_t *kn = yaml_document_get_node(doc, p->key), *vn = yaml_document_get_node(doc, p->value);
@@ -762,8 +972,10 @@ static int load_section(aios_config *cfg, yaml_document_t *doc, const char *sect
         char full[128], sub[256];
         snprintf(full, sizeof full, "%s.%s", sect, k);
         int (*list_loader)(aios_config *, yaml_document_t *, yaml_node_t *, const char *, char *, size_t) =
-            !strcmp(full, "llms.models") ? load_models : !strcmp(full, "tools.mcp_servers") ? load_mcp
-            : !strcmp(full, "access.groups") ? load_groups : NULL;
+            !strcmp(full, "llms.models")         ? load_models
+            : !strcmp(full, "tools.mcp_servers") ? load_mcp
+            : !strcmp(full, "access.groups")     ? load_groups
+                                                 : NULL;
         if (list_loader) {
             int rc = list_loader(cfg, doc, vn, path, err, errlen);
             if (rc) return rc;
@@ -808,21 +1020,27 @@ int config_load_file(aios_config *cfg, const char *path, char *err, size_t errle
         return AIOS_ERR_CONFIG;
     }
     yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (root && root->type != YAML_MAPPING_NODE) rc = yaml_err(err, errlen, path, root, "top level must be a mapping of sections");
+    if (root && root->type != YAML_MAPPING_NODE)
+        rc = yaml_err(err, errlen, path, root, "top level must be a mapping of sections");
     for (yaml_node_pair_t *p = root && !rc ? root->data.mapping.pairs.start : NULL; p && p < root->data.mapping.pairs.top; p++) {
         yaml_node_t *kn = yaml_document_get_node(&doc, p->key), *vn = yaml_document_get_node(&doc, p->value);
         const char *s = scalar(&doc, kn);
-        if (!s) { rc = yaml_err(err, errlen, path, kn, "section names must be scalars"); break; }
+        if (!s) {
+            rc = yaml_err(err, errlen, path, kn, "section names must be scalars");
+            break;
+        }
         if (aios_key(cfg, s, NULL, path, kn, err, errlen) >= 0) continue; /* agent_factory, api_keys */
         if (strcmp(s, "agents") == 0 || strcmp(s, "groups") == 0) {
             if ((rc = load_agents(cfg, &doc, vn, path, err, errlen, s))) break;
             continue;
         }
-        if (strcmp(s, "server") && strcmp(s, "llms") && strcmp(s, "scheduler") && strcmp(s, "context") &&
-            strcmp(s, "memory") && strcmp(s, "storage") && strcmp(s, "kernel") && strcmp(s, "tools") && strcmp(s, "access") &&
-            strcmp(s, "responses")) {
+        if (strcmp(s, "server") && strcmp(s, "llms") && strcmp(s, "scheduler") && strcmp(s, "context") && strcmp(s, "memory") &&
+            strcmp(s, "storage") && strcmp(s, "kernel") && strcmp(s, "tools") && strcmp(s, "access") && strcmp(s, "responses")) {
             char what[200];
-            snprintf(what, sizeof what, "unknown section '%s' (allowed: server, llms, scheduler, context, memory, storage, tools, access, responses, agents, groups, kernel)", s);
+            snprintf(
+                what, sizeof what,
+                "unknown section '%s' (allowed: server, llms, scheduler, context, memory, storage, tools, access, responses, agents, groups, kernel)",
+                s);
             rc = yaml_err(err, errlen, path, kn, what);
             break;
         }
@@ -855,8 +1073,10 @@ int config_load_env(aios_config *cfg, const char *(*get)(const char *), char *er
             return AIOS_ERR_CONFIG;
         }
     }
-    static const char *const ALIASES[][2] = {{"AIOS_MODEL", "llms.model"}, {"AIOS_HOST", "server.host"},
-                                             {"AIOS_PORT", "server.port"}, {"AIOS_DATA_DIR", "kernel.data_dir"}};
+    static const char *const ALIASES[][2] = {{"AIOS_MODEL", "llms.model"},
+                                             {"AIOS_HOST", "server.host"},
+                                             {"AIOS_PORT", "server.port"},
+                                             {"AIOS_DATA_DIR", "kernel.data_dir"}};
     for (size_t i = 0; i < sizeof ALIASES / sizeof ALIASES[0]; i++) {
         const char *v = get(ALIASES[i][0]);
         char sub[256];
@@ -902,9 +1122,10 @@ static int check_threads(const aios_config *cfg, char *err, size_t errlen) {
             local++;
         }
     if (total <= ncpu) return AIOS_OK;
-    snprintf(err, errlen, "llms.models: the %d local model%s decode threads total %ld on %ld online CPUs (threads 0 = all of "
-             "them); give each model its own `threads`, or set llms.allow_oversubscribe: 1", local, local == 1 ? "'s" : "s'",
-             total, ncpu);
+    snprintf(err, errlen,
+             "llms.models: the %d local model%s decode threads total %ld on %ld online CPUs (threads 0 = all of "
+             "them); give each model its own `threads`, or set llms.allow_oversubscribe: 1",
+             local, local == 1 ? "'s" : "s'", total, ncpu);
     return AIOS_ERR_CONFIG;
 }
 
@@ -1001,17 +1222,20 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
     int rc;
     for (int i = 0; i < cfg->llms.n_models; i++) {
         const aios_model_cfg *m = &cfg->llms.models[i];
-        static const char *const BACKENDS[] = {"llamacpp", "openai", "anthropic", "vllm", "sglang", "ollama", "deepseek", "groq",
-                                               "lmstudio", "google", NULL};
+        static const char *const BACKENDS[] = {"llamacpp", "openai", "anthropic", "vllm",   "sglang", "ollama",
+                                               "deepseek", "groq",   "lmstudio",  "google", NULL};
         int b = 0;
         while (BACKENDS[b] && strcmp(BACKENDS[b], m->backend)) b++;
         if (!BACKENDS[b]) {
-            snprintf(err, errlen, "llms.models[%d].backend: unknown backend '%s' (allowed: llamacpp, openai, anthropic, vllm, "
-                     "sglang, ollama, deepseek, groq, lmstudio, google)", i, m->backend);
+            snprintf(err, errlen,
+                     "llms.models[%d].backend: unknown backend '%s' (allowed: llamacpp, openai, anthropic, vllm, "
+                     "sglang, ollama, deepseek, groq, lmstudio, google)",
+                     i, m->backend);
             return AIOS_ERR_CONFIG;
         }
         if (b > 0 && !m->hostname[0] && !m->endpoints[0]) {
-            snprintf(err, errlen, "llms.models[%d].hostname: backend '%s' needs the server's URL (or `endpoints`)", i, m->backend);
+            snprintf(err, errlen, "llms.models[%d].hostname: backend '%s' needs the server's URL (or `endpoints`)", i,
+                     m->backend);
             return AIOS_ERR_CONFIG;
         }
         if (b > 0 && (rc = check_endpoints(m, i, err, errlen))) return rc;
@@ -1029,7 +1253,8 @@ int config_validate(const aios_config *cfg, char *err, size_t errlen) {
         }
         for (int j = 0; j < i; j++)
             if (strcmp(cfg->llms.models[j].name, m->name) == 0 || config_model_alias(&cfg->llms.models[j], m->name)) {
-                snprintf(err, errlen, "llms.models[%d].name: '%s' already names model '%s'", i, m->name, cfg->llms.models[j].name);
+                snprintf(err, errlen, "llms.models[%d].name: '%s' already names model '%s'", i, m->name,
+                         cfg->llms.models[j].name);
                 return AIOS_ERR_CONFIG;
             }
         rc = check_aliases(cfg, i, err, errlen);
@@ -1129,20 +1354,36 @@ int config_write_reference(const char *path) {
         env_name(KEYS[i].name, env, sizeof env);
         fprintf(f, "| `%s` | `%s` | `%s` | %s |\n", KEYS[i].name, KEYS[i].def, env, KEYS[i].doc);
     }
-    fprintf(f, "| `agents.<name>.priority` | (none) | (`--set` or YAML `agents:`) | Default priority of one agent's requests, in [%d, %d]; YAML: `agents: {planner: {priority: 80}}`. |\n",
-            AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX);
-    fprintf(f, "| `agents.<name>.memory_limit_bytes` | (none) | (`--set` or YAML `agents:`) | Resident memory limit of one agent, overriding `memory.limit_bytes`. |\n");
-    fprintf(f, "| `agents.<name>.budget` | (none) | (`--set` or YAML `agents:`) | A budget of one agent across every door: `tokens_per_minute`, `tokens_per_day`, `requests_per_minute` (0 = no limit), optionally for one `model` (else all models together); YAML: `agents: {planner: {budget: {tokens_per_minute: 20000, model: gpt-4o}}}` or a list of such mappings; `--set agents.planner.budget=tokens_per_minute:20000,model:gpt-4o` adds one. Over it: 429 with Retry-After naming the budget (docs/models.md). |\n");
-    fprintf(f, "| `groups.<name>.budget` | (none) | (`--set` or YAML `groups:`) | The same for all the agents of a group together (YAML: `groups: {interns: {budget: {...}}}`). |\n");
-    fprintf(f, "| `agents.<name>.group` | (none) | (`--set` or YAML `agents:`) | Privilege group of an agent named by `agent_name` in `local` mode (identities carry their own group). |\n");
-    fprintf(f, "| `tools.mcp_servers` | `[]` | (YAML only) | MCP servers started over stdio, each in a sandbox (docs/tools.md): `[{name, command, args: [...], env: {K: V}, ...}]` (fields below); their tools are named `<name>/<tool>`. |\n");
-    fprintf(f, "| `access.groups` | (none) | (YAML only) | Privilege groups: `{GROUP: [RULE, ...]}`, a rule being `kind:pattern[:actions]`, or `!kind:pattern[:actions]` to deny (see docs/access.md). |\n");
-    fprintf(f, "\nEach entry of `llms.models` (a list) has these fields (on the command line: `--set "
-               "llms.models.<index>.<field>=value`, e.g. `llms.models.0.tool_format=json`):\n\n"
-               "| field | default | meaning |\n|---|---|---|\n");
+    fprintf(
+        f,
+        "| `agents.<name>.priority` | (none) | (`--set` or YAML `agents:`) | Default priority of one agent's requests, in [%d, %d]; YAML: `agents: {planner: {priority: 80}}`. |\n",
+        AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX);
+    fprintf(
+        f,
+        "| `agents.<name>.memory_limit_bytes` | (none) | (`--set` or YAML `agents:`) | Resident memory limit of one agent, overriding `memory.limit_bytes`. |\n");
+    fprintf(
+        f,
+        "| `agents.<name>.budget` | (none) | (`--set` or YAML `agents:`) | A budget of one agent across every door: `tokens_per_minute`, `tokens_per_day`, `requests_per_minute` (0 = no limit), optionally for one `model` (else all models together); YAML: `agents: {planner: {budget: {tokens_per_minute: 20000, model: gpt-4o}}}` or a list of such mappings; `--set agents.planner.budget=tokens_per_minute:20000,model:gpt-4o` adds one. Over it: 429 with Retry-After naming the budget (docs/models.md). |\n");
+    fprintf(
+        f,
+        "| `groups.<name>.budget` | (none) | (`--set` or YAML `groups:`) | The same for all the agents of a group together (YAML: `groups: {interns: {budget: {...}}}`). |\n");
+    fprintf(
+        f,
+        "| `agents.<name>.group` | (none) | (`--set` or YAML `agents:`) | Privilege group of an agent named by `agent_name` in `local` mode (identities carry their own group). |\n");
+    fprintf(
+        f,
+        "| `tools.mcp_servers` | `[]` | (YAML only) | MCP servers started over stdio, each in a sandbox (docs/tools.md): `[{name, command, args: [...], env: {K: V}, ...}]` (fields below); their tools are named `<name>/<tool>`. |\n");
+    fprintf(
+        f,
+        "| `access.groups` | (none) | (YAML only) | Privilege groups: `{GROUP: [RULE, ...]}`, a rule being `kind:pattern[:actions]`, or `!kind:pattern[:actions]` to deny (see docs/access.md). |\n");
+    fprintf(f,
+            "\nEach entry of `llms.models` (a list) has these fields (on the command line: `--set "
+            "llms.models.<index>.<field>=value`, e.g. `llms.models.0.tool_format=json`):\n\n"
+            "| field | default | meaning |\n|---|---|---|\n");
     for (size_t i = 0; i < N_MODEL_FIELDS; i++)
         fprintf(f, "| `%s` | `%s` | %s |\n", MODEL_FIELDS[i].name, MODEL_FIELDS[i].def, MODEL_FIELDS[i].doc);
-    fprintf(f, "\nEach entry of `tools.mcp_servers` (a list) has these fields:\n\n| field | default | meaning |\n|---|---|---|\n");
+    fprintf(f,
+            "\nEach entry of `tools.mcp_servers` (a list) has these fields:\n\n| field | default | meaning |\n|---|---|---|\n");
     for (size_t i = 0; i < N_MCP_FIELDS; i++)
         fprintf(f, "| `%s` | `%s` | %s |\n", MCP_FIELDS[i].name, MCP_FIELDS[i].def, MCP_FIELDS[i].doc);
     for (size_t i = 0; i < sizeof MCP_LIST_DOC / sizeof MCP_LIST_DOC[0]; i++)

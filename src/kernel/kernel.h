@@ -17,8 +17,8 @@
 #include "aios/result.h"
 
 /* ---------- clocks ---------- */
-double kern_now_mono(void);  /* seconds, CLOCK_MONOTONIC */
-double kern_now_wall(void);  /* seconds since the epoch */
+double kern_now_mono(void); /* seconds, CLOCK_MONOTONIC */
+double kern_now_wall(void); /* seconds since the epoch */
 struct timespec;
 void kern_deadline(struct timespec *ts, long ms); /* now + ms on CLOCK_REALTIME (pthread_cond_timedwait) */
 /* Waits on cv (mu held) until *count is 0, or until timeout_ms (<= 0: no limit) have passed
@@ -75,7 +75,7 @@ void u64map_init(u64map *m);
 void u64map_free(u64map *m);
 void *u64map_get(const u64map *m, uint64_t key);
 int u64map_put(u64map *m, uint64_t key, void *val); /* AIOS_OK or AIOS_ERR_NOMEM */
-void *u64map_del(u64map *m, uint64_t key);         /* the removed value, or NULL */
+void *u64map_del(u64map *m, uint64_t key);          /* the removed value, or NULL */
 
 typedef struct strmap {
     char **keys;
@@ -96,59 +96,59 @@ void strmap_foreach(const strmap *m, void (*fn)(const char *key, void *val, void
 #define AIOS_NAME_MAX 64
 #define AIOS_PATH_MAX 1024
 #define AIOS_MAX_AGENT_CFG 256
-#define AIOS_MAX_MCP 8         /* tools.mcp_servers entries */
-#define AIOS_MCP_MAX_ARGS 16   /* args and env entries of one MCP server */
-#define AIOS_MAX_GROUPS 16     /* access.groups */
-#define AIOS_MAX_RULES 32      /* rules of one group */
+#define AIOS_MAX_MCP 8       /* tools.mcp_servers entries */
+#define AIOS_MCP_MAX_ARGS 16 /* args and env entries of one MCP server */
+#define AIOS_MAX_GROUPS 16   /* access.groups */
+#define AIOS_MAX_RULES 32    /* rules of one group */
 #define AIOS_RULE_MAX 128
-#define AIOS_PRIORITY_MIN 0    /* request priorities (the priority policy runs higher first) */
+#define AIOS_PRIORITY_MIN 0 /* request priorities (the priority policy runs higher first) */
 #define AIOS_PRIORITY_MAX 100
 
-#define AIOS_MAX_ENDPOINTS 16   /* replicas of one remote model */
+#define AIOS_MAX_ENDPOINTS 16 /* replicas of one remote model */
 
 typedef struct aios_model_cfg {
     char name[AIOS_NAME_MAX];
-    char backend[32];      /* "llamacpp" */
+    char backend[32]; /* "llamacpp" */
     char path[AIOS_PATH_MAX];
-    int ctx_size;          /* max tokens of one request (prompt + output); 0 = model's trained size */
-    int kv_size;           /* KV cells shared by all running sequences */
-    int threads;           /* decode threads; 0 = online CPUs */
-    int batch_size;        /* tokens per llama_decode step (prefill chunks + decodes) */
+    int ctx_size;                           /* max tokens of one request (prompt + output); 0 = model's trained size */
+    int kv_size;                            /* KV cells shared by all running sequences */
+    int threads;                            /* decode threads; 0 = online CPUs */
+    int batch_size;                         /* tokens per llama_decode step (prefill chunks + decodes) */
     char chat_template_file[AIOS_PATH_MAX]; /* Jinja template replacing the model's; "" = the model's */
-    char tool_format[16];  /* auto | native | json: how tool calls are written (docs/config.md) */
-    char aliases[512];     /* other names requests may use, comma-separated ("gpt-4o,gpt-4o-mini") */
+    char tool_format[16];                   /* auto | native | json: how tool calls are written (docs/config.md) */
+    char aliases[512];                      /* other names requests may use, comma-separated ("gpt-4o,gpt-4o-mini") */
     /* remote backends (openai): the server, the upstream model id, the key's variable, limits */
     char hostname[AIOS_PATH_MAX];
     char model[128];
     char api_key_env[64];
-    int max_inflight;      /* per endpoint */
+    int max_inflight; /* per endpoint */
     int timeout_s;
     int first_token_timeout_s; /* 0 = timeout_s */
     /* fleets: replicas of one model, health, breaker, retries, fallback (docs/models.md) */
-    char endpoints[2048];  /* base URLs, comma-separated; "" = hostname alone */
-    int health_interval_s; /* active health checks; 0 = none (only passive ones) */
-    char health_path[64];  /* "" = the dialect's /v1/models */
-    int retries;           /* before the first token: connect errors, 429 and 5xx */
-    int breaker_failures;  /* consecutive failures that take an endpoint out */
-    int breaker_open_s;    /* how long it stays out before it is probed back in */
-    int affinity;          /* 1: an agent keeps its replica (its prefix cache) while healthy */
+    char endpoints[2048];         /* base URLs, comma-separated; "" = hostname alone */
+    int health_interval_s;        /* active health checks; 0 = none (only passive ones) */
+    char health_path[64];         /* "" = the dialect's /v1/models */
+    int retries;                  /* before the first token: connect errors, 429 and 5xx */
+    int breaker_failures;         /* consecutive failures that take an endpoint out */
+    int breaker_open_s;           /* how long it stays out before it is probed back in */
+    int affinity;                 /* 1: an agent keeps its replica (its prefix cache) while healthy */
     char fallback[AIOS_NAME_MAX]; /* the model to serve requests while this one is down */
     /* run time loading (docs/models.md) */
-    int idle_unload_s;     /* unload after this long without a request; 0 = never */
-    int load_on_request;   /* 1: a request to an unloaded model loads it (and waits); 0: 503 */
+    int idle_unload_s;   /* unload after this long without a request; 0 = never */
+    int load_on_request; /* 1: a request to an unloaded model loads it (and waits); 0: 503 */
     /* GPUs (llama.cpp models; a build with a GPU backend: make llama GPU=cuda) */
-    int gpu_layers;        /* layers offloaded; 0 = CPU only */
-    int main_gpu;          /* the device index (of ggml's GPU devices) */
-    char gpu_fallback[8];  /* none | cpu: what happens when no GPU can be had */
-    bool key_implicit;     /* (not a setting) api_key_env is a cloud default: unset, the model is down, not an error */
+    int gpu_layers;       /* layers offloaded; 0 = CPU only */
+    int main_gpu;         /* the device index (of ggml's GPU devices) */
+    char gpu_fallback[8]; /* none | cpu: what happens when no GPU can be had */
+    bool key_implicit;    /* (not a setting) api_key_env is a cloud default: unset, the model is down, not an error */
 } aios_model_cfg;
 
-#define AIOS_MCP_MAX_RO 8       /* ro_paths of one MCP server */
+#define AIOS_MCP_MAX_RO 8 /* ro_paths of one MCP server */
 
 /* One MCP server. It runs in a sandbox like a process tool's (docs/tools.md): the limits
  * are -1 for "the tools.* default". */
 typedef struct aios_mcp_cfg {
-    char name[AIOS_NAME_MAX];   /* its tools are named "<name>/<tool>" */
+    char name[AIOS_NAME_MAX]; /* its tools are named "<name>/<tool>" */
     char command[AIOS_PATH_MAX];
     char args[AIOS_MCP_MAX_ARGS][256];
     int n_args;
@@ -156,10 +156,10 @@ typedef struct aios_mcp_cfg {
     int n_env;
     char ro_paths[AIOS_MCP_MAX_RO][AIOS_PATH_MAX]; /* host directories bound read-only at the same path */
     int n_ro_paths;
-    char fs[8];                 /* workdir | ro | none: its own directory at /work */
+    char fs[8]; /* workdir | ro | none: its own directory at /work */
     bool network;
     int memory_mb, file_size_mb, max_procs;
-    char group[AIOS_NAME_MAX];  /* "" = anyone whose rules allow; else only this group and admins */
+    char group[AIOS_NAME_MAX]; /* "" = anyone whose rules allow; else only this group and admins */
 } aios_mcp_cfg;
 
 typedef struct aios_group_cfg {
@@ -188,21 +188,21 @@ typedef struct aios_config {
         int max_connections;
         int connection_timeout_s;
         int max_stream_buffer_kb;
-        int header_timeout_ms;      /* request headers complete within this of accept */
-        long min_body_rate;         /* bytes/s floor for a body after the grace; 0 = none */
-        int reserved_connections;   /* slots kept for identities */
-        char cors_origins[1024];    /* "a,b" or "*"; "" = no CORS headers */
+        int header_timeout_ms;    /* request headers complete within this of accept */
+        long min_body_rate;       /* bytes/s floor for a body after the grace; 0 = none */
+        int reserved_connections; /* slots kept for identities */
+        char cors_origins[1024];  /* "a,b" or "*"; "" = no CORS headers */
     } server;
     struct {
         aios_model_cfg models[AIOS_MAX_MODELS];
         int n_models;
         char default_model[AIOS_NAME_MAX];
         int default_max_tokens;
-        int allow_oversubscribe;  /* local models' threads may total more than the CPUs */
+        int allow_oversubscribe; /* local models' threads may total more than the CPUs */
         int max_messages;
         long max_prompt_bytes;
         int max_stop;
-        int max_n;              /* choices of one chat completion (`n`) */
+        int max_n; /* choices of one chat completion (`n`) */
     } llms;
     struct {
         char policy[16];
@@ -214,7 +214,7 @@ typedef struct aios_config {
         int max_agents;
     } scheduler;
     struct {
-        char mode[8];           /* kv | text */
+        char mode[8]; /* kv | text */
         int ram_budget_mb, disk_budget_mb;
         int cache_entries, snapshot_entries;
         int prefix_min_tokens;
@@ -222,7 +222,7 @@ typedef struct aios_config {
         int park;
     } context;
     struct {
-        long limit_bytes;       /* resident memory per agent */
+        long limit_bytes; /* resident memory per agent */
         int eviction_k;
         long max_item_bytes;
         long max_items;
@@ -232,38 +232,38 @@ typedef struct aios_config {
         int max_versions;
         long max_file_bytes, quota_bytes, max_files;
         int max_path_bytes;
-        char synchronous[8];    /* normal | full */
+        char synchronous[8]; /* normal | full */
         char embedding_model[AIOS_PATH_MAX];
         int embed_batch_tokens, embed_threads, embed_queue, embed_nice, embed_agent_queue, retrieve_timeout_ms;
         int hnsw_m, hnsw_ef_search, exact_below, max_k;
     } storage;
     struct {
-        char dir[AIOS_PATH_MAX];        /* manifests; "" = none */
-        char workdir[AIOS_PATH_MAX];    /* per-agent tool workdirs; "" = <data_dir>/tools */
+        char dir[AIOS_PATH_MAX];     /* manifests; "" = none */
+        char workdir[AIOS_PATH_MAX]; /* per-agent tool workdirs; "" = <data_dir>/tools */
         long max_output_bytes;
         int default_timeout_ms, default_max_parallel, max_calls, max_pending;
         int cpu_seconds, memory_mb, file_size_mb, max_procs;
-        long sandbox_uid_base;          /* 0 = keep the kernel's uid */
+        long sandbox_uid_base; /* 0 = keep the kernel's uid */
         int mcp_timeout_ms;
         aios_mcp_cfg mcp[AIOS_MAX_MCP];
         int n_mcp;
     } tools;
-    struct {                        /* agents as processes the kernel runs (src/agents) */
-        char dir[AIOS_PATH_MAX];    /* installed agent packages (AIOS /agents/submit agent_id) */
-        char workdir[AIOS_PATH_MAX]; /* agents' logs and workdirs; "" = <data_dir>/agents */
+    struct {                                 /* agents as processes the kernel runs (src/agents) */
+        char dir[AIOS_PATH_MAX];             /* installed agent packages (AIOS /agents/submit agent_id) */
+        char workdir[AIOS_PATH_MAX];         /* agents' logs and workdirs; "" = <data_dir>/agents */
         char cerebrum_runner[AIOS_PATH_MAX]; /* command line that runs a Cerebrum-layout package */
-        long log_max_bytes;         /* one agent's log before it rotates (one older file kept) */
-        long log_quota_bytes;       /* every agent's logs together; beyond, the oldest finished go */
-        int max_running;            /* agents alive at once */
-        int max_records;            /* agents kept in the table (finished ones beyond are dropped) */
-        int max_restarts;           /* restart: on-failure gives up after this many */
-        char default_network[16];   /* kernel-only | none | full */
-        char cgroup[AIOS_PATH_MAX]; /* auto | off | a cgroup v2 directory delegated to the kernel */
+        long log_max_bytes;                  /* one agent's log before it rotates (one older file kept) */
+        long log_quota_bytes;                /* every agent's logs together; beyond, the oldest finished go */
+        int max_running;                     /* agents alive at once */
+        int max_records;                     /* agents kept in the table (finished ones beyond are dropped) */
+        int max_restarts;                    /* restart: on-failure gives up after this many */
+        char default_network[16];            /* kernel-only | none | full */
+        char cgroup[AIOS_PATH_MAX];          /* auto | off | a cgroup v2 directory delegated to the kernel */
     } procs;
     struct {
-        char mode[8];                   /* local | enforce */
+        char mode[8]; /* local | enforce */
         int approval_timeout_s, max_approvals;
-        int rate_limit, rate_burst; /* syscalls/s per agent (0 = none), bucket size */
+        int rate_limit, rate_burst;     /* syscalls/s per agent (0 = none), bucket size */
         char audit_file[AIOS_PATH_MAX]; /* "" = <data_dir>/audit.log */
         long audit_max_bytes;
         int audit_keep;
@@ -272,13 +272,13 @@ typedef struct aios_config {
         int n_groups;
     } access;
     struct {
-        int max_stored;         /* stored responses per agent (the Responses door) */
-        int ttl_s;              /* age at which a stored response is dropped; 0 = never */
+        int max_stored; /* stored responses per agent (the Responses door) */
+        int ttl_s;      /* age at which a stored response is dropped; 0 = never */
     } responses;
     struct {
         char name[AIOS_NAME_MAX];
-        int priority;           /* -1 = scheduler.default_priority */
-        long memory_limit;      /* -1 = memory.limit_bytes */
+        int priority;              /* -1 = scheduler.default_priority */
+        long memory_limit;         /* -1 = memory.limit_bytes */
         char group[AIOS_NAME_MAX]; /* "" = access.default_group (local mode; tokens carry their own) */
     } agents[AIOS_MAX_AGENT_CFG];
     int n_agents;

@@ -20,7 +20,6 @@
 #include "../storage/storage.h"
 #include "kernel.h"
 
-
 static void usage(FILE *f) {
     fprintf(f,
             "usage: aiosd [--config FILE] [--host H] [--port P] [--model PATH] [--data-dir DIR]\n"
@@ -96,8 +95,8 @@ typedef struct managers {
     tool_manager *tools;
 } managers;
 
-static int hook_approve(void *ctx, const char *agent, const char *tool, const char *params, const atomic_bool *cancel,
-                        char *err, size_t errlen) {
+static int hook_approve(void *ctx, const char *agent, const char *tool, const char *params, const atomic_bool *cancel, char *err,
+                        size_t errlen) {
     return access_await_approval(ctx, agent, tool, params, cancel, err, errlen);
 }
 
@@ -130,10 +129,15 @@ static int bootstrap_admin(const aios_config *cfg, access_manager *am, char *err
 /* A revoked name got a new identity: it starts with no memory, files, shares or tool workdirs. */
 static void reset_agent(void *ctx, const char *name) {
     managers *m = ctx;
-    int rc = mem_purge(m->mem, name), src = storage_purge(m->storage, name), trc = m->tools ? tools_purge_agent(m->tools, name) : 0;
-    if (rc || src || trc) log_warn("access: the data of revoked agent '%s' was not all deleted (memory: %s, storage: %s, tools: %s)",
-                                   name, aios_strerror(rc), aios_strerror(src), aios_strerror(trc));
-    else log_info("access: new identity '%s' starts empty: the revoked identity's memory, files, shares and tool workdirs are deleted", name);
+    int rc = mem_purge(m->mem, name), src = storage_purge(m->storage, name),
+        trc = m->tools ? tools_purge_agent(m->tools, name) : 0;
+    if (rc || src || trc)
+        log_warn("access: the data of revoked agent '%s' was not all deleted (memory: %s, storage: %s, tools: %s)", name,
+                 aios_strerror(rc), aios_strerror(src), aios_strerror(trc));
+    else
+        log_info(
+            "access: new identity '%s' starts empty: the revoked identity's memory, files, shares and tool workdirs are deleted",
+            name);
 }
 
 static int access_tools_open(const aios_config *cfg, managers *m, char *err, size_t errlen) {
@@ -239,22 +243,45 @@ static int parse_flags(int argc, char **argv, aios_config *cfg, bool *check_only
     if (!file) file = getenv("AIOS_CONFIG");
     if (file && config_load_file(cfg, file, err, sizeof err)) return die(err);
     if (config_load_env(cfg, env_get, err, sizeof err)) return die(err);
-    static const char *const FLAGS[][2] = {{"--host", "server.host"}, {"--port", "server.port"},
-                                           {"--model", "llms.model"}, {"--data-dir", "kernel.data_dir"},
+    static const char *const FLAGS[][2] = {{"--host", "server.host"},
+                                           {"--port", "server.port"},
+                                           {"--model", "llms.model"},
+                                           {"--data-dir", "kernel.data_dir"},
                                            {"--log-level", "kernel.log_level"}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--config")) { i++; continue; }
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return -1; }
-        if (!strcmp(a, "--print-config-doc")) { config_write_reference("-"); return -1; }
-        if (!strcmp(a, "--check-config")) { *check_only = true; continue; }
-        if (!strcmp(a, "--version")) { print_version(); return -1; }
-        if (!strcmp(a, "--self-test")) { *self_test = true; continue; }
+        if (!strcmp(a, "--config")) {
+            i++;
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return -1;
+        }
+        if (!strcmp(a, "--print-config-doc")) {
+            config_write_reference("-");
+            return -1;
+        }
+        if (!strcmp(a, "--check-config")) {
+            *check_only = true;
+            continue;
+        }
+        if (!strcmp(a, "--version")) {
+            print_version();
+            return -1;
+        }
+        if (!strcmp(a, "--self-test")) {
+            *self_test = true;
+            continue;
+        }
         bool known = false;
         for (size_t k = 0; k < sizeof FLAGS / sizeof FLAGS[0]; k++) {
             if (strcmp(a, FLAGS[k][0])) continue;
             known = true;
-            if (i + 1 >= argc) { snprintf(err, sizeof err, "%s needs a value", a); return die(err); }
+            if (i + 1 >= argc) {
+                snprintf(err, sizeof err, "%s needs a value", a);
+                return die(err);
+            }
             if (config_set(cfg, FLAGS[k][1], argv[++i], err, sizeof err)) return die(err);
         }
         if (known) continue;
@@ -295,8 +322,8 @@ static void data_dir_default(aios_config *cfg) {
 /* The core of cfg's model i, with the kernel's scheduler and context settings; lazy: it
  * loads on its own thread (a model added at run time). */
 static llm_core *open_core(const aios_config *cfg, int i, ctx_store *store, bool lazy, char *err, size_t errlen) {
-    llm_core_params p = {.model = &cfg->llms.models[i], .sched = sched_default_params(),
-                         .context = llm_default_context_params(), .lazy = lazy};
+    llm_core_params p = {
+        .model = &cfg->llms.models[i], .sched = sched_default_params(), .context = llm_default_context_params(), .lazy = lazy};
     p.sched.policy = cfg->scheduler.policy;
     p.sched.max_active = cfg->scheduler.max_active;
     p.sched.max_queue = cfg->scheduler.max_queue;
@@ -411,14 +438,22 @@ int main(int argc, char **argv) {
     if (!rc && managers_open(&cfg, &mg, err, sizeof err)) rc = die(err);
     api_server *srv = NULL;
     if (!rc) {
-        api_params ap = {.cfg = &cfg, .cores = cores, .n_cores = cfg.llms.n_models, .mem = mg.mem,
-                         .storage = mg.storage, .embedder = mg.emb, .tools = mg.tools,
-                         .access = mg.access, .add_model = add_model, .add_ctx = &adder};
+        api_params ap = {.cfg = &cfg,
+                         .cores = cores,
+                         .n_cores = cfg.llms.n_models,
+                         .mem = mg.mem,
+                         .storage = mg.storage,
+                         .embedder = mg.emb,
+                         .tools = mg.tools,
+                         .access = mg.access,
+                         .add_model = add_model,
+                         .add_ctx = &adder};
         memcpy(ap.runq, mg.runq, sizeof ap.runq);
         if (mg.tools) ap.runq[SYSCALL_KIND_TOOL] = tools_runq(mg.tools); /* the tool manager's own, shown */
         if (!(srv = api_server_start(&ap, err, sizeof err))) rc = die(err);
-        else log_info("listening on http://%s:%d; /health answers 503 until the models are loaded", cfg.server.host,
-                      cfg.server.port);
+        else
+            log_info("listening on http://%s:%d; /health answers 503 until the models are loaded", cfg.server.host,
+                     cfg.server.port);
     }
     for (int i = 0; i < cfg.llms.n_models && !rc; i++) {
         bool local = !strcmp(cfg.llms.models[i].backend, "llamacpp");
@@ -430,15 +465,15 @@ int main(int argc, char **argv) {
         }
         llm_core_info info;
         llm_core_get_info(cores[i], &info);
-        log_info("model '%s' ready: %s, %lld params, context %d tokens/request, %d KV cells, %d sequences per batch",
-                 info.name, info.desc, (long long)info.n_params, info.ctx, info.kv_size, info.max_active);
+        log_info("model '%s' ready: %s, %lld params, context %d tokens/request, %d KV cells, %d sequences per batch", info.name,
+                 info.desc, (long long)info.n_params, info.ctx, info.kv_size, info.max_active);
     }
     agent_hooks_ctx hooks = {.cfg = &cfg, .cores = cores, .srv = srv};
     agents_t *agents = rc ? NULL : agents_start_all(&cfg, mg.access, &hooks); /* the models are loaded */
     if (!rc) api_server_ready(srv);
     if (!rc) {
-        log_info("aiosd serving on http://%s:%d (policy %s, max_active %d, context %s)", cfg.server.host,
-                 cfg.server.port, cfg.scheduler.policy, cfg.scheduler.max_active, cfg.context.mode);
+        log_info("aiosd serving on http://%s:%d (policy %s, max_active %d, context %s)", cfg.server.host, cfg.server.port,
+                 cfg.scheduler.policy, cfg.scheduler.max_active, cfg.context.mode);
         for (int sig = 0; sigwait(&stop_set, &sig) == 0 && sig == SIGHUP;) reload(argc, argv, &cfg, mg.access, mg.tools);
         log_info("shutting down");
     }
@@ -446,11 +481,11 @@ int main(int argc, char **argv) {
     agents_close(agents); /* their processes end; their requests are cancelled below */
     api_server_close(srv);
     access_stop_approvals(mg.access);
-    tool_manager_free(mg.tools);    /* kills running tool processes; waiting approvals end below */
+    tool_manager_free(mg.tools); /* kills running tool processes; waiting approvals end below */
     for (int i = 0; i < config_n_models(&cfg); i++) llm_core_free(cores[i]); /* (added ones too) */
-    llm_embedder_stop(mg.emb);      /* refuses queued texts: callbacks reach the managers, waiters wake */
+    llm_embedder_stop(mg.emb); /* refuses queued texts: callbacks reach the managers, waiters wake */
     for (int k = 0; k < SYSCALL_KIND__COUNT; k++)
-        runq_free(mg.runq[k]);      /* runs queued jobs (an embedding now fails fast with 503) */
+        runq_free(mg.runq[k]); /* runs queued jobs (an embedding now fails fast with 503) */
     llm_embedder_free(mg.emb);
     api_server_free(srv);
     agents_free(agents);

@@ -53,7 +53,10 @@ void log_set_level(log_level lvl) { g_level = lvl; }
 
 int log_parse_level(const char *s, log_level *out) {
     for (int i = 0; i <= LOG_LEVEL_ERROR; i++)
-        if (strcasecmp(s, LEVEL_NAMES[i]) == 0) { *out = (log_level)i; return AIOS_OK; }
+        if (strcasecmp(s, LEVEL_NAMES[i]) == 0) {
+            *out = (log_level)i;
+            return AIOS_OK;
+        }
     return AIOS_ERR_INVALID;
 }
 
@@ -71,7 +74,11 @@ void log_msg(log_level lvl, const char *fmt, ...) {
     fprintf(stderr, "%s [%s] %s\n", stamp, LEVEL_NAMES[lvl], line);
 }
 
-void sb_init(strbuf *sb, size_t cap) { sb->data = NULL; sb->len = sb->alloc = 0; sb->cap = cap; }
+void sb_init(strbuf *sb, size_t cap) {
+    sb->data = NULL;
+    sb->len = sb->alloc = 0;
+    sb->cap = cap;
+}
 
 void sb_free(strbuf *sb) {
     if (!sb) return;

@@ -40,9 +40,9 @@ static struct {
 
 /* The SIMD features of the host that matter to ggml, from /proc/cpuinfo. */
 static void host_cpu(char *out, size_t n) {
-    static const char *const WANT[] = {"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw",
-                                       "avx512vl", "avx512_vbmi", "avx512_vnni", "avx512_bf16", "avx_vnni",
-                                       "amx_tile", "amx_int8", "amx_bf16"};
+    static const char *const WANT[] = {"sse4_2",   "avx",      "avx2",     "fma",         "f16c",        "bmi2",
+                                       "avx512f",  "avx512bw", "avx512vl", "avx512_vbmi", "avx512_vnni", "avx512_bf16",
+                                       "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"};
     char line[8192], model[128] = "unknown CPU", flags[256] = "";
     FILE *f = fopen("/proc/cpuinfo", "r");
     bool have_flags = false;
@@ -101,7 +101,8 @@ static void backend_load(void) {
         g_be.rc = AIOS_ERR_MODEL;
         snprintf(g_be.err, sizeof g_be.err,
                  "no ggml CPU backend (libggml-cpu-*.so) loads from %s on this host (run `make llama`, or set "
-                 "AIOS_GGML_BACKEND_DIR)", dir);
+                 "AIOS_GGML_BACKEND_DIR)",
+                 dir);
         return;
     }
     g_be.tp_new = (tp_new_fn)ggml_backend_reg_get_proc_address(cpu, "ggml_threadpool_new");
@@ -192,8 +193,10 @@ int llm_devices(llm_device *out, int max) {
         snprintf(o->name, sizeof o->name, "%s", ggml_backend_dev_name(d));
         snprintf(o->description, sizeof o->description, "%s", ggml_backend_dev_description(d));
         enum ggml_backend_dev_type t = ggml_backend_dev_type(d);
-        o->type = t == GGML_BACKEND_DEVICE_TYPE_CPU ? "cpu" : t == GGML_BACKEND_DEVICE_TYPE_GPU ? "gpu"
-                  : t == GGML_BACKEND_DEVICE_TYPE_IGPU ? "igpu" : "accel";
+        o->type = t == GGML_BACKEND_DEVICE_TYPE_CPU ? "cpu"
+            : t == GGML_BACKEND_DEVICE_TYPE_GPU     ? "gpu"
+            : t == GGML_BACKEND_DEVICE_TYPE_IGPU    ? "igpu"
+                                                    : "accel";
         ggml_backend_dev_memory(d, &o->memory_free, &o->memory_total);
     }
     return n;
@@ -239,14 +242,14 @@ int lc_gpu_placement(const aios_model_cfg *m, int *n_gpu_layers, int *main_gpu, 
                  m->gpu_layers, why);
         return AIOS_OK;
     }
-    snprintf(err, errlen, "model '%s': gpu_layers %d asks for a GPU, but %s; set gpu_fallback: cpu to run it on the CPU",
-             m->name, m->gpu_layers, why);
+    snprintf(err, errlen, "model '%s': gpu_layers %d asks for a GPU, but %s; set gpu_fallback: cpu to run it on the CPU", m->name,
+             m->gpu_layers, why);
     return AIOS_ERR_MODEL;
 }
 
 void llm_engine_version(char *out, size_t cap) {
     char err[640] = "";
     int rc = lc_backend_init(err, sizeof err);
-    snprintf(out, cap, "llama.cpp as vendored by llama-cpp-python %s, from %s; %s", AIOS_LLAMA_PY_VERSION,
-             AIOS_GGML_BACKEND_DIR, rc ? err : lc_backend_describe());
+    snprintf(out, cap, "llama.cpp as vendored by llama-cpp-python %s, from %s; %s", AIOS_LLAMA_PY_VERSION, AIOS_GGML_BACKEND_DIR,
+             rc ? err : lc_backend_describe());
 }

@@ -67,13 +67,13 @@ bool lc_tmpl_tool_calls(const lc_tmpl *t) { return t && t->tool_calls; }
 /* A lazy trigger, anchored at the start of the output (see the header comment). */
 static std::string start_pattern(const common_grammar_trigger &g) {
     switch (g.type) {
-    case COMMON_GRAMMAR_TRIGGER_TYPE_WORD: return "^\\s*(" + regex_escape(g.value) + "[\\s\\S]*)";
-    case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN: return "^\\s*(" + g.value + "[\\s\\S]*)";
-    default: { /* PATTERN_FULL: the whole output, as the library anchors it */
-        const std::string &p = g.value;
-        if (p.empty()) return "^$";
-        return (p.front() != '^' ? "^" : "") + p + (p.back() != '$' ? "$" : "");
-    }
+        case COMMON_GRAMMAR_TRIGGER_TYPE_WORD: return "^\\s*(" + regex_escape(g.value) + "[\\s\\S]*)";
+        case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN: return "^\\s*(" + g.value + "[\\s\\S]*)";
+        default: { /* PATTERN_FULL: the whole output, as the library anchors it */
+            const std::string &p = g.value;
+            if (p.empty()) return "^$";
+            return (p.front() != '^' ? "^" : "") + p + (p.back() != '$' ? "$" : "");
+        }
     }
 }
 
@@ -166,15 +166,15 @@ static int fill_out(const common_chat_params &cp, lc_tool_choice choice, bool pa
     return AIOS_OK;
 }
 
-int lc_tmpl_apply(const lc_tmpl *t, const char *messages_json, const char *tools_json, lc_tool_choice choice,
-                  bool parallel, lc_tmpl_out *out, char *err, size_t errlen) {
+int lc_tmpl_apply(const lc_tmpl *t, const char *messages_json, const char *tools_json, lc_tool_choice choice, bool parallel,
+                  lc_tmpl_out *out, char *err, size_t errlen) {
     *out = lc_tmpl_out{};
     try {
         common_chat_templates_inputs in;
         in.messages = common_chat_msgs_parse_oaicompat(common_json::parse(messages_json));
         if (tools_json) in.tools = common_chat_tools_parse_oaicompat(common_json::parse(tools_json));
         in.tool_choice = choice == LC_TOOLS_REQUIRED ? COMMON_CHAT_TOOL_CHOICE_REQUIRED
-                         : choice == LC_TOOLS_NONE   ? COMMON_CHAT_TOOL_CHOICE_NONE
+            : choice == LC_TOOLS_NONE                ? COMMON_CHAT_TOOL_CHOICE_NONE
                                                      : COMMON_CHAT_TOOL_CHOICE_AUTO;
         in.parallel_tool_calls = parallel;
         in.use_jinja = true;

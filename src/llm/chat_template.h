@@ -20,7 +20,7 @@ extern "C" {
 #endif
 
 struct llama_model;
-typedef struct lc_tmpl lc_tmpl;              /* a core's parsed template(s); read-only once made */
+typedef struct lc_tmpl lc_tmpl;               /* a core's parsed template(s); read-only once made */
 typedef struct lc_tmpl_parser lc_tmpl_parser; /* one request's output parser */
 
 typedef enum { LC_TOOLS_AUTO, LC_TOOLS_REQUIRED, LC_TOOLS_NONE } lc_tool_choice;
@@ -34,15 +34,15 @@ void lc_tmpl_free(lc_tmpl *t); /* NULL ok */
 bool lc_tmpl_tool_calls(const lc_tmpl *t);
 
 typedef struct lc_tmpl_out {
-    char *prompt;       /* the rendered prompt (a BOS the vocabulary adds itself is not in it) */
-    char *grammar;      /* GBNF of the tool calls, or NULL */
-    bool lazy;          /* the grammar applies once a trigger matches */
-    char **patterns;    /* lazy triggers as regexes; each matches only at the start of the output */
+    char *prompt;    /* the rendered prompt (a BOS the vocabulary adds itself is not in it) */
+    char *grammar;   /* GBNF of the tool calls, or NULL */
+    bool lazy;       /* the grammar applies once a trigger matches */
+    char **patterns; /* lazy triggers as regexes; each matches only at the start of the output */
     int n_patterns;
-    int32_t *tokens;    /* lazy triggers as tokens */
+    int32_t *tokens; /* lazy triggers as tokens */
     int n_tokens;
-    char *prefill;      /* text the (non-lazy) grammar starts with that the prompt already ends with */
-    char **stops;       /* the format's extra stop strings */
+    char *prefill; /* text the (non-lazy) grammar starts with that the prompt already ends with */
+    char **stops;  /* the format's extra stop strings */
     int n_stops;
     lc_tmpl_parser *parser; /* for lc_tmpl_parse; owned (freed by lc_tmpl_out_free unless taken) */
 } lc_tmpl_out;
@@ -50,8 +50,8 @@ typedef struct lc_tmpl_out {
 /* Renders messages (a JSON array in OpenAI chat-completions shape: role, content,
  * tool_calls, tool_call_id) with tools (a JSON array of {"type":"function","function":{..}},
  * or NULL). AIOS_ERR_INVALID with err for input the library refuses. */
-int lc_tmpl_apply(const lc_tmpl *t, const char *messages_json, const char *tools_json, lc_tool_choice choice,
-                  bool parallel, lc_tmpl_out *out, char *err, size_t errlen);
+int lc_tmpl_apply(const lc_tmpl *t, const char *messages_json, const char *tools_json, lc_tool_choice choice, bool parallel,
+                  lc_tmpl_out *out, char *err, size_t errlen);
 void lc_tmpl_out_free(lc_tmpl_out *o);
 
 struct llama_sampler;
@@ -67,7 +67,7 @@ typedef struct lc_tmpl_call {
 } lc_tmpl_call;
 
 typedef struct lc_tmpl_msg {
-    char *content;   /* the text outside tool calls */
+    char *content; /* the text outside tool calls */
     lc_tmpl_call *calls;
     int n_calls;
 } lc_tmpl_msg;

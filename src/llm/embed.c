@@ -28,7 +28,7 @@ typedef struct emb_job {
     char *text;
     llm_embed_cb cb;
     void *ctx;
-    emb_owner *owner;     /* while queued */
+    emb_owner *owner; /* while queued */
     struct emb_job *next;
 } emb_job;
 
@@ -52,24 +52,30 @@ struct llm_embedder {
     struct ggml_threadpool *tp;
     struct llama_batch batch;
     int dim;
-    llama_token *tok;     /* tokenizer scratch, batch_tokens long */
-    int max_text;         /* tokens of one text: batch_tokens, or less if the model was trained shorter */
-    float *vec;           /* output scratch, dim long */
+    llama_token *tok; /* tokenizer scratch, batch_tokens long */
+    int max_text;     /* tokens of one text: batch_tokens, or less if the model was trained shorter */
+    float *vec;       /* output scratch, dim long */
 
     pthread_t thread;
     bool running;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    strmap owners;        /* name -> emb_owner, only owners with texts waiting */
-    emb_owner *ring;      /* the owner served next (NULL = nothing queued) */
+    strmap owners;   /* name -> emb_owner, only owners with texts waiting */
+    emb_owner *ring; /* the owner served next (NULL = nothing queued) */
     int queued;
     bool stop;
-    llm_embed_stats st;   /* guarded by mu */
+    llm_embed_stats st; /* guarded by mu */
 };
 
 llm_embed_params llm_embed_default_params(void) {
-    return (llm_embed_params){.model_path = NULL, .threads = 0, .batch_tokens = 512, .max_seqs = 64,
-                              .max_queue = 65536, .max_queue_per_owner = 4096, .name = "embed", .nice = 10};
+    return (llm_embed_params){.model_path = NULL,
+                              .threads = 0,
+                              .batch_tokens = 512,
+                              .max_seqs = 64,
+                              .max_queue = 65536,
+                              .max_queue_per_owner = 4096,
+                              .name = "embed",
+                              .nice = 10};
 }
 
 static void *emb_main(void *arg);
@@ -266,8 +272,8 @@ static bool emb_unqueue(llm_embedder *e, emb_job *j) {
     return true;
 }
 
-static int emb_submit(llm_embedder *e, const char *owner, const char *text, llm_embed_cb cb, void *ctx,
-                      emb_job **out, bool first) {
+static int emb_submit(llm_embedder *e, const char *owner, const char *text, llm_embed_cb cb, void *ctx, emb_job **out,
+                      bool first) {
     emb_job *j = calloc(1, sizeof *j);
     if (!j || !(j->text = strdup(text))) {
         free(j);
@@ -304,8 +310,10 @@ int llm_embed_backlog(llm_embedder *e, const char *owner) {
 int llm_embed_admit(llm_embedder *e, const char *owner, char *err, size_t errlen) {
     int n = llm_embed_backlog(e, owner);
     if (n < e->p.max_queue_per_owner) return AIOS_OK;
-    snprintf(err, errlen, "'%s' already has %d texts waiting to be embedded (storage.embed_agent_queue); retry "
-             "once they are done", owner && *owner ? owner : "-", n);
+    snprintf(err, errlen,
+             "'%s' already has %d texts waiting to be embedded (storage.embed_agent_queue); retry "
+             "once they are done",
+             owner && *owner ? owner : "-", n);
     return AIOS_ERR_BUSY;
 }
 

@@ -306,7 +306,10 @@ static int emit_object(gctx *g, const cJSON *s, strbuf *expr, int depth) {
 
 static int get_count(const cJSON *s, const char *key, long dflt, long *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, key);
-    if (!v) { *out = dflt; return AIOS_OK; }
+    if (!v) {
+        *out = dflt;
+        return AIOS_OK;
+    }
     if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 100000) return AIOS_ERR_INVALID;
     *out = (long)v->valuedouble;
     return AIOS_OK;
@@ -429,8 +432,8 @@ int llm_grammar_from_schema(const cJSON *schema, strbuf *out, char *err, size_t 
     return rc;
 }
 
-int llm_grammar_tool_calls(const char *const *names, const cJSON *const *schemas, int n, int max_calls, strbuf *out,
-                           char *err, size_t errlen) {
+int llm_grammar_tool_calls(const char *const *names, const cJSON *const *schemas, int n, int max_calls, strbuf *out, char *err,
+                           size_t errlen) {
     if (n <= 0) {
         snprintf(err, errlen, "tools: at least one tool is needed");
         return AIOS_ERR_INVALID;
@@ -501,8 +504,8 @@ static int prefixed_rules(const char *gbnf, const char *prefix, strbuf *out) {
     return rc;
 }
 
-int llm_grammar_swap_tool_args(const char *grammar, const char *const *names, const cJSON *const *schemas, int n,
-                               strbuf *out, char *err, size_t errlen) {
+int llm_grammar_swap_tool_args(const char *grammar, const char *const *names, const cJSON *const *schemas, int n, strbuf *out,
+                               char *err, size_t errlen) {
     strbuf ours, head;
     sb_init(&ours, 0);
     sb_init(&head, 0);

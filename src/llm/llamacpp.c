@@ -55,7 +55,8 @@ bool lc_progress(float p, void *ud) {
 int lc_check_gguf(const char *path, char *err, size_t errlen) {
     struct stat st;
     if (stat(path, &st) != 0) {
-        snprintf(err, errlen, "model file not found: %s (run `make model` to fetch the default model, or pass --model PATH)", path);
+        snprintf(err, errlen, "model file not found: %s (run `make model` to fetch the default model, or pass --model PATH)",
+                 path);
         return AIOS_ERR_NOT_FOUND;
     }
     FILE *f = fopen(path, "rb");
@@ -98,7 +99,10 @@ static int read_template(const char *path, char **out, char *err, size_t errlen)
     if (f) fclose(f);
     if (!buf || n == 0 || n > LC_TEMPLATE_MAX || !kern_utf8_valid(buf, n)) {
         snprintf(err, errlen, "chat_template_file '%s': %s", path,
-                 !f ? "cannot be read" : !buf ? "out of memory" : n > LC_TEMPLATE_MAX ? "over 1 MiB" : "empty or not UTF-8 text");
+                 !f                        ? "cannot be read"
+                     : !buf                ? "out of memory"
+                     : n > LC_TEMPLATE_MAX ? "over 1 MiB"
+                                           : "empty or not UTF-8 text");
         free(buf);
         return AIOS_ERR_MODEL;
     }
@@ -140,8 +144,8 @@ static int open_template(lc_engine *e, char *err, size_t errlen) {
     return AIOS_OK;
 }
 
-static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *ctxp, void **out,
-                   char *err, size_t errlen) {
+static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *ctxp, void **out, char *err,
+                   size_t errlen) {
     int rc = lc_check_gguf(m->path, err, errlen);
     if (rc || (rc = lc_backend_init(err, errlen))) return rc;
 
@@ -164,7 +168,9 @@ static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, cons
     mp.progress_callback_user_data = &last;
     e->model = llama_model_load_from_file(m->path, mp);
     if (!e->model) {
-        snprintf(err, errlen, "cannot load model %s: corrupt or unsupported GGUF (run `make model` to fetch the default model again)", m->path);
+        snprintf(err, errlen,
+                 "cannot load model %s: corrupt or unsupported GGUF (run `make model` to fetch the default model again)",
+                 m->path);
         lc_close(e);
         return AIOS_ERR_MODEL;
     }
@@ -356,9 +362,9 @@ static struct llama_sampler *make_sampler(lc_engine *e, const llm_chat *chat, co
     }
     const llm_sampling *s = &chat->sampling;
     if (s->repeat_penalty != 1.0f || s->frequency_penalty != 0.0f || s->presence_penalty != 0.0f)
-        llama_sampler_chain_add(ch, llama_sampler_init_penalties(llama_vocab_n_tokens(e->vocab), s->penalty_last_n,
-                                                                 s->repeat_penalty, s->frequency_penalty,
-                                                                 s->presence_penalty));
+        llama_sampler_chain_add(ch,
+                                llama_sampler_init_penalties(llama_vocab_n_tokens(e->vocab), s->penalty_last_n, s->repeat_penalty,
+                                                             s->frequency_penalty, s->presence_penalty));
     if (s->temperature <= 0.0f) {
         llama_sampler_chain_add(ch, llama_sampler_init_greedy());
         return ch;
@@ -383,7 +389,10 @@ static int render_builtin(lc_engine *e, const llm_chat *chat, strbuf *out, char 
     int rc = AIOS_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
         char *buf = malloc(total);
-        if (!buf) { rc = AIOS_ERR_NOMEM; break; }
+        if (!buf) {
+            rc = AIOS_ERR_NOMEM;
+            break;
+        }
         int32_t n = llama_chat_apply_template(e->tmpl, msgs, (size_t)chat->n_messages, true, buf, (int32_t)total);
         if (n < 0) {
             snprintf(err, errlen, "the model's chat template is not supported by llama_chat_apply_template");
@@ -682,8 +691,8 @@ static void on_token(lc_engine *e, lc_seq *s, llama_token tok) {
     int n = llama_token_to_piece(e->vocab, tok, piece, sizeof piece, 0, false);
     if (n > 0) sb_append(&r->pending, piece, (size_t)n);
     long stop_at;
-    size_t rel = llm_text_releasable(r->pending.data ? r->pending.data : "", r->pending.len,
-                                     (const char *const *)r->stop, r->n_stop, &stop_at);
+    size_t rel = llm_text_releasable(r->pending.data ? r->pending.data : "", r->pending.len, (const char *const *)r->stop,
+                                     r->n_stop, &stop_at);
     if (stop_at >= 0) {
         for (int i = 0; i < r->n_stop && !r->stop_matched; i++) { /* which one, for the doors that say */
             size_t sl = strlen(r->stop[i]);
@@ -831,7 +840,15 @@ static void *lc_run(void *arg) {
 }
 
 const llm_backend_ops llm_backend_llamacpp = {
-    .name = "llamacpp", .open = lc_open, .close = lc_close, .info = lc_info,
-    .prepare = lc_prepare, .stats = lc_stats, .wake = lc_wake, .render = lc_render, .tokenize = lc_tokenize,
-    .detokenize = lc_detokenize, .agent_kv = lc_agent_kv,
+    .name = "llamacpp",
+    .open = lc_open,
+    .close = lc_close,
+    .info = lc_info,
+    .prepare = lc_prepare,
+    .stats = lc_stats,
+    .wake = lc_wake,
+    .render = lc_render,
+    .tokenize = lc_tokenize,
+    .detokenize = lc_detokenize,
+    .agent_kv = lc_agent_kv,
 };

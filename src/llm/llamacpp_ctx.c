@@ -221,8 +221,7 @@ static int lru_snapshot_entry(lc_engine *e) {
 static void mark_locked(lc_engine *e, bool *locked, int keep) {
     memset(locked, 0, (size_t)e->n_entries * sizeof *locked);
     for (int i = 0; i < e->max_active; i++)
-        for (int p = e->seqs[i].used ? e->seqs[i].parent : -1; p >= 0 && !locked[p]; p = e->entries[p].parent)
-            locked[p] = true;
+        for (int p = e->seqs[i].used ? e->seqs[i].parent : -1; p >= 0 && !locked[p]; p = e->entries[p].parent) locked[p] = true;
     for (int p = keep; p >= 0 && !locked[p]; p = e->entries[p].parent) locked[p] = true;
 }
 
@@ -397,8 +396,15 @@ static int split_entry(lc_engine *e, int m, int len) {
     memcpy(tokens, x->tokens, (size_t)len * sizeof *tokens);
     llama_memory_seq_cp(mem(e), x->seq, seq, 0, len);
     e->seq_busy[seq - e->max_active] = true;
-    *p = (lc_entry){.used = true, .seq = seq, .tokens = tokens, .n = len, .parent = x->parent, .shared = x->shared,
-                    .pins = 1, .charge = len - x->shared, .last_use = x->last_use};
+    *p = (lc_entry){.used = true,
+                    .seq = seq,
+                    .tokens = tokens,
+                    .n = len,
+                    .parent = x->parent,
+                    .shared = x->shared,
+                    .pins = 1,
+                    .charge = len - x->shared,
+                    .last_use = x->last_use};
     int old = x->charge;
     x->parent = k;
     x->shared = len;
@@ -644,8 +650,14 @@ static bool retain(lc_engine *e, lc_seq *s) {
     llama_memory_seq_cp(mem(e), s->id, seq, -1, -1);
     llama_memory_seq_rm(mem(e), s->id, -1, -1);
     e->seq_busy[seq - e->max_active] = true;
-    e->entries[k] = (lc_entry){.used = true, .seq = seq, .tokens = tokens, .n = n, .parent = s->parent,
-                               .shared = s->shared, .charge = n - s->shared, .last_use = kern_now_mono()};
+    e->entries[k] = (lc_entry){.used = true,
+                               .seq = seq,
+                               .tokens = tokens,
+                               .n = n,
+                               .parent = s->parent,
+                               .shared = s->shared,
+                               .charge = n - s->shared,
+                               .last_use = kern_now_mono()};
     e->kv_used += e->entries[k].charge;
     return true;
 }

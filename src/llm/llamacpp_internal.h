@@ -27,24 +27,24 @@
 
 typedef struct lc_seq {
     bool used;
-    int id;              /* llama seq_id == slot index */
-    syscall_t *sc;       /* our reference, from sched_next */
-    llm_request *req;    /* sc->args: the generation's context (progress, snapshot) */
-    int reserve;         /* positions it may occupy: prompt + max_tokens */
-    int parent, shared;  /* cache entry whose first `shared` cells it shares (pinned), -1 = none */
-    int charge;          /* cells accounted to it */
-    int bidx;            /* logits index in the current batch, -1 = none */
-    int n_in_batch;      /* tokens it has in the current batch */
+    int id;             /* llama seq_id == slot index */
+    syscall_t *sc;      /* our reference, from sched_next */
+    llm_request *req;   /* sc->args: the generation's context (progress, snapshot) */
+    int reserve;        /* positions it may occupy: prompt + max_tokens */
+    int parent, shared; /* cache entry whose first `shared` cells it shares (pinned), -1 = none */
+    int charge;         /* cells accounted to it */
+    int bidx;           /* logits index in the current batch, -1 = none */
+    int n_in_batch;     /* tokens it has in the current batch */
 } lc_seq;
 
 typedef struct lc_entry {
     bool used;
-    int seq;             /* llama seq id while resident, -1 = kept only as a snapshot */
-    int32_t *tokens;     /* the tokens whose KV it holds (positions 0..n-1) */
+    int seq;         /* llama seq id while resident, -1 = kept only as a snapshot */
+    int32_t *tokens; /* the tokens whose KV it holds (positions 0..n-1) */
     int n;
-    ctx_snap *snap;      /* when not resident */
-    int parent, shared;  /* resident parent entry and the cells shared with it (-1 = none) */
-    int pins;            /* slots and entries sharing its cells */
+    ctx_snap *snap;     /* when not resident */
+    int parent, shared; /* resident parent entry and the cells shared with it (-1 = none) */
+    int pins;           /* slots and entries sharing its cells */
     int charge;
     double last_use;
 } lc_entry;
@@ -57,16 +57,17 @@ typedef struct lc_agent_cells {
 
 typedef struct lc_engine {
     aios_model_cfg cfg;
-    char device[64];          /* where the model runs: "CPU" or a GPU's ggml name */
+    char device[64]; /* where the model runs: "CPU" or a GPU's ggml name */
     llm_context_params cp;
     struct llama_model *model;
     struct llama_context *ctx;
     struct llama_context *vctx;
-    struct ggml_threadpool *tp;  /* the decode thread pool (ours: its poll level is set) */  /* the prefix self-check's fresh context (verify_prefix only) */
+    struct ggml_threadpool *tp;
+    /* the decode thread pool (ours: its poll level is set) */ /* the prefix self-check's fresh context (verify_prefix only) */
     const struct llama_vocab *vocab;
     char *tmpl;
-    struct lc_tmpl *jinja;  /* the Jinja template every chat is rendered with, or NULL (llama_chat_apply_template) */
-    bool tools_native;      /* tool calls in the template's format (chat_template.h) */
+    struct lc_tmpl *jinja; /* the Jinja template every chat is rendered with, or NULL (llama_chat_apply_template) */
+    bool tools_native;     /* tool calls in the template's format (chat_template.h) */
     int n_ctx, kv_size, max_active, batch_size;
     sched_t *sched;
     pthread_t thread;
@@ -74,12 +75,12 @@ typedef struct lc_engine {
     atomic_bool stop;
     lc_seq *seqs;
     int n_active, kv_reserved, kv_used;
-    syscall_t **parked;  /* preempted generations whose KV stays in a cache sequence (our refs) */
+    syscall_t **parked; /* preempted generations whose KV stays in a cache sequence (our refs) */
     int n_parked;
-    bool audit_failed;   /* the KV accounting check fired (logged once) */
-    lc_entry *entries;   /* cache_entries + snapshot_entries records */
+    bool audit_failed; /* the KV accounting check fired (logged once) */
+    lc_entry *entries; /* cache_entries + snapshot_entries records */
     int n_entries;
-    bool *seq_busy;      /* cache seq ids in use, indexed from max_active */
+    bool *seq_busy; /* cache seq ids in use, indexed from max_active */
     struct llama_batch batch;
     struct llama_sampler *no_eog; /* logit bias banning end-of-generation tokens (ignore_eos) */
     llama_token_data *cur;        /* n_vocab candidates, the engine thread's sampling scratch */

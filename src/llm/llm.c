@@ -31,19 +31,19 @@ typedef enum llm_core_cmd { LLM_CMD_NONE, LLM_CMD_LOAD } llm_core_cmd;
 
 struct llm_core {
     const llm_backend_ops *ops;
-    aios_model_cfg model;      /* a copy: the core outlives no one, but reloads need it */
+    aios_model_cfg model; /* a copy: the core outlives no one, but reloads need it */
     llm_core_params params;
-    sched_t *sched;            /* lives as long as the core, loaded or not */
-    pthread_rwlock_t lk;       /* readers use impl; load and unload swap it */
-    void *impl;                /* the backend; NULL while unloaded */
-    llm_core_info info;        /* as of the last load (listings while unloaded) */
-    pthread_mutex_t st_mu;     /* the life cycle: */
+    sched_t *sched;        /* lives as long as the core, loaded or not */
+    pthread_rwlock_t lk;   /* readers use impl; load and unload swap it */
+    void *impl;            /* the backend; NULL while unloaded */
+    llm_core_info info;    /* as of the last load (listings while unloaded) */
+    pthread_mutex_t st_mu; /* the life cycle: */
     pthread_cond_t st_cv;
     llm_core_state state;
-    char why[400];             /* unloaded or failed: why */
-    llm_core_cmd cmd;          /* for the lifecycle thread */
-    double last_used;          /* monotonic: the last submit (idle_unload_s) */
-    llm_core_waiter *waiters;  /* called once it is ready (or is not going to be) */
+    char why[400];            /* unloaded or failed: why */
+    llm_core_cmd cmd;         /* for the lifecycle thread */
+    double last_used;         /* monotonic: the last submit (idle_unload_s) */
+    llm_core_waiter *waiters; /* called once it is ready (or is not going to be) */
     pthread_t thread;
     bool thread_started, stop;
 };
@@ -61,23 +61,33 @@ const llm_backend_ops *llm_backend_named(const char *name) {
 }
 
 llm_sampling llm_default_sampling(void) {
-    return (llm_sampling){.temperature = 1.0f, .top_p = 1.0f, .top_k = 0, .min_p = 0.0f,
-                          .seed = LLM_SEED_RANDOM, .max_tokens = 1000, .repeat_penalty = 1.0f, .penalty_last_n = 64};
+    return (llm_sampling){.temperature = 1.0f,
+                          .top_p = 1.0f,
+                          .top_k = 0,
+                          .min_p = 0.0f,
+                          .seed = LLM_SEED_RANDOM,
+                          .max_tokens = 1000,
+                          .repeat_penalty = 1.0f,
+                          .penalty_last_n = 64};
 }
 
 const char *llm_finish_name(llm_finish f) {
     switch (f) {
-    case LLM_FINISH_STOP: return "stop";
-    case LLM_FINISH_LENGTH: return "length";
-    case LLM_FINISH_CANCELLED: return "cancelled";
-    case LLM_FINISH_ERROR: return "error";
-    default: return "none";
+        case LLM_FINISH_STOP: return "stop";
+        case LLM_FINISH_LENGTH: return "length";
+        case LLM_FINISH_CANCELLED: return "cancelled";
+        case LLM_FINISH_ERROR: return "error";
+        default: return "none";
     }
 }
 
 llm_context_params llm_default_context_params(void) {
-    return (llm_context_params){.text_mode = false, .cache_entries = 32, .snapshot_entries = 256,
-                                .prefix_min_tokens = 32, .verify_prefix = false, .park = true,
+    return (llm_context_params){.text_mode = false,
+                                .cache_entries = 32,
+                                .snapshot_entries = 256,
+                                .prefix_min_tokens = 32,
+                                .verify_prefix = false,
+                                .park = true,
                                 .store = NULL};
 }
 
@@ -92,10 +102,17 @@ llm_request *llm_request_new(const llm_chat *chat) {
     sb_init(&r->pending, 0);
     if (chat->n_stop > 0) {
         r->stop = calloc((size_t)chat->n_stop, sizeof *r->stop);
-        if (!r->stop) { free(r); return NULL; }
+        if (!r->stop) {
+            free(r);
+            return NULL;
+        }
         for (int i = 0; i < chat->n_stop; i++) {
             r->stop[i] = strdup(chat->stop[i]);
-            if (!r->stop[i]) { r->n_stop = i; llm_request_free(r); return NULL; }
+            if (!r->stop[i]) {
+                r->n_stop = i;
+                llm_request_free(r);
+                return NULL;
+            }
         }
         r->n_stop = chat->n_stop;
     }
@@ -269,7 +286,7 @@ static void *lifecycle(void *arg) {
     pthread_mutex_lock(&c->st_mu);
     while (!c->stop) {
         bool idle = c->model.idle_unload_s > 0 && c->state == LLM_CORE_READY &&
-                    kern_now_mono() - c->last_used >= c->model.idle_unload_s && sched_idle(c);
+            kern_now_mono() - c->last_used >= c->model.idle_unload_s && sched_idle(c);
         if (c->state == LLM_CORE_UNLOADING && c->impl) { /* an unload asked for (the state says so) */
             char why[sizeof c->why];
             snprintf(why, sizeof why, "%s", c->why);
@@ -297,8 +314,10 @@ static void *lifecycle(void *arg) {
 llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen) {
     const llm_backend_ops *ops = llm_backend_named(p->model->backend);
     if (!ops) {
-        snprintf(err, errlen, "unknown LLM backend '%s' (allowed: llamacpp, openai and its aliases vllm, sglang, ollama, "
-                 "deepseek, groq, lmstudio, and anthropic)", p->model->backend);
+        snprintf(err, errlen,
+                 "unknown LLM backend '%s' (allowed: llamacpp, openai and its aliases vllm, sglang, ollama, "
+                 "deepseek, groq, lmstudio, and anthropic)",
+                 p->model->backend);
         return NULL;
     }
     llm_core *c = calloc(1, sizeof *c);
@@ -347,7 +366,7 @@ void llm_core_free(llm_core *c) {
     }
     if (c->sched) sched_close(c->sched);
     if (c->impl) c->ops->close(c->impl); /* joins the engine; running work completes as shut down */
-    sched_free(c->sched);                 /* waiting work completes as shut down */
+    sched_free(c->sched);                /* waiting work completes as shut down */
     pthread_mutex_lock(&c->st_mu);
     set_state(c, LLM_CORE_UNLOADED, "shutting down"); /* waiters look again, and find it gone */
     pthread_mutex_unlock(&c->st_mu);
@@ -453,10 +472,10 @@ void llm_core_get_stats(llm_core *c, llm_core_stats *out, sched_stats *sched_out
     if (sched_out) sched_get_stats(c->sched, sched_out);
 }
 
-#define THROUGH_BACKEND(call)                                      \
-    pthread_rwlock_rdlock(&c->lk);                                 \
-    int rc = c->impl ? c->ops->call : unloaded(c, err, errlen);    \
-    pthread_rwlock_unlock(&c->lk);                                 \
+#define THROUGH_BACKEND(call) \
+    pthread_rwlock_rdlock(&c->lk); \
+    int rc = c->impl ? c->ops->call : unloaded(c, err, errlen); \
+    pthread_rwlock_unlock(&c->lk); \
     return rc
 
 int llm_core_render(llm_core *c, const llm_chat *chat, strbuf *out, char *err, size_t errlen) {

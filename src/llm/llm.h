@@ -26,23 +26,23 @@ typedef struct llm_message {
 } llm_message;
 
 typedef struct llm_sampling {
-    float temperature;  /* 0 = greedy */
-    float top_p;        /* 1 = off */
-    int top_k;          /* 0 = off */
-    float min_p;        /* 0 = off */
-    uint32_t seed;      /* LLM_SEED_RANDOM = fresh per request */
+    float temperature; /* 0 = greedy */
+    float top_p;       /* 1 = off */
+    int top_k;         /* 0 = off */
+    float min_p;       /* 0 = off */
+    uint32_t seed;     /* LLM_SEED_RANDOM = fresh per request */
     int max_tokens;
-    bool ignore_eos;    /* never end at an end-of-generation token (fixed-length output) */
-    float repeat_penalty;     /* 1 = off */
-    float frequency_penalty;  /* 0 = off (OpenAI's, -2 to 2) */
-    float presence_penalty;   /* 0 = off */
-    int penalty_last_n;       /* generated tokens the penalties look back over */
+    bool ignore_eos;         /* never end at an end-of-generation token (fixed-length output) */
+    float repeat_penalty;    /* 1 = off */
+    float frequency_penalty; /* 0 = off (OpenAI's, -2 to 2) */
+    float presence_penalty;  /* 0 = off */
+    int penalty_last_n;      /* generated tokens the penalties look back over */
     /* logit_bias: n_bias (token, bias) pairs, borrowed until prepare; a bias of -INFINITY bans */
     const int32_t *bias_tokens;
     const float *bias_values;
     int n_bias;
-    bool logprobs;            /* record each generated token's log-probability */
-    int top_logprobs;         /* ... and the most likely alternatives (0 to LLM_TOP_LOGPROBS_MAX) */
+    bool logprobs;    /* record each generated token's log-probability */
+    int top_logprobs; /* ... and the most likely alternatives (0 to LLM_TOP_LOGPROBS_MAX) */
 } llm_sampling;
 
 /* One generated token's log-probability under the model (the softmax of its logits, before
@@ -61,8 +61,8 @@ llm_sampling llm_default_sampling(void);
 
 typedef enum llm_finish {
     LLM_FINISH_NONE,
-    LLM_FINISH_STOP,      /* end-of-generation token or a stop string */
-    LLM_FINISH_LENGTH,    /* max_tokens or the context reached */
+    LLM_FINISH_STOP,   /* end-of-generation token or a stop string */
+    LLM_FINISH_LENGTH, /* max_tokens or the context reached */
     LLM_FINISH_CANCELLED,
     LLM_FINISH_ERROR,
 } llm_finish;
@@ -77,12 +77,12 @@ typedef struct llm_chat {
     llm_sampling sampling;
     const char *const *stop;
     int n_stop;
-    const char *grammar;   /* GBNF constraining the output, or NULL */
+    const char *grammar; /* GBNF constraining the output, or NULL */
     /* A regex: the grammar constrains the output only once it matches, from its first
      * group on (a lazy grammar: free text until the model opens a tool call); NULL = the
      * grammar applies from the first token. */
     const char *grammar_trigger;
-    bool raw_prompt;       /* messages[0].content is the whole prompt (no template) */
+    bool raw_prompt; /* messages[0].content is the whole prompt (no template) */
     /* Tool calls in the model's own format (a core whose info says tools_native): the
      * conversation and tools as OpenAI chat-completions JSON (messages with tool_calls and
      * tool_call_id; [{"type":"function","function":{...}}]). The core renders them with the
@@ -123,16 +123,16 @@ typedef struct llm_core_info {
     char name[AIOS_NAME_MAX];
     const char *backend;
     char desc[128];
-    int ctx;          /* largest prompt + output of one request */
+    int ctx; /* largest prompt + output of one request */
     int ctx_train;
     int kv_size;
     int max_active;
     int64_t n_params;
     uint64_t size_bytes;
-    bool tools_native;  /* tool calls in the template's own format (llm_chat.tools_json) */
-    bool jinja;         /* chats are rendered by the Jinja template (else llama_chat_apply_template) */
-    int gpu_layers;     /* layers offloaded to a GPU (0: on the CPU) */
-    char device[64];    /* where it runs: "CPU", or the GPU's ggml name ("CUDA0") */
+    bool tools_native; /* tool calls in the template's own format (llm_chat.tools_json) */
+    bool jinja;        /* chats are rendered by the Jinja template (else llama_chat_apply_template) */
+    int gpu_layers;    /* layers offloaded to a GPU (0: on the CPU) */
+    char device[64];   /* where it runs: "CPU", or the GPU's ggml name ("CUDA0") */
 } llm_core_info;
 
 /* What runs the models: the pinned llama.cpp, where its backends load from, the host CPU
@@ -143,7 +143,7 @@ void llm_engine_version(char *out, size_t cap);
 /* A compute device ggml can use (the CPU, GPUs of a build with a GPU backend). */
 typedef struct llm_device {
     char name[64], description[128];
-    const char *type;   /* "cpu", "gpu", "igpu", "accel" */
+    const char *type; /* "cpu", "gpu", "igpu", "accel" */
     size_t memory_free, memory_total;
 } llm_device;
 /* The devices (at most max into out); how many there are. Loads ggml's backends if not yet. */
@@ -152,10 +152,10 @@ int llm_devices(llm_device *out, int max);
 /* One endpoint (replica) of a remote model. */
 typedef struct llm_endpoint_stats {
     char url[160];
-    const char *state;        /* "probing" (not yet checked), "up", "suspect" (failing), "down" (breaker open) */
-    int outstanding;          /* requests upstream on it now */
+    const char *state; /* "probing" (not yet checked), "up", "suspect" (failing), "down" (breaker open) */
+    int outstanding;   /* requests upstream on it now */
     unsigned long long requests, failures, retries, breaker_opens;
-    double last_ok_ago_s;     /* seconds since it last answered well (-1 = never) */
+    double last_ok_ago_s; /* seconds since it last answered well (-1 = never) */
     char last_error[160];
 } llm_endpoint_stats;
 
@@ -168,12 +168,12 @@ typedef struct llm_core_stats {
     char down_reason[400];
     unsigned long long prompt_tokens, completion_tokens, decode_steps, batch_tokens;
     double busy_seconds;
-    int active, kv_reserved;   /* running sequences; cells reserved by them (prompt + max_tokens) */
-    int kv_used, kv_cached;    /* cells accounted in all (shared cells once); held by cache entries */
+    int active, kv_reserved; /* running sequences; cells reserved by them (prompt + max_tokens) */
+    int kv_used, kv_cached;  /* cells accounted in all (shared cells once); held by cache entries */
     /* context switches (preemptions) and snapshots */
     unsigned long long preemptions, snapshots, snapshot_bytes, restores, text_resumes, snapshot_failures;
-    unsigned long long parks;  /* preemptions that left the KV in place (a spare sequence id) */
-    int parked;                /* preempted generations parked right now */
+    unsigned long long parks; /* preemptions that left the KV in place (a spare sequence id) */
+    int parked;               /* preempted generations parked right now */
     double snapshot_seconds, restore_seconds;
     /* prefill and the prefix / conversation cache */
     unsigned long long prefill_computed, prefill_reused, cache_hits, cache_evictions, cache_dropped;
@@ -185,21 +185,21 @@ typedef struct llm_core_stats {
 
 /* How a core saves and reuses contexts (the context manager's knobs, DESIGN.md §1). */
 typedef struct llm_context_params {
-    bool text_mode;          /* resume preempted work from text (tokens) instead of KV snapshots */
-    int cache_entries;       /* resident cached sequences (prefixes, finished conversations) */
-    int snapshot_entries;    /* cached sequences kept only as snapshots */
-    int prefix_min_tokens;   /* shortest prefix worth reusing */
-    bool verify_prefix;      /* compare every reused prefix with a solo prefill (tests) */
-    bool park;               /* preempt by leaving the KV in place when a sequence id is spare */
-    ctx_store *store;        /* where snapshots go (borrowed; outlives the core) */
+    bool text_mode;        /* resume preempted work from text (tokens) instead of KV snapshots */
+    int cache_entries;     /* resident cached sequences (prefixes, finished conversations) */
+    int snapshot_entries;  /* cached sequences kept only as snapshots */
+    int prefix_min_tokens; /* shortest prefix worth reusing */
+    bool verify_prefix;    /* compare every reused prefix with a solo prefill (tests) */
+    bool park;             /* preempt by leaving the KV in place when a sequence id is spare */
+    ctx_store *store;      /* where snapshots go (borrowed; outlives the core) */
 } llm_context_params;
 
 llm_context_params llm_default_context_params(void);
 
 typedef struct llm_backend_ops {
     const char *name;
-    int (*open)(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *cp, void **impl,
-                char *err, size_t errlen);
+    int (*open)(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *cp, void **impl, char *err,
+                size_t errlen);
     void (*close)(void *impl);
     void (*info)(void *impl, llm_core_info *out);
     int (*prepare)(void *impl, const llm_chat *chat, llm_request **out, char *err, size_t errlen);
@@ -229,7 +229,7 @@ typedef struct llm_core_params {
     const aios_model_cfg *model;
     sched_params sched;
     llm_context_params context;
-    bool lazy;  /* return at once, loading on the lifecycle thread (state loading; a failure: failed) */
+    bool lazy; /* return at once, loading on the lifecycle thread (state loading; a failure: failed) */
 } llm_core_params;
 
 llm_core *llm_core_open(const llm_core_params *p, char *err, size_t errlen);
@@ -239,9 +239,9 @@ void llm_core_free(llm_core *c); /* accepts NULL; cancels queued and running wor
 typedef enum llm_core_state {
     LLM_CORE_READY,
     LLM_CORE_LOADING,
-    LLM_CORE_UNLOADING,  /* the work in flight finishes first */
-    LLM_CORE_UNLOADED,   /* by an admin, or idle for idle_unload_s */
-    LLM_CORE_FAILED,     /* a load failed; why says how */
+    LLM_CORE_UNLOADING, /* the work in flight finishes first */
+    LLM_CORE_UNLOADED,  /* by an admin, or idle for idle_unload_s */
+    LLM_CORE_FAILED,    /* a load failed; why says how */
 } llm_core_state;
 const char *llm_core_state_name(llm_core_state s); /* "ready", "loading", ... */
 /* The state; why (may be NULL) gets the reason of unloaded / failed; idle_s (may be NULL)
@@ -357,15 +357,15 @@ int llm_grammar_json_object(strbuf *out);
 int llm_grammar_from_schema(const cJSON *schema, strbuf *out, char *err, size_t errlen);
 /* A JSON array of 1 to max_calls tool calls [{"name": N, "parameters": {...}}], each
  * call's parameters constrained by its tool's schema. names[i] are the model-facing names. */
-int llm_grammar_tool_calls(const char *const *names, const cJSON *const *schemas, int n, int max_calls, strbuf *out,
-                           char *err, size_t errlen);
+int llm_grammar_tool_calls(const char *const *names, const cJSON *const *schemas, int n, int max_calls, strbuf *out, char *err,
+                           size_t errlen);
 /* grammar (a template's tool-call grammar from llama.cpp's converter) into out with each
  * tool's argument rule ("tool-<name>-schema") replaced by the kernel's grammar of schemas[i]
  * (NULL: any object), rules prefixed, so calls in the template's format hold the kernel's
  * guarantee: every argument object the grammar allows, the tool validator accepts. A tool
  * whose rule is absent (a format without JSON arguments) keeps the library's rule. err names
  * a schema keyword the kernel refuses (as in llm_grammar_from_schema). */
-int llm_grammar_swap_tool_args(const char *grammar, const char *const *names, const cJSON *const *schemas, int n,
-                               strbuf *out, char *err, size_t errlen);
+int llm_grammar_swap_tool_args(const char *grammar, const char *const *names, const cJSON *const *schemas, int n, strbuf *out,
+                               char *err, size_t errlen);
 
 #endif

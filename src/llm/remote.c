@@ -24,41 +24,41 @@
 #include <cjson/cJSON.h>
 #include "remote_internal.h"
 
-#define RM_LINE_MAX (1 << 20)   /* one SSE line */
-#define RM_ERRBODY_MAX 4096     /* kept of an error answer */
+#define RM_LINE_MAX (1 << 20) /* one SSE line */
+#define RM_ERRBODY_MAX 4096   /* kept of an error answer */
 
 typedef struct rm_xfer {
     bool used;
     bool anthropic;
     CURL *easy;
     struct curl_slist *hdrs;
-    syscall_t *sc;          /* the scheduler's reference while upstream */
+    syscall_t *sc; /* the scheduler's reference while upstream */
     llm_request *req;
-    strbuf line;            /* the SSE line being received */
-    strbuf errbody;         /* an answer that is not a stream (an error), bounded */
-    rm_stream st;           /* what the dialect reads into */
+    strbuf line;    /* the SSE line being received */
+    strbuf errbody; /* an answer that is not a stream (an error), bounded */
+    rm_stream st;   /* what the dialect reads into */
     long status;
-    int ep;                 /* the endpoint it is on (or last was) */
-    int attempt;            /* retries so far */
-    double retry_at;        /* waiting to be sent again (monotonic), 0 = upstream */
-    double t_sent;          /* when this attempt was sent */
-    bool got_bytes;         /* the upstream has started answering */
-    bool overlong;          /* it sent a line longer than RM_LINE_MAX */
-    int charged;            /* prompt tokens charged at dispatch (an estimate: 4 bytes a token) */
+    int ep;          /* the endpoint it is on (or last was) */
+    int attempt;     /* retries so far */
+    double retry_at; /* waiting to be sent again (monotonic), 0 = upstream */
+    double t_sent;   /* when this attempt was sent */
+    bool got_bytes;  /* the upstream has started answering */
+    bool overlong;   /* it sent a line longer than RM_LINE_MAX */
+    int charged;     /* prompt tokens charged at dispatch (an estimate: 4 bytes a token) */
 } rm_xfer;
 
 typedef struct rm_engine {
     aios_model_cfg cfg;
-    bool anthropic;         /* the Messages dialect, else chat completions */
+    bool anthropic; /* the Messages dialect, else chat completions */
     sched_t *sched;
-    rm_fleet fleet;         /* the endpoints */
+    rm_fleet fleet; /* the endpoints */
     bool fleet_ready;
-    int n_slots;            /* max_inflight on each endpoint */
-    char *auth;             /* "Authorization: Bearer ..." or NULL */
+    int n_slots; /* max_inflight on each endpoint */
+    char *auth;  /* "Authorization: Bearer ..." or NULL */
     CURLM *multi;
     rm_xfer *x;
-    int n_up;               /* requests held: upstream or waiting to retry */
-    double next_wake;       /* the I/O thread's next timed event (a retry set while finishing) */
+    int n_up;         /* requests held: upstream or waiting to retry */
+    double next_wake; /* the I/O thread's next timed event (a retry set while finishing) */
     pthread_t thread;
     bool thread_started;
     atomic_bool stop;
@@ -84,7 +84,8 @@ static int open_dialect(const aios_model_cfg *m, sched_t *sched, bool anthropic,
     e->sched = sched;
     pthread_mutex_init(&e->st_mu, NULL);
     if (key && asprintf(&e->auth, anthropic ? "x-api-key: %s" : "Authorization: Bearer %s", key) < 0) e->auth = NULL;
-    e->fleet_ready = rm_fleet_init(&e->fleet, &e->cfg, anthropic ? "/messages" : "/chat/completions", e->auth, anthropic) == AIOS_OK;
+    e->fleet_ready =
+        rm_fleet_init(&e->fleet, &e->cfg, anthropic ? "/messages" : "/chat/completions", e->auth, anthropic) == AIOS_OK;
     if (e->fleet_ready && no_key) { /* a cloud model named without its key (AIOS's config.yaml): down, with the reason */
         char why[160];
         snprintf(why, sizeof why, "no API key: $%s is not set", m->api_key_env);
@@ -116,15 +117,15 @@ static int open_dialect(const aios_model_cfg *m, sched_t *sched, bool anthropic,
     return AIOS_OK;
 }
 
-static int rm_open_openai(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *cp,
-                          void **out, char *err, size_t errlen) {
+static int rm_open_openai(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *cp, void **out,
+                          char *err, size_t errlen) {
     (void)max_active;
     (void)cp;
     return open_dialect(m, sched, false, out, err, errlen);
 }
 
-static int rm_open_anthropic(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *cp,
-                             void **out, char *err, size_t errlen) {
+static int rm_open_anthropic(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *cp, void **out,
+                             char *err, size_t errlen) {
     (void)max_active;
     (void)cp;
     return open_dialect(m, sched, true, out, err, errlen);
@@ -224,11 +225,11 @@ static void add_sampling(cJSON *b, const llm_sampling *s) {
 /* What a remote model cannot take: a raw prompt, a grammar that is not a JSON schema,
  * options in token ids of the kernel's vocabulary. */
 static int check_remote(rm_engine *e, const llm_chat *chat, char *err, size_t errlen) {
-    const char *what = chat->raw_prompt ? "a raw prompt (/v1/completions)"
-                       : chat->grammar && !chat->json_schema ? "a grammar"
-                       : chat->sampling.n_bias ? "logit_bias (token ids of another vocabulary)"
-                       : chat->sampling.logprobs ? "logprobs"
-                                                 : NULL;
+    const char *what = chat->raw_prompt       ? "a raw prompt (/v1/completions)"
+        : chat->grammar && !chat->json_schema ? "a grammar"
+        : chat->sampling.n_bias               ? "logit_bias (token ids of another vocabulary)"
+        : chat->sampling.logprobs             ? "logprobs"
+                                              : NULL;
     if (!what) return AIOS_OK;
     snprintf(err, errlen, "model '%s' is remote (backend %s) and does not take %s", e->cfg.name,
              e->anthropic ? "anthropic" : "openai", what);
@@ -332,9 +333,7 @@ static void add_call_delta(llm_request *r, const cJSON *d) {
     rm_call_append(r, i, cJSON_IsString(name) ? name->valuestring : NULL, cJSON_IsString(args) ? args->valuestring : NULL);
 }
 
-static llm_finish finish_of(const char *s) {
-    return !strcmp(s, "length") ? LLM_FINISH_LENGTH : LLM_FINISH_STOP;
-}
+static llm_finish finish_of(const char *s) { return !strcmp(s, "length") ? LLM_FINISH_LENGTH : LLM_FINISH_STOP; }
 
 /* One `data:` event of a chat completions stream. */
 static void openai_event(rm_stream *s, const char *data) {
@@ -360,8 +359,8 @@ static void openai_event(rm_stream *s, const char *data) {
     if (cJSON_IsObject(usage)) {
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
         const cJSON *g = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
-        const cJSON *cached = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details"),
-                                                               "cached_tokens");
+        const cJSON *cached =
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details"), "cached_tokens");
         if (cJSON_IsNumber(p)) r->n_tokens = p->valueint;
         if (cJSON_IsNumber(g)) r->n_completion = g->valueint;
         if (cJSON_IsNumber(cached)) r->n_cached = cached->valueint;
@@ -372,7 +371,7 @@ static void openai_event(rm_stream *s, const char *data) {
 /* Whether a line of a 200 answer is part of an event stream (else it is kept: a JSON body). */
 static bool sse_line(const char *l) {
     return !*l || *l == ':' || !strncmp(l, "data:", 5) || !strncmp(l, "event:", 6) || !strncmp(l, "id:", 3) ||
-           !strncmp(l, "retry:", 6);
+        !strncmp(l, "retry:", 6);
 }
 
 static void keep_body(rm_xfer *x, const char *p, size_t n) {
@@ -438,7 +437,11 @@ static void send_xfer(rm_engine *e, rm_xfer *x, double now) {
 
 /* A new syscall in slot x, on endpoint ep (-1: none could take it; it waits to be placed). */
 static void start(rm_engine *e, rm_xfer *x, syscall_t *sc, int ep, double now) {
-    *x = (rm_xfer){.used = true, .sc = sc, .req = sc->args, .anthropic = e->anthropic, .ep = ep,
+    *x = (rm_xfer){.used = true,
+                   .sc = sc,
+                   .req = sc->args,
+                   .anthropic = e->anthropic,
+                   .ep = ep,
                    .st = {.req = sc->args, .sc = sc, .sched = e->sched, .cur_call = -1},
                    .charged = (int)(strlen(((llm_request *)sc->args)->remote_body) / 4)};
     sb_init(&x->line, 0);
@@ -467,7 +470,9 @@ static int upstream_status_error(rm_engine *e, rm_xfer *x, const char *host, cha
     const cJSON *er = cJSON_GetObjectItemCaseSensitive(b, "error");
     const cJSON *m = cJSON_IsObject(er) ? cJSON_GetObjectItemCaseSensitive(er, "message") : er;
     snprintf(msg, cap, "model '%.60s': upstream %.100s answered %ld: %.150s", e->cfg.name, host, x->status,
-             cJSON_IsString(m) ? m->valuestring : x->errbody.data ? x->errbody.data : "");
+             cJSON_IsString(m)     ? m->valuestring
+                 : x->errbody.data ? x->errbody.data
+                                   : "");
     kern_utf8_sanitize(msg);
     cJSON_Delete(b);
     return x->status == 429 ? AIOS_ERR_RATE_LIMITED : x->status >= 500 ? AIOS_ERR_UPSTREAM : AIOS_ERR_INVALID;
@@ -484,8 +489,7 @@ static void unfinished(rm_engine *e, rm_xfer *x, const char *host, char *msg, si
     else if (x->errbody.len)
         snprintf(msg, cap, "model '%.60s': upstream %.100s answered 200 without an event stream: %.100s", e->cfg.name, host,
                  x->errbody.data);
-    else
-        snprintf(msg, cap, "model '%.60s': upstream %.100s ended the stream without finishing", e->cfg.name, host);
+    else snprintf(msg, cap, "model '%.60s': upstream %.100s ended the stream without finishing", e->cfg.name, host);
     kern_utf8_sanitize(msg);
     cJSON_Delete(b);
 }
@@ -537,13 +541,14 @@ static bool retryable(rm_engine *e, rm_xfer *x, CURLcode cc, int rc) {
     if (rc == AIOS_OK || rc == AIOS_ERR_CANCELLED || rc == AIOS_ERR_SHUTDOWN || x->attempt >= e->cfg.retries) return false;
     if (x->req->n_gen > 0 || (x->req->remote_calls && cJSON_GetArraySize(x->req->remote_calls) > 0)) return false;
     switch (cc) {
-    case CURLE_COULDNT_CONNECT: case CURLE_COULDNT_RESOLVE_HOST: case CURLE_SEND_ERROR: case CURLE_RECV_ERROR:
-    case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE:
-        return true;
-    case CURLE_OK:
-        return x->status == 429 || x->status >= 500;
-    default:
-        return false;
+        case CURLE_COULDNT_CONNECT:
+        case CURLE_COULDNT_RESOLVE_HOST:
+        case CURLE_SEND_ERROR:
+        case CURLE_RECV_ERROR:
+        case CURLE_GOT_NOTHING:
+        case CURLE_PARTIAL_FILE: return true;
+        case CURLE_OK: return x->status == 429 || x->status >= 500;
+        default: return false;
     }
 }
 
@@ -586,7 +591,8 @@ static void finish(rm_engine *e, rm_xfer *x, CURLcode cc, double now) {
     char msg[400] = "";
     rm_health h = RM_HEALTH_NEUTRAL;
     if (x->easy) curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
-    if (x->line.len && !x->overlong && !sse_line(x->line.data)) keep_body(x, x->line.data, x->line.len); /* a last, unended line */
+    if (x->line.len && !x->overlong && !sse_line(x->line.data))
+        keep_body(x, x->line.data, x->line.len); /* a last, unended line */
     int rc = classify(e, x, cc, msg, sizeof msg, &h);
     bool upstream = x->easy != NULL; /* else it was waiting to be placed: on no endpoint */
     bool again = upstream && retryable(e, x, cc, rc);
@@ -707,13 +713,29 @@ static void *rm_run(void *arg) {
 }
 
 const llm_backend_ops llm_backend_openai = {
-    .name = "openai", .open = rm_open_openai, .close = rm_close, .info = rm_info, .prepare = rm_prepare,
-    .stats = rm_stats, .wake = rm_wake, .render = rm_render, .tokenize = rm_tokenize, .detokenize = rm_detokenize,
+    .name = "openai",
+    .open = rm_open_openai,
+    .close = rm_close,
+    .info = rm_info,
+    .prepare = rm_prepare,
+    .stats = rm_stats,
+    .wake = rm_wake,
+    .render = rm_render,
+    .tokenize = rm_tokenize,
+    .detokenize = rm_detokenize,
     .down = rm_down,
 };
 
 const llm_backend_ops llm_backend_anthropic = {
-    .name = "anthropic", .open = rm_open_anthropic, .close = rm_close, .info = rm_info, .prepare = rm_prepare,
-    .stats = rm_stats, .wake = rm_wake, .render = rm_render, .tokenize = rm_tokenize, .detokenize = rm_detokenize,
+    .name = "anthropic",
+    .open = rm_open_anthropic,
+    .close = rm_close,
+    .info = rm_info,
+    .prepare = rm_prepare,
+    .stats = rm_stats,
+    .wake = rm_wake,
+    .render = rm_render,
+    .tokenize = rm_tokenize,
+    .detokenize = rm_detokenize,
     .down = rm_down,
 };

@@ -106,8 +106,8 @@ static void add_tools(cJSON *body, const llm_chat *chat) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", cJSON_IsString(name) ? name->valuestring : "");
         if (cJSON_IsString(desc)) cJSON_AddStringToObject(o, "description", desc->valuestring);
-        cJSON_AddItemToObject(o, "input_schema", cJSON_IsObject(params) ? cJSON_Duplicate(params, 1)
-                                                                        : cJSON_Parse("{\"type\":\"object\"}"));
+        cJSON_AddItemToObject(o, "input_schema",
+                              cJSON_IsObject(params) ? cJSON_Duplicate(params, 1) : cJSON_Parse("{\"type\":\"object\"}"));
         cJSON_AddItemToArray(out, o);
     }
     cJSON_Delete(tools);

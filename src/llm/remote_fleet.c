@@ -102,8 +102,7 @@ rm_room rm_fleet_room(rm_fleet *f) {
 bool rm_fleet_other(rm_fleet *f, int i) {
     pthread_mutex_lock(&f->mu);
     bool other = false;
-    for (int k = 0; k < f->n && !other; k++)
-        other = k != i && usable(&f->ep[k]) && f->ep[k].outstanding < f->max_inflight;
+    for (int k = 0; k < f->n && !other; k++) other = k != i && usable(&f->ep[k]) && f->ep[k].outstanding < f->max_inflight;
     pthread_mutex_unlock(&f->mu);
     return other;
 }
@@ -223,8 +222,8 @@ double rm_fleet_tick(rm_fleet *f, CURLM *multi, double now) {
         rm_endpoint *ep = &f->ep[i];
         if (ep->probe) continue;
         double due = ep->state == RM_EP_DOWN ? ep->reopen_at
-                     : f->cfg->health_interval_s > 0 ? ep->last_probe + f->cfg->health_interval_s
-                                                     : -1;
+            : f->cfg->health_interval_s > 0  ? ep->last_probe + f->cfg->health_interval_s
+                                             : -1;
         if (ep->state == RM_EP_PROBING) due = 0;
         if (due < 0) continue;
         if (due <= now) {

@@ -16,10 +16,10 @@
 typedef struct rm_stream {
     llm_request *req;
     syscall_t *sc;
-    sched_t *sched;        /* charged a token of service per delta passed on */
-    bool error;            /* an error event: errmsg says what */
-    bool capped;           /* the output reached the syscall's cap or max_tokens (ends as length) */
-    int cur_call;          /* Anthropic: the tool_use block being received, -1 = none */
+    sched_t *sched; /* charged a token of service per delta passed on */
+    bool error;     /* an error event: errmsg says what */
+    bool capped;    /* the output reached the syscall's cap or max_tokens (ends as length) */
+    int cur_call;   /* Anthropic: the tool_use block being received, -1 = none */
     char errmsg[200];
 } rm_stream;
 
@@ -38,15 +38,15 @@ void rm_anthropic_event(rm_stream *s, const char *data);
 typedef enum rm_ep_state { RM_EP_PROBING, RM_EP_UP, RM_EP_SUSPECT, RM_EP_DOWN } rm_ep_state;
 
 typedef struct rm_endpoint {
-    char base[AIOS_PATH_MAX];            /* as configured (named in errors) */
-    char url[AIOS_PATH_MAX + 32];        /* the dialect's route on it */
+    char base[AIOS_PATH_MAX];     /* as configured (named in errors) */
+    char url[AIOS_PATH_MAX + 32]; /* the dialect's route on it */
     char probe_url[AIOS_PATH_MAX + 96];
     rm_ep_state state;
     int outstanding;
-    int fails;                           /* consecutive failures */
-    double reopen_at;                    /* down: the next probe */
-    double last_probe, last_ok;          /* monotonic seconds; last_ok -1 = never */
-    CURL *probe;                         /* the health check in flight */
+    int fails;                  /* consecutive failures */
+    double reopen_at;           /* down: the next probe */
+    double last_probe, last_ok; /* monotonic seconds; last_ok -1 = never */
+    CURL *probe;                /* the health check in flight */
     struct curl_slist *probe_hdrs;
     unsigned long long requests, failures, retries, breaker_opens;
     char last_error[160];
@@ -55,10 +55,10 @@ typedef struct rm_endpoint {
 #define RM_AFFINITY_SLOTS 1024
 
 typedef struct rm_fleet {
-    const aios_model_cfg *cfg;           /* borrowed from the engine */
-    const char *auth;                    /* the key's header line, or NULL (borrowed) */
+    const aios_model_cfg *cfg; /* borrowed from the engine */
+    const char *auth;          /* the key's header line, or NULL (borrowed) */
     bool anthropic;
-    int max_inflight;                    /* per endpoint */
+    int max_inflight; /* per endpoint */
     rm_endpoint ep[AIOS_MAX_ENDPOINTS];
     int n;
     unsigned turn;                       /* ties go round */

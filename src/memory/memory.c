@@ -15,25 +15,25 @@
 
 typedef struct mem_block {
     uint64_t id;
-    char *content, *meta;      /* NULL while evicted */
-    size_t bytes;              /* strlen(content) + strlen(meta) */
-    uint64_t hist[MEM_K_MAX];  /* access times, most recent first (0 = none) */
-    int heap_pos;              /* index in the agent's heap; -1 = not resident */
-    double created, updated;   /* wall clock */
-    unsigned gen;              /* bumped when the content changes (stale embeddings are dropped) */
+    char *content, *meta;     /* NULL while evicted */
+    size_t bytes;             /* strlen(content) + strlen(meta) */
+    uint64_t hist[MEM_K_MAX]; /* access times, most recent first (0 = none) */
+    int heap_pos;             /* index in the agent's heap; -1 = not resident */
+    double created, updated;  /* wall clock */
+    unsigned gen;             /* bumped when the content changes (stale embeddings are dropped) */
 } mem_block;
 
 typedef struct mem_agent {
     mem_manager *m;
     char name[AIOS_NAME_MAX];
     pthread_mutex_t mu;
-    pthread_cond_t idle;       /* signalled when pending reaches 0 */
+    pthread_cond_t idle; /* signalled when pending reaches 0 */
     u64map blocks;
-    mem_block **heap;          /* resident blocks, min-heap by LRU-K key */
+    mem_block **heap; /* resident blocks, min-heap by LRU-K key */
     int heap_len, heap_cap;
     long resident, limit;
     vec_index *ix;
-    int pending;               /* embeddings queued and not yet indexed */
+    int pending; /* embeddings queued and not yet indexed */
 } mem_agent;
 
 struct mem_manager {
@@ -49,22 +49,25 @@ struct mem_manager {
     mem_stats st;
 };
 
-static const char *SCHEMA =
-    "CREATE TABLE IF NOT EXISTS memories(id INTEGER PRIMARY KEY AUTOINCREMENT, agent TEXT NOT NULL,"
-    " content TEXT NOT NULL, meta TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL, vec BLOB);"
-    "CREATE INDEX IF NOT EXISTS memories_agent ON memories(agent);";
+static const char *SCHEMA = "CREATE TABLE IF NOT EXISTS memories(id INTEGER PRIMARY KEY AUTOINCREMENT, agent TEXT NOT NULL,"
+                            " content TEXT NOT NULL, meta TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL, vec BLOB);"
+                            "CREATE INDEX IF NOT EXISTS memories_agent ON memories(agent);";
 
 mem_params mem_default_params(void) {
-    return (mem_params){.limit_bytes = 64L << 20, .eviction_k = 2, .max_item_bytes = 64L << 10,
-                        .max_items = 1000000, .max_agents = 4096, .max_k = 100,
+    return (mem_params){.limit_bytes = 64L << 20,
+                        .eviction_k = 2,
+                        .max_item_bytes = 64L << 10,
+                        .max_items = 1000000,
+                        .max_agents = 4096,
+                        .max_k = 100,
                         .index = vec_index_default_params(0)};
 }
 
-#define STAT_ADD(m, field, n)                 \
-    do {                                      \
-        pthread_mutex_lock(&(m)->st_mu);      \
-        (m)->st.field += (n);                 \
-        pthread_mutex_unlock(&(m)->st_mu);    \
+#define STAT_ADD(m, field, n) \
+    do { \
+        pthread_mutex_lock(&(m)->st_mu); \
+        (m)->st.field += (n); \
+        pthread_mutex_unlock(&(m)->st_mu); \
     } while (0)
 
 /* ---------- LRU-K heap: the root is the next victim ---------- */
@@ -225,8 +228,7 @@ static void embedded_cb(void *ctx, int rc, const float *vec, int n_tokens) {
         if (vec_index_put(a->ix, b->id, vec) == AIOS_OK) store_vec(m, b->id, vec, llm_embedder_dim(m->p.embedder));
         STAT_ADD(m, embedded, 1);
     } else if (rc && rc != AIOS_ERR_SHUTDOWN) {
-        log_warn("memory: embedding block %llu of '%s' failed: %s", (unsigned long long)t->id, a->name,
-                 aios_strerror(rc));
+        log_warn("memory: embedding block %llu of '%s' failed: %s", (unsigned long long)t->id, a->name, aios_strerror(rc));
         STAT_ADD(m, embed_failures, 1);
     }
     if (--a->pending == 0) pthread_cond_broadcast(&a->idle);
@@ -272,7 +274,10 @@ static int agent_load(mem_manager *m, mem_agent *a) {
     sqlite3_bind_text(m->q_load, 1, a->name, -1, SQLITE_STATIC);
     while (!rc && sqlite3_step(m->q_load) == SQLITE_ROW) {
         mem_block *b = calloc(1, sizeof *b);
-        if (!b) { rc = AIOS_ERR_NOMEM; break; }
+        if (!b) {
+            rc = AIOS_ERR_NOMEM;
+            break;
+        }
         b->id = (uint64_t)sqlite3_column_int64(m->q_load, 0);
         b->bytes = (size_t)sqlite3_column_int64(m->q_load, 1);
         b->heap_pos = -1;
@@ -348,7 +353,10 @@ mem_manager *mem_open(const mem_params *p, char *err, size_t errlen) {
     pthread_mutex_init(&m->st_mu, NULL);
     if (sdb_open(p->db_path, p->sync_full, SCHEMA, &m->db, &m->ckpt, err, errlen) ||
         sdb_prepare(m->db, "INSERT INTO memories(agent,content,meta,created,updated) VALUES(?,?,?,?,?)", &m->q_insert) ||
-        sdb_prepare(m->db, "SELECT id, length(CAST(content AS BLOB)) + length(CAST(meta AS BLOB)), vec, created, updated FROM memories WHERE agent=?", &m->q_load) ||
+        sdb_prepare(
+            m->db,
+            "SELECT id, length(CAST(content AS BLOB)) + length(CAST(meta AS BLOB)), vec, created, updated FROM memories WHERE agent=?",
+            &m->q_load) ||
         sdb_prepare(m->db, "SELECT content, meta FROM memories WHERE id=?", &m->q_page) ||
         sdb_prepare(m->db, "UPDATE memories SET content=?, meta=?, updated=?, vec=NULL WHERE id=?", &m->q_update) ||
         sdb_prepare(m->db, "UPDATE memories SET meta=?, updated=? WHERE id=?", &m->q_meta) ||
@@ -412,12 +420,13 @@ static mem_block *find_block(mem_agent *a, const char *id, char *err, size_t err
     return b;
 }
 
-int mem_add(mem_manager *m, const char *agent, const char *content, const char *metadata, char id[MEM_ID_MAX],
-            char *err, size_t errlen) {
+int mem_add(mem_manager *m, const char *agent, const char *content, const char *metadata, char id[MEM_ID_MAX], char *err,
+            size_t errlen) {
     if (!metadata) metadata = "{}";
     int rc = check_item(m, content, metadata, err, errlen);
     mem_agent *a;
-    if (!rc && (rc = agent_lock(m, agent, &a))) snprintf(err, errlen, "memory: cannot open agent '%s' (%s)", agent, aios_strerror(rc));
+    if (!rc && (rc = agent_lock(m, agent, &a)))
+        snprintf(err, errlen, "memory: cannot open agent '%s' (%s)", agent, aios_strerror(rc));
     if (rc) return rc;
     if ((long)a->blocks.len >= m->p.max_items) {
         pthread_mutex_unlock(&a->mu);
@@ -453,8 +462,10 @@ int mem_add(mem_manager *m, const char *agent, const char *content, const char *
             sdb_step_done(m->db, m->q_delete);
             pthread_mutex_unlock(&m->db_mu);
             if (rc == AIOS_ERR_BUSY)
-                snprintf(err, errlen, "'%s' has too many texts waiting to be embedded (storage.embed_agent_queue, "
-                         "storage.embed_queue); retry later", agent);
+                snprintf(err, errlen,
+                         "'%s' has too many texts waiting to be embedded (storage.embed_agent_queue, "
+                         "storage.embed_queue); retry later",
+                         agent);
             else snprintf(err, errlen, "memory: %s", aios_strerror(rc));
         }
     } else {
@@ -506,8 +517,8 @@ int mem_get(mem_manager *m, const char *agent, const char *id, mem_item *out, ch
     return rc;
 }
 
-int mem_update(mem_manager *m, const char *agent, const char *id, const char *content, const char *metadata,
-               char *err, size_t errlen) {
+int mem_update(mem_manager *m, const char *agent, const char *id, const char *content, const char *metadata, char *err,
+               size_t errlen) {
     mem_agent *a;
     int rc = agent_lock(m, agent, &a);
     if (rc) return rc;
@@ -603,8 +614,8 @@ int mem_purge(mem_manager *m, const char *agent) {
     return rc;
 }
 
-int mem_retrieve(mem_manager *m, const char *agent, const char *query, int k, bool exact, mem_item **out, int *n,
-                 char *err, size_t errlen) {
+int mem_retrieve(mem_manager *m, const char *agent, const char *query, int k, bool exact, mem_item **out, int *n, char *err,
+                 size_t errlen) {
     *out = NULL;
     *n = 0;
     err[0] = 0;
@@ -627,8 +638,10 @@ int mem_retrieve(mem_manager *m, const char *agent, const char *query, int k, bo
     mem_agent *a = NULL;
     if (!rc) rc = agent_lock(m, agent, &a);
     if (!rc && (rc = kern_wait_zero(&a->idle, &a->mu, &a->pending, m->p.retrieve_timeout_ms, t0))) {
-        snprintf(err, errlen, "retrieval not served within storage.retrieve_timeout_ms (%d ms): %d texts of '%s' are "
-                 "still waiting to be embedded", m->p.retrieve_timeout_ms, a->pending, agent);
+        snprintf(err, errlen,
+                 "retrieval not served within storage.retrieve_timeout_ms (%d ms): %d texts of '%s' are "
+                 "still waiting to be embedded",
+                 m->p.retrieve_timeout_ms, a->pending, agent);
         pthread_mutex_unlock(&a->mu);
     } else if (!rc) {
         int found = vec_index_search(a->ix, q, k, exact, labels, scores);
@@ -645,8 +658,10 @@ int mem_retrieve(mem_manager *m, const char *agent, const char *query, int k, bo
     free(scores);
     if (rc) {
         if (rc == AIOS_ERR_DEADLINE && !*err)
-            snprintf(err, errlen, "retrieval not served within storage.retrieve_timeout_ms (%d ms): the query was not "
-                     "embedded in time", m->p.retrieve_timeout_ms);
+            snprintf(err, errlen,
+                     "retrieval not served within storage.retrieve_timeout_ms (%d ms): the query was not "
+                     "embedded in time",
+                     m->p.retrieve_timeout_ms);
         else if (rc != AIOS_ERR_DEADLINE) snprintf(err, errlen, "memory retrieval failed: %s", aios_strerror(rc));
         mem_items_free(items, *n);
         *n = 0;

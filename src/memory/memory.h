@@ -28,26 +28,26 @@
 typedef struct mem_manager mem_manager;
 
 typedef struct mem_params {
-    const char *db_path;        /* SQLite file (created) */
-    bool sync_full;             /* fsync at each commit (power loss), not only process death */
-    long limit_bytes;           /* resident bytes per agent (content + metadata) */
+    const char *db_path;                            /* SQLite file (created) */
+    bool sync_full;                                 /* fsync at each commit (power loss), not only process death */
+    long limit_bytes;                               /* resident bytes per agent (content + metadata) */
     long (*limit_for)(void *ud, const char *agent); /* per-agent override (< 0: none); may be NULL */
     void *limit_ud;
-    int eviction_k;             /* K of LRU-K, 1..MEM_K_MAX */
-    long max_item_bytes;        /* content + metadata of one block */
-    long max_items;             /* blocks per agent, resident or not */
-    int max_agents;             /* agents with memory */
-    int max_k;                  /* largest k of a retrieval */
-    llm_embedder *embedder;     /* borrowed, must outlive the manager's use; NULL = no retrieval */
-    vec_index_params index;     /* dim is taken from the embedder */
-    int retrieve_timeout_ms;    /* a retrieval that cannot be served in this time answers AIOS_ERR_TIMEOUT */
+    int eviction_k;          /* K of LRU-K, 1..MEM_K_MAX */
+    long max_item_bytes;     /* content + metadata of one block */
+    long max_items;          /* blocks per agent, resident or not */
+    int max_agents;          /* agents with memory */
+    int max_k;               /* largest k of a retrieval */
+    llm_embedder *embedder;  /* borrowed, must outlive the manager's use; NULL = no retrieval */
+    vec_index_params index;  /* dim is taken from the embedder */
+    int retrieve_timeout_ms; /* a retrieval that cannot be served in this time answers AIOS_ERR_TIMEOUT */
 } mem_params;
 
 typedef struct mem_item {
     char id[MEM_ID_MAX];
-    char *content, *metadata;   /* owned (malloc); metadata is JSON object text */
-    double created, updated;    /* wall-clock seconds */
-    float score;                /* retrieval only: cosine similarity */
+    char *content, *metadata; /* owned (malloc); metadata is JSON object text */
+    double created, updated;  /* wall-clock seconds */
+    float score;              /* retrieval only: cosine similarity */
 } mem_item;
 
 typedef struct mem_stats {
@@ -63,20 +63,20 @@ mem_manager *mem_open(const mem_params *p, char *err, size_t errlen);
 void mem_close(mem_manager *m);
 
 /* Each returns AIOS_OK or an error code with err saying why (the field, the limit). */
-int mem_add(mem_manager *m, const char *agent, const char *content, const char *metadata, char id[MEM_ID_MAX],
-            char *err, size_t errlen);
+int mem_add(mem_manager *m, const char *agent, const char *content, const char *metadata, char id[MEM_ID_MAX], char *err,
+            size_t errlen);
 int mem_get(mem_manager *m, const char *agent, const char *id, mem_item *out, char *err, size_t errlen);
 /* content and/or metadata may be NULL (kept). */
-int mem_update(mem_manager *m, const char *agent, const char *id, const char *content, const char *metadata,
-               char *err, size_t errlen);
+int mem_update(mem_manager *m, const char *agent, const char *id, const char *content, const char *metadata, char *err,
+               size_t errlen);
 int mem_remove(mem_manager *m, const char *agent, const char *id, char *err, size_t errlen);
 /* Deletes every block of agent (store, RAM and index): a new identity of a revoked name
  * starts empty. */
 int mem_purge(mem_manager *m, const char *agent);
 /* Up to k blocks most similar to query, best first; *out (n items) is the caller's to free
  * with mem_items_free. exact: full scan instead of the HNSW graph (the reference). */
-int mem_retrieve(mem_manager *m, const char *agent, const char *query, int k, bool exact, mem_item **out, int *n,
-                 char *err, size_t errlen);
+int mem_retrieve(mem_manager *m, const char *agent, const char *query, int k, bool exact, mem_item **out, int *n, char *err,
+                 size_t errlen);
 void mem_item_clear(mem_item *it);
 void mem_items_free(mem_item *items, int n);
 void mem_get_stats(mem_manager *m, mem_stats *out);

@@ -18,5 +18,8 @@ static bool fair_yields(const sched_key *r, const sched_key *w, int time_slice) 
 }
 
 const sched_policy_ops sched_policy_fair = {
-    .name = "fair", .requeue_at_back = true, .before = fair_before, .yields = fair_yields,
+    .name = "fair",
+    .requeue_at_back = true,
+    .before = fair_before,
+    .yields = fair_yields,
 };

@@ -12,5 +12,8 @@ static bool fifo_yields(const sched_key *r, const sched_key *w, int time_slice) 
 }
 
 const sched_policy_ops sched_policy_fifo = {
-    .name = "fifo", .requeue_at_back = false, .before = fifo_before, .yields = fifo_yields,
+    .name = "fifo",
+    .requeue_at_back = false,
+    .before = fifo_before,
+    .yields = fifo_yields,
 };

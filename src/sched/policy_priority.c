@@ -17,5 +17,8 @@ static bool prio_yields(const sched_key *r, const sched_key *w, int time_slice) 
 }
 
 const sched_policy_ops sched_policy_priority = {
-    .name = "priority", .requeue_at_back = false, .before = prio_before, .yields = prio_yields,
+    .name = "priority",
+    .requeue_at_back = false,
+    .before = prio_before,
+    .yields = prio_yields,
 };

@@ -14,5 +14,8 @@ static bool rr_yields(const sched_key *r, const sched_key *w, int time_slice) {
 }
 
 const sched_policy_ops sched_policy_rr = {
-    .name = "rr", .requeue_at_back = true, .before = rr_before, .yields = rr_yields,
+    .name = "rr",
+    .requeue_at_back = true,
+    .before = rr_before,
+    .yields = rr_yields,
 };

@@ -22,18 +22,18 @@ typedef struct rq_agent rq_agent;
 
 typedef struct rq_job {
     runq_job j;
-    uint64_t ticket;      /* arrival order */
-    uint64_t round;       /* rr: the round it runs in */
+    uint64_t ticket; /* arrival order */
+    uint64_t round;  /* rr: the round it runs in */
     rq_agent *agent;
     struct rq_job *prev, *next;
 } rq_job;
 
 struct rq_agent {
     char name[AIOS_NAME_MAX];
-    rq_job *head, *tail;  /* waiting jobs, in the policy's order for this agent */
+    rq_job *head, *tail; /* waiting jobs, in the policy's order for this agent */
     size_t queued;
     int running;
-    uint64_t last_round;  /* rr: the round of its last queued job */
+    uint64_t last_round; /* rr: the round of its last queued job */
     unsigned long long ops;
     double service_total, service_window; /* seconds of operation time */
     double last_used;
@@ -48,7 +48,7 @@ struct runq {
     bool stop;
     rq_agent *agents;
     int n_agents;
-    rq_agent overflow;    /* shared by agents beyond max_agents while all records are busy */
+    rq_agent overflow; /* shared by agents beyond max_agents while all records are busy */
     size_t queued, running;
     uint64_t next_ticket, rr_round;
     double window_start;
@@ -59,8 +59,13 @@ struct runq {
 };
 
 runq_params runq_default_params(void) {
-    return (runq_params){.resource = "worker", .policy = "fifo", .workers = 4, .max_queue = 4096,
-                         .max_per_agent = 1024, .fair_window_s = 60.0, .max_agents = 1024};
+    return (runq_params){.resource = "worker",
+                         .policy = "fifo",
+                         .workers = 4,
+                         .max_queue = 4096,
+                         .max_per_agent = 1024,
+                         .fair_window_s = 60.0,
+                         .max_agents = 1024};
 }
 
 /* ---- agents (mu held) ---- */
@@ -117,7 +122,8 @@ static void agent_pop(rq_agent *a, rq_job *j) {
 
 static sched_key key_of(const runq_t *q, const rq_job *j) {
     const rq_agent *a = j->agent;
-    return (sched_key){.priority = j->j.priority, .ticket = q->ops == &sched_policy_rr ? j->round : j->ticket,
+    return (sched_key){.priority = j->j.priority,
+                       .ticket = q->ops == &sched_policy_rr ? j->round : j->ticket,
                        .service = (unsigned long long)(a->service_window * 1e6)};
 }
 
@@ -242,14 +248,15 @@ static int admit(runq_t *q, const rq_agent *a, const char *agent, char *err, siz
     if (q->stop) return AIOS_ERR_SHUTDOWN;
     if (q->queued >= (size_t)q->p.max_queue) {
         q->rejected_full++;
-        snprintf(err, errlen, "the %s run queue is full (%d waiting, kernel.max_jobs); retry later", q->resource,
-                 q->p.max_queue);
+        snprintf(err, errlen, "the %s run queue is full (%d waiting, kernel.max_jobs); retry later", q->resource, q->p.max_queue);
         return AIOS_ERR_BUSY;
     }
     if (a->queued >= (size_t)q->p.max_per_agent) {
         q->rejected_agent++;
-        snprintf(err, errlen, "agent '%s' already has %d operations waiting in the %s run queue "
-                 "(kernel.max_jobs_per_agent); retry later", agent, q->p.max_per_agent, q->resource);
+        snprintf(err, errlen,
+                 "agent '%s' already has %d operations waiting in the %s run queue "
+                 "(kernel.max_jobs_per_agent); retry later",
+                 agent, q->p.max_per_agent, q->resource);
         return AIOS_ERR_BUSY;
     }
     return AIOS_OK;
@@ -311,9 +318,15 @@ void runq_done(runq_t *q, void *handle, double seconds) {
 
 void runq_get_stats(runq_t *q, runq_stats *o) {
     pthread_mutex_lock(&q->mu);
-    *o = (runq_stats){.resource = q->resource, .policy = q->ops->name, .workers = q->n_threads, .queued = q->queued,
-                      .running = q->running, .submitted = q->submitted, .completed = q->completed,
-                      .rejected_full = q->rejected_full, .rejected_agent = q->rejected_agent,
+    *o = (runq_stats){.resource = q->resource,
+                      .policy = q->ops->name,
+                      .workers = q->n_threads,
+                      .queued = q->queued,
+                      .running = q->running,
+                      .submitted = q->submitted,
+                      .completed = q->completed,
+                      .rejected_full = q->rejected_full,
+                      .rejected_agent = q->rejected_agent,
                       .busy_seconds = q->busy_seconds};
     for (int i = 0; i < q->n_agents; i++) o->agents_waiting += q->agents[i].queued > 0;
     o->agents_waiting += q->overflow.queued > 0;

@@ -26,9 +26,9 @@ const char *sched_policy_names(void) { return "fifo, rr, priority, fair"; }
 typedef struct sched_agent {
     char name[AIOS_NAME_MAX];
     unsigned long long service_total, service_window;
-    int live;           /* syscalls of this agent in the scheduler (waiting or running) */
+    int live; /* syscalls of this agent in the scheduler (waiting or running) */
     double last_used;
-    bool held;          /* its process is stopped: none of its syscalls runs (sched_hold) */
+    bool held; /* its process is stopped: none of its syscalls runs (sched_hold) */
 } sched_agent;
 
 typedef struct wnode {
@@ -47,7 +47,7 @@ struct sched {
     uint64_t next_ticket;
     sched_agent *agents;
     int n_agents;
-    sched_agent overflow; /* shared by agents beyond max_agents while all records are live */
+    sched_agent overflow;        /* shared by agents beyond max_agents while all records are live */
     char (*held)[AIOS_NAME_MAX]; /* agents on hold (records come and go; this list stays) */
     int n_held;
     double window_start;
@@ -55,8 +55,8 @@ struct sched {
 };
 
 sched_params sched_default_params(void) {
-    return (sched_params){.policy = "fifo", .max_active = 16, .max_queue = 4096, .time_slice = 32,
-                          .fair_window_s = 60.0, .max_agents = 1024};
+    return (sched_params){
+        .policy = "fifo", .max_active = 16, .max_queue = 4096, .time_slice = 32, .fair_window_s = 60.0, .max_agents = 1024};
 }
 
 sched_t *sched_new(const sched_params *p, char *err, size_t errlen) {
@@ -156,8 +156,8 @@ static void window_roll(sched_t *s) {
 
 static sched_key key_of(const syscall_t *sc) {
     const sched_agent *a = sc->sched_agent;
-    return (sched_key){.priority = sc->priority, .ticket = sc->sched_ticket, .slice = sc->sched_slice,
-                       .service = a ? a->service_window : 0};
+    return (sched_key){
+        .priority = sc->priority, .ticket = sc->sched_ticket, .slice = sc->sched_slice, .service = a ? a->service_window : 0};
 }
 
 static bool is_held(const syscall_t *sc) {

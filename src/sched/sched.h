@@ -31,15 +31,15 @@
 /* What a policy may look at when ordering two syscalls. */
 typedef struct sched_key {
     int priority;
-    uint64_t ticket;             /* smaller = earlier in the queue */
-    int slice;                   /* tokens generated since it last started (running only) */
-    unsigned long long service;  /* its agent's service in the current window, in tokens */
+    uint64_t ticket;            /* smaller = earlier in the queue */
+    int slice;                  /* tokens generated since it last started (running only) */
+    unsigned long long service; /* its agent's service in the current window, in tokens */
 } sched_key;
 
 /* ---- policy interface ---- */
 typedef struct sched_policy_ops {
     const char *name;
-    bool requeue_at_back;  /* a preempted syscall takes a new ticket (rr) or keeps its own */
+    bool requeue_at_back; /* a preempted syscall takes a new ticket (rr) or keeps its own */
     /* True if waiting syscall a should start before waiting syscall b. */
     bool (*before)(const sched_key *a, const sched_key *b);
     /* True if running syscall r should give its place to waiting syscall w now. */
@@ -56,12 +56,12 @@ const char *sched_policy_names(void);
 typedef struct sched sched_t;
 
 typedef struct sched_params {
-    const char *policy;    /* a name from sched_policy_names() */
-    int max_active;        /* syscalls running at once */
-    int max_queue;         /* waiting syscalls before submit fails with AIOS_ERR_BUSY */
-    int time_slice;        /* tokens a running syscall generates before it may be preempted (rr, fair) */
-    double fair_window_s;  /* length of the service window of the fair policy */
-    int max_agents;        /* per-agent service records kept (idle ones are recycled) */
+    const char *policy;   /* a name from sched_policy_names() */
+    int max_active;       /* syscalls running at once */
+    int max_queue;        /* waiting syscalls before submit fails with AIOS_ERR_BUSY */
+    int time_slice;       /* tokens a running syscall generates before it may be preempted (rr, fair) */
+    double fair_window_s; /* length of the service window of the fair policy */
+    int max_agents;       /* per-agent service records kept (idle ones are recycled) */
 } sched_params;
 
 sched_params sched_default_params(void);
@@ -85,8 +85,7 @@ int sched_hold(sched_t *s, const char *agent, bool hold);
 /* Engine side: when the policy's first waiting syscall cannot start (no free place, or
  * fits() says no), the running syscall among running[0..n) that should yield to it, or
  * NULL. The caller then preempts it and hands it back with sched_requeue(). */
-syscall_t *sched_victim(sched_t *s, syscall_t *const *running, int n, bool (*fits)(syscall_t *sc, void *ctx),
-                        void *ctx);
+syscall_t *sched_victim(sched_t *s, syscall_t *const *running, int n, bool (*fits)(syscall_t *sc, void *ctx), void *ctx);
 /* Engine side: a preempted syscall goes back to the waiting list (the caller's reference
  * passes to the scheduler); counts a context switch. */
 void sched_requeue(sched_t *s, syscall_t *sc);
@@ -109,8 +108,7 @@ void sched_get_stats(sched_t *s, sched_stats *out);
 
 /* Per-agent service, for /metrics: calls fn once per known agent (under the lock; fn must
  * not call back into the scheduler). */
-typedef void (*sched_agent_fn)(const char *agent, unsigned long long service_total, unsigned long long service_window,
-                               void *ud);
+typedef void (*sched_agent_fn)(const char *agent, unsigned long long service_total, unsigned long long service_window, void *ud);
 void sched_foreach_agent(sched_t *s, sched_agent_fn fn, void *ud);
 
 /* ---- run queues of the worker resources (runq.c) ----
@@ -129,14 +127,14 @@ void sched_foreach_agent(sched_t *s, sched_agent_fn fn, void *ud);
 typedef struct runq runq_t;
 
 typedef struct runq_params {
-    const char *resource;  /* "memory", "storage": names it in errors, /status and /metrics (borrowed) */
-    const char *policy;    /* a name from sched_policy_names() */
-    int workers;           /* worker threads of this resource */
-    int max_queue;         /* waiting jobs in all before submit fails with AIOS_ERR_BUSY */
-    int max_per_agent;     /* waiting jobs of one agent before its submits fail with AIOS_ERR_BUSY */
-    double fair_window_s;  /* length of the service window of the fair policy */
-    int max_agents;        /* per-agent records kept (idle ones are recycled) */
-    bool pull;             /* no workers: the owner takes jobs (runq_take) and reports them done */
+    const char *resource; /* "memory", "storage": names it in errors, /status and /metrics (borrowed) */
+    const char *policy;   /* a name from sched_policy_names() */
+    int workers;          /* worker threads of this resource */
+    int max_queue;        /* waiting jobs in all before submit fails with AIOS_ERR_BUSY */
+    int max_per_agent;    /* waiting jobs of one agent before its submits fail with AIOS_ERR_BUSY */
+    double fair_window_s; /* length of the service window of the fair policy */
+    int max_agents;       /* per-agent records kept (idle ones are recycled) */
+    bool pull;            /* no workers: the owner takes jobs (runq_take) and reports them done */
 } runq_params;
 
 /* One operation: fn(arg) on a worker thread. arg stays the caller's: runq never frees it,
@@ -174,7 +172,7 @@ typedef struct runq_stats {
     int workers;
     size_t queued, running, agents_waiting;
     unsigned long long submitted, completed, rejected_full, rejected_agent;
-    double busy_seconds;   /* operation time of all completed jobs */
+    double busy_seconds; /* operation time of all completed jobs */
 } runq_stats;
 void runq_get_stats(runq_t *q, runq_stats *out);
 

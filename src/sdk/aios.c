@@ -82,8 +82,8 @@ void aios_chat_result_free(aios_chat_result *r) {
 /* ---- transport ---- */
 
 typedef struct sse_state {
-    buf line;       /* partial line */
-    buf text;       /* accumulated content */
+    buf line; /* partial line */
+    buf text; /* accumulated content */
     aios_token_cb cb;
     void *ud;
     int stopped;
@@ -134,9 +134,7 @@ static size_t on_sse(char *p, size_t sz, size_t nm, void *ud) {
     return s->stopped ? 0 : n; /* 0 aborts the transfer: the kernel cancels the request */
 }
 
-static size_t on_body(char *p, size_t sz, size_t nm, void *ud) {
-    return buf_add(ud, p, sz * nm) ? 0 : sz * nm;
-}
+static size_t on_body(char *p, size_t sz, size_t nm, void *ud) { return buf_add(ud, p, sz * nm) ? 0 : sz * nm; }
 
 static int perform(aios_client *c, const char *path, const char *post, curl_write_callback wr, void *ud, int *status) {
     char url[1024];
@@ -276,9 +274,11 @@ static int finish_status(int rc, aios_chat_result *out) {
         if (!out->error[0]) snprintf(out->error, sizeof out->error, "%s", aios_strerror(rc));
         return rc;
     }
-    if (out->http_status / 100 != 2) return out->http_status == 404 ? AIOS_ERR_NOT_FOUND
-                                            : out->http_status == 413 ? AIOS_ERR_TOO_LARGE
-                                            : out->http_status >= 500 ? AIOS_ERR_INTERNAL : AIOS_ERR_INVALID;
+    if (out->http_status / 100 != 2)
+        return out->http_status == 404 ? AIOS_ERR_NOT_FOUND
+            : out->http_status == 413  ? AIOS_ERR_TOO_LARGE
+            : out->http_status >= 500  ? AIOS_ERR_INTERNAL
+                                       : AIOS_ERR_INVALID;
     return AIOS_OK;
 }
 

@@ -22,8 +22,7 @@
 
 sdb_ckpt *sdb_ckpt_start(const char *path, int interval_ms);
 
-int sdb_open(const char *path, bool sync_full, const char *schema, sqlite3 **out, sdb_ckpt **ckpt, char *err,
-             size_t errlen) {
+int sdb_open(const char *path, bool sync_full, const char *schema, sqlite3 **out, sdb_ckpt **ckpt, char *err, size_t errlen) {
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     char *msg = NULL;

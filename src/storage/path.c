@@ -8,8 +8,7 @@
 #include "storage.h"
 
 /* Appends the components of p to out (at *len), checking each. */
-static int add_components(const char *p, char *out, size_t outlen, size_t *len, size_t max_len, char *err,
-                          size_t errlen) {
+static int add_components(const char *p, char *out, size_t outlen, size_t *len, size_t max_len, char *err, size_t errlen) {
     if (p[0] == '/') {
         snprintf(err, errlen, "path '%.80s' is absolute; paths are relative to the agent's namespace", p);
         return AIOS_ERR_INVALID;
@@ -45,8 +44,7 @@ static int add_components(const char *p, char *out, size_t outlen, size_t *len, 
     return AIOS_OK;
 }
 
-int storage_path_norm(const char *root, const char *path, size_t max_len, char *out, size_t outlen, char *err,
-                      size_t errlen) {
+int storage_path_norm(const char *root, const char *path, size_t max_len, char *out, size_t outlen, char *err, size_t errlen) {
     size_t len = 0;
     out[0] = 0;
     int rc = add_components(root ? root : "", out, outlen, &len, max_len, err, errlen);

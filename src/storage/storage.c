@@ -19,7 +19,7 @@ typedef struct st_agent {
     vec_index *ix;
     int pending;
     pthread_cond_t idle;
-    long bytes, files;   /* all kept versions; files + directories */
+    long bytes, files; /* all kept versions; files + directories */
     char root[AIOS_PATH_MAX];
 } st_agent;
 
@@ -46,8 +46,12 @@ static const char *SCHEMA =
     "CREATE INDEX IF NOT EXISTS responses_age ON responses(agent, created);";
 
 storage_params storage_default_params(void) {
-    return (storage_params){.max_versions = 16, .max_file_bytes = 16L << 20, .quota_bytes = 1L << 30,
-                            .max_files = 100000, .max_path = 1024, .max_k = 100,
+    return (storage_params){.max_versions = 16,
+                            .max_file_bytes = 16L << 20,
+                            .quota_bytes = 1L << 30,
+                            .max_files = 100000,
+                            .max_path = 1024,
+                            .max_k = 100,
                             .index = vec_index_default_params(0)};
 }
 
@@ -105,8 +109,8 @@ static int file_row_cb(sqlite3_stmt *st, void *ud) {
 
 static int file_lookup(storage_manager *s, const char *agent, const char *path, file_row *f) {
     memset(f, 0, sizeof *f);
-    return q_run(s, "SELECT id, is_dir, version, size, mtime FROM files WHERE agent=? AND path=?", "tt", file_row_cb,
-                 f, agent, path);
+    return q_run(s, "SELECT id, is_dir, version, size, mtime FROM files WHERE agent=? AND path=?", "tt", file_row_cb, f, agent,
+                 path);
 }
 
 static int long_cb(sqlite3_stmt *st, void *ud) {
@@ -174,8 +178,8 @@ static int reembed_cb(sqlite3_stmt *st, void *ud) {
 /* agent's files and the bytes of all their versions, from the store. */
 static void count_usage(storage_manager *s, const char *agent, long *files, long *bytes) {
     q_run(s, "SELECT COUNT(*) FROM files WHERE agent=?", "t", long_cb, files, agent);
-    q_run(s, "SELECT COALESCE(SUM(length(v.content)),0) FROM versions v JOIN files f ON f.id=v.file_id WHERE f.agent=?",
-          "t", long_cb, bytes, agent);
+    q_run(s, "SELECT COALESCE(SUM(length(v.content)),0) FROM versions v JOIN files f ON f.id=v.file_id WHERE f.agent=?", "t",
+          long_cb, bytes, agent);
 }
 
 static st_agent *agent_get(storage_manager *s, const char *name) {
@@ -195,8 +199,10 @@ static st_agent *agent_get(storage_manager *s, const char *name) {
     q_run(s, "SELECT root FROM mounts WHERE agent=?", "t", root_cb, a, name);
     if (s->p.embedder) { /* files a crash left without an embedding */
         pend_ctx c = {s, a};
-        q_run(s, "SELECT f.id, v.content FROM files f JOIN versions v ON v.file_id=f.id AND v.version=f.version"
-                 " WHERE f.agent=? AND f.is_dir=0 AND f.vec IS NULL", "t", reembed_cb, &c, name);
+        q_run(s,
+              "SELECT f.id, v.content FROM files f JOIN versions v ON v.file_id=f.id AND v.version=f.version"
+              " WHERE f.agent=? AND f.is_dir=0 AND f.vec IS NULL",
+              "t", reembed_cb, &c, name);
     }
     return a;
 }
@@ -278,8 +284,7 @@ void storage_close(storage_manager *s) {
 /* ---------- parameters ---------- */
 
 /* The first of `names` present in params: a string into *out. */
-static int param_str(const cJSON *params, const char *const *names, bool required, const char **out, char *err,
-                     size_t errlen) {
+static int param_str(const cJSON *params, const char *const *names, bool required, const char **out, char *err, size_t errlen) {
     for (int i = 0; names[i]; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(params, names[i]);
         if (!v || cJSON_IsNull(v)) continue;
@@ -297,8 +302,7 @@ static int param_str(const cJSON *params, const char *const *names, bool require
     return AIOS_OK;
 }
 
-static int param_int(const cJSON *params, const char *const *names, long lo, long hi, long *out, char *err,
-                     size_t errlen) {
+static int param_int(const cJSON *params, const char *const *names, long lo, long hi, long *out, char *err, size_t errlen) {
     for (int i = 0; names[i]; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(params, names[i]);
         if (!v || cJSON_IsNull(v)) continue;
@@ -375,8 +379,8 @@ static int make_parents(st_call *c, const char *path) {
         if (!rc && f.found && !f.is_dir) return fail(c, AIOS_ERR_EXISTS, "'%s' is a file, not a directory", dir);
         if (!rc && !f.found) {
             if (c->a->files >= c->s->p.max_files) return fail(c, AIOS_ERR_QUOTA, "storage.max_files reached creating '%s'", dir);
-            rc = q_run(c->s, "INSERT INTO files(agent,path,is_dir,version,size,mtime) VALUES(?,?,1,0,0,?)", "ttd", NULL,
-                       NULL, c->agent, dir, kern_now_wall());
+            rc = q_run(c->s, "INSERT INTO files(agent,path,is_dir,version,size,mtime) VALUES(?,?,1,0,0,?)", "ttd", NULL, NULL,
+                       c->agent, dir, kern_now_wall());
             if (!rc) c->a->files++;
         }
         if (rc) return rc;
@@ -424,18 +428,20 @@ static int op_create_dir(st_call *c) {
 static int add_version(st_call *c, long long file_id, long long ver, const char *content, size_t n, long *delta) {
     storage_manager *s = c->s;
     long dropped = 0;
-    int rc = q_run(s, "INSERT INTO versions(file_id, version, content, mtime) VALUES(?,?,?,?)", "iibd", NULL, NULL,
-                   file_id, ver, content, (int)n, kern_now_wall());
-    if (!rc) rc = q_run(s, "SELECT COALESCE(SUM(length(content)),0) FROM versions WHERE file_id=? AND version<=?", "ii",
-                        long_cb, &dropped, file_id, ver - s->p.max_versions);
-    if (!rc) rc = q_run(s, "DELETE FROM versions WHERE file_id=? AND version<=?", "ii", NULL, NULL, file_id,
-                        ver - s->p.max_versions);
-    if (!rc) rc = q_run(s, "UPDATE files SET version=?, size=?, mtime=?, vec=NULL WHERE id=?", "iidi", NULL, NULL, ver,
-                        (long long)n, kern_now_wall(), file_id);
+    int rc = q_run(s, "INSERT INTO versions(file_id, version, content, mtime) VALUES(?,?,?,?)", "iibd", NULL, NULL, file_id, ver,
+                   content, (int)n, kern_now_wall());
+    if (!rc)
+        rc = q_run(s, "SELECT COALESCE(SUM(length(content)),0) FROM versions WHERE file_id=? AND version<=?", "ii", long_cb,
+                   &dropped, file_id, ver - s->p.max_versions);
+    if (!rc)
+        rc = q_run(s, "DELETE FROM versions WHERE file_id=? AND version<=?", "ii", NULL, NULL, file_id, ver - s->p.max_versions);
+    if (!rc)
+        rc = q_run(s, "UPDATE files SET version=?, size=?, mtime=?, vec=NULL WHERE id=?", "iidi", NULL, NULL, ver, (long long)n,
+                   kern_now_wall(), file_id);
     *delta = (long)n - dropped;
     if (!rc && c->a->bytes + *delta > s->p.quota_bytes) {
-        snprintf(c->err, c->errlen, "writing %zu bytes to '%s' exceeds storage.quota_bytes (%ld) of agent '%s'", n,
-                 c->path, s->p.quota_bytes, c->agent);
+        snprintf(c->err, c->errlen, "writing %zu bytes to '%s' exceeds storage.quota_bytes (%ld) of agent '%s'", n, c->path,
+                 s->p.quota_bytes, c->agent);
         rc = AIOS_ERR_QUOTA;
     }
     return rc;
@@ -502,8 +508,8 @@ static bool shared_with(storage_manager *s, const char *owner, const char *path,
     snprintf(p, sizeof p, "%s", path);
     for (;;) {
         bool ok = false;
-        q_run(s, "SELECT 1 FROM shares WHERE owner=? AND path=? AND (grantee=? OR grantee='*')", "ttt", share_cb, &ok,
-              owner, p, agent);
+        q_run(s, "SELECT 1 FROM shares WHERE owner=? AND path=? AND (grantee=? OR grantee='*')", "ttt", share_cb, &ok, owner, p,
+              agent);
         if (ok) return true;
         char *sl = strrchr(p, '/');
         if (!sl) return false;
@@ -596,11 +602,12 @@ static int op_list(st_call *c) {
     snprintf(hi, sizeof hi, "%s0", c->path); /* '0' follows '/': the range is everything under "path/" */
     list_ctx l = {cJSON_CreateArray(), *c->path ? strlen(lo) : 0};
     if (*c->path)
-        rc = q_run(c->s, "SELECT path, is_dir, size, version, mtime FROM files WHERE agent=? AND path>=? AND path<? ORDER BY path",
-                   "ttt", list_cb, &l, ns, lo, hi);
+        rc =
+            q_run(c->s, "SELECT path, is_dir, size, version, mtime FROM files WHERE agent=? AND path>=? AND path<? ORDER BY path",
+                  "ttt", list_cb, &l, ns, lo, hi);
     else /* the root: every path (names may start with any byte) */
-        rc = q_run(c->s, "SELECT path, is_dir, size, version, mtime FROM files WHERE agent=? ORDER BY path", "t", list_cb,
-                   &l, ns);
+        rc =
+            q_run(c->s, "SELECT path, is_dir, size, version, mtime FROM files WHERE agent=? ORDER BY path", "t", list_cb, &l, ns);
     char *txt = rc ? NULL : cJSON_PrintUnformatted(l.arr);
     cJSON_Delete(l.arr);
     if (!rc && !txt) rc = AIOS_ERR_NOMEM;
@@ -639,22 +646,32 @@ static int op_delete(st_call *c) {
     snprintf(lo, sizeof lo, "%s/", c->path);
     snprintf(hi, sizeof hi, "%s0", c->path);
     long children = 0;
-    if (f.is_dir) q_run(c->s, "SELECT COUNT(*) FROM files WHERE agent=? AND path>=? AND path<?", "ttt", long_cb, &children, c->agent, lo, hi);
-    if (children && !recursive) return fail(c, AIOS_ERR_EXISTS, "directory '%s' is not empty (pass \"recursive\": true)", c->path);
+    if (f.is_dir)
+        q_run(c->s, "SELECT COUNT(*) FROM files WHERE agent=? AND path>=? AND path<?", "ttt", long_cb, &children, c->agent, lo,
+              hi);
+    if (children && !recursive)
+        return fail(c, AIOS_ERR_EXISTS, "directory '%s' is not empty (pass \"recursive\": true)", c->path);
     long bytes = 0;
     rc = begin(c->s);
     const char *sel = "SELECT id FROM files WHERE agent=? AND (path=? OR (path>=? AND path<?))";
-    if (!rc) rc = q_run(c->s, "SELECT COALESCE(SUM(length(v.content)),0) FROM versions v JOIN files f ON f.id=v.file_id"
-                               " WHERE f.agent=? AND (f.path=? OR (f.path>=? AND f.path<?))", "tttt", long_cb, &bytes,
-                        c->agent, c->path, lo, hi);
+    if (!rc)
+        rc = q_run(c->s,
+                   "SELECT COALESCE(SUM(length(v.content)),0) FROM versions v JOIN files f ON f.id=v.file_id"
+                   " WHERE f.agent=? AND (f.path=? OR (f.path>=? AND f.path<?))",
+                   "tttt", long_cb, &bytes, c->agent, c->path, lo, hi);
     id_list ids = {.n = 0};
     if (!rc) rc = q_run(c->s, sel, "tttt", id_cb, &ids, c->agent, c->path, lo, hi);
-    if (!rc) rc = q_run(c->s, "DELETE FROM versions WHERE file_id IN (SELECT id FROM files WHERE agent=? AND (path=? OR (path>=? AND path<?)))",
-                        "tttt", NULL, NULL, c->agent, c->path, lo, hi);
-    if (!rc) rc = q_run(c->s, "DELETE FROM shares WHERE owner=? AND (path=? OR (path>=? AND path<?))", "tttt", NULL, NULL,
-                        c->agent, c->path, lo, hi);
-    if (!rc) rc = q_run(c->s, "DELETE FROM files WHERE agent=? AND (path=? OR (path>=? AND path<?))", "tttt", NULL, NULL,
-                        c->agent, c->path, lo, hi);
+    if (!rc)
+        rc = q_run(
+            c->s,
+            "DELETE FROM versions WHERE file_id IN (SELECT id FROM files WHERE agent=? AND (path=? OR (path>=? AND path<?)))",
+            "tttt", NULL, NULL, c->agent, c->path, lo, hi);
+    if (!rc)
+        rc = q_run(c->s, "DELETE FROM shares WHERE owner=? AND (path=? OR (path>=? AND path<?))", "tttt", NULL, NULL, c->agent,
+                   c->path, lo, hi);
+    if (!rc)
+        rc = q_run(c->s, "DELETE FROM files WHERE agent=? AND (path=? OR (path>=? AND path<?))", "tttt", NULL, NULL, c->agent,
+                   c->path, lo, hi);
     rc = finish(c->s, rc);
     if (rc) return rc;
     for (int i = 0; i < ids.n; i++) vec_index_remove(c->a->ix, (uint64_t)ids.ids[i]);
@@ -685,20 +702,24 @@ static int op_rollback(st_call *c) {
     if (target >= 1)
         q_run(c->s, "SELECT COUNT(*) FROM versions WHERE file_id=? AND version=?", "ii", long_cb, &kept, f.id, target);
     if (!kept) {
-        snprintf(c->err, c->errlen, "cannot roll '%s' back %ld version(s): it is at version %lld and versions are kept back to %lld",
-                 c->path, n, f.version, f.version - c->s->p.max_versions + 1 > 1 ? f.version - c->s->p.max_versions + 1 : 1);
+        snprintf(c->err, c->errlen,
+                 "cannot roll '%s' back %ld version(s): it is at version %lld and versions are kept back to %lld", c->path, n,
+                 f.version, f.version - c->s->p.max_versions + 1 > 1 ? f.version - c->s->p.max_versions + 1 : 1);
         return AIOS_ERR_NOT_FOUND;
     }
     blob_out content = {.found = false};
     sb_init(&content.sb, 0);
     sb_puts(&content.sb, "");
     rc = begin(c->s);
-    if (!rc) rc = q_run(c->s, "SELECT COALESCE(SUM(length(content)),0) FROM versions WHERE file_id=? AND version>?", "ii",
-                        long_cb, &bytes, f.id, target);
+    if (!rc)
+        rc = q_run(c->s, "SELECT COALESCE(SUM(length(content)),0) FROM versions WHERE file_id=? AND version>?", "ii", long_cb,
+                   &bytes, f.id, target);
     if (!rc) rc = q_run(c->s, "DELETE FROM versions WHERE file_id=? AND version>?", "ii", NULL, NULL, f.id, target);
-    if (!rc) rc = q_run(c->s, "SELECT content FROM versions WHERE file_id=? AND version=?", "ii", blob_cb, &content, f.id, target);
-    if (!rc) rc = q_run(c->s, "UPDATE files SET version=?, size=?, mtime=?, vec=NULL WHERE id=?", "iidi", NULL, NULL,
-                        target, (long long)content.sb.len, kern_now_wall(), f.id);
+    if (!rc)
+        rc = q_run(c->s, "SELECT content FROM versions WHERE file_id=? AND version=?", "ii", blob_cb, &content, f.id, target);
+    if (!rc)
+        rc = q_run(c->s, "UPDATE files SET version=?, size=?, mtime=?, vec=NULL WHERE id=?", "iidi", NULL, NULL, target,
+                   (long long)content.sb.len, kern_now_wall(), f.id);
     rc = finish(c->s, rc);
     if (!rc) {
         c->a->bytes -= bytes;
@@ -716,17 +737,19 @@ static int op_share(st_call *c) {
     int rc = call_path(c, P_ANY, true);
     if (!rc) rc = param_str(c->params, P_TARGET, false, &target, c->err, c->errlen);
     if (rc) return rc;
-    if (target && (!*target || strlen(target) >= AIOS_NAME_MAX)) return fail(c, AIOS_ERR_INVALID, "'agent' must be 1 to 63 bytes%s", "");
+    if (target && (!*target || strlen(target) >= AIOS_NAME_MAX))
+        return fail(c, AIOS_ERR_INVALID, "'agent' must be 1 to 63 bytes%s", "");
     file_row f;
     if ((rc = file_lookup(c->s, c->agent, c->path, &f))) return rc;
     if (!f.found && *c->path) return fail(c, AIOS_ERR_NOT_FOUND, "no file or directory '%s'", c->path);
-    rc = q_run(c->s, "INSERT OR IGNORE INTO shares(owner, path, grantee) VALUES(?,?,?)", "ttt", NULL, NULL, c->agent,
-               c->path, target ? target : "*");
+    rc = q_run(c->s, "INSERT OR IGNORE INTO shares(owner, path, grantee) VALUES(?,?,?)", "ttt", NULL, NULL, c->agent, c->path,
+               target ? target : "*");
     if (rc) return rc;
     c->s->st.shares++;
-    sb_printf(&c->msg, "shared '%s' of agent '%s' (read-only) with %s%s%s; it reads it with {\"owner\": \"%s\", \"file_path\": \"%s\"}",
-              c->path, c->agent, target ? "agent '" : "every agent on this kernel", target ? target : "",
-              target ? "'" : "", c->agent, c->path);
+    sb_printf(&c->msg,
+              "shared '%s' of agent '%s' (read-only) with %s%s%s; it reads it with {\"owner\": \"%s\", \"file_path\": \"%s\"}",
+              c->path, c->agent, target ? "agent '" : "every agent on this kernel", target ? target : "", target ? "'" : "",
+              c->agent, c->path);
     return AIOS_OK;
 }
 
@@ -797,20 +820,27 @@ static int op_retrieve(st_call *c) {
     double t0 = kern_now_mono();
     int limit = s->p.retrieve_timeout_ms;
     if (!rc && (rc = llm_embed(s->p.embedder, c->agent, query, q, NULL, limit)) == AIOS_ERR_DEADLINE)
-        snprintf(c->err, c->errlen, "retrieval not served within storage.retrieve_timeout_ms (%d ms): the query was not "
-                 "embedded in time", limit);
+        snprintf(c->err, c->errlen,
+                 "retrieval not served within storage.retrieve_timeout_ms (%d ms): the query was not "
+                 "embedded in time",
+                 limit);
     pthread_mutex_lock(&s->mu);
     /* see every acknowledged write, within the deadline */
     if (!rc && (rc = kern_wait_zero(&c->a->idle, &s->mu, &c->a->pending, limit, t0)))
-        snprintf(c->err, c->errlen, "retrieval not served within storage.retrieve_timeout_ms (%d ms): %d files of '%s' "
-                 "are still waiting to be embedded", limit, c->a->pending, c->agent);
+        snprintf(c->err, c->errlen,
+                 "retrieval not served within storage.retrieve_timeout_ms (%d ms): %d files of '%s' "
+                 "are still waiting to be embedded",
+                 limit, c->a->pending, c->agent);
     if (!rc) {
         int found = vec_index_search(c->a->ix, q, want, exact, labels, scores);
         hit_ctx h = {cJSON_CreateArray(), 0, kw, nkw};
         for (int i = 0; i < found && !rc && cJSON_GetArraySize(h.arr) < k; i++) {
             h.score = scores[i];
-            rc = q_run(s, "SELECT f.path, v.content, f.version FROM files f JOIN versions v ON v.file_id=f.id AND v.version=f.version"
-                          " WHERE f.id=? AND f.agent=?", "it", hit_cb, &h, (long long)labels[i], c->agent);
+            rc =
+                q_run(s,
+                      "SELECT f.path, v.content, f.version FROM files f JOIN versions v ON v.file_id=f.id AND v.version=f.version"
+                      " WHERE f.id=? AND f.agent=?",
+                      "it", hit_cb, &h, (long long)labels[i], c->agent);
         }
         char *txt = rc ? NULL : cJSON_PrintUnformatted(h.arr);
         cJSON_Delete(h.arr);
@@ -834,9 +864,16 @@ typedef struct st_op {
 } st_op;
 
 static const st_op OPS[] = {
-    {"mount", op_mount},   {"create_file", op_create_file}, {"create_dir", op_create_dir}, {"write", op_write},
-    {"read", op_read},     {"list", op_list},               {"delete", op_delete},         {"retrieve", op_retrieve},
-    {"rollback", op_rollback}, {"share", op_share},
+    {"mount", op_mount},
+    {"create_file", op_create_file},
+    {"create_dir", op_create_dir},
+    {"write", op_write},
+    {"read", op_read},
+    {"list", op_list},
+    {"delete", op_delete},
+    {"retrieve", op_retrieve},
+    {"rollback", op_rollback},
+    {"share", op_share},
 };
 
 int storage_purge(storage_manager *s, const char *agent) {
@@ -872,7 +909,10 @@ int storage_call(storage_manager *s, const char *agent, const char *op, const cJ
     for (size_t i = 0; i < sizeof OPS / sizeof OPS[0]; i++)
         if (!strcmp(OPS[i].name, op)) o = &OPS[i];
     if (!o) {
-        snprintf(err, errlen, "unknown storage operation_type '%.40s' (allowed: mount, create_file, create_dir, write, read, list, delete, retrieve, rollback, share)", op);
+        snprintf(
+            err, errlen,
+            "unknown storage operation_type '%.40s' (allowed: mount, create_file, create_dir, write, read, list, delete, retrieve, rollback, share)",
+            op);
         return AIOS_ERR_INVALID;
     }
     if (params && !cJSON_IsObject(params)) {
@@ -881,8 +921,8 @@ int storage_call(storage_manager *s, const char *agent, const char *op, const cJ
     }
     const cJSON *owner = cJSON_GetObjectItemCaseSensitive(params, "owner");
     if (cJSON_IsString(owner) && strcmp(owner->valuestring, agent) && strcmp(op, "read") && strcmp(op, "list")) {
-        snprintf(err, errlen, "'%s' works only in the agent's own namespace: shares from '%.63s' are read-only (read, list)",
-                 op, owner->valuestring);
+        snprintf(err, errlen, "'%s' works only in the agent's own namespace: shares from '%.63s' are read-only (read, list)", op,
+                 owner->valuestring);
         return AIOS_ERR_FORBIDDEN;
     }
     st_call c = {.s = s, .agent = agent, .params = params, .err = err, .errlen = errlen};
@@ -903,18 +943,21 @@ int storage_call(storage_manager *s, const char *agent, const char *op, const cJ
 
 /* ---------- stored responses (the Responses door) ---------- */
 
-int storage_response_put(storage_manager *s, const char *agent, const char *id, const char *response,
-                         const char *history, int max_kept, double ttl_s) {
+int storage_response_put(storage_manager *s, const char *agent, const char *id, const char *response, const char *history,
+                         int max_kept, double ttl_s) {
     double now = kern_now_wall();
     pthread_mutex_lock(&s->mu);
     int rc = begin(s);
     if (!rc)
-        rc = q_run(s, "INSERT OR REPLACE INTO responses(agent, id, created, response, history) VALUES(?,?,?,?,?)", "ttdbb",
-                   NULL, NULL, agent, id, now, response, (int)strlen(response), history, (int)strlen(history));
-    if (!rc && ttl_s > 0) rc = q_run(s, "DELETE FROM responses WHERE agent=? AND created<?", "td", NULL, NULL, agent, now - ttl_s);
+        rc = q_run(s, "INSERT OR REPLACE INTO responses(agent, id, created, response, history) VALUES(?,?,?,?,?)", "ttdbb", NULL,
+                   NULL, agent, id, now, response, (int)strlen(response), history, (int)strlen(history));
+    if (!rc && ttl_s > 0)
+        rc = q_run(s, "DELETE FROM responses WHERE agent=? AND created<?", "td", NULL, NULL, agent, now - ttl_s);
     if (!rc)
-        rc = q_run(s, "DELETE FROM responses WHERE agent=? AND id NOT IN (SELECT id FROM responses WHERE agent=?"
-                      " ORDER BY created DESC LIMIT ?)", "tti", NULL, NULL, agent, agent, (long long)max_kept);
+        rc = q_run(s,
+                   "DELETE FROM responses WHERE agent=? AND id NOT IN (SELECT id FROM responses WHERE agent=?"
+                   " ORDER BY created DESC LIMIT ?)",
+                   "tti", NULL, NULL, agent, agent, (long long)max_kept);
     rc = finish(s, rc);
     pthread_mutex_unlock(&s->mu);
     return rc;
@@ -929,8 +972,7 @@ static int two_blobs_cb(sqlite3_stmt *st, void *ud) {
     return rc ? rc : sb_append(&o[1].sb, b ? b : "", (size_t)sqlite3_column_bytes(st, 1));
 }
 
-int storage_response_get(storage_manager *s, const char *agent, const char *id, double ttl_s, char **response,
-                         char **history) {
+int storage_response_get(storage_manager *s, const char *agent, const char *id, double ttl_s, char **response, char **history) {
     blob_out o[2] = {{.found = false}, {.found = false}};
     sb_init(&o[0].sb, 0);
     sb_init(&o[1].sb, 0);

@@ -23,8 +23,7 @@
 typedef struct sdb_ckpt sdb_ckpt;
 /* Opens (creating) path in WAL mode with synchronous NORMAL or FULL, applies schema, and
  * starts its checkpointer (*ckpt; stop it with sdb_ckpt_stop before closing the db). */
-int sdb_open(const char *path, bool sync_full, const char *schema, sqlite3 **out, sdb_ckpt **ckpt, char *err,
-             size_t errlen);
+int sdb_open(const char *path, bool sync_full, const char *schema, sqlite3 **out, sdb_ckpt **ckpt, char *err, size_t errlen);
 int sdb_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out); /* persistent statement */
 /* Steps a statement that returns no rows we need, resets it; AIOS_OK or AIOS_ERR_IO. */
 int sdb_step_done(sqlite3 *db, sqlite3_stmt *st);
@@ -38,8 +37,7 @@ void sdb_ckpt_stop(sdb_ckpt *c); /* accepts NULL; a final TRUNCATE checkpoint */
 /* Joins root and path and normalises ("a//b/./c" -> "a/b/c"; "" = the namespace root).
  * AIOS_ERR_INVALID (err says why) for absolute paths, "..", control bytes, backslashes or
  * more than max_len bytes. */
-int storage_path_norm(const char *root, const char *path, size_t max_len, char *out, size_t outlen, char *err,
-                      size_t errlen);
+int storage_path_norm(const char *root, const char *path, size_t max_len, char *out, size_t outlen, char *err, size_t errlen);
 
 /* ---- the manager ---- */
 typedef struct storage_manager storage_manager;
@@ -74,8 +72,8 @@ int storage_purge(storage_manager *s, const char *agent);
 /* One storage syscall: op and its params (the AIOS/Cerebrum shapes, see docs/api.md);
  * on success *message is the response_message text (JSON text for list and retrieve),
  * owned by the caller. Errors: AIOS_ERR_* with err naming the field or path. */
-int storage_call(storage_manager *s, const char *agent, const char *op, const cJSON *params, char **message,
-                 char *err, size_t errlen);
+int storage_call(storage_manager *s, const char *agent, const char *op, const cJSON *params, char **message, char *err,
+                 size_t errlen);
 void storage_get_stats(storage_manager *s, storage_stats *out);
 /* agent's files and directories, and the bytes of all their versions (its quota's measure). */
 void storage_agent_usage(storage_manager *s, const char *agent, long *files, long *bytes);
@@ -85,12 +83,11 @@ void storage_agent_usage(storage_manager *s, const char *agent, long *files, lon
  * messages), so a later request can continue it. Another agent's ids are never found. */
 /* Stores (replaces) id, then drops agent's responses older than ttl_s (0 = none) and all but
  * its max_kept newest, in one transaction. */
-int storage_response_put(storage_manager *s, const char *agent, const char *id, const char *response,
-                         const char *history, int max_kept, double ttl_s);
+int storage_response_put(storage_manager *s, const char *agent, const char *id, const char *response, const char *history,
+                         int max_kept, double ttl_s);
 /* The stored response text and/or history of agent's id (either out may be NULL; caller
  * frees), AIOS_ERR_NOT_FOUND if there is none younger than ttl_s (0 = any age). */
-int storage_response_get(storage_manager *s, const char *agent, const char *id, double ttl_s, char **response,
-                         char **history);
+int storage_response_get(storage_manager *s, const char *agent, const char *id, double ttl_s, char **response, char **history);
 int storage_response_delete(storage_manager *s, const char *agent, const char *id); /* AIOS_ERR_NOT_FOUND */
 
 #endif

@@ -132,8 +132,7 @@ void syscall_fanout(syscall_t **subs, int *count, const char *buf, size_t n, boo
             syscall_complete(sc, AIOS_OK, NULL);
             syscall_unref(sc);
             subs[i] = subs[--*count];
-        } else
-            i++;
+        } else i++;
     }
 }
 

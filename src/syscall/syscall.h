@@ -43,9 +43,9 @@ enum { SYSCALL_F_SCHEDULED = 1 << 0, SYSCALL_F_STREAMS = 1 << 1, SYSCALL_F_OWNED
 
 typedef struct syscall_kind_info {
     syscall_kind kind;
-    const char *name;   /* query_type on the wire */
+    const char *name; /* query_type on the wire */
     unsigned flags;
-    bool implemented;   /* false: the kernel answers 501-style errors until its manager lands */
+    bool implemented; /* false: the kernel answers 501-style errors until its manager lands */
 } syscall_kind_info;
 
 /* The kinds table; NULL for an unknown name. */
@@ -61,33 +61,33 @@ typedef struct syscall {
     uint64_t id;
     char agent[AIOS_NAME_MAX];
     syscall_kind kind;
-    int priority;          /* higher runs first under the priority policy; set before submit */
+    int priority; /* higher runs first under the priority policy; set before submit */
 
     pthread_mutex_t mu;
     syscall_state state;
-    int result;            /* AIOS_OK or an error code once DONE */
+    int result; /* AIOS_OK or an error code once DONE */
     char errmsg[256];
-    atomic_bool cancel;    /* set by anyone; the resource manager honours it at its next step */
+    atomic_bool cancel; /* set by anyone; the resource manager honours it at its next step */
 
     /* timings: monotonic seconds (0 = not yet); wall-clock for the AIOS arrays */
     double t_created, t_queued, t_started, t_first_token, t_finished;
     double wall_created;
-    int n_rounds;          /* scheduling rounds (a preempted syscall has several) */
+    int n_rounds; /* scheduling rounds (a preempted syscall has several) */
     double round_start[SYSCALL_MAX_ROUNDS], round_end[SYSCALL_MAX_ROUNDS]; /* monotonic */
 
-    strbuf out;            /* generated text so far (bounded) */
+    strbuf out; /* generated text so far (bounded) */
 
-    void *args;            /* kind-specific request; owned, freed by args_free */
+    void *args; /* kind-specific request; owned, freed by args_free */
     void (*args_free)(void *);
 
     syscall_sink_fn sink;
     void *sink_ctx;
 
     /* scheduler bookkeeping, guarded by the owning scheduler's mutex (sched.c) */
-    uint64_t sched_ticket;  /* order in the run queue: arrival, or re-queue time under rr */
-    int sched_slice;        /* tokens generated since it last started running */
-    void *sched_agent;      /* the scheduler's per-agent service record */
-    int sched_preemptions;  /* times it was preempted */
+    uint64_t sched_ticket; /* order in the run queue: arrival, or re-queue time under rr */
+    int sched_slice;       /* tokens generated since it last started running */
+    void *sched_agent;     /* the scheduler's per-agent service record */
+    int sched_preemptions; /* times it was preempted */
 
     atomic_int refs;
 } syscall_t;

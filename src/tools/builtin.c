@@ -33,7 +33,8 @@ static int b_time(const tool_run *run) {
     strftime(ls, sizeof ls, "%Y-%m-%dT%H:%M:%S%z", &l);
     *run->out_json = true;
     return sb_printf(run->out, "{\"utc\":\"%s\",\"local\":\"%s\",\"unix\":%.3f,\"weekday\":%d}", us, ls, now, u.tm_wday)
-               ? AIOS_ERR_NOMEM : AIOS_OK;
+        ? AIOS_ERR_NOMEM
+        : AIOS_OK;
 }
 
 static int storage_op(const tool_run *run, const char *op) {
@@ -63,16 +64,20 @@ typedef struct builtin_spec {
 } builtin_spec;
 
 static const builtin_spec BUILTINS[] = {
-    {"aios/calculator", "Evaluates an arithmetic expression: + - * / % ^, parentheses, sqrt, sin, cos, log, exp, pi, e, min, max.",
+    {"aios/calculator",
+     "Evaluates an arithmetic expression: + - * / % ^, parentheses, sqrt, sin, cos, log, exp, pi, e, min, max.",
      "{\"type\":\"object\",\"properties\":{\"expression\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":4096,"
-     "\"description\":\"for example (2 + 3) * 4\"}},\"required\":[\"expression\"],\"additionalProperties\":false}", b_calculator, NULL},
+     "\"description\":\"for example (2 + 3) * 4\"}},\"required\":[\"expression\"],\"additionalProperties\":false}",
+     b_calculator, NULL},
     {"aios/time", "The current date and time (UTC and the kernel's local time).",
      "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}", b_time, NULL},
     {"aios/read_file", "Reads a file of the calling agent's storage.",
-     "{\"type\":\"object\",\"properties\":{\"file_path\":{\"type\":\"string\",\"minLength\":1}},\"required\":[\"file_path\"]}", b_read, "read"},
+     "{\"type\":\"object\",\"properties\":{\"file_path\":{\"type\":\"string\",\"minLength\":1}},\"required\":[\"file_path\"]}",
+     b_read, "read"},
     {"aios/write_file", "Writes (a new version of) a file of the calling agent's storage.",
      "{\"type\":\"object\",\"properties\":{\"file_path\":{\"type\":\"string\",\"minLength\":1},\"content\":{\"type\":\"string\"}},"
-     "\"required\":[\"file_path\",\"content\"]}", b_write, "write"},
+     "\"required\":[\"file_path\",\"content\"]}",
+     b_write, "write"},
     {"aios/list_files", "Lists a directory of the calling agent's storage.",
      "{\"type\":\"object\",\"properties\":{\"dir_path\":{\"type\":\"string\"}}}", b_list, "list"},
 };

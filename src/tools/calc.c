@@ -27,36 +27,37 @@
 
 #include "aios/result.h"
 
-#define CALC_NOWHERE   SIZE_MAX /* error not tied to an offset */
-#define CALC_NAME_SHOW 32       /* longest name quoted back in an error */
-#define CALC_NUM_MAX   255      /* longest number literal; a double holds 17 digits anyway */
+#define CALC_NOWHERE SIZE_MAX /* error not tied to an offset */
+#define CALC_NAME_SHOW 32     /* longest name quoted back in an error */
+#define CALC_NUM_MAX 255      /* longest number literal; a double holds 17 digits anyway */
 
 typedef struct calc_parser {
     const char *s;
-    size_t pos;    /* byte offset of the next unread character */
-    int depth;     /* current nesting, bounded by TOOL_CALC_MAX_DEPTH */
+    size_t pos; /* byte offset of the next unread character */
+    int depth;  /* current nesting, bounded by TOOL_CALC_MAX_DEPTH */
     char *err;
     size_t errlen;
 } calc_parser;
 
 typedef struct calc_fn {
     const char *name;
-    int nargs;                     /* exact argument count, or -1: one or more, folded with f2 */
-    double (*f1)(double);          /* for nargs == 1 */
-    double (*f2)(double, double);  /* for nargs == 2 and nargs == -1 */
+    int nargs;                    /* exact argument count, or -1: one or more, folded with f2 */
+    double (*f1)(double);         /* for nargs == 1 */
+    double (*f2)(double, double); /* for nargs == 2 and nargs == -1 */
 } calc_fn;
 
 static const calc_fn calc_fns[] = {
-    {"sqrt", 1, sqrt, NULL},   {"abs", 1, fabs, NULL},     {"sin", 1, sin, NULL},
-    {"cos", 1, cos, NULL},     {"tan", 1, tan, NULL},      {"asin", 1, asin, NULL},
-    {"acos", 1, acos, NULL},   {"atan", 1, atan, NULL},    {"log", 1, log, NULL},
-    {"log10", 1, log10, NULL}, {"log2", 1, log2, NULL},    {"exp", 1, exp, NULL},
-    {"floor", 1, floor, NULL}, {"ceil", 1, ceil, NULL},    {"round", 1, round, NULL},
-    {"pow", 2, NULL, pow},     {"hypot", 2, NULL, hypot},  {"min", -1, NULL, fmin},
-    {"max", -1, NULL, fmax},
+    {"sqrt", 1, sqrt, NULL},   {"abs", 1, fabs, NULL},    {"sin", 1, sin, NULL},     {"cos", 1, cos, NULL},
+    {"tan", 1, tan, NULL},     {"asin", 1, asin, NULL},   {"acos", 1, acos, NULL},   {"atan", 1, atan, NULL},
+    {"log", 1, log, NULL},     {"log10", 1, log10, NULL}, {"log2", 1, log2, NULL},   {"exp", 1, exp, NULL},
+    {"floor", 1, floor, NULL}, {"ceil", 1, ceil, NULL},   {"round", 1, round, NULL}, {"pow", 2, NULL, pow},
+    {"hypot", 2, NULL, hypot}, {"min", -1, NULL, fmin},   {"max", -1, NULL, fmax},
 };
 
-static const struct { const char *name; double value; } calc_consts[] = {
+static const struct {
+    const char *name;
+    double value;
+} calc_consts[] = {
     {"pi", 3.14159265358979323846},
     {"e", 2.71828182845904523536},
 };
@@ -68,15 +69,13 @@ static int calc_unary(calc_parser *p, double *out);
 
 /* Records the first error (later ones are consequences of it), " at offset N" appended
  * unless at is CALC_NOWHERE; always returns -1. */
-__attribute__((format(printf, 3, 4)))
-static int calc_fail(calc_parser *p, size_t at, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static int calc_fail(calc_parser *p, size_t at, const char *fmt, ...) {
     if (!p->err || p->errlen == 0 || p->err[0]) return -1;
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(p->err, p->errlen, fmt, ap);
     va_end(ap);
-    if (n >= 0 && (size_t)n < p->errlen && at != CALC_NOWHERE)
-        snprintf(p->err + n, p->errlen - (size_t)n, " at offset %zu", at);
+    if (n >= 0 && (size_t)n < p->errlen && at != CALC_NOWHERE) snprintf(p->err + n, p->errlen - (size_t)n, " at offset %zu", at);
     return -1;
 }
 
@@ -94,8 +93,7 @@ static int calc_check(calc_parser *p, double v, size_t at) {
 
 /* Enters one level of nesting that starts at offset at; the caller leaves with depth--. */
 static int calc_enter(calc_parser *p, size_t at) {
-    if (++p->depth > TOOL_CALC_MAX_DEPTH)
-        return calc_fail(p, at, "nesting deeper than %d", TOOL_CALC_MAX_DEPTH);
+    if (++p->depth > TOOL_CALC_MAX_DEPTH) return calc_fail(p, at, "nesting deeper than %d", TOOL_CALC_MAX_DEPTH);
     return 0;
 }
 
@@ -129,8 +127,7 @@ static int calc_number(calc_parser *p, double *out) {
         while (calc_is_digit(s[j])) j++;
         i = j;
     }
-    if (i - start > CALC_NUM_MAX)
-        return calc_fail(p, start, "number longer than %d characters", CALC_NUM_MAX);
+    if (i - start > CALC_NUM_MAX) return calc_fail(p, start, "number longer than %d characters", CALC_NUM_MAX);
     char buf[CALC_NUM_MAX + 1]; /* small: this frame may sit under 64 levels of recursion */
     memcpy(buf, s + start, i - start);
     buf[i - start] = '\0';
@@ -145,8 +142,7 @@ static int calc_show(size_t len) { return (int)(len < CALC_NAME_SHOW ? len : CAL
 
 static const calc_fn *calc_find_fn(const char *name, size_t len) {
     for (size_t i = 0; i < sizeof calc_fns / sizeof calc_fns[0]; i++)
-        if (strlen(calc_fns[i].name) == len && memcmp(calc_fns[i].name, name, len) == 0)
-            return &calc_fns[i];
+        if (strlen(calc_fns[i].name) == len && memcmp(calc_fns[i].name, name, len) == 0) return &calc_fns[i];
     return NULL;
 }
 
@@ -165,13 +161,10 @@ static void calc_add_arg(const calc_fn *fn, double *args, int n, double v) {
     else if (n < 2) args[n] = v;
 }
 
-static int calc_apply(calc_parser *p, const calc_fn *fn, size_t at, const double *args, int n,
-                      double *out) {
-    if (fn->nargs < 0 && n < 1)
-        return calc_fail(p, at, "function '%s' takes at least 1 argument, got 0", fn->name);
+static int calc_apply(calc_parser *p, const calc_fn *fn, size_t at, const double *args, int n, double *out) {
+    if (fn->nargs < 0 && n < 1) return calc_fail(p, at, "function '%s' takes at least 1 argument, got 0", fn->name);
     if (fn->nargs >= 0 && n != fn->nargs)
-        return calc_fail(p, at, "function '%s' takes %d argument%s, got %d", fn->name,
-                         fn->nargs, fn->nargs == 1 ? "" : "s", n);
+        return calc_fail(p, at, "function '%s' takes %d argument%s, got %d", fn->name, fn->nargs, fn->nargs == 1 ? "" : "s", n);
     double v = fn->nargs == 1 ? fn->f1(args[0]) : fn->nargs == 2 ? fn->f2(args[0], args[1]) : args[0];
     if (calc_check(p, v, at) < 0) return -1;
     *out = v;
@@ -211,8 +204,7 @@ static int calc_name(calc_parser *p, double *out) {
     double c;
     if (calc_peek(p) == '(') {
         if (fn) return calc_call(p, fn, at, out);
-        if (calc_find_const(name, len, &c))
-            return calc_fail(p, at, "'%.*s' is a constant, not a function", calc_show(len), name);
+        if (calc_find_const(name, len, &c)) return calc_fail(p, at, "'%.*s' is a constant, not a function", calc_show(len), name);
         return calc_fail(p, at, "unknown function '%.*s'", calc_show(len), name);
     }
     if (calc_find_const(name, len, out)) return 0;

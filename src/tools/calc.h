@@ -14,8 +14,8 @@
 
 #include <stddef.h>
 
-#define TOOL_CALC_MAX_LEN   4096 /* bytes of expression, not counting the terminating NUL */
-#define TOOL_CALC_MAX_DEPTH 64   /* nested parentheses, function calls and exponents */
+#define TOOL_CALC_MAX_LEN 4096 /* bytes of expression, not counting the terminating NUL */
+#define TOOL_CALC_MAX_DEPTH 64 /* nested parentheses, function calls and exponents */
 
 /*
  * Evaluates an arithmetic expression. AIOS_OK with *out set, or AIOS_ERR_INVALID with err

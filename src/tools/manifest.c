@@ -201,8 +201,7 @@ static int parse_manifest(mf_ctx *c, const cJSON *m, const aios_config *cfg, too
     if ((rc = parse_kind(c, m, d)) || (rc = get_str(c, m, "version", false, d->version, sizeof d->version)) ||
         (rc = get_int(c, m, "timeout_ms", 1, 86400000, &d->timeout_ms)) ||
         (rc = get_int(c, m, "max_parallel", 1, 100000, &d->max_parallel)) ||
-        (rc = get_bool(c, m, "irreversible", &d->irreversible)) || (rc = parse_sandbox(c, m, d)) ||
-        (rc = parse_limits(c, m, d)))
+        (rc = get_bool(c, m, "irreversible", &d->irreversible)) || (rc = parse_sandbox(c, m, d)) || (rc = parse_limits(c, m, d)))
         return rc;
     return AIOS_OK;
 }

@@ -33,13 +33,13 @@
 
 #define MCP_PROTOCOL "2025-03-26"
 #define MCP_MAX_LINE (16L << 20)
-#define MCP_ERR_LINE 2048   /* longer stderr lines are logged in pieces */
-#define MCP_LOG_BURST 200   /* stderr lines logged per window; the rest are counted */
+#define MCP_ERR_LINE 2048 /* longer stderr lines are logged in pieces */
+#define MCP_LOG_BURST 200 /* stderr lines logged per window; the rest are counted */
 #define MCP_LOG_WINDOW 10.0
 
 typedef struct mcp_wait {
     long id;
-    cJSON *resp;       /* the whole response object; NULL if the server died */
+    cJSON *resp; /* the whole response object; NULL if the server died */
     bool done;
     struct mcp_wait *next;
 } mcp_wait;
@@ -54,7 +54,7 @@ struct mcp_server {
     pthread_t thread;
     bool thread_running;
     atomic_bool stop;
-    pthread_mutex_t mu;      /* state, waiters, tools */
+    pthread_mutex_t mu; /* state, waiters, tools */
     pthread_cond_t cv;
     pthread_mutex_t write_mu;
     bool ready;
@@ -62,12 +62,12 @@ struct mcp_server {
     int in_fd, out_fd, err_fd;
     long next_id;
     mcp_wait *waiters;
-    cJSON *tools;            /* tools/list result's "tools" */
+    cJSON *tools; /* tools/list result's "tools" */
     bool relist;
     unsigned long long restarts;
     strbuf line;
-    strbuf errline;          /* the server's stderr line being assembled */
-    double log_window;       /* start of the current stderr log window */
+    strbuf errline;    /* the server's stderr line being assembled */
+    double log_window; /* start of the current stderr log window */
     int log_lines;
     unsigned long log_dropped;
 };
@@ -102,8 +102,9 @@ static int spawn_server(mcp_server *s) {
 static void log_err_line(mcp_server *s, char *line, size_t n) {
     double now = kern_now_mono();
     if (now - s->log_window >= MCP_LOG_WINDOW) {
-        if (s->log_dropped) log_warn("mcp %s: %lu stderr lines not logged (more than %d in %.0f s)", s->cfg.name, s->log_dropped,
-                                     MCP_LOG_BURST, MCP_LOG_WINDOW);
+        if (s->log_dropped)
+            log_warn("mcp %s: %lu stderr lines not logged (more than %d in %.0f s)", s->cfg.name, s->log_dropped, MCP_LOG_BURST,
+                     MCP_LOG_WINDOW);
         s->log_window = now;
         s->log_lines = 0;
         s->log_dropped = 0;
@@ -446,13 +447,14 @@ void mcp_stop(mcp_server *s) {
 static bool destructive(const cJSON *t) {
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(t, "annotations");
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "destructiveHint")) &&
-           !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "readOnlyHint"));
+        !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "readOnlyHint"));
 }
 
 int mcp_tools(mcp_server *s, tool_def ***defs, int *n, int *cap) {
     pthread_mutex_lock(&s->mu);
     for (const cJSON *t = s->tools ? s->tools->child : NULL; t; t = t->next) {
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(t, "name"), *desc = cJSON_GetObjectItemCaseSensitive(t, "description");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(t, "name"),
+                    *desc = cJSON_GetObjectItemCaseSensitive(t, "description");
         const cJSON *schema = cJSON_GetObjectItemCaseSensitive(t, "inputSchema");
         tool_def *d = cJSON_IsString(name) ? tool_def_new() : NULL;
         if (!d) continue;
@@ -491,7 +493,9 @@ static bool wait_ready(mcp_server *s, const tool_run *run, double deadline) {
 
 /* The text of a tools/call result: its text content joined; JSON when it parses. */
 static int result_output(const tool_def *d, const tool_run *run, cJSON *result) {
-    for (const cJSON *c = cJSON_GetObjectItemCaseSensitive(result, "content") ? cJSON_GetObjectItemCaseSensitive(result, "content")->child : NULL;
+    for (const cJSON *c = cJSON_GetObjectItemCaseSensitive(result, "content")
+             ? cJSON_GetObjectItemCaseSensitive(result, "content")->child
+             : NULL;
          c; c = c->next) {
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(c, "text");
         if (!cJSON_IsString(text)) continue;
@@ -501,7 +505,8 @@ static int result_output(const tool_def *d, const tool_run *run, cJSON *result) 
         if (len > room) {
             *run->truncated = true;
             sb_printf(run->out, "\n[aios: output truncated at %ld bytes (tools.max_output_bytes)]", run->max_output);
-            snprintf(run->err, run->errlen, "tool '%s' answered more than tools.max_output_bytes (%ld); the output was cut", d->name, run->max_output);
+            snprintf(run->err, run->errlen, "tool '%s' answered more than tools.max_output_bytes (%ld); the output was cut",
+                     d->name, run->max_output);
             return AIOS_ERR_TOO_LARGE;
         }
     }
@@ -522,8 +527,9 @@ static int call_once(mcp_server *s, const tool_def *d, const tool_run *run, int 
 int mcp_call(mcp_server *s, const tool_def *d, const tool_run *run, int timeout_ms) {
     size_t n = strlen(s->cfg.name);
     if (s->cfg.group[0] && (strncmp(d->name, s->cfg.name, n) || d->name[n] != '/')) {
-        snprintf(run->err, run->errlen, "tool '%s': MCP server '%s' serves only group '%s', and only under its own names ('%s/...')",
-                 d->name, s->cfg.name, s->cfg.group, s->cfg.name);
+        snprintf(run->err, run->errlen,
+                 "tool '%s': MCP server '%s' serves only group '%s', and only under its own names ('%s/...')", d->name,
+                 s->cfg.name, s->cfg.group, s->cfg.name);
         return AIOS_ERR_FORBIDDEN;
     }
     double deadline = kern_now_mono() + timeout_ms / 1000.0;
@@ -585,8 +591,9 @@ static int call_once(mcp_server *s, const tool_def *d, const tool_run *run, int 
     if (!resp || e) {
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive(e, "message");
         snprintf(run->err, run->errlen, "tool '%s': %s", d->name,
-                 !resp ? "the MCP server exited during the call (it is being restarted)"
-                       : cJSON_IsString(msg) ? msg->valuestring : "the MCP server answered an error");
+                 !resp                     ? "the MCP server exited during the call (it is being restarted)"
+                     : cJSON_IsString(msg) ? msg->valuestring
+                                           : "the MCP server answered an error");
         cJSON_Delete(resp);
         return AIOS_ERR_TOOL_FAILED;
     }

@@ -64,31 +64,62 @@
 #include "tools_internal.h"
 
 #define SANDBOX_MAX_ARGV 160
-#define SANDBOX_WORK_FD "4"     /* the workdir's descriptor in bubblewrap: after 0-2 and the seccomp filter's 3 */
+#define SANDBOX_WORK_FD "4" /* the workdir's descriptor in bubblewrap: after 0-2 and the seccomp filter's 3 */
 #define STDERR_KEEP 1024
 
 struct sandbox {
-    char bwrap[AIOS_PATH_MAX];  /* "" = not installed */
+    char bwrap[AIOS_PATH_MAX]; /* "" = not installed */
     char workroot[AIOS_PATH_MAX];
-    int seccomp_fd[2];          /* memfds with the BPF programs: [network allowed] */
-    int port_wall;              /* landlock ruleset: no TCP connect to the kernel's port; < 0: none */
-    bool merged_usr;            /* /bin is a link into /usr */
+    int seccomp_fd[2]; /* memfds with the BPF programs: [network allowed] */
+    int port_wall;     /* landlock ruleset: no TCP connect to the kernel's port; < 0: none */
+    bool merged_usr;   /* /bin is a link into /usr */
     bool switch_uid;
     long uid_base;
     pthread_mutex_t mu;
-    unsigned char *slots;       /* in use, per uid slot */
+    unsigned char *slots; /* in use, per uid slot */
     int n_slots;
 };
 
 static const int DENIED[] = {
-    SCMP_SYS(ptrace), SCMP_SYS(process_vm_readv), SCMP_SYS(process_vm_writev), SCMP_SYS(mount), SCMP_SYS(umount2),
-    SCMP_SYS(pivot_root), SCMP_SYS(swapon), SCMP_SYS(swapoff), SCMP_SYS(reboot), SCMP_SYS(kexec_load),
-    SCMP_SYS(kexec_file_load), SCMP_SYS(init_module), SCMP_SYS(finit_module), SCMP_SYS(delete_module), SCMP_SYS(bpf),
-    SCMP_SYS(perf_event_open), SCMP_SYS(keyctl), SCMP_SYS(add_key), SCMP_SYS(request_key), SCMP_SYS(userfaultfd),
-    SCMP_SYS(setns), SCMP_SYS(unshare), SCMP_SYS(acct), SCMP_SYS(quotactl), SCMP_SYS(open_by_handle_at),
-    SCMP_SYS(name_to_handle_at), SCMP_SYS(iopl), SCMP_SYS(ioperm), SCMP_SYS(settimeofday), SCMP_SYS(clock_settime),
-    SCMP_SYS(fanotify_init), SCMP_SYS(move_mount), SCMP_SYS(open_tree), SCMP_SYS(fsopen), SCMP_SYS(fsmount),
-    SCMP_SYS(pidfd_getfd), SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_enter), SCMP_SYS(io_uring_register),
+    SCMP_SYS(ptrace),
+    SCMP_SYS(process_vm_readv),
+    SCMP_SYS(process_vm_writev),
+    SCMP_SYS(mount),
+    SCMP_SYS(umount2),
+    SCMP_SYS(pivot_root),
+    SCMP_SYS(swapon),
+    SCMP_SYS(swapoff),
+    SCMP_SYS(reboot),
+    SCMP_SYS(kexec_load),
+    SCMP_SYS(kexec_file_load),
+    SCMP_SYS(init_module),
+    SCMP_SYS(finit_module),
+    SCMP_SYS(delete_module),
+    SCMP_SYS(bpf),
+    SCMP_SYS(perf_event_open),
+    SCMP_SYS(keyctl),
+    SCMP_SYS(add_key),
+    SCMP_SYS(request_key),
+    SCMP_SYS(userfaultfd),
+    SCMP_SYS(setns),
+    SCMP_SYS(unshare),
+    SCMP_SYS(acct),
+    SCMP_SYS(quotactl),
+    SCMP_SYS(open_by_handle_at),
+    SCMP_SYS(name_to_handle_at),
+    SCMP_SYS(iopl),
+    SCMP_SYS(ioperm),
+    SCMP_SYS(settimeofday),
+    SCMP_SYS(clock_settime),
+    SCMP_SYS(fanotify_init),
+    SCMP_SYS(move_mount),
+    SCMP_SYS(open_tree),
+    SCMP_SYS(fsopen),
+    SCMP_SYS(fsmount),
+    SCMP_SYS(pidfd_getfd),
+    SCMP_SYS(io_uring_setup),
+    SCMP_SYS(io_uring_enter),
+    SCMP_SYS(io_uring_register),
 };
 
 /* The filter of a sandbox, exported to a memfd: DENIED, and per net
@@ -175,7 +206,8 @@ static int port_wall_new(int port, const char *who) {
     long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
     if (abi < 4) {
         log_warn("%s: this Linux has no landlock network rules (ABI %ld, 4 needed: 6.7+), so tools with sandbox.network "
-                 "can connect to the kernel's port %d", who, abi, port);
+                 "can connect to the kernel's port %d",
+                 who, abi, port);
         return -1;
     }
     struct ll_ruleset_attr ra = {.handled_access_net = LL_ACCESS_NET_CONNECT_TCP};
@@ -187,8 +219,9 @@ static int port_wall_new(int port, const char *who) {
             fd = -1;
         }
     }
-    if (fd < 0) log_warn("%s: cannot build the landlock ruleset (%s); tools with sandbox.network can connect to the kernel's port %d",
-                         who, strerror(errno), port);
+    if (fd < 0)
+        log_warn("%s: cannot build the landlock ruleset (%s); tools with sandbox.network can connect to the kernel's port %d",
+                 who, strerror(errno), port);
     else fcntl(fd, F_SETFD, FD_CLOEXEC);
     return fd;
 }
@@ -200,14 +233,16 @@ sandbox *sandbox_new(const aios_config *cfg, char *err, size_t errlen) {
     sb->seccomp_fd[0] = sb->seccomp_fd[1] = -1;
     sb->port_wall = port_wall_new(cfg->server.port, "tools");
     host_probe(cfg, sb->bwrap, &sb->merged_usr, sb->workroot);
-    if (!sb->bwrap[0]) log_warn("tools: bubblewrap (bwrap) is not installed; process tools will fail (scripts/install-deps.sh installs it)");
+    if (!sb->bwrap[0])
+        log_warn("tools: bubblewrap (bwrap) is not installed; process tools will fail (scripts/install-deps.sh installs it)");
     sb->switch_uid = geteuid() == 0 && cfg->tools.sandbox_uid_base > 0;
     if (!sb->switch_uid)
         log_warn("tools: process tool calls run under the kernel's uid (not root, or tools.sandbox_uid_base 0), so "
                  "tools.max_procs is not enforced; a fork bomb lasts until the call's timeout kills its namespace");
     sb->uid_base = cfg->tools.sandbox_uid_base;
     sb->n_slots = cfg->tools.max_pending;
-    if (!(sb->slots = calloc((size_t)sb->n_slots, 1)) || (sb->seccomp_fd[0] = build_seccomp(SANDBOX_NET_NONE, "tools", err, errlen)) < 0 ||
+    if (!(sb->slots = calloc((size_t)sb->n_slots, 1)) ||
+        (sb->seccomp_fd[0] = build_seccomp(SANDBOX_NET_NONE, "tools", err, errlen)) < 0 ||
         (sb->seccomp_fd[1] = build_seccomp(SANDBOX_NET_FULL, "tools", err, errlen)) < 0) {
         sandbox_free(sb);
         return NULL;
@@ -246,13 +281,13 @@ static void slot_put(sandbox *sb, int s) {
 typedef struct child_spec {
     char *const *argv, *const *envp;
     int fd_in, fd_out, fd_err, fd_seccomp; /* become 0, 1, 2, 3 */
-    int fd_work;                            /* becomes 4 (SANDBOX_WORK_FD); < 0: none */
+    int fd_work;                           /* becomes 4 (SANDBOX_WORK_FD); < 0: none */
     struct rlimit lim[4];
     int res[4], n_lim;
-    long uid;                               /* < 0: keep */
-    int port_wall;                          /* landlock ruleset applied before execve; < 0: none */
-    int nice;                               /* > 0: its scheduling niceness (an agent's cpu_weight) */
-    bool join_cgroup;                       /* first, writes itself into fd_cgroup (a cgroup.procs) */
+    long uid;         /* < 0: keep */
+    int port_wall;    /* landlock ruleset applied before execve; < 0: none */
+    int nice;         /* > 0: its scheduling niceness (an agent's cpu_weight) */
+    bool join_cgroup; /* first, writes itself into fd_cgroup (a cgroup.procs) */
     int fd_cgroup;
 } child_spec;
 
@@ -344,7 +379,8 @@ static void base_profile(argv_b *a, const char *bwrap, bool merged_usr, bool net
     add3(a, "--cap-drop", "ALL", NULL);
     add3(a, "--ro-bind", "/usr", "/usr");
     add3(a, "--ro-bind-try", "/etc", "/etc");
-    static const char *const LINKS[][2] = {{"usr/bin", "/bin"}, {"usr/lib", "/lib"}, {"usr/lib64", "/lib64"}, {"usr/sbin", "/sbin"}};
+    static const char *const LINKS[][2] = {
+        {"usr/bin", "/bin"}, {"usr/lib", "/lib"}, {"usr/lib64", "/lib64"}, {"usr/sbin", "/sbin"}};
     for (int i = 0; i < 4; i++) {
         if (merged_usr) add3(a, "--symlink", LINKS[i][0], LINKS[i][1]);
         else add3(a, "--ro-bind-try", LINKS[i][1], LINKS[i][1]);
@@ -373,8 +409,8 @@ static int work_name(const char *name, char *out, size_t outlen) {
     static const char HEX[] = "0123456789ABCDEF";
     size_t j = 0;
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-        bool keep = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
-                    *p == '-' || (*p == '.' && p != (const unsigned char *)name);
+        bool keep = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' ||
+            (*p == '.' && p != (const unsigned char *)name);
         if (j + (keep ? 1 : 3) >= outlen) return -1;
         if (keep) out[j++] = (char)*p;
         else out[j++] = '%', out[j++] = HEX[*p >> 4], out[j++] = HEX[*p & 15];
@@ -394,7 +430,8 @@ static int work_open(int dir, const char *name, mode_t mode, const char *path, i
     }
     *fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (*fd < 0 && (errno == ELOOP || errno == ENOTDIR)) {
-        snprintf(err, errlen, "tool workdir %s is not a real directory (a symbolic link or another file); refusing to use it", path);
+        snprintf(err, errlen, "tool workdir %s is not a real directory (a symbolic link or another file); refusing to use it",
+                 path);
         return AIOS_ERR_FORBIDDEN;
     }
     if (*fd < 0) {
@@ -483,20 +520,34 @@ static int pump(io_state *io, const tool_run *run, double deadline) {
         if (left <= 0) return AIOS_ERR_TIMEOUT;
         struct pollfd p[3];
         int n = 0, iw = -1, io_ = -1, ie = -1;
-        if (io->in >= 0) { iw = n; p[n++] = (struct pollfd){.fd = io->in, .events = POLLOUT}; }
-        if (io->out >= 0) { io_ = n; p[n++] = (struct pollfd){.fd = io->out, .events = POLLIN}; }
-        if (io->errfd >= 0) { ie = n; p[n++] = (struct pollfd){.fd = io->errfd, .events = POLLIN}; }
+        if (io->in >= 0) {
+            iw = n;
+            p[n++] = (struct pollfd){.fd = io->in, .events = POLLOUT};
+        }
+        if (io->out >= 0) {
+            io_ = n;
+            p[n++] = (struct pollfd){.fd = io->out, .events = POLLIN};
+        }
+        if (io->errfd >= 0) {
+            ie = n;
+            p[n++] = (struct pollfd){.fd = io->errfd, .events = POLLIN};
+        }
         int ms = left > 0.2 ? 200 : (int)(left * 1000) + 1; /* wakes 5 times a second to see a cancel */
         if (poll(p, (nfds_t)n, ms) <= 0) continue;
         if (iw >= 0 && p[iw].revents) {
             ssize_t w = p[iw].revents & POLLOUT ? write(io->in, io->input + io->in_off, io->in_len - io->in_off) : -1;
             if (w > 0) io->in_off += (size_t)w;
-            if (w < 0 || io->in_off == io->in_len) { close(io->in); io->in = -1; }
+            if (w < 0 || io->in_off == io->in_len) {
+                close(io->in);
+                io->in = -1;
+            }
         }
         if (io_ >= 0 && p[io_].revents) {
             ssize_t r = read(io->out, buf, sizeof buf);
-            if (r <= 0) { close(io->out); io->out = -1; }
-            else {
+            if (r <= 0) {
+                close(io->out);
+                io->out = -1;
+            } else {
                 size_t room = (size_t)run->max_output - run->out->len;
                 sb_append(run->out, buf, (size_t)r < room ? (size_t)r : room);
                 if ((size_t)r > room) return AIOS_ERR_TOO_LARGE;
@@ -504,8 +555,10 @@ static int pump(io_state *io, const tool_run *run, double deadline) {
         }
         if (ie >= 0 && p[ie].revents) {
             ssize_t r = read(io->errfd, buf, sizeof buf);
-            if (r <= 0) { close(io->errfd); io->errfd = -1; }
-            else keep_stderr(io, buf, (size_t)r);
+            if (r <= 0) {
+                close(io->errfd);
+                io->errfd = -1;
+            } else keep_stderr(io, buf, (size_t)r);
         }
     }
     return AIOS_OK;
@@ -513,12 +566,12 @@ static int pump(io_state *io, const tool_run *run, double deadline) {
 
 static const char *sig_text(int sig) {
     switch (sig) {
-    case SIGXCPU: return "it exceeded its CPU-time limit (SIGXCPU)";
-    case SIGXFSZ: return "it exceeded its file-size limit (SIGXFSZ)";
-    case SIGKILL: return "it was killed (SIGKILL)";
-    case SIGSEGV: return "it crashed (SIGSEGV)";
-    case SIGABRT: return "it aborted (SIGABRT)";
-    default: return "it was killed by a signal";
+        case SIGXCPU: return "it exceeded its CPU-time limit (SIGXCPU)";
+        case SIGXFSZ: return "it exceeded its file-size limit (SIGXFSZ)";
+        case SIGKILL: return "it was killed (SIGKILL)";
+        case SIGSEGV: return "it crashed (SIGSEGV)";
+        case SIGABRT: return "it aborted (SIGABRT)";
+        default: return "it was killed by a signal";
     }
 }
 
@@ -535,10 +588,12 @@ static int judge(const tool_def *d, const tool_run *run, io_state *io, int statu
         cJSON_Delete(j);
         return AIOS_OK;
     }
-    if (code > 128) snprintf(run->err, run->errlen, "tool '%s' failed: %s%s%.400s", d->name, sig_text(code - 128),
-                             io->err_len ? "; stderr: " : "", io->errbuf);
-    else snprintf(run->err, run->errlen, "tool '%s' exited with status %d%s%.400s", d->name, code,
-                  io->err_len ? "; stderr: " : "", io->errbuf);
+    if (code > 128)
+        snprintf(run->err, run->errlen, "tool '%s' failed: %s%s%.400s", d->name, sig_text(code - 128),
+                 io->err_len ? "; stderr: " : "", io->errbuf);
+    else
+        snprintf(run->err, run->errlen, "tool '%s' exited with status %d%s%.400s", d->name, code, io->err_len ? "; stderr: " : "",
+                 io->errbuf);
     return AIOS_ERR_TOOL_FAILED;
 }
 
@@ -612,8 +667,12 @@ int sandbox_run(sandbox *sb, const tool_def *d, const tool_run *run, int timeout
     char e_agent[AIOS_NAME_MAX + 16], e_tool[TOOL_NAME_MAX + 16];
     snprintf(e_agent, sizeof e_agent, "AIOS_AGENT=%s", run->agent);
     snprintf(e_tool, sizeof e_tool, "AIOS_TOOL=%s", d->name);
-    char *const envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", d->fs != TOOL_FS_NONE ? "HOME=/work" : "HOME=/tool",
-                          "LANG=C.UTF-8", e_agent, e_tool, NULL};
+    char *const envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin",
+                          d->fs != TOOL_FS_NONE ? "HOME=/work" : "HOME=/tool",
+                          "LANG=C.UTF-8",
+                          e_agent,
+                          e_tool,
+                          NULL};
     run_fds f = {{-1, -1}, {-1, -1}, {-1, -1}, -1};
     int slot = sb->switch_uid ? slot_get(sb) : -1;
     if ((sb->switch_uid && slot < 0) || open_fds(sb, d->network, &f)) {
@@ -623,8 +682,14 @@ int sandbox_run(sandbox *sb, const tool_def *d, const tool_run *run, int timeout
         snprintf(run->err, run->errlen, "tool '%s': no sandbox slot or descriptors left", d->name);
         return AIOS_ERR_BUSY;
     }
-    child_spec c = {.argv = (char *const *)a.v, .envp = envp, .fd_in = f.in[0], .fd_out = f.out[1], .fd_err = f.err[1],
-                    .fd_seccomp = f.sec, .fd_work = work, .uid = slot >= 0 ? sb->uid_base + slot : -1,
+    child_spec c = {.argv = (char *const *)a.v,
+                    .envp = envp,
+                    .fd_in = f.in[0],
+                    .fd_out = f.out[1],
+                    .fd_err = f.err[1],
+                    .fd_seccomp = f.sec,
+                    .fd_work = work,
+                    .uid = slot >= 0 ? sb->uid_base + slot : -1,
                     .port_wall = d->network ? sb->port_wall : -1};
     set_limits(&c, d);
     pid_t pid = spawn(&c);
@@ -644,7 +709,8 @@ int sandbox_run(sandbox *sb, const tool_def *d, const tool_run *run, int timeout
     int rc = pump(&io, run, kern_now_mono() + timeout_ms / 1000.0);
     int status = 0;
     if (rc) status = kill_and_reap(pid);
-    else while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    else
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     kill(-pid, SIGKILL); /* stragglers that left the session die with the pid namespace anyway */
     close_fd(&io.in);
     close_fd(&io.out);
@@ -652,12 +718,14 @@ int sandbox_run(sandbox *sb, const tool_def *d, const tool_run *run, int timeout
     slot_put(sb, slot);
     if (rc == AIOS_ERR_TIMEOUT)
         snprintf(run->err, run->errlen, "tool '%s' timed out after %d ms; its process group was killed", d->name, timeout_ms);
-    else if (rc == AIOS_ERR_CANCELLED) snprintf(run->err, run->errlen, "tool '%s' was cancelled; its process group was killed", d->name);
+    else if (rc == AIOS_ERR_CANCELLED)
+        snprintf(run->err, run->errlen, "tool '%s' was cancelled; its process group was killed", d->name);
     else if (rc == AIOS_ERR_TOO_LARGE) {
         *run->truncated = true;
         sb_printf(run->out, "\n[aios: output truncated at %ld bytes (tools.max_output_bytes)]", run->max_output);
-        snprintf(run->err, run->errlen, "tool '%s' wrote more than tools.max_output_bytes (%ld); it was stopped and its output cut",
-                 d->name, run->max_output);
+        snprintf(run->err, run->errlen,
+                 "tool '%s' wrote more than tools.max_output_bytes (%ld); it was stopped and its output cut", d->name,
+                 run->max_output);
     }
     return rc ? rc : judge(d, run, &io, status);
 }
@@ -723,7 +791,7 @@ int sandbox_purge_agent(sandbox *sb, const char *agent) {
 #define MCP_MAX_BINDS (AIOS_MCP_MAX_RO + 1)
 
 struct sandbox_mcp {
-    const aios_mcp_cfg *m;                    /* borrowed */
+    const aios_mcp_cfg *m; /* borrowed */
     char bwrap[AIOS_PATH_MAX];
     bool merged_usr;
     tool_fs fs;
@@ -733,9 +801,9 @@ struct sandbox_mcp {
     int n_binds;
     const char *envp[AIOS_MCP_MAX_ARGS + 4];
     int seccomp_fd;
-    int port_wall;                            /* landlock ruleset (network servers); < 0: none */
-    long uid;                                 /* < 0: the kernel's */
-    char stage[16];                           /* where the child stages binds; "" = passed by fd */
+    int port_wall;  /* landlock ruleset (network servers); < 0: none */
+    long uid;       /* < 0: the kernel's */
+    char stage[16]; /* where the child stages binds; "" = passed by fd */
     int memory_mb, file_size_mb, max_procs;
 };
 
@@ -805,10 +873,11 @@ static int check_bind(const aios_config *kcfg, const char *workroot, const char 
         snprintf(err, errlen, "%s '%s': %s", what, path, strerror(errno));
         return AIOS_ERR_CONFIG;
     }
-    bool own = path_within(path, "/work") || path_within(path, "/dev") || path_within(path, "/proc") || path_within(path, "/agent");
-    const char *why = !strcmp(path, "/") || (same_path && own) ? "the sandbox's own directories"
-                      : !same_path && (visible_anyway(path) || visible_anyway(c)) ? "a system directory"
-                                                                                   : bind_conflict(kcfg, workroot, c);
+    bool own =
+        path_within(path, "/work") || path_within(path, "/dev") || path_within(path, "/proc") || path_within(path, "/agent");
+    const char *why = !strcmp(path, "/") || (same_path && own)      ? "the sandbox's own directories"
+        : !same_path && (visible_anyway(path) || visible_anyway(c)) ? "a system directory"
+                                                                    : bind_conflict(kcfg, workroot, c);
     if (why) {
         snprintf(err, errlen, "%s '%s' would expose %s to the sandbox; it is not bound", what, path, why);
         return AIOS_ERR_CONFIG;
@@ -817,8 +886,8 @@ static int check_bind(const aios_config *kcfg, const char *workroot, const char 
 }
 
 /* Adds path (what: for messages) to the read-only binds after checking it. */
-static int add_bind(sandbox_mcp *p, const aios_config *kcfg, const char *workroot, const char *path, const char *what,
-                    char *err, size_t errlen) {
+static int add_bind(sandbox_mcp *p, const aios_config *kcfg, const char *workroot, const char *path, const char *what, char *err,
+                    size_t errlen) {
     char c[PATH_MAX];
     int rc = check_bind(kcfg, workroot, path, true, what, c, err, errlen);
     if (rc || !c[0]) return rc;
@@ -857,7 +926,8 @@ int sandbox_install_dirs(const char *command, char dirs[2][AIOS_PATH_MAX]) {
 static int mcp_binds(sandbox_mcp *p, const aios_config *kcfg, const char *workroot, char *err, size_t errlen) {
     const aios_mcp_cfg *m = p->m;
     if (strchr(m->command, '/') && m->command[0] != '/') {
-        snprintf(err, errlen, "command '%s': must be an absolute path or a name on the sandbox's PATH (/usr/bin:/bin)", m->command);
+        snprintf(err, errlen, "command '%s': must be an absolute path or a name on the sandbox's PATH (/usr/bin:/bin)",
+                 m->command);
         return AIOS_ERR_CONFIG;
     }
     char dirs[2][AIOS_PATH_MAX];
@@ -911,7 +981,8 @@ static int mcp_setup(sandbox_mcp *p, const aios_config *kcfg, char *err, size_t 
     char workroot[AIOS_PATH_MAX];
     host_probe(kcfg, p->bwrap, &p->merged_usr, workroot);
     if (!p->bwrap[0]) {
-        snprintf(err, errlen, "bubblewrap (bwrap) is not installed, and MCP servers run only sandboxed (scripts/install-deps.sh)");
+        snprintf(err, errlen,
+                 "bubblewrap (bwrap) is not installed, and MCP servers run only sandboxed (scripts/install-deps.sh)");
         return AIOS_ERR_CONFIG;
     }
     p->fs = !strcmp(p->m->fs, "none") ? TOOL_FS_NONE : !strcmp(p->m->fs, "ro") ? TOOL_FS_RO : TOOL_FS_WORKDIR;
@@ -941,7 +1012,8 @@ sandbox_mcp *sandbox_mcp_new(const aios_config *kcfg, const aios_mcp_cfg *m, cha
     p->m = m;
     p->seccomp_fd = -1;
     p->port_wall = m->network ? port_wall_new(kcfg->server.port, m->name) : -1;
-    if (mcp_setup(p, kcfg, err, errlen) || (p->seccomp_fd = build_seccomp(m->network ? SANDBOX_NET_FULL : SANDBOX_NET_NONE, "tools", err, errlen)) < 0) {
+    if (mcp_setup(p, kcfg, err, errlen) ||
+        (p->seccomp_fd = build_seccomp(m->network ? SANDBOX_NET_FULL : SANDBOX_NET_NONE, "tools", err, errlen)) < 0) {
         sandbox_mcp_free(p);
         return NULL;
     }
@@ -981,7 +1053,8 @@ static int open_mcp_binds(const sandbox_mcp *p, int *fds, char *err, size_t errl
         ssize_t n = fds[i] >= 0 ? readlink(proc, now, sizeof now - 1) : -1;
         if (n >= 0) now[n] = 0;
         if (n < 0 || strcmp(now, p->canon[i])) {
-            snprintf(err, errlen, "cannot bind %s: %s", p->binds[i], n < 0 ? strerror(errno) : "it moved since the kernel started");
+            snprintf(err, errlen, "cannot bind %s: %s", p->binds[i],
+                     n < 0 ? strerror(errno) : "it moved since the kernel started");
             return AIOS_ERR_IO;
         }
     }
@@ -992,7 +1065,8 @@ static int open_mcp_binds(const sandbox_mcp *p, int *fds, char *err, size_t errl
  * to attach in its own mount namespace (a path could not cross into it). */
 static int detach_binds(int *fds, int n, char *err, size_t errlen) {
     for (int i = 0; i < n; i++) {
-        int t = fd_above3((int)syscall(SYS_open_tree, fds[i], "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE));
+        int t = fd_above3(
+            (int)syscall(SYS_open_tree, fds[i], "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE));
         if (t < 0) {
             snprintf(err, errlen, "cannot clone a bind's mount (open_tree): %s", strerror(errno));
             return AIOS_ERR_IO;
@@ -1017,10 +1091,10 @@ static void mcp_argv(const sandbox_mcp *p, char src[][32], int wfd, argv_b *a) {
 
 typedef struct mcp_child {
     child_spec c;
-    const int *keep;          /* the binds' descriptors (all >= 4) */
+    const int *keep; /* the binds' descriptors (all >= 4) */
     int n_keep;
-    const char *stage;        /* "": keep them open for bubblewrap; else stage them (as root) */
-    char (*dst)[32];          /* per bind: its stage path */
+    const char *stage; /* "": keep them open for bubblewrap; else stage them (as root) */
+    char (*dst)[32];   /* per bind: its stage path */
 } mcp_child;
 
 /* In the child, still root: a private mount namespace, a tmpfs on the stage directory, and
@@ -1048,8 +1122,9 @@ static int mcp_child_main(void *arg) {
     for (int i = 0; !k->stage[0] && i < k->n_keep; i++) syscall(SYS_fcntl, k->keep[i], F_SETFD, 0);
     syscall(SYS_setpgid, 0, 0);
     for (int i = 0; i < c->n_lim; i++) syscall(SYS_prlimit64, 0, c->res[i], &c->lim[i], NULL);
-    if (c->uid >= 0 && (syscall(SYS_setgroups, 0, NULL) || syscall(SYS_setresgid, c->uid, c->uid, c->uid) ||
-                        syscall(SYS_setresuid, c->uid, c->uid, c->uid)))
+    if (c->uid >= 0 &&
+        (syscall(SYS_setgroups, 0, NULL) || syscall(SYS_setresgid, c->uid, c->uid, c->uid) ||
+         syscall(SYS_setresuid, c->uid, c->uid, c->uid)))
         syscall(SYS_exit, 126);
     syscall(SYS_umask, 077);
     syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
@@ -1091,8 +1166,9 @@ int sandbox_mcp_spawn(sandbox_mcp *p, pid_t *pid, int fds[3], char *err, size_t 
     if (!rc && p->stage[0]) rc = detach_binds(keep, n, err, errlen);
     char sec[64];
     snprintf(sec, sizeof sec, "/proc/self/fd/%d", p->seccomp_fd);
-    if (!rc && ((f.sec = open(sec, O_RDONLY | O_CLOEXEC)) < 0 || pipe2(f.in, O_CLOEXEC) || pipe2(f.out, O_CLOEXEC) ||
-                pipe2(f.err, O_CLOEXEC))) {
+    if (!rc &&
+        ((f.sec = open(sec, O_RDONLY | O_CLOEXEC)) < 0 || pipe2(f.in, O_CLOEXEC) || pipe2(f.out, O_CLOEXEC) ||
+         pipe2(f.err, O_CLOEXEC))) {
         snprintf(err, errlen, "no descriptors left: %s", strerror(errno));
         rc = AIOS_ERR_BUSY;
     }
@@ -1104,9 +1180,18 @@ int sandbox_mcp_spawn(sandbox_mcp *p, pid_t *pid, int fds[3], char *err, size_t 
         }
         argv_b a = {0};
         mcp_argv(p, src, wfd, &a);
-        mcp_child k = {.c = {.argv = (char *const *)a.v, .envp = (char *const *)p->envp, .fd_in = f.in[0], .fd_out = f.out[1],
-                             .fd_err = f.err[1], .fd_seccomp = f.sec, .uid = p->uid, .port_wall = p->port_wall},
-                       .keep = keep, .n_keep = n, .stage = p->stage, .dst = src};
+        mcp_child k = {.c = {.argv = (char *const *)a.v,
+                             .envp = (char *const *)p->envp,
+                             .fd_in = f.in[0],
+                             .fd_out = f.out[1],
+                             .fd_err = f.err[1],
+                             .fd_seccomp = f.sec,
+                             .uid = p->uid,
+                             .port_wall = p->port_wall},
+                       .keep = keep,
+                       .n_keep = n,
+                       .stage = p->stage,
+                       .dst = src};
         mcp_limits(p, &k.c);
         if ((*pid = mcp_clone(&k)) < 0) {
             snprintf(err, errlen, "cannot start bubblewrap: %s", strerror(errno));
@@ -1140,8 +1225,8 @@ struct sandbox_procs {
     char bwrap[AIOS_PATH_MAX];
     bool merged_usr;
     char workroot[AIOS_PATH_MAX];
-    int seccomp_fd[3];  /* per sandbox_net */
-    int kernel_wall;    /* landlock: TCP connect to the kernel's port only; < 0: unavailable */
+    int seccomp_fd[3]; /* per sandbox_net */
+    int kernel_wall;   /* landlock: TCP connect to the kernel's port only; < 0: unavailable */
     long landlock_abi;
 };
 
@@ -1192,8 +1277,10 @@ int sandbox_procs_network(const sandbox_procs *sp, sandbox_net net, char *how, s
         snprintf(how, cap, "landlock: TCP connect to the kernel's port only (ABI %ld); no datagram or raw sockets (seccomp)",
                  sp->landlock_abi);
     else {
-        snprintf(how, cap, "this Linux has no landlock network rules (ABI %ld; 4, Linux 6.7+, is needed), so network "
-                 "'kernel-only' cannot be enforced: use 'none' or 'full'", sp->landlock_abi);
+        snprintf(how, cap,
+                 "this Linux has no landlock network rules (ABI %ld; 4, Linux 6.7+, is needed), so network "
+                 "'kernel-only' cannot be enforced: use 'none' or 'full'",
+                 sp->landlock_abi);
         return AIOS_ERR_UNSUPPORTED;
     }
     return sp->bwrap[0] ? AIOS_OK : AIOS_ERR_UNSUPPORTED;
@@ -1229,7 +1316,8 @@ int sandbox_procs_spawn(sandbox_procs *sp, const aios_config *kcfg, const sandbo
         snprintf(err, errlen, "%s", how);
         return rc;
     }
-    for (int i = 0; i < s->n_ro && !rc; i++) rc = sandbox_procs_check_path(sp, kcfg, s->ro_paths[i], true, "ro_paths", err, errlen);
+    for (int i = 0; i < s->n_ro && !rc; i++)
+        rc = sandbox_procs_check_path(sp, kcfg, s->ro_paths[i], true, "ro_paths", err, errlen);
     if (rc) return rc;
     char sec[64];
     snprintf(sec, sizeof sec, "/proc/self/fd/%d", sp->seccomp_fd[s->net]);
@@ -1240,10 +1328,18 @@ int sandbox_procs_spawn(sandbox_procs *sp, const aios_config *kcfg, const sandbo
     } else {
         argv_b a = {0};
         agent_argv(sp, s, &a);
-        child_spec c = {.argv = (char *const *)a.v, .envp = (char *const *)s->envp, .fd_in = fd_null, .fd_out = s->fd_out,
-                        .fd_err = s->fd_err, .fd_seccomp = fd_sec, .fd_work = s->workdir_fd, .uid = s->uid,
-                        .port_wall = s->net == SANDBOX_NET_KERNEL ? sp->kernel_wall : -1, .nice = s->nice,
-                        .join_cgroup = s->cgroup_fd >= 0, .fd_cgroup = s->cgroup_fd};
+        child_spec c = {.argv = (char *const *)a.v,
+                        .envp = (char *const *)s->envp,
+                        .fd_in = fd_null,
+                        .fd_out = s->fd_out,
+                        .fd_err = s->fd_err,
+                        .fd_seccomp = fd_sec,
+                        .fd_work = s->workdir_fd,
+                        .uid = s->uid,
+                        .port_wall = s->net == SANDBOX_NET_KERNEL ? sp->kernel_wall : -1,
+                        .nice = s->nice,
+                        .join_cgroup = s->cgroup_fd >= 0,
+                        .fd_cgroup = s->cgroup_fd};
         if (s->uid >= 0 && s->max_procs > 0) { /* + bubblewrap's own process */
             c.res[0] = RLIMIT_NPROC;
             c.lim[0] = (struct rlimit){(rlim_t)s->max_procs + 1, (rlim_t)s->max_procs + 1};

@@ -21,9 +21,9 @@
 #include "aios/result.h"
 #include "schema.h"
 
-#define SCHEMA_ROOT  "parameters"
-#define SCHEMA_TEXT  96  /* bytes of one quoted value or enum entry in a message */
-#define SCHEMA_WHY   256 /* bytes of a failed branch's message inside an anyOf/oneOf one */
+#define SCHEMA_ROOT "parameters"
+#define SCHEMA_TEXT 96 /* bytes of one quoted value or enum entry in a message */
+#define SCHEMA_WHY 256 /* bytes of a failed branch's message inside an anyOf/oneOf one */
 
 /* Where a pass is: the caller's error buffer, the path of the current value (check) or
  * schema keyword (lint), and how many subschemas deep it is. */
@@ -59,15 +59,20 @@ static size_t utf8_cut(const char *s, size_t len) {
 static void text_vappend(char *buf, size_t cap, size_t *len, const char *fmt, va_list ap) {
     if (!buf || *len >= cap) return;
     int n = vsnprintf(buf + *len, cap - *len, fmt, ap);
-    if (n < 0) { buf[*len] = '\0'; return; }
-    if ((size_t)n < cap - *len) { *len += (size_t)n; return; }
+    if (n < 0) {
+        buf[*len] = '\0';
+        return;
+    }
+    if ((size_t)n < cap - *len) {
+        *len += (size_t)n;
+        return;
+    }
     if (cap > 4) memcpy(buf + utf8_cut(buf, cap - 4), "...", 4);
     else buf[utf8_cut(buf, cap - 1)] = '\0';
     *len = cap;
 }
 
-__attribute__((format(printf, 4, 5)))
-static void text_append(char *buf, size_t cap, size_t *len, const char *fmt, ...) {
+__attribute__((format(printf, 4, 5))) static void text_append(char *buf, size_t cap, size_t *len, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     text_vappend(buf, cap, len, fmt, ap);
@@ -119,8 +124,7 @@ static void ctx_init(schema_ctx *c, char *err, size_t errlen) {
 }
 
 /* Sets the error to "<path>: <message>"; returns AIOS_ERR_INVALID. */
-__attribute__((format(printf, 2, 3)))
-static int fail(schema_ctx *c, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) static int fail(schema_ctx *c, const char *fmt, ...) {
     size_t len = 0;
     va_list ap;
     if (!c->err) return AIOS_ERR_INVALID;
@@ -138,8 +142,8 @@ static int fail(schema_ctx *c, const char *fmt, ...) {
 static size_t path_push(schema_ctx *c, const char *name, int index) {
     size_t room = sizeof c->path - c->plen;
     int n = c->path_cut ? -1
-          : name       ? snprintf(c->path + c->plen, room, ".%s", name)
-                       : snprintf(c->path + c->plen, room, "[%d]", index);
+        : name          ? snprintf(c->path + c->plen, room, ".%s", name)
+                        : snprintf(c->path + c->plen, room, "[%d]", index);
     if (n >= 0 && (size_t)n < room) {
         size_t mark = c->plen;
         c->plen += (size_t)n;
@@ -161,8 +165,7 @@ static void path_pop(schema_ctx *c, size_t mark) {
 
 /* Counts one more subschema level, or fails when that would pass the limit. */
 static int depth_enter(schema_ctx *c) {
-    if (c->depth >= TOOL_SCHEMA_MAX_DEPTH)
-        return fail(c, "schema nested deeper than %d levels", TOOL_SCHEMA_MAX_DEPTH);
+    if (c->depth >= TOOL_SCHEMA_MAX_DEPTH) return fail(c, "schema nested deeper than %d levels", TOOL_SCHEMA_MAX_DEPTH);
     c->depth++;
     return AIOS_OK;
 }
@@ -281,18 +284,14 @@ static int lint_type(schema_ctx *c, const cJSON *kw) {
     return type_parse(c, kw, &mask);
 }
 
-static int lint_number(schema_ctx *c, const cJSON *kw) {
-    return cJSON_IsNumber(kw) ? AIOS_OK : fail(c, "must be a number");
-}
+static int lint_number(schema_ctx *c, const cJSON *kw) { return cJSON_IsNumber(kw) ? AIOS_OK : fail(c, "must be a number"); }
 
 static int lint_count(schema_ctx *c, const cJSON *kw) {
     if (cJSON_IsNumber(kw) && kw->valuedouble >= 0 && is_integral(kw->valuedouble)) return AIOS_OK;
     return fail(c, "must be a non-negative integer");
 }
 
-static int lint_bool(schema_ctx *c, const cJSON *kw) {
-    return cJSON_IsBool(kw) ? AIOS_OK : fail(c, "must be true or false");
-}
+static int lint_bool(schema_ctx *c, const cJSON *kw) { return cJSON_IsBool(kw) ? AIOS_OK : fail(c, "must be true or false"); }
 
 static int lint_nonempty_array(schema_ctx *c, const cJSON *kw) {
     return cJSON_IsArray(kw) && kw->child ? AIOS_OK : fail(c, "must be a non-empty array");
@@ -362,11 +361,9 @@ static int check_enum(schema_ctx *c, const cJSON *kw, const cJSON *s, const cJSO
     const cJSON *e;
     (void)s;
     if (!cJSON_IsArray(kw)) return AIOS_OK;
-    cJSON_ArrayForEach(e, kw)
-        if (cJSON_Compare(v, e, true)) return AIOS_OK;
+    cJSON_ArrayForEach(e, kw) if (cJSON_Compare(v, e, true)) return AIOS_OK;
     list[0] = '\0';
-    cJSON_ArrayForEach(e, kw)
-        text_append(list, sizeof list, &len, "%s%s", len ? ", " : "", json_text(one, sizeof one, e));
+    cJSON_ArrayForEach(e, kw) text_append(list, sizeof list, &len, "%s%s", len ? ", " : "", json_text(one, sizeof one, e));
     return fail(c, "%s is not one of %s", value_text(have, sizeof have, v), list);
 }
 
@@ -382,10 +379,7 @@ static int check_bound(schema_ctx *c, const cJSON *kw, const cJSON *v, schema_bo
     char have[32], lim[32];
     if (!cJSON_IsNumber(kw) || !cJSON_IsNumber(v)) return AIOS_OK;
     double x = v->valuedouble, l = kw->valuedouble;
-    bool ok = b == SCHEMA_BOUND_MIN           ? x >= l
-            : b == SCHEMA_BOUND_MAX           ? x <= l
-            : b == SCHEMA_BOUND_EXCLUSIVE_MIN ? x > l
-                                              : x < l;
+    bool ok = b == SCHEMA_BOUND_MIN ? x >= l : b == SCHEMA_BOUND_MAX ? x <= l : b == SCHEMA_BOUND_EXCLUSIVE_MIN ? x > l : x < l;
     if (ok) return AIOS_OK;
     return fail(c, "%s is %s %s", num_text(have, sizeof have, x), what, num_text(lim, sizeof lim, l));
 }
@@ -458,9 +452,8 @@ static int check_required(schema_ctx *c, const cJSON *kw, const cJSON *s, const 
     const cJSON *e;
     (void)s;
     if (!cJSON_IsObject(v) || !cJSON_IsArray(kw)) return AIOS_OK;
-    cJSON_ArrayForEach(e, kw)
-        if (cJSON_IsString(e) && !cJSON_GetObjectItemCaseSensitive(v, e->valuestring))
-            return fail(c, "missing required field '%s'", e->valuestring);
+    cJSON_ArrayForEach(e, kw) if (cJSON_IsString(e) && !cJSON_GetObjectItemCaseSensitive(v, e->valuestring)) return fail(
+        c, "missing required field '%s'", e->valuestring);
     return AIOS_OK;
 }
 
@@ -530,8 +523,8 @@ static int check_all_of(schema_ctx *c, const cJSON *kw, const cJSON *s, const cJ
 /* Checks v against the schemas of list (the keyword `name`) until `stop` match; returns how
  * many matched, the indices of the first two in idx, and in why (n bytes) the first
  * mismatch's message, prefixed with its branch ("anyOf[0]: ..."). */
-static int count_matches(schema_ctx *c, const cJSON *list, const cJSON *v, const char *name, int stop, int idx[2],
-                         char *why, size_t n) {
+static int count_matches(schema_ctx *c, const cJSON *list, const cJSON *v, const char *name, int stop, int idx[2], char *why,
+                         size_t n) {
     const cJSON *e;
     int matches = 0, i = 0;
     size_t len = 0;

@@ -31,8 +31,8 @@
 #include <stddef.h>
 #include <cjson/cJSON.h>
 
-#define TOOL_SCHEMA_MAX_DEPTH 32  /* nested subschemas (properties, items, anyOf, ...) */
-#define TOOL_SCHEMA_PATH_MAX  256 /* bytes of field path kept for messages; longer is cut */
+#define TOOL_SCHEMA_MAX_DEPTH 32 /* nested subschemas (properties, items, anyOf, ...) */
+#define TOOL_SCHEMA_PATH_MAX 256 /* bytes of field path kept for messages; longer is cut */
 
 /*
  * Checks a manifest's "parameters" schema is one this validator understands: NULL or {}

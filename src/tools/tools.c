@@ -29,11 +29,11 @@ typedef struct tool_table {
 } tool_table;
 
 typedef struct call_job {
-    syscall_t *sc;          /* a reference */
+    syscall_t *sc; /* a reference */
     tool_batch *batch;
     tool_call *call;
-    tool_def *def;          /* a reference */
-    void *handle;           /* its run-queue entry, once taken */
+    tool_def *def; /* a reference */
+    void *handle;  /* its run-queue entry, once taken */
 } call_job;
 
 typedef struct limiter {
@@ -48,14 +48,14 @@ struct tool_manager {
     mcp_server *mcp[AIOS_MAX_MCP];
     int n_mcp;
 
-    pthread_mutex_t table_mu;  /* guards table and errors */
+    pthread_mutex_t table_mu; /* guards table and errors */
     tool_table table;
-    cJSON *errors;             /* [{"file","error"}] of the last manifest load */
+    cJSON *errors; /* [{"file","error"}] of the last manifest load */
 
-    pthread_mutex_t mu;        /* limiters, counters; taken before the run queue's own lock */
+    pthread_mutex_t mu; /* limiters, counters; taken before the run queue's own lock */
     pthread_cond_t idle_cv;
     strmap limiters;
-    runq_t *rq;                /* waiting calls, in the policy's order */
+    runq_t *rq; /* waiting calls, in the policy's order */
     int pending, threads;
     tool_stats stats;
     atomic_bool stop;
@@ -208,7 +208,8 @@ static void rebuild(tool_manager *tm) {
     for (int i = 0; i < t.n; i++) {
         if (w && !strcmp(t.defs[w - 1]->name, t.defs[i]->name)) {
             char msg[TOOL_NAME_MAX + AIOS_PATH_MAX + 64];
-            snprintf(msg, sizeof msg, "name: '%s' is already defined by %.1000s; skipped", t.defs[i]->name, t.defs[w - 1]->source);
+            snprintf(msg, sizeof msg, "name: '%s' is already defined by %.1000s; skipped", t.defs[i]->name,
+                     t.defs[w - 1]->source);
             log_warn("tools: %s: %s", t.defs[i]->source, msg);
             add_error(errors, t.defs[i]->source, msg);
             tool_def_unref(t.defs[i]);
@@ -464,9 +465,18 @@ static void run_call(tool_manager *tm, call_job *j) {
     strbuf out;
     sb_init(&out, (size_t)tm->cfg->tools.max_output_bytes + 128);
     char *params = c->params ? cJSON_PrintUnformatted(c->params) : strdup("{}");
-    tool_run run = {.tm = tm, .agent = j->batch->agent, .params = params ? params : "{}", .params_json = c->params,
-                    .cancel = &j->sc->cancel, .stop = &tm->stop, .max_output = tm->cfg->tools.max_output_bytes,
-                    .out = &out, .out_json = &c->output_json, .truncated = &c->truncated, .err = c->err, .errlen = sizeof c->err};
+    tool_run run = {.tm = tm,
+                    .agent = j->batch->agent,
+                    .params = params ? params : "{}",
+                    .params_json = c->params,
+                    .cancel = &j->sc->cancel,
+                    .stop = &tm->stop,
+                    .max_output = tm->cfg->tools.max_output_bytes,
+                    .out = &out,
+                    .out_json = &c->output_json,
+                    .truncated = &c->truncated,
+                    .err = c->err,
+                    .errlen = sizeof c->err};
     double t0 = kern_now_mono();
     int rc = AIOS_OK;
     if (atomic_load(&j->sc->cancel) || atomic_load(&tm->stop)) rc = AIOS_ERR_CANCELLED;
@@ -475,7 +485,7 @@ static void run_call(tool_manager *tm, call_job *j) {
     if (!rc) {
         int timeout = d->timeout_ms;
         rc = d->kind == TOOL_KIND_BUILTIN ? d->fn(&run)
-             : d->kind == TOOL_KIND_MCP   ? mcp_call(d->mcp, d, &run, timeout)
+            : d->kind == TOOL_KIND_MCP    ? mcp_call(d->mcp, d, &run, timeout)
                                           : sandbox_run(tm->sandbox, d, &run, timeout);
     }
     c->seconds = kern_now_mono() - t0;

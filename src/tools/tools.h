@@ -33,9 +33,9 @@ typedef struct tool_manager tool_manager;
 typedef struct tool_call {
     char name[TOOL_NAME_MAX];
     char id[48];
-    cJSON *params;            /* owned */
-    int rc;                   /* AIOS_OK or an error code */
-    char *output;             /* owned: the tool's output (JSON text when output_json) */
+    cJSON *params; /* owned */
+    int rc;        /* AIOS_OK or an error code */
+    char *output;  /* owned: the tool's output (JSON text when output_json) */
     bool output_json, truncated;
     char err[512];
     double seconds;
@@ -45,7 +45,7 @@ typedef struct tool_batch {
     char agent[AIOS_NAME_MAX];
     int n;
     tool_call *calls;
-    atomic_int remaining;     /* manager-side */
+    atomic_int remaining; /* manager-side */
 } tool_batch;
 
 /* New batch of n empty calls for agent; free with tool_batch_free (the syscall's args_free). */
@@ -55,15 +55,15 @@ void tool_batch_free(void *batch);
 typedef struct tool_hooks {
     void *ctx;
     /* Irreversible tools: blocks until a user decides (AIOS_OK = approved). NULL = allowed. */
-    int (*approve)(void *ctx, const char *agent, const char *tool, const char *params, const atomic_bool *cancel,
-                   char *err, size_t errlen);
+    int (*approve)(void *ctx, const char *agent, const char *tool, const char *params, const atomic_bool *cancel, char *err,
+                   size_t errlen);
     /* Every finished run (rc is the call's result). */
     void (*ran)(void *ctx, const char *agent, const char *tool, const char *params, int rc, double ms);
 } tool_hooks;
 
 typedef struct tool_manager_params {
-    const aios_config *cfg;     /* borrowed: tools.* keys, data_dir */
-    storage_manager *storage;   /* borrowed; the storage built-ins (NULL: they are absent) */
+    const aios_config *cfg;   /* borrowed: tools.* keys, data_dir */
+    storage_manager *storage; /* borrowed; the storage built-ins (NULL: they are absent) */
     tool_hooks hooks;
 } tool_manager_params;
 
@@ -118,15 +118,15 @@ typedef struct sandbox_proc_spec {
     const char *const *envp;     /* its whole environment; NULL-ended */
     const char *const *ro_paths; /* host directories bound read-only at their own paths (checked) */
     int n_ro;
-    const char *pkg_dir;         /* bound read-only at /agent; NULL: none */
-    const char *runner_dir;      /* bound read-only at /runner (the Cerebrum runner's script); NULL: none */
-    int workdir_fd;              /* an open directory, bound read-write at /work (its cwd) */
-    int fd_out, fd_err;          /* its stdout and stderr (stdin is /dev/null) */
-    int cgroup_fd;               /* its cgroup's cgroup.procs, open for writing: joined before anything else; < 0: none */
+    const char *pkg_dir;    /* bound read-only at /agent; NULL: none */
+    const char *runner_dir; /* bound read-only at /runner (the Cerebrum runner's script); NULL: none */
+    int workdir_fd;         /* an open directory, bound read-write at /work (its cwd) */
+    int fd_out, fd_err;     /* its stdout and stderr (stdin is /dev/null) */
+    int cgroup_fd;          /* its cgroup's cgroup.procs, open for writing: joined before anything else; < 0: none */
     sandbox_net net;
-    long uid;                    /* < 0: the kernel's */
-    int max_procs;               /* RLIMIT_NPROC under its own uid; 0: none */
-    int nice;                    /* > 0: its niceness */
+    long uid;      /* < 0: the kernel's */
+    int max_procs; /* RLIMIT_NPROC under its own uid; 0: none */
+    int nice;      /* > 0: its niceness */
 } sandbox_proc_spec;
 sandbox_procs *sandbox_procs_new(const aios_config *kcfg, char *err, size_t errlen);
 void sandbox_procs_free(sandbox_procs *sp); /* accepts NULL */

@@ -18,12 +18,12 @@ typedef struct tool_def tool_def;
 typedef struct tool_run {
     tool_manager *tm;
     const char *agent;
-    const char *params;        /* JSON text */
+    const char *params; /* JSON text */
     const cJSON *params_json;
     const atomic_bool *cancel; /* the syscall's */
     const atomic_bool *stop;   /* the manager's (shutdown) */
     long max_output;
-    strbuf *out;               /* bounded by max_output + marker room */
+    strbuf *out; /* bounded by max_output + marker room */
     bool *out_json, *truncated;
     char *err;
     size_t errlen;
@@ -35,12 +35,12 @@ struct tool_def {
     atomic_int refs;
     char name[TOOL_NAME_MAX];
     char *description;
-    cJSON *schema;             /* parameters; NULL = any object */
+    cJSON *schema; /* parameters; NULL = any object */
     tool_kind kind;
     char version[32];
     char source[AIOS_PATH_MAX]; /* manifest file, "mcp:<server>" or "builtin" */
     /* process */
-    char dir[AIOS_PATH_MAX];   /* the manifest's directory, /tool in the sandbox */
+    char dir[AIOS_PATH_MAX]; /* the manifest's directory, /tool in the sandbox */
     char command[AIOS_PATH_MAX];
     char **args;
     int n_args;
@@ -51,11 +51,11 @@ struct tool_def {
     int timeout_ms, max_parallel;
     bool irreversible;
     /* mcp */
-    mcp_server *mcp;           /* borrowed: servers live as long as the manager */
+    mcp_server *mcp; /* borrowed: servers live as long as the manager */
     char remote[TOOL_NAME_MAX];
     /* builtin */
     builtin_fn fn;
-    const char *storage_op;    /* a built-in acting on the caller's storage: its operation; else NULL */
+    const char *storage_op; /* a built-in acting on the caller's storage: its operation; else NULL */
 };
 
 tool_def *tool_def_new(void);

@@ -36,8 +36,8 @@ extern "C" vec_index_params vec_index_default_params(int dim) {
 }
 
 static std::unique_ptr<hnswlib::HierarchicalNSW<float>> make_graph(vec_index *ix, size_t cap) {
-    auto g = std::make_unique<hnswlib::HierarchicalNSW<float>>(ix->space.get(), cap, (size_t)ix->p.m,
-                                                                 (size_t)ix->p.ef_construction);
+    auto g =
+        std::make_unique<hnswlib::HierarchicalNSW<float>>(ix->space.get(), cap, (size_t)ix->p.m, (size_t)ix->p.ef_construction);
     g->setEf((size_t)ix->p.ef_search);
     return g;
 }

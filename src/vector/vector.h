@@ -22,12 +22,12 @@ extern "C" {
 typedef struct vec_index vec_index;
 
 typedef struct vec_index_params {
-    int dim;              /* vector length */
-    int m;                /* HNSW links per node (16) */
-    int ef_construction;  /* HNSW build beam (200) */
-    int ef_search;        /* HNSW search beam (raised to k when k is larger) */
-    int exact_below;      /* live vectors under which every search is exact */
-    size_t capacity;      /* initial capacity; the index doubles when full */
+    int dim;             /* vector length */
+    int m;               /* HNSW links per node (16) */
+    int ef_construction; /* HNSW build beam (200) */
+    int ef_search;       /* HNSW search beam (raised to k when k is larger) */
+    int exact_below;     /* live vectors under which every search is exact */
+    size_t capacity;     /* initial capacity; the index doubles when full */
 } vec_index_params;
 
 vec_index_params vec_index_default_params(int dim);

@@ -157,7 +157,8 @@ static void test_group_rules(void **st) {
     snprintf(g_cfg.agents[g_cfg.n_agents++].group, AIOS_NAME_MAX, "nothing");
     assert_int_equal(check(am, "eve", ACCESS_KIND_LLM, "qwen", ACCESS_USE), AIOS_ERR_FORBIDDEN);
     char err[256];
-    assert_int_equal(access_check(am, "eve", ACCESS_KIND_TOOL, "demo/x", ACCESS_CALL, NULL, NULL, err, sizeof err), AIOS_ERR_FORBIDDEN);
+    assert_int_equal(access_check(am, "eve", ACCESS_KIND_TOOL, "demo/x", ACCESS_CALL, NULL, NULL, err, sizeof err),
+                     AIOS_ERR_FORBIDDEN);
     assert_non_null(strstr(err, "agent 'eve' (group 'nothing') may not call tool 'demo/x'"));
     access_close(am);
     /* every decision was audited */

@@ -44,13 +44,13 @@ static void test_precedence(void **st) {
     (void)st;
     ok("1+2*3", 7);
     ok("(1+2)*3", 9);
-    ok("10-4-3", 3);          /* left-associative */
+    ok("10-4-3", 3); /* left-associative */
     ok("100/10/5", 2);
     ok("2*3^2", 18);
     ok("7%3", 1);
-    ok("-7%3", -1);           /* fmod keeps the dividend's sign */
+    ok("-7%3", -1); /* fmod keeps the dividend's sign */
     ok("7.5%2", 1.5);
-    ok("1+8%3*2", 5);         /* % binds like * */
+    ok("1+8%3*2", 5); /* % binds like * */
     ok("2 - -3", 5);
     ok("1.5e3", 1500);
     ok("2E-3", 0.002);
@@ -62,15 +62,15 @@ static void test_precedence(void **st) {
 
 static void test_power(void **st) {
     (void)st;
-    ok("2^3^2", 512);         /* right-associative: 2^(3^2) */
+    ok("2^3^2", 512); /* right-associative: 2^(3^2) */
     ok("2**3**2", 512);
     ok("2^3**2", 512);
     ok("(2^3)^2", 64);
-    ok("-2^2", -4);           /* unary minus binds looser than power */
+    ok("-2^2", -4); /* unary minus binds looser than power */
     ok("-2**2", -4);
     ok("(-2)^2", 4);
-    ok("2^-1", 0.5);          /* but the exponent may carry a sign */
-    ok("2^-2^2", 0.0625);     /* 2^(-(2^2)) */
+    ok("2^-1", 0.5);      /* but the exponent may carry a sign */
+    ok("2^-2^2", 0.0625); /* 2^(-(2^2)) */
     ok("4^0.5", 2);
     ok("2 ^ 10 * 2", 2048);
     ok("--3", 3);
@@ -106,18 +106,18 @@ static void test_functions_and_constants(void **st) {
     ok("max(1, 5, 2, -7)", 5);
     ok("sqrt(abs(-16)) + max(1, min(5, 3))", 7);
     ok("-sqrt(4)^2", -4);
-    ok("sqrt (9)", 3);        /* blanks between a name and its '(' */
+    ok("sqrt (9)", 3); /* blanks between a name and its '(' */
 }
 
 static void test_syntax_errors(void **st) {
     (void)st;
     bad("1 + )", "unexpected ')' at offset 4");
     bad("3)", "unexpected ')' at offset 1");
-    bad("1 2", "unexpected '2' at offset 2");                  /* trailing garbage */
+    bad("1 2", "unexpected '2' at offset 2"); /* trailing garbage */
     bad("pi e", "unexpected 'e' at offset 3");
     bad("1 $ 2", "unexpected '$' at offset 2");
     bad("1\x01", "unexpected byte 0x01 at offset 1");
-    bad("0x10", "unexpected 'x' at offset 1");                 /* no hex */
+    bad("0x10", "unexpected 'x' at offset 1"); /* no hex */
     bad("1.5.3", "unexpected '.' at offset 3");
     bad("2***3", "unexpected '*' at offset 3");
     bad("2 * * 3", "unexpected '*' at offset 4");
@@ -138,9 +138,9 @@ static void test_name_errors(void **st) {
     (void)st;
     bad("foo(1)", "unknown function 'foo' at offset 0");
     bad("2 * bar", "unknown name 'bar' at offset 4");
-    bad("inf", "unknown name 'inf' at offset 0");              /* no way to type a non-finite */
+    bad("inf", "unknown name 'inf' at offset 0"); /* no way to type a non-finite */
     bad("nan", "unknown name 'nan' at offset 0");
-    bad("PI", "unknown name 'PI' at offset 0");                /* names are case-sensitive */
+    bad("PI", "unknown name 'PI' at offset 0"); /* names are case-sensitive */
     bad("1 + sqrt 4", "function 'sqrt' needs '(' after its name at offset 4");
     bad("pi(2)", "'pi' is a constant, not a function at offset 0");
     bad("pow(1)", "function 'pow' takes 2 arguments, got 1 at offset 0");
@@ -171,7 +171,7 @@ static void test_math_errors(void **st) {
     bad("1e308*10", "result is not a finite number at offset 5");
     bad("1e308+1e308", "result is not a finite number at offset 5");
     bad("1e999", "number out of range at offset 0");
-    ok("1e-400", 0);          /* underflow to zero is a finite answer */
+    ok("1e-400", 0); /* underflow to zero is a finite answer */
     ok("1/(1e308*1e-10)", 1e-298);
 }
 
@@ -236,11 +236,11 @@ static void test_depth_limit(void **st) {
     ok(e, 1);
     nest(e, TOOL_CALC_MAX_DEPTH + 1, "abs(", "-1", ")");
     bad(e, "nesting deeper than 64 at offset 259"); /* the 65th '(' */
-    nest(e, 32, "(", "1", ")");                    /* calls and parentheses count together */
+    nest(e, 32, "(", "1", ")");                     /* calls and parentheses count together */
     char e2[1024];
     nest(e2, 33, "abs(", e, ")");
     bad(e2, "nesting deeper than 64 at offset 163");
-    nest(e, TOOL_CALC_MAX_DEPTH, "1^", "1", "");   /* each exponent nests too */
+    nest(e, TOOL_CALC_MAX_DEPTH, "1^", "1", ""); /* each exponent nests too */
     ok(e, 1);
     nest(e, TOOL_CALC_MAX_DEPTH + 1, "1^", "1", "");
     bad(e, "nesting deeper than 64 at offset 129");
@@ -254,15 +254,9 @@ static void test_depth_limit(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_precedence),
-        cmocka_unit_test(test_power),
-        cmocka_unit_test(test_functions_and_constants),
-        cmocka_unit_test(test_syntax_errors),
-        cmocka_unit_test(test_name_errors),
-        cmocka_unit_test(test_math_errors),
-        cmocka_unit_test(test_api_edges),
-        cmocka_unit_test(test_length_limit),
-        cmocka_unit_test(test_depth_limit),
+        cmocka_unit_test(test_precedence),    cmocka_unit_test(test_power),        cmocka_unit_test(test_functions_and_constants),
+        cmocka_unit_test(test_syntax_errors), cmocka_unit_test(test_name_errors),  cmocka_unit_test(test_math_errors),
+        cmocka_unit_test(test_api_edges),     cmocka_unit_test(test_length_limit), cmocka_unit_test(test_depth_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

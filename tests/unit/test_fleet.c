@@ -167,8 +167,11 @@ static void test_probing_at_start(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_urls), cmocka_unit_test(test_least_outstanding_and_limits), cmocka_unit_test(test_affinity),
-        cmocka_unit_test(test_breaker), cmocka_unit_test(test_probing_at_start),
+        cmocka_unit_test(test_urls),
+        cmocka_unit_test(test_least_outstanding_and_limits),
+        cmocka_unit_test(test_affinity),
+        cmocka_unit_test(test_breaker),
+        cmocka_unit_test(test_probing_at_start),
     };
     return cmocka_run_group_tests_name("fleet", tests, NULL, NULL);
 }

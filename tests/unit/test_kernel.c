@@ -76,11 +76,12 @@ static void test_config_yaml(void **st) {
     aios_config c;
     config_defaults(&c);
     char err[256] = "";
-    const char *p = write_tmp("server:\n  port: 9100\n  max_body_bytes: 4096\nllms:\n  default_model: a\n  allow_oversubscribe: 1\n  models:\n"
-                              "    - name: a\n      backend: llamacpp\n      path: /x/a.gguf\n      ctx_size: 512\n"
-                              "    - name: b\n      path: /x/b.gguf\nscheduler:\n  max_active: 4\nmemory:\n  limit_bytes: 1024\n"
-                              "  eviction_k: 3\nstorage:\n  synchronous: full\nagents:\n  planner:\n    memory_limit_bytes: 77\n"
-                              "tools:\n  dir: x\n");
+    const char *p = write_tmp(
+        "server:\n  port: 9100\n  max_body_bytes: 4096\nllms:\n  default_model: a\n  allow_oversubscribe: 1\n  models:\n"
+        "    - name: a\n      backend: llamacpp\n      path: /x/a.gguf\n      ctx_size: 512\n"
+        "    - name: b\n      path: /x/b.gguf\nscheduler:\n  max_active: 4\nmemory:\n  limit_bytes: 1024\n"
+        "  eviction_k: 3\nstorage:\n  synchronous: full\nagents:\n  planner:\n    memory_limit_bytes: 77\n"
+        "tools:\n  dir: x\n");
     assert_int_equal(config_load_file(&c, p, err, sizeof err), AIOS_OK);
     unlink(p);
     assert_int_equal(c.server.port, 9100);
@@ -102,7 +103,9 @@ static void test_config_yaml(void **st) {
 
 static void test_config_yaml_errors(void **st) {
     (void)st;
-    static const struct { const char *yaml, *needle; } CASES[] = {
+    static const struct {
+        const char *yaml, *needle;
+    } CASES[] = {
         {"server:\n  prot: 1\n", "server.prot"},
         {"server:\n  port: 99999\n", "out of range"},
         {"server:\n  port: eighty\n", "expected an integer"},
@@ -267,12 +270,13 @@ static void test_strmap(void **st) {
 static void test_utf8(void **st) {
     (void)st;
     const char *good[] = {"plain", "\xc3\xa9t\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xf4\x8f\xbf\xbf", ""};
-    const char *bad[] = {"\xc0\xaf",          /* overlong '/' */
+    const char *bad[] = {"\xc0\xaf",         /* overlong '/' */
                          "\xe0\x80\xaf",     /* overlong, 3 bytes */
                          "\xed\xa0\x80",     /* a UTF-16 surrogate (CESU-8) */
                          "\xf4\x90\x80\x80", /* past U+10FFFF */
                          "\xf5\x80\x80\x80", /* 5-byte lead range */
-                         "\x80", "a\xe2\x82"};  /* a stray continuation byte; cut short */
+                         "\x80",
+                         "a\xe2\x82"}; /* a stray continuation byte; cut short */
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) assert_true(kern_utf8_valid(good[i], strlen(good[i])));
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) assert_false(kern_utf8_valid(bad[i], strlen(bad[i])));
     assert_int_equal(kern_utf8_len((const unsigned char *)"\xe2\x82", 2), -1);
@@ -284,11 +288,16 @@ static void test_utf8(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_result_table),       cmocka_unit_test(test_strbuf_limits),
-        cmocka_unit_test(test_config_defaults),    cmocka_unit_test(test_config_yaml),
-        cmocka_unit_test(test_config_yaml_errors), cmocka_unit_test(test_config_env_and_set),
-        cmocka_unit_test(test_config_validate),    cmocka_unit_test(test_config_reference),
-        cmocka_unit_test(test_u64map),             cmocka_unit_test(test_strmap),
+        cmocka_unit_test(test_result_table),
+        cmocka_unit_test(test_strbuf_limits),
+        cmocka_unit_test(test_config_defaults),
+        cmocka_unit_test(test_config_yaml),
+        cmocka_unit_test(test_config_yaml_errors),
+        cmocka_unit_test(test_config_env_and_set),
+        cmocka_unit_test(test_config_validate),
+        cmocka_unit_test(test_config_reference),
+        cmocka_unit_test(test_u64map),
+        cmocka_unit_test(test_strmap),
         cmocka_unit_test(test_utf8),
     };
     return cmocka_run_group_tests_name("kernel", tests, NULL, NULL);

@@ -27,7 +27,9 @@
 static const struct llama_vocab *vocab;
 static struct llama_model *model;
 
-static size_t rel(const char *s, const char *const *stop, int n, long *at) { return llm_text_releasable(s, strlen(s), stop, n, at); }
+static size_t rel(const char *s, const char *const *stop, int n, long *at) {
+    return llm_text_releasable(s, strlen(s), stop, n, at);
+}
 
 static void test_text_release(void **st) {
     (void)st;
@@ -35,15 +37,15 @@ static void test_text_release(void **st) {
     const char *stops[] = {"</end>", "STOP"};
     assert_int_equal(rel("hello", NULL, 0, &at), 5);
     assert_int_equal(at, -1);
-    assert_int_equal(rel("hello </e", stops, 2, &at), 6);   /* "</e" may become "</end>" */
+    assert_int_equal(rel("hello </e", stops, 2, &at), 6); /* "</e" may become "</end>" */
     assert_int_equal(rel("hello </x", stops, 2, &at), 9);
     assert_int_equal(rel("abc</end>def", stops, 2, &at), 3);
     assert_int_equal(at, 3);
     assert_int_equal(rel("xxSTOP</end>", stops, 2, &at), 2); /* earliest stop wins */
     assert_int_equal(rel("ST", stops, 2, &at), 0);
-    assert_int_equal(rel("caf\xc3", NULL, 0, &at), 3);      /* incomplete 2-byte char held */
+    assert_int_equal(rel("caf\xc3", NULL, 0, &at), 3); /* incomplete 2-byte char held */
     assert_int_equal(rel("caf\xc3\xa9", NULL, 0, &at), 5);
-    assert_int_equal(rel("\xe2\x82", NULL, 0, &at), 0);      /* 2 of 3 bytes */
+    assert_int_equal(rel("\xe2\x82", NULL, 0, &at), 0); /* 2 of 3 bytes */
     assert_int_equal(rel("\xf0\x9f\x98\x80", NULL, 0, &at), 4);
     const char *empty[] = {""};
     assert_int_equal(rel("abc", empty, 1, &at), 3);
@@ -100,11 +102,11 @@ static void test_schema_object(void **st) {
     assert_true(accepts(g, "{\"city\": \"Paris\"}"));
     assert_true(accepts(g, "{\"city\": \"Paris\", \"unit\": \"celsius\"}"));
     assert_true(accepts(g, "{\"city\": \"Paris\", \"days\": 3}"));
-    assert_false(accepts(g, "{\"unit\": \"celsius\"}"));              /* required missing */
+    assert_false(accepts(g, "{\"unit\": \"celsius\"}")); /* required missing */
     assert_false(accepts(g, "{\"city\": \"Paris\", \"unit\": \"kelvin\"}"));
     assert_false(accepts(g, "{\"city\": 12}"));
     assert_false(accepts(g, "{\"city\": \"Paris\", \"days\": -1}"));
-    assert_false(accepts(g, "{\"city\": \"Paris\""));                  /* unterminated */
+    assert_false(accepts(g, "{\"city\": \"Paris\"")); /* unterminated */
     free(g);
 }
 
@@ -135,12 +137,9 @@ static void test_schema_types(void **st) {
 static void test_schema_errors(void **st) {
     (void)st;
     static const char *const BAD[][2] = {
-        {"{\"$ref\":\"#/x\"}", "$ref"},
-        {"{\"type\":\"string\",\"pattern\":\"a+\"}", "pattern"},
-        {"{\"type\":\"tensor\"}", "tensor"},
-        {"{\"type\":\"object\",\"properties\":{\"a\":{}},\"required\":[\"b\"]}", "required"},
-        {"{\"enum\":[]}", "enum"},
-        {"[1]", "object"},
+        {"{\"$ref\":\"#/x\"}", "$ref"},      {"{\"type\":\"string\",\"pattern\":\"a+\"}", "pattern"},
+        {"{\"type\":\"tensor\"}", "tensor"}, {"{\"type\":\"object\",\"properties\":{\"a\":{}},\"required\":[\"b\"]}", "required"},
+        {"{\"enum\":[]}", "enum"},           {"[1]", "object"},
     };
     for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
         cJSON *s = cJSON_Parse(BAD[i][0]);
@@ -171,7 +170,9 @@ static void test_json_object_and_tool_calls(void **st) {
     sb_init(&b, 0);
     assert_int_equal(llm_grammar_tool_calls(names, schemas, 2, 8, &b, err, sizeof err), AIOS_OK);
     assert_true(accepts(b.data, "[{\"name\": \"demo__get_weather\", \"parameters\": {\"city\": \"Oslo\"}}]"));
-    assert_true(accepts(b.data, "[{\"name\": \"demo__now\", \"parameters\": {}}, {\"name\": \"demo__get_weather\", \"parameters\": {\"city\": \"Rome\"}}]"));
+    assert_true(accepts(
+        b.data,
+        "[{\"name\": \"demo__now\", \"parameters\": {}}, {\"name\": \"demo__get_weather\", \"parameters\": {\"city\": \"Rome\"}}]"));
     assert_false(accepts(b.data, "[{\"name\": \"demo__other\", \"parameters\": {}}]"));
     assert_false(accepts(b.data, "[{\"name\": \"demo__get_weather\", \"parameters\": {}}]"));
     assert_false(accepts(b.data, "Sure! Here you go"));
@@ -200,7 +201,7 @@ static void test_lazy_tool_grammar(void **st) {
     assert_true(feeds(g, "[{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}]"));
     llama_sampler_free(g);
     g = llama_sampler_init_grammar_lazy_patterns(vocab, b.data, "root", trig, 1, NULL, 0);
-    assert_false(feeds(g, "[{\"name\": \"rm_rf\""));                 /* opened a call: constrained */
+    assert_false(feeds(g, "[{\"name\": \"rm_rf\"")); /* opened a call: constrained */
     llama_sampler_free(g);
     g = llama_sampler_init_grammar_lazy_patterns(vocab, b.data, "root", trig, 1, NULL, 0);
     assert_false(feeds(g, " [{\"name\": \"get_weather\", \"parameters\": {}}]")); /* city required */
@@ -255,14 +256,20 @@ static char *walk_from(const char *gbnf, const char *prefill, int max_steps) {
         bool eos_ok = false;
         for (size_t i = 0; i < arr.size; i++) {
             if (isinf(arr.data[i].logit)) continue;
-            if (arr.data[i].id == llama_vocab_eos(vocab)) { eos_ok = true; continue; }
+            if (arr.data[i].id == llama_vocab_eos(vocab)) {
+                eos_ok = true;
+                continue;
+            }
             char piece[64];
             int k = llama_token_to_piece(vocab, arr.data[i].id, piece, sizeof piece - 1, 0, true);
             piece[k > 0 ? k : 0] = 0;
             ok[n_ok++] = arr.data[i].id;
             if (structural(piece)) punct[n_punct++] = arr.data[i].id;
         }
-        if (eos_ok && (n_ok == 0 || rnd() % 3 == 0)) { done = true; break; }
+        if (eos_ok && (n_ok == 0 || rnd() % 3 == 0)) {
+            done = true;
+            break;
+        }
         assert_true(n_ok > 0); /* a grammar that cannot go on must allow the end */
         llama_token t = n_punct && rnd() % 2 ? punct[rnd() % n_punct] : ok[rnd() % n_ok];
         llama_sampler_accept(g, t);
@@ -394,17 +401,20 @@ static void test_template_tools(void **st) {
     assert_true(o.n_patterns + o.n_tokens > 0);
     for (int i = 0; i < o.n_patterns; i++) assert_true(o.patterns[i][0] == '^');
     struct llama_sampler *g = llama_sampler_init_grammar_lazy_patterns(vocab, o.grammar, "root", (const char **)o.patterns,
-                                                                     (size_t)o.n_patterns, o.tokens, (size_t)o.n_tokens);
+                                                                       (size_t)o.n_patterns, o.tokens, (size_t)o.n_tokens);
     assert_non_null(g);
     assert_true(feeds(g, "It is noon. <tool_call> is how I would call a tool.")); /* text first: free */
     llama_sampler_free(g);
     g = llama_sampler_init_grammar_lazy_patterns(vocab, o.grammar, "root", (const char **)o.patterns, (size_t)o.n_patterns,
                                                  o.tokens, (size_t)o.n_tokens);
-    assert_false(feeds(g, "<tool_call>\n{\"name\": \"rm_rf\""));          /* an opened call is constrained */
+    assert_false(feeds(g, "<tool_call>\n{\"name\": \"rm_rf\"")); /* an opened call is constrained */
     llama_sampler_free(g);
     /* the parser: a call, text, and a partial marker that is held (no content yet) */
     lc_tmpl_msg m;
-    assert_int_equal(lc_tmpl_parse(o.parser, "<tool_call>\n{\"name\": \"get_v\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>", false, &m), AIOS_OK);
+    assert_int_equal(lc_tmpl_parse(o.parser,
+                                   "<tool_call>\n{\"name\": \"get_v\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+                                   false, &m),
+                     AIOS_OK);
     assert_int_equal(m.n_calls, 1);
     assert_string_equal(m.calls[0].name, "get_v");
     cJSON *args = cJSON_Parse(m.calls[0].arguments);
@@ -435,13 +445,15 @@ static void test_template_tools(void **st) {
     llama_sampler_free(g);
     lc_tmpl_out_free(&o);
     /* a tool result round trip renders; bad input is an error, not an abort */
-    const char *conv = "[{\"role\":\"user\",\"content\":\"time?\"},{\"role\":\"assistant\",\"content\":null,\"tool_calls\":"
-                       "[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"get_v\",\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}\"}}]},"
-                       "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"14:05\"}]";
+    const char *conv =
+        "[{\"role\":\"user\",\"content\":\"time?\"},{\"role\":\"assistant\",\"content\":null,\"tool_calls\":"
+        "[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"get_v\",\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"14:05\"}]";
     assert_int_equal(lc_tmpl_apply(t, conv, tools, LC_TOOLS_AUTO, true, &o, err, sizeof err), AIOS_OK);
     assert_non_null(strstr(o.prompt, "<tool_response>\n14:05"));
     lc_tmpl_out_free(&o);
-    assert_int_equal(lc_tmpl_apply(t, "[{\"content\":\"no role\"}]", tools, LC_TOOLS_AUTO, true, &o, err, sizeof err), AIOS_ERR_INVALID);
+    assert_int_equal(lc_tmpl_apply(t, "[{\"content\":\"no role\"}]", tools, LC_TOOLS_AUTO, true, &o, err, sizeof err),
+                     AIOS_ERR_INVALID);
     assert_non_null(strstr(err, "role"));
     assert_int_equal(lc_tmpl_apply(t, "not json", NULL, LC_TOOLS_AUTO, true, &o, err, sizeof err), AIOS_ERR_INVALID);
     free(tools);
@@ -539,7 +551,11 @@ static void test_integer_ranges(void **st) {
     free(g);
 }
 
-static void quiet(enum ggml_log_level level, const char *text, void *ud) { (void)level; (void)text; (void)ud; }
+static void quiet(enum ggml_log_level level, const char *text, void *ud) {
+    (void)level;
+    (void)text;
+    (void)ud;
+}
 
 static int setup(void **st) {
     (void)st;
@@ -569,10 +585,14 @@ static int teardown(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_text_release),  cmocka_unit_test(test_schema_object),
-        cmocka_unit_test(test_schema_types),  cmocka_unit_test(test_schema_errors),
-        cmocka_unit_test(test_json_object_and_tool_calls), cmocka_unit_test(test_integer_ranges),
-        cmocka_unit_test(test_lazy_tool_grammar), cmocka_unit_test(test_template_tools),
+        cmocka_unit_test(test_text_release),
+        cmocka_unit_test(test_schema_object),
+        cmocka_unit_test(test_schema_types),
+        cmocka_unit_test(test_schema_errors),
+        cmocka_unit_test(test_json_object_and_tool_calls),
+        cmocka_unit_test(test_integer_ranges),
+        cmocka_unit_test(test_lazy_tool_grammar),
+        cmocka_unit_test(test_template_tools),
         cmocka_unit_test(test_grammar_agrees_with_validator),
     };
     return cmocka_run_group_tests_name("llm", tests, setup, teardown);

@@ -33,14 +33,15 @@ static tool_def *load(const char *json, char *err, size_t errlen) {
 static void test_full_manifest(void **st) {
     (void)st;
     char err[512] = "";
-    tool_def *d = load("{\"name\": \"demo/grep\", \"description\": \"search\", \"version\": \"1.2\","
-                       " \"parameters\": {\"type\": \"object\", \"properties\": {\"q\": {\"type\": \"string\", \"maxLength\": 10}},"
-                       "  \"required\": [\"q\"]},"
-                       " \"kind\": \"process\", \"command\": \"run.sh\", \"args\": [\"-n\", \"x\"],"
-                       " \"timeout_ms\": 1500, \"max_parallel\": 3, \"irreversible\": true,"
-                       " \"sandbox\": {\"fs\": \"workdir\", \"network\": true},"
-                       " \"limits\": {\"cpu_seconds\": 2, \"memory_mb\": 64, \"file_size_mb\": 1, \"max_procs\": 4}}",
-                       err, sizeof err);
+    tool_def *d =
+        load("{\"name\": \"demo/grep\", \"description\": \"search\", \"version\": \"1.2\","
+             " \"parameters\": {\"type\": \"object\", \"properties\": {\"q\": {\"type\": \"string\", \"maxLength\": 10}},"
+             "  \"required\": [\"q\"]},"
+             " \"kind\": \"process\", \"command\": \"run.sh\", \"args\": [\"-n\", \"x\"],"
+             " \"timeout_ms\": 1500, \"max_parallel\": 3, \"irreversible\": true,"
+             " \"sandbox\": {\"fs\": \"workdir\", \"network\": true},"
+             " \"limits\": {\"cpu_seconds\": 2, \"memory_mb\": 64, \"file_size_mb\": 1, \"max_procs\": 4}}",
+             err, sizeof err);
     if (!d) fail_msg("%s", err);
     assert_string_equal(d->name, "demo/grep");
     assert_string_equal(d->description, "search");
@@ -88,7 +89,9 @@ static void test_full_manifest(void **st) {
 
 static void test_bad_manifests(void **st) {
     (void)st;
-    static const struct { const char *json, *want; } cases[] = {
+    static const struct {
+        const char *json, *want;
+    } cases[] = {
         {"{\"name\": ", "not valid JSON"},
         {"[1]", "(top level): must be a JSON object"},
         {"{\"command\": \"x\"}", "name: required"},
@@ -114,7 +117,8 @@ static void test_bad_manifests(void **st) {
         {"{\"name\": \"x\", \"command\": \"c\", \"timeout_ms\": 0}", "timeout_ms: must be an integer in [1, 86400000]"},
         {"{\"name\": \"x\", \"command\": \"c\", \"max_parallel\": 1.5}", "max_parallel: must be an integer"},
         {"{\"name\": \"x\", \"command\": \"c\", \"irreversible\": \"yes\"}", "irreversible: must be true or false"},
-        {"{\"name\": \"x\", \"command\": \"c\", \"sandbox\": {\"fs\": \"rw\"}}", "sandbox.fs: 'rw' is not one of none, ro, workdir"},
+        {"{\"name\": \"x\", \"command\": \"c\", \"sandbox\": {\"fs\": \"rw\"}}",
+         "sandbox.fs: 'rw' is not one of none, ro, workdir"},
         {"{\"name\": \"x\", \"command\": \"c\", \"sandbox\": {\"network\": 1}}", "network: must be true or false"},
         {"{\"name\": \"x\", \"command\": \"c\", \"limits\": {\"memory_mb\": 1}}", "memory_mb: must be an integer in [16,"},
         {"{\"name\": \"x\", \"command\": \"c\", \"parameters\": []}", "parameters: must be a JSON Schema object"},
@@ -136,8 +140,8 @@ static void test_bad_manifests(void **st) {
 static void test_tool_names(void **st) {
     (void)st;
     static const char *const good[] = {"x", "demo/grep", "time/get_current_time", "a.b/c-d_e", ".hidden", "a/b.", "v1.2/x"};
-    static const char *const bad[] = {"", ".", "..", "...", "a/./b", "a/../b", "a//b", "/a", "a/", "a/.", "./a",
-                                      "a__b", "a..b", "a b", "a\\b", "caf\xc3\xa9", "x/%2E"};
+    static const char *const bad[] = {"",    ".",   "..",   "...",  "a/./b", "a/../b", "a//b",        "/a",   "a/",
+                                      "a/.", "./a", "a__b", "a..b", "a b",   "a\\b",   "caf\xc3\xa9", "x/%2E"};
     for (size_t i = 0; i < sizeof good / sizeof *good; i++)
         if (!tool_name_ok(good[i])) fail_msg("'%s' refused", good[i]);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)

@@ -283,10 +283,14 @@ static void test_pull_mode_fair_charges_reported_time(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unknown_policy),          cmocka_unit_test(test_fifo_order),
-        cmocka_unit_test(test_priority_order),          cmocka_unit_test(test_rr_alternates_agents),
-        cmocka_unit_test(test_fair_least_served_first), cmocka_unit_test(test_bounds_and_stats),
-        cmocka_unit_test(test_free_runs_queued_jobs),   cmocka_unit_test(test_pull_mode_takes_what_fits),
+        cmocka_unit_test(test_unknown_policy),
+        cmocka_unit_test(test_fifo_order),
+        cmocka_unit_test(test_priority_order),
+        cmocka_unit_test(test_rr_alternates_agents),
+        cmocka_unit_test(test_fair_least_served_first),
+        cmocka_unit_test(test_bounds_and_stats),
+        cmocka_unit_test(test_free_runs_queued_jobs),
+        cmocka_unit_test(test_pull_mode_takes_what_fits),
         cmocka_unit_test(test_pull_mode_fair_charges_reported_time),
     };
     return cmocka_run_group_tests_name("runq", tests, NULL, NULL);

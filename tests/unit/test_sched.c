@@ -15,7 +15,10 @@
 #include "sched/sched.h"
 
 static int freed;
-static void count_free(void *p) { (void)p; freed++; }
+static void count_free(void *p) {
+    (void)p;
+    freed++;
+}
 
 static syscall_t *mk(const char *agent) { return syscall_new(SYSCALL_KIND_LLM, agent, (void *)1, count_free, 64); }
 
@@ -81,7 +84,11 @@ static void test_fifo_order_and_max_active(void **st) {
     sched_free(s);
 }
 
-static bool never(syscall_t *sc, void *ctx) { (void)sc; (void)ctx; return false; }
+static bool never(syscall_t *sc, void *ctx) {
+    (void)sc;
+    (void)ctx;
+    return false;
+}
 
 static void test_fits_gate_keeps_order(void **st) {
     (void)st;
@@ -137,7 +144,10 @@ static void test_free_completes_waiting(void **st) {
 }
 
 static int notified;
-static void sink(void *ctx) { (void)ctx; notified++; }
+static void sink(void *ctx) {
+    (void)ctx;
+    notified++;
+}
 
 static void test_syscall_output_and_timings(void **st) {
     (void)st;
@@ -167,7 +177,6 @@ static void test_syscall_output_and_timings(void **st) {
     syscall_unref(sc);
     syscall_unref(NULL);
 }
-
 
 /* rr: a running syscall yields after time_slice generated tokens and goes to the back. */
 static void test_rr_time_slice(void **st) {
@@ -360,17 +369,29 @@ static void run_to_completion(const char *policy) {
     sched_free(s);
 }
 
-static void test_no_starvation_rr(void **st) { (void)st; run_to_completion("rr"); }
-static void test_no_starvation_fair(void **st) { (void)st; run_to_completion("fair"); }
+static void test_no_starvation_rr(void **st) {
+    (void)st;
+    run_to_completion("rr");
+}
+static void test_no_starvation_fair(void **st) {
+    (void)st;
+    run_to_completion("fair");
+}
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unknown_policy),        cmocka_unit_test(test_fifo_order_and_max_active),
-        cmocka_unit_test(test_fits_gate_keeps_order), cmocka_unit_test(test_queue_bound_and_cancel),
-        cmocka_unit_test(test_free_completes_waiting), cmocka_unit_test(test_syscall_output_and_timings),
-        cmocka_unit_test(test_rr_time_slice),          cmocka_unit_test(test_fifo_never_preempts),
-        cmocka_unit_test(test_priority_order_and_preemption), cmocka_unit_test(test_fair_least_attained_service),
-        cmocka_unit_test(test_no_starvation_rr),       cmocka_unit_test(test_no_starvation_fair),
+        cmocka_unit_test(test_unknown_policy),
+        cmocka_unit_test(test_fifo_order_and_max_active),
+        cmocka_unit_test(test_fits_gate_keeps_order),
+        cmocka_unit_test(test_queue_bound_and_cancel),
+        cmocka_unit_test(test_free_completes_waiting),
+        cmocka_unit_test(test_syscall_output_and_timings),
+        cmocka_unit_test(test_rr_time_slice),
+        cmocka_unit_test(test_fifo_never_preempts),
+        cmocka_unit_test(test_priority_order_and_preemption),
+        cmocka_unit_test(test_fair_least_attained_service),
+        cmocka_unit_test(test_no_starvation_rr),
+        cmocka_unit_test(test_no_starvation_fair),
         cmocka_unit_test(test_hold_parks_and_passes_over),
     };
     return cmocka_run_group_tests_name("sched", tests, NULL, NULL);

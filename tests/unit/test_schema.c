@@ -178,8 +178,7 @@ static void test_minimum_maximum(void **st) {
     accepts(s, "{\"x\":1}");
     accepts(s, "{\"x\":10}");
     rejects(s, "{\"x\":0}", "parameters.x: 0 is below the minimum 1");
-    assert_int_equal(check("{\"properties\":{\"n\":{\"maximum\":10}}}", "{\"n\":12}", err, sizeof err),
-                     AIOS_ERR_INVALID);
+    assert_int_equal(check("{\"properties\":{\"n\":{\"maximum\":10}}}", "{\"n\":12}", err, sizeof err), AIOS_ERR_INVALID);
     assert_string_equal(err, "parameters.n: 12 is above the maximum 10");
     rejects("{\"minimum\":0.1}", "0.05", "parameters: 0.05 is below the minimum 0.1");
     accepts("{\"maximum\":10}", "\"not a number\""); /* applies to numbers only */
@@ -199,7 +198,7 @@ static void test_string_lengths_utf8(void **st) {
     char err[ERRLEN], buf[256];
     const char *s = "{\"properties\":{\"name\":{\"type\":\"string\",\"minLength\":2,\"maxLength\":8}}}";
     accepts(s, "{\"name\":\"ab\"}");
-    accepts(s, "{\"name\":\"h\u00e9llo w\u00f6\"}"); /* 8 code points, 10 bytes */
+    accepts(s, "{\"name\":\"h\u00e9llo w\u00f6\"}");           /* 8 code points, 10 bytes */
     accepts(s, "{\"name\":\"\\ud83d\\ude00\\ud83d\\ude00\"}"); /* 2 code points, 8 bytes */
     assert_int_equal(check(s, "{\"name\":\"abcdefghi\"}", err, sizeof err), AIOS_ERR_INVALID);
     assert_string_equal(err, "parameters.name: longer than maxLength 8");
@@ -224,8 +223,7 @@ static void test_items(void **st) {
                     "\"properties\":{\"name\":{\"type\":\"string\"}},\"required\":[\"name\"]}}}}";
     accepts(s, "{\"items\":[{\"name\":\"a\"},{\"name\":\"b\"}]}");
     accepts(s, "{\"items\":[]}");
-    assert_int_equal(check(s, "{\"items\":[{\"name\":\"a\"},{\"name\":\"b\"},{\"name\":3}]}", err, sizeof err),
-                     AIOS_ERR_INVALID);
+    assert_int_equal(check(s, "{\"items\":[{\"name\":\"a\"},{\"name\":\"b\"},{\"name\":3}]}", err, sizeof err), AIOS_ERR_INVALID);
     assert_string_equal(err, "parameters.items[2].name: expected a string, got number");
     rejects(s, "{\"items\":[{\"name\":\"a\"},{}]}", "parameters.items[1]: missing required field 'name'");
     rejects("{\"items\":{\"items\":{\"type\":\"integer\"}}}", "[[1],[2,2.5]]",
@@ -383,8 +381,10 @@ static void test_lint_bad(void **st) {
     lint_bad("{\"type\":\"object\",\"required\":[\"a\",2]}", "parameters.required: entry 1 must be a field name");
     lint_bad("{\"type\":\"object\",\"required\":\"a\"}", "parameters.required: must be an array");
     lint_bad("{\"type\":\"object\",\"additionalProperties\":3}", "parameters.additionalProperties: must be a schema");
-    lint_bad("{\"type\":\"object\",\"properties\":{\"u\":{\"enum\":[]}}}", "parameters.properties.u.enum: must be a non-empty array");
-    lint_bad("{\"type\":\"object\",\"properties\":{\"n\":{\"minimum\":\"5\"}}}", "parameters.properties.n.minimum: must be a number");
+    lint_bad("{\"type\":\"object\",\"properties\":{\"u\":{\"enum\":[]}}}",
+             "parameters.properties.u.enum: must be a non-empty array");
+    lint_bad("{\"type\":\"object\",\"properties\":{\"n\":{\"minimum\":\"5\"}}}",
+             "parameters.properties.n.minimum: must be a number");
     lint_bad("{\"type\":\"object\",\"properties\":{\"n\":{\"exclusiveMaximum\":true}}}",
              "parameters.properties.n.exclusiveMaximum: must be a number");
     lint_bad("{\"type\":\"object\",\"properties\":{\"s\":{\"minLength\":-1}}}",
@@ -425,11 +425,9 @@ static void test_error_buffers(void **st) {
     assert_string_equal(small, "parameters: ..."); /* cut, marked, NUL-terminated */
     /* a cut never leaves half a UTF-8 character: in 17 bytes the text is cut at offset 13
      * to make room for "...", which would split the \u00e9 of "x\u00e9" (offsets 12-13) */
-    assert_int_equal(check("{\"properties\":{\"x\\u00e9\":false}}", "{\"x\\u00e9\":1}", cut, sizeof cut),
-                     AIOS_ERR_INVALID);
+    assert_int_equal(check("{\"properties\":{\"x\\u00e9\":false}}", "{\"x\\u00e9\":1}", cut, sizeof cut), AIOS_ERR_INVALID);
     assert_string_equal(cut, "parameters.x...");
-    assert_int_equal(check("{\"properties\":{\"xy\\u00e9\":false}}", "{\"xy\\u00e9\":1}", cut, sizeof cut),
-                     AIOS_ERR_INVALID);
+    assert_int_equal(check("{\"properties\":{\"xy\\u00e9\":false}}", "{\"xy\\u00e9\":1}", cut, sizeof cut), AIOS_ERR_INVALID);
     assert_string_equal(cut, "parameters.xy...");
     /* a path longer than the path buffer is cut, not overrun */
     char name[600], schema[1600], value[1000];
@@ -439,8 +437,7 @@ static void test_error_buffers(void **st) {
     snprintf(value, sizeof value, "{\"%s\":{\"b\":1}}", name);
     assert_int_equal(check(schema, value, err, sizeof err), AIOS_ERR_INVALID);
     assert_string_equal(err, "parameters...: expected a string, got number"); /* whole segments only */
-    snprintf(schema, sizeof schema, "{\"properties\":{\"%.200s\":{\"properties\":{\"%s\":{\"type\":\"string\"}}}}}",
-             name, name);
+    snprintf(schema, sizeof schema, "{\"properties\":{\"%.200s\":{\"properties\":{\"%s\":{\"type\":\"string\"}}}}}", name, name);
     snprintf(value, sizeof value, "{\"%.200s\":{\"%s\":1}}", name, name);
     assert_int_equal(check(schema, value, err, sizeof err), AIOS_ERR_INVALID);
     assert_int_equal(strncmp(err, "parameters.kkk", 14), 0);
