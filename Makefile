@@ -57,7 +57,7 @@ KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_CXX:%.cpp=$(BUILD)/obj
 SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps llama model run test unit system asan bench clean docs install fuzz format format-check
+.PHONY: all deps llama model run test unit unit-bins system asan tsan bench clean docs install fuzz format format-check
 all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors $(BUILD)/failover $(BUILD)/agents_spawn
 
 deps:
@@ -166,12 +166,19 @@ run: deps model all
 
 unit: $(UNIT_TESTS)
 	@bash tests/run-unit.sh $(UNIT_TESTS)
+unit-bins: $(UNIT_TESTS)
 
 system: all
 	@bash tests/run-system.sh $(BUILD)
 
 asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" OPT="-O1 -g" all
+
+# ThreadSanitizer: the unit tests and a concurrent system smoke (tests/run-tsan.sh; the
+# suppressions, third-party only, are in tests/tsan.supp with their reasons).
+tsan:
+	@$(MAKE) --no-print-directory BUILD=build-tsan SAN="-fsanitize=thread" OPT="-O1 -g" all unit-bins
+	@bash tests/run-tsan.sh build-tsan
 
 test: deps model
 	@bash tests/run-all.sh
@@ -199,4 +206,4 @@ docs: $(BUILD)/aiosd
 	@bash scripts/gen-config-doc.sh $(BUILD)/aiosd
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-tsan

@@ -120,7 +120,7 @@ struct api_server {
     api_req *inflight;
     pthread_t watcher;
     bool watcher_running;
-    volatile bool watcher_stop;
+    atomic_bool watcher_stop;
     pthread_mutex_t conn_mu; /* the connection list, its counts and stats */
     api_conn *conns;
     int n_open;         /* HEAD, IDLE, BODY, BUSY */

@@ -331,14 +331,34 @@ static int child_main(void *arg) {
     return 127;
 }
 
-static pid_t spawn(const child_spec *c) {
+#if defined(__SANITIZE_THREAD__)
+#define SANDBOX_FORK 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SANDBOX_FORK 1
+#endif
+#endif
+
+/* Runs fn(arg) in a child that shares our memory until it execs (clone(CLONE_VM |
+ * CLONE_VFORK): no page tables copied, we resume when it has exec'd or exited); its pid, or -1.
+ * Under ThreadSanitizer a plain fork: TSan's clone interceptor re-initialises the calling
+ * thread's state in the child, which a CLONE_VM child shares with us. */
+static pid_t vfork_run(int (*fn)(void *), void *arg) {
+#ifdef SANDBOX_FORK
+    pid_t pid = fork();
+    if (pid == 0) _exit(fn(arg));
+    return pid;
+#else
     enum { STACK = 64 * 1024 };
     char *stack = malloc(STACK);
     if (!stack) return -1;
-    pid_t pid = clone(child_main, stack + STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)c);
+    pid_t pid = clone(fn, stack + STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, arg);
     free(stack); /* CLONE_VFORK: the child has exec'd or exited */
     return pid;
+#endif
 }
+
+static pid_t spawn(const child_spec *c) { return vfork_run(child_main, (void *)c); }
 
 /* ---------- argv ---------- */
 
@@ -1146,14 +1166,7 @@ static void mcp_limits(const sandbox_mcp *p, child_spec *c) {
     c->n_lim = c->uid >= 0 ? 3 : 2;
 }
 
-static pid_t mcp_clone(mcp_child *k) {
-    enum { STACK = 64 * 1024 };
-    char *stack = malloc(STACK);
-    if (!stack) return -1;
-    pid_t pid = clone(mcp_child_main, stack + STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, k);
-    free(stack);
-    return pid;
-}
+static pid_t mcp_clone(mcp_child *k) { return vfork_run(mcp_child_main, k); }
 
 int sandbox_mcp_spawn(sandbox_mcp *p, pid_t *pid, int fds[3], char *err, size_t errlen) {
     int keep[MCP_MAX_BINDS + 1], wfd = -1, n = p->n_binds;
