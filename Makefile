@@ -42,7 +42,7 @@ CXX     ?= g++
 HNSW_ASAN := $(if $(findstring address,$(SAN)),-DNO_MANUAL_VECTORIZATION)
 ALL_CXXFLAGS = $(OPT) -std=c++17 -Wall -Wextra -Iinclude -Isrc $(SAN) $(HNSW_ASAN) $(CXXFLAGS)
 
-KERNEL_SRC := src/kernel/util.c src/kernel/config.c src/kernel/result.c src/kernel/maps.c src/syscall/syscall.c \
+KERNEL_SRC := src/kernel/util.c src/kernel/torture.c src/kernel/config.c src/kernel/result.c src/kernel/maps.c src/syscall/syscall.c \
               src/sched/sched.c src/sched/policy_fifo.c src/sched/policy_rr.c src/sched/policy_priority.c \
               src/sched/policy_fair.c src/sched/runq.c src/context/ctx.c \
               src/llm/llm.c src/llm/backend.c src/llm/llamacpp.c src/llm/llamacpp_ctx.c src/llm/text.c src/llm/grammar.c src/llm/embed.c src/llm/remote.c src/llm/remote_anthropic.c src/llm/remote_fleet.c \
@@ -57,8 +57,8 @@ KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_CXX:%.cpp=$(BUILD)/obj
 SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps llama model run test unit unit-bins system asan tsan bench clean docs install fuzz format format-check
-all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors $(BUILD)/failover $(BUILD)/agents_spawn
+.PHONY: all deps llama model run test unit unit-bins system asan tsan torture bench clean docs install fuzz format format-check
+all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors $(BUILD)/failover $(BUILD)/agents_spawn $(BUILD)/soak
 
 deps:
 	@bash scripts/install-deps.sh
@@ -128,6 +128,8 @@ $(BUILD)/failover: $(BUILD)/obj/bench/failover.o $(BUILD)/obj/bench/http.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/agents_spawn: $(BUILD)/obj/bench/agents_spawn.o $(BUILD)/obj/bench/http.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/soak: $(BUILD)/obj/bench/soak.o $(BUILD)/obj/bench/http.o
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_OBJ) $(BUILD)/obj/src/sdk/aios.o
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS) $(KERNEL_LDLIBS) -lcmocka
@@ -180,6 +182,14 @@ tsan:
 	@$(MAKE) --no-print-directory BUILD=build-tsan SAN="-fsanitize=thread" OPT="-O1 -g" all unit-bins
 	@bash tests/run-tsan.sh build-tsan
 
+# Allocation-failure torture (tests/run-torture.sh, docs/testing.md): an ASan+UBSan aiosd
+# built with -DAIOS_TORTURE whose own allocations go through src/kernel/torture.c.
+TORTURE_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
+torture:
+	@$(MAKE) --no-print-directory BUILD=build-torture SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+	  OPT="-O1 -g" CFLAGS="-DAIOS_TORTURE" LDFLAGS="$(TORTURE_WRAP)" build-torture/aiosd
+	@bash tests/run-torture.sh build-torture
+
 test: deps model
 	@bash tests/run-all.sh
 
@@ -206,4 +216,4 @@ docs: $(BUILD)/aiosd
 	@bash scripts/gen-config-doc.sh $(BUILD)/aiosd
 
 clean:
-	rm -rf build build-asan build-fuzz build-tsan
+	rm -rf build build-asan build-fuzz build-tsan build-torture

@@ -627,7 +627,7 @@ cJSON *access_approvals_json(access_manager *am) {
         cJSON_AddStringToObject(o, "agent", a->agent);
         cJSON_AddStringToObject(o, "tool", a->tool);
         cJSON *p = cJSON_Parse(a->params);
-        cJSON_AddItemToObject(o, "parameters", p ? p : cJSON_CreateString(a->params));
+        kern_json_add(o, "parameters", p ? p : cJSON_CreateString(a->params));
         cJSON_AddStringToObject(o, "state", "awaiting_approval");
         cJSON_AddNumberToObject(o, "waiting_s", now - a->created);
         cJSON_AddNumberToObject(o, "expires_in_s", a->deadline - now);

@@ -549,7 +549,7 @@ static void describe_limits(agents_t *a, agent *g, long uid) {
     cJSON_AddStringToObject(m, "stop", frz ? "cgroup.freeze" : "SIGSTOP");
     cJSON_AddStringToObject(m, "kill", kil ? "cgroup.kill" : "SIGKILL");
     cJSON_DeleteItemFromObjectCaseSensitive(g->spec, "mechanism");
-    cJSON_AddItemToObject(g->spec, "mechanism", m);
+    kern_json_add(g->spec, "mechanism", m);
 }
 
 /* The uid of an agent's process: its own (a root kernel with tools.sandbox_uid_base) above
@@ -725,7 +725,7 @@ static cJSON *with_package(agents_t *a, const cJSON *spec, const char **pkg, cha
     const cJSON *f;
     cJSON_ArrayForEach(f, spec) {
         cJSON_DeleteItemFromObjectCaseSensitive(base, f->string);
-        cJSON_AddItemToObject(base, f->string, cJSON_Duplicate(f, true));
+        kern_json_add(base, f->string, cJSON_Duplicate(f, true));
     }
     *pkg = strrchr(dir, '/') + 1;
     return base;
@@ -860,7 +860,7 @@ static cJSON *rec_json(const agent *g) {
     cJSON_AddStringToObject(o, "state", agent_state_name(g->state));
     cJSON_AddStringToObject(o, "group", g->group);
     if (g->package[0]) cJSON_AddStringToObject(o, "package", g->package);
-    cJSON_AddItemToObject(o, "command", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(g->spec, "command"), true));
+    kern_json_add(o, "command", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(g->spec, "command"), true));
     cJSON *env = cJSON_AddArrayToObject(o, "env"); /* names only: values may be secrets */
     const cJSON *kv;
     cJSON_ArrayForEach(kv, cJSON_GetObjectItemCaseSensitive(g->spec, "env"))
@@ -888,13 +888,13 @@ static cJSON *rec_json(const agent *g) {
     cJSON *lim = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(g->spec, "limits"), true);
     cJSON_AddStringToObject(lim, "applied", g->limits_how);
     const cJSON *mech = cJSON_GetObjectItemCaseSensitive(g->spec, "mechanism");
-    if (mech) cJSON_AddItemToObject(lim, "mechanism", cJSON_Duplicate(mech, true));
+    if (mech) kern_json_add(lim, "mechanism", cJSON_Duplicate(mech, true));
     if (g->state == AGENT_STOPPED && g->cg[0]) cJSON_AddBoolToObject(o, "frozen", cg_frozen(g));
-    cJSON_AddItemToObject(o, "limits", lim);
+    kern_json_add(o, "limits", lim);
     cJSON *net = cJSON_AddObjectToObject(o, "network");
     cJSON_AddStringToObject(net, "mode", spec_str(g, "network") ? spec_str(g, "network") : "");
     cJSON_AddStringToObject(net, "applied", g->net_how);
-    if (!agent_alive(g) && g->last_len) cJSON_AddItemToObject(o, "result", result_json(g));
+    if (!agent_alive(g) && g->last_len) kern_json_add(o, "result", result_json(g));
     return o;
 }
 
@@ -922,7 +922,7 @@ cJSON *agents_aios_status(agents_t *a, const char *id) {
         bool alive = agent_alive(g) || g->restart_at;
         bool ok = g->state == AGENT_EXITED && g->exit_code == 0;
         cJSON_AddStringToObject(o, "status", alive ? "running" : ok ? "completed" : "failed");
-        if (!alive && ok) cJSON_AddItemToObject(o, "result", result_json(g));
+        if (!alive && ok) kern_json_add(o, "result", result_json(g));
         if (!alive && !ok) {
             char msg[400];
             snprintf(msg, sizeof msg, "%s%s%s", agent_state_name(g->state), g->reason[0] ? ": " : "", g->reason);
@@ -942,7 +942,7 @@ cJSON *agents_end_event(agents_t *a, const char *id) {
     static const char *const KEEP[] = {"id", "state", "exit_code", "signal_name", "reason"};
     for (size_t i = 0; i < sizeof KEEP / sizeof KEEP[0]; i++) {
         cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(o, KEEP[i]);
-        if (v) cJSON_AddItemToObject(e, KEEP[i], v);
+        if (v) kern_json_add(e, KEEP[i], v);
     }
     cJSON_Delete(o);
     return e;

@@ -84,9 +84,10 @@ struct api_req {
     api_server *srv;
     struct MHD_Connection *conn;
     char method[16];
-    char *url;
+    char *url; /* in the same allocation as the record */
     strbuf body;
     bool too_large;
+    bool body_oom; /* the body could not be kept (no memory): answered 500 */
     bool answered;
     char agent[AIOS_NAME_MAX];
     bool token_agent;         /* agent named by a verified identity token */
@@ -126,6 +127,10 @@ struct api_req {
     bool load_waiting;
     bool redispatch; /* resumed from that wait: dispatched again from the start */
     llm_core *load_core;
+#ifdef AIOS_TORTURE
+    long torture_left; /* allocations left before the one that fails (server.c, torture.c) */
+    bool torture_armed, torture_hit;
+#endif
 };
 
 typedef enum MHD_Result (*api_handler_fn)(api_req *r, cJSON *body);

@@ -393,8 +393,8 @@ static char *native_tools(const chat_ctx *ctx, const cJSON *tools) {
         fn = cJSON_AddObjectToObject(e, "function");
         cJSON_AddStringToObject(fn, "name", ctx->tool_model_names[i]);
         if (cJSON_IsString(d)) cJSON_AddStringToObject(fn, "description", d->valuestring);
-        cJSON_AddItemToObject(fn, "parameters",
-                              cJSON_IsObject(p) ? cJSON_Duplicate(p, 1) : cJSON_Parse("{\"type\":\"object\",\"properties\":{}}"));
+        kern_json_add(fn, "parameters",
+                      cJSON_IsObject(p) ? cJSON_Duplicate(p, 1) : cJSON_Parse("{\"type\":\"object\",\"properties\":{}}"));
         cJSON_AddItemToArray(list, e);
     }
     char *s = cJSON_PrintUnformatted(list);
@@ -490,7 +490,7 @@ static bool native_parameters(const chat_ctx *ctx, cJSON *call) {
         cJSON_Delete(p);
         return false;
     }
-    cJSON_AddItemToObject(call, "parameters", p);
+    kern_json_add(call, "parameters", p);
     return true;
 }
 
@@ -521,7 +521,7 @@ cJSON *chat_tool_calls(const chat_ctx *ctx, const char *text, uint64_t sc_id) {
             if (!strcmp(ctx->tool_model_names[k], name->valuestring)) orig = ctx->tool_names[k];
         cJSON *call = cJSON_CreateObject();
         cJSON_AddStringToObject(call, "name", orig);
-        cJSON_AddItemToObject(call, "parameters", params ? cJSON_Duplicate(params, 1) : cJSON_CreateObject());
+        kern_json_add(call, "parameters", params ? cJSON_Duplicate(params, 1) : cJSON_CreateObject());
         char id[48];
         snprintf(id, sizeof id, "call_%llu_%d", (unsigned long long)sc_id, i);
         cJSON_AddStringToObject(call, "id", id);
@@ -537,10 +537,10 @@ cJSON *chat_openai_tool_calls(const cJSON *calls) {
     for (const cJSON *c = calls->child; c; c = c->next, i++) {
         cJSON *tc = cJSON_CreateObject(), *fn;
         cJSON_AddNumberToObject(tc, "index", i);
-        cJSON_AddStringToObject(tc, "id", cJSON_GetObjectItem(c, "id")->valuestring);
+        cJSON_AddStringToObject(tc, "id", kern_json_str(c, "id"));
         cJSON_AddStringToObject(tc, "type", "function");
         fn = cJSON_AddObjectToObject(tc, "function");
-        cJSON_AddStringToObject(fn, "name", cJSON_GetObjectItem(c, "name")->valuestring);
+        cJSON_AddStringToObject(fn, "name", kern_json_str(c, "name"));
         char *args = cJSON_PrintUnformatted(cJSON_GetObjectItem(c, "parameters"));
         cJSON_AddStringToObject(fn, "arguments", args ? args : "{}");
         free(args);

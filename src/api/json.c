@@ -288,7 +288,12 @@ int jp_parse_body(const char *text, size_t len, int max_depth, cJSON **out, char
     free(frames);
     if (rc) return rc;
     const char *end = NULL;
+    kern_json_oom_clear();
     cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!j && kern_json_oom()) {
+        snprintf(err, errlen, "out of memory parsing the request body");
+        return AIOS_ERR_NOMEM;
+    }
     if (!j) {
         snprintf(err, errlen, "malformed JSON in the request body");
         return AIOS_ERR_INVALID;

@@ -91,7 +91,7 @@ static enum MHD_Result h_list(api_req *r, cJSON *body) {
     (void)body;
     if (!agents_or_error(r)) return MHD_YES;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "agents", api_agents_json(r));
+    kern_json_add(o, "agents", api_agents_json(r));
     return api_reply_json(r, 200, o);
 }
 
@@ -237,7 +237,7 @@ static enum MHD_Result h_ps(api_req *r, cJSON *body) {
     cJSON_Delete(list);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", "success");
-    cJSON_AddItemToObject(o, "processes", procs);
+    kern_json_add(o, "processes", procs);
     return api_reply_json(r, 200, o);
 }
 

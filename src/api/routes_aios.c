@@ -18,7 +18,7 @@ cJSON *api_envelope(syscall_t *sc, cJSON *response) {
     double st[SYSCALL_MAX_ROUNDS], en[SYSCALL_MAX_ROUNDS], wt[SYSCALL_MAX_ROUNDS], ta[SYSCALL_MAX_ROUNDS];
     int n = syscall_timings(sc, st, en, wt, ta, SYSCALL_MAX_ROUNDS);
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "response", response);
+    kern_json_add(o, "response", response);
     jp_add_doubles(o, "start_times", st, n);
     jp_add_doubles(o, "end_times", en, n);
     jp_add_doubles(o, "waiting_times", wt, n);
@@ -39,7 +39,7 @@ static enum MHD_Result query_llm_done(api_req *r) {
     cJSON_AddStringToObject(resp, "response_class", "llm");
     if (chat_made_calls(ctx, text)) {
         cJSON_AddNullToObject(resp, "response_message");
-        cJSON_AddItemToObject(resp, "tool_calls", chat_tool_calls(ctx, text, sc->id));
+        kern_json_add(resp, "tool_calls", chat_tool_calls(ctx, text, sc->id));
     } else {
         cJSON_AddStringToObject(resp, "response_message", text);
         cJSON_AddNullToObject(resp, "tool_calls");
@@ -52,7 +52,7 @@ static enum MHD_Result query_llm_done(api_req *r) {
     cJSON *usage = cJSON_AddObjectToObject(resp, "usage");
     cJSON_AddNumberToObject(usage, "prompt_tokens", llm_request_prompt_tokens(req));
     cJSON_AddNumberToObject(usage, "completion_tokens", llm_request_completion_tokens(req));
-    cJSON_AddItemToObject(resp, "aios", chat_timing_json(sc));
+    kern_json_add(resp, "aios", chat_timing_json(sc));
     return api_reply_json(r, 200, api_envelope(sc, resp));
 }
 
@@ -340,7 +340,7 @@ cJSON *api_status_json(api_req *r) {
         cJSON_AddItemToArray(models, m);
     }
     add_devices(o);
-    cJSON_AddItemToObject(o, "budgets", access_budgets_json(api_access(r)));
+    kern_json_add(o, "budgets", access_budgets_json(api_access(r)));
     api_status_runq(r, o);
     return o;
 }
@@ -598,7 +598,8 @@ static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
     api_metrics_mem(r, &b);
     api_metrics_tools(r, &b);
     api_metrics_http(r, &b);
-    enum MHD_Result ret = api_reply_text(r, 200, "text/plain; version=0.0.4", b.data ? b.data : "");
+    enum MHD_Result ret = b.oom ? api_reply_error(r, AIOS_ERR_NOMEM, "no memory for the metrics")
+                                : api_reply_text(r, 200, "text/plain; version=0.0.4", b.data ? b.data : "");
     sb_free(&b);
     free(st);
     return ret;

@@ -191,7 +191,7 @@ static int anth_blocks(const cJSON *content, int i, bool user, bool last, cJSON 
     if (!rc && !user && !empty) {
         cJSON *m = anth_add_message(out, "assistant", text.len ? text.data : NULL);
         if (calls->child) {
-            cJSON_AddItemToObject(m, "tool_calls", calls);
+            kern_json_add(m, "tool_calls", calls);
             calls = NULL;
         }
     }
@@ -274,7 +274,7 @@ static int anth_tool(const cJSON *t, int i, cJSON *out, char *err, size_t errlen
     fn = cJSON_AddObjectToObject(e, "function");
     cJSON_AddStringToObject(fn, "name", name);
     if (desc) cJSON_AddStringToObject(fn, "description", desc);
-    if (cJSON_IsObject(schema)) cJSON_AddItemToObject(fn, "parameters", cJSON_Duplicate(schema, 1));
+    if (cJSON_IsObject(schema)) kern_json_add(fn, "parameters", cJSON_Duplicate(schema, 1));
     cJSON_AddItemToArray(out, e);
     return AIOS_OK;
 }
@@ -335,7 +335,7 @@ static int anth_tool_choice(const cJSON *body, cJSON *dst, char *err, size_t err
 /* Copies body.key into dst (a checked number) when present. */
 static void anth_copy(const cJSON *body, const char *key, cJSON *dst) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, key);
-    if (v && !cJSON_IsNull(v)) cJSON_AddItemToObject(dst, key, cJSON_Duplicate(v, 0));
+    if (v && !cJSON_IsNull(v)) kern_json_add(dst, key, cJSON_Duplicate(v, 0));
 }
 
 /* stop_sequences: an array of at most llms.max_stop strings, into dst.stop. */
@@ -347,7 +347,7 @@ static int anth_stop(const cJSON *body, int max_stop, cJSON *dst, char *err, siz
     if (n > max_stop) return jp_invalid(err, errlen, "'stop_sequences' has %d strings, over llms.max_stop (%d)", n, max_stop);
     for (const cJSON *it = s->child; it; it = it->next, i++)
         if (!cJSON_IsString(it)) return jp_invalid(err, errlen, "stop_sequences[%d] must be a string", i);
-    cJSON_AddItemToObject(dst, "stop", cJSON_Duplicate(s, 1));
+    kern_json_add(dst, "stop", cJSON_Duplicate(s, 1));
     return AIOS_OK;
 }
 
@@ -394,7 +394,7 @@ static int anth_output_config(const cJSON *body, cJSON *dst, char *err, size_t e
     if (!cJSON_IsObject(schema)) return jp_invalid(err, errlen, "output_config.format.schema must be a JSON Schema object");
     cJSON *rf = cJSON_AddObjectToObject(dst, "response_format");
     cJSON_AddStringToObject(rf, "type", "json_schema");
-    cJSON_AddItemToObject(cJSON_AddObjectToObject(rf, "json_schema"), "schema", cJSON_Duplicate(schema, 1));
+    kern_json_add(cJSON_AddObjectToObject(rf, "json_schema"), "schema", cJSON_Duplicate(schema, 1));
     return AIOS_OK;
 }
 
@@ -451,7 +451,7 @@ static cJSON *anth_message_json(const anth_ctx *a, cJSON *content, const char *s
     cJSON_AddStringToObject(o, "type", "message");
     cJSON_AddStringToObject(o, "role", "assistant");
     cJSON_AddStringToObject(o, "model", a->chat->model);
-    cJSON_AddItemToObject(o, "content", content);
+    kern_json_add(o, "content", content);
     if (stop_reason) cJSON_AddStringToObject(o, "stop_reason", stop_reason);
     else cJSON_AddNullToObject(o, "stop_reason");
     if (done) anth_add_stop_sequence(o, done);
@@ -475,9 +475,9 @@ static cJSON *anth_tool_uses(const chat_ctx *ctx, const char *text, uint64_t sc_
     for (cJSON *c = calls->child; c; c = c->next) {
         cJSON *b = cJSON_CreateObject();
         cJSON_AddStringToObject(b, "type", "tool_use");
-        cJSON_AddStringToObject(b, "id", cJSON_GetObjectItem(c, "id")->valuestring);
-        cJSON_AddStringToObject(b, "name", cJSON_GetObjectItem(c, "name")->valuestring);
-        cJSON_AddItemToObject(b, "input", cJSON_DetachItemFromObject(c, "parameters"));
+        cJSON_AddStringToObject(b, "id", kern_json_str(c, "id"));
+        cJSON_AddStringToObject(b, "name", kern_json_str(c, "name"));
+        kern_json_add(b, "input", cJSON_DetachItemFromObject(c, "parameters"));
         cJSON_AddItemToArray(out, b);
     }
     cJSON_Delete(calls);
@@ -493,7 +493,7 @@ static enum MHD_Result anth_done(api_req *r) {
     cJSON *content = calls ? anth_tool_uses(a->chat, text, sc->id) : cJSON_CreateArray();
     if (!calls) cJSON_AddItemToArray(content, anth_text_json(text));
     cJSON *o = anth_message_json(a, content, anth_stop_reason(a, sc, calls), sc, llm_request_completion_tokens(sc->args));
-    cJSON_AddItemToObject(o, "aios", chat_timing_json(sc));
+    kern_json_add(o, "aios", chat_timing_json(sc));
     return api_reply_json(r, 200, o);
 }
 
@@ -509,7 +509,7 @@ static cJSON *anth_event(const char *type) {
 
 static void anth_emit(strbuf *sse, cJSON *ev) {
     char name[32]; /* api_sse_event frees ev before it writes the name */
-    snprintf(name, sizeof name, "%s", cJSON_GetObjectItem(ev, "type")->valuestring);
+    snprintf(name, sizeof name, "%s", kern_json_str(ev, "type"));
     api_sse_event(sse, name, ev);
 }
 
@@ -517,7 +517,7 @@ static void anth_emit(strbuf *sse, cJSON *ev) {
 static void anth_block_start(anth_ctx *a, cJSON *block, strbuf *sse) {
     cJSON *ev = anth_event("content_block_start");
     cJSON_AddNumberToObject(ev, "index", a->n_blocks);
-    cJSON_AddItemToObject(ev, "content_block", block);
+    kern_json_add(ev, "content_block", block);
     anth_emit(sse, ev);
 }
 
@@ -539,7 +539,7 @@ static void anth_block_stop(anth_ctx *a, strbuf *sse) {
 
 static void anth_stream_begin(anth_ctx *a, strbuf *sse) {
     cJSON *ev = anth_event("message_start");
-    cJSON_AddItemToObject(ev, "message", anth_message_json(a, cJSON_CreateArray(), NULL, NULL, 0));
+    kern_json_add(ev, "message", anth_message_json(a, cJSON_CreateArray(), NULL, NULL, 0));
     anth_emit(sse, ev);
     anth_emit(sse, anth_event("ping"));
     a->started = true;
@@ -590,7 +590,7 @@ static void anth_stream_end(anth_ctx *a, syscall_t *sc, strbuf *sse) {
     u = cJSON_AddObjectToObject(ev, "usage");
     cJSON_AddNumberToObject(u, "input_tokens", a->input_tokens);
     cJSON_AddNumberToObject(u, "output_tokens", llm_request_completion_tokens(sc->args));
-    cJSON_AddItemToObject(ev, "aios", chat_timing_json(sc));
+    kern_json_add(ev, "aios", chat_timing_json(sc));
     anth_emit(sse, ev);
     anth_emit(sse, anth_event("message_stop"));
 }

@@ -50,7 +50,7 @@ static enum MHD_Result h_llms_check(api_req *r, cJSON *body) {
     }
     cJSON_AddStringToObject(o, "status", up ? "success" : "warning");
     cJSON_AddNumberToObject(o, "available", up);
-    cJSON_AddItemToObject(o, "llms", arr);
+    kern_json_add(o, "llms", arr);
     return api_reply_json(r, 200, o);
 }
 
@@ -68,7 +68,7 @@ static enum MHD_Result selection_answer(api_req *r) {
     if (n) snprintf(msg + len, sizeof msg - len, "] selected");
     cJSON_AddStringToObject(o, "status", n ? "success" : "warning");
     cJSON_AddStringToObject(o, "message", msg);
-    cJSON_AddItemToObject(o, "llms", arr);
+    kern_json_add(o, "llms", arr);
     return api_reply_json(r, 200, o);
 }
 

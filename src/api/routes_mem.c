@@ -100,7 +100,7 @@ static void mem_finish(cJSON *o, const char *id, const char *content, cJSON *met
     else cJSON_AddNullToObject(o, "memory_id");
     if (content) cJSON_AddStringToObject(o, "content", content);
     else cJSON_AddNullToObject(o, "content");
-    cJSON_AddItemToObject(o, "metadata", metadata ? metadata : cJSON_CreateNull());
+    kern_json_add(o, "metadata", metadata ? metadata : cJSON_CreateNull());
     if (!cJSON_GetObjectItemCaseSensitive(o, "search_results")) cJSON_AddArrayToObject(o, "search_results");
     cJSON_AddBoolToObject(o, "success", true);
     cJSON_AddNullToObject(o, "error");
@@ -136,13 +136,13 @@ static cJSON *item_json(const mem_item *it) {
     const char *keys[] = {"keywords", "tags"};
     for (int i = 0; i < 2; i++) { /* A-MEM fields the Cerebrum SDK reads, taken from the metadata */
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(md, keys[i]);
-        cJSON_AddItemToObject(e, keys[i], cJSON_IsArray(v) ? cJSON_Duplicate(v, true) : cJSON_CreateArray());
+        kern_json_add(e, keys[i], cJSON_IsArray(v) ? cJSON_Duplicate(v, true) : cJSON_CreateArray());
     }
     const cJSON *cat = cJSON_GetObjectItemCaseSensitive(md, "category");
-    cJSON_AddItemToObject(e, "category", cJSON_IsString(cat) ? cJSON_CreateString(cat->valuestring) : cJSON_CreateNull());
+    kern_json_add(e, "category", cJSON_IsString(cat) ? cJSON_CreateString(cat->valuestring) : cJSON_CreateNull());
     cJSON_AddStringToObject(e, "timestamp", ts);
     cJSON_AddNumberToObject(e, "score", (double)it->score);
-    cJSON_AddItemToObject(e, "metadata", md);
+    kern_json_add(e, "metadata", md);
     return e;
 }
 
@@ -162,7 +162,7 @@ static cJSON *raw_json(const mem_item *items, int n) {
     for (int i = 0; i < 4; i++) {
         cJSON *outer = cJSON_CreateArray();
         cJSON_AddItemToArray(outer, lists[i]);
-        cJSON_AddItemToObject(raw, names[i], outer);
+        kern_json_add(raw, names[i], outer);
     }
     return raw;
 }
@@ -179,7 +179,7 @@ static int mem_work_retrieve(mem_job *j, cJSON *o, char *err, size_t errlen) {
     if (rc) return rc;
     cJSON *arr = cJSON_AddArrayToObject(o, "search_results");
     for (int i = 0; i < n; i++) cJSON_AddItemToArray(arr, item_json(&items[i]));
-    if (!strcmp(j->op, "retrieve_memory_raw")) cJSON_AddItemToObject(o, "raw", raw_json(items, n));
+    if (!strcmp(j->op, "retrieve_memory_raw")) kern_json_add(o, "raw", raw_json(items, n));
     mem_items_free(items, n);
     mem_finish(o, NULL, NULL, NULL);
     return AIOS_OK;
@@ -395,7 +395,7 @@ static int embeddings_work(void *args, char *err, size_t errlen) {
     if (!rc) {
         cJSON *o = cJSON_CreateObject(), *data = cJSON_CreateArray();
         cJSON_AddStringToObject(o, "object", "list");
-        cJSON_AddItemToObject(o, "data", data);
+        kern_json_add(o, "data", data);
         for (int i = 0; i < n; i++) {
             cJSON *d = cJSON_CreateObject();
             cJSON_AddStringToObject(d, "object", "embedding");
@@ -403,7 +403,7 @@ static int embeddings_work(void *args, char *err, size_t errlen) {
             const float *v = w.out + (size_t)i * (size_t)dim;
             if (b64) {
                 char *s = base64((const unsigned char *)v, (size_t)dim * sizeof *v);
-                cJSON_AddItemToObject(d, "embedding", s ? cJSON_CreateString(s) : cJSON_CreateNull());
+                kern_json_add(d, "embedding", s ? cJSON_CreateString(s) : cJSON_CreateNull());
                 free(s);
             } else {
                 cJSON *arr = cJSON_AddArrayToObject(d, "embedding");

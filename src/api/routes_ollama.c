@@ -110,7 +110,7 @@ static void add_output(cJSON *o, bool generate, const char *text, cJSON *calls) 
     cJSON *m = cJSON_AddObjectToObject(o, "message");
     cJSON_AddStringToObject(m, "role", "assistant");
     cJSON_AddStringToObject(m, "content", text);
-    if (calls) cJSON_AddItemToObject(m, "tool_calls", calls);
+    if (calls) kern_json_add(m, "tool_calls", calls);
 }
 
 /* Ollama's tool_calls [{"id","function":{"index","name","arguments":{...}}}] from the AIOS-shaped
@@ -120,11 +120,11 @@ static cJSON *ollama_tool_calls(cJSON *calls) {
     int i = 0;
     for (cJSON *c = calls->child; c; c = c->next, i++) {
         cJSON *tc = cJSON_CreateObject();
-        cJSON_AddItemToObject(tc, "id", cJSON_DetachItemFromObject(c, "id"));
+        kern_json_add(tc, "id", cJSON_DetachItemFromObject(c, "id"));
         cJSON *fn = cJSON_AddObjectToObject(tc, "function");
         cJSON_AddNumberToObject(fn, "index", i);
-        cJSON_AddItemToObject(fn, "name", cJSON_DetachItemFromObject(c, "name"));
-        cJSON_AddItemToObject(fn, "arguments", cJSON_DetachItemFromObject(c, "parameters"));
+        kern_json_add(fn, "name", cJSON_DetachItemFromObject(c, "name"));
+        kern_json_add(fn, "arguments", cJSON_DetachItemFromObject(c, "parameters"));
         cJSON_AddItemToArray(out, tc);
     }
     cJSON_Delete(calls);
@@ -148,12 +148,12 @@ static void add_final(api_req *r, cJSON *o) {
     if (!started) started = first;
     cJSON_AddBoolToObject(o, "done", true);
     cJSON_AddStringToObject(o, "done_reason", llm_finish_name(llm_request_finish(sc->args)));
-    cJSON_AddItemToObject(o, "total_duration", ns_json(end - r->t_begin));
-    cJSON_AddItemToObject(o, "load_duration", ns_json(0));
+    kern_json_add(o, "total_duration", ns_json(end - r->t_begin));
+    kern_json_add(o, "load_duration", ns_json(0));
     cJSON_AddNumberToObject(o, "prompt_eval_count", llm_request_prompt_tokens(sc->args));
-    cJSON_AddItemToObject(o, "prompt_eval_duration", ns_json(first - started));
+    kern_json_add(o, "prompt_eval_duration", ns_json(first - started));
     cJSON_AddNumberToObject(o, "eval_count", llm_request_completion_tokens(sc->args));
-    cJSON_AddItemToObject(o, "eval_duration", ns_json(end - first));
+    kern_json_add(o, "eval_duration", ns_json(end - first));
 }
 
 static enum MHD_Result ollama_done(api_req *r, bool generate) {
@@ -259,7 +259,7 @@ static int put_stop(const cJSON *stop, cJSON *ob, char *err, size_t errlen) {
     bool ok = cJSON_IsString(stop) || cJSON_IsArray(stop);
     for (const cJSON *s = cJSON_IsArray(stop) ? stop->child : NULL; s && ok; s = s->next) ok = cJSON_IsString(s);
     if (!ok) return jp_invalid(err, errlen, "'options.stop' must be a string or a list of strings");
-    cJSON_AddItemToObject(ob, "stop", cJSON_Duplicate(stop, true));
+    kern_json_add(ob, "stop", cJSON_Duplicate(stop, true));
     return AIOS_OK;
 }
 
@@ -299,7 +299,7 @@ static int put_format(const cJSON *body, cJSON *ob, char *err, size_t errlen) {
     if (!json && !cJSON_IsObject(f)) return jp_invalid(err, errlen, "'format' must be \"json\" or a JSON schema object");
     cJSON *rf = cJSON_AddObjectToObject(ob, "response_format");
     cJSON_AddStringToObject(rf, "type", json ? "json_object" : "json_schema");
-    if (!json) cJSON_AddItemToObject(cJSON_AddObjectToObject(rf, "json_schema"), "schema", cJSON_Duplicate(f, true));
+    if (!json) kern_json_add(cJSON_AddObjectToObject(rf, "json_schema"), "schema", cJSON_Duplicate(f, true));
     return AIOS_OK;
 }
 
@@ -331,7 +331,7 @@ static int put_common(const cJSON *body, cJSON *ob, char *err, size_t errlen) {
         rc = jp_invalid(err, errlen, "'logprobs' is not supported on /api/*; POST /v1/chat/completions returns them");
     if (rc) return rc;
     cJSON_AddBoolToObject(ob, "stream", stream);
-    if (prio) cJSON_AddItemToObject(ob, "priority", cJSON_Duplicate(prio, true));
+    if (prio) kern_json_add(ob, "priority", cJSON_Duplicate(prio, true));
     return AIOS_OK;
 }
 
@@ -391,7 +391,7 @@ static int put_message(const cJSON *m, int i, cJSON *out, char *err, size_t errl
     if (rc) return rc;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToArray(out, o);
-    if (role) cJSON_AddItemToObject(o, "role", cJSON_Duplicate(role, true));
+    if (role) kern_json_add(o, "role", cJSON_Duplicate(role, true));
     cJSON_AddStringToObject(o, "content", cJSON_IsString(content) ? content->valuestring : "");
     if (cJSON_IsString(tool)) cJSON_AddStringToObject(o, "name", tool->valuestring);
     return put_tool_calls(member(m, "tool_calls"), i, o, err, errlen);
@@ -415,7 +415,7 @@ static int plan_chat(api_req *r, const cJSON *body, api_admission *a, char *err,
     const cJSON *tools = member(body, "tools");
     int rc = door_begin(r, body, &ob, err, errlen);
     if (!rc) rc = put_messages(body, ob, err, errlen);
-    if (!rc && !absent(tools)) cJSON_AddItemToObject(ob, "tools", cJSON_Duplicate(tools, true));
+    if (!rc && !absent(tools)) kern_json_add(ob, "tools", cJSON_Duplicate(tools, true));
     return rc ? rc : chat_plan_openai(r, ob, a, err, errlen);
 }
 
@@ -479,6 +479,7 @@ static enum MHD_Result ollama_run(api_req *r, const cJSON *body, bool chat_api, 
 
 static enum MHD_Result h_chat(api_req *r, cJSON *body) {
     const cJSON *ms = member(r->door_body, "messages");
+    if (!ms) return api_reply_error(r, AIOS_ERR_NOMEM, NULL); /* (the plan could not make it) */
     return ms->child ? ollama_run(r, body, true, false) : reply_loaded(r, body, false);
 }
 
@@ -526,7 +527,7 @@ static cJSON *model_entry(api_req *r, int i, bool running) {
     cJSON_AddStringToObject(m, "name", name);
     cJSON_AddStringToObject(m, "model", name);
     cJSON_AddNumberToObject(m, "size", (double)info.size_bytes);
-    cJSON_AddItemToObject(m, "details", model_details(&info));
+    kern_json_add(m, "details", model_details(&info));
     if (running) {
         cJSON_AddStringToObject(m, "expires_at", OLLAMA_NEVER);
         cJSON_AddNumberToObject(m, "size_vram", 0);
@@ -603,8 +604,8 @@ static enum MHD_Result h_show(api_req *r, cJSON *body) {
     cJSON_AddStringToObject(o, "parameters", text);
     cJSON_AddStringToObject(o, "template", tmpl ? tmpl : "");
     free(tmpl);
-    cJSON_AddItemToObject(o, "model_info", model_info(&info, cJSON_GetObjectItem(details, "family")->valuestring));
-    cJSON_AddItemToObject(o, "details", details);
+    kern_json_add(o, "model_info", model_info(&info, kern_json_str(details, "family")));
+    kern_json_add(o, "details", details);
     cJSON *caps = cJSON_AddArrayToObject(o, "capabilities");
     cJSON_AddItemToArray(caps, cJSON_CreateString("completion"));
     cJSON_AddItemToArray(caps, cJSON_CreateString("tools"));
@@ -652,12 +653,12 @@ static int plan_embed(api_req *r, const cJSON *body, api_admission *a, char *err
 /* /api/embed's answer from the OpenAI list (taken). */
 static cJSON *embed_shape(api_req *r, cJSON *list) {
     cJSON *o = cJSON_CreateObject(), *embs = cJSON_CreateArray(), *d;
-    cJSON_AddStringToObject(o, "model", cJSON_GetObjectItem(r->door_body, "model")->valuestring);
+    cJSON_AddStringToObject(o, "model", kern_json_str(r->door_body, "model"));
     cJSON_ArrayForEach(d, cJSON_GetObjectItem(list, "data"))
         cJSON_AddItemToArray(embs, cJSON_DetachItemFromObject(d, "embedding"));
-    cJSON_AddItemToObject(o, "embeddings", embs);
-    cJSON_AddItemToObject(o, "total_duration", ns_json(kern_now_mono() - r->t_begin));
-    cJSON_AddItemToObject(o, "load_duration", ns_json(0));
+    kern_json_add(o, "embeddings", embs);
+    kern_json_add(o, "total_duration", ns_json(kern_now_mono() - r->t_begin));
+    kern_json_add(o, "load_duration", ns_json(0));
     const cJSON *usage = cJSON_GetObjectItem(list, "usage");
     cJSON_AddNumberToObject(o, "prompt_eval_count", cJSON_GetNumberValue(cJSON_GetObjectItem(usage, "prompt_tokens")));
     cJSON_Delete(list);
@@ -668,7 +669,7 @@ static cJSON *embed_shape(api_req *r, cJSON *list) {
 static cJSON *embedding_shape(api_req *r, cJSON *list) {
     (void)r;
     cJSON *o = cJSON_CreateObject(), *d = cJSON_GetArrayItem(cJSON_GetObjectItem(list, "data"), 0);
-    cJSON_AddItemToObject(o, "embedding", d ? cJSON_DetachItemFromObject(d, "embedding") : cJSON_CreateArray());
+    kern_json_add(o, "embedding", d ? cJSON_DetachItemFromObject(d, "embedding") : cJSON_CreateArray());
     cJSON_Delete(list);
     return o;
 }
@@ -697,7 +698,7 @@ static enum MHD_Result h_embed(api_req *r, cJSON *body) {
     const cJSON *input = member(body, "input");
     if (absent(input) || (cJSON_IsString(input) && !*input->valuestring) || (cJSON_IsArray(input) && !input->child)) {
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "model", cJSON_GetObjectItem(r->door_body, "model")->valuestring);
+        cJSON_AddStringToObject(o, "model", kern_json_str(r->door_body, "model"));
         cJSON_AddArrayToObject(o, "embeddings");
         return api_reply_json(r, 200, o);
     }

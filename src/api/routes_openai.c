@@ -259,7 +259,7 @@ static cJSON *lp_token(llm_core *core, int32_t tok, float logprob) {
         cJSON_AddStringToObject(o, "token", "");
     }
     cJSON_AddNumberToObject(o, "logprob", logprob);
-    cJSON_AddItemToObject(o, "bytes", bytes ? bytes : cJSON_CreateArray());
+    kern_json_add(o, "bytes", bytes ? bytes : cJSON_CreateArray());
     return o;
 }
 
@@ -294,14 +294,14 @@ static cJSON *choice_json(api_req *r) {
         if (chat_made_calls(ctx, text)) {
             cJSON *calls = chat_tool_calls(ctx, text, sc->id);
             cJSON_AddNullToObject(msg, "content");
-            cJSON_AddItemToObject(msg, "tool_calls", chat_openai_tool_calls(calls));
+            kern_json_add(msg, "tool_calls", chat_openai_tool_calls(calls));
             cJSON_Delete(calls);
         } else {
             cJSON_AddStringToObject(msg, "content", text);
         }
     }
     cJSON_AddStringToObject(ch, "finish_reason", finish_reason(ctx, sc));
-    if (!ctx->completions_api) cJSON_AddItemToObject(ch, "logprobs", logprobs_json(r, sc));
+    if (!ctx->completions_api) kern_json_add(ch, "logprobs", logprobs_json(r, sc));
     return ch;
 }
 
@@ -313,10 +313,10 @@ static enum MHD_Result openai_done(api_req *r) {
     cJSON_AddItemToArray(ctx->choices, choice_json(r));
     if (r->choice + 1 < r->n_choices) return api_next_choice(r);
     cJSON *o = base_object(ctx, ctx->completions_api ? "text_completion" : "chat.completion");
-    cJSON_AddItemToObject(o, "choices", ctx->choices);
+    kern_json_add(o, "choices", ctx->choices);
     ctx->choices = NULL;
-    cJSON_AddItemToObject(o, "usage", usage_json(r));
-    cJSON_AddItemToObject(o, "aios", chat_timing_json(sc));
+    kern_json_add(o, "usage", usage_json(r));
+    kern_json_add(o, "aios", chat_timing_json(sc));
     return api_reply_json(r, 200, o);
 }
 
@@ -326,7 +326,7 @@ static cJSON *chunk(const api_req *r, cJSON *delta_or_text, const char *finish) 
     cJSON *choices = cJSON_AddArrayToObject(o, "choices"), *ch = cJSON_CreateObject();
     cJSON_AddItemToArray(choices, ch);
     cJSON_AddNumberToObject(ch, "index", r->choice);
-    cJSON_AddItemToObject(ch, ctx->completions_api ? "text" : "delta", delta_or_text);
+    kern_json_add(ch, ctx->completions_api ? "text" : "delta", delta_or_text);
     if (finish) cJSON_AddStringToObject(ch, "finish_reason", finish);
     else cJSON_AddNullToObject(ch, "finish_reason");
     return o;
@@ -359,14 +359,14 @@ static void openai_stream(api_req *r, const char *delta, size_t n, bool final, s
             cJSON *calls = chat_tool_calls(ctx, sc->out.data ? sc->out.data : "", sc->id);
             last = cJSON_CreateObject();
             cJSON_AddStringToObject(last, "role", "assistant");
-            cJSON_AddItemToObject(last, "tool_calls", chat_openai_tool_calls(calls));
+            kern_json_add(last, "tool_calls", chat_openai_tool_calls(calls));
             cJSON_Delete(calls);
         } else {
             last = ctx->completions_api ? cJSON_CreateString("") : cJSON_CreateObject();
         }
         cJSON *fin = chunk(r, last, finish_reason(ctx, sc));
         if (ctx->logprobs) /* streamed: every token's logprobs arrive with the final chunk */
-            cJSON_AddItemToObject(cJSON_GetArrayItem(cJSON_GetObjectItem(fin, "choices"), 0), "logprobs", logprobs_json(r, sc));
+            kern_json_add(cJSON_GetArrayItem(cJSON_GetObjectItem(fin, "choices"), 0), "logprobs", logprobs_json(r, sc));
         api_sse_event(sse, NULL, fin);
         if (r->choice + 1 < r->n_choices) { /* n: the next choice streams from its start */
             ctx->role_sent = ctx->stream_decided = ctx->stream_text = false;
@@ -376,8 +376,8 @@ static void openai_stream(api_req *r, const char *delta, size_t n, bool final, s
         if (ctx->include_usage) {
             cJSON *u = base_object(ctx, "chat.completion.chunk");
             cJSON_AddArrayToObject(u, "choices");
-            cJSON_AddItemToObject(u, "usage", usage_json(r));
-            cJSON_AddItemToObject(u, "aios", chat_timing_json(sc));
+            kern_json_add(u, "usage", usage_json(r));
+            kern_json_add(u, "aios", chat_timing_json(sc));
             api_sse_event(sse, NULL, u);
         }
     }
@@ -530,7 +530,7 @@ static enum MHD_Result h_tokenize(api_req *r, cJSON *body) {
         }
         cJSON *t = cJSON_CreateObject();
         cJSON_AddNumberToObject(t, "id", toks[i]);
-        cJSON_AddItemToObject(t, "piece", piece_json(r->adm.core, toks[i]));
+        kern_json_add(t, "piece", piece_json(r->adm.core, toks[i]));
         cJSON_AddItemToArray(arr, t);
     }
     free(toks);

@@ -65,10 +65,10 @@ static int translate_tools(const cJSON *tools, cJSON *out, char *err, size_t err
         static const char *const KEYS[] = {"name", "description", "parameters", NULL};
         for (int k = 0; KEYS[k]; k++) {
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(t, KEYS[k]);
-            if (v) cJSON_AddItemToObject(fn, KEYS[k], cJSON_Duplicate(v, 1));
+            if (v) kern_json_add(fn, KEYS[k], cJSON_Duplicate(v, 1));
         }
         cJSON_AddStringToObject(entry, "type", "function");
-        cJSON_AddItemToObject(entry, "function", fn);
+        kern_json_add(entry, "function", fn);
         cJSON_AddItemToArray(list, entry);
     }
     return AIOS_OK; /* names and schemas are checked by the chat pipeline (chat_check_tools) */
@@ -78,7 +78,7 @@ static int translate_tools(const cJSON *tools, cJSON *out, char *err, size_t err
 static int translate_tool_choice(const cJSON *tc, cJSON *out, char *err, size_t errlen) {
     if (!tc || cJSON_IsNull(tc)) return AIOS_OK;
     if (cJSON_IsString(tc)) {
-        cJSON_AddItemToObject(out, "tool_choice", cJSON_Duplicate(tc, 1)); /* the words are checked there */
+        kern_json_add(out, "tool_choice", cJSON_Duplicate(tc, 1)); /* the words are checked there */
         return AIOS_OK;
     }
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(tc, "type"), *name = cJSON_GetObjectItemCaseSensitive(tc, "name");
@@ -107,7 +107,7 @@ static int translate_text_format(const cJSON *text, cJSON *out, char *err, size_
     if (!strcmp(type->valuestring, "json_schema")) {
         const cJSON *schema = cJSON_GetObjectItemCaseSensitive(f, "schema");
         if (!cJSON_IsObject(schema)) return jp_invalid(err, errlen, "text.format.schema must be a JSON Schema object");
-        cJSON_AddItemToObject(cJSON_AddObjectToObject(rf, "json_schema"), "schema", cJSON_Duplicate(schema, 1));
+        kern_json_add(cJSON_AddObjectToObject(rf, "json_schema"), "schema", cJSON_Duplicate(schema, 1));
     }
     return AIOS_OK;
 }
@@ -323,10 +323,10 @@ static void copy_same(const cJSON *body, cJSON *out) {
                                        "user",  "seed",        "priority", NULL};
     for (int k = 0; SAME[k]; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, SAME[k]);
-        if (v) cJSON_AddItemToObject(out, SAME[k], cJSON_Duplicate(v, 1));
+        if (v) kern_json_add(out, SAME[k], cJSON_Duplicate(v, 1));
     }
     const cJSON *mot = cJSON_GetObjectItemCaseSensitive(body, "max_output_tokens");
-    if (mot) cJSON_AddItemToObject(out, "max_tokens", cJSON_Duplicate(mot, 1));
+    if (mot) kern_json_add(out, "max_tokens", cJSON_Duplicate(mot, 1));
     const cJSON *mtc = cJSON_GetObjectItemCaseSensitive(body, "max_tool_calls");
     if (cJSON_IsNumber(mtc) && mtc->valuedouble == 1) cJSON_AddFalseToObject(out, "parallel_tool_calls");
 }
@@ -373,7 +373,7 @@ static cJSON *response_object(const chat_ctx *ctx, const resp_state *st, const c
     cJSON_AddNumberToObject(o, "created_at", (double)ctx->created);
     cJSON_AddStringToObject(o, "status", status);
     cJSON_AddStringToObject(o, "model", ctx->model);
-    cJSON_AddItemToObject(o, "output", output ? output : cJSON_CreateArray());
+    kern_json_add(o, "output", output ? output : cJSON_CreateArray());
     if (usage_of && !strcmp(status, "incomplete")) {
         cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "incomplete_details"), "reason", "max_output_tokens");
     } else {
@@ -386,8 +386,8 @@ static cJSON *response_object(const chat_ctx *ctx, const resp_state *st, const c
     } else {
         cJSON_AddNullToObject(o, "error");
     }
-    for (const cJSON *e = st->echo->child; e; e = e->next) cJSON_AddItemToObject(o, e->string, cJSON_Duplicate(e, 1));
-    if (usage_of) cJSON_AddItemToObject(o, "usage", usage_json(usage_of));
+    for (const cJSON *e = st->echo->child; e; e = e->next) kern_json_add(o, e->string, cJSON_Duplicate(e, 1));
+    if (usage_of) kern_json_add(o, "usage", usage_json(usage_of));
     else cJSON_AddNullToObject(o, "usage");
     return o;
 }
@@ -415,13 +415,13 @@ static cJSON *message_item(const resp_state *st, const char *status, const char 
 /* A function_call item of the AIOS-shaped call c; arguments "" while it is being streamed. */
 static cJSON *call_item(const cJSON *c, const char *status, bool with_args) {
     cJSON *it = cJSON_CreateObject();
-    const char *call_id = cJSON_GetObjectItem(c, "id")->valuestring;
+    const char *call_id = kern_json_str(c, "id");
     char id[64];
     snprintf(id, sizeof id, "fc_%s", call_id + (strncmp(call_id, "call_", 5) ? 0 : 5));
     cJSON_AddStringToObject(it, "type", "function_call");
     cJSON_AddStringToObject(it, "id", id);
     cJSON_AddStringToObject(it, "call_id", call_id);
-    cJSON_AddStringToObject(it, "name", cJSON_GetObjectItem(c, "name")->valuestring);
+    cJSON_AddStringToObject(it, "name", kern_json_str(c, "name"));
     char *args = with_args ? cJSON_PrintUnformatted(cJSON_GetObjectItem(c, "parameters")) : NULL;
     cJSON_AddStringToObject(it, "arguments", args ? args : "");
     free(args);
@@ -437,7 +437,7 @@ static void history_add_answer(resp_state *st, const char *text, const cJSON *ca
         cJSON_AddStringToObject(m, "content", text);
     } else {
         cJSON_AddNullToObject(m, "content");
-        cJSON_AddItemToObject(m, "tool_calls", chat_openai_tool_calls(calls));
+        kern_json_add(m, "tool_calls", chat_openai_tool_calls(calls));
     }
     cJSON_AddItemToArray(st->history, m);
 }
@@ -465,15 +465,13 @@ static cJSON *output_items(api_req *r, chat_ctx *ctx, resp_state *st, cJSON **ca
 /* Keeps a finished response (store: true) with its conversation. */
 static void store_response(api_req *r, const resp_state *st, const cJSON *resp) {
     storage_manager *sm = api_storage(r);
-    if (!st->store || !sm) return;
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(resp, "id"));
+    if (!st->store || !sm || kern_json_oom()) return; /* (an answer that lost a part is not kept: it fails, 500) */
     char *rt = cJSON_PrintUnformatted(resp), *ht = cJSON_PrintUnformatted(st->history);
     const aios_config *cfg = api_cfg(r);
-    int rc = rt && ht ? storage_response_put(sm, r->agent, cJSON_GetObjectItem(resp, "id")->valuestring, rt, ht,
-                                             cfg->responses.max_stored, cfg->responses.ttl_s)
-                      : AIOS_ERR_NOMEM;
-    if (rc)
-        log_warn("responses: cannot store %s of %s: %s", cJSON_GetObjectItem(resp, "id")->valuestring, r->agent,
-                 aios_strerror(rc));
+    int rc = rt && ht && id ? storage_response_put(sm, r->agent, id, rt, ht, cfg->responses.max_stored, cfg->responses.ttl_s)
+                            : AIOS_ERR_NOMEM;
+    if (rc) log_warn("responses: cannot store %s of %s: %s", id ? id : "a response", r->agent, aios_strerror(rc));
     free(rt);
     free(ht);
 }
@@ -492,7 +490,7 @@ static enum MHD_Result responses_done(api_req *r) {
     cJSON *calls;
     cJSON *resp = finish_response(r, &calls);
     cJSON_Delete(calls);
-    cJSON_AddItemToObject(resp, "aios", chat_timing_json(r->sc));
+    kern_json_add(resp, "aios", chat_timing_json(r->sc));
     return api_reply_json(r, 200, resp);
 }
 
@@ -504,7 +502,7 @@ static void event(resp_state *st, strbuf *sse, const char *type, cJSON *o) {
     cJSON_AddNumberToObject(e, "sequence_number", st->seq++);
     for (cJSON *c = o->child; c;) { /* move o's members into e, after type and sequence_number */
         cJSON *next = c->next;
-        cJSON_AddItemToObject(e, c->string, cJSON_DetachItemViaPointer(o, c));
+        kern_json_add(e, c->string, cJSON_DetachItemViaPointer(o, c));
         c = next;
     }
     cJSON_Delete(o);
@@ -521,10 +519,10 @@ static cJSON *with_item(int out_index, const char *item_id, int content_index) {
 
 static void text_opens(resp_state *st, strbuf *sse) {
     cJSON *o = with_item(st->out_index, NULL, -1);
-    cJSON_AddItemToObject(o, "item", message_item(st, "in_progress", NULL));
+    kern_json_add(o, "item", message_item(st, "in_progress", NULL));
     event(st, sse, "response.output_item.added", o);
     o = with_item(st->out_index, st->msg_id, 0);
-    cJSON_AddItemToObject(o, "part", text_part(""));
+    kern_json_add(o, "part", text_part(""));
     event(st, sse, "response.content_part.added", o);
     st->text_open = true;
 }
@@ -535,29 +533,29 @@ static void text_closes(resp_state *st, strbuf *sse, const char *text, const cha
     cJSON_AddArrayToObject(o, "logprobs");
     event(st, sse, "response.output_text.done", o);
     o = with_item(st->out_index, st->msg_id, 0);
-    cJSON_AddItemToObject(o, "part", text_part(text));
+    kern_json_add(o, "part", text_part(text));
     event(st, sse, "response.content_part.done", o);
     o = with_item(st->out_index++, NULL, -1);
-    cJSON_AddItemToObject(o, "item", message_item(st, status, text));
+    kern_json_add(o, "item", message_item(st, status, text));
     event(st, sse, "response.output_item.done", o);
 }
 
 /* A call's events: added (no arguments yet), the arguments as one delta, done. */
 static void call_events(resp_state *st, strbuf *sse, const cJSON *c) {
     cJSON *done = call_item(c, "completed", true);
-    const char *id = cJSON_GetObjectItem(done, "id")->valuestring, *args = cJSON_GetObjectItem(done, "arguments")->valuestring;
+    const char *id = kern_json_str(done, "id"), *args = kern_json_str(done, "arguments");
     cJSON *o = with_item(st->out_index, NULL, -1);
-    cJSON_AddItemToObject(o, "item", call_item(c, "in_progress", false));
+    kern_json_add(o, "item", call_item(c, "in_progress", false));
     event(st, sse, "response.output_item.added", o);
     o = with_item(st->out_index, id, -1);
     cJSON_AddStringToObject(o, "delta", args);
     event(st, sse, "response.function_call_arguments.delta", o);
     o = with_item(st->out_index, id, -1);
-    cJSON_AddStringToObject(o, "name", cJSON_GetObjectItem(done, "name")->valuestring);
+    cJSON_AddStringToObject(o, "name", kern_json_str(done, "name"));
     cJSON_AddStringToObject(o, "arguments", args);
     event(st, sse, "response.function_call_arguments.done", o);
     o = with_item(st->out_index++, NULL, -1);
-    cJSON_AddItemToObject(o, "item", done);
+    kern_json_add(o, "item", done);
     event(st, sse, "response.output_item.done", o);
 }
 
@@ -570,12 +568,12 @@ static void stream_final(api_req *r, resp_state *st, strbuf *sse) {
                     llm_request_finish(sc->args) == LLM_FINISH_LENGTH ? "incomplete" : "completed");
     for (const cJSON *c = calls ? calls->child : NULL; c; c = c->next) call_events(st, sse, c);
     cJSON_Delete(calls);
-    const char *status = cJSON_GetObjectItem(resp, "status")->valuestring;
+    const char *status = kern_json_str(resp, "status");
     const char *type = !strcmp(status, "completed") ? "response.completed"
         : !strcmp(status, "incomplete")             ? "response.incomplete"
                                                     : "response.failed";
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "response", resp);
+    kern_json_add(o, "response", resp);
     event(st, sse, type, o);
 }
 
@@ -604,10 +602,10 @@ static void stream_opens(api_req *r) {
     resp_state *st = ctx->door;
     sb_init(&r->sse, 0);
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "response", response_object(ctx, st, "in_progress", NULL, NULL));
+    kern_json_add(o, "response", response_object(ctx, st, "in_progress", NULL, NULL));
     event(st, &r->sse, "response.created", o);
     o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "response", response_object(ctx, st, "in_progress", NULL, NULL));
+    kern_json_add(o, "response", response_object(ctx, st, "in_progress", NULL, NULL));
     event(st, &r->sse, "response.in_progress", o);
 }
 
@@ -620,10 +618,10 @@ static cJSON *echo_fields(const cJSON *body, const char *prev) {
                                        "text",         "truncation",        "user",        NULL};
     for (int k = 0; KEYS[k]; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, KEYS[k]);
-        cJSON_AddItemToObject(e, KEYS[k], v ? cJSON_Duplicate(v, 1) : cJSON_CreateNull());
+        kern_json_add(e, KEYS[k], v ? cJSON_Duplicate(v, 1) : cJSON_CreateNull());
     }
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "metadata");
-    cJSON_AddItemToObject(e, "metadata", cJSON_IsObject(v) ? cJSON_Duplicate(v, 1) : cJSON_CreateObject());
+    kern_json_add(e, "metadata", cJSON_IsObject(v) ? cJSON_Duplicate(v, 1) : cJSON_CreateObject());
     if (cJSON_IsNull(cJSON_GetObjectItem(e, "tool_choice")))
         cJSON_ReplaceItemInObject(e, "tool_choice", cJSON_CreateString("auto"));
     if (cJSON_IsNull(cJSON_GetObjectItem(e, "tools"))) cJSON_ReplaceItemInObject(e, "tools", cJSON_CreateArray());
@@ -649,13 +647,14 @@ static int load_history(api_req *r, const char *prev, cJSON **out, char *err, si
     *out = NULL;
     if (!prev) {
         *out = cJSON_CreateArray();
-        return AIOS_OK;
+        return *out ? AIOS_OK : AIOS_ERR_NOMEM;
     }
     storage_manager *sm = api_storage(r);
     char *h = NULL;
     int rc = sm ? storage_response_get(sm, r->agent, prev, api_cfg(r)->responses.ttl_s, NULL, &h) : AIOS_ERR_NOT_FOUND;
     if (!rc) *out = cJSON_Parse(h);
     free(h);
+    if (!rc && !*out && kern_json_oom()) return AIOS_ERR_NOMEM; /* (the text was ours: no memory to parse it) */
     if (rc == AIOS_ERR_NOT_FOUND || (!rc && !cJSON_IsArray(*out))) {
         cJSON_Delete(*out);
         *out = NULL;
@@ -678,6 +677,7 @@ static int build_request(api_req *r, const cJSON *body, cJSON **history, const c
     if (!rc) rc = translate_input(input, *history, err, errlen);
     if (rc) return rc;
     cJSON *msgs = cJSON_AddArrayToObject(r->door_body, "messages");
+    if (!msgs) return AIOS_ERR_NOMEM;
     if (instructions) {
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "role", "system");

@@ -59,7 +59,7 @@ static cJSON *call_json(const tool_call *c) {
     cJSON_AddNumberToObject(o, "status_code", aios_http_status(c->rc));
     if (c->output_json && !c->rc) {
         cJSON *j = cJSON_Parse(c->output);
-        cJSON_AddItemToObject(o, "result", j ? j : cJSON_CreateString(c->output));
+        kern_json_add(o, "result", j ? j : cJSON_CreateString(c->output));
     } else cJSON_AddStringToObject(o, "result", c->output ? c->output : "");
     if (c->rc) {
         cJSON *e = cJSON_AddObjectToObject(o, "error");
@@ -88,12 +88,12 @@ static enum MHD_Result tools_done(api_req *r) {
         cJSON_AddStringToObject(resp, "response_message", txt ? txt : "[]");
         free(txt);
     }
-    cJSON_AddItemToObject(resp, "tool_results", results);
+    kern_json_add(resp, "tool_results", results);
     cJSON_AddBoolToObject(resp, "finished", true);
     if (b->n == 1 && failed) { /* one call: its status is the answer's */
         const tool_call *c = &b->calls[0];
         cJSON *e = api_error_json(c->rc, c->err);
-        cJSON_AddItemToObject(e, "response", resp);
+        kern_json_add(e, "response", resp);
         log_debug("tool %s for %s -> %d: %s", c->name, b->agent, aios_http_status(c->rc), c->err);
         return api_reply_json(r, aios_http_status(c->rc), e);
     }
@@ -188,7 +188,7 @@ static enum MHD_Result h_tools(api_req *r, cJSON *body) {
 static enum MHD_Result h_agents_list(api_req *r, cJSON *body) {
     (void)body;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "agents", access_identities_json(api_access(r)));
+    kern_json_add(o, "agents", access_identities_json(api_access(r)));
     return api_reply_json(r, 200, o);
 }
 
@@ -226,7 +226,7 @@ static enum MHD_Result h_agents_revoke(api_req *r, cJSON *body) {
 static enum MHD_Result h_approvals(api_req *r, cJSON *body) {
     (void)body;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "approvals", access_approvals_json(api_access(r)));
+    kern_json_add(o, "approvals", access_approvals_json(api_access(r)));
     return api_reply_json(r, 200, o);
 }
 

@@ -54,10 +54,10 @@ static void events_stream(api_req *r, const char *delta, size_t n, bool final, s
     if (!n || final) return;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "t", kern_now_wall());
-    cJSON_AddItemToObject(o, "status", api_status_json(r));
-    cJSON_AddItemToObject(o, "agents", api_agents_json(r));
-    cJSON_AddItemToObject(o, "approvals", access_approvals_json(api_access(r)));
-    cJSON_AddItemToObject(o, "audit", audit_tail(r, 30, 64 << 10));
+    kern_json_add(o, "status", api_status_json(r));
+    kern_json_add(o, "agents", api_agents_json(r));
+    kern_json_add(o, "approvals", access_approvals_json(api_access(r)));
+    kern_json_add(o, "audit", audit_tail(r, 30, 64 << 10));
     api_sse_event(sse, "snapshot", o);
 }
 
@@ -109,7 +109,7 @@ static enum MHD_Result h_audit(api_req *r, cJSON *body) {
     long n = t ? strtol(t, &end, 10) : 50;
     if (t && (end == t || *end || n < 1 || n > 1000)) return api_reply_error(r, AIOS_ERR_INVALID, "tail must be in [1, 1000]");
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "audit", audit_tail(r, n, 1 << 20));
+    kern_json_add(o, "audit", audit_tail(r, n, 1 << 20));
     return api_reply_json(r, 200, o);
 }
 

@@ -266,6 +266,19 @@ static enum MHD_Result preflight(api_req *r) {
     return ret;
 }
 
+/* No memory for a request's record or its answer: a fixed 500 answer (MHD's own memory),
+ * the connection closed after it. */
+static enum MHD_Result answer_no_memory(struct MHD_Connection *conn) {
+    static const char BODY[] = "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\",\"type\":\"server_error\"}}";
+    struct MHD_Response *resp = MHD_create_response_from_buffer(sizeof BODY - 1, (void *)BODY, MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(conn, 500, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 static enum MHD_Result reply_buf(api_req *r, int status, const char *ctype, char *buf, size_t len) {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
@@ -283,11 +296,15 @@ static enum MHD_Result reply_buf(api_req *r, int status, const char *ctype, char
 
 enum MHD_Result api_reply_text(api_req *r, int status, const char *ctype, const char *text) {
     char *copy = strdup(text);
-    return copy ? reply_buf(r, status, ctype, copy, strlen(copy)) : MHD_NO;
+    if (copy) return reply_buf(r, status, ctype, copy, strlen(copy));
+    r->status = 500;
+    r->answered = true;
+    return answer_no_memory(r->conn);
 }
 
 enum MHD_Result api_reply_json(api_req *r, int status, cJSON *json) {
-    char *txt = json ? cJSON_PrintUnformatted(json) : NULL;
+    /* an answer that lost a part for want of memory is not sent as if whole */
+    char *txt = json && !kern_json_oom() ? cJSON_PrintUnformatted(json) : NULL;
     cJSON_Delete(json);
     if (!txt)
         return api_reply_text(r, 500, "application/json",
@@ -329,7 +346,7 @@ static const char *anthropic_error_type(int st) {
 cJSON *api_door_error_json(api_door door, int rc, const char *msg) {
     if (door != API_DOOR_ANTHROPIC && door != API_DOOR_OLLAMA) return api_error_json(rc, msg);
     cJSON *oa = api_error_json(rc, msg); /* its message, cleaned */
-    const char *text = cJSON_GetObjectItem(cJSON_GetObjectItem(oa, "error"), "message")->valuestring;
+    const char *text = kern_json_str(cJSON_GetObjectItemCaseSensitive(oa, "error"), "message");
     cJSON *o = cJSON_CreateObject();
     if (door == API_DOOR_OLLAMA) {
         cJSON_AddStringToObject(o, "error", text);
@@ -472,7 +489,8 @@ enum MHD_Result api_run_syscall(api_req *r, llm_core *core, syscall_t *sc, api_d
     api_server *s = r->srv;
     attach(r, core, sc, on_done, on_stream);
     pthread_mutex_lock(&s->gate_mu);
-    int rc = s->closing ? AIOS_ERR_SHUTDOWN : llm_core_submit(core, sc);
+    /* a request that lost a part for want of memory while it was made is not run */
+    int rc = kern_json_oom() ? AIOS_ERR_NOMEM : s->closing ? AIOS_ERR_SHUTDOWN : llm_core_submit(core, sc);
     pthread_mutex_unlock(&s->gate_mu);
     if (rc) {
         syscall_set_sink(sc, NULL, NULL);
@@ -549,10 +567,10 @@ static void job_main(void *arg) {
 
 enum MHD_Result api_run_job(api_req *r, syscall_t *sc, api_work_fn fn, api_done_fn on_done) {
     api_server *s = r->srv;
-    api_job *j = malloc(sizeof *j);
+    api_job *j = kern_json_oom() ? NULL : malloc(sizeof *j); /* (a job made without all its parts is not run) */
     if (!j) {
         syscall_unref(sc);
-        return MHD_NO;
+        return api_reply_error(r, AIOS_ERR_NOMEM, NULL);
     }
     *j = (api_job){syscall_ref(sc), fn};
     r->sc = sc;
@@ -1002,10 +1020,46 @@ static bool path_matches(const char *pat, const char *url) {
     return !*pat && !*url;
 }
 
+#ifdef AIOS_TORTURE
+/* The torture tier (src/kernel/torture.c, docs/testing.md): POST /admin/torture {"fail_at": N}
+ * arms the next request to arrive: every call into it runs with its allocations counted, and
+ * its N-th fails; GET /admin/torture says whether the last armed request that ended had its
+ * allocation fail ("injected"), so the harness knows when N has passed them all. */
+static atomic_long g_torture_next;
+static atomic_int g_torture_last = -1;
+
+static enum MHD_Result h_torture_arm(api_req *r, cJSON *body) {
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(body, "fail_at");
+    if (!cJSON_IsNumber(n) || n->valuedouble < 1) return api_reply_error(r, AIOS_ERR_INVALID, "'fail_at' must be >= 1");
+    atomic_store(&g_torture_next, (long)n->valuedouble);
+    atomic_store(&g_torture_last, -1);
+    return api_reply_text(r, 200, "application/json", "{\"armed\":true}");
+}
+
+static enum MHD_Result h_torture_get(api_req *r, cJSON *body) {
+    (void)body;
+    int last = atomic_load(&g_torture_last);
+    return api_reply_text(r, 200, "application/json",
+                          last < 0   ? "{\"injected\":null}"
+                              : last ? "{\"injected\":true}"
+                                     : "{\"injected\":false}");
+}
+
+static const api_route api_routes_torture[] = {
+    {"POST", "/admin/torture", h_torture_arm, true, API_GATE_ADMIN, NULL, API_DOOR_ADMIN},
+    {"GET", "/admin/torture", h_torture_get, false, API_GATE_ADMIN, NULL, API_DOOR_ADMIN},
+    {NULL, NULL, NULL, false, API_GATE_ADMIN, NULL, API_DOOR_ADMIN},
+};
+#endif
+
 static const api_route *find_route(const char *method, const char *url, bool *path_known, api_door *door) {
-    const api_route *tables[] = {api_routes_aios,      api_routes_openai,    api_routes_mem,    api_routes_tools,
-                                 api_routes_responses, api_routes_anthropic, api_routes_ollama, api_routes_models,
-                                 api_routes_compat,    api_routes_agents,    api_routes_ui};
+    const api_route *tables[] = {
+        api_routes_aios,    api_routes_openai, api_routes_mem,    api_routes_tools,  api_routes_responses, api_routes_anthropic,
+        api_routes_ollama,  api_routes_models, api_routes_compat, api_routes_agents, api_routes_ui,
+#ifdef AIOS_TORTURE
+        api_routes_torture,
+#endif
+    };
     *path_known = false;
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (const api_route *rt = tables[t]; rt->path; rt++) {
@@ -1100,6 +1154,7 @@ static enum MHD_Result redispatch(api_req *r) {
  * ready, the admission gate, then the handler. */
 static enum MHD_Result dispatch(api_req *r) {
     r->cors_origin = cors_allowed(r);
+    if (r->body_oom) return api_reply_error(r, AIOS_ERR_NOMEM, "no memory for the request body");
     if (r->too_large)
         return api_reply_error(r, AIOS_ERR_TOO_LARGE, "request body exceeds server.max_body_bytes (%ld bytes)",
                                r->srv->cfg->server.max_body_bytes);
@@ -1129,6 +1184,10 @@ static enum MHD_Result dispatch(api_req *r) {
     cJSON *body = NULL;
     if (rt->json_body) rc = parse_body(r, &body, err, sizeof err);
     if (!rc && rt->plan) rc = rt->plan(r, body, &r->adm, err, sizeof err);
+    if (!rc && kern_json_oom()) { /* the plan (a door's translation) lost a part for want of memory */
+        snprintf(err, sizeof err, "out of memory");
+        rc = AIOS_ERR_NOMEM;
+    }
     if (!rc && rt->gate == API_GATE_SYSCALL && wait_for_model(r)) { /* before the gate: counted once */
         cJSON_Delete(body);
         return MHD_YES;
@@ -1142,31 +1201,34 @@ static enum MHD_Result dispatch(api_req *r) {
     return ret;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
-    (void)version;
+static enum MHD_Result on_request_inner(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                        const char *upload, size_t *upload_size, void **con_cls) {
     api_server *s = cls;
     api_req *r = *con_cls;
+    kern_json_oom_clear(); /* (api_reply_json: this call's answer only) */
     if (!r) {
-        r = calloc(1, sizeof *r);
-        if (!r) return MHD_NO;
+        size_t ul = strlen(url) + 1;
+        r = calloc(1, sizeof *r + ul); /* the URL after the record: one allocation */
+        if (!r) return answer_no_memory(conn);
         r->srv = s;
         r->conn = conn;
         r->t_begin = kern_now_mono();
         r->door = API_DOOR_OTHER;
         snprintf(r->method, sizeof r->method, "%s", method);
-        r->url = strdup(url);
+        r->url = memcpy((char *)(r + 1), url, ul);
         sb_init(&r->body, (size_t)s->cfg->server.max_body_bytes);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoll(cl, NULL, 10) > s->cfg->server.max_body_bytes) r->too_large = true;
         *con_cls = r;
         if (!conn_request_begins(r, conn)) return MHD_NO; /* refused at accept: already answered 503 */
-        return r->url ? MHD_YES : MHD_NO;
+        return MHD_YES;
     }
     if (*upload_size) {
         conn_body_bytes(r, *upload_size);
-        if (!r->too_large && sb_append(&r->body, upload, *upload_size) != AIOS_OK) {
-            r->too_large = true;
+        int rc = r->too_large || r->body_oom ? AIOS_OK : sb_append(&r->body, upload, *upload_size);
+        if (rc) { /* the rest of the body is read and dropped; the answer says which limit */
+            r->too_large = rc == AIOS_ERR_TOO_LARGE;
+            r->body_oom = rc != AIOS_ERR_TOO_LARGE;
             sb_free(&r->body);
         }
         *upload_size = 0;
@@ -1180,6 +1242,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->answered) return MHD_YES;
     conn_request_moves(r, CONN_PHASE_BODY, CONN_PHASE_BUSY);
     return dispatch(r);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    (void)version;
+#ifdef AIOS_TORTURE
+    api_req *r = *con_cls;
+    long n = r ? (r->torture_hit ? 0 : r->torture_left) : atomic_exchange(&g_torture_next, 0);
+    torture_arm(n);
+    enum MHD_Result ret = on_request_inner(cls, conn, url, method, upload, upload_size, con_cls);
+    bool hit;
+    long left = torture_disarm(&hit);
+    if (!r && (r = *con_cls)) r->torture_armed = n > 0;
+    if (r) {
+        r->torture_left = left;
+        r->torture_hit |= hit;
+    } else if (hit) {
+        atomic_store(&g_torture_last, 1); /* the request's own record was the allocation */
+    }
+    return ret;
+#else
+    return on_request_inner(cls, conn, url, method, upload, upload_size, con_cls);
+#endif
 }
 
 /* A request's end: its door's counters (answered ones only) and its agent's budgets. */
@@ -1218,6 +1303,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     api_server *s = cls;
     api_req *r = *con_cls;
     if (!r) return;
+#ifdef AIOS_TORTURE
+    if (r->torture_armed) atomic_store(&g_torture_last, r->torture_hit);
+#endif
     /* answered (or abandoned): a kept-alive connection now waits for its next request */
     conn_request_moves(r, CONN_PHASE_BUSY, CONN_PHASE_IDLE);
     conn_request_moves(r, CONN_PHASE_BODY, CONN_PHASE_IDLE);
@@ -1245,7 +1333,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     api_admission_free(&r->adm);
     sb_free(&r->body);
     sb_free(&r->sse);
-    free(r->url);
     free(r);
     *con_cls = NULL;
 }

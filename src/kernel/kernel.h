@@ -18,6 +18,28 @@
 
 /* ---------- clocks ---------- */
 double kern_now_mono(void); /* seconds, CLOCK_MONOTONIC */
+/* cJSON allocates through kern_json_malloc (set up once, in main, before any thread), which
+ * notes a failed allocation for the calling thread: kern_json_oom() says whether one failed
+ * since kern_json_oom_clear(), so a parse that failed for want of memory answers 500, not a
+ * "malformed JSON" 400. */
+void kern_json_init(void);
+/* cJSON_AddItemToObject that never loses item: when the key cannot be copied (no memory),
+ * item is still attached (under a constant empty key, so it is freed with obj and every
+ * pointer to it stays valid) and the thread's kern_json_oom() is set; false then, or when obj
+ * is NULL (item then stays the caller's). The kernel's JSON answers are built with it. */
+struct cJSON;
+bool kern_json_add(struct cJSON *obj, const char *key, struct cJSON *item);
+/* The string member key of o, or "" when there is none (an object the kernel built may lack
+ * a member it could not add: see kern_json_add). */
+const char *kern_json_str(const struct cJSON *o, const char *key);
+void kern_json_oom_clear(void);
+bool kern_json_oom(void);
+#ifdef AIOS_TORTURE
+/* torture.c (the torture build only): the calling thread's n-th allocation from now fails,
+ * once; torture_disarm stops that and says whether it happened (and how many were left). */
+void torture_arm(long n);
+long torture_disarm(bool *injected);
+#endif
 double kern_now_wall(void); /* seconds since the epoch */
 struct timespec;
 void kern_deadline(struct timespec *ts, long ms); /* now + ms on CLOCK_REALTIME (pthread_cond_timedwait) */
@@ -41,6 +63,7 @@ void log_msg(log_level lvl, const char *fmt, ...) __attribute__((format(printf, 
 typedef struct strbuf {
     char *data;
     size_t len, alloc, cap;
+    bool oom; /* an append failed for want of memory (sticky until sb_free): the text lacks a part */
 } strbuf;
 void sb_init(strbuf *sb, size_t cap);
 void sb_free(strbuf *sb);

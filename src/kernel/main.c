@@ -391,6 +391,7 @@ static agents_t *agents_start_all(const aios_config *cfg, access_manager *am, ag
 }
 
 int main(int argc, char **argv) {
+    kern_json_init();
     static aios_config cfg;
     config_defaults(&cfg);
     bool check_only = false, self_test = false;

@@ -135,7 +135,7 @@ void strmap_init(strmap *m) { memset(m, 0, sizeof *m); }
 
 void strmap_free(strmap *m) {
     for (size_t i = 0; i < m->cap; i++)
-        if (m->used[i]) free(m->keys[i]);
+        if (m->used && m->used[i]) free(m->keys[i]); /* (a half-made map: see str_grow) */
     free(m->keys);
     free(m->vals);
     free(m->hashes);

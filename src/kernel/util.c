@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
+#include <cjson/cJSON.h>
 #include "kernel.h"
 
 double kern_now_mono(void) {
@@ -23,6 +24,31 @@ double kern_now_wall(void) {
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
+
+static _Thread_local bool t_json_oom;
+
+static void *kern_json_malloc(size_t n) {
+    void *p = malloc(n);
+    if (!p) t_json_oom = true;
+    return p;
+}
+
+void kern_json_init(void) { cJSON_InitHooks(&(cJSON_Hooks){.malloc_fn = kern_json_malloc, .free_fn = free}); }
+void kern_json_oom_clear(void) { t_json_oom = false; }
+
+const char *kern_json_str(const cJSON *o, const char *key) {
+    const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
+    return s ? s : "";
+}
+
+bool kern_json_add(cJSON *obj, const char *key, cJSON *item) {
+    if (!obj || !item) return false;
+    if (cJSON_AddItemToObject(obj, key, item)) return true;
+    t_json_oom = true;
+    cJSON_AddItemToObjectCS(obj, "", item); /* (a constant key: no allocation, cannot fail) */
+    return false;
+}
+bool kern_json_oom(void) { return t_json_oom; }
 
 void kern_deadline(struct timespec *ts, long ms) {
     clock_gettime(CLOCK_REALTIME, ts);
@@ -78,6 +104,7 @@ void sb_init(strbuf *sb, size_t cap) {
     sb->data = NULL;
     sb->len = sb->alloc = 0;
     sb->cap = cap;
+    sb->oom = false;
 }
 
 void sb_free(strbuf *sb) {
@@ -85,6 +112,7 @@ void sb_free(strbuf *sb) {
     free(sb->data);
     sb->data = NULL;
     sb->len = sb->alloc = 0;
+    sb->oom = false;
 }
 
 void sb_reset(strbuf *sb) {
@@ -99,7 +127,10 @@ static int sb_reserve(strbuf *sb, size_t extra) {
     size_t n = sb->alloc ? sb->alloc : 64;
     while (n < need) n *= 2;
     char *p = realloc(sb->data, n);
-    if (!p) return AIOS_ERR_NOMEM;
+    if (!p) {
+        sb->oom = true;
+        return AIOS_ERR_NOMEM;
+    }
     sb->data = p;
     sb->alloc = n;
     return AIOS_OK;

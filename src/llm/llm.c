@@ -167,7 +167,7 @@ static cJSON *remote_output(const llm_request *r, const char *text, bool partial
     cJSON *calls = !partial && r->remote_calls ? cJSON_Duplicate(r->remote_calls, 1) : cJSON_CreateArray();
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "content", cJSON_GetArraySize(calls) ? "" : text);
-    cJSON_AddItemToObject(o, "tool_calls", calls);
+    kern_json_add(o, "tool_calls", calls);
     return o;
 }
 

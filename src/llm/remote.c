@@ -239,7 +239,7 @@ static int check_remote(rm_engine *e, const llm_chat *chat, char *err, size_t er
 static char *request_body(rm_engine *e, const llm_chat *chat) {
     cJSON *b = cJSON_CreateObject();
     cJSON_AddStringToObject(b, "model", e->cfg.model[0] ? e->cfg.model : e->cfg.name);
-    cJSON_AddItemToObject(b, "messages", llm_chat_messages(chat));
+    kern_json_add(b, "messages", llm_chat_messages(chat));
     cJSON_AddTrueToObject(b, "stream");
     cJSON_AddTrueToObject(cJSON_AddObjectToObject(b, "stream_options"), "include_usage");
     add_sampling(b, &chat->sampling);
@@ -249,7 +249,7 @@ static char *request_body(rm_engine *e, const llm_chat *chat) {
     }
     if (chat->tools_json) {
         static const char *const CHOICE[] = {"auto", "required", "none"};
-        cJSON_AddItemToObject(b, "tools", cJSON_Parse(chat->tools_json));
+        kern_json_add(b, "tools", cJSON_Parse(chat->tools_json));
         cJSON_AddStringToObject(b, "tool_choice", CHOICE[chat->tool_choice]);
         cJSON_AddBoolToObject(b, "parallel_tool_calls", chat->parallel_calls);
     }
@@ -259,7 +259,7 @@ static char *request_body(rm_engine *e, const llm_chat *chat) {
             cJSON_AddStringToObject(rf, "type", "json_schema");
             cJSON *js = cJSON_AddObjectToObject(rf, "json_schema");
             cJSON_AddStringToObject(js, "name", "output");
-            cJSON_AddItemToObject(js, "schema", schema);
+            kern_json_add(js, "schema", schema);
         } else {
             cJSON_AddStringToObject(rf, "type", "json_object");
             cJSON_Delete(schema);

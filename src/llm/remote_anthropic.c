@@ -51,7 +51,7 @@ static cJSON *blocks_of(const cJSON *m, const char *role) {
         cJSON_AddStringToObject(b, "type", "tool_use");
         cJSON_AddStringToObject(b, "id", cJSON_IsString(id) ? id->valuestring : "");
         cJSON_AddStringToObject(b, "name", cJSON_IsString(name) ? name->valuestring : "");
-        cJSON_AddItemToObject(b, "input", cJSON_IsObject(input) ? input : cJSON_CreateObject());
+        kern_json_add(b, "input", cJSON_IsObject(input) ? input : cJSON_CreateObject());
         if (!cJSON_IsObject(input)) cJSON_Delete(input);
         cJSON_AddItemToArray(blocks, b);
     }
@@ -106,8 +106,8 @@ static void add_tools(cJSON *body, const llm_chat *chat) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", cJSON_IsString(name) ? name->valuestring : "");
         if (cJSON_IsString(desc)) cJSON_AddStringToObject(o, "description", desc->valuestring);
-        cJSON_AddItemToObject(o, "input_schema",
-                              cJSON_IsObject(params) ? cJSON_Duplicate(params, 1) : cJSON_Parse("{\"type\":\"object\"}"));
+        kern_json_add(o, "input_schema",
+                      cJSON_IsObject(params) ? cJSON_Duplicate(params, 1) : cJSON_Parse("{\"type\":\"object\"}"));
         cJSON_AddItemToArray(out, o);
     }
     cJSON_Delete(tools);
@@ -138,7 +138,7 @@ char *rm_anthropic_body(const aios_model_cfg *cfg, const llm_chat *chat) {
         if (cJSON_IsObject(schema) && !schema->child) cJSON_AddStringToObject(schema, "type", "object");
         cJSON *fmt = cJSON_AddObjectToObject(cJSON_AddObjectToObject(b, "output_config"), "format");
         cJSON_AddStringToObject(fmt, "type", "json_schema");
-        cJSON_AddItemToObject(fmt, "schema", schema);
+        kern_json_add(fmt, "schema", schema);
     }
     char *out = cJSON_PrintUnformatted(b);
     cJSON_Delete(b);

@@ -31,17 +31,12 @@ typedef struct sched_agent {
     bool held; /* its process is stopped: none of its syscalls runs (sched_hold) */
 } sched_agent;
 
-typedef struct wnode {
-    syscall_t *sc;
-    struct wnode *prev, *next;
-} wnode;
-
 struct sched {
     const sched_policy_ops *ops;
     sched_params p;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    wnode *head, *tail;
+    syscall_t *head, *tail; /* the waiting list, linked through the syscalls (no allocation) */
     size_t n_waiting, n_preempted_waiting, active;
     bool closed, woken;
     uint64_t next_ticket;
@@ -96,30 +91,27 @@ sched_t *sched_new(const sched_params *p, char *err, size_t errlen) {
 /* ---- the waiting list (mu held) ---- */
 
 static void list_push(sched_t *s, syscall_t *sc) {
-    wnode *n = calloc(1, sizeof *n);
-    if (!n) abort(); /* 24 bytes; the syscall itself was just allocated */
-    n->sc = sc;
-    n->prev = s->tail;
-    if (s->tail) s->tail->next = n;
-    else s->head = n;
-    s->tail = n;
+    sc->sched_list = s;
+    sc->sched_prev = s->tail;
+    sc->sched_next = NULL;
+    if (s->tail) s->tail->sched_next = sc;
+    else s->head = sc;
+    s->tail = sc;
     s->n_waiting++;
     if (sc->sched_preemptions) s->n_preempted_waiting++;
 }
 
 static bool list_remove(sched_t *s, syscall_t *sc) {
-    for (wnode *n = s->head; n; n = n->next) {
-        if (n->sc != sc) continue;
-        if (n->prev) n->prev->next = n->next;
-        else s->head = n->next;
-        if (n->next) n->next->prev = n->prev;
-        else s->tail = n->prev;
-        free(n);
-        s->n_waiting--;
-        if (sc->sched_preemptions) s->n_preempted_waiting--;
-        return true;
-    }
-    return false;
+    if (sc->sched_list != s) return false;
+    if (sc->sched_prev) sc->sched_prev->sched_next = sc->sched_next;
+    else s->head = sc->sched_next;
+    if (sc->sched_next) sc->sched_next->sched_prev = sc->sched_prev;
+    else s->tail = sc->sched_prev;
+    sc->sched_list = NULL;
+    sc->sched_prev = sc->sched_next = NULL;
+    s->n_waiting--;
+    if (sc->sched_preemptions) s->n_preempted_waiting--;
+    return true;
 }
 
 /* ---- agents and service (mu held) ---- */
@@ -169,11 +161,11 @@ static bool is_held(const syscall_t *sc) {
 static syscall_t *first_waiting(sched_t *s) {
     syscall_t *best = NULL;
     sched_key bk = {0};
-    for (wnode *n = s->head; n; n = n->next) {
-        if (is_held(n->sc)) continue;
-        sched_key k = key_of(n->sc);
+    for (syscall_t *n = s->head; n; n = n->sched_next) {
+        if (is_held(n)) continue;
+        sched_key k = key_of(n);
         if (!best || s->ops->before(&k, &bk)) {
-            best = n->sc;
+            best = n;
             bk = k;
         }
     }
@@ -192,7 +184,7 @@ static void agent_release(syscall_t *sc) {
 void sched_free(sched_t *s) {
     if (!s) return;
     while (s->head) {
-        syscall_t *sc = s->head->sc;
+        syscall_t *sc = s->head;
         list_remove(s, sc);
         syscall_complete(sc, AIOS_ERR_SHUTDOWN, NULL);
         syscall_unref(sc);

@@ -84,10 +84,12 @@ typedef struct syscall {
     void *sink_ctx;
 
     /* scheduler bookkeeping, guarded by the owning scheduler's mutex (sched.c) */
-    uint64_t sched_ticket; /* order in the run queue: arrival, or re-queue time under rr */
-    int sched_slice;       /* tokens generated since it last started running */
-    void *sched_agent;     /* the scheduler's per-agent service record */
-    int sched_preemptions; /* times it was preempted */
+    uint64_t sched_ticket;                   /* order in the run queue: arrival, or re-queue time under rr */
+    int sched_slice;                         /* tokens generated since it last started running */
+    void *sched_agent;                       /* the scheduler's per-agent service record */
+    int sched_preemptions;                   /* times it was preempted */
+    void *sched_list;                        /* the scheduler whose waiting list holds it (its lock), or NULL */
+    struct syscall *sched_prev, *sched_next; /* its neighbours in that list */
 
     atomic_int refs;
 } syscall_t;

@@ -85,7 +85,7 @@ static const builtin_spec BUILTINS[] = {
 cJSON *builtin_schemas(void) {
     cJSON *o = cJSON_CreateObject();
     for (size_t i = 0; o && i < sizeof BUILTINS / sizeof BUILTINS[0]; i++)
-        cJSON_AddItemToObject(o, BUILTINS[i].name, cJSON_Parse(BUILTINS[i].schema));
+        kern_json_add(o, BUILTINS[i].name, cJSON_Parse(BUILTINS[i].schema));
     return o;
 }
 

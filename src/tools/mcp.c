@@ -194,7 +194,7 @@ static cJSON *request(long id, const char *method, cJSON *params) {
     cJSON_AddStringToObject(m, "jsonrpc", "2.0");
     if (id >= 0) cJSON_AddNumberToObject(m, "id", (double)id);
     cJSON_AddStringToObject(m, "method", method);
-    if (params) cJSON_AddItemToObject(m, "params", params);
+    if (params) kern_json_add(m, "params", params);
     return m;
 }
 
@@ -230,7 +230,7 @@ static void handle_line(mcp_server *s, const char *line, size_t n) {
         if (id) { /* a request to us (ping, ...): answer so the server is not left waiting */
             cJSON *r = cJSON_CreateObject();
             cJSON_AddStringToObject(r, "jsonrpc", "2.0");
-            cJSON_AddItemToObject(r, "id", cJSON_Duplicate(id, 1));
+            kern_json_add(r, "id", cJSON_Duplicate(id, 1));
             if (!strcmp(method->valuestring, "ping")) cJSON_AddObjectToObject(r, "result");
             else {
                 cJSON *e = cJSON_AddObjectToObject(r, "error");
@@ -554,7 +554,7 @@ static int call_once(mcp_server *s, const tool_def *d, const tool_run *run, int 
     }
     cJSON *p = cJSON_CreateObject();
     cJSON_AddStringToObject(p, "name", d->remote);
-    cJSON_AddItemToObject(p, "arguments", run->params_json ? cJSON_Duplicate(run->params_json, 1) : cJSON_CreateObject());
+    kern_json_add(p, "arguments", run->params_json ? cJSON_Duplicate(run->params_json, 1) : cJSON_CreateObject());
     cJSON *req = request(w->id, "tools/call", p);
     int rc = send_json(s, req);
     cJSON_Delete(req);

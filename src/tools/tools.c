@@ -377,7 +377,7 @@ static cJSON *function_json(const tool_def *d) {
     cJSON *f = cJSON_AddObjectToObject(t, "function");
     cJSON_AddStringToObject(f, "name", d->name);
     cJSON_AddStringToObject(f, "description", d->description ? d->description : "");
-    cJSON_AddItemToObject(f, "parameters", d->schema ? cJSON_Duplicate(d->schema, 1) : cJSON_CreateObject());
+    kern_json_add(f, "parameters", d->schema ? cJSON_Duplicate(d->schema, 1) : cJSON_CreateObject());
     return t;
 }
 
@@ -399,7 +399,7 @@ cJSON *tools_list_json(tool_manager *tm) {
         cJSON *t = cJSON_CreateObject();
         cJSON_AddStringToObject(t, "name", d->name);
         cJSON_AddStringToObject(t, "description", d->description ? d->description : "");
-        cJSON_AddItemToObject(t, "parameters", d->schema ? cJSON_Duplicate(d->schema, 1) : cJSON_CreateObject());
+        kern_json_add(t, "parameters", d->schema ? cJSON_Duplicate(d->schema, 1) : cJSON_CreateObject());
         cJSON_AddStringToObject(t, "kind", KIND_NAMES[d->kind]);
         cJSON_AddStringToObject(t, "version", d->version);
         cJSON_AddBoolToObject(t, "irreversible", d->irreversible);
@@ -413,11 +413,11 @@ cJSON *tools_list_json(tool_manager *tm) {
         }
         cJSON_AddItemToArray(arr, t);
     }
-    cJSON_AddItemToObject(o, "errors", cJSON_Duplicate(tm->errors, 1));
+    kern_json_add(o, "errors", cJSON_Duplicate(tm->errors, 1));
     pthread_mutex_unlock(&tm->table_mu);
     pthread_mutex_lock(&tm->mu);
     for (cJSON *t = arr->child; t; t = t->next) {
-        limiter *l = strmap_get(&tm->limiters, cJSON_GetObjectItem(t, "name")->valuestring);
+        limiter *l = strmap_get(&tm->limiters, kern_json_str(t, "name"));
         cJSON_AddNumberToObject(t, "running", l ? l->running : 0);
         cJSON_AddNumberToObject(t, "queued", l ? l->queued : 0);
     }
