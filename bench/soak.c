@@ -227,6 +227,9 @@ int main(int argc, char **argv) {
            "(%.0f -> %.0f)\n",
            warmup, ns - from, slope_per_min(ts, rss, from, ns), from < ns ? rss[from] : 0, ns ? rss[ns - 1] : 0,
            slope_per_min(ts, fdn, from, ns), from < ns ? fdn[from] : 0, ns ? fdn[ns - 1] : 0);
+    int half = from + (ns - from) / 2; /* a slope that keeps falling is a cache still warming, not a leak */
+    printf("second half (%d samples from t=%.0f s): RSS slope %+.2f MiB/min, fds slope %+.2f /min\n", ns - half,
+           half < ns ? ts[half] : 0, slope_per_min(ts, rss, half, ns), slope_per_min(ts, fdn, half, ns));
     unsigned long long bad = 0;
     for (int i = 0; i < N_KINDS; i++) bad += g_stats[i].n[RES_OTHER] + g_stats[i].n[RES_TRANSPORT];
     printf("errors other than 503 backpressure: %llu\n", bad);

@@ -22,4 +22,4 @@ echo "model: $model   $(nproc) CPUs   $(grep -m1 'model name' /proc/cpuinfo | cu
 echo "command: AGENTS=$AGENTS SECS=$SECS SAMPLE=$SAMPLE WARMUP=$WARMUP bash bench/soak.sh"
 ./build/soak "http://127.0.0.1:$PORT" "$pid" "$AGENTS" "$SECS" "$SAMPLE" "$WARMUP"
 kill -0 "$pid" && echo "aiosd still serving: $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/health")"
-grep -cE 'ERROR|error' "$tmp/aiosd.log" | xargs echo "kernel log lines with 'error':"
+echo "kernel log lines with 'error': $(grep -cE 'ERROR|error' "$tmp/aiosd.log" || true)"
