@@ -148,10 +148,11 @@ FUZZ_SRC  := src/kernel/util.c src/kernel/result.c src/kernel/maps.c src/kernel/
              src/tools/calc.c src/tools/manifest.c src/storage/path.c src/llm/grammar.c
 FUZZ_OBJ  := $(FUZZ_SRC:%.c=build-fuzz/obj/%.o)
 FUZZ_BINS := $(patsubst tests/fuzz/fuzz_%.c,build-fuzz/fuzz_%,$(wildcard tests/fuzz/fuzz_*.c))
+build-fuzz/obj/%.o: OPT = -g -O1
+build-fuzz/obj/%.o: SAN = $(FUZZ_SAN) -fsanitize=fuzzer-no-link
 build-fuzz/obj/%.o: %.c Makefile | llama-check
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -g -O1 $(FUZZ_SAN) -fsanitize=fuzzer-no-link -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc \
-	  $(PKG_CFLAGS) $(LLAMA_INC) -MMD -MP -c $< -o $@
+	$(FUZZ_CC) $(ALL_CFLAGS) -MMD -MP $(LLAMA_INC) -c $< -o $@
 -include $(shell find build-fuzz/obj -name '*.d' 2>/dev/null)
 build-fuzz/fuzz_%: build-fuzz/obj/tests/fuzz/fuzz_%.o $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)

@@ -50,9 +50,7 @@ make --no-print-directory -j"$jobs" $(ls tests/fuzz/fuzz_*.c | sed 's#tests/fuzz
 tier fuzz make --no-print-directory fuzz FUZZ_S="${AIOS_FUZZ_S:-20}"  # CI's short setting; locally: make fuzz FUZZ_S=600
 tier system bash tests/run-system.sh build
 make --no-print-directory -j"$jobs" asan >/dev/null || { echo "asan build failed"; exit 1; }
-export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1"
-export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+. tests/sanitizers.sh
 tier asan-system bash tests/run-system.sh build-asan
 echo "total: $total_p passed, $total_f failed"
 exit $status

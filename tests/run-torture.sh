@@ -8,7 +8,6 @@ cd "$(dirname "$0")/.."
 build="$1"
 venv="${AIOS_VENV:-.venv}"
 [ -x "$venv/bin/pytest" ] || bash tests/run-system.sh build --co -q >/dev/null  # makes the venv
-export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:fast_unwind_on_malloc=0"
-export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+. tests/sanitizers.sh
+ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0" # (leaks through cJSON, which has no frame pointers)
 AIOSD="$PWD/$build/aiosd" "$venv/bin/pytest" -q -s -p no:cacheprovider tests/torture "${@:2}"

@@ -266,14 +266,21 @@ static enum MHD_Result preflight(api_req *r) {
     return ret;
 }
 
-/* No memory for a request's record or its answer: a fixed 500 answer (MHD's own memory),
- * the connection closed after it. */
-static enum MHD_Result answer_no_memory(struct MHD_Connection *conn) {
+/* No memory for an answer: a fixed 500 (MHD's own memory). r is the request, or NULL when
+ * not even its record could be made (then the connection is closed after it, its body
+ * unread). */
+static enum MHD_Result answer_no_memory(struct MHD_Connection *conn, api_req *r) {
     static const char BODY[] = "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\",\"type\":\"server_error\"}}";
     struct MHD_Response *resp = MHD_create_response_from_buffer(sizeof BODY - 1, (void *)BODY, MHD_RESPMEM_PERSISTENT);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (r) {
+        add_headers(r, resp);
+        r->status = 500;
+        r->answered = true;
+    } else {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    }
     enum MHD_Result ret = MHD_queue_response(conn, 500, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -296,19 +303,14 @@ static enum MHD_Result reply_buf(api_req *r, int status, const char *ctype, char
 
 enum MHD_Result api_reply_text(api_req *r, int status, const char *ctype, const char *text) {
     char *copy = strdup(text);
-    if (copy) return reply_buf(r, status, ctype, copy, strlen(copy));
-    r->status = 500;
-    r->answered = true;
-    return answer_no_memory(r->conn);
+    return copy ? reply_buf(r, status, ctype, copy, strlen(copy)) : answer_no_memory(r->conn, r);
 }
 
 enum MHD_Result api_reply_json(api_req *r, int status, cJSON *json) {
     /* an answer that lost a part for want of memory is not sent as if whole */
     char *txt = json && !kern_json_oom() ? cJSON_PrintUnformatted(json) : NULL;
     cJSON_Delete(json);
-    if (!txt)
-        return api_reply_text(r, 500, "application/json",
-                              "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}");
+    if (!txt) return answer_no_memory(r->conn, r);
     return reply_buf(r, status, "application/json", txt, strlen(txt));
 }
 
@@ -1209,7 +1211,7 @@ static enum MHD_Result on_request_inner(void *cls, struct MHD_Connection *conn, 
     if (!r) {
         size_t ul = strlen(url) + 1;
         r = calloc(1, sizeof *r + ul); /* the URL after the record: one allocation */
-        if (!r) return answer_no_memory(conn);
+        if (!r) return answer_no_memory(conn, NULL);
         r->srv = s;
         r->conn = conn;
         r->t_begin = kern_now_mono();
