@@ -42,7 +42,7 @@ CXX     ?= g++
 HNSW_ASAN := $(if $(findstring address,$(SAN)),-DNO_MANUAL_VECTORIZATION)
 ALL_CXXFLAGS = $(OPT) -std=c++17 -Wall -Wextra -Iinclude -Isrc $(SAN) $(HNSW_ASAN) $(CXXFLAGS)
 
-KERNEL_SRC := src/kernel/util.c src/kernel/torture.c src/kernel/config.c src/kernel/result.c src/kernel/maps.c src/syscall/syscall.c \
+KERNEL_SRC := src/kernel/boot.c src/kernel/util.c src/kernel/torture.c src/kernel/config.c src/kernel/result.c src/kernel/maps.c src/syscall/syscall.c \
               src/sched/sched.c src/sched/policy_fifo.c src/sched/policy_rr.c src/sched/policy_priority.c \
               src/sched/policy_fair.c src/sched/runq.c src/context/ctx.c \
               src/llm/llm.c src/llm/backend.c src/llm/llamacpp.c src/llm/llamacpp_ctx.c src/llm/text.c src/llm/grammar.c src/llm/embed.c src/llm/remote.c src/llm/remote_anthropic.c src/llm/remote_fleet.c \
@@ -57,7 +57,7 @@ KERNEL_OBJ := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o) $(KERNEL_CXX:%.cpp=$(BUILD)/obj
 SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps llama model run test unit unit-bins system asan tsan torture bench clean docs install fuzz format format-check
+.PHONY: all deps llama model run test unit unit-bins system asan tsan torture bench clean docs install fuzz fuzz-bins fuzz-build format format-check
 all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors $(BUILD)/failover $(BUILD)/agents_spawn $(BUILD)/soak
 
 deps:
@@ -77,13 +77,13 @@ $(BUILD)/obj/%.o: %.c Makefile | llama-check
 
 $(BUILD)/obj/src/llm/backend.o: ALL_CFLAGS += -DAIOS_GGML_BACKEND_DIR='"$(RUNTIME_LIB)"' -DAIOS_LLAMA_PY_VERSION='"$(LLAMA_VER)"'
 GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-$(BUILD)/obj/src/kernel/main.o $(BUILD)/obj/src/cli/aios.o: ALL_CFLAGS += -DAIOS_GIT_REV='"$(GIT_REV)"'
+$(BUILD)/obj/src/kernel/boot.o $(BUILD)/obj/src/cli/aios.o: ALL_CFLAGS += -DAIOS_GIT_REV='"$(GIT_REV)"'
 # The values baked in above (and the rpath) live in a stamp rewritten only when they change,
 # so that a new commit or another install PREFIX rebuilds what carries them.
 BUILD_ID := $(RUNTIME_LIB) $(GIT_REV)
 $(BUILD)/build-id: FORCE
 	@mkdir -p $(dir $@); echo '$(BUILD_ID)' | cmp -s - $@ || echo '$(BUILD_ID)' >$@
-$(BUILD)/obj/src/llm/backend.o $(BUILD)/obj/src/kernel/main.o $(BUILD)/obj/src/cli/aios.o $(BUILD)/aiosd: $(BUILD)/build-id
+$(BUILD)/obj/src/llm/backend.o $(BUILD)/obj/src/kernel/boot.o $(BUILD)/obj/src/cli/aios.o $(BUILD)/aiosd: $(BUILD)/build-id
 .PHONY: FORCE
 $(BUILD)/obj/tests/unit/test_llm.o: ALL_CFLAGS += -DAIOS_LLAMA_TEMPLATES='"$(LLAMA_DIR)/src/models/templates"'
 
@@ -139,28 +139,28 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_OBJ) $(BUILD)/obj/src/sdk
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS) $(KERNEL_LDLIBS) -lcmocka
 
 # The fuzzing tier (tests/fuzz, docs/testing.md): one libFuzzer harness per parser of outside
-# bytes, built with clang and ASan+UBSan in build-fuzz/; `make fuzz` runs each for FUZZ_S
-# seconds over its committed seed corpus (tests/fuzz/corpus/<name>) and prints a table.
+# bytes. The kernel's objects are built again with clang, ASan+UBSan and libFuzzer's coverage
+# in build-fuzz/ (the same rules as every build), and each harness links all of them, so a
+# harness can drive anything from one parser to a whole kernel in its own process (linked by
+# clang++, for UBSan's C++ runtime that the two shims need). `make
+# fuzz` runs each for FUZZ_S seconds over its committed seed corpus (tests/fuzz/corpus/<name>)
+# and prints a table.
 FUZZ_S    ?= 30
 FUZZ_CC   ?= clang
+FUZZ_CXX  ?= clang++
 FUZZ_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-FUZZ_SRC  := src/kernel/util.c src/kernel/result.c src/kernel/maps.c src/kernel/config.c src/tools/schema.c \
-             src/tools/calc.c src/tools/manifest.c src/storage/path.c src/llm/grammar.c
-FUZZ_OBJ  := $(FUZZ_SRC:%.c=build-fuzz/obj/%.o)
 FUZZ_BINS := $(patsubst tests/fuzz/fuzz_%.c,build-fuzz/fuzz_%,$(wildcard tests/fuzz/fuzz_*.c))
-build-fuzz/obj/%.o: OPT = -g -O1
-build-fuzz/obj/%.o: SAN = $(FUZZ_SAN) -fsanitize=fuzzer-no-link
-build-fuzz/obj/%.o: %.c Makefile | llama-check
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(ALL_CFLAGS) -MMD -MP $(LLAMA_INC) -c $< -o $@
--include $(shell find build-fuzz/obj -name '*.d' 2>/dev/null)
-build-fuzz/fuzz_%: build-fuzz/obj/tests/fuzz/fuzz_%.o $(FUZZ_OBJ)
-	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
-fuzz: $(FUZZ_BINS)
+build-fuzz/fuzz_%: build-fuzz/obj/tests/fuzz/fuzz_%.o $(KERNEL_OBJ)
+	$(CXX) $(SAN) -fsanitize=fuzzer -o $@ $(filter %.o,$^) $(LLAMA_LDLIBS) $(LDLIBS) $(KERNEL_LDLIBS)
+fuzz-bins: $(FUZZ_BINS)
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) CXX=$(FUZZ_CXX) OPT="-g -O1" \
+	  SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" fuzz-bins
+fuzz: fuzz-build
 	@bash tests/run-fuzz.sh $(FUZZ_S) $(FUZZ_BINS)
 
 # The style (.clang-format) over every C and C++ source of ours.
-FORMAT_FILES = $(shell git ls-files 'src/*.c' 'src/*.h' 'src/*.cpp' 'include/*.h' 'tests/unit/*.[ch]' 'tests/fuzz/*.[ch]' \
+FORMAT_FILES = $(shell git ls-files 'src/*.c' 'src/*.h' 'src/*.cpp' 'include/*.h' 'tests/*.h' 'tests/unit/*.[ch]' 'tests/fuzz/*.[ch]' \
                  'bench/*.[ch]' 'examples/*.c' 2>/dev/null)
 CLANG_FORMAT ?= clang-format-14
 format:

@@ -257,15 +257,17 @@ static void ident_free_cb(const char *key, void *val, void *ctx) {
     free(val);
 }
 
+/* Puts id in the maps in place of the identity of its name (freed), or leaves them as they
+ * were and returns AIOS_ERR_NOMEM (id stays the caller's). */
 static int ident_add(access_manager *am, ident *id) {
-    ident *old = strmap_get(&am->by_name, id->name);
-    if (old) {
-        strmap_del(&am->by_hash, old->hash);
-        strmap_del(&am->by_name, old->name);
-        free(old);
-    }
-    if (strmap_put(&am->by_name, id->name, id)) return AIOS_ERR_NOMEM;
     if (!id->revoked && strmap_put(&am->by_hash, id->hash, id)) return AIOS_ERR_NOMEM;
+    ident *old = strmap_get(&am->by_name, id->name);
+    if (strmap_put(&am->by_name, id->name, id)) {
+        if (!id->revoked) strmap_del(&am->by_hash, id->hash);
+        return AIOS_ERR_NOMEM;
+    }
+    if (old && !old->revoked) strmap_del(&am->by_hash, old->hash);
+    free(old);
     return AIOS_OK;
 }
 
@@ -423,6 +425,21 @@ static int db_put(access_manager *am, const ident *id) {
     return rc;
 }
 
+/* Puts back the row of name as it was before a db_put the kernel could not follow in memory:
+ * old's, or none. */
+static void db_restore(access_manager *am, const char *name, const ident *old) {
+    sqlite3_stmt *st = NULL;
+    int rc = old                                                                                        ? db_put(am, old)
+        : sqlite3_prepare_v2(am->db, "DELETE FROM identities WHERE name=?", -1, &st, NULL) != SQLITE_OK ? AIOS_ERR_IO
+                                                                                                        : AIOS_OK;
+    if (st) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st) == SQLITE_DONE ? AIOS_OK : AIOS_ERR_IO;
+        sqlite3_finalize(st);
+    }
+    if (rc) log_error("access: identity '%s' is stored but could not be taken up or undone (%s)", name, aios_strerror(rc));
+}
+
 int access_identity_create(access_manager *am, const char *name, const char *group, bool keep_data, char *token, size_t token_len,
                            char *err, size_t errlen) {
     if (!group || !*group) group = cfg_of(am)->access.default_group;
@@ -447,8 +464,8 @@ int access_identity_create(access_manager *am, const char *name, const char *gro
     ident *old = strmap_get(&am->by_name, name);
     bool reset = old && old->revoked && !keep_data;
     int rc = old && !old->revoked ? AIOS_ERR_EXISTS : db_put(am, id);
-    if (!rc) rc = ident_add(am, id);
-    else free(id);
+    if (!rc && (rc = ident_add(am, id))) db_restore(am, name, old); /* (memory and the database agree) */
+    if (rc) free(id);
     pthread_rwlock_unlock(&am->id_lock);
     if (rc == AIOS_ERR_EXISTS) snprintf(err, errlen, "agent '%s' already has an identity (revoke it first)", name);
     else if (rc) snprintf(err, errlen, "cannot store the identity");
@@ -484,7 +501,7 @@ static void ident_json_cb(const char *key, void *val, void *ctx) {
     cJSON_AddStringToObject(o, "group", id->group);
     cJSON_AddNumberToObject(o, "created", id->created);
     cJSON_AddBoolToObject(o, "revoked", id->revoked);
-    cJSON_AddItemToArray(ctx, o);
+    kern_json_push(ctx, o);
 }
 
 cJSON *access_identities_json(access_manager *am) {
@@ -631,7 +648,7 @@ cJSON *access_approvals_json(access_manager *am) {
         cJSON_AddStringToObject(o, "state", "awaiting_approval");
         cJSON_AddNumberToObject(o, "waiting_s", now - a->created);
         cJSON_AddNumberToObject(o, "expires_in_s", a->deadline - now);
-        cJSON_AddItemToArray(arr, o);
+        kern_json_push(arr, o);
     }
     pthread_mutex_unlock(&am->ap_mu);
     return arr;

@@ -214,7 +214,7 @@ cJSON *budgets_json(budget_set *b) {
             cJSON_AddNumberToObject(l, "used", (double)used[k]);
             cJSON_AddNumberToObject(l, "resets_in_s", (double)(k == 1 ? u->day_start + 86400 - t : u->minute_start + 60 - t));
         }
-        cJSON_AddItemToArray(arr, o);
+        kern_json_push(arr, o);
     }
     pthread_mutex_unlock(&b->mu);
     return arr;

@@ -79,7 +79,7 @@ static int string_list(const cJSON *v, const char *what, int min, int max, size_
         if (!cJSON_IsString(s) || !*s->valuestring || strlen(s->valuestring) >= cap ||
             !kern_utf8_valid(s->valuestring, strlen(s->valuestring)))
             return bad(err, errlen, "'%s' must hold non-empty UTF-8 strings of bounded length", what);
-        cJSON_AddItemToArray(out, cJSON_CreateString(s->valuestring));
+        kern_json_push(out, cJSON_CreateString(s->valuestring));
     }
     return AIOS_OK;
 }
@@ -805,14 +805,14 @@ static cJSON *package_spec(agents_t *a, const char *dir, char *err, size_t errle
             snprintf(where, sizeof where, "/runner/%s", slash + 1);
             *slash = 0;
             cJSON_AddStringToObject(spec, "runner_dir", *t ? t : "/");
-            cJSON_AddItemToArray(cmd, cJSON_CreateString(where));
-        } else cJSON_AddItemToArray(cmd, cJSON_CreateString(t));
+            kern_json_push(cmd, cJSON_CreateString(where));
+        } else kern_json_push(cmd, cJSON_CreateString(t));
     }
     char inst[2][AIOS_PATH_MAX];
     const char *first = cJSON_GetArrayItem(cmd, 0) ? cJSON_GetArrayItem(cmd, 0)->valuestring : "";
     int n = sandbox_install_dirs(first, inst);
     cJSON *ro = n ? cJSON_AddArrayToObject(spec, "ro_paths") : NULL;
-    for (int i = 0; i < n; i++) cJSON_AddItemToArray(ro, cJSON_CreateString(inst[i]));
+    for (int i = 0; i < n; i++) kern_json_push(ro, cJSON_CreateString(inst[i]));
     return spec;
 }
 
@@ -863,8 +863,7 @@ static cJSON *rec_json(const agent *g) {
     kern_json_add(o, "command", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(g->spec, "command"), true));
     cJSON *env = cJSON_AddArrayToObject(o, "env"); /* names only: values may be secrets */
     const cJSON *kv;
-    cJSON_ArrayForEach(kv, cJSON_GetObjectItemCaseSensitive(g->spec, "env"))
-        cJSON_AddItemToArray(env, cJSON_CreateString(kv->string));
+    cJSON_ArrayForEach(kv, cJSON_GetObjectItemCaseSensitive(g->spec, "env")) kern_json_push(env, cJSON_CreateString(kv->string));
     cJSON_AddNumberToObject(o, "priority", spec_num(g->spec, "priority"));
     cJSON_AddStringToObject(o, "restart", spec_str(g, "restart") ? spec_str(g, "restart") : "never");
     cJSON_AddNumberToObject(o, "restarts", g->restarts);
@@ -901,7 +900,7 @@ static cJSON *rec_json(const agent *g) {
 cJSON *agents_list(agents_t *a) {
     cJSON *arr = cJSON_CreateArray();
     pthread_mutex_lock(&a->mu);
-    for (int i = a->n - 1; i >= 0; i--) cJSON_AddItemToArray(arr, rec_json(a->recs[i]));
+    for (int i = a->n - 1; i >= 0; i--) kern_json_push(arr, rec_json(a->recs[i]));
     pthread_mutex_unlock(&a->mu);
     return arr;
 }

@@ -112,7 +112,7 @@ int chat_parse_tools(chat_ctx *ctx, const cJSON *tools, char *err, size_t errlen
     for (const cJSON *t = tools->child; t; t = t->next, i++) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(tool_function(t), "name");
         const cJSON *params = cJSON_GetObjectItemCaseSensitive(tool_function(t), "parameters");
-        cJSON_AddItemToArray(ctx->tool_schemas, cJSON_IsObject(params) ? cJSON_Duplicate(params, 1) : cJSON_CreateNull());
+        kern_json_push(ctx->tool_schemas, cJSON_IsObject(params) ? cJSON_Duplicate(params, 1) : cJSON_CreateNull());
         ctx->tool_names[i] = strdup(name->valuestring);
         ctx->tool_model_names[i] = model_name(name->valuestring);
         ctx->n_tools = i + 1;
@@ -395,7 +395,7 @@ static char *native_tools(const chat_ctx *ctx, const cJSON *tools) {
         if (cJSON_IsString(d)) cJSON_AddStringToObject(fn, "description", d->valuestring);
         kern_json_add(fn, "parameters",
                       cJSON_IsObject(p) ? cJSON_Duplicate(p, 1) : cJSON_Parse("{\"type\":\"object\",\"properties\":{}}"));
-        cJSON_AddItemToArray(list, e);
+        kern_json_push(list, e);
     }
     char *s = cJSON_PrintUnformatted(list);
     cJSON_Delete(list);
@@ -525,7 +525,7 @@ cJSON *chat_tool_calls(const chat_ctx *ctx, const char *text, uint64_t sc_id) {
         char id[48];
         snprintf(id, sizeof id, "call_%llu_%d", (unsigned long long)sc_id, i);
         cJSON_AddStringToObject(call, "id", id);
-        cJSON_AddItemToArray(out, call);
+        kern_json_push(out, call);
     }
     cJSON_Delete(arr);
     return out;
@@ -534,7 +534,7 @@ cJSON *chat_tool_calls(const chat_ctx *ctx, const char *text, uint64_t sc_id) {
 cJSON *chat_openai_tool_calls(const cJSON *calls) {
     cJSON *out = cJSON_CreateArray();
     int i = 0;
-    for (const cJSON *c = calls->child; c; c = c->next, i++) {
+    for (const cJSON *c = calls ? calls->child : NULL; c; c = c->next, i++) { /* (NULL: no memory to make them) */
         cJSON *tc = cJSON_CreateObject(), *fn;
         cJSON_AddNumberToObject(tc, "index", i);
         cJSON_AddStringToObject(tc, "id", kern_json_str(c, "id"));
@@ -544,7 +544,7 @@ cJSON *chat_openai_tool_calls(const cJSON *calls) {
         char *args = cJSON_PrintUnformatted(cJSON_GetObjectItem(c, "parameters"));
         cJSON_AddStringToObject(fn, "arguments", args ? args : "{}");
         free(args);
-        cJSON_AddItemToArray(out, tc);
+        kern_json_push(out, tc);
     }
     return out;
 }
@@ -609,7 +609,7 @@ int chat_kernel_tools(api_req *r, const cJSON *tools, bool must_be_kernel, cJSON
         cJSON *repl = NULL;
         rc = kernel_tool_entry(r, t, must_be_kernel, &repl, err, errlen);
         changed |= repl != NULL;
-        cJSON_AddItemToArray(list, repl ? repl : cJSON_Duplicate(t, 1));
+        kern_json_push(list, repl ? repl : cJSON_Duplicate(t, 1));
     }
     if (rc || !changed) cJSON_Delete(list);
     else *out = list;

@@ -70,7 +70,7 @@ int jp_depth_ok(const cJSON *j, int max_depth) {
 
 void jp_add_doubles(cJSON *obj, const char *key, const double *v, int n) {
     cJSON *a = cJSON_AddArrayToObject(obj, key);
-    for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(round(v[i] * 1e6) / 1e6));
+    for (int i = 0; a && i < n; i++) kern_json_push(a, cJSON_CreateNumber(round(v[i] * 1e6) / 1e6));
 }
 
 int jp_priority(api_req *r, const cJSON *obj, char *err, size_t errlen) {

@@ -232,7 +232,7 @@ static enum MHD_Result h_ps(api_req *r, cJSON *body) {
         cJSON *pid = cJSON_GetObjectItemCaseSensitive(g, "pid");
         if (pid) cJSON_AddNumberToObject(p, "pid", pid->valuedouble);
         cJSON_AddNumberToObject(p, "started", cJSON_GetObjectItemCaseSensitive(g, "started")->valuedouble);
-        cJSON_AddItemToArray(procs, p);
+        kern_json_push(procs, p);
     }
     cJSON_Delete(list);
     cJSON *o = cJSON_CreateObject();

@@ -277,7 +277,7 @@ static void add_endpoints(const llm_core_stats *st, cJSON *o) {
         cJSON_AddNumberToObject(j, "breaker_opens", (double)e->breaker_opens);
         if (e->last_ok_ago_s >= 0) cJSON_AddNumberToObject(j, "last_ok_ago_s", e->last_ok_ago_s);
         if (e->last_error[0]) cJSON_AddStringToObject(j, "last_error", e->last_error);
-        cJSON_AddItemToArray(arr, j);
+        kern_json_push(arr, j);
     }
 }
 
@@ -293,7 +293,7 @@ static void add_devices(cJSON *o) {
         cJSON_AddStringToObject(d, "description", dev[i].description);
         cJSON_AddNumberToObject(d, "memory_total_bytes", (double)dev[i].memory_total);
         cJSON_AddNumberToObject(d, "memory_free_bytes", (double)dev[i].memory_free);
-        cJSON_AddItemToArray(arr, d);
+        kern_json_push(arr, d);
     }
 }
 
@@ -304,7 +304,7 @@ cJSON *api_status_json(api_req *r) {
     cJSON *inactive = cJSON_AddArrayToObject(o, "inactive_components");
     for (int k = 0; k < SYSCALL_KIND__COUNT; k++)
         if (!syscall_kind_get((syscall_kind)k)->implemented)
-            cJSON_AddItemToArray(inactive, cJSON_CreateString(syscall_kind_get((syscall_kind)k)->name));
+            kern_json_push(inactive, cJSON_CreateString(syscall_kind_get((syscall_kind)k)->name));
     cJSON_AddNumberToObject(o, "uptime_s", api_uptime(r));
     cJSON *models = cJSON_AddArrayToObject(o, "llms");
     for (int i = 0; i < api_n_cores(r); i++) {
@@ -337,7 +337,7 @@ cJSON *api_status_json(api_req *r) {
             cJSON_AddNumberToObject(m, "gpu_layers", info.gpu_layers);
         }
         add_endpoints(&st, m);
-        cJSON_AddItemToArray(models, m);
+        kern_json_push(models, m);
     }
     add_devices(o);
     kern_json_add(o, "budgets", access_budgets_json(api_access(r)));
@@ -374,7 +374,7 @@ void api_model_fields(api_req *r, int i, cJSON *o) {
     cJSON *aliases = cJSON_AddArrayToObject(o, "aliases");
     char a[AIOS_NAME_MAX];
     for (int k = 0; i < api_n_cores(r) && config_model_alias_at(&api_cfg(r)->llms.models[i], k, a, sizeof a); k++)
-        cJSON_AddItemToArray(aliases, cJSON_CreateString(a));
+        kern_json_push(aliases, cJSON_CreateString(a));
 }
 
 static enum MHD_Result h_llms_list(api_req *r, cJSON *body) {
@@ -388,7 +388,7 @@ static enum MHD_Result h_llms_list(api_req *r, cJSON *body) {
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "name", info.name);
         api_model_fields(r, i, m);
-        cJSON_AddItemToArray(arr, m);
+        kern_json_push(arr, m);
     }
     return api_reply_json(r, 200, o);
 }

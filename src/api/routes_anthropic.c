@@ -71,7 +71,7 @@ static cJSON *anth_add_message(cJSON *out, const char *role, const char *content
     cJSON_AddStringToObject(m, "role", role);
     if (content) cJSON_AddStringToObject(m, "content", content);
     else cJSON_AddNullToObject(m, "content");
-    cJSON_AddItemToArray(out, m);
+    kern_json_push(out, m);
     return m;
 }
 
@@ -148,7 +148,7 @@ static int anth_tool_use(const cJSON *b, const char *path, cJSON *ids, cJSON *ca
     cJSON_AddStringToObject(fn, "name", name);
     cJSON_AddStringToObject(fn, "arguments", args);
     free(args);
-    cJSON_AddItemToArray(calls, call);
+    kern_json_push(calls, call);
     return AIOS_OK;
 }
 
@@ -162,8 +162,8 @@ static int anth_blocks(const cJSON *content, int i, bool user, bool last, cJSON 
     sb_init(&text, 0);
     cJSON *calls = cJSON_CreateArray();
     bool any_text = false;
-    int j = 0, rc = AIOS_OK;
-    for (const cJSON *b = content->child; b && !rc; b = b->next, j++) {
+    int j = 0, rc = calls ? AIOS_OK : AIOS_ERR_NOMEM;
+    for (const cJSON *b = rc ? NULL : content->child; b && !rc; b = b->next, j++) {
         char at[ANTH_PATH];
         const char *type = NULL;
         snprintf(at, sizeof at, "messages[%d].content[%d]", i, j);
@@ -185,12 +185,12 @@ static int anth_blocks(const cJSON *content, int i, bool user, bool last, cJSON 
             rc = anth_unsupported(at, type, err, errlen);
         }
     }
-    bool empty = !user && !text.len && !calls->child;
+    bool empty = !user && !text.len && !(calls && calls->child);
     if (!rc && user && any_text) anth_add_message(out, "user", text.data ? text.data : "");
     if (!rc && empty && !last) rc = jp_invalid(err, errlen, "messages[%d].content must not be empty", i);
     if (!rc && !user && !empty) {
         cJSON *m = anth_add_message(out, "assistant", text.len ? text.data : NULL);
-        if (calls->child) {
+        if (calls && calls->child) {
             kern_json_add(m, "tool_calls", calls);
             calls = NULL;
         }
@@ -275,7 +275,7 @@ static int anth_tool(const cJSON *t, int i, cJSON *out, char *err, size_t errlen
     cJSON_AddStringToObject(fn, "name", name);
     if (desc) cJSON_AddStringToObject(fn, "description", desc);
     if (cJSON_IsObject(schema)) kern_json_add(fn, "parameters", cJSON_Duplicate(schema, 1));
-    cJSON_AddItemToArray(out, e);
+    kern_json_push(out, e);
     return AIOS_OK;
 }
 
@@ -472,13 +472,13 @@ static cJSON *anth_text_json(const char *text) {
 /* The tool_use blocks [{"type":"tool_use","id","name","input"}] of a calls output. */
 static cJSON *anth_tool_uses(const chat_ctx *ctx, const char *text, uint64_t sc_id) {
     cJSON *calls = chat_tool_calls(ctx, text, sc_id), *out = cJSON_CreateArray();
-    for (cJSON *c = calls->child; c; c = c->next) {
+    for (cJSON *c = calls ? calls->child : NULL; c; c = c->next) { /* (NULL: no memory to make them) */
         cJSON *b = cJSON_CreateObject();
         cJSON_AddStringToObject(b, "type", "tool_use");
         cJSON_AddStringToObject(b, "id", kern_json_str(c, "id"));
         cJSON_AddStringToObject(b, "name", kern_json_str(c, "name"));
         kern_json_add(b, "input", cJSON_DetachItemFromObject(c, "parameters"));
-        cJSON_AddItemToArray(out, b);
+        kern_json_push(out, b);
     }
     cJSON_Delete(calls);
     return out;
@@ -491,7 +491,7 @@ static enum MHD_Result anth_done(api_req *r) {
     const char *text = sc->out.data ? sc->out.data : "";
     bool calls = chat_made_calls(a->chat, text);
     cJSON *content = calls ? anth_tool_uses(a->chat, text, sc->id) : cJSON_CreateArray();
-    if (!calls) cJSON_AddItemToArray(content, anth_text_json(text));
+    if (!calls) kern_json_push(content, anth_text_json(text));
     cJSON *o = anth_message_json(a, content, anth_stop_reason(a, sc, calls), sc, llm_request_completion_tokens(sc->args));
     kern_json_add(o, "aios", chat_timing_json(sc));
     return api_reply_json(r, 200, o);
@@ -558,7 +558,7 @@ static void anth_stream_text(anth_ctx *a, const char *text, size_t n, strbuf *ss
 /* Each call as a tool_use block whose input comes as one input_json_delta. */
 static void anth_stream_calls(anth_ctx *a, syscall_t *sc, strbuf *sse) {
     cJSON *blocks = anth_tool_uses(a->chat, sc->out.data ? sc->out.data : "", sc->id);
-    for (cJSON *b = blocks->child; b; b = b->next) {
+    for (cJSON *b = blocks ? blocks->child : NULL; b; b = b->next) {
         char *json = cJSON_PrintUnformatted(cJSON_GetObjectItem(b, "input"));
         cJSON *start = cJSON_Duplicate(b, 1);
         cJSON_ReplaceItemInObject(start, "input", cJSON_CreateObject());

@@ -46,7 +46,7 @@ static enum MHD_Result h_llms_check(api_req *r, cJSON *body) {
         bool ok = state && !strcmp(state, "ready");
         up += ok;
         cJSON_AddBoolToObject(m, "available", ok);
-        cJSON_AddItemToArray(arr, m);
+        kern_json_push(arr, m);
     }
     cJSON_AddStringToObject(o, "status", up ? "success" : "warning");
     cJSON_AddNumberToObject(o, "available", up);
@@ -62,7 +62,7 @@ static enum MHD_Result selection_answer(api_req *r) {
     char msg[AIOS_MAX_MODELS * (AIOS_NAME_MAX + 2) + 32];
     size_t len = (size_t)snprintf(msg, sizeof msg, n ? "LLMs [" : "No LLM selected");
     for (int i = 0; i < n; i++) {
-        cJSON_AddItemToArray(arr, cJSON_CreateString(sel[i]));
+        kern_json_push(arr, cJSON_CreateString(sel[i]));
         len += (size_t)snprintf(msg + len, sizeof msg - len, "%s%s", i ? ", " : "", sel[i]);
     }
     if (n) snprintf(msg + len, sizeof msg - len, "] selected");

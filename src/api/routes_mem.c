@@ -151,17 +151,17 @@ static cJSON *raw_json(const mem_item *items, int n) {
     cJSON *raw = cJSON_CreateObject();
     cJSON *ids = cJSON_CreateArray(), *docs = cJSON_CreateArray(), *mds = cJSON_CreateArray(), *dist = cJSON_CreateArray();
     for (int i = 0; i < n; i++) {
-        cJSON_AddItemToArray(ids, cJSON_CreateString(items[i].id));
-        cJSON_AddItemToArray(docs, cJSON_CreateString(items[i].content ? items[i].content : ""));
+        kern_json_push(ids, cJSON_CreateString(items[i].id));
+        kern_json_push(docs, cJSON_CreateString(items[i].content ? items[i].content : ""));
         cJSON *md = cJSON_Parse(items[i].metadata ? items[i].metadata : "{}");
-        cJSON_AddItemToArray(mds, md ? md : cJSON_CreateObject());
-        cJSON_AddItemToArray(dist, cJSON_CreateNumber(1.0 - (double)items[i].score));
+        kern_json_push(mds, md ? md : cJSON_CreateObject());
+        kern_json_push(dist, cJSON_CreateNumber(1.0 - (double)items[i].score));
     }
     const char *names[] = {"ids", "documents", "metadatas", "distances"};
     cJSON *lists[] = {ids, docs, mds, dist};
     for (int i = 0; i < 4; i++) {
         cJSON *outer = cJSON_CreateArray();
-        cJSON_AddItemToArray(outer, lists[i]);
+        kern_json_push(outer, lists[i]);
         kern_json_add(raw, names[i], outer);
     }
     return raw;
@@ -178,7 +178,7 @@ static int mem_work_retrieve(mem_job *j, cJSON *o, char *err, size_t errlen) {
                           errlen);
     if (rc) return rc;
     cJSON *arr = cJSON_AddArrayToObject(o, "search_results");
-    for (int i = 0; i < n; i++) cJSON_AddItemToArray(arr, item_json(&items[i]));
+    for (int i = 0; i < n; i++) kern_json_push(arr, item_json(&items[i]));
     if (!strcmp(j->op, "retrieve_memory_raw")) kern_json_add(o, "raw", raw_json(items, n));
     mem_items_free(items, n);
     mem_finish(o, NULL, NULL, NULL);
@@ -407,9 +407,9 @@ static int embeddings_work(void *args, char *err, size_t errlen) {
                 free(s);
             } else {
                 cJSON *arr = cJSON_AddArrayToObject(d, "embedding");
-                for (int k = 0; k < dim; k++) cJSON_AddItemToArray(arr, cJSON_CreateNumber((double)v[k]));
+                for (int k = 0; k < dim; k++) kern_json_push(arr, cJSON_CreateNumber((double)v[k]));
             }
-            cJSON_AddItemToArray(data, d);
+            kern_json_push(data, d);
         }
         cJSON_AddStringToObject(o, "model", llm_embedder_name(j->emb));
         cJSON *u = cJSON_AddObjectToObject(o, "usage");
@@ -469,10 +469,14 @@ enum MHD_Result api_embed(api_req *r, const cJSON *input, const char *fmt, cJSON
     if (cJSON_GetArraySize(input) > EMB_MAX_INPUTS)
         return api_reply_error(r, AIOS_ERR_INVALID, "'input' has more than %d items", EMB_MAX_INPUTS);
     cJSON *params = cJSON_CreateObject(); /* {"input": a reference}; start_job copies it */
-    if (!params || !cJSON_AddItemReferenceToObject(params, "input", (cJSON *)input)) {
+    cJSON *ref =
+        cJSON_IsArray(input) ? cJSON_CreateArrayReference(input->child) : cJSON_CreateStringReference(input->valuestring);
+    if (!params || !ref) {
         cJSON_Delete(params);
+        cJSON_Delete(ref);
         return api_reply_error(r, AIOS_ERR_NOMEM, NULL);
     }
+    cJSON_AddItemToObjectCS(params, "input", ref); /* (a constant key: cannot fail) */
     enum MHD_Result ret = start_job(r, SYSCALL_KIND_MEMORY, fmt, params, embeddings_work, true, shape);
     cJSON_Delete(params);
     return ret;
@@ -670,7 +674,7 @@ void api_status_runq(api_req *r, cJSON *status) {
             snprintf(name, sizeof name, "%.*s", (int)(n > 6 && !strcmp(key + n - 6, "_total") ? n - 6 : n), key);
             cJSON_AddNumberToObject(o, name, RUNQ_METRICS[k].get(&x));
         }
-        cJSON_AddItemToArray(arr, o);
+        kern_json_push(arr, o);
     }
 }
 

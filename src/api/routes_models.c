@@ -31,7 +31,7 @@ static enum MHD_Result h_models(api_req *r, cJSON *body) {
         cJSON_AddNumberToObject(j, "idle_unload_s", m->idle_unload_s);
         cJSON_AddBoolToObject(j, "load_on_request", m->load_on_request);
         if (!strcmp(m->backend, "llamacpp")) cJSON_AddStringToObject(j, "path", m->path);
-        cJSON_AddItemToArray(arr, j);
+        kern_json_push(arr, j);
     }
     return api_reply_json(r, 200, o);
 }

@@ -125,7 +125,7 @@ static cJSON *ollama_tool_calls(cJSON *calls) {
         cJSON_AddNumberToObject(fn, "index", i);
         kern_json_add(fn, "name", cJSON_DetachItemFromObject(c, "name"));
         kern_json_add(fn, "arguments", cJSON_DetachItemFromObject(c, "parameters"));
-        cJSON_AddItemToArray(out, tc);
+        kern_json_push(out, tc);
     }
     cJSON_Delete(calls);
     return out;
@@ -372,7 +372,7 @@ static int put_tool_calls(const cJSON *tc, int i, cJSON *m, char *err, size_t er
         cJSON_AddStringToObject(fn, "name", name->valuestring);
         cJSON_AddStringToObject(fn, "arguments", txt ? txt : "{}");
         free(txt);
-        cJSON_AddItemToArray(out, call);
+        kern_json_push(out, call);
     }
     return AIOS_OK;
 }
@@ -390,7 +390,7 @@ static int put_message(const cJSON *m, int i, cJSON *out, char *err, size_t errl
     int rc = refuse_set(m, "images", field, "the kernel's models read text only", err, errlen);
     if (rc) return rc;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToArray(out, o);
+    kern_json_push(out, o);
     if (role) kern_json_add(o, "role", cJSON_Duplicate(role, true));
     cJSON_AddStringToObject(o, "content", cJSON_IsString(content) ? content->valuestring : "");
     if (cJSON_IsString(tool)) cJSON_AddStringToObject(o, "name", tool->valuestring);
@@ -449,11 +449,11 @@ static int plan_generate(api_req *r, const cJSON *body, api_admission *a, char *
     } else {
         cJSON *ms = cJSON_AddArrayToObject(ob, "messages"), *m;
         if (system && *system) {
-            cJSON_AddItemToArray(ms, m = cJSON_CreateObject());
+            kern_json_push(ms, m = cJSON_CreateObject());
             cJSON_AddStringToObject(m, "role", "system");
             cJSON_AddStringToObject(m, "content", system);
         }
-        cJSON_AddItemToArray(ms, m = cJSON_CreateObject());
+        kern_json_push(ms, m = cJSON_CreateObject());
         cJSON_AddStringToObject(m, "role", "user");
         cJSON_AddStringToObject(m, "content", prompt);
     }
@@ -501,7 +501,7 @@ static cJSON *model_details(const llm_core_info *info) {
     cJSON_AddStringToObject(d, "parent_model", "");
     cJSON_AddStringToObject(d, "format", strcmp(info->backend, "llamacpp") ? info->backend : "gguf");
     cJSON_AddStringToObject(d, "family", family);
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "families"), cJSON_CreateString(family));
+    kern_json_push(cJSON_AddArrayToObject(d, "families"), cJSON_CreateString(family));
     cJSON_AddStringToObject(d, "parameter_size", size);
     cJSON_AddStringToObject(d, "quantization_level", quant ? quant + 1 : "");
     return d;
@@ -543,7 +543,7 @@ static cJSON *model_entry(api_req *r, int i, bool running) {
 /* Every configured model: all are loaded at start and stay loaded. */
 static enum MHD_Result list_models(api_req *r, bool running) {
     cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "models");
-    for (int i = 0; i < api_n_cores(r); i++) cJSON_AddItemToArray(arr, model_entry(r, i, running));
+    for (int i = 0; i < api_n_cores(r); i++) kern_json_push(arr, model_entry(r, i, running));
     return api_reply_json(r, 200, o);
 }
 
@@ -607,8 +607,8 @@ static enum MHD_Result h_show(api_req *r, cJSON *body) {
     kern_json_add(o, "model_info", model_info(&info, kern_json_str(details, "family")));
     kern_json_add(o, "details", details);
     cJSON *caps = cJSON_AddArrayToObject(o, "capabilities");
-    cJSON_AddItemToArray(caps, cJSON_CreateString("completion"));
-    cJSON_AddItemToArray(caps, cJSON_CreateString("tools"));
+    kern_json_push(caps, cJSON_CreateString("completion"));
+    kern_json_push(caps, cJSON_CreateString("tools"));
     model_mtime(r, info.name, ts, sizeof ts);
     cJSON_AddStringToObject(o, "modified_at", ts);
     return api_reply_json(r, 200, o);
@@ -654,8 +654,7 @@ static int plan_embed(api_req *r, const cJSON *body, api_admission *a, char *err
 static cJSON *embed_shape(api_req *r, cJSON *list) {
     cJSON *o = cJSON_CreateObject(), *embs = cJSON_CreateArray(), *d;
     cJSON_AddStringToObject(o, "model", kern_json_str(r->door_body, "model"));
-    cJSON_ArrayForEach(d, cJSON_GetObjectItem(list, "data"))
-        cJSON_AddItemToArray(embs, cJSON_DetachItemFromObject(d, "embedding"));
+    cJSON_ArrayForEach(d, cJSON_GetObjectItem(list, "data")) kern_json_push(embs, cJSON_DetachItemFromObject(d, "embedding"));
     kern_json_add(o, "embeddings", embs);
     kern_json_add(o, "total_duration", ns_json(kern_now_mono() - r->t_begin));
     kern_json_add(o, "load_duration", ns_json(0));

@@ -250,7 +250,7 @@ static cJSON *lp_token(llm_core *core, int32_t tok, float logprob) {
     if (!llm_core_detokenize(core, &tok, 1, &p, err, sizeof err)) {
         char *text = sb_steal(&p);
         bytes = cJSON_CreateArray();
-        for (const unsigned char *c = (const unsigned char *)text; *c; c++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber(*c));
+        for (const unsigned char *c = (const unsigned char *)text; *c; c++) kern_json_push(bytes, cJSON_CreateNumber(*c));
         kern_utf8_sanitize(text);
         cJSON_AddStringToObject(o, "token", text);
         free(text);
@@ -273,8 +273,8 @@ static cJSON *logprobs_json(api_req *r, syscall_t *sc) {
     for (int i = 0; i < n; i++) {
         cJSON *t = lp_token(r->adm.core, lp[i].token, lp[i].logprob), *top = cJSON_AddArrayToObject(t, "top_logprobs");
         for (int j = 0; j < lp[i].n_top; j++)
-            cJSON_AddItemToArray(top, lp_token(r->adm.core, lp[i].top_token[j], lp[i].top_logprob[j]));
-        cJSON_AddItemToArray(content, t);
+            kern_json_push(top, lp_token(r->adm.core, lp[i].top_token[j], lp[i].top_logprob[j]));
+        kern_json_push(content, t);
     }
     return o;
 }
@@ -310,7 +310,7 @@ static enum MHD_Result openai_done(api_req *r) {
     syscall_t *sc = r->sc;
     if (sc->result) return api_reply_error(r, sc->result, "%s", sc->errmsg);
     if (!ctx->choices) ctx->choices = cJSON_CreateArray();
-    cJSON_AddItemToArray(ctx->choices, choice_json(r));
+    kern_json_push(ctx->choices, choice_json(r));
     if (r->choice + 1 < r->n_choices) return api_next_choice(r);
     cJSON *o = base_object(ctx, ctx->completions_api ? "text_completion" : "chat.completion");
     kern_json_add(o, "choices", ctx->choices);
@@ -324,7 +324,7 @@ static cJSON *chunk(const api_req *r, cJSON *delta_or_text, const char *finish) 
     const chat_ctx *ctx = r->data;
     cJSON *o = base_object(ctx, ctx->completions_api ? "text_completion" : "chat.completion.chunk");
     cJSON *choices = cJSON_AddArrayToObject(o, "choices"), *ch = cJSON_CreateObject();
-    cJSON_AddItemToArray(choices, ch);
+    kern_json_push(choices, ch);
     cJSON_AddNumberToObject(ch, "index", r->choice);
     kern_json_add(ch, ctx->completions_api ? "text" : "delta", delta_or_text);
     if (finish) cJSON_AddStringToObject(ch, "finish_reason", finish);
@@ -426,7 +426,7 @@ int chat_openai_prepare(api_req *r, const cJSON *body, bool chat_api, bool *stre
     ctx->include_usage = include_usage;
     cJSON *only_list = NULL;
     if (only_tool) { /* keep just the named tool */
-        only_list = cJSON_CreateArray();
+        if (!(only_list = cJSON_CreateArray())) return AIOS_ERR_NOMEM;
         for (const cJSON *t = spec.tools->child; t; t = t->next) {
             const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
             const cJSON *n = cJSON_GetObjectItemCaseSensitive(f, "name");
@@ -456,6 +456,10 @@ int chat_openai_prepare(api_req *r, const cJSON *body, bool chat_api, bool *stre
     }
     cJSON_Delete(only_list);
     cJSON_Delete(filled);
+    if (rc && *out) { /* (a later choice failed: the first goes too; ctx frees the others) */
+        syscall_unref(*out);
+        *out = NULL;
+    }
     return rc;
 }
 
@@ -504,7 +508,7 @@ static cJSON *piece_json(llm_core *core, int32_t tok) {
         if (kern_utf8_valid(p.data ? p.data : "", p.len)) v = cJSON_CreateString(p.data ? p.data : "");
         else {
             v = cJSON_CreateArray();
-            for (size_t i = 0; i < p.len; i++) cJSON_AddItemToArray(v, cJSON_CreateNumber((unsigned char)p.data[i]));
+            for (size_t i = 0; i < p.len; i++) kern_json_push(v, cJSON_CreateNumber((unsigned char)p.data[i]));
         }
     }
     sb_free(&p);
@@ -525,13 +529,13 @@ static enum MHD_Result h_tokenize(api_req *r, cJSON *body) {
     cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "tokens");
     for (int i = 0; i < n; i++) {
         if (!with_pieces) {
-            cJSON_AddItemToArray(arr, cJSON_CreateNumber(toks[i]));
+            kern_json_push(arr, cJSON_CreateNumber(toks[i]));
             continue;
         }
         cJSON *t = cJSON_CreateObject();
         cJSON_AddNumberToObject(t, "id", toks[i]);
         kern_json_add(t, "piece", piece_json(r->adm.core, toks[i]));
-        cJSON_AddItemToArray(arr, t);
+        kern_json_push(arr, t);
     }
     free(toks);
     return api_reply_json(r, 200, o);
@@ -601,7 +605,7 @@ static enum MHD_Result h_models(api_req *r, cJSON *body) {
         cJSON_AddNumberToObject(meta, "n_ctx", info.ctx);
         cJSON_AddNumberToObject(meta, "n_ctx_train", info.ctx_train);
         cJSON_AddNumberToObject(meta, "n_params", (double)info.n_params);
-        cJSON_AddItemToArray(data, m);
+        kern_json_push(data, m);
     }
     return api_reply_json(r, 200, o);
 }

@@ -69,7 +69,7 @@ static int translate_tools(const cJSON *tools, cJSON *out, char *err, size_t err
         }
         cJSON_AddStringToObject(entry, "type", "function");
         kern_json_add(entry, "function", fn);
-        cJSON_AddItemToArray(list, entry);
+        kern_json_push(list, entry);
     }
     return AIOS_OK; /* names and schemas are checked by the chat pipeline (chat_check_tools) */
 }
@@ -147,7 +147,7 @@ static int add_message(cJSON *msgs, const char *role, const cJSON *content, int 
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "role", role);
         cJSON_AddStringToObject(m, "content", t.data ? t.data : "");
-        cJSON_AddItemToArray(msgs, m);
+        kern_json_push(msgs, m);
     }
     sb_free(&t);
     return rc;
@@ -170,7 +170,7 @@ static int add_function_call(cJSON *msgs, const cJSON *it, int idx, char *err, s
         cJSON_AddStringToObject(last, "role", "assistant");
         cJSON_AddNullToObject(last, "content");
         calls = cJSON_AddArrayToObject(last, "tool_calls");
-        cJSON_AddItemToArray(msgs, last);
+        kern_json_push(msgs, last);
     }
     cJSON *c = cJSON_CreateObject(), *fn;
     cJSON_AddStringToObject(c, "id", call_id->valuestring);
@@ -178,7 +178,7 @@ static int add_function_call(cJSON *msgs, const cJSON *it, int idx, char *err, s
     fn = cJSON_AddObjectToObject(c, "function");
     cJSON_AddStringToObject(fn, "name", name->valuestring);
     cJSON_AddStringToObject(fn, "arguments", args->valuestring);
-    cJSON_AddItemToArray(calls, c);
+    kern_json_push(calls, c);
     return AIOS_OK;
 }
 
@@ -215,7 +215,7 @@ static int add_call_output(cJSON *msgs, const cJSON *it, int idx, char *err, siz
         cJSON_AddStringToObject(m, "role", "tool");
         cJSON_AddStringToObject(m, "tool_call_id", call_id->valuestring);
         cJSON_AddStringToObject(m, "content", t.data ? t.data : "");
-        cJSON_AddItemToArray(msgs, m);
+        kern_json_push(msgs, m);
     }
     sb_free(&t);
     return rc;
@@ -252,7 +252,7 @@ static int translate_input(const cJSON *input, cJSON *msgs, char *err, size_t er
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "role", "user");
         cJSON_AddStringToObject(m, "content", input->valuestring);
-        cJSON_AddItemToArray(msgs, m);
+        kern_json_push(msgs, m);
         return AIOS_OK;
     }
     if (!cJSON_IsArray(input)) return jp_invalid(err, errlen, "'input' must be a string or an array of items");
@@ -408,7 +408,7 @@ static cJSON *message_item(const resp_state *st, const char *status, const char 
     cJSON_AddStringToObject(m, "status", status);
     cJSON_AddStringToObject(m, "role", "assistant");
     content = cJSON_AddArrayToObject(m, "content");
-    if (text) cJSON_AddItemToArray(content, text_part(text));
+    if (text) kern_json_push(content, text_part(text));
     return m;
 }
 
@@ -439,7 +439,7 @@ static void history_add_answer(resp_state *st, const char *text, const cJSON *ca
         cJSON_AddNullToObject(m, "content");
         kern_json_add(m, "tool_calls", chat_openai_tool_calls(calls));
     }
-    cJSON_AddItemToArray(st->history, m);
+    kern_json_push(st->history, m);
 }
 
 /* The output items of the finished syscall; the answer joins the conversation. */
@@ -451,12 +451,12 @@ static cJSON *output_items(api_req *r, chat_ctx *ctx, resp_state *st, cJSON **ca
     if (sc->result) return out;
     if (chat_made_calls(ctx, text)) {
         cJSON *calls = chat_tool_calls(ctx, text, sc->id);
-        for (const cJSON *c = calls->child; c; c = c->next) cJSON_AddItemToArray(out, call_item(c, "completed", true));
+        for (const cJSON *c = calls->child; c; c = c->next) kern_json_push(out, call_item(c, "completed", true));
         history_add_answer(st, text, calls);
         *calls_out = calls;
     } else {
         bool cut = llm_request_finish(sc->args) == LLM_FINISH_LENGTH;
-        cJSON_AddItemToArray(out, message_item(st, cut ? "incomplete" : "completed", text));
+        kern_json_push(out, message_item(st, cut ? "incomplete" : "completed", text));
         history_add_answer(st, text, NULL);
     }
     return out;
@@ -682,9 +682,9 @@ static int build_request(api_req *r, const cJSON *body, cJSON **history, const c
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "role", "system");
         cJSON_AddStringToObject(m, "content", instructions);
-        cJSON_AddItemToArray(msgs, m);
+        kern_json_push(msgs, m);
     }
-    for (const cJSON *m = (*history)->child; m; m = m->next) cJSON_AddItemToArray(msgs, cJSON_Duplicate(m, 1));
+    for (const cJSON *m = (*history)->child; m; m = m->next) kern_json_push(msgs, cJSON_Duplicate(m, 1));
     return AIOS_OK;
 }
 
@@ -699,6 +699,10 @@ static int prepare(api_req *r, const cJSON *body, bool *stream, syscall_t **sc, 
     resp_state *st = rc ? NULL : calloc(1, sizeof *st);
     if (!st) {
         cJSON_Delete(history);
+        if (!rc) {
+            syscall_unref(*sc);
+            *sc = NULL;
+        }
         return rc ? rc : AIOS_ERR_NOMEM;
     }
     chat_ctx *ctx = r->data;

@@ -78,7 +78,7 @@ static enum MHD_Result tools_done(api_req *r) {
     cJSON *resp = cJSON_CreateObject(), *results = cJSON_CreateArray();
     int failed = 0, first_bad = -1;
     for (int i = 0; i < b->n; i++) {
-        cJSON_AddItemToArray(results, call_json(&b->calls[i]));
+        kern_json_push(results, call_json(&b->calls[i]));
         if (b->calls[i].rc) failed++, first_bad = first_bad < 0 ? i : first_bad;
     }
     cJSON_AddStringToObject(resp, "response_class", "tool");

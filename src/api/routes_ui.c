@@ -85,7 +85,7 @@ static void tail_lines(const char *path, long n, size_t window, cJSON *arr) {
         last[seen++ % n] = l;
     for (long i = seen > n ? seen - n : 0; i < seen; i++) {
         cJSON *j = cJSON_Parse(last[i % n]);
-        if (j) cJSON_AddItemToArray(arr, j);
+        if (j) kern_json_push(arr, j);
     }
     free(last);
     sb_free(&b);

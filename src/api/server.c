@@ -440,6 +440,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         }
         pthread_mutex_unlock(&sc->mu);
         r->on_stream(r, delta ? delta : "", delta ? avail : 0, done, &r->sse);
+        kern_json_sweep(); /* (the events are text now) */
         free(delta);
         if (done && r->choice + 1 < r->n_choices) switch_choice(r);
         else if (done) r->final_sent = true;
@@ -560,7 +561,14 @@ static void job_main(void *arg) {
     syscall_t *sc = j->sc;
     char err[512] = "";
     syscall_round_begin(sc);
+#ifdef AIOS_TORTURE
+    syscall_torture_take(sc);
+#endif
     int rc = atomic_load(&sc->cancel) ? AIOS_ERR_CANCELLED : j->fn(sc->args, err, sizeof err);
+    kern_json_sweep();
+#ifdef AIOS_TORTURE
+    syscall_torture_return(sc);
+#endif
     syscall_round_end(sc);
     syscall_complete(sc, rc, "%s", err);
     syscall_unref(sc);
@@ -584,6 +592,9 @@ enum MHD_Result api_run_job(api_req *r, syscall_t *sc, api_work_fn fn, api_done_
     runq_t *q = api_runq(r, sc->kind);
     runq_job rj = {.fn = job_main, .arg = j, .agent = sc->agent, .priority = sc->priority};
     char qerr[256] = "";
+#ifdef AIOS_TORTURE
+    syscall_torture_hand(sc); /* the job's allocations are the request's next ones */
+#endif
     pthread_mutex_lock(&s->gate_mu);
     int rc = s->closing ? AIOS_ERR_SHUTDOWN : q ? runq_submit(q, &rj, qerr, sizeof qerr) : AIOS_ERR_NOT_IMPLEMENTED;
     pthread_mutex_unlock(&s->gate_mu);
@@ -609,6 +620,9 @@ enum MHD_Result api_run_tools(api_req *r, syscall_t *sc, api_done_fn on_done) {
     r->core = NULL;
     r->on_done = on_done;
     syscall_set_sink(sc, req_notify, r);
+#ifdef AIOS_TORTURE
+    syscall_torture_hand(sc); /* the tool run's allocations are the request's next ones */
+#endif
     pthread_mutex_lock(&s->gate_mu);
     int rc = s->closing ? AIOS_ERR_SHUTDOWN : tools_submit(s->tools, sc);
     pthread_mutex_unlock(&s->gate_mu);
@@ -1251,9 +1265,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)version;
 #ifdef AIOS_TORTURE
     api_req *r = *con_cls;
+    if (r && r->sc) { /* what a worker that ran for it left of the countdown (syscall_torture_return) */
+        long back = atomic_exchange(&r->sc->torture_left, 0);
+        if (back) r->torture_left = back;
+        if (atomic_exchange(&r->sc->torture_hit, false)) r->torture_hit = true;
+    }
     long n = r ? (r->torture_hit ? 0 : r->torture_left) : atomic_exchange(&g_torture_next, 0);
     torture_arm(n);
     enum MHD_Result ret = on_request_inner(cls, conn, url, method, upload, upload_size, con_cls);
+    kern_json_sweep(); /* (what this call built is answered or kept whole by now) */
     bool hit;
     long left = torture_disarm(&hit);
     if (!r && (r = *con_cls)) r->torture_armed = n > 0;
@@ -1265,7 +1285,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     return ret;
 #else
-    return on_request_inner(cls, conn, url, method, upload, upload_size, con_cls);
+    enum MHD_Result ret = on_request_inner(cls, conn, url, method, upload, upload_size, con_cls);
+    kern_json_sweep(); /* (what this call built is answered or kept whole by now) */
+    return ret;
 #endif
 }
 

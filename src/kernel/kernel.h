@@ -16,6 +16,12 @@
 #include <stdint.h>
 #include "aios/result.h"
 
+/* ---------- the kernel ---------- */
+/* aiosd's life (boot.c): configuration from argv (as aiosd's flags), then it serves until
+ * SIGINT / SIGTERM, which it takes with sigwait on the calling thread (they stay blocked in
+ * every thread it starts); the exit status. Once per process. */
+int kernel_main(int argc, char **argv);
+
 /* ---------- clocks ---------- */
 double kern_now_mono(void); /* seconds, CLOCK_MONOTONIC */
 /* cJSON allocates through kern_json_malloc (set up once, in main, before any thread), which
@@ -25,10 +31,17 @@ double kern_now_mono(void); /* seconds, CLOCK_MONOTONIC */
 void kern_json_init(void);
 /* cJSON_AddItemToObject that never loses item: when the key cannot be copied (no memory),
  * item is still attached (under a constant empty key, so it is freed with obj and every
- * pointer to it stays valid) and the thread's kern_json_oom() is set; false then, or when obj
- * is NULL (item then stays the caller's). The kernel's JSON answers are built with it. */
+ * pointer to it stays valid) and the thread's kern_json_oom() is set; false then. When obj
+ * is NULL (a parent that could not be made), item is parked on the thread's orphan list,
+ * still valid, and freed at the thread's next kern_json_sweep(). Always takes item. The
+ * kernel's JSON answers are built with it and kern_json_push. */
 struct cJSON;
 bool kern_json_add(struct cJSON *obj, const char *key, struct cJSON *item);
+/* cJSON_AddItemToArray with the same promise (arr NULL: item is parked; false). */
+bool kern_json_push(struct cJSON *arr, struct cJSON *item);
+/* Frees the calling thread's orphans: called where none of the JSON it built is still in
+ * use: the end of an HTTP callback, of a run-queue job. */
+void kern_json_sweep(void);
 /* The string member key of o, or "" when there is none (an object the kernel built may lack
  * a member it could not add: see kern_json_add). */
 const char *kern_json_str(const struct cJSON *o, const char *key);

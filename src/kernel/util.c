@@ -34,6 +34,28 @@ static void *kern_json_malloc(size_t n) {
 }
 
 void kern_json_init(void) { cJSON_InitHooks(&(cJSON_Hooks){.malloc_fn = kern_json_malloc, .free_fn = free}); }
+/* Items whose parent could not be made: freed at the thread's next sweep. Past the cap (a
+ * thread that built that many orphans between sweeps) one is freed to make room: the oldest,
+ * which its builder has had the longest to stop using. */
+#define KERN_JSON_ORPHANS 256
+static _Thread_local cJSON *t_orphans[KERN_JSON_ORPHANS];
+static _Thread_local int t_n_orphans, t_next_orphan;
+
+static void orphan(cJSON *item) {
+    if (t_n_orphans < KERN_JSON_ORPHANS) {
+        t_orphans[t_n_orphans++] = item;
+        return;
+    }
+    cJSON_Delete(t_orphans[t_next_orphan]);
+    t_orphans[t_next_orphan] = item;
+    t_next_orphan = (t_next_orphan + 1) % KERN_JSON_ORPHANS;
+}
+
+void kern_json_sweep(void) {
+    for (int i = 0; i < t_n_orphans; i++) cJSON_Delete(t_orphans[i]);
+    t_n_orphans = t_next_orphan = 0;
+}
+
 void kern_json_oom_clear(void) { t_json_oom = false; }
 
 const char *kern_json_str(const cJSON *o, const char *key) {
@@ -42,10 +64,21 @@ const char *kern_json_str(const cJSON *o, const char *key) {
 }
 
 bool kern_json_add(cJSON *obj, const char *key, cJSON *item) {
-    if (!obj || !item) return false;
+    if (!item) return false;
+    if (!obj) {
+        orphan(item);
+        return false;
+    }
     if (cJSON_AddItemToObject(obj, key, item)) return true;
     t_json_oom = true;
     cJSON_AddItemToObjectCS(obj, "", item); /* (a constant key: no allocation, cannot fail) */
+    return false;
+}
+
+bool kern_json_push(cJSON *arr, cJSON *item) {
+    if (!item) return false;
+    if (arr && cJSON_AddItemToArray(arr, item)) return true;
+    orphan(item);
     return false;
 }
 bool kern_json_oom(void) { return t_json_oom; }

@@ -144,7 +144,7 @@ cJSON *llm_chat_messages(const llm_chat *chat) {
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "role", chat->messages[i].role);
         cJSON_AddStringToObject(m, "content", chat->messages[i].content ? chat->messages[i].content : "");
-        cJSON_AddItemToArray(a, m);
+        kern_json_push(a, m);
     }
     return a;
 }
@@ -182,7 +182,7 @@ cJSON *llm_request_parse_output(const llm_request *r, const char *text, bool par
         cJSON *c = cJSON_CreateObject();
         cJSON_AddStringToObject(c, "name", m.calls[i].name ? m.calls[i].name : "");
         cJSON_AddStringToObject(c, "arguments", m.calls[i].arguments ? m.calls[i].arguments : "");
-        cJSON_AddItemToArray(calls, c);
+        kern_json_push(calls, c);
     }
     lc_tmpl_msg_free(&m);
     return o;

@@ -245,7 +245,7 @@ static char *request_body(rm_engine *e, const llm_chat *chat) {
     add_sampling(b, &chat->sampling);
     if (chat->n_stop > 0) {
         cJSON *stop = cJSON_AddArrayToObject(b, "stop");
-        for (int i = 0; i < chat->n_stop; i++) cJSON_AddItemToArray(stop, cJSON_CreateString(chat->stop[i]));
+        for (int i = 0; i < chat->n_stop; i++) kern_json_push(stop, cJSON_CreateString(chat->stop[i]));
     }
     if (chat->tools_json) {
         static const char *const CHOICE[] = {"auto", "required", "none"};
@@ -293,10 +293,10 @@ void rm_call_append(llm_request *r, int i, const char *name, const char *args) {
     if (!r->remote_calls || i < 0 || i > cJSON_GetArraySize(r->remote_calls) || i >= 64) return;
     cJSON *c = cJSON_GetArrayItem(r->remote_calls, i);
     if (!c) {
-        c = cJSON_CreateObject();
+        if (!(c = cJSON_CreateObject())) return;
         cJSON_AddStringToObject(c, "name", "");
         cJSON_AddStringToObject(c, "arguments", "");
-        cJSON_AddItemToArray(r->remote_calls, c);
+        kern_json_push(r->remote_calls, c);
     }
     const char *parts[2] = {name, args};
     static const char *const KEYS[2] = {"name", "arguments"};
@@ -304,7 +304,7 @@ void rm_call_append(llm_request *r, int i, const char *name, const char *args) {
         if (!parts[k] || !*parts[k]) continue;
         strbuf b;
         sb_init(&b, 0);
-        sb_puts(&b, cJSON_GetObjectItemCaseSensitive(c, KEYS[k])->valuestring);
+        sb_puts(&b, kern_json_str(c, KEYS[k]));
         sb_puts(&b, parts[k]);
         cJSON_ReplaceItemInObjectCaseSensitive(c, KEYS[k], cJSON_CreateString(b.data ? b.data : ""));
         sb_free(&b);
@@ -374,9 +374,39 @@ static bool sse_line(const char *l) {
         !strncmp(l, "retry:", 6);
 }
 
-static void keep_body(rm_xfer *x, const char *p, size_t n) {
-    size_t room = RM_ERRBODY_MAX > x->errbody.len ? RM_ERRBODY_MAX - x->errbody.len : 0;
-    sb_append(&x->errbody, p, n < room ? n : room);
+static void keep_body(strbuf *body, const char *p, size_t n) {
+    size_t room = RM_ERRBODY_MAX > body->len ? RM_ERRBODY_MAX - body->len : 0;
+    sb_append(body, p, n < room ? n : room);
+}
+
+bool rm_feed(rm_stream *s, bool anthropic, strbuf *line, strbuf *body, const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != '\n') {
+            if (line->len >= RM_LINE_MAX) return false; /* an endless line */
+            sb_append(line, p + i, 1);
+            continue;
+        }
+        const char *l = line->data ? line->data : "";
+        if (line->len && l[line->len - 1] == '\r') line->data[--line->len] = 0;
+        if (!strncmp(l, "data:", 5)) (anthropic ? rm_anthropic_event : openai_event)(s, l + 5 + (l[5] == ' '));
+        else if (!sse_line(l)) keep_body(body, l, line->len); /* not a stream: a JSON answer, kept for its error */
+        sb_reset(line);
+    }
+    return true;
+}
+
+void rm_feed_end(strbuf *line, strbuf *body) {
+    if (line->len && line->len <= RM_LINE_MAX && !sse_line(line->data)) keep_body(body, line->data, line->len);
+}
+
+bool rm_body_error(const char *body, char *out, size_t cap) {
+    cJSON *b = cJSON_Parse(body ? body : "");
+    const cJSON *er = cJSON_GetObjectItemCaseSensitive(b, "error");
+    const cJSON *m = cJSON_IsObject(er) ? cJSON_GetObjectItemCaseSensitive(er, "message") : er;
+    bool got = cJSON_IsString(m);
+    if (got) snprintf(out, cap, "%s", m->valuestring);
+    cJSON_Delete(b);
+    return got;
 }
 
 static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud) {
@@ -386,23 +416,12 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud) {
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
     x->got_bytes = true;
     if (status != 200) { /* an error answer: keep its start */
-        keep_body(x, ptr, n);
+        keep_body(&x->errbody, ptr, n);
         return n;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (ptr[i] != '\n') {
-            if (x->line.len >= RM_LINE_MAX) { /* an endless line: the transfer fails */
-                x->overlong = true;
-                return 0;
-            }
-            sb_append(&x->line, ptr + i, 1);
-            continue;
-        }
-        const char *l = x->line.data ? x->line.data : "";
-        if (x->line.len && l[x->line.len - 1] == '\r') x->line.data[--x->line.len] = 0;
-        if (!strncmp(l, "data:", 5)) (x->anthropic ? rm_anthropic_event : openai_event)(&x->st, l + 5 + (l[5] == ' '));
-        else if (!sse_line(l)) keep_body(x, l, x->line.len); /* not a stream: a JSON answer, kept for its error */
-        sb_reset(&x->line);
+    if (!rm_feed(&x->st, x->anthropic, &x->line, &x->errbody, ptr, n)) { /* an endless line: the transfer fails */
+        x->overlong = true;
+        return 0;
     }
     return atomic_load(&x->sc->cancel) || x->st.capped ? 0 : n; /* a cancelled or capped request stops the transfer */
 }
@@ -466,32 +485,26 @@ static void drop_transfer(rm_engine *e, rm_xfer *x) {
 }
 
 static int upstream_status_error(rm_engine *e, rm_xfer *x, const char *host, char *msg, size_t cap) {
-    cJSON *b = cJSON_Parse(x->errbody.data ? x->errbody.data : "");
-    const cJSON *er = cJSON_GetObjectItemCaseSensitive(b, "error");
-    const cJSON *m = cJSON_IsObject(er) ? cJSON_GetObjectItemCaseSensitive(er, "message") : er;
+    char m[160];
     snprintf(msg, cap, "model '%.60s': upstream %.100s answered %ld: %.150s", e->cfg.name, host, x->status,
-             cJSON_IsString(m)     ? m->valuestring
-                 : x->errbody.data ? x->errbody.data
-                                   : "");
+             rm_body_error(x->errbody.data, m, sizeof m) ? m
+                 : x->errbody.data                       ? x->errbody.data
+                                                         : "");
     kern_utf8_sanitize(msg);
-    cJSON_Delete(b);
     return x->status == 429 ? AIOS_ERR_RATE_LIMITED : x->status >= 500 ? AIOS_ERR_UPSTREAM : AIOS_ERR_INVALID;
 }
 
 /* A 200 that did not finish: its error event, a JSON error body, or a cut stream. */
 static void unfinished(rm_engine *e, rm_xfer *x, const char *host, char *msg, size_t cap) {
-    cJSON *b = x->st.error ? NULL : cJSON_Parse(x->errbody.data ? x->errbody.data : "");
-    const cJSON *er = cJSON_GetObjectItemCaseSensitive(b, "error");
-    const cJSON *m = cJSON_IsObject(er) ? cJSON_GetObjectItemCaseSensitive(er, "message") : er;
-    if (x->st.error || cJSON_IsString(m))
+    char m[160];
+    if (x->st.error || rm_body_error(x->errbody.data, m, sizeof m))
         snprintf(msg, cap, "model '%.60s': upstream %.100s sent an error: %.150s", e->cfg.name, host,
-                 x->st.error ? x->st.errmsg : m->valuestring);
+                 x->st.error ? x->st.errmsg : m);
     else if (x->errbody.len)
         snprintf(msg, cap, "model '%.60s': upstream %.100s answered 200 without an event stream: %.100s", e->cfg.name, host,
                  x->errbody.data);
     else snprintf(msg, cap, "model '%.60s': upstream %.100s ended the stream without finishing", e->cfg.name, host);
     kern_utf8_sanitize(msg);
-    cJSON_Delete(b);
 }
 
 /* The outcome of x's transfer: a result code, the message of an error, and what it says of
@@ -591,8 +604,7 @@ static void finish(rm_engine *e, rm_xfer *x, CURLcode cc, double now) {
     char msg[400] = "";
     rm_health h = RM_HEALTH_NEUTRAL;
     if (x->easy) curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
-    if (x->line.len && !x->overlong && !sse_line(x->line.data))
-        keep_body(x, x->line.data, x->line.len); /* a last, unended line */
+    if (!x->overlong) rm_feed_end(&x->line, &x->errbody); /* a last, unended line */
     int rc = classify(e, x, cc, msg, sizeof msg, &h);
     bool upstream = x->easy != NULL; /* else it was waiting to be placed: on no endpoint */
     bool again = upstream && retryable(e, x, cc, rc);

@@ -33,12 +33,12 @@ static cJSON *blocks_of(const cJSON *m, const char *role) {
         cJSON_AddStringToObject(b, "type", "tool_result");
         cJSON_AddStringToObject(b, "tool_use_id", cJSON_IsString(id) ? id->valuestring : "");
         cJSON_AddStringToObject(b, "content", text.data ? text.data : "");
-        cJSON_AddItemToArray(blocks, b);
+        kern_json_push(blocks, b);
     } else if (text.len) {
         cJSON *b = cJSON_CreateObject();
         cJSON_AddStringToObject(b, "type", "text");
         cJSON_AddStringToObject(b, "text", text.data);
-        cJSON_AddItemToArray(blocks, b);
+        kern_json_push(blocks, b);
     }
     const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
     for (const cJSON *c = cJSON_IsArray(calls) ? calls->child : NULL; c; c = c->next) {
@@ -53,7 +53,7 @@ static cJSON *blocks_of(const cJSON *m, const char *role) {
         cJSON_AddStringToObject(b, "name", cJSON_IsString(name) ? name->valuestring : "");
         kern_json_add(b, "input", cJSON_IsObject(input) ? input : cJSON_CreateObject());
         if (!cJSON_IsObject(input)) cJSON_Delete(input);
-        cJSON_AddItemToArray(blocks, b);
+        kern_json_push(blocks, b);
     }
     sb_free(&text);
     return blocks;
@@ -84,11 +84,11 @@ static void add_messages(cJSON *body, const cJSON *msgs) {
             last = cJSON_CreateObject();
             cJSON_AddStringToObject(last, "role", as);
             cJSON_AddArrayToObject(last, "content");
-            cJSON_AddItemToArray(turns, last);
+            kern_json_push(turns, last);
             last_role = as;
         }
         cJSON *content = cJSON_GetObjectItemCaseSensitive(last, "content");
-        while (blocks->child) cJSON_AddItemToArray(content, cJSON_DetachItemViaPointer(blocks, blocks->child));
+        while (blocks->child) kern_json_push(content, cJSON_DetachItemViaPointer(blocks, blocks->child));
         cJSON_Delete(blocks);
     }
     if (system.len) cJSON_AddStringToObject(body, "system", system.data);
@@ -108,7 +108,7 @@ static void add_tools(cJSON *body, const llm_chat *chat) {
         if (cJSON_IsString(desc)) cJSON_AddStringToObject(o, "description", desc->valuestring);
         kern_json_add(o, "input_schema",
                       cJSON_IsObject(params) ? cJSON_Duplicate(params, 1) : cJSON_Parse("{\"type\":\"object\"}"));
-        cJSON_AddItemToArray(out, o);
+        kern_json_push(out, o);
     }
     cJSON_Delete(tools);
     static const char *const CHOICE[] = {"auto", "any", "none"};
@@ -130,7 +130,7 @@ char *rm_anthropic_body(const aios_model_cfg *cfg, const llm_chat *chat) {
     if (s->top_k > 0) cJSON_AddNumberToObject(b, "top_k", s->top_k);
     if (chat->n_stop > 0) {
         cJSON *stop = cJSON_AddArrayToObject(b, "stop_sequences");
-        for (int i = 0; i < chat->n_stop; i++) cJSON_AddItemToArray(stop, cJSON_CreateString(chat->stop[i]));
+        for (int i = 0; i < chat->n_stop; i++) kern_json_push(stop, cJSON_CreateString(chat->stop[i]));
     }
     if (chat->tools_json) add_tools(b, chat);
     if (chat->json_schema) { /* structured output: output_config.format */

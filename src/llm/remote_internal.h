@@ -29,6 +29,18 @@ void rm_emit(rm_stream *s, const char *text);
 /* Appends name / arguments text to tool call `index` of the request (created when new). */
 void rm_call_append(llm_request *r, int index, const char *name, const char *args);
 
+/* The body of a 200 answer, n more bytes of it (on the I/O thread; the fuzz harness
+ * tests/fuzz/fuzz_remote.c): each whole line of an event stream goes to the dialect's event
+ * reader, which passes text to s; a line that is not part of a stream is kept in body
+ * (bounded), for the error it may be. line holds a line not yet ended; false once it is
+ * longer than 1 MiB (the transfer fails). rm_feed_end: the answer ended (a last, unended
+ * line is kept too). */
+bool rm_feed(rm_stream *s, bool anthropic, strbuf *line, strbuf *body, const char *p, size_t n);
+void rm_feed_end(strbuf *line, strbuf *body);
+/* The message of an upstream's JSON error body ({"error": {"message": ...}} or {"error":
+ * "..."}) into out; false when body (NULL: none) has none. */
+bool rm_body_error(const char *body, char *out, size_t cap);
+
 /* Anthropic Messages (remote_anthropic.c): the body of a chat (NULL on OOM) and one stream event. */
 char *rm_anthropic_body(const aios_model_cfg *cfg, const llm_chat *chat);
 void rm_anthropic_event(rm_stream *s, const char *data);

@@ -583,7 +583,7 @@ static int list_cb(sqlite3_stmt *st, void *ud) {
     cJSON_AddNumberToObject(e, "size", (double)sqlite3_column_int64(st, 2));
     cJSON_AddNumberToObject(e, "version", (double)sqlite3_column_int64(st, 3));
     cJSON_AddNumberToObject(e, "mtime", sqlite3_column_double(st, 4));
-    cJSON_AddItemToArray(l->arr, e);
+    kern_json_push(l->arr, e);
     return AIOS_OK;
 }
 
@@ -779,7 +779,7 @@ static int hit_cb(sqlite3_stmt *st, void *ud) {
     if (n > 240) text[240] = 0; /* a snippet; read fetches the whole file */
     cJSON_AddStringToObject(e, "snippet", text);
     cJSON_AddNumberToObject(e, "version", (double)sqlite3_column_int64(st, 2));
-    cJSON_AddItemToArray(h->arr, e);
+    kern_json_push(h->arr, e);
     free(text);
     return AIOS_OK;
 }

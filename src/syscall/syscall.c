@@ -159,3 +159,22 @@ int syscall_timings(syscall_t *sc, double *start, double *end, double *waiting, 
     pthread_mutex_unlock(&sc->mu);
     return n;
 }
+
+#ifdef AIOS_TORTURE
+void syscall_torture_hand(syscall_t *sc) {
+    bool hit;
+    long left = torture_disarm(&hit);
+    atomic_store(&sc->torture_left, hit ? 0 : left);
+    atomic_store(&sc->torture_hit, hit);
+}
+
+void syscall_torture_take(syscall_t *sc) { torture_arm(atomic_exchange(&sc->torture_left, 0)); }
+
+void syscall_torture_return(syscall_t *sc) {
+    bool hit;
+    long left = torture_disarm(&hit);
+    if (!left && !hit) return; /* (this thread was not armed: another call of the batch was) */
+    atomic_store(&sc->torture_left, hit ? 0 : left);
+    if (hit) atomic_store(&sc->torture_hit, true);
+}
+#endif

@@ -92,6 +92,12 @@ typedef struct syscall {
     struct syscall *sched_prev, *sched_next; /* its neighbours in that list */
 
     atomic_int refs;
+#ifdef AIOS_TORTURE
+    /* the torture tier (src/kernel/torture.c): the allocations its request has left before
+     * the one that fails, carried to the thread that works for it next, and back */
+    atomic_long torture_left;
+    atomic_bool torture_hit;
+#endif
 } syscall_t;
 
 /* New syscall with one reference; takes ownership of args (freed with args_free). */
@@ -117,5 +123,13 @@ bool syscall_is_done(syscall_t *sc);
 
 /* AIOS timing arrays: seconds per scheduling round. The array pointers get n values. */
 int syscall_timings(syscall_t *sc, double *start, double *end, double *waiting, double *turnaround, int max);
+
+#ifdef AIOS_TORTURE
+/* The calling thread's torture countdown goes with sc (before another thread works for it),
+ * is taken up by the thread that works for it, and comes back with what is left. */
+void syscall_torture_hand(syscall_t *sc);
+void syscall_torture_take(syscall_t *sc);
+void syscall_torture_return(syscall_t *sc);
+#endif
 
 #endif

@@ -260,6 +260,18 @@ static void handle_line(mcp_server *s, const char *line, size_t n) {
     cJSON_Delete(m);
 }
 
+/* n bytes of the server's stdout: each whole line is one message. */
+static void feed(mcp_server *s, const char *buf, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (buf[i] != '\n') {
+            if (sb_append(&s->line, buf + i, 1)) sb_reset(&s->line); /* over MCP_MAX_LINE: dropped */
+            continue;
+        }
+        if (s->line.len) handle_line(s, s->line.data, s->line.len);
+        sb_reset(&s->line);
+    }
+}
+
 /* Reads what is there for up to ms; false once the server's stdout closed. */
 static bool pump(mcp_server *s, int ms) {
     struct pollfd p[2] = {{.fd = s->out_fd, .events = POLLIN}, {.fd = s->err_fd, .events = POLLIN}};
@@ -277,14 +289,7 @@ static bool pump(mcp_server *s, int ms) {
     if (!p[0].revents) return true;
     ssize_t r = read(s->out_fd, buf, sizeof buf);
     if (r <= 0) return r < 0 && errno == EINTR;
-    for (ssize_t i = 0; i < r; i++) {
-        if (buf[i] != '\n') {
-            if (sb_append(&s->line, buf + i, 1)) sb_reset(&s->line); /* over MCP_MAX_LINE: dropped */
-            continue;
-        }
-        if (s->line.len) handle_line(s, s->line.data, s->line.len);
-        sb_reset(&s->line);
-    }
+    feed(s, buf, (size_t)r);
     return true;
 }
 
@@ -313,8 +318,8 @@ static cJSON *rpc_sync(mcp_server *s, const char *method, cJSON *params, int tim
     return result;
 }
 
-static bool list_tools(mcp_server *s) {
-    cJSON *res = rpc_sync(s, "tools/list", cJSON_CreateObject(), s->timeout_ms);
+/* A tools/list result (taken; NULL: none came): the server's tools from now on. */
+static bool take_tools(mcp_server *s, cJSON *res) {
     cJSON *tools = cJSON_DetachItemFromObject(res, "tools");
     cJSON_Delete(res);
     if (!cJSON_IsArray(tools)) {
@@ -333,6 +338,8 @@ static bool list_tools(mcp_server *s) {
     s->changed(s->ctx);
     return true;
 }
+
+static bool list_tools(mcp_server *s) { return take_tools(s, rpc_sync(s, "tools/list", cJSON_CreateObject(), s->timeout_ms)); }
 
 static bool handshake(mcp_server *s) {
     cJSON *p = cJSON_CreateObject();
@@ -397,7 +404,8 @@ static void *server_main(void *arg) {
     return NULL;
 }
 
-mcp_server *mcp_start(const aios_mcp_cfg *cfg, const aios_config *kcfg, void (*changed)(void *), void *ctx) {
+/* A server record, not started: no process, no thread. */
+static mcp_server *server_new(const aios_mcp_cfg *cfg, const aios_config *kcfg, void (*changed)(void *), void *ctx) {
     mcp_server *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->cfg = *cfg;
@@ -412,6 +420,12 @@ mcp_server *mcp_start(const aios_mcp_cfg *cfg, const aios_config *kcfg, void (*c
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->write_mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    return s;
+}
+
+mcp_server *mcp_start(const aios_mcp_cfg *cfg, const aios_config *kcfg, void (*changed)(void *), void *ctx) {
+    mcp_server *s = server_new(cfg, kcfg, changed, ctx);
+    if (!s) return NULL;
     char err[512] = "";
     if (!(s->sandbox = sandbox_mcp_new(kcfg, &s->cfg, err, sizeof err))) {
         log_error("mcp %s: not started: %s", cfg->name, err);
@@ -521,6 +535,7 @@ static int result_output(const tool_def *d, const tool_run *run, cJSON *result) 
 }
 
 static int call_once(mcp_server *s, const tool_def *d, const tool_run *run, int timeout_ms, double deadline, bool *died);
+static int call_answer(const tool_def *d, const tool_run *run, cJSON *resp);
 
 /* A call that met a dying server (killed just before or during it) is sent once more to
  * the restarted one, unless the tool is irreversible (it may have run). */
@@ -586,8 +601,13 @@ static int call_once(mcp_server *s, const tool_def *d, const tool_run *run, int 
         }
         return rc ? rc : AIOS_ERR_TOOL_FAILED;
     }
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(resp, "error");
     *died = !resp;
+    return call_answer(d, run, resp);
+}
+
+/* A tools/call response (taken; NULL: the server died first): the tool's output or error. */
+static int call_answer(const tool_def *d, const tool_run *run, cJSON *resp) {
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(resp, "error");
     if (!resp || e) {
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive(e, "message");
         snprintf(run->err, run->errlen, "tool '%s': %s", d->name,
@@ -597,7 +617,33 @@ static int call_once(mcp_server *s, const tool_def *d, const tool_run *run, int 
         cJSON_Delete(resp);
         return AIOS_ERR_TOOL_FAILED;
     }
-    rc = result_output(d, run, cJSON_GetObjectItemCaseSensitive(resp, "result"));
+    int rc = result_output(d, run, cJSON_GetObjectItemCaseSensitive(resp, "result"));
     cJSON_Delete(resp);
+    return rc;
+}
+
+static void no_change(void *ctx) { (void)ctx; }
+
+int mcp_replay(const aios_mcp_cfg *cfg, const aios_config *kcfg, const char *out, size_t n, int answer_fd, tool_def ***defs,
+               int *nd, int *cap, const tool_def *d, const tool_run *run) {
+    mcp_server *s = server_new(cfg, kcfg, no_change, NULL);
+    if (!s) return AIOS_ERR_NOMEM;
+    s->in_fd = answer_fd;
+    mcp_wait *w[3] = {NULL, NULL, NULL}; /* ids 1, 2, 3: initialize, tools/list, tools/call */
+    int rc = AIOS_ERR_NOMEM;
+    for (int i = 0; i < 3; i++)
+        if (!(w[i] = add_waiter(s))) goto out;
+    feed(s, out, n);
+    cJSON *init = cJSON_DetachItemFromObject(w[0]->resp, "result");
+    bool ok = cJSON_IsObject(init); /* (as handshake: the server is used only after it answered) */
+    cJSON_Delete(init);
+    int n0 = *nd;
+    if (ok && take_tools(s, cJSON_DetachItemFromObject(w[1]->resp, "result"))) mcp_tools(s, defs, nd, cap);
+    for (int i = n0; i < *nd; i++) (*defs)[i]->mcp = NULL; /* (no server to call: they are only read) */
+    rc = call_answer(d, run, w[2]->resp);
+    w[2]->resp = NULL;
+out:
+    s->in_fd = -1;
+    mcp_stop(s);
     return rc;
 }

@@ -139,8 +139,10 @@ static int build_seccomp(sandbox_net net, const char *who, char *err, size_t err
     static const int FAM[] = {AF_INET, AF_INET6}, TYPES[] = {SOCK_DGRAM, SOCK_RAW, SOCK_SEQPACKET};
     for (int f = 0; net == SANDBOX_NET_KERNEL && !rc && f < 2; f++)
         for (int t = 0; !rc && t < 3; t++)
-            rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 2, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)FAM[f]),
-                                  SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, (scmp_datum_t)TYPES[t]));
+            rc = seccomp_rule_add(
+                ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 2, /* (SCMP_A0 / SCMP_A1, spelt out for clang) */
+                (struct scmp_arg_cmp){.arg = 0, .op = SCMP_CMP_EQ, .datum_a = (scmp_datum_t)FAM[f]},
+                (struct scmp_arg_cmp){.arg = 1, .op = SCMP_CMP_MASKED_EQ, .datum_a = 0xf, .datum_b = (scmp_datum_t)TYPES[t]});
     if (!rc) rc = seccomp_export_bpf(ctx, fd);
     if (ctx) seccomp_release(ctx);
     if (rc) {

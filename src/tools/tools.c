@@ -128,7 +128,7 @@ static void add_error(cJSON *errors, const char *file, const char *msg) {
     cJSON *e = cJSON_CreateObject();
     cJSON_AddStringToObject(e, "file", file);
     cJSON_AddStringToObject(e, "error", msg);
-    cJSON_AddItemToArray(errors, e);
+    kern_json_push(errors, e);
 }
 
 static int name_sort(const struct dirent **a, const struct dirent **b) { return strcmp((*a)->d_name, (*b)->d_name); }
@@ -411,7 +411,7 @@ cJSON *tools_list_json(tool_manager *tm) {
             cJSON_AddStringToObject(sb, "fs", FS_NAMES[d->fs]);
             cJSON_AddBoolToObject(sb, "network", d->network);
         }
-        cJSON_AddItemToArray(arr, t);
+        kern_json_push(arr, t);
     }
     kern_json_add(o, "errors", cJSON_Duplicate(tm->errors, 1));
     pthread_mutex_unlock(&tm->table_mu);
@@ -460,6 +460,9 @@ void tool_batch_free(void *p) {
 /* ---------- running ---------- */
 
 static void run_call(tool_manager *tm, call_job *j) {
+#ifdef AIOS_TORTURE
+    syscall_torture_take(j->sc); /* (the first call of a batch takes the request's countdown) */
+#endif
     tool_call *c = j->call;
     tool_def *d = j->def;
     strbuf out;
@@ -500,6 +503,9 @@ static void run_call(tool_manager *tm, call_job *j) {
     tm->stats.timeouts += rc == AIOS_ERR_TIMEOUT;
     tm->stats.truncated += c->truncated;
     pthread_mutex_unlock(&tm->mu);
+#ifdef AIOS_TORTURE
+    syscall_torture_return(j->sc);
+#endif
 }
 
 /* One call of sc's batch is over: the batch completes with its last call. */

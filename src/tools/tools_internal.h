@@ -93,6 +93,13 @@ void mcp_stop(mcp_server *s); /* accepts NULL */
 int mcp_tools(mcp_server *s, tool_def ***defs, int *n, int *cap);
 int mcp_call(mcp_server *s, const tool_def *d, const tool_run *run, int timeout_ms);
 unsigned long long mcp_restarts(mcp_server *s);
+/* The reader without a process (the fuzz harness tests/fuzz/fuzz_mcp.c): what a server
+ * that wrote `out` (n bytes) on its stdout would have told the kernel, read by the code that
+ * reads a live one. Its answers to ids 1 (initialize) and 2 (tools/list) give the tools,
+ * added to defs (mcp_tools); its answer to id 3 is the tools/call of d with run: the result
+ * code, run->out and run->err as mcp_call gives them. What it asks is answered on answer_fd. */
+int mcp_replay(const aios_mcp_cfg *cfg, const aios_config *kcfg, const char *out, size_t n, int answer_fd, tool_def ***defs,
+               int *nd, int *cap, const tool_def *d, const tool_run *run);
 
 /* builtin.c */
 int builtin_tools(storage_manager *st, tool_def ***defs, int *n, int *cap);

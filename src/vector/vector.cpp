@@ -102,11 +102,16 @@ extern "C" int vec_index_remove(vec_index *ix, uint64_t label) {
         ix->hnsw->markDelete((hnswlib::labeltype)label);
         ix->live--;
         ix->deleted++;
-        if (ix->deleted > 4096 && ix->deleted > ix->live) compact(ix);
+        if (ix->deleted > VEC_COMPACT_MIN && ix->deleted > ix->live) compact(ix); /* (amortised: O(live) per live deletions) */
         return AIOS_OK;
     } catch (...) {
         return AIOS_ERR_NOMEM;
     }
+}
+
+extern "C" size_t vec_index_slots(const vec_index *ix) {
+    std::shared_lock<std::shared_mutex> lk(ix->mu);
+    return ix->hnsw->cur_element_count;
 }
 
 extern "C" size_t vec_index_count(const vec_index *ix) {

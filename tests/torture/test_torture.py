@@ -31,6 +31,10 @@ REQUESTS = [
      {"messages": CHAT, "max_tokens": 3, "tool_choice": "auto",
       "tools": [{"type": "function", "function": {"name": "f", "parameters": {
           "type": "object", "properties": {"x": {"type": "integer"}}}}}]}, False),
+    ("chat-tool-choice", "POST", "/v1/chat/completions",
+     {"messages": CHAT, "max_tokens": 8, "tool_choice": {"type": "function", "function": {"name": "f"}},
+      "tools": [{"type": "function", "function": {"name": "f", "parameters": {
+          "type": "object", "properties": {"x": {"type": "integer"}}}}}]}, False),
     ("completions", "POST", "/v1/completions", {"prompt": "Hello", "max_tokens": 3}, False),
     ("responses", "POST", "/v1/responses", {"input": "Say hi.", "max_output_tokens": 3, "store": True}, False),
     ("anthropic", "POST", "/v1/messages", {"model": MODEL_NAME, "max_tokens": 3, "messages": CHAT}, False),

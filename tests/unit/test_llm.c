@@ -23,6 +23,7 @@
 #include "llm/chat_template.h"
 #include "tools/schema.h"
 #include "tools/tools_internal.h"
+#include "../grammar_walk.h"
 
 static const struct llama_vocab *vocab;
 static struct llama_model *model;
@@ -216,71 +217,29 @@ static llama_token *g_cands; /* short tokens (every byte and character) plus a s
 static int g_n_cands;
 static unsigned long long g_rng = 0x9E3779B97F4A7C15ull;
 
-static unsigned rnd(void) {
+static unsigned rnd(void *ctx) {
+    (void)ctx;
     g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
     return (unsigned)(g_rng >> 11);
 }
 
 static void build_candidates(void) {
-    int n = llama_vocab_n_tokens(vocab);
-    g_cands = malloc((size_t)n * sizeof *g_cands);
+    g_cands = gw_candidates(vocab, 40, rnd, NULL, &g_n_cands);
     assert_non_null(g_cands);
-    for (llama_token t = 0; t < n; t++) {
-        char piece[64];
-        int k = llama_token_to_piece(vocab, t, piece, sizeof piece, 0, true);
-        if (k <= 0 || llama_vocab_is_control(vocab, t)) continue;
-        if (k <= 2 || rnd() % 40 == 0) g_cands[g_n_cands++] = t;
-    }
 }
 
-static bool structural(const char *piece) { return strpbrk(piece, "\"{}[],:") != NULL; }
-
-/* One random document of the grammar: each step picks one of the tokens it allows (half
- * the time one holding JSON punctuation, so strings and numbers end), and stops at an
- * end-of-generation it allows with probability 1/3. NULL if it ran past max_steps. */
+/* One random document of the grammar (grammar_walk.h); NULL if it ran past max_steps. */
 static char *walk_from(const char *gbnf, const char *prefill, int max_steps) {
     struct llama_sampler *g = llama_sampler_init_grammar(vocab, gbnf, "root");
     assert_non_null(g);
     if (prefill) assert_int_equal(lc_tmpl_prefill(g, vocab, prefill), AIOS_OK);
-    llama_token_data *td = malloc(((size_t)g_n_cands + 1) * sizeof *td);
-    int *ok = malloc(((size_t)g_n_cands + 1) * sizeof *ok), *punct = malloc(((size_t)g_n_cands + 1) * sizeof *punct);
     strbuf text;
     sb_init(&text, 0);
-    bool done = false;
-    for (int step = 0; step < max_steps && !done; step++) {
-        for (int i = 0; i < g_n_cands; i++) td[i] = (llama_token_data){g_cands[i], 0.0f, 0.0f};
-        td[g_n_cands] = (llama_token_data){llama_vocab_eos(vocab), 0.0f, 0.0f};
-        llama_token_data_array arr = {td, (size_t)g_n_cands + 1, -1, false};
-        llama_sampler_apply(g, &arr);
-        int n_ok = 0, n_punct = 0;
-        bool eos_ok = false;
-        for (size_t i = 0; i < arr.size; i++) {
-            if (isinf(arr.data[i].logit)) continue;
-            if (arr.data[i].id == llama_vocab_eos(vocab)) {
-                eos_ok = true;
-                continue;
-            }
-            char piece[64];
-            int k = llama_token_to_piece(vocab, arr.data[i].id, piece, sizeof piece - 1, 0, true);
-            piece[k > 0 ? k : 0] = 0;
-            ok[n_ok++] = arr.data[i].id;
-            if (structural(piece)) punct[n_punct++] = arr.data[i].id;
-        }
-        if (eos_ok && (n_ok == 0 || rnd() % 3 == 0)) {
-            done = true;
-            break;
-        }
-        assert_true(n_ok > 0); /* a grammar that cannot go on must allow the end */
-        llama_token t = n_punct && rnd() % 2 ? punct[rnd() % n_punct] : ok[rnd() % n_ok];
-        llama_sampler_accept(g, t);
-        char piece[64];
-        int k = llama_token_to_piece(vocab, t, piece, sizeof piece, 0, true);
-        sb_append(&text, piece, (size_t)k);
-    }
-    free(td), free(ok), free(punct);
+    int done = gw_walk(vocab, g, g_cands, g_n_cands, max_steps, rnd, NULL, &text);
     llama_sampler_free(g);
-    if (!done) sb_free(&text);
-    return done ? sb_steal(&text) : NULL;
+    assert_true(done >= 0); /* a grammar that cannot go on must allow the end */
+    if (done != 1) sb_free(&text);
+    return done == 1 ? sb_steal(&text) : NULL;
 }
 
 static char *walk(const char *gbnf, int max_steps) { return walk_from(gbnf, NULL, max_steps); }
