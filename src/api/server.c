@@ -561,6 +561,7 @@ static void job_main(void *arg) {
     syscall_t *sc = j->sc;
     char err[512] = "";
     syscall_round_begin(sc);
+    kern_json_oom_clear(); /* (this job's JSON only) */
 #ifdef AIOS_TORTURE
     syscall_torture_take(sc);
 #endif
@@ -1260,16 +1261,24 @@ static enum MHD_Result on_request_inner(void *cls, struct MHD_Connection *conn, 
     return dispatch(r);
 }
 
+#ifdef AIOS_TORTURE
+/* What a worker that ran for r left of its countdown, and whether it failed one
+ * (syscall_torture_return): before each call arms the thread, and after it, as the call may
+ * have answered at once. */
+static void torture_take_back(api_req *r) {
+    if (!r || !r->sc) return;
+    long back = atomic_exchange(&r->sc->torture_left, 0);
+    if (back) r->torture_left = back;
+    if (atomic_exchange(&r->sc->torture_hit, false)) r->torture_hit = true;
+}
+#endif
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     (void)version;
 #ifdef AIOS_TORTURE
     api_req *r = *con_cls;
-    if (r && r->sc) { /* what a worker that ran for it left of the countdown (syscall_torture_return) */
-        long back = atomic_exchange(&r->sc->torture_left, 0);
-        if (back) r->torture_left = back;
-        if (atomic_exchange(&r->sc->torture_hit, false)) r->torture_hit = true;
-    }
+    torture_take_back(r);
     long n = r ? (r->torture_hit ? 0 : r->torture_left) : atomic_exchange(&g_torture_next, 0);
     torture_arm(n);
     enum MHD_Result ret = on_request_inner(cls, conn, url, method, upload, upload_size, con_cls);
@@ -1280,6 +1289,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r) {
         r->torture_left = left;
         r->torture_hit |= hit;
+        torture_take_back(r); /* (a worker that finished before this call answered) */
     } else if (hit) {
         atomic_store(&g_torture_last, 1); /* the request's own record was the allocation */
     }
