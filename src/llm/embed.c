@@ -65,6 +65,9 @@ struct llm_embedder {
     int queued;
     bool stop;
     llm_embed_stats st; /* guarded by mu */
+    double text_s;      /* seconds per text while busy (moving average; 0 = not measured), guarded by mu */
+    double last_end;    /* when the last batch ended, and whether texts were waiting then */
+    bool busy_at_end;
 };
 
 llm_embed_params llm_embed_default_params(void) {
@@ -317,6 +320,36 @@ int llm_embed_admit(llm_embedder *e, const char *owner, char *err, size_t errlen
     return AIOS_ERR_BUSY;
 }
 
+typedef struct ahead_ctx {
+    const emb_owner *own;
+    int k;
+    long jobs;
+} ahead_ctx;
+
+static void count_ahead(const char *name, void *val, void *ctx) {
+    (void)name;
+    ahead_ctx *c = ctx;
+    const emb_owner *o = val;
+    if (o != c->own) c->jobs += o->queued < c->k ? o->queued : c->k; /* a turn each per round */
+}
+
+int llm_embed_admit_query(llm_embedder *e, const char *owner, int timeout_ms, char *err, size_t errlen) {
+    if (timeout_ms <= 0) return AIOS_OK;
+    pthread_mutex_lock(&e->mu);
+    ahead_ctx c = {strmap_get(&e->owners, owner && *owner ? owner : "-"), 0, 0};
+    c.k = c.own ? c.own->queued : 0;
+    strmap_foreach(&e->owners, count_ahead, &c); /* before owner's last text: k turns of each other owner */
+    c.jobs += c.k + 1;                           /* and its own texts, and the query */
+    double wait_s = (double)c.jobs * e->text_s;
+    pthread_mutex_unlock(&e->mu);
+    if (wait_s * 1000.0 <= timeout_ms) return AIOS_OK;
+    snprintf(err, errlen,
+             "the embedder is about %.0f s behind (%ld texts ahead of this retrieval, %d of them '%s''s own) and "
+             "storage.retrieve_timeout_ms is %d ms; retry later",
+             wait_s, c.jobs, c.k, owner && *owner ? owner : "-", timeout_ms);
+    return AIOS_ERR_BUSY;
+}
+
 /* ---- blocking form ---- */
 
 typedef struct emb_wait {
@@ -465,6 +498,10 @@ static void emb_run(llm_embedder *e, emb_slot *slots, int ns) {
     e->st.batches++;
     e->st.failures += drc ? (unsigned long long)ns : 0;
     e->st.seconds += dt;
+    double now = kern_now_mono(), per = (now - e->last_end) / ns; /* (only from one busy batch to the next) */
+    if (e->busy_at_end && ns > 0) e->text_s = e->text_s > 0 ? 0.8 * e->text_s + 0.2 * per : per;
+    e->last_end = now;
+    e->busy_at_end = e->queued > 0;
     pthread_mutex_unlock(&e->mu);
 }
 

@@ -337,6 +337,12 @@ int llm_embed_async(llm_embedder *e, const char *owner, const char *text, llm_em
 int llm_embed_backlog(llm_embedder *e, const char *owner);
 /* AIOS_OK when owner may queue another text now; AIOS_ERR_BUSY with err saying why. */
 int llm_embed_admit(llm_embedder *e, const char *owner, char *err, size_t errlen);
+/* A retrieval of owner that must see its query and every text owner has waiting embedded
+ * within timeout_ms: AIOS_OK when the embedder may do that, AIOS_ERR_BUSY (err says by how
+ * much it is behind) when, at the rate it has been embedding, the texts ahead of them in the
+ * round robin alone would take longer, so the caller refuses at once (503) rather than hold
+ * a worker until the deadline (504). 0 = no limit. */
+int llm_embed_admit_query(llm_embedder *e, const char *owner, int timeout_ms, char *err, size_t errlen);
 /* Blocking: out gets dim floats. The text goes ahead of owner's queued texts (someone
  * waits on it). AIOS_ERR_DEADLINE when it was not embedded within timeout_ms (0 = no
  * limit); it is then withdrawn. Thread-safe; not from a callback. */

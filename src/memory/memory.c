@@ -633,8 +633,9 @@ int mem_retrieve(mem_manager *m, const char *agent, const char *query, int k, bo
     float *scores = malloc((size_t)k * sizeof *scores);
     mem_item *items = calloc((size_t)k, sizeof *items);
     double t0 = kern_now_mono();
-    int rc = q && labels && scores && items ? llm_embed(m->p.embedder, agent, query, q, NULL, m->p.retrieve_timeout_ms)
+    int rc = q && labels && scores && items ? llm_embed_admit_query(m->p.embedder, agent, m->p.retrieve_timeout_ms, err, errlen)
                                             : AIOS_ERR_NOMEM;
+    if (!rc) rc = llm_embed(m->p.embedder, agent, query, q, NULL, m->p.retrieve_timeout_ms);
     mem_agent *a = NULL;
     if (!rc) rc = agent_lock(m, agent, &a);
     if (!rc && (rc = kern_wait_zero(&a->idle, &a->mu, &a->pending, m->p.retrieve_timeout_ms, t0))) {
@@ -662,7 +663,7 @@ int mem_retrieve(mem_manager *m, const char *agent, const char *query, int k, bo
                      "retrieval not served within storage.retrieve_timeout_ms (%d ms): the query was not "
                      "embedded in time",
                      m->p.retrieve_timeout_ms);
-        else if (rc != AIOS_ERR_DEADLINE) snprintf(err, errlen, "memory retrieval failed: %s", aios_strerror(rc));
+        else if (rc != AIOS_ERR_DEADLINE && !*err) snprintf(err, errlen, "memory retrieval failed: %s", aios_strerror(rc));
         mem_items_free(items, *n);
         *n = 0;
         return rc;

@@ -240,9 +240,11 @@ static void queue_file_embed(storage_manager *s, st_agent *a, long long id, cons
     st_ticket *t = malloc(sizeof *t);
     if (!t) return;
     *t = (st_ticket){s, a, id};
-    if (llm_embed_async(s->p.embedder, a->name, text, file_embedded_cb, t) == AIOS_OK) a->pending++;
+    int rc = llm_embed_async(s->p.embedder, a->name, text, file_embedded_cb, t);
+    if (rc == AIOS_OK) a->pending++;
     else { /* left without a vector: embedded at the next start */
-        log_warn("storage: embedding queue full; file %lld of '%s' is embedded later", id, a->name);
+        log_warn("storage: file %lld of '%s' is embedded later: %s", id, a->name,
+                 rc == AIOS_ERR_BUSY ? "the embedding queue is full" : aios_strerror(rc));
         free(t);
     }
 }
@@ -819,6 +821,7 @@ static int op_retrieve(st_call *c) {
     pthread_mutex_unlock(&s->mu); /* embedding the query takes a while: let other calls run */
     double t0 = kern_now_mono();
     int limit = s->p.retrieve_timeout_ms;
+    if (!rc) rc = llm_embed_admit_query(s->p.embedder, c->agent, limit, c->err, c->errlen); /* (503 now, not 504 later) */
     if (!rc && (rc = llm_embed(s->p.embedder, c->agent, query, q, NULL, limit)) == AIOS_ERR_DEADLINE)
         snprintf(c->err, c->errlen,
                  "retrieval not served within storage.retrieve_timeout_ms (%d ms): the query was not "

@@ -31,7 +31,7 @@ extern "C" vec_index_params vec_index_default_params(int dim) {
     p.ef_construction = 200;
     p.ef_search = 96;
     p.exact_below = 2048;
-    p.capacity = 1024;
+    p.capacity = 64; /* (doubled when full: most indexes are one agent's, and small) */
     return p;
 }
 

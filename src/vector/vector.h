@@ -27,7 +27,7 @@ typedef struct vec_index_params {
     int ef_construction; /* HNSW build beam (200) */
     int ef_search;       /* HNSW search beam (raised to k when k is larger) */
     int exact_below;     /* live vectors under which every search is exact */
-    size_t capacity;     /* initial capacity; the index doubles when full */
+    size_t capacity;     /* initial capacity (64); the index doubles when full */
 } vec_index_params;
 
 vec_index_params vec_index_default_params(int dim);
@@ -41,7 +41,7 @@ int vec_index_put(vec_index *ix, uint64_t label, const float *v);
  * marked, until more than VEC_COMPACT_MIN and more than the live ones are marked: then the
  * graph is rebuilt from its live vectors, so an index holds at most about twice its live
  * vectors (or VEC_COMPACT_MIN more) however long it churns. */
-#define VEC_COMPACT_MIN 64
+#define VEC_COMPACT_MIN 8
 int vec_index_remove(vec_index *ix, uint64_t label);
 size_t vec_index_count(const vec_index *ix); /* live vectors */
 size_t vec_index_slots(const vec_index *ix); /* vectors held: live and removed-but-marked */

@@ -5,7 +5,8 @@ writes by one agent filled the shared embedding queue, after which another agent
 add_memory got 503 and its retrieve_memory hung for over ten minutes. Now each agent's
 texts wait in its own queue (storage.embed_agent_queue bounds it; the flooder alone gets
 503), the embedder serves the agents round robin, and every retrieval has a deadline
-(storage.retrieve_timeout_ms: 504 with the reason). Real aiosd, real MiniLM embedder."""
+(storage.retrieve_timeout_ms: 503 at once when the embedder's backlog alone would take longer,
+504 when it still runs past it, both with the reason). Real aiosd, real MiniLM embedder."""
 from __future__ import annotations
 
 import threading
@@ -86,14 +87,16 @@ def test_retrieval_has_a_deadline(spawn_daemon):
     for t in threads:
         t.join(timeout=120)
     assert statuses == [200] * 60, statuses
-    # ... so its retrieval cannot see every acknowledged add in 1.5 s: 504 with the reason
-    # (its query itself goes ahead of its queued texts)
+    # ... so its retrieval cannot see every acknowledged add in 1.5 s: at the rate the embedder
+    # has been going, the kernel knows it at once and answers 503 with the reason, instead of
+    # holding a memory worker for the 1.5 s and answering 504 (its query itself would go ahead
+    # of its queued texts, but the retrieval must see them all)
     t0 = time.monotonic()
     r = query(b, "slow", "memory", "retrieve_memory", content="revenue", k=1, timeout=30)
     took = time.monotonic() - t0
-    err = assert_error(r, 504, "deadline_exceeded")
-    assert "storage.retrieve_timeout_ms" in err["message"] and "waiting to be embedded" in err["message"], err
-    assert 1.4 < took < 5.0, took
+    err = assert_error(r, 503, "overloaded")
+    assert "storage.retrieve_timeout_ms" in err["message"] and "behind" in err["message"], err
+    assert took < 1.0, took
     # another agent is served meanwhile
     r = query(b, "other", "memory", "add_memory", content="Cats purr when content.", metadata={})
     assert r.status_code == 200, r.text
