@@ -65,9 +65,7 @@ struct llm_embedder {
     int queued;
     bool stop;
     llm_embed_stats st; /* guarded by mu */
-    double text_s;      /* seconds per text while busy (moving average; 0 = not measured), guarded by mu */
-    double last_end;    /* when the last batch ended, and whether texts were waiting then */
-    bool busy_at_end;
+    double text_s;      /* wall seconds per text of a batch, tokenising included (moving average; 0 = none yet), guarded by mu */
 };
 
 llm_embed_params llm_embed_default_params(void) {
@@ -340,7 +338,7 @@ int llm_embed_admit_query(llm_embedder *e, const char *owner, int timeout_ms, ch
     c.k = c.own ? c.own->queued : 0;
     strmap_foreach(&e->owners, count_ahead, &c); /* before owner's last text: k turns of each other owner */
     c.jobs += c.k + 1;                           /* and its own texts, and the query */
-    double wait_s = (double)c.jobs * e->text_s;
+    double wait_s = (double)c.jobs * e->text_s;  /* (0 until a batch was embedded: admitted) */
     pthread_mutex_unlock(&e->mu);
     if (wait_s * 1000.0 <= timeout_ms) return AIOS_OK;
     snprintf(err, errlen,
@@ -472,7 +470,8 @@ static int emb_fill(llm_embedder *e, emb_slot *slots, emb_job **carry) {
     return ns;
 }
 
-static void emb_run(llm_embedder *e, emb_slot *slots, int ns) {
+/* Embeds the batch filled since t_fill (monotonic). */
+static void emb_run(llm_embedder *e, emb_slot *slots, int ns, double t_fill) {
     double t0 = kern_now_mono();
     llama_memory_clear(llama_get_memory(e->ctx), true);
     int drc = llama_decode(e->ctx, e->batch);
@@ -498,10 +497,8 @@ static void emb_run(llm_embedder *e, emb_slot *slots, int ns) {
     e->st.batches++;
     e->st.failures += drc ? (unsigned long long)ns : 0;
     e->st.seconds += dt;
-    double now = kern_now_mono(), per = (now - e->last_end) / ns; /* (only from one busy batch to the next) */
-    if (e->busy_at_end && ns > 0) e->text_s = e->text_s > 0 ? 0.8 * e->text_s + 0.2 * per : per;
-    e->last_end = now;
-    e->busy_at_end = e->queued > 0;
+    double per = (kern_now_mono() - t_fill) / ns;
+    e->text_s = e->text_s > 0 ? 0.8 * e->text_s + 0.2 * per : per;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -528,8 +525,9 @@ static void *emb_main(void *arg) {
         bool stop = e->stop;
         pthread_mutex_unlock(&e->mu);
         if (stop || !slots) break; /* what is left is refused in llm_embedder_free */
+        double t_fill = kern_now_mono();
         int ns = emb_fill(e, slots, &carry);
-        if (ns) emb_run(e, slots, ns);
+        if (ns) emb_run(e, slots, ns, t_fill);
     }
     if (carry) { /* refused with the rest (its own callback, now) */
         carry->cb(carry->ctx, AIOS_ERR_SHUTDOWN, NULL, 0);

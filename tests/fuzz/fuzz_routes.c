@@ -13,6 +13,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/socket.h>
@@ -99,10 +100,21 @@ static int http(const char *method, const char *path, const char *body, size_t n
     return r == 0 ? status : -1;
 }
 
+static char dir[] = "/tmp/aios-fuzz-routes-XXXXXX";
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void rm_dir(void) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); } /* (at exit: the kernel's data) */
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
-    static char dir[] = "/tmp/aios-fuzz-routes-XXXXXX", conf[64], portarg[32], data[64];
+    static char conf[64], portarg[32], data[64];
     if (!mkdtemp(dir)) abort();
+    atexit(rm_dir);
     int s = socket(AF_INET, SOCK_STREAM, 0); /* a free port */
     struct sockaddr_in sa = {.sin_family = AF_INET};
     socklen_t len = sizeof sa;

@@ -79,6 +79,11 @@ def test_flooding_agent_gets_backpressure_and_others_are_served(spawn_daemon):
 def test_retrieval_has_a_deadline(spawn_daemon):
     d = spawn_daemon("embed-deadline", ["--set", "storage.retrieve_timeout_ms=1500"])
     b = d.url
+    # the embedder has done some work (a retrieval waits for its agent's add), so the kernel knows its rate
+    r = query(b, "warm", "memory", "add_memory", content=BIG, metadata={})
+    assert r.status_code == 200, r.text
+    r = query(b, "warm", "memory", "retrieve_memory", content="revenue", k=1)
+    assert r.status_code == 200, r.text
     # a backlog of the agent's own texts (several seconds of embedding) ...
     statuses, errors, stop = [], [], threading.Event()
     threads = [threading.Thread(target=flood, args=(b, "slow", 30, statuses, errors, stop)) for _ in range(2)]
