@@ -8,6 +8,7 @@
  * like LLM work, and run by that resource's workers (a database commit or an embedding must
  * not stall the event loop); its answer is built when the syscall completes.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,7 +237,8 @@ static int mem_check(const char *op, const cJSON *params, char *err, size_t errl
     if (!strncmp(op, "retrieve", 8)) {
         const cJSON *q = cJSON_IsString(content) ? content : cJSON_GetObjectItemCaseSensitive(params, "query");
         if (!cJSON_IsString(q)) return snprintf(err, errlen, "%s needs 'content' (the query, a string)", op), AIOS_ERR_INVALID;
-        if (k && !cJSON_IsNull(k) && (!cJSON_IsNumber(k) || k->valuedouble != (double)(int)k->valuedouble))
+        if (k && !cJSON_IsNull(k) &&
+            (!cJSON_IsNumber(k) || fabs(k->valuedouble) > 1e9 || k->valuedouble != floor(k->valuedouble)))
             return snprintf(err, errlen, "'k' must be an integer"), AIOS_ERR_INVALID;
         return AIOS_OK;
     }

@@ -13,6 +13,7 @@
  *    "sandbox": {"fs": "none" | "ro" | "workdir", "network": false},
  *    "limits": {"cpu_seconds": 10, "memory_mb": 512, "file_size_mb": 64, "max_procs": 32}}
  */
+#include <math.h>
 #include <libgen.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -46,8 +47,8 @@ static int get_str(mf_ctx *c, const cJSON *o, const char *field, bool required, 
 static int get_int(mf_ctx *c, const cJSON *o, const char *field, long lo, long hi, int *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
     if (!v) return AIOS_OK;
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble || v->valuedouble < (double)lo ||
-        v->valuedouble > (double)hi) {
+    if (!cJSON_IsNumber(v) || v->valuedouble < (double)lo || v->valuedouble > (double)hi || /* (range first: no cast overflow) */
+        v->valuedouble != floor(v->valuedouble)) {
         char range[64];
         snprintf(range, sizeof range, "an integer in [%ld, %ld]", lo, hi);
         return bad(c, field, "must be %s", range);

@@ -249,7 +249,7 @@ static void handle_line(mcp_server *s, const char *line, size_t n) {
     }
     pthread_mutex_lock(&s->mu);
     mcp_wait *w = s->waiters;
-    while (w && !(cJSON_IsNumber(id) && (long)id->valuedouble == w->id)) w = w->next;
+    while (w && !(cJSON_IsNumber(id) && id->valuedouble == (double)w->id)) w = w->next; /* (any number: no cast) */
     if (w && !w->done) {
         w->resp = m;
         w->done = true;

@@ -16,6 +16,7 @@
 #include <ftw.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <cjson/cJSON.h>
@@ -108,13 +109,20 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return 0;
 }
 
-static void rm_dir(void) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); } /* (at exit: the kernel's data) */
+static pthread_t kernel;
+
+/* At exit: the kernel shuts down as on SIGTERM (its thread takes it with sigwait) before the
+ * libraries' own destructors run under its threads, then its data goes. */
+static void stop_kernel(void) {
+    pthread_kill(kernel, SIGTERM);
+    pthread_join(kernel, NULL);
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
     static char conf[64], portarg[32], data[64];
     if (!mkdtemp(dir)) abort();
-    atexit(rm_dir);
     int s = socket(AF_INET, SOCK_STREAM, 0); /* a free port */
     struct sockaddr_in sa = {.sin_family = AF_INET};
     socklen_t len = sizeof sa;
@@ -132,8 +140,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     snprintf(portarg, sizeof portarg, "%d", port);
     snprintf(data, sizeof data, "%s/data", dir);
     static char *args[] = {"aiosd", "--config", conf, "--port", portarg, "--data-dir", data, NULL};
-    pthread_t t;
-    if (pthread_create(&t, NULL, kernel_thread, args)) abort();
+    if (pthread_create(&kernel, NULL, kernel_thread, args)) abort();
+    atexit(stop_kernel);
     for (int i = 0; i < 1200; i++) { /* until /health says the models are loaded (120 s) */
         strbuf ans;
         sb_init(&ans, 0);
