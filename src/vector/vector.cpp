@@ -31,7 +31,7 @@ extern "C" vec_index_params vec_index_default_params(int dim) {
     p.ef_construction = 200;
     p.ef_search = 96;
     p.exact_below = 2048;
-    p.capacity = 64; /* (doubled when full: most indexes are one agent's, and small) */
+    p.capacity = 1024;
     return p;
 }
 
@@ -102,16 +102,11 @@ extern "C" int vec_index_remove(vec_index *ix, uint64_t label) {
         ix->hnsw->markDelete((hnswlib::labeltype)label);
         ix->live--;
         ix->deleted++;
-        if (ix->deleted > VEC_COMPACT_MIN && ix->deleted > ix->live) compact(ix); /* (amortised: O(live) per live deletions) */
+        if (ix->deleted > 4096 && ix->deleted > ix->live) compact(ix);
         return AIOS_OK;
     } catch (...) {
         return AIOS_ERR_NOMEM;
     }
-}
-
-extern "C" size_t vec_index_slots(const vec_index *ix) {
-    std::shared_lock<std::shared_mutex> lk(ix->mu);
-    return ix->hnsw->cur_element_count;
 }
 
 extern "C" size_t vec_index_count(const vec_index *ix) {

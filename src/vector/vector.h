@@ -27,7 +27,7 @@ typedef struct vec_index_params {
     int ef_construction; /* HNSW build beam (200) */
     int ef_search;       /* HNSW search beam (raised to k when k is larger) */
     int exact_below;     /* live vectors under which every search is exact */
-    size_t capacity;     /* initial capacity (64); the index doubles when full */
+    size_t capacity;     /* initial capacity; the index doubles when full */
 } vec_index_params;
 
 vec_index_params vec_index_default_params(int dim);
@@ -37,14 +37,9 @@ void vec_index_free(vec_index *ix); /* accepts NULL */
 /* Inserts or replaces the vector of `label` (v has dim floats, normalised by the caller).
  * AIOS_OK or AIOS_ERR_NOMEM. */
 int vec_index_put(vec_index *ix, uint64_t label, const float *v);
-/* Removes `label`; AIOS_ERR_NOT_FOUND when absent. A removed vector stays in the graph,
- * marked, until more than VEC_COMPACT_MIN and more than the live ones are marked: then the
- * graph is rebuilt from its live vectors, so an index holds at most about twice its live
- * vectors (or VEC_COMPACT_MIN more) however long it churns. */
-#define VEC_COMPACT_MIN 8
+/* Removes `label`; AIOS_ERR_NOT_FOUND when absent. */
 int vec_index_remove(vec_index *ix, uint64_t label);
-size_t vec_index_count(const vec_index *ix); /* live vectors */
-size_t vec_index_slots(const vec_index *ix); /* vectors held: live and removed-but-marked */
+size_t vec_index_count(const vec_index *ix);
 /* Up to k nearest labels to q, best first, with cosine similarity in scores (either
  * output may be NULL). exact=true forces the full scan. Returns how many were found. */
 int vec_index_search(vec_index *ix, const float *q, int k, bool exact, uint64_t *labels, float *scores);

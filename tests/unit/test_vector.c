@@ -62,26 +62,6 @@ static void test_exact_basics(void **st) {
     vec_index_free(ix);
 }
 
-/* A small working set churned for long (an agent's memory under add / remove) stays small:
- * the marked vectors are compacted away. */
-static void test_churn_stays_bounded(void **st) {
-    (void)st;
-    vec_index_params p = vec_index_default_params(DIM);
-    vec_index *ix = vec_index_new(&p);
-    unsigned seed = 11;
-    float v[DIM];
-    size_t most = 0;
-    for (int i = 0; i < 20000; i++) {
-        rand_vec(v, &seed);
-        assert_int_equal(vec_index_put(ix, (uint64_t)i, v), AIOS_OK);
-        if (i >= 10) assert_int_equal(vec_index_remove(ix, (uint64_t)(i - 10)), AIOS_OK);
-        if (vec_index_slots(ix) > most) most = vec_index_slots(ix);
-    }
-    assert_int_equal(vec_index_count(ix), 10);
-    assert_true(most <= 11 + (VEC_COMPACT_MIN > 10 ? VEC_COMPACT_MIN : 10)); /* the 11th live one, and the marked */
-    vec_index_free(ix);
-}
-
 static void test_hnsw_recall_and_churn(void **st) {
     (void)st;
     vec_index_params p = vec_index_default_params(DIM);
@@ -124,7 +104,6 @@ static void test_hnsw_recall_and_churn(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_basics),
-        cmocka_unit_test(test_churn_stays_bounded),
         cmocka_unit_test(test_hnsw_recall_and_churn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
