@@ -8,7 +8,7 @@
 #   usage: tests/run-fuzz.sh SECONDS build-fuzz/fuzz_NAME...
 set -u
 secs="$1"; shift
-export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0" # (third-party leaks only)
+. tests/sanitizers.sh # (leaks checked, third-party ones suppressed in tests/lsan.supp)
 mkdir -p build-fuzz/crashes build-fuzz/logs
 printf '%-10s %9s %9s %7s %7s  %s\n' harness runs execs/s edges corpus result
 fail=0 fail_n=0

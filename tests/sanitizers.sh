@@ -1,4 +1,4 @@
-# tests/sanitizers.sh - sourced by the scripts that run ASan+UBSan builds (run-all.sh,
+# tests/sanitizers.sh - sourced by the scripts that run ASan+UBSan builds (run-all.sh, run-fuzz.sh,
 # run-torture.sh): leaks checked (third-party ones suppressed in tests/lsan.supp), the first
 # report halts, UBSan prints its stack.
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1"

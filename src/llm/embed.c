@@ -210,11 +210,14 @@ static void ring_unlink(llm_embedder *e, emb_owner *o) {
     free(o);
 }
 
+/* The queue name of owner: NULL and "" share the anonymous queue "-". */
+static const char *owner_key(const char *owner) { return owner && *owner ? owner : "-"; }
+
 /* Appends j to its owner's queue (or puts it first: a query someone waits on goes ahead of
  * the owner's bulk texts), the owner joining the ring (just before the one served next,
  * i.e. last in this round) if it had nothing waiting. */
 static int emb_push(llm_embedder *e, const char *owner, emb_job *j, bool first) {
-    const char *name = owner && *owner ? owner : "-";
+    const char *name = owner_key(owner);
     emb_owner *o = strmap_get(&e->owners, name);
     if (o && o->queued >= e->p.max_queue_per_owner) return AIOS_ERR_BUSY;
     if (!o) {
@@ -302,7 +305,7 @@ int llm_embed_async(llm_embedder *e, const char *owner, const char *text, llm_em
 
 int llm_embed_backlog(llm_embedder *e, const char *owner) {
     pthread_mutex_lock(&e->mu);
-    emb_owner *o = strmap_get(&e->owners, owner && *owner ? owner : "-");
+    emb_owner *o = strmap_get(&e->owners, owner_key(owner));
     int n = o ? o->queued : 0;
     pthread_mutex_unlock(&e->mu);
     return n;
@@ -314,7 +317,7 @@ int llm_embed_admit(llm_embedder *e, const char *owner, char *err, size_t errlen
     snprintf(err, errlen,
              "'%s' already has %d texts waiting to be embedded (storage.embed_agent_queue); retry "
              "once they are done",
-             owner && *owner ? owner : "-", n);
+             owner_key(owner), n);
     return AIOS_ERR_BUSY;
 }
 
@@ -334,7 +337,7 @@ static void count_ahead(const char *name, void *val, void *ctx) {
 int llm_embed_admit_query(llm_embedder *e, const char *owner, int timeout_ms, char *err, size_t errlen) {
     if (timeout_ms <= 0) return AIOS_OK;
     pthread_mutex_lock(&e->mu);
-    ahead_ctx c = {strmap_get(&e->owners, owner && *owner ? owner : "-"), 0, 0};
+    ahead_ctx c = {strmap_get(&e->owners, owner_key(owner)), 0, 0};
     c.k = c.own ? c.own->queued : 0;
     strmap_foreach(&e->owners, count_ahead, &c); /* before owner's last text: k turns of each other owner */
     c.jobs += c.k + 1;                           /* and its own texts, and the query */
@@ -344,7 +347,7 @@ int llm_embed_admit_query(llm_embedder *e, const char *owner, int timeout_ms, ch
     snprintf(err, errlen,
              "the embedder is about %.0f s behind (%ld texts ahead of this retrieval, %d of them '%s''s own) and "
              "storage.retrieve_timeout_ms is %d ms; retry later",
-             wait_s, c.jobs, c.k, owner && *owner ? owner : "-", timeout_ms);
+             wait_s, c.jobs, c.k, owner_key(owner), timeout_ms);
     return AIOS_ERR_BUSY;
 }
 
