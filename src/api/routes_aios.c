@@ -543,6 +543,27 @@ static void metrics_endpoints(strbuf *b, int n, const llm_core_info *info, const
     }
 }
 
+/* The process's memory and descriptors (kern_mem_stats, SQLite's own count): first in the
+ * answer, so a reader that keeps only its head (bench/soak.c) has them. */
+static void metrics_process(strbuf *b) {
+    kern_mem_stats m;
+    kern_mem_stats_get(&m);
+    const struct {
+        const char *name, *help;
+        double v;
+    } g[] = {
+        {"aios_process_resident_bytes", "Resident memory of the kernel process.", (double)m.resident},
+        {"aios_process_open_fds", "Open file descriptors of the kernel process.", (double)m.fds},
+        {"aios_heap_live_bytes", "Bytes in live allocations (glibc mallinfo2; 0 under a sanitizer).", (double)m.heap_live},
+        {"aios_heap_free_bytes", "Free bytes the allocator holds in its arenas (fragmentation when it grows).",
+         (double)m.heap_free},
+        {"aios_sqlite_memory_bytes", "Bytes SQLite holds, every database together (page caches, statements).",
+         (double)sdb_memory_used()},
+    };
+    for (size_t k = 0; k < sizeof g / sizeof g[0]; k++)
+        sb_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", g[k].name, g[k].help, g[k].name, g[k].name, g[k].v);
+}
+
 /* aios_budget_limit and aios_budget_used per budget and limit. */
 static void metrics_budgets(api_req *r, strbuf *b) {
     cJSON *all = access_budgets_json(api_access(r));
@@ -577,6 +598,7 @@ static enum MHD_Result h_metrics(api_req *r, cJSON *body) {
     strbuf b;
     sb_init(&b, 0);
     sb_printf(&b, "# TYPE aios_uptime_seconds gauge\naios_uptime_seconds %.3f\n", api_uptime(r));
+    metrics_process(&b);
     for (size_t k = 0; k < N_METRICS; k++) {
         sb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", METRICS[k].name, METRICS[k].help, METRICS[k].name, METRICS[k].type);
         for (int i = 0; i < n; i++)

@@ -188,7 +188,8 @@ static const cfg_key
                 K_INT("storage.hnsw_ef_search", storage.hnsw_ef_search, 8, 4096, "96",
                       "HNSW search beam (hnswlib ef); higher = better recall, slower."),
                 K_INT("storage.exact_below", storage.exact_below, 0, 1 << 30, "2048",
-                      "Below this many vectors in an agent's index, retrieval scans them all (exact and cheaper)."),
+                      "Below this many vectors an agent's index is a flat array that retrieval scans whole (exact, and cheaper "
+                      "there); at it the HNSW graph is built, and dropped again under half of it."),
                 K_INT("storage.max_k", storage.max_k, 1, 10000, "100", "Largest k (or n) of one memory or storage retrieval."),
                 K_STR(
                     "tools.dir", tools.dir, "",

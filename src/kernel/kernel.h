@@ -54,6 +54,16 @@ void torture_arm(long n);
 long torture_disarm(bool *injected);
 #endif
 double kern_now_wall(void); /* seconds since the epoch */
+/* The process's memory as the operating system and the allocator see it (/metrics): resident
+ * bytes (/proc/self/statm), bytes in live allocations and free bytes the allocator holds
+ * (glibc's mallinfo2 over every arena, mmapped chunks counted as live; both 0 under a
+ * sanitizer's allocator), and open file descriptors. A resident size that grows while the
+ * live bytes do not is fragmentation, not a leak. */
+typedef struct kern_mem_stats {
+    size_t resident, heap_live, heap_free;
+    long fds;
+} kern_mem_stats;
+void kern_mem_stats_get(kern_mem_stats *out);
 struct timespec;
 void kern_deadline(struct timespec *ts, long ms); /* now + ms on CLOCK_REALTIME (pthread_cond_timedwait) */
 /* Waits on cv (mu held) until *count is 0, or until timeout_ms (<= 0: no limit) have passed

@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <time.h>
 #include <unistd.h>
 #include <cjson/cJSON.h>
@@ -258,4 +260,22 @@ void kern_utf8_sanitize(char *s) {
         if (k > 0) i += (size_t)k;
         else p[i++] = '?';
     }
+}
+
+/* ---------- the process's memory ---------- */
+
+void kern_mem_stats_get(kern_mem_stats *out) {
+    *out = (kern_mem_stats){0};
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size, pages;
+    if (f && fscanf(f, "%lu %lu", &size, &pages) == 2) out->resident = (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+    if (f) fclose(f);
+    struct mallinfo2 mi = mallinfo2();
+    out->heap_live = mi.uordblks + mi.hblkhd;
+    out->heap_free = mi.fordblks;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d));) out->fds += e->d_name[0] != '.';
+    out->fds--; /* the directory's own descriptor */
+    closedir(d);
 }

@@ -151,3 +151,5 @@ void sdb_ckpt_stop(sdb_ckpt *c) {
     pthread_cond_destroy(&c->cv);
     free(c);
 }
+
+long long sdb_memory_used(void) { return sqlite3_memory_used(); }

@@ -32,6 +32,7 @@ int sdb_exec_text(sqlite3 *db, const char *sql, const char *arg); /* one stateme
 /* The checkpointer: path's WAL is checkpointed every 200 ms from its own thread and
  * connection (PASSIVE: never blocks writers), so no commit on a request pays for one. */
 void sdb_ckpt_stop(sdb_ckpt *c); /* accepts NULL; a final TRUNCATE checkpoint */
+long long sdb_memory_used(void); /* bytes SQLite holds now, every database together (page caches, statements) */
 
 /* ---- path rules (path.c) ---- */
 /* Joins root and path and normalises ("a//b/./c" -> "a/b/c"; "" = the namespace root).

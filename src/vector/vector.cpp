@@ -3,23 +3,44 @@
  * hnswlib's exceptions and templates on this side of an extern "C" API, turning every
  * exception into a result code. Inner-product space on normalised vectors = cosine.
  *
+ * An index starts flat: its vectors in one array, searched by a full scan with hnswlib's
+ * SIMD distance. Only when it reaches `exact_below` live vectors, where a scan stops being
+ * the cheaper search, is the HNSW graph built from them. A graph costs ~2.6 MB before its
+ * first point (hnswlib allocates 65,536 update locks) and an ef_construction beam per
+ * insert, which thousands of agents with a few memories each would pay for nothing: the
+ * search below `exact_below` is the scan anyway. A graph whose live vectors fall under
+ * half of `exact_below` turns flat again.
+ *
  * hnswlib 0.6 cannot reuse the slots of deleted points, so once more than half of the
  * graph is deleted (and it is big enough to matter) the shim rebuilds it from the live
  * vectors, which bounds memory under churn.
  */
 #include <hnswlib/hnswlib.h>
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <unordered_map>
 #include <vector>
 #include "vector.h"
 #include "aios/result.h"
 
+typedef hnswlib::HierarchicalNSW<float> graph;
+
+/* The flat form: vectors packed in slot order, a slot per label (removal moves the last
+ * slot into the hole). */
+struct flat_set {
+    std::vector<float> data;
+    std::vector<uint64_t> labels;
+    std::unordered_map<uint64_t, size_t> slot;
+};
+
 struct vec_index {
     vec_index_params p;
     std::unique_ptr<hnswlib::InnerProductSpace> space;
-    std::unique_ptr<hnswlib::HierarchicalNSW<float>> hnsw;
+    std::unique_ptr<graph> hnsw; /* NULL while flat */
+    flat_set flat;
     size_t live = 0, deleted = 0;
     mutable std::shared_mutex mu;
 };
@@ -35,20 +56,22 @@ extern "C" vec_index_params vec_index_default_params(int dim) {
     return p;
 }
 
-static std::unique_ptr<hnswlib::HierarchicalNSW<float>> make_graph(vec_index *ix, size_t cap) {
-    auto g =
-        std::make_unique<hnswlib::HierarchicalNSW<float>>(ix->space.get(), cap, (size_t)ix->p.m, (size_t)ix->p.ef_construction);
+static std::unique_ptr<graph> make_graph(vec_index *ix, size_t cap) {
+    auto g = std::make_unique<graph>(ix->space.get(), cap, (size_t)ix->p.m, (size_t)ix->p.ef_construction);
     g->setEf((size_t)ix->p.ef_search);
     return g;
 }
+
+static bool wants_graph(const vec_index *ix, size_t live) { return live >= (size_t)ix->p.exact_below; }
 
 extern "C" vec_index *vec_index_new(const vec_index_params *p) {
     try {
         auto ix = new vec_index;
         ix->p = *p;
         if (ix->p.capacity < 16) ix->p.capacity = 16;
+        if (ix->p.exact_below < 0) ix->p.exact_below = 0;
         ix->space = std::make_unique<hnswlib::InnerProductSpace>((size_t)p->dim);
-        ix->hnsw = make_graph(ix, ix->p.capacity);
+        if (wants_graph(ix, 0)) ix->hnsw = make_graph(ix, ix->p.capacity);
         return ix;
     } catch (...) {
         return nullptr;
@@ -57,38 +80,128 @@ extern "C" vec_index *vec_index_new(const vec_index_params *p) {
 
 extern "C" void vec_index_free(vec_index *ix) { delete ix; }
 
-/* The label lookups below run under ix->mu (writes are exclusive), which is all the
- * locking hnswlib 0.6's label table needs. */
-static bool has_label(const hnswlib::HierarchicalNSW<float> &g, uint64_t label) {
-    return g.label_lookup_.count((hnswlib::labeltype)label) > 0;
+/* ---------- flat form (the caller holds the write lock for changes) ---------- */
+
+static const float *flat_at(const vec_index *ix, size_t i) { return ix->flat.data.data() + i * (size_t)ix->p.dim; }
+
+static void flat_put(vec_index *ix, uint64_t label, const float *v) {
+    flat_set &f = ix->flat;
+    size_t dim = (size_t)ix->p.dim;
+    auto it = f.slot.find(label);
+    if (it != f.slot.end()) {
+        std::copy(v, v + dim, f.data.begin() + (std::ptrdiff_t)(it->second * dim));
+        return;
+    }
+    if (f.labels.size() == f.labels.capacity()) { /* grows by doubling; every throw comes before a change */
+        size_t n = f.labels.empty() ? 16 : f.labels.size() * 2;
+        f.data.reserve(n * dim);
+        f.labels.reserve(n);
+    }
+    f.slot.emplace(label, f.labels.size());
+    f.data.insert(f.data.end(), v, v + dim);
+    f.labels.push_back(label);
+    ix->live++;
 }
 
-static bool is_live(const hnswlib::HierarchicalNSW<float> &g, uint64_t label) {
+static bool flat_remove(vec_index *ix, uint64_t label) {
+    flat_set &f = ix->flat;
+    auto it = f.slot.find(label);
+    if (it == f.slot.end()) return false;
+    size_t i = it->second, last = f.labels.size() - 1, dim = (size_t)ix->p.dim;
+    f.slot.erase(it);
+    if (i != last) {
+        std::copy(f.data.begin() + (std::ptrdiff_t)(last * dim), f.data.end(), f.data.begin() + (std::ptrdiff_t)(i * dim));
+        f.labels[i] = f.labels[last];
+        f.slot[f.labels[i]] = i;
+    }
+    f.data.resize(last * dim);
+    f.labels.pop_back();
+    ix->live--;
+    return true;
+}
+
+/* ---------- graph form ---------- */
+
+/* The label lookups below run under ix->mu (writes are exclusive), which is all the
+ * locking hnswlib 0.6's label table needs. */
+static bool has_label(const graph &g, uint64_t label) { return g.label_lookup_.count((hnswlib::labeltype)label) > 0; }
+
+static bool is_live(const graph &g, uint64_t label) {
     auto it = g.label_lookup_.find((hnswlib::labeltype)label);
     return it != g.label_lookup_.end() && !g.isMarkedDeleted(it->second);
 }
 
-/* Rebuilds the graph from its live points (caller holds the write lock). */
-static void compact(vec_index *ix) {
-    auto &old = *ix->hnsw;
-    size_t cap = ix->live * 2 > ix->p.capacity ? ix->live * 2 : ix->p.capacity;
-    auto g = make_graph(ix, cap);
-    for (size_t i = 0; i < old.cur_element_count; i++)
-        if (!old.isMarkedDeleted((hnswlib::tableint)i))
-            g->addPoint(old.getDataByInternalId((hnswlib::tableint)i), old.getExternalLabel((hnswlib::tableint)i));
-    ix->hnsw = std::move(g);
+/* Calls fn(vector, label) for every live vector, in either form. */
+template <typename Fn> static void each_live(const vec_index *ix, Fn fn) {
+    if (!ix->hnsw) {
+        for (size_t i = 0; i < ix->flat.labels.size(); i++) fn(flat_at(ix, i), ix->flat.labels[i]);
+        return;
+    }
+    const graph &g = *ix->hnsw;
+    for (size_t i = 0; i < g.cur_element_count; i++)
+        if (!g.isMarkedDeleted((hnswlib::tableint)i))
+            fn((const float *)g.getDataByInternalId((hnswlib::tableint)i), (uint64_t)g.getExternalLabel((hnswlib::tableint)i));
+}
+
+/* Rebuilds the index from its live vectors: a fresh graph, or the flat form when few are
+ * left (caller holds the write lock). Out of memory, the index stays as it was (still
+ * whole and searchable) and the next change tries again. */
+static void rebuild_as(vec_index *ix, bool as_graph) {
+    if (as_graph) {
+        size_t cap = ix->live * 2 > ix->p.capacity ? ix->live * 2 : ix->p.capacity;
+        auto g = make_graph(ix, cap);
+        each_live(ix, [&](const float *v, uint64_t label) { g->addPoint(v, (hnswlib::labeltype)label); });
+        ix->hnsw = std::move(g);
+        ix->flat = flat_set();
+    } else {
+        flat_set f;
+        f.data.reserve(ix->live * (size_t)ix->p.dim);
+        f.labels.reserve(ix->live);
+        each_live(ix, [&](const float *v, uint64_t label) {
+            f.slot.emplace(label, f.labels.size());
+            f.data.insert(f.data.end(), v, v + ix->p.dim);
+            f.labels.push_back(label);
+        });
+        ix->flat = std::move(f);
+        ix->hnsw.reset();
+    }
     ix->deleted = 0;
+}
+
+static void rebuild(vec_index *ix, bool as_graph) noexcept {
+    try {
+        rebuild_as(ix, as_graph);
+    } catch (...) {}
+}
+
+static void graph_put(vec_index *ix, uint64_t label, const float *v) {
+    graph &g = *ix->hnsw;
+    bool existed = has_label(g, label), was_live = existed && is_live(g, label);
+    if (!existed && g.cur_element_count >= g.max_elements_) g.resizeIndex(g.max_elements_ * 2);
+    g.addPoint(v, (hnswlib::labeltype)label);
+    if (!was_live) ix->live++;
+    if (existed && !was_live) ix->deleted--;
+}
+
+static bool graph_remove(vec_index *ix, uint64_t label) {
+    if (!is_live(*ix->hnsw, label)) return false;
+    ix->hnsw->markDelete((hnswlib::labeltype)label);
+    ix->live--;
+    ix->deleted++;
+    if (ix->live * 2 < (size_t)ix->p.exact_below) rebuild(ix, false);
+    else if (ix->deleted > 4096 && ix->deleted > ix->live) rebuild(ix, true);
+    return true;
 }
 
 extern "C" int vec_index_put(vec_index *ix, uint64_t label, const float *v) {
     std::unique_lock<std::shared_mutex> lk(ix->mu);
     try {
-        bool existed = has_label(*ix->hnsw, label), was_live = existed && is_live(*ix->hnsw, label);
-        if (!existed && ix->hnsw->cur_element_count >= ix->hnsw->max_elements_)
-            ix->hnsw->resizeIndex(ix->hnsw->max_elements_ * 2);
-        ix->hnsw->addPoint(v, (hnswlib::labeltype)label);
-        if (!was_live) ix->live++;
-        if (existed && !was_live) ix->deleted--;
+        if (ix->hnsw) {
+            graph_put(ix, label, v);
+            return AIOS_OK;
+        }
+        flat_put(ix, label, v);
+        if (wants_graph(ix, ix->live)) rebuild(ix, true);
         return AIOS_OK;
     } catch (...) {
         return AIOS_ERR_NOMEM;
@@ -97,13 +210,9 @@ extern "C" int vec_index_put(vec_index *ix, uint64_t label, const float *v) {
 
 extern "C" int vec_index_remove(vec_index *ix, uint64_t label) {
     std::unique_lock<std::shared_mutex> lk(ix->mu);
-    if (!is_live(*ix->hnsw, label)) return AIOS_ERR_NOT_FOUND;
     try {
-        ix->hnsw->markDelete((hnswlib::labeltype)label);
-        ix->live--;
-        ix->deleted++;
-        if (ix->deleted > 4096 && ix->deleted > ix->live) compact(ix);
-        return AIOS_OK;
+        bool found = ix->hnsw ? graph_remove(ix, label) : flat_remove(ix, label);
+        return found ? AIOS_OK : AIOS_ERR_NOT_FOUND;
     } catch (...) {
         return AIOS_ERR_NOMEM;
     }
@@ -117,17 +226,17 @@ extern "C" size_t vec_index_count(const vec_index *ix) {
 typedef std::priority_queue<std::pair<float, hnswlib::labeltype>> knn_heap; /* max-heap by distance */
 
 static knn_heap scan(const vec_index *ix, const float *q, size_t k) {
-    const auto &g = *ix->hnsw;
+    auto dist = ix->space->get_dist_func();
+    void *param = ix->space->get_dist_func_param();
     knn_heap top;
-    for (size_t i = 0; i < g.cur_element_count; i++) {
-        if (g.isMarkedDeleted((hnswlib::tableint)i)) continue;
-        float d = g.fstdistfunc_(q, g.getDataByInternalId((hnswlib::tableint)i), g.dist_func_param_);
-        if (top.size() < k) top.emplace(d, g.getExternalLabel((hnswlib::tableint)i));
+    each_live(ix, [&](const float *v, uint64_t label) {
+        float d = dist(q, v, param);
+        if (top.size() < k) top.emplace(d, (hnswlib::labeltype)label);
         else if (d < top.top().first) {
             top.pop();
-            top.emplace(d, g.getExternalLabel((hnswlib::tableint)i));
+            top.emplace(d, (hnswlib::labeltype)label);
         }
-    }
+    });
     return top;
 }
 
@@ -136,7 +245,7 @@ extern "C" int vec_index_search(vec_index *ix, const float *q, int k, bool exact
     std::shared_lock<std::shared_mutex> lk(ix->mu);
     try {
         knn_heap top;
-        if (exact || ix->live < (size_t)ix->p.exact_below) {
+        if (exact || !ix->hnsw || ix->live < (size_t)ix->p.exact_below) {
             top = scan(ix, q, (size_t)k);
         } else {
             top = ix->hnsw->searchKnn(q, (size_t)k);

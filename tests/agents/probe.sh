@@ -16,7 +16,8 @@
 #   fail          exits 3
 set -u
 auth="Authorization: Bearer $AIOS_TOKEN"
-post() { curl -sS --max-time 120 -H "$auth" -H 'Content-Type: application/json' -d "$2" "$AIOS_URL$1"; }
+# (a generous ceiling: under ThreadSanitizer a 300-token generation takes minutes)
+post() { curl -sS --max-time 600 -H "$auth" -H 'Content-Type: application/json' -d "$2" "$AIOS_URL$1"; }
 case "${1:-work}" in
 work)
   echo "agent $AIOS_AGENT_NAME ($AIOS_AGENT_ID) at $AIOS_URL"

@@ -264,7 +264,7 @@ def test_logs_follow_streams_to_the_end(kernel):
 
 def test_stop_parks_and_cont_resumes_exactly(kernel):
     tokens = 300
-    solo = requests.post(kernel.url + "/v1/chat/completions", timeout=300, json={
+    solo = requests.post(kernel.url + "/v1/chat/completions", timeout=600, json={
         "messages": [{"role": "user", "content": STORY}], "max_tokens": tokens, "temperature": 0,
         "ignore_eos": True}).json()["choices"][0]["message"]["content"]
     aid = start(kernel, ["generate", str(tokens)], name="probe-stop")
@@ -280,7 +280,7 @@ def test_stop_parks_and_cont_resumes_exactly(kernel):
     assert model_status(kernel)["active"] == 0, model_status(kernel)
     r = requests.post(f"{kernel.url}/agents/{aid}/cont", timeout=10)
     assert r.status_code == 200 and r.json()["state"] == "running", r.text
-    rec = wait_state(kernel, aid, ("exited", "killed"), 300)
+    rec = wait_state(kernel, aid, ("exited", "killed"), 600)
     assert rec["exit_code"] == 0, rec
     answer = json.loads(logs(kernel, aid).strip().splitlines()[-1])
     assert answer["usage"]["completion_tokens"] == tokens

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import threading
@@ -105,6 +106,20 @@ def test_metrics_format(base_url):
         assert f'{name}{{model="{MODEL_NAME}",policy="fifo"}} ' in r.text
     m = metrics(base_url)
     assert m["aios_active_sequences"] == 0 and m["aios_queue_length"] == 0
+
+
+def test_metrics_process(aiosd):
+    """The process series agree with what /proc says of the kernel, and SQLite's count covers
+    the databases it has open."""
+    m = metrics(aiosd.url)
+    pid = aiosd.proc.pid
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmRSS:"))
+    assert 0.5 * rss <= m["aios_process_resident_bytes"] <= 2 * rss, (m["aios_process_resident_bytes"], rss)
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    assert abs(m["aios_process_open_fds"] - fds) <= 8, (m["aios_process_open_fds"], fds)
+    assert m["aios_sqlite_memory_bytes"] > 0
+    assert m["aios_heap_live_bytes"] >= 0 and m["aios_heap_free_bytes"] >= 0
 
 
 # ------------------------------------------------------------------- /query (AIOS envelope)
