@@ -13,7 +13,9 @@
  * WARMUP seconds (MiB/min and fds/min): a leak shows as a slope that does not settle. Beside
  * them, from the kernel's /metrics: the bytes in live allocations and the free bytes its
  * allocator holds (so resident growth splits into live data and fragmentation), and what
- * SQLite holds (its page caches fill as the databases grow).
+ * SQLite holds (its page caches fill as the databases grow); and the resident memory split
+ * into anonymous pages (heap, stacks, the KV cache) and file-backed or shared ones (the
+ * model's mapping, SQLite's WAL index).
  *
  *   soak URL KERNEL_PID AGENTS SECONDS SAMPLE WARMUP
  */
@@ -157,14 +159,15 @@ static double metric(const char *text, const char *name) {
     return -1;
 }
 
-/* The kernel's resident memory (KiB) and open descriptors. */
-static void sample(int pid, long *rss_kb, long *fds) {
+/* The kernel's resident memory (KiB; anon_kb: its anonymous part) and open descriptors. */
+static void sample(int pid, long *rss_kb, long *anon_kb, long *fds) {
     char p[64], line[256];
-    *rss_kb = *fds = -1;
+    *rss_kb = *anon_kb = *fds = -1;
     snprintf(p, sizeof p, "/proc/%d/status", pid);
     FILE *f = fopen(p, "r");
     while (f && fgets(line, sizeof line, f))
         if (!strncmp(line, "VmRSS:", 6)) *rss_kb = strtol(line + 6, NULL, 10);
+        else if (!strncmp(line, "RssAnon:", 8)) *anon_kb = strtol(line + 8, NULL, 10);
     if (f) fclose(f);
     snprintf(p, sizeof p, "/proc/%d/fd", pid);
     DIR *d = opendir(p);
@@ -205,22 +208,22 @@ int main(int argc, char **argv) {
     pthread_attr_setstacksize(&at, 256 << 10);
     int started = 0;
     for (long i = 0; i < agents; i++) started += pthread_create(&th[i], &at, agent_main, (void *)i) == 0;
-    printf("%d agents started (of %d), %.0f s, sampling every %.0f s\n%8s %10s %8s %10s %10s %10s\n", started, agents, secs,
-           every, "t_s", "rss_mib", "fds", "live_mib", "free_mib", "sqlite_mib");
-    static double ts[MAX_SAMPLES], rss[MAX_SAMPLES], fdn[MAX_SAMPLES], live[MAX_SAMPLES];
+    printf("%d agents started (of %d), %.0f s, sampling every %.0f s\n%8s %10s %10s %8s %10s %10s %10s\n", started, agents, secs,
+           every, "t_s", "rss_mib", "anon_mib", "fds", "live_mib", "free_mib", "sqlite_mib");
+    static double ts[MAX_SAMPLES], rss[MAX_SAMPLES], anon[MAX_SAMPLES], fdn[MAX_SAMPLES], live[MAX_SAMPLES];
     static bench_conn mon; /* /metrics, whose head has the process series */
     bench_conn_init(&mon, g_base, "/metrics", "soak-monitor");
     int ns = 0, first_after_warmup = -1;
     for (double next = t0; bench_now() < g_deadline && ns < MAX_SAMPLES; next += every) {
         while (bench_now() < next) usleep(100000);
-        long r, f;
-        sample(pid, &r, &f);
-        ts[ns] = bench_now() - t0, rss[ns] = (double)r / 1024, fdn[ns] = (double)f;
+        long r, a, f;
+        sample(pid, &r, &a, &f);
+        ts[ns] = bench_now() - t0, rss[ns] = (double)r / 1024, anon[ns] = (double)a / 1024, fdn[ns] = (double)f;
         bool got = bench_request(&mon, NULL) == 200;
         const double mib = 1024.0 * 1024.0;
         live[ns] = got ? metric(mon.buf, "aios_heap_live_bytes") / mib : -1;
         if (first_after_warmup < 0 && ts[ns] >= warmup) first_after_warmup = ns;
-        printf("%8.0f %10.1f %8.0f %10.1f %10.1f %10.1f\n", ts[ns], rss[ns], fdn[ns], live[ns],
+        printf("%8.0f %10.1f %10.1f %8.0f %10.1f %10.1f %10.1f\n", ts[ns], rss[ns], anon[ns], fdn[ns], live[ns],
                got ? metric(mon.buf, "aios_heap_free_bytes") / mib : -1,
                got ? metric(mon.buf, "aios_sqlite_memory_bytes") / mib : -1);
         fflush(stdout);
@@ -246,8 +249,10 @@ int main(int argc, char **argv) {
            "(%.0f -> %.0f)\n",
            warmup, ns - from, slope_per_min(ts, rss, from, ns), from < ns ? rss[from] : 0, ns ? rss[ns - 1] : 0,
            slope_per_min(ts, fdn, from, ns), from < ns ? fdn[from] : 0, ns ? fdn[ns - 1] : 0);
-    printf("live allocations after warm-up: slope %+.2f MiB/min (%.1f -> %.1f MiB)\n", slope_per_min(ts, live, from, ns),
-           from < ns ? live[from] : 0, ns ? live[ns - 1] : 0);
+    printf("after warm-up: anonymous RSS slope %+.2f MiB/min (%.1f -> %.1f MiB), live allocations %+.2f MiB/min (%.1f -> "
+           "%.1f MiB)\n",
+           slope_per_min(ts, anon, from, ns), from < ns ? anon[from] : 0, ns ? anon[ns - 1] : 0,
+           slope_per_min(ts, live, from, ns), from < ns ? live[from] : 0, ns ? live[ns - 1] : 0);
     int half = from + (ns - from) / 2; /* a slope that keeps falling is a cache still warming, not a leak */
     printf("second half (%d samples from t=%.0f s): RSS slope %+.2f MiB/min, live %+.2f MiB/min, fds slope %+.2f /min\n",
            ns - half, half < ns ? ts[half] : 0, slope_per_min(ts, rss, half, ns), slope_per_min(ts, live, half, ns),
