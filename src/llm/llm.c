@@ -85,7 +85,7 @@ llm_context_params llm_default_context_params(void) {
     return (llm_context_params){.text_mode = false,
                                 .cache_entries = 32,
                                 .snapshot_entries = 256,
-                                .prefix_min_tokens = 8,
+                                .prefix_min_tokens = 32,
                                 .verify_prefix = false,
                                 .park = true,
                                 .store = NULL};
