@@ -1,5 +1,6 @@
 /*
- * util.c - clocks, logging and the bounded string buffer (kernel.h).
+ * util.c - clocks, logging, the bounded string buffer, UTF-8 checks and the process's memory
+ * figures for /metrics (kernel.h).
  * Logging goes to stderr, one line per message with a wall-clock stamp and level, and
  * is safe from any thread (a single fprintf per line; stdio locks the stream).
  */
