@@ -9,7 +9,8 @@
 # For each server: a warm-up request (on the shared system prompt), one agent alone (its
 # completion time is the reference for slowdowns), then the N-agent run. Prints a markdown table (makespan, mean/p99 completion,
 # aggregate tok/s, prompt tokens actually computed vs reused, context switches, Jain's fairness
-# over slowdowns, failures) and the ratios aiosd/llama-server.
+# over slowdowns, failures), the engine floor from llama-batched-bench and the ratios
+# aiosd/llama-server and aiosd makespan / floor.
 #
 # HALF=1 instead gives every server half the KV cells the N conversations need
 # (need ~ N x (S + T x (G + 60) + 64)) and compares aiosd ($POLICIES) with llama-server -np N,
@@ -163,10 +164,29 @@ if [ "$HALF" != 1 ]; then
     -t "$THREADS" -tb "$THREADS" --no-webui
 fi
 
-python3 - "$tmp/rows.jsonl" "$N" "$HALF" <<'PY'
+# The engine floor: llama-batched-bench on the same build at the batch aiosd runs (MAXACT
+# sequences) and the context a turn has (system prompt + a turn), once with per-sequence KV
+# streams (each sequence attends to its own cells: the engine's best) and once unified (-kvu,
+# every sequence attends over all used cells, as one shared cache does). The floor of the
+# workload is its generated tokens at that decode rate plus the least prefill any server
+# computed at that prefill rate.
+echo "== llama-batched-bench (the engine floor)" >&2
+for kvu in "" -kvu; do
+  "$bin/llama-batched-bench" -m "$model" -c "$KV" -npp $(( s_measured + 80 )) -ntg "$G" -npl "$MAXACT" -fa on \
+    -t "$THREADS" -tb "$THREADS" $kvu --output-format jsonl 2>/dev/null | grep '^{' | tail -n 1 >"$tmp/floor$kvu.json" || true
+done
+
+python3 - "$tmp/rows.jsonl" "$N" "$HALF" "$tmp/floor.json" "$tmp/floor-kvu.json" "$T" "$G" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 n, half = sys.argv[2], sys.argv[3] == "1"
+def bench_row(path):
+    try:
+        return json.loads(open(path).read())
+    except Exception:
+        return None
+floors = [("per-sequence streams", bench_row(sys.argv[4])), ("unified (-kvu)", bench_row(sys.argv[5]))]
+generated = int(n) * int(sys.argv[6]) * int(sys.argv[7])
 def f(x, d=None):
     """n/a for None; ints as they are unless d decimals are asked for; floats with d (2) decimals"""
     if x is None:
@@ -204,6 +224,18 @@ by = {row["key"]: row["run"] for row in rows if row["run"] and not row["error"]}
 peer, one = by.get(f"server-np{n}"), by.get("server-np1")
 def ratio(x, y):
     return "n/a" if x is None or not y else f"{x / y:.2f}"
+computed = [c for c, _ in (prefill(row) for row in rows if row["run"] and not row["error"]) if c is not None]
+least = min(computed) if computed else None
+floor_s = {}
+print(f"\nengine floor (llama-batched-bench, {generated} generated tokens + the least prefill computed, {f(least)} tokens):\n")
+print("| KV layout | prefill tok/s | decode tok/s | floor s |")
+print("|---|---|---|---|")
+for name, b in floors:
+    if not b or least is None:
+        print(f"| {name} | n/a | n/a | n/a |")
+        continue
+    floor_s[name] = generated / b["speed_tg"] + least / b["speed_pp"]
+    print(f"| {name} | {b['speed_pp']:.1f} | {b['speed_tg']:.1f} | {floor_s[name]:.1f} |")
 print()
 for row in rows:
     if not row["key"].startswith("aiosd-") or row["key"] not in by:
@@ -213,5 +245,7 @@ for row in rows:
            f"{ratio(r['mean_completion_s'], peer and peer['mean_completion_s'])}"
     if not half:
         line += f"; agg tok/s / llama-server -np 1's = {ratio(r['agg_tok_s'], one and one['agg_tok_s'])}"
+    for name, fs in floor_s.items():
+        line += f"; makespan / floor ({name}) = {ratio(r['makespan_s'], fs)}"
     print(line)
 PY
