@@ -196,6 +196,8 @@ cJSON *api_envelope(syscall_t *sc, cJSON *response);
 void api_metrics_mem(api_req *r, strbuf *b);
 /* Appends the HTTP connection series (open, busy, refused, timed out) to a /metrics body. */
 void api_metrics_http(api_req *r, strbuf *b);
+/* One series without labels, with its HELP and TYPE lines (type: "counter" or "gauge"). */
+void api_metric_unlabelled(strbuf *b, const char *name, const char *type, const char *help, double v);
 
 const aios_config *api_cfg(api_req *r);
 /* The core serving `name` (NULL/empty: the default model); NULL if unknown. */

@@ -560,8 +560,7 @@ static void metrics_process(strbuf *b) {
         {"aios_sqlite_memory_bytes", "Bytes SQLite holds, every database together (page caches, statements).",
          (double)sdb_memory_used()},
     };
-    for (size_t k = 0; k < sizeof g / sizeof g[0]; k++)
-        sb_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", g[k].name, g[k].help, g[k].name, g[k].name, g[k].v);
+    for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) api_metric_unlabelled(b, g[k].name, "gauge", g[k].help, g[k].v);
 }
 
 /* aios_budget_limit and aios_budget_used per budget and limit. */

@@ -571,8 +571,7 @@ void api_metrics_mem(api_req *r, strbuf *b) {
     if (api_storage(r)) storage_get_stats(api_storage(r), &x.s);
     if (api_embedder(r)) llm_embedder_get_stats(api_embedder(r), &x.e);
     for (size_t k = 0; k < sizeof MEM_METRICS / sizeof MEM_METRICS[0]; k++)
-        sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", MEM_METRICS[k].name, MEM_METRICS[k].help, MEM_METRICS[k].name,
-                  MEM_METRICS[k].type, MEM_METRICS[k].name, MEM_METRICS[k].get(&x));
+        api_metric_unlabelled(b, MEM_METRICS[k].name, MEM_METRICS[k].type, MEM_METRICS[k].help, MEM_METRICS[k].get(&x));
     metrics_runq(r, b);
 }
 

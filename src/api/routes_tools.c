@@ -275,8 +275,7 @@ void api_metrics_tools(api_req *r, strbuf *b) {
         {"aios_tool_reloads_total", "counter", "Tool table rebuilds (manifest changes, MCP listings).", (double)st.reloads},
         {"aios_mcp_restarts_total", "counter", "MCP server restarts.", (double)st.mcp_restarts},
     };
-    for (size_t i = 0; i < sizeof M / sizeof M[0]; i++)
-        sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", M[i].name, M[i].help, M[i].name, M[i].type, M[i].name, M[i].v);
+    for (size_t i = 0; i < sizeof M / sizeof M[0]; i++) api_metric_unlabelled(b, M[i].name, M[i].type, M[i].help, M[i].v);
 }
 
 const api_route api_routes_tools[] = {

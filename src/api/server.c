@@ -918,6 +918,10 @@ static void metrics_doors(api_server *s, strbuf *b) {
             DOOR_NAMES[k], d[k].prompt_tokens, DOOR_NAMES[k], d[k].completion_tokens);
 }
 
+void api_metric_unlabelled(strbuf *b, const char *name, const char *type, const char *help, double v) {
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
+}
+
 void api_metrics_http(api_req *r, strbuf *b) {
     api_server *s = r->srv;
     pthread_mutex_lock(&s->conn_mu);
@@ -953,8 +957,7 @@ void api_metrics_http(api_req *r, strbuf *b) {
         {"aios_http_rate_limited_total", "Syscalls answered 429: their agent was over access.rate_limit.",
          api_gatekeeper_limited(s->gate)},
     };
-    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
-        sb_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", c[i].name, c[i].help, c[i].name, c[i].name, c[i].v);
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) api_metric_unlabelled(b, c[i].name, "counter", c[i].help, (double)c[i].v);
     metrics_doors(s, b);
 }
 

@@ -84,6 +84,13 @@ extern "C" void vec_index_free(vec_index *ix) { delete ix; }
 
 static const float *flat_at(const vec_index *ix, size_t i) { return ix->flat.data.data() + i * (size_t)ix->p.dim; }
 
+/* Appends label's vector in a new slot (f has room reserved for it). */
+static void flat_append(flat_set &f, uint64_t label, const float *v, size_t dim) {
+    f.slot.emplace(label, f.labels.size());
+    f.data.insert(f.data.end(), v, v + dim);
+    f.labels.push_back(label);
+}
+
 static void flat_put(vec_index *ix, uint64_t label, const float *v) {
     flat_set &f = ix->flat;
     size_t dim = (size_t)ix->p.dim;
@@ -97,9 +104,7 @@ static void flat_put(vec_index *ix, uint64_t label, const float *v) {
         f.data.reserve(n * dim);
         f.labels.reserve(n);
     }
-    f.slot.emplace(label, f.labels.size());
-    f.data.insert(f.data.end(), v, v + dim);
-    f.labels.push_back(label);
+    flat_append(f, label, v, dim);
     ix->live++;
 }
 
@@ -157,11 +162,7 @@ static void rebuild_as(vec_index *ix, bool as_graph) {
         flat_set f;
         f.data.reserve(ix->live * (size_t)ix->p.dim);
         f.labels.reserve(ix->live);
-        each_live(ix, [&](const float *v, uint64_t label) {
-            f.slot.emplace(label, f.labels.size());
-            f.data.insert(f.data.end(), v, v + ix->p.dim);
-            f.labels.push_back(label);
-        });
+        each_live(ix, [&](const float *v, uint64_t label) { flat_append(f, label, v, (size_t)ix->p.dim); });
         ix->flat = std::move(f);
         ix->hnsw.reset();
     }
