@@ -4,7 +4,8 @@
 # and prints one line per harness: runs, execs/s, edges covered, corpus size. A crash, leak
 # or failed property stops the harness; its input is kept as build-fuzz/crashes/<name>-*,
 # to be turned into a regression input under tests/fuzz/corpus/<name>/ once fixed (every
-# committed input is replayed by every run). Exit status: 1 if any harness failed.
+# committed input is replayed by every run); a failing input of up to 4 KiB is printed in
+# base64 too, for a failure seen only in a CI log. Exit status: 1 if any harness failed.
 #   usage: tests/run-fuzz.sh SECONDS build-fuzz/fuzz_NAME...
 set -u
 secs="$1"; shift
@@ -25,7 +26,14 @@ for bin in "$@"; do
   files=$(find "$work" -type f | wc -l)
   if [ "$rc" -eq 0 ]; then result=ok; else result="FAILED (rc $rc, $log)"; fail=1; fail_n=$((fail_n + 1)); fi
   printf '%-10s %9s %9s %7s %7s  %s\n' "$name" "${runs:-?}" "${rate:-?}" "${edges:-?}" "$files" "$result"
-  [ "$rc" -eq 0 ] || grep -E 'ERROR|property failed|SUMMARY' "$log" | head -5
+  if [ "$rc" -ne 0 ]; then
+    grep -E 'ERROR|property failed|SUMMARY' "$log" | head -5
+    # the input itself, so that a failure seen only in CI's log can be replayed anywhere:
+    #   base64 -d > x && build-fuzz/fuzz_NAME x
+    for a in $(grep -oE "build-fuzz/crashes/$name-[a-z]+-[0-9a-f]+" "$log" | sort -u | head -2); do
+      [ -f "$a" ] && [ "$(stat -c %s "$a")" -le 4096 ] && { echo "input ($a, base64):"; base64 -w 100 "$a"; }
+    done
+  fi
 done
 echo "fuzz: $(( $# - fail_n )) passed, $fail_n failed (${secs} s each)"
 exit $fail

@@ -28,6 +28,9 @@
 #include "llm.h"
 
 #define GRAMMAR_MAX_DEPTH 32
+/* llama.cpp's grammar parser refuses a repetition {m,n} with m above 2000 and reads an n
+ * above it as unbounded (MAX_REPETITION_THRESHOLD in llama-grammar.cpp) */
+#define GRAMMAR_MAX_REPEAT 2000
 
 static const char JSON_BASE_RULES[] =
     "ws ::= [ \\t\\n]{0,3}\n"
@@ -352,6 +355,8 @@ static int emit_string(gctx *g, const cJSON *s, strbuf *expr) {
     long lo, hi;
     if (get_count(s, "minLength", 0, &lo) || get_count(s, "maxLength", -1, &hi) || (hi >= 0 && hi < lo))
         return fail(g, "minLength/maxLength must be non-negative integers with minLength <= maxLength");
+    if (lo > GRAMMAR_MAX_REPEAT) return fail(g, "minLength above 2000 is not supported");
+    if (hi > GRAMMAR_MAX_REPEAT) hi = GRAMMAR_MAX_REPEAT; /* llama.cpp's bound; shorter is still valid */
     if (lo == 0 && hi < 0) return sb_puts(expr, "string");
     return hi < 0 ? sb_printf(expr, "( \"\\\"\" char{%ld,} \"\\\"\" ws )", lo)
                   : sb_printf(expr, "( \"\\\"\" char{%ld,%ld} \"\\\"\" ws )", lo, hi);
@@ -374,6 +379,29 @@ static int emit_type(gctx *g, const cJSON *s, const char *type, strbuf *expr, in
     return fail(g, what);
 }
 
+/* Whether s has a keyword that constrains some types only (the validator applies it to a
+ * value of such a type whatever the schema's "type"). */
+static bool has_type_keyword(const cJSON *s) {
+    static const char *const KW[] = {"minimum",   "maximum",    "exclusiveMinimum", "exclusiveMaximum",     "minLength",
+                                     "maxLength", "pattern",    "required",         "additionalProperties", "minItems",
+                                     "maxItems",  "uniqueItems"};
+    for (size_t i = 0; i < sizeof KW / sizeof KW[0]; i++)
+        if (cJSON_GetObjectItemCaseSensitive(s, KW[i])) return true;
+    return false;
+}
+
+/* A value of any of the types named in the array `types`, each under s's keywords. */
+static int emit_types(gctx *g, const cJSON *s, const cJSON *types, strbuf *expr, int depth) {
+    int rc = sb_puts(expr, "( ");
+    int i = 0;
+    for (const cJSON *t = types->child; t && !rc; t = t->next, i++) {
+        if (!cJSON_IsString(t)) return fail(g, "type must be a string or a non-empty array of strings");
+        if (i) rc = sb_puts(expr, " | ");
+        if (!rc) rc = emit_type(g, s, t->valuestring, expr, depth);
+    }
+    return rc ? rc : sb_puts(expr, " )");
+}
+
 static int emit(gctx *g, const cJSON *s, strbuf *expr, int depth) {
     if (depth > GRAMMAR_MAX_DEPTH) return fail(g, "nested too deeply");
     if (cJSON_IsTrue(s)) return sb_puts(expr, "value");
@@ -390,18 +418,17 @@ static int emit(gctx *g, const cJSON *s, strbuf *expr, int depth) {
     if (!type) {
         if (cJSON_GetObjectItemCaseSensitive(s, "properties")) return emit_object(g, s, expr, depth);
         if (cJSON_GetObjectItemCaseSensitive(s, "items")) return emit_array(g, s, expr, depth);
-        return sb_puts(expr, "value");
+        if (!has_type_keyword(s)) return sb_puts(expr, "value");
+        /* the keywords bind each type they apply to: every type, each under its keywords */
+        static const char *const ALL[] = {"object", "array", "string", "number", "boolean", "null"};
+        cJSON *all = cJSON_CreateStringArray(ALL, (int)(sizeof ALL / sizeof ALL[0]));
+        int rc = all ? emit_types(g, s, all, expr, depth) : AIOS_ERR_NOMEM;
+        cJSON_Delete(all);
+        return rc;
     }
     if (cJSON_IsString(type)) return emit_type(g, s, type->valuestring, expr, depth);
     if (!cJSON_IsArray(type) || !type->child) return fail(g, "type must be a string or a non-empty array of strings");
-    int rc = sb_puts(expr, "( ");
-    int i = 0;
-    for (const cJSON *t = type->child; t && !rc; t = t->next, i++) {
-        if (!cJSON_IsString(t)) return fail(g, "type must be a string or a non-empty array of strings");
-        if (i) rc = sb_puts(expr, " | ");
-        if (!rc) rc = emit_type(g, s, t->valuestring, expr, depth);
-    }
-    return rc ? rc : sb_puts(expr, " )");
+    return emit_types(g, s, type, expr, depth);
 }
 
 /* json_object mode: any object, but bounded (two levels, 16 members or items, strings

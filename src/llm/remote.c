@@ -335,6 +335,12 @@ static void add_call_delta(llm_request *r, const cJSON *d) {
 
 static llm_finish finish_of(const char *s) { return !strcmp(s, "length") ? LLM_FINISH_LENGTH : LLM_FINISH_STOP; }
 
+void rm_error_event(rm_stream *s, const cJSON *msg) {
+    bool said = cJSON_IsString(msg) && msg->valuestring[0];
+    snprintf(s->errmsg, sizeof s->errmsg, "%s", said ? msg->valuestring : "an error event");
+    s->error = true;
+}
+
 /* One `data:` event of a chat completions stream. */
 static void openai_event(rm_stream *s, const char *data) {
     if (!strcmp(data, "[DONE]")) return;
@@ -343,9 +349,7 @@ static void openai_event(rm_stream *s, const char *data) {
     llm_request *r = s->req;
     const cJSON *error = cJSON_GetObjectItemCaseSensitive(ev, "error");
     if (error) {
-        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(error, "message");
-        snprintf(s->errmsg, sizeof s->errmsg, "%s", cJSON_IsString(msg) ? msg->valuestring : "an error event");
-        s->error = true;
+        rm_error_event(s, cJSON_GetObjectItemCaseSensitive(error, "message"));
     }
     const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(ev, "choices"), 0);
     const cJSON *delta = cJSON_GetObjectItemCaseSensitive(ch, "delta");
@@ -403,7 +407,7 @@ bool rm_body_error(const char *body, char *out, size_t cap) {
     cJSON *b = cJSON_Parse(body ? body : "");
     const cJSON *er = cJSON_GetObjectItemCaseSensitive(b, "error");
     const cJSON *m = cJSON_IsObject(er) ? cJSON_GetObjectItemCaseSensitive(er, "message") : er;
-    bool got = cJSON_IsString(m);
+    bool got = cJSON_IsString(m) && m->valuestring[0];
     if (got) snprintf(out, cap, "%s", m->valuestring);
     cJSON_Delete(b);
     return got;

@@ -184,9 +184,7 @@ void rm_anthropic_event(rm_stream *s, const char *data) {
         if (cJSON_IsString(stop)) r->finish = !strcmp(stop->valuestring, "max_tokens") ? LLM_FINISH_LENGTH : LLM_FINISH_STOP;
         read_usage(r, get(ev, "usage"));
     } else if (!strcmp(t, "error")) {
-        const cJSON *msg = get(get(ev, "error"), "message");
-        snprintf(s->errmsg, sizeof s->errmsg, "%s", cJSON_IsString(msg) ? msg->valuestring : "an error event");
-        s->error = true;
+        rm_error_event(s, get(get(ev, "error"), "message"));
     }
     cJSON_Delete(ev);
 }

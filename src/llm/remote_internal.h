@@ -28,6 +28,9 @@ typedef struct rm_stream {
 void rm_emit(rm_stream *s, const char *text);
 /* Appends name / arguments text to tool call `index` of the request (created when new). */
 void rm_call_append(llm_request *r, int index, const char *name, const char *args);
+/* An error event: the stream failed with msg (a string; anything else, or an empty one,
+ * reads "an error event"). */
+void rm_error_event(rm_stream *s, const cJSON *msg);
 
 /* The body of a 200 answer, n more bytes of it (on the I/O thread; the fuzz harness
  * tests/fuzz/fuzz_remote.c): each whole line of an event stream goes to the dialect's event

@@ -129,6 +129,13 @@ static void test_schema_types(void **st) {
     assert_false(accepts(g, "\"a\""));
     assert_false(accepts(g, "\"abcd\""));
     free(g);
+    g = grammar_for("{\"maxLength\":3,\"maximum\":9}"); /* no type: strings and numbers still bounded */
+    assert_true(accepts(g, "\"abc\""));
+    assert_true(accepts(g, "9"));
+    assert_true(accepts(g, "null"));
+    assert_false(accepts(g, "\"abcd\""));
+    assert_false(accepts(g, "10"));
+    free(g);
     g = grammar_for("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"boolean\"},\"b\":{\"type\":\"null\"}}}");
     assert_true(accepts(g, "{}"));
     assert_true(accepts(g, "{\"a\": false, \"b\": null}"));
@@ -464,6 +471,8 @@ static void test_grammar_agrees_with_validator(void **st) {
         "{\"anyOf\":[{\"type\":\"string\",\"maxLength\":3},{\"type\":\"integer\",\"minimum\":5,\"maximum\":9}]}",
         "{\"oneOf\":[{\"type\":\"string\"},{\"type\":\"null\"},{\"type\":\"boolean\"}]}",
         "{\"type\":[\"integer\",\"null\"],\"minimum\":3}",
+        "{\"maxLength\":3,\"minimum\":2,\"maximum\":4}", /* untyped: each keyword binds its own types */
+        "{\"type\":\"string\",\"minLength\":1,\"maxLength\":5000}",
         "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"object\",\"properties\":{\"b\":{\"type\":\"array\",\"items\":{\"type\":\"string\",\"minLength\":1}}},"
         "\"required\":[\"b\"],\"additionalProperties\":false},\"c\":{\"const\":\"k\"}},\"required\":[\"a\"],\"additionalProperties\":false}",
     };
@@ -489,6 +498,7 @@ static void test_grammar_agrees_with_validator(void **st) {
     refused("{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"number\"}]}", "oneOf");
     refused("{\"type\":\"integer\",\"minimum\":5,\"maximum\":4}", "no integer");
     refused("{\"type\":\"array\",\"uniqueItems\":true,\"minItems\":2}", "uniqueItems");
+    refused("{\"type\":\"string\",\"minLength\":2001}", "minLength"); /* llama.cpp repeats at most 2000 */
     free(g_cands);
 }
 
