@@ -122,7 +122,10 @@ static int emit_enum(gctx *g, const cJSON *arr, strbuf *expr) {
     return rc ? rc : sb_puts(expr, " )");
 }
 
-/* Defines a new rule `rN ::= body` and appends its name to expr. */
+/* Defines a new rule `rN ::= body` and appends its name to expr. Repetitions go in rules of
+ * their own: llama.cpp expands x{m,n} into n rules and refuses a repetition of a group that
+ * holds more than 2000 of them all told (a bounded string inside a repeated array item), but
+ * a rule reference counts as one. */
 static int define_rule(gctx *g, strbuf *body, strbuf *expr) {
     int id = g->next_rule++;
     int rc = sb_printf(g->rules, "r%d ::= %s\n", id, body->data ? body->data : "\"\"");
@@ -332,6 +335,11 @@ static int emit_array(gctx *g, const cJSON *s, strbuf *expr, int depth) {
     strbuf item;
     sb_init(&item, 0);
     int rc = items ? emit(g, items, &item, depth + 1) : sb_puts(&item, "value");
+    if (!rc && items) { /* the item as a rule: repeated below (define_rule) */
+        strbuf body = item;
+        sb_init(&item, 0);
+        rc = define_rule(g, &body, &item);
+    }
     strbuf b;
     sb_init(&b, 0);
     if (!rc) rc = sb_puts(&b, "\"[\" ws ");
@@ -358,8 +366,15 @@ static int emit_string(gctx *g, const cJSON *s, strbuf *expr) {
     if (lo > GRAMMAR_MAX_REPEAT) return fail(g, "minLength above 2000 is not supported");
     if (hi > GRAMMAR_MAX_REPEAT) hi = GRAMMAR_MAX_REPEAT; /* llama.cpp's bound; shorter is still valid */
     if (lo == 0 && hi < 0) return sb_puts(expr, "string");
-    return hi < 0 ? sb_printf(expr, "( \"\\\"\" char{%ld,} \"\\\"\" ws )", lo)
-                  : sb_printf(expr, "( \"\\\"\" char{%ld,%ld} \"\\\"\" ws )", lo, hi);
+    strbuf b; /* a rule of its own: see define_rule */
+    sb_init(&b, 0);
+    int rc = hi < 0 ? sb_printf(&b, "\"\\\"\" char{%ld,} \"\\\"\" ws", lo)
+                    : sb_printf(&b, "\"\\\"\" char{%ld,%ld} \"\\\"\" ws", lo, hi);
+    if (rc) {
+        sb_free(&b);
+        return rc;
+    }
+    return define_rule(g, &b, expr);
 }
 
 static int emit_type(gctx *g, const cJSON *s, const char *type, strbuf *expr, int depth) {

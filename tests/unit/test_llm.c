@@ -473,6 +473,7 @@ static void test_grammar_agrees_with_validator(void **st) {
         "{\"type\":[\"integer\",\"null\"],\"minimum\":3}",
         "{\"maxLength\":3,\"minimum\":2,\"maximum\":4}", /* untyped: each keyword binds its own types */
         "{\"type\":\"string\",\"minLength\":1,\"maxLength\":5000}",
+        "{\"type\":\"array\",\"items\":{\"type\":\"string\",\"maxLength\":100},\"maxItems\":20}", /* 2000 rules when inline */
         "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"object\",\"properties\":{\"b\":{\"type\":\"array\",\"items\":{\"type\":\"string\",\"minLength\":1}}},"
         "\"required\":[\"b\"],\"additionalProperties\":false},\"c\":{\"const\":\"k\"}},\"required\":[\"a\"],\"additionalProperties\":false}",
     };
