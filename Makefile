@@ -44,7 +44,7 @@ ALL_CXXFLAGS = $(OPT) -std=c++17 -Wall -Wextra -Iinclude -Isrc $(SAN) $(HNSW_ASA
 
 KERNEL_SRC := src/kernel/boot.c src/kernel/util.c src/kernel/torture.c src/kernel/config.c src/kernel/result.c src/kernel/maps.c src/syscall/syscall.c \
               src/sched/sched.c src/sched/policy_fifo.c src/sched/policy_rr.c src/sched/policy_priority.c \
-              src/sched/policy_fair.c src/sched/runq.c src/context/ctx.c \
+              src/sched/policy_fair.c src/sched/policy_agent.c src/sched/runq.c src/context/ctx.c \
               src/llm/llm.c src/llm/backend.c src/llm/llamacpp.c src/llm/llamacpp_ctx.c src/llm/text.c src/llm/grammar.c src/llm/embed.c src/llm/remote.c src/llm/remote_anthropic.c src/llm/remote_fleet.c \
               src/memory/memory.c src/storage/db.c src/storage/path.c src/storage/storage.c \
               src/tools/schema.c src/tools/calc.c src/tools/manifest.c src/tools/sandbox.c src/tools/mcp.c \

@@ -325,6 +325,7 @@ cJSON *api_status_json(api_req *r) {
         cJSON_AddNumberToObject(m, "kv_cached", st.kv_cached);
         cJSON_AddNumberToObject(m, "preempted_waiting", (double)ss.preempted_waiting);
         cJSON_AddNumberToObject(m, "context_switches", (double)ss.context_switches);
+        cJSON_AddNumberToObject(m, "starved", (double)ss.starved);
         cJSON_AddNumberToObject(m, "parked", st.parked);
         cJSON_AddNumberToObject(m, "cache_resident_entries", st.cache_resident);
         cJSON_AddNumberToObject(m, "prefill_tokens_computed", (double)st.prefill_computed);
@@ -445,6 +446,7 @@ M_SS(queued)
 M_SS(active)
 M_SS(preempted_waiting)
 M_SS(context_switches)
+M_SS(starved)
 M_SS(rejected)
 static double m_cancelled(const llm_core_stats *st, const sched_stats *ss) {
     return (double)(st->requests_cancelled + ss->cancelled_waiting);
@@ -469,6 +471,8 @@ static const metric_def METRICS[] = {
     {"aios_kv_cached_cells", "gauge", "KV cells held by cached prefixes and conversations.", m_kv_cached},
     {"aios_context_switches_total", "counter", "Preemptions: a running generation saved and sent back to the queue.",
      m_ss_context_switches},
+    {"aios_starved_total", "counter",
+     "Turns that waited past the starvation bound of the agent policy (scheduler.starve_factor).", m_ss_starved},
     {"aios_snapshots_total", "counter", "KV snapshots taken (preemption, cache eviction).", m_snapshots},
     {"aios_snapshot_bytes_total", "counter", "Bytes of KV snapshots taken.", m_snapshot_bytes},
     {"aios_snapshot_seconds_total", "counter", "Time spent taking snapshots.", m_snapshot_seconds},

@@ -331,6 +331,8 @@ static llm_core *open_core(const aios_config *cfg, int i, ctx_store *store, bool
     p.sched.time_slice = cfg->scheduler.time_slice;
     p.sched.fair_window_s = cfg->scheduler.fair_window_s;
     p.sched.max_agents = cfg->scheduler.max_agents;
+    p.sched.agent_hot_s = cfg->scheduler.agent_hot_ms / 1000.0;
+    p.sched.starve_factor = cfg->scheduler.starve_factor;
     p.context.text_mode = strcmp(cfg->context.mode, "text") == 0;
     p.context.cache_entries = cfg->context.cache_entries;
     p.context.snapshot_entries = cfg->context.snapshot_entries;

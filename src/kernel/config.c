@@ -103,8 +103,9 @@ static const cfg_key
                 K_INT("llms.max_stop", llms.max_stop, 0, 64, "8", "Most stop strings per request."),
                 K_INT("llms.max_n", llms.max_n, 1, 64, "8",
                       "Most choices (`n`) of one chat completion; they run side by side, sharing the prompt's KV."),
-                K_ENUM("scheduler.policy", scheduler.policy, "fifo", "fifo|rr|priority|fair",
-                       "LLM scheduling policy: `fifo` (arrival order, no preemption), `rr` (round robin: a generation yields after `time_slice` tokens), `priority` (higher `priority` first, preempting lower), `fair` (least attained service per agent first)."),
+                K_ENUM("scheduler.policy", scheduler.policy, "fifo", "fifo|rr|priority|fair|agent",
+                       "LLM scheduling policy: `fifo` (arrival order, no preemption), `rr` (round robin: a generation yields after `time_slice` tokens), `priority` (higher `priority` first, preempting lower), `fair` (least attained service per agent first), "
+                       "`agent` (an agent's multi-turn program is the job: agents inside their programs first, new ones as places free; for mean completion time)."),
                 K_INT("scheduler.max_active", scheduler.max_active, 1, 255, "16",
                       "Sequences decoded together in one batch; the rest wait in the run queue."),
                 K_INT("scheduler.max_queue", scheduler.max_queue, 1, 1 << 20, "4096",
@@ -113,6 +114,12 @@ static const cfg_key
                       "Tokens a generation produces before `rr` or `fair` may preempt it for a waiting one."),
                 K_INT("scheduler.fair_window_s", scheduler.fair_window_s, 1, 86400, "60",
                       "Length of the service window of `fair`, in seconds: per-agent service counts restart each window."),
+                K_INT(
+                    "scheduler.agent_hot_ms", scheduler.agent_hot_ms, 0, 86400000, "2000",
+                    "`agent` policy: a turn that arrives within this many ms of its agent's last one continues the agent's program (goes ahead of agents that have not started; its place is kept meanwhile)."),
+                K_INT(
+                    "scheduler.starve_factor", scheduler.starve_factor, 1, 1 << 20, "16",
+                    "`agent` policy: a waiting turn goes first once an equal share of the engine would have given it this many time slices meanwhile."),
                 K_INT("scheduler.default_priority", scheduler.default_priority, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, "50",
                       "Priority of a request that gives none and whose agent has no `agents.<name>.priority`."),
                 K_INT("scheduler.max_agents", scheduler.max_agents, 1, 1 << 20, "1024",
@@ -222,9 +229,7 @@ static const cfg_key
                     "When the kernel runs as root, each running process tool call gets its own uid from base + slot, so per-call process limits hold; 0 = keep the kernel's uid."),
                 K_INT("tools.mcp_timeout_ms", tools.mcp_timeout_ms, 100, 600000, "20000",
                       "How long an MCP server may take to start and answer the handshake and tools/list."),
-                K_ENUM(
-                    "access.mode", access.mode, "local",
-                    "local|enforce", "`local`: loopback only; the AIOS envelope's `agent_name` (or a bearer token) names the agent. `enforce`: every route needs `Authorization: Bearer TOKEN` of an identity (`aios agent create`); required to bind beyond loopback."),
+                K_ENUM("access.mode", access.mode, "local", "local|enforce", "`local`: loopback only; the AIOS envelope's `agent_name` (or a bearer token) names the agent. `enforce`: every route needs `Authorization: Bearer TOKEN` of an identity (`aios agent create`); required to bind beyond loopback."),
                 K_INT("access.approval_timeout", access.approval_timeout_s, 1, 86400 * 7, "300",
                       "Seconds a call to an irreversible tool waits for `aios approve`; then it is denied."),
                 K_INT(

@@ -258,6 +258,8 @@ typedef struct aios_config {
         int fair_window_s;
         int default_priority;
         int max_agents;
+        int agent_hot_ms;  /* agent policy: a turn within this of the agent's last continues its program */
+        int starve_factor; /* agent policy: time slices an equal share may owe a waiting turn */
     } scheduler;
     struct {
         char mode[8]; /* kv | text */

@@ -12,8 +12,8 @@
 #include <time.h>
 #include "sched.h"
 
-static const sched_policy_ops *const POLICIES[] = {&sched_policy_fifo, &sched_policy_rr, &sched_policy_priority,
-                                                   &sched_policy_fair, NULL};
+static const sched_policy_ops *const POLICIES[] = {&sched_policy_fifo, &sched_policy_rr,    &sched_policy_priority,
+                                                   &sched_policy_fair, &sched_policy_agent, NULL};
 
 const sched_policy_ops *sched_policy_lookup(const char *name) {
     for (int i = 0; name && POLICIES[i]; i++)
@@ -21,14 +21,17 @@ const sched_policy_ops *sched_policy_lookup(const char *name) {
     return NULL;
 }
 
-const char *sched_policy_names(void) { return "fifo, rr, priority, fair"; }
+const char *sched_policy_names(void) { return "fifo, rr, priority, fair, agent"; }
 
 typedef struct sched_agent {
     char name[AIOS_NAME_MAX];
     unsigned long long service_total, service_window;
-    int live; /* syscalls of this agent in the scheduler (waiting or running) */
+    int live;    /* syscalls of this agent in the scheduler (waiting or running) */
+    int running; /* of which running */
     double last_used;
-    bool held; /* its process is stopped: none of its syscalls runs (sched_hold) */
+    bool held;        /* its process is stopped: none of its syscalls runs (sched_hold) */
+    bool in_program;  /* a turn of its current program has run (see agent_in_program) */
+    uint64_t program; /* the ticket of its current program's first turn */
 } sched_agent;
 
 struct sched {
@@ -46,12 +49,22 @@ struct sched {
     char (*held)[AIOS_NAME_MAX]; /* agents on hold (records come and go; this list stays) */
     int n_held;
     double window_start;
-    unsigned long long submitted, started, rejected, cancelled_waiting, context_switches;
+    double vclock;     /* equal-share clock: the service each agent with work would have had so far */
+    int n_live_agents; /* agents with syscalls in the scheduler */
+    unsigned long long submitted, started, rejected, cancelled_waiting, context_switches, starved;
 };
 
 sched_params sched_default_params(void) {
     return (sched_params){
-        .policy = "fifo", .max_active = 16, .max_queue = 4096, .time_slice = 32, .fair_window_s = 60.0, .max_agents = 1024};
+        .policy = "fifo",
+        .max_active = 16,
+        .max_queue = 4096,
+        .time_slice = 32,
+        .fair_window_s = 60.0,
+        .max_agents = 1024,
+        .agent_hot_s = 2.0,
+        .starve_factor = 16,
+    };
 }
 
 sched_t *sched_new(const sched_params *p, char *err, size_t errlen) {
@@ -69,6 +82,8 @@ sched_t *sched_new(const sched_params *p, char *err, size_t errlen) {
     s->p.max_queue = p->max_queue > 0 ? p->max_queue : 1;
     s->p.time_slice = p->time_slice > 0 ? p->time_slice : 1;
     s->p.max_agents = p->max_agents > 0 ? p->max_agents : 1;
+    s->p.starve_factor = p->starve_factor > 0 ? p->starve_factor : 1;
+    s->p.agent_hot_s = p->agent_hot_s >= 0 ? p->agent_hot_s : 0;
     s->agents = calloc((size_t)s->p.max_agents, sizeof *s->agents);
     s->held = calloc((size_t)s->p.max_agents, sizeof *s->held);
     if (!s->agents || !s->held) {
@@ -146,10 +161,45 @@ static void window_roll(sched_t *s) {
     s->overflow.service_window = 0;
 }
 
-static sched_key key_of(const syscall_t *sc) {
+/* An agent is inside its program from the start of one of its turns until it has had no
+ * syscall in the scheduler for longer than agent_hot_s. */
+static bool agent_in_program(const sched_t *s, const sched_agent *a, double now) {
+    return a->in_program && (a->live > 0 || now - a->last_used <= s->p.agent_hot_s);
+}
+
+static sched_key key_of(const sched_t *s, const syscall_t *sc, double now) {
     const sched_agent *a = sc->sched_agent;
-    return (sched_key){
-        .priority = sc->priority, .ticket = sc->sched_ticket, .slice = sc->sched_slice, .service = a ? a->service_window : 0};
+    sched_key k = {.priority = sc->priority,
+                   .ticket = sc->sched_ticket,
+                   .slice = sc->sched_slice,
+                   .service = a ? a->service_window : 0,
+                   .hot = a && agent_in_program(s, a, now),
+                   .program = a ? a->program : sc->sched_ticket};
+    if (sc->sched_list == s) { /* waiting */
+        k.owed = s->vclock - sc->sched_vclock;
+        k.starving = s->ops->keep_places && k.owed >= (double)s->p.starve_factor * s->p.time_slice;
+    }
+    return k;
+}
+
+/* keep_places: the places held by agents inside their programs with no turn running (in a
+ * tool pause, or their next turn waiting). */
+static int places_kept(const sched_t *s, double now) {
+    int n = 0;
+    for (int i = 0; i < s->n_agents; i++) {
+        const sched_agent *a = &s->agents[i];
+        n += a->running == 0 && agent_in_program(s, a, now);
+    }
+    return n;
+}
+
+/* Whether waiting sc may take a free place now: under keep_places, an agent outside its
+ * program takes one only if it is not kept for agents inside theirs, unless it starves. */
+static bool place_free_for(const sched_t *s, const syscall_t *sc, double now) {
+    if (s->active >= (size_t)s->p.max_active) return false;
+    if (!s->ops->keep_places) return true;
+    sched_key k = key_of(s, sc, now);
+    return k.hot || k.starving || s->active + (size_t)places_kept(s, now) < (size_t)s->p.max_active;
 }
 
 static bool is_held(const syscall_t *sc) {
@@ -158,12 +208,12 @@ static bool is_held(const syscall_t *sc) {
 }
 
 /* The policy's first waiting syscall whose agent is not on hold, or NULL. */
-static syscall_t *first_waiting(sched_t *s) {
+static syscall_t *first_waiting(sched_t *s, double now) {
     syscall_t *best = NULL;
     sched_key bk = {0};
     for (syscall_t *n = s->head; n; n = n->sched_next) {
         if (is_held(n)) continue;
-        sched_key k = key_of(n);
+        sched_key k = key_of(s, n, now);
         if (!best || s->ops->before(&k, &bk)) {
             best = n;
             bk = k;
@@ -172,10 +222,10 @@ static syscall_t *first_waiting(sched_t *s) {
     return best;
 }
 
-static void agent_release(syscall_t *sc) {
+static void agent_release(sched_t *s, syscall_t *sc) {
     sched_agent *a = sc->sched_agent;
     if (!a) return;
-    a->live--;
+    if (--a->live == 0) s->n_live_agents--;
     a->last_used = kern_now_mono();
 }
 
@@ -212,8 +262,14 @@ int sched_submit(sched_t *s, syscall_t *sc) {
     pthread_mutex_unlock(&sc->mu);
     sc->sched_ticket = ++s->next_ticket;
     sc->sched_slice = 0;
-    sc->sched_agent = agent_get(s, sc->agent);
-    ((sched_agent *)sc->sched_agent)->live++;
+    sc->sched_vclock = s->vclock;
+    sched_agent *a = agent_get(s, sc->agent);
+    sc->sched_agent = a;
+    if (a->live == 0 && !agent_in_program(s, a, kern_now_mono())) { /* a new program */
+        a->in_program = false;
+        a->program = sc->sched_ticket;
+    }
+    if (a->live++ == 0) s->n_live_agents++;
     list_push(s, syscall_ref(sc));
     s->submitted++;
     pthread_cond_signal(&s->cv);
@@ -226,11 +282,17 @@ syscall_t *sched_next(sched_t *s, bool (*fits)(syscall_t *, void *), void *ctx) 
     syscall_t *sc = NULL;
     if (s->active < (size_t)s->p.max_active) {
         window_roll(s);
-        sc = first_waiting(s);
+        double now = kern_now_mono();
+        sc = first_waiting(s, now);
+        if (sc && !place_free_for(s, sc, now)) sc = NULL;
         if (sc && fits && !fits(sc, ctx)) sc = NULL;
         if (sc) {
+            if (key_of(s, sc, now).starving) s->starved++;
             list_remove(s, sc);
             sc->sched_slice = 0;
+            sched_agent *a = sc->sched_agent;
+            a->running++;
+            a->in_program = true;
             s->active++;
             s->started++;
         }
@@ -245,6 +307,7 @@ void sched_charge(sched_t *s, syscall_t *sc, int service, int generated) {
     if (a && service > 0) {
         a->service_total += (unsigned long long)service;
         a->service_window += (unsigned long long)service;
+        if (s->n_live_agents > 0) s->vclock += (double)service / s->n_live_agents;
     }
     sc->sched_slice += generated;
     pthread_mutex_unlock(&s->mu);
@@ -256,12 +319,13 @@ syscall_t *sched_victim(sched_t *s, syscall_t *const *running, int n, bool (*fit
     for (int i = 0; i < n && !victim; i++) /* a held agent's generation parks, whoever waits */
         if (is_held(running[i])) victim = running[i];
     window_roll(s);
-    syscall_t *w = victim ? NULL : first_waiting(s);
-    bool blocked = w && (s->active >= (size_t)s->p.max_active || (fits && !fits(w, ctx)));
+    double now = kern_now_mono();
+    syscall_t *w = victim ? NULL : first_waiting(s, now);
+    bool blocked = w && (!place_free_for(s, w, now) || (fits && !fits(w, ctx)));
     if (blocked) {
-        sched_key wk = key_of(w), vk = {0};
+        sched_key wk = key_of(s, w, now), vk = {0};
         for (int i = 0; i < n; i++) {
-            sched_key rk = key_of(running[i]);
+            sched_key rk = key_of(s, running[i], now);
             if (!s->ops->yields(&rk, &wk, s->p.time_slice)) continue;
             /* among those that yield, the one the policy would run last */
             if (!victim || s->ops->before(&vk, &rk)) {
@@ -277,9 +341,11 @@ syscall_t *sched_victim(sched_t *s, syscall_t *const *running, int n, bool (*fit
 void sched_requeue(sched_t *s, syscall_t *sc) {
     pthread_mutex_lock(&s->mu);
     if (s->active) s->active--;
+    ((sched_agent *)sc->sched_agent)->running--;
     if (s->ops->requeue_at_back) sc->sched_ticket = ++s->next_ticket;
     sc->sched_preemptions++;
     sc->sched_slice = 0;
+    sc->sched_vclock = s->vclock;
     pthread_mutex_lock(&sc->mu);
     sc->state = SYSCALL_STATE_QUEUED;
     pthread_mutex_unlock(&sc->mu);
@@ -291,7 +357,8 @@ void sched_requeue(sched_t *s, syscall_t *sc) {
 void sched_done(sched_t *s, syscall_t *sc) {
     pthread_mutex_lock(&s->mu);
     if (s->active) s->active--;
-    agent_release(sc);
+    ((sched_agent *)sc->sched_agent)->running--;
+    agent_release(s, sc);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -300,7 +367,7 @@ bool sched_cancel(sched_t *s, syscall_t *sc) {
     bool removed = list_remove(s, sc);
     if (removed) {
         s->cancelled_waiting++;
-        agent_release(sc);
+        agent_release(s, sc);
     }
     pthread_mutex_unlock(&s->mu);
     if (removed) {
@@ -310,9 +377,27 @@ bool sched_cancel(sched_t *s, syscall_t *sc) {
     return removed;
 }
 
+/* Seconds until the first place kept for an agent in a pause lapses (keep_places). */
+static double next_lapse(const sched_t *s, double now) {
+    double t = 1e9;
+    for (int i = 0; i < s->n_agents; i++) {
+        const sched_agent *a = &s->agents[i];
+        if (a->live == 0 && agent_in_program(s, a, now) && a->last_used + s->p.agent_hot_s - now < t)
+            t = a->last_used + s->p.agent_hot_s - now;
+    }
+    return t > 0.001 ? t : 0.001;
+}
+
 void sched_wait(sched_t *s, double timeout_s) {
     pthread_mutex_lock(&s->mu);
-    if (!s->woken && !s->closed && !first_waiting(s)) {
+    double now = kern_now_mono();
+    syscall_t *w = first_waiting(s, now);
+    if (w && !place_free_for(s, w, now)) { /* its place is kept for a paused agent until that lapses */
+        double lapse = next_lapse(s, now);
+        timeout_s = lapse < timeout_s ? lapse : timeout_s;
+        w = NULL;
+    }
+    if (!s->woken && !s->closed && !w) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         long ns = ts.tv_nsec + (long)((timeout_s - (long)timeout_s) * 1e9);
@@ -362,6 +447,7 @@ void sched_get_stats(sched_t *s, sched_stats *o) {
     o->rejected = s->rejected;
     o->cancelled_waiting = s->cancelled_waiting;
     o->context_switches = s->context_switches;
+    o->starved = s->starved;
     o->policy = s->ops->name;
     pthread_mutex_unlock(&s->mu);
 }

@@ -19,6 +19,11 @@
  *   fair      least attained service first: the agent that received the fewest tokens in
  *             the current window runs first; a running syscall yields after a time slice
  *             to an agent that has received less
+ *   agent     the agent's whole multi-turn program is the job (policy_agent.c): an agent
+ *             inside its program (a turn ran, and it came back within `agent_hot_s`) goes
+ *             ahead of agents that have not started, and keeps its place through a tool
+ *             pause; new programs start in arrival order as places free; a waiting turn
+ *             owed more than `starve_factor` time slices of an equal share goes first
  */
 #ifndef AIOS_SCHED_H
 #define AIOS_SCHED_H
@@ -34,22 +39,29 @@ typedef struct sched_key {
     uint64_t ticket;            /* smaller = earlier in the queue */
     int slice;                  /* tokens generated since it last started (running only) */
     unsigned long long service; /* its agent's service in the current window, in tokens */
+    bool hot;                   /* its agent is inside a program: a turn ran within agent_hot_s */
+    bool starving;              /* waiting, owed more than starve_factor x time_slice tokens */
+    uint64_t program;           /* ticket of the first turn of its agent's program */
+    double owed;                /* waiting: the service an equal share would have given it meanwhile */
 } sched_key;
 
 /* ---- policy interface ---- */
 typedef struct sched_policy_ops {
     const char *name;
     bool requeue_at_back; /* a preempted syscall takes a new ticket (rr) or keeps its own */
+    bool keep_places;     /* an agent inside its program keeps a place through its pauses: a
+                           * syscall of an agent that is not starts only while running syscalls
+                           * plus such agents leave a place (or when it starves) */
     /* True if waiting syscall a should start before waiting syscall b. */
     bool (*before)(const sched_key *a, const sched_key *b);
     /* True if running syscall r should give its place to waiting syscall w now. */
     bool (*yields)(const sched_key *r, const sched_key *w, int time_slice);
 } sched_policy_ops;
 
-extern const sched_policy_ops sched_policy_fifo, sched_policy_rr, sched_policy_priority, sched_policy_fair;
+extern const sched_policy_ops sched_policy_fifo, sched_policy_rr, sched_policy_priority, sched_policy_fair, sched_policy_agent;
 /* The policy registered under `name`, or NULL. */
 const sched_policy_ops *sched_policy_lookup(const char *name);
-/* "fifo, rr, priority, fair" (for error messages and docs). */
+/* "fifo, rr, priority, fair, agent" (for error messages and docs). */
 const char *sched_policy_names(void);
 
 /* ---- scheduler ---- */
@@ -62,6 +74,8 @@ typedef struct sched_params {
     int time_slice;       /* tokens a running syscall generates before it may be preempted (rr, fair) */
     double fair_window_s; /* length of the service window of the fair policy */
     int max_agents;       /* per-agent service records kept (idle ones are recycled) */
+    double agent_hot_s;   /* agent: a turn within this long of its agent's last one continues its program */
+    int starve_factor;    /* agent: owed this many time slices of an equal share, a turn goes first */
 } sched_params;
 
 sched_params sched_default_params(void);
@@ -102,6 +116,7 @@ void sched_close(sched_t *s);
 typedef struct sched_stats {
     size_t queued, active, preempted_waiting;
     unsigned long long submitted, started, rejected, cancelled_waiting, context_switches;
+    unsigned long long starved; /* turns that reached the starvation bound (agent) */
     const char *policy;
 } sched_stats;
 void sched_get_stats(sched_t *s, sched_stats *out);

@@ -88,6 +88,7 @@ typedef struct syscall {
     int sched_slice;                         /* tokens generated since it last started running */
     void *sched_agent;                       /* the scheduler's per-agent service record */
     int sched_preemptions;                   /* times it was preempted */
+    double sched_vclock;                     /* the scheduler's equal-share clock when it last began waiting */
     void *sched_list;                        /* the scheduler whose waiting list holds it (its lock), or NULL */
     struct syscall *sched_prev, *sched_next; /* its neighbours in that list */
 

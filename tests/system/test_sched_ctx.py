@@ -304,7 +304,7 @@ def test_memory_bounded_with_64_agents(spawn_daemon):
     assert grown_mb < 8 + margin, f"RSS grew by {grown_mb:.0f} MiB"
 
 
-def _open_stream(url, content, priority, n):
+def _open_stream(url, content, priority, n, agent=None):
     """A raw streaming request (so the test can hang up); returns the socket once the first
     event arrived."""
     host, port = url.split("//")[1].split(":")
@@ -312,7 +312,8 @@ def _open_stream(url, content, priority, n):
     body = _json.dumps({"messages": [{"role": "user", "content": content}], "max_tokens": n, "temperature": 0,
                         "stream": True, "ignore_eos": True}).encode()
     s = socket.create_connection((host, int(port)), timeout=60)
-    s.sendall(f"POST {CHAT} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    auth = f"Authorization: Bearer {agent}\r\n" if agent else ""
+    s.sendall(f"POST {CHAT} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{auth}"
               f"X-AIOS-Priority: {priority}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
     buf = b""
     while b"data: " not in buf:

@@ -3,7 +3,8 @@
  * policies, driven by hand (no engine; a deterministic stand-in for the engine charges
  * service and asks for victims): order, max_active, the fits gate, queue bound,
  * cancellation, shutdown, refcounts, the AIOS timing arrays, rr time slices, priority
- * preemption, least-attained-service order and no starvation.
+ * preemption, least-attained-service order and no starvation; the agent policy: a hot
+ * agent first, places kept through a pause, programs in arrival order, the starvation bound.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +12,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include "kernel/kernel.h"
 #include "sched/sched.h"
 
 static int freed;
@@ -22,27 +25,27 @@ static void count_free(void *p) {
 
 static syscall_t *mk(const char *agent) { return syscall_new(SYSCALL_KIND_LLM, agent, (void *)1, count_free, 64); }
 
-static sched_t *mk_policy(const char *policy, int active, int queue, int slice) {
+/* A scheduler under policy with the agent policy's settings (ignored by the others). */
+static sched_t *mk_full(const char *policy, int active, int queue, int slice, double hot_s, int starve_factor) {
     sched_params p = sched_default_params();
     p.policy = policy;
     p.max_active = active;
     p.max_queue = queue;
     p.time_slice = slice;
+    p.agent_hot_s = hot_s;
+    p.starve_factor = starve_factor;
     char err[128];
     sched_t *s = sched_new(&p, err, sizeof err);
     assert_non_null(s);
     return s;
 }
 
-static sched_t *mk_sched(int active, int queue) {
-    sched_params p = sched_default_params();
-    p.max_active = active;
-    p.max_queue = queue;
-    char err[128];
-    sched_t *s = sched_new(&p, err, sizeof err);
-    assert_non_null(s);
-    return s;
+static sched_t *mk_policy(const char *policy, int active, int queue, int slice) {
+    sched_params d = sched_default_params();
+    return mk_full(policy, active, queue, slice, d.agent_hot_s, d.starve_factor);
 }
+
+static sched_t *mk_sched(int active, int queue) { return mk_policy("fifo", active, queue, sched_default_params().time_slice); }
 
 static void test_unknown_policy(void **st) {
     (void)st;
@@ -378,6 +381,135 @@ static void test_no_starvation_fair(void **st) {
     run_to_completion("fair");
 }
 
+static sched_t *mk_agent(int active, int slice, double hot_s, int starve_factor) {
+    return mk_full("agent", active, 4096, slice, hot_s, starve_factor);
+}
+
+static void finish(sched_t *s, syscall_t *sc) {
+    sched_done(s, sc);
+    syscall_unref(sc); /* the scheduler's reference */
+    syscall_unref(sc); /* ours */
+}
+
+/* agent: a turn inside its agent's program goes ahead of an agent that has not started, and
+ * the agent's place is kept through its pause; once the pause lapses the new one starts. */
+static void test_agent_hot_first_and_place_kept(void **st) {
+    (void)st;
+    sched_t *s = mk_agent(1, 8, 0.3, 16);
+    syscall_t *a1 = mk("a"), *b1 = mk("b");
+    sched_submit(s, a1);
+    assert_ptr_equal(sched_next(s, NULL, NULL), a1);
+    sched_submit(s, b1);
+    finish(s, a1);
+    assert_null(sched_next(s, NULL, NULL)); /* a is in a tool pause: its place is kept */
+    syscall_t *a2 = mk("a");
+    sched_submit(s, a2);
+    assert_ptr_equal(sched_next(s, NULL, NULL), a2); /* ahead of b, which came first */
+    finish(s, a2);
+    /* the engine, idle, sleeps until a's kept place lapses (not its whole timeout) */
+    double t0 = kern_now_mono();
+    sched_wait(s, 5.0);
+    double waited = kern_now_mono() - t0;
+    assert_true(waited > 0.2 && waited < 2.0);
+    assert_ptr_equal(sched_next(s, NULL, NULL), b1);
+    finish(s, b1);
+    sched_free(s);
+}
+
+/* agent: programs start in arrival order, a newcomer waits while the places are kept for
+ * agents in their pauses, and the older of two programs goes first whichever turn came
+ * first (a's next turn passes b's). */
+static void test_agent_programs_in_arrival_order(void **st) {
+    (void)st;
+    sched_t *s = mk_agent(2, 8, 10.0, 16);
+    syscall_t *a = mk("a"), *b = mk("b"), *c = mk("c"), *d = mk("d");
+    syscall_t *all[] = {a, b, c, d};
+    for (int i = 0; i < 4; i++) sched_submit(s, all[i]);
+    assert_ptr_equal(sched_next(s, NULL, NULL), a);
+    assert_ptr_equal(sched_next(s, NULL, NULL), b);
+    assert_null(sched_next(s, NULL, NULL));
+    sched_cancel(s, c), sched_cancel(s, d); /* gone before they start: places stay a's and b's */
+    syscall_unref(c), syscall_unref(d);
+    finish(s, a);
+    finish(s, b);
+    syscall_t *e = mk("e");
+    sched_submit(s, e);
+    assert_null(sched_next(s, NULL, NULL)); /* a and b keep their places */
+    syscall_t *b2 = mk("b"), *a2 = mk("a");
+    sched_submit(s, b2);
+    sched_submit(s, a2);
+    assert_ptr_equal(sched_next(s, NULL, NULL), a2); /* a's program is older than b's */
+    assert_ptr_equal(sched_next(s, NULL, NULL), b2);
+    finish(s, a2);
+    finish(s, b2);
+    assert_true(sched_cancel(s, e));
+    syscall_unref(e);
+    sched_free(s);
+}
+
+/* agent, starvation bound: 64 agents with endless programs (each submits its next turn the
+ * moment one ends, so the 4 places would stay with the first 4 forever), 1 token of service
+ * per running turn per step. Every agent gets the engine, and no turn starts later than
+ * its equal share owes it (starve_factor + 2) time slices: the bound, plus the slice a
+ * running turn finishes before it yields, plus the queue of other starving turns. */
+static void test_agent_starvation_bound(void **st) {
+    (void)st;
+    enum { N = 64, ACTIVE = 4, SLICE = 8, FACTOR = 4, TURN = 24, STEPS = 40000 };
+    sched_t *s = mk_agent(ACTIVE, SLICE, 10.0, FACTOR);
+    syscall_t *cur[N];
+    int left[N], turns[N];
+    double owed[N], max_owed = 0;
+    char name[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "agent%d", i);
+        cur[i] = mk(name);
+        left[i] = TURN, turns[i] = 0, owed[i] = 0;
+        sched_submit(s, cur[i]);
+    }
+    syscall_t *run[ACTIVE] = {0};
+    for (int step = 0; step < STEPS; step++) {
+        for (int k = 0; k < ACTIVE; k++)
+            if (!run[k] && (run[k] = sched_next(s, NULL, NULL))) {
+                int i = atoi(run[k]->agent + 5);
+                if (owed[i] > max_owed) max_owed = owed[i];
+                owed[i] = 0;
+            }
+        int n = 0;
+        syscall_t *r[ACTIVE];
+        for (int k = 0; k < ACTIVE; k++)
+            if (run[k]) r[n++] = run[k];
+        for (int i = 0; i < N; i++) /* every agent always has a turn in: N share the service */
+            if (cur[i]->sched_list) owed[i] += (double)n / N;
+        for (int k = 0; k < ACTIVE; k++) {
+            if (!run[k]) continue;
+            int i = atoi(run[k]->agent + 5);
+            sched_charge(s, run[k], 1, 1);
+            if (--left[i] == 0) { /* the turn ends; the agent's next one arrives at once */
+                finish(s, run[k]);
+                run[k] = NULL;
+                turns[i]++, left[i] = TURN;
+                snprintf(name, sizeof name, "agent%d", i);
+                cur[i] = mk(name);
+                sched_submit(s, cur[i]);
+            }
+        }
+        syscall_t *v = n ? sched_victim(s, r, n, NULL, NULL) : NULL;
+        for (int k = 0; v && k < ACTIVE; k++)
+            if (run[k] == v) sched_requeue(s, v), run[k] = NULL;
+    }
+    for (int i = 0; i < N; i++) assert_true(turns[i] > 0);
+    print_message("agent policy, 64 endless agents: most owed at a start %.1f tokens (bound %d)\n", max_owed,
+                  (FACTOR + 2) * SLICE);
+    assert_true(max_owed <= (FACTOR + 2) * SLICE);
+    sched_stats ss;
+    sched_get_stats(s, &ss);
+    assert_true(ss.starved > 0);
+    for (int k = 0; k < ACTIVE; k++)
+        if (run[k]) sched_done(s, run[k]), syscall_unref(run[k]);
+    for (int i = 0; i < N; i++) syscall_unref(cur[i]);
+    sched_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unknown_policy),
@@ -393,6 +525,9 @@ int main(void) {
         cmocka_unit_test(test_no_starvation_rr),
         cmocka_unit_test(test_no_starvation_fair),
         cmocka_unit_test(test_hold_parks_and_passes_over),
+        cmocka_unit_test(test_agent_hot_first_and_place_kept),
+        cmocka_unit_test(test_agent_programs_in_arrival_order),
+        cmocka_unit_test(test_agent_starvation_bound),
     };
     return cmocka_run_group_tests_name("sched", tests, NULL, NULL);
 }
