@@ -198,6 +198,9 @@ void api_metrics_mem(api_req *r, strbuf *b);
 void api_metrics_http(api_req *r, strbuf *b);
 /* One series without labels, with its HELP and TYPE lines (type: "counter" or "gauge"). */
 void api_metric_unlabelled(strbuf *b, const char *name, const char *type, const char *help, double v);
+/* The bucket, sum and count lines of histogram h of series name under labels (`a="x",b="y"`,
+ * already escaped); HELP and TYPE are the caller's. */
+void api_metric_hist(strbuf *b, const char *name, const char *labels, const kern_hist *h);
 
 const aios_config *api_cfg(api_req *r);
 /* The core serving `name` (NULL/empty: the default model); NULL if unknown. */

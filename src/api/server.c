@@ -922,6 +922,12 @@ void api_metric_unlabelled(strbuf *b, const char *name, const char *type, const 
     sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
 }
 
+void api_metric_hist(strbuf *b, const char *name, const char *labels, const kern_hist *h) {
+    for (int i = 0; i < h->n; i++) sb_printf(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels, h->le[i], h->bucket[i]);
+    sb_printf(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n%s_sum{%s} %.9g\n%s_count{%s} %llu\n", name, labels, h->count, name, labels,
+              h->sum, name, labels, h->count);
+}
+
 void api_metrics_http(api_req *r, strbuf *b) {
     api_server *s = r->srv;
     pthread_mutex_lock(&s->conn_mu);

@@ -64,6 +64,17 @@ typedef struct kern_mem_stats {
     long fds;
 } kern_mem_stats;
 void kern_mem_stats_get(kern_mem_stats *out);
+/* A histogram over fixed upper bounds, kept cumulative as Prometheus writes it (bucket i
+ * counts the values <= le[i]). The owner locks. */
+#define KERN_HIST_MAX 16
+typedef struct kern_hist {
+    const double *le; /* ascending bounds (static; borrowed) */
+    int n;
+    unsigned long long bucket[KERN_HIST_MAX], count;
+    double sum;
+} kern_hist;
+void kern_hist_init(kern_hist *h, const double *le, int n); /* n <= KERN_HIST_MAX */
+void kern_hist_add(kern_hist *h, double v);
 struct timespec;
 void kern_deadline(struct timespec *ts, long ms); /* now + ms on CLOCK_REALTIME (pthread_cond_timedwait) */
 /* Waits on cv (mu held) until *count is 0, or until timeout_ms (<= 0: no limit) have passed

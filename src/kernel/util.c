@@ -280,3 +280,15 @@ void kern_mem_stats_get(kern_mem_stats *out) {
     out->fds--; /* the directory's own descriptor */
     closedir(d);
 }
+
+void kern_hist_init(kern_hist *h, const double *le, int n) {
+    memset(h, 0, sizeof *h);
+    h->le = le;
+    h->n = n < KERN_HIST_MAX ? n : KERN_HIST_MAX;
+}
+
+void kern_hist_add(kern_hist *h, double v) {
+    for (int i = h->n - 1; i >= 0 && v <= h->le[i]; i--) h->bucket[i]++;
+    h->count++;
+    h->sum += v;
+}

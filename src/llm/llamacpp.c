@@ -144,6 +144,21 @@ static int open_template(lc_engine *e, char *err, size_t errlen) {
     return AIOS_OK;
 }
 
+/* The bounds of the step histograms (llm_step_hist). */
+static void step_hists_init(llm_core_stats *st) {
+    static const double SECONDS[] = {0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5};
+    static const double COUNT[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
+    static const double CELLS[] = {256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144};
+    for (int k = 0; k < LLM_STEP__COUNT; k++) {
+        bool secs = k <= LLM_STEP_SWITCH_S, cells = k >= LLM_STEP_KV_CELLS;
+        const double *le = secs ? SECONDS : cells ? CELLS : COUNT;
+        int n = secs ? (int)(sizeof SECONDS / sizeof *SECONDS)
+            : cells  ? (int)(sizeof CELLS / sizeof *CELLS)
+                     : (int)(sizeof COUNT / sizeof *COUNT);
+        kern_hist_init(&st->step[k], le, n);
+    }
+}
+
 static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, const llm_context_params *ctxp, void **out, char *err,
                    size_t errlen) {
     int rc = lc_check_gguf(m->path, err, errlen);
@@ -157,6 +172,7 @@ static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, cons
     e->max_active = max_active;
     pthread_mutex_init(&e->st_mu, NULL);
     atomic_init(&e->stop, false);
+    step_hists_init(&e->st);
 
     int last = -100;
     struct llama_model_params mp = llama_model_default_params();
@@ -802,9 +818,39 @@ static void after_decode(lc_engine *e) {
     pthread_mutex_unlock(&e->st_mu);
 }
 
+/* Seconds spent in context switches so far (snapshots taken and restored). */
+static double switch_seconds(lc_engine *e) {
+    pthread_mutex_lock(&e->st_mu);
+    double t = e->st.snapshot_seconds + e->st.restore_seconds;
+    pthread_mutex_unlock(&e->st_mu);
+    return t;
+}
+
+/* The step just decoded: v[LLM_STEP_TOKENS..] its shape (before sampling, which may finish
+ * its sequences). */
+static void step_shape(lc_engine *e, double *v, int n_tokens) {
+    int seqs = 0, own = 0;
+    for (int i = 0; i < e->max_active; i++)
+        if (e->seqs[i].used && e->seqs[i].n_in_batch) seqs++, own += e->seqs[i].req->n_past;
+    v[LLM_STEP_TOKENS] = n_tokens;
+    v[LLM_STEP_SEQS] = seqs;
+    v[LLM_STEP_OWN_CELLS] = own;
+    pthread_mutex_lock(&e->st_mu);
+    v[LLM_STEP_KV_CELLS] = e->st.kv_used;
+    pthread_mutex_unlock(&e->st_mu);
+}
+
+/* One step into the step histograms (v indexed by llm_step_hist). */
+static void step_record(lc_engine *e, const double *v) {
+    pthread_mutex_lock(&e->st_mu);
+    for (int k = 0; k < LLM_STEP__COUNT; k++) kern_hist_add(&e->st.step[k], v[k]);
+    pthread_mutex_unlock(&e->st_mu);
+}
+
 static void *lc_run(void *arg) {
     lc_engine *e = arg;
     while (!atomic_load(&e->stop)) {
+        double step[LLM_STEP__COUNT] = {0}, t0 = kern_now_mono(), sw0 = switch_seconds(e);
         lc_reap_parked(e);
         preempt_for_waiting(e);
         admit(e);
@@ -818,13 +864,16 @@ static void *lc_run(void *arg) {
         }
         int n = build_batch(e);
         if (n == 0) continue;
-        double t0 = kern_now_mono();
+        double t1 = kern_now_mono();
+        step[LLM_STEP_SWITCH_S] = switch_seconds(e) - sw0;
+        step[LLM_STEP_SCHEDULE_S] = t1 - t0 - step[LLM_STEP_SWITCH_S];
         int rc = llama_decode(e->ctx, e->batch);
-        double dt = kern_now_mono() - t0;
+        double t2 = kern_now_mono();
+        step[LLM_STEP_DECODE_S] = t2 - t1;
         pthread_mutex_lock(&e->st_mu);
         e->st.decode_steps++;
         e->st.batch_tokens += (unsigned long long)n;
-        e->st.busy_seconds += dt;
+        e->st.busy_seconds += t2 - t1;
         pthread_mutex_unlock(&e->st_mu);
         if (rc != 0) {
             char msg[96];
@@ -833,7 +882,10 @@ static void *lc_run(void *arg) {
             fail_all(e, AIOS_ERR_MODEL, msg); /* frees their cells; the cache entries stay valid */
             continue;
         }
+        step_shape(e, step, n);
         after_decode(e);
+        step[LLM_STEP_SAMPLE_S] = kern_now_mono() - t2;
+        step_record(e, step);
     }
     fail_all(e, AIOS_ERR_SHUTDOWN, NULL);
     return NULL;

@@ -21,6 +21,9 @@
 #include "chat_template.h"
 #include "llm_internal.h"
 
+const char *const LLM_STEP_NAMES[LLM_STEP__COUNT] = {"decode",       "sample",          "schedule", "switch",
+                                                     "batch_tokens", "batch_sequences", "kv_cells", "context_cells"};
+
 typedef struct llm_core_waiter {
     void (*fn)(void *ctx);
     void *ctx;

@@ -159,6 +159,21 @@ typedef struct llm_endpoint_stats {
     char last_error[160];
 } llm_endpoint_stats;
 
+/* The engine's steps (one llama_decode each; /metrics aios_step_*, bench/profile.sh): the
+ * seconds of each phase and the shape of the batch and of the attention view. */
+typedef enum llm_step_hist {
+    LLM_STEP_DECODE_S,   /* llama_decode */
+    LLM_STEP_SAMPLE_S,   /* sampling, grammar, stop strings, passing text on */
+    LLM_STEP_SCHEDULE_S, /* admission, preemption decisions, prefix matching, cache bookkeeping */
+    LLM_STEP_SWITCH_S,   /* context switches: KV snapshots taken and restored */
+    LLM_STEP_TOKENS,     /* tokens in the batch */
+    LLM_STEP_SEQS,       /* sequences in the batch */
+    LLM_STEP_KV_CELLS,   /* cells resident in the KV cache: the least the attention view spans */
+    LLM_STEP_OWN_CELLS,  /* the batch's sequences' own contexts, summed: what it needs to attend to */
+    LLM_STEP__COUNT
+} llm_step_hist;
+extern const char *const LLM_STEP_NAMES[LLM_STEP__COUNT];
+
 typedef struct llm_core_stats {
     unsigned long long requests_done, requests_failed, requests_cancelled;
     /* a remote model's endpoints; down: none can take work, down_reason says why */
@@ -181,6 +196,7 @@ typedef struct llm_core_stats {
     int cache_resident, cache_snapshots;
     /* the snapshot store */
     unsigned long long store_ram_bytes, store_disk_bytes, store_spills, store_disk_reads;
+    kern_hist step[LLM_STEP__COUNT]; /* local engines; empty (n 0) for remote ones */
 } llm_core_stats;
 
 /* How a core saves and reuses contexts (the context manager's knobs, DESIGN.md §1). */

@@ -3,8 +3,8 @@
  * time (after Autellix's program-level scheduling): an agent whose turn ran and that comes
  * back within scheduler.agent_hot_s (a tool pause) is inside its program and goes ahead of
  * agents that have not started, oldest program first; the core (sched.c, keep_places)
- * keeps its place through the pause, so new programs start, in arrival order, only as
- * places free. Serving programs to the end this way finishes most agents early, where
+ * keeps its place through the pause (for twice the agent's usual pause, at most
+ * agent_hot_s), so new programs start, in arrival order, only as places free. Serving programs to the end this way finishes most agents early, where
  * `fair`'s equal shares finish every agent near the end. No agent starves: a waiting turn
  * that is owed more than starve_factor time slices of an equal share of the engine (what
  * processor sharing would have given it while it waited) goes first, most owed first, and

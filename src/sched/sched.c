@@ -32,6 +32,8 @@ typedef struct sched_agent {
     bool held;        /* its process is stopped: none of its syscalls runs (sched_hold) */
     bool in_program;  /* a turn of its current program has run (see agent_in_program) */
     uint64_t program; /* the ticket of its current program's first turn */
+    double pause_avg; /* its pauses between turns inside its program (moving average), seconds */
+    int pauses;       /* pauses seen in this program */
 } sched_agent;
 
 struct sched {
@@ -167,6 +169,20 @@ static bool agent_in_program(const sched_t *s, const sched_agent *a, double now)
     return a->in_program && (a->live > 0 || now - a->last_used <= s->p.agent_hot_s);
 }
 
+/* How long a place stays kept for an agent in a pause: twice its usual pause (plus 50 ms),
+ * at most agent_hot_s, which is also the window before its first pause. So an agent that
+ * has ended does not hold a place for agent_hot_s when its pauses were short. */
+static double keep_window(const sched_t *s, const sched_agent *a) {
+    double w = 2 * a->pause_avg + 0.05;
+    return a->pauses && w < s->p.agent_hot_s ? w : s->p.agent_hot_s;
+}
+
+/* Whether a's place is kept now: inside its program, nothing running, and (something
+ * waiting, or paused within its keep window). */
+static bool place_kept(const sched_t *s, const sched_agent *a, double now) {
+    return a->running == 0 && agent_in_program(s, a, now) && (a->live > 0 || now - a->last_used <= keep_window(s, a));
+}
+
 static sched_key key_of(const sched_t *s, const syscall_t *sc, double now) {
     const sched_agent *a = sc->sched_agent;
     sched_key k = {.priority = sc->priority,
@@ -186,10 +202,7 @@ static sched_key key_of(const sched_t *s, const syscall_t *sc, double now) {
  * tool pause, or their next turn waiting). */
 static int places_kept(const sched_t *s, double now) {
     int n = 0;
-    for (int i = 0; i < s->n_agents; i++) {
-        const sched_agent *a = &s->agents[i];
-        n += a->running == 0 && agent_in_program(s, a, now);
-    }
+    for (int i = 0; i < s->n_agents; i++) n += place_kept(s, &s->agents[i], now);
     return n;
 }
 
@@ -265,9 +278,14 @@ int sched_submit(sched_t *s, syscall_t *sc) {
     sc->sched_vclock = s->vclock;
     sched_agent *a = agent_get(s, sc->agent);
     sc->sched_agent = a;
-    if (a->live == 0 && !agent_in_program(s, a, kern_now_mono())) { /* a new program */
+    double now = kern_now_mono();
+    if (a->live == 0 && !agent_in_program(s, a, now)) { /* a new program */
         a->in_program = false;
         a->program = sc->sched_ticket;
+        a->pauses = 0;
+    } else if (a->live == 0 && a->in_program) { /* back from a pause */
+        double pause = now - a->last_used;
+        a->pause_avg = a->pauses++ ? 0.7 * a->pause_avg + 0.3 * pause : pause;
     }
     if (a->live++ == 0) s->n_live_agents++;
     list_push(s, syscall_ref(sc));
@@ -382,8 +400,8 @@ static double next_lapse(const sched_t *s, double now) {
     double t = 1e9;
     for (int i = 0; i < s->n_agents; i++) {
         const sched_agent *a = &s->agents[i];
-        if (a->live == 0 && agent_in_program(s, a, now) && a->last_used + s->p.agent_hot_s - now < t)
-            t = a->last_used + s->p.agent_hot_s - now;
+        double end = a->last_used + keep_window(s, a) - now;
+        if (a->live == 0 && place_kept(s, a, now) && end < t) t = end;
     }
     return t > 0.001 ? t : 0.001;
 }

@@ -122,6 +122,34 @@ def test_metrics_process(aiosd):
     assert m["aios_heap_live_bytes"] >= 0 and m["aios_heap_free_bytes"] >= 0
 
 
+def test_metrics_steps(aiosd):
+    """The engine-step histograms (issue 16 part 1) agree with the step counters: one sample
+    per llama_decode in every series, the decode phase sums to the engine's busy seconds, the
+    batch sizes to its batch tokens; buckets are cumulative and end at the count."""
+    r = requests.post(aiosd.url + "/v1/chat/completions", json=chat_body("Name three colours.", max_tokens=8), timeout=120)
+    assert r.status_code == 200, r.text
+    text = requests.get(aiosd.url + "/metrics", timeout=10).text
+    m = metrics(aiosd.url)
+    series = {}
+    for ln in text.splitlines():
+        if ln.startswith("aios_step_") and f'model="{MODEL_NAME}"' in ln:
+            key, val = ln.rsplit(" ", 1)
+            series[key] = float(val)
+    steps = m["aios_decode_steps_total"]
+    assert steps > 0
+    lab = next(k for k in series if k.startswith("aios_step_batch_tokens_count")).split("{")[1].rstrip("}")
+    for phase in ("decode", "sample", "schedule", "switch"):
+        assert series[f'aios_step_seconds_count{{{lab},phase="{phase}"}}'] == steps
+        buckets = [v for k, v in series.items() if k.startswith(f'aios_step_seconds_bucket{{{lab},phase="{phase}"')]
+        assert buckets == sorted(buckets) and buckets[-1] == steps
+    assert abs(series[f'aios_step_seconds_sum{{{lab},phase="decode"}}'] - m["aios_engine_busy_seconds_total"]) < 1e-3
+    assert series[f"aios_step_batch_tokens_sum{{{lab}}}"] == m["aios_batch_tokens_total"]
+    for name in ("batch_sequences", "kv_cells", "context_cells"):
+        assert series[f"aios_step_{name}_count{{{lab}}}"] == steps
+    assert series[f"aios_step_batch_sequences_sum{{{lab}}}"] >= steps  # every step decodes a sequence
+    assert series[f"aios_step_context_cells_sum{{{lab}}}"] > 0 and series[f"aios_step_kv_cells_sum{{{lab}}}"] > 0
+
+
 # ------------------------------------------------------------------- /query (AIOS envelope)
 
 def check_envelope(body):
