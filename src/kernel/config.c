@@ -36,229 +36,241 @@ typedef struct cfg_key {
 #define K_LONG(n, field, lo, hi, d, doc) \
     { n, CFG_LONG, offsetof(aios_config, field), 0, lo, hi, d, doc, NULL }
 
-static const cfg_key KEYS[] = {
-    K_STR("server.host", server.host, "127.0.0.1", "Address to listen on. Loopback by default."),
-    K_STR(
-        "server.cors_origins", server.cors_origins, "",
-        "Browser origins allowed to call the API (CORS), comma-separated (`https://app.example,http://localhost:3000`) or `*`; a preflight `OPTIONS` is answered for them. Empty = no CORS headers (browsers on other origins are refused by the browser)."),
-    K_INT("server.port", server.port, 1, 65535, "8000", "TCP port (the Cerebrum SDK's default is 8000)."),
-    K_LONG("server.max_body_bytes", server.max_body_bytes, 1024, 1L << 30, "1048576",
-           "Largest request body accepted; larger bodies get 413."),
-    K_INT("server.json_max_depth", server.json_max_depth, 2, 512, "64",
-          "Deepest JSON nesting accepted in a request; deeper gets 400."),
-    K_INT("server.max_connections", server.max_connections, 4, 100000, "1024", "Concurrent HTTP connections."),
-    K_INT("server.connection_timeout_s", server.connection_timeout_s, 0, 86400, "300",
-          "Idle connection timeout in seconds (0 = none). Generation in progress is never idle."),
-    K_INT("server.max_stream_buffer_kb", server.max_stream_buffer_kb, 4, 1 << 20, "1024",
-          "Generated text kept per request (KiB); also caps one response."),
-    K_INT(
-        "server.header_timeout_ms", server.header_timeout_ms, 100, 3600000, "10000",
-        "A new connection must complete its request headers within this (counted from accept, not reset by each byte); later 408 and closed. Also the grace before `server.min_body_rate` applies."),
-    K_LONG(
-        "server.min_body_rate", server.min_body_rate, 0, 1L << 30, "1024",
-        "Slowest request body accepted, in bytes/s averaged over the body once `server.header_timeout_ms` has passed; slower gets 408 and is closed (0 = no floor). A request being served (generating, streaming) has no deadline."),
-    K_INT(
-        "server.reserved_connections", server.reserved_connections, 0, 100000, "16",
-        "Connections (of `server.max_connections`, at most half) kept for identities: when fewer are left, a request without a verified bearer token gets 503. At the limit a new connection replaces the oldest one still waiting for its headers, or gets 503 at once when every slot serves a request."),
-    K_STR(
-        "agents.dir", procs.dir, "",
-        "Installed agent packages: AIOS `POST /agents/submit` names one by `agent_id` (a folder here in Cerebrum's layout, `config.json` + `agent.py`, or with an `agent.json` manifest giving its command). Empty = none (docs/agents.md)."),
-    K_STR(
-        "agents.workdir", procs.workdir, "",
-        "Where each agent's log and workdir live (`<id>/output.log`, `<id>/work`). Empty = `<data_dir>/agents`. Every directory above it must be searchable by other uids (o+x) for agents to run under uids of their own (a root kernel with `tools.sandbox_uid_base`); else they run under the kernel's uid."),
-    K_STR(
-        "agents.cerebrum_runner", procs.cerebrum_runner, "",
-        "Command line (split at spaces) that runs a Cerebrum-layout package: the package is at /agent in the sandbox and the task in `AIOS_TASK`; the runner prints the agent's result as its last line of output. Empty = such packages are refused (docs/agents.md shows one for a Cerebrum SDK install)."),
-    K_LONG("agents.log_max_bytes", procs.log_max_bytes, 4096, 1L << 34, "1048576",
-           "Output (stdout and stderr) kept per agent before its log rotates; one older file is kept, so at most twice this."),
-    K_LONG("agents.log_quota_bytes", procs.log_quota_bytes, 4096, 1L << 40, "268435456",
-           "Logs of every agent together; beyond it the logs of the oldest finished agents are deleted."),
-    K_INT("agents.max_running", procs.max_running, 1, 4096, "64",
-          "Agent processes alive (starting, running or stopped) at once; more get 503."),
-    K_INT("agents.max_records", procs.max_records, 1, 1000000, "1000",
-          "Agents kept in the table (`aios ps`); beyond it the oldest finished ones are dropped with their logs."),
-    K_INT("agents.max_restarts", procs.max_restarts, 0, 1000, "3",
-          "`restart: on-failure` restarts an agent at most this many times (backoff 1 s, doubling to 30 s)."),
-    K_ENUM(
-        "agents.default_network", procs.default_network, "kernel-only", "kernel-only|none|full",
-        "Network of an agent that names none: `kernel-only` (TCP to the kernel's port only; needs Linux 6.7+ landlock), `none`, `full`."),
-    K_STR(
-        "agents.cgroup", procs.cgroup, "auto",
-        "Cgroup v2 directory delegated to the kernel: each agent gets a cgroup below it (memory.max, cpu.weight, pids.max where the host delegates those controllers; cgroup.freeze for stop; cgroup.kill for kill). `auto` = the kernel's own cgroup when it is writable (systemd's `Delegate=yes`), `off` = none: rlimits, the watchdog and signals (docs/agents.md)."),
-    K_STR(
-        "llms.default_model", llms.default_model, "smollm2",
-        "Model used when a request names none (AIOS `llms: null`, OpenAI without `model`); a named model that is not served gets 404."),
-    K_INT("llms.default_max_tokens", llms.default_max_tokens, 1, 1 << 20, "1000",
-          "max_tokens when a request gives none (the Cerebrum SDK sends 1000)."),
-    K_INT(
-        "llms.allow_oversubscribe", llms.allow_oversubscribe, 0, 1, "0",
-        "1 lets the local models' decode threads (`threads`, 0 = every online CPU) total more than the online CPUs; by default that is a configuration error, since ggml's threads spin and models on shared cores slow each other down."),
-    K_INT("llms.max_messages", llms.max_messages, 1, 1 << 20, "1024", "Most messages in one chat request."),
-    K_LONG("llms.max_prompt_bytes", llms.max_prompt_bytes, 256, 1L << 30, "1048576",
-           "Largest rendered prompt (bytes) before tokenizing."),
-    K_INT("llms.max_stop", llms.max_stop, 0, 64, "8", "Most stop strings per request."),
-    K_INT("llms.max_n", llms.max_n, 1, 64, "8",
-          "Most choices (`n`) of one chat completion; they run side by side, sharing the prompt's KV."),
-    K_ENUM(
-        "scheduler.policy", scheduler.policy, "fifo", "fifo|rr|priority|fair|agent",
-        "LLM scheduling policy: `fifo` (arrival order, no preemption), `rr` (round robin: a generation yields after `time_slice` tokens), `priority` (higher `priority` first, preempting lower), `fair` (least attained service per agent first), "
-        "`agent` (an agent's multi-turn program is the job: agents inside their programs first, new ones as places free; for mean completion time)."),
-    K_INT("scheduler.max_active", scheduler.max_active, 1, 255, "16",
-          "Sequences decoded together in one batch; the rest wait in the run queue."),
-    K_INT("scheduler.max_queue", scheduler.max_queue, 1, 1 << 20, "4096",
-          "Waiting requests per model before new ones get 503 (preempted requests do not count)."),
-    K_INT("scheduler.time_slice", scheduler.time_slice, 1, 1 << 20, "32",
-          "Tokens a generation produces before `rr` or `fair` may preempt it for a waiting one."),
-    K_INT("scheduler.fair_window_s", scheduler.fair_window_s, 1, 86400, "60",
-          "Length of the service window of `fair`, in seconds: per-agent service counts restart each window."),
-    K_INT("scheduler.agent_hot_ms", scheduler.agent_hot_ms, 0,
-          86400000, "2000", "`agent` policy: a turn that arrives within this many ms of its agent's last one continues the agent's program (goes ahead of agents that have not started; its place is kept for twice its usual pause, at most this long)."),
-    K_INT(
-        "scheduler.starve_factor", scheduler.starve_factor, 1, 1 << 20, "16",
-        "`agent` policy: a waiting turn goes first once an equal share of the engine would have given it this many time slices meanwhile."),
-    K_INT("scheduler.default_priority", scheduler.default_priority, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, "50",
-          "Priority of a request that gives none and whose agent has no `agents.<name>.priority`."),
-    K_INT("scheduler.max_agents", scheduler.max_agents, 1, 1 << 20, "1024",
-          "Per-agent service records kept by the scheduler (idle agents' records are recycled)."),
-    K_ENUM(
-        "context.mode", context.mode, "kv", "kv|text",
-        "How a preempted generation is saved: `kv` snapshots its KV state (llama_state_seq_get_data) and restores it exactly; `text` keeps its tokens and prefills prompt + partial output again."),
-    K_INT(
-        "context.ram_budget_mb", context.ram_budget_mb, 0, 1 << 20, "1024",
-        "Host memory for KV snapshots (preempted generations and evicted conversations); older snapshots beyond it spill to files under the data dir."),
-    K_INT(
-        "context.disk_budget_mb", context.disk_budget_mb, 0, 1 << 24, "8192",
-        "Disk for spilled snapshots; beyond it the oldest cached conversation snapshots are dropped (recomputed when needed) and a preempted generation falls back to text resume."),
-    K_INT(
-        "context.park", context.park, 0, 1, "1",
-        "Preempt by parking: a preempted generation's KV stays in place under a spare cache sequence id (no copy) until it resumes or KV runs short; 0 = always snapshot. Parked neighbours enlarge the attention view, and llama.cpp's CPU attention picks its kernel by view size, so only `0` gives outputs byte-identical to solo runs."),
-    K_INT(
-        "context.cache_entries", context.cache_entries, 0, 254, "32",
-        "Finished conversations and shared prompt prefixes kept resident in the KV cache for reuse (prefix sharing, conversation retention); 0 disables both. `scheduler.max_active` + this must be at most 255."),
-    K_INT("context.snapshot_entries", context.snapshot_entries, 0, 1 << 16, "256",
-          "Evicted conversations kept as snapshots (RAM, then disk) for reuse."),
-    K_INT("context.prefix_min_tokens", context.prefix_min_tokens, 1, 1 << 20, "32",
-          "Shortest prompt prefix worth reusing from the cache."),
-    K_INT(
-        "context.verify_prefix", context.verify_prefix, 0, 1, "0",
-        "Self-check (slow; for tests): every prefix taken from the cache is compared byte for byte with a solo prefill of the same tokens; mismatches are counted on /metrics."),
-    K_LONG(
-        "memory.limit_bytes", memory.limit_bytes, 0, 1L << 40, "67108864",
-        "Resident memory (content + metadata bytes) per agent; beyond it LRU-K evicts blocks to the store, and they are paged back in on access. Per agent: `agents.<name>.memory_limit_bytes`."),
-    K_INT(
-        "memory.eviction_k", memory.eviction_k, 1, 8, "2",
-        "K of LRU-K: the evicted block is the one whose K-th most recent access is oldest (blocks with fewer than K accesses go first, least recently used among them)."),
-    K_LONG("memory.max_item_bytes", memory.max_item_bytes, 16, 1L << 30, "65536",
-           "Largest memory block (content + metadata bytes); larger gets 413."),
-    K_LONG("memory.max_items", memory.max_items, 1, 1L << 40, "1000000",
-           "Memory blocks per agent, resident or evicted; more gets 507."),
-    K_INT("memory.max_agents", memory.max_agents, 1, 1 << 24, "4096",
-          "Agents with a memory space; a new agent beyond it gets 503."),
-    K_INT("storage.max_versions", storage.max_versions, 1, 100000, "16",
-          "Versions kept per file (rollback reaches back this far); older ones are dropped at each write."),
-    K_LONG("storage.max_file_bytes", storage.max_file_bytes, 0, 1L << 40, "1048576",
-           "Largest content of one write; larger gets 413 (request bodies are also capped by server.max_body_bytes)."),
-    K_LONG("storage.quota_bytes", storage.quota_bytes, 0, 1L << 50, "1073741824",
-           "All kept versions of all files of one agent; a write beyond it gets 507."),
-    K_LONG("storage.max_files", storage.max_files, 1, 1L << 40, "100000", "Files and directories per agent."),
-    K_INT("storage.max_path_bytes", storage.max_path_bytes, 16, 1000, "1000", "Longest normalised path (mount root included)."),
-    K_ENUM(
-        "storage.synchronous", storage.synchronous, "normal", "normal|full",
-        "SQLite durability of memory and storage writes: `normal` (WAL; an acknowledged write survives the kernel being killed) or `full` (also fsync at every commit; survives power loss, slower)."),
-    K_STR(
-        "storage.embedding_model", storage.embedding_model, "",
-        "GGUF embedding model for retrieval and /v1/embeddings. Empty = all-MiniLM-L6-v2 from the cache (`make model` fetches it) when present, else the chat model with mean pooling."),
-    K_INT(
-        "storage.embed_batch_tokens", storage.embed_batch_tokens, 64, 1 << 16, "512",
-        "Tokens per embedding batch; also the longest text embedded (and at most the model's trained context: longer texts are truncated for the embedding, never for storage)."),
-    K_INT(
-        "storage.embed_threads", storage.embed_threads, 0, 1024, "0",
-        "Threads for embedding; 0 = half the online CPUs (at least 1), leaving the rest to request handling and the chat engine."),
-    K_INT("storage.embed_nice", storage.embed_nice, 0, 19, "10",
-          "Nice value of the embedding threads: bulk embedding yields the CPU to request handling and the chat engine."),
-    K_INT("storage.embed_queue", storage.embed_queue, 1, 1 << 24, "65536",
-          "Texts waiting for embedding; a memory add beyond it gets 503."),
-    K_INT(
-        "storage.embed_agent_queue", storage.embed_agent_queue, 1, 1 << 24, "4096",
-        "Texts one agent may have waiting for embedding; its memory adds and file writes beyond it get 503 (other agents are not affected). Agents' texts are embedded round robin."),
-    K_INT(
-        "storage.retrieve_timeout_ms", storage.retrieve_timeout_ms, 0, 86400000, "30000",
-        "A memory or storage retrieval must be served in this time (its query embedded and the agent's own pending texts indexed): one that the embedder's backlog alone would keep longer, at the rate it has been embedding, is refused at once with 503 (overloaded); one that still runs past it answers 504; both say why. 0 = no limit."),
-    K_INT("storage.hnsw_m", storage.hnsw_m, 4, 128, "16", "HNSW links per vector (hnswlib M)."),
-    K_INT("storage.hnsw_ef_search", storage.hnsw_ef_search, 8, 4096, "96",
-          "HNSW search beam (hnswlib ef); higher = better recall, slower."),
-    K_INT("storage.exact_below", storage.exact_below, 0, 1 << 30, "2048",
-          "Below this many vectors an agent's index is a flat array that retrieval scans whole (exact, and cheaper "
-          "there); at it the HNSW graph is built, and dropped again under half of it."),
-    K_INT("storage.max_k", storage.max_k, 1, 10000, "100", "Largest k (or n) of one memory or storage retrieval."),
-    K_STR("tools.dir", tools.dir, "",
-          "Directory of tool manifests (one JSON file per tool); reloaded when it changes. Empty = only built-in and MCP tools."),
-    K_STR("tools.workdir", tools.workdir, "",
-          "Where per-agent tool workdirs live (`<agent>/<tool>`). Empty = `<data_dir>/tools`."),
-    K_LONG(
-        "tools.max_output_bytes", tools.max_output_bytes, 64, 1L << 30, "1048576",
-        "Most stdout bytes kept from one tool call; beyond it the tool is stopped, its output cut with a marker, and the call answers 413."),
-    K_INT(
-        "tools.default_timeout_ms", tools.default_timeout_ms, 1, 86400000, "30000",
-        "Timeout of a tool call whose manifest gives no `timeout_ms`; the whole process group is killed and the call answers 408."),
-    K_INT("tools.default_max_parallel", tools.default_max_parallel, 1, 100000, "8",
-          "Calls of one tool running at once when its manifest gives no `max_parallel`; the rest queue."),
-    K_INT("tools.max_calls", tools.max_calls, 1, 1024, "16",
-          "Tool calls in one request (one tool query, or one LLM answer under `call_tool`)."),
-    K_INT("tools.max_pending", tools.max_pending, 1, 1 << 20, "4096", "Tool calls running or queued in all; more get 503."),
-    K_INT("tools.cpu_seconds", tools.cpu_seconds, 1, 86400, "10",
-          "CPU-time limit (RLIMIT_CPU) of a process tool call; the manifest's `limits.cpu_seconds` overrides."),
-    K_INT("tools.memory_mb", tools.memory_mb, 16, 1 << 20, "512",
-          "Address-space limit (RLIMIT_AS, MiB) of a process tool call; `limits.memory_mb` overrides."),
-    K_INT("tools.file_size_mb", tools.file_size_mb, 0, 1 << 20, "64",
-          "Largest file a process tool may write (RLIMIT_FSIZE, MiB); `limits.file_size_mb` overrides."),
-    K_INT("tools.max_procs", tools.max_procs, 1, 65536, "32",
-          "Processes of one tool call (RLIMIT_NPROC under its own uid; stops fork bombs); `limits.max_procs` overrides."),
-    K_LONG(
-        "tools.sandbox_uid_base", tools.sandbox_uid_base, 0, 4000000000L, "200000",
-        "When the kernel runs as root, each running process tool call gets its own uid from base + slot, so per-call process limits hold; 0 = keep the kernel's uid."),
-    K_INT("tools.mcp_timeout_ms", tools.mcp_timeout_ms, 100, 600000, "20000",
-          "How long an MCP server may take to start and answer the handshake and tools/list."),
-    K_ENUM(
-        "access.mode", access.mode, "local", "local|enforce",
-        "`local`: loopback only; the AIOS envelope's `agent_name` (or a bearer token) names the agent. `enforce`: every route needs `Authorization: Bearer TOKEN` of an identity (`aios agent create`); required to bind beyond loopback."),
-    K_INT("access.approval_timeout", access.approval_timeout_s, 1, 86400 * 7, "300",
-          "Seconds a call to an irreversible tool waits for `aios approve`; then it is denied."),
-    K_INT(
-        "access.rate_limit", access.rate_limit, 0, 1000000, "0",
-        "Syscalls (LLM, memory, storage and tool requests) one agent may make per second, sustained; more get 429 with Retry-After. 0 = no limit."),
-    K_INT("access.rate_burst", access.rate_burst, 1, 1000000, "20",
-          "Syscalls one agent may make at once above `access.rate_limit` before it applies (the token bucket's size)."),
-    K_INT("access.max_approvals", access.max_approvals, 1, 1 << 20, "1024",
-          "Calls waiting for approval at once; more are denied at once."),
-    K_STR("access.audit_file", access.audit_file, "", "Audit log (JSON lines, append-only). Empty = `<data_dir>/audit.log`."),
-    K_LONG("access.audit_max_bytes", access.audit_max_bytes, 4096, 1L << 40, "67108864",
-           "Size at which the audit log is rotated (`audit.log.1`, ...)."),
-    K_INT("access.audit_keep", access.audit_keep, 1, 1000, "5", "Rotated audit files kept."),
-    K_STR(
-        "access.default_group", access.default_group, "default",
-        "Group of an agent with no `agents.<name>.group` and no identity. Unless `access.groups` defines it, it may use every model and every tool."),
-    K_STR("access.admin_group", access.admin_group, "admin",
-          "Group whose members may use the admin API (identities, approvals) in `enforce` mode."),
-    K_INT(
-        "responses.max_stored", responses.max_stored, 1, 1 << 24, "1000",
-        "Responses one agent keeps stored (`store: true` on /v1/responses, for `previous_response_id` and GET); beyond it the oldest are dropped."),
-    K_INT(
-        "responses.ttl_s", responses.ttl_s, 0, 1 << 30, "2592000",
-        "Age in seconds at which a stored response is dropped (30 days by default); 0 = kept until `responses.max_stored` pushes it out."),
-    K_INT(
-        "kernel.workers", workers, 1, 256, "4",
-        "Worker threads of each worker resource's run queue (memory, storage; /v1/embeddings runs on memory's), off the HTTP thread: 2 x this in all."),
-    K_INT("kernel.max_jobs", max_jobs, 1, 1 << 24, "4096",
-          "Operations waiting in one resource's run queue (memory, storage); more get 503."),
-    K_INT(
-        "kernel.max_jobs_per_agent", max_jobs_per_agent, 1, 1 << 24, "1024",
-        "Operations one agent may have waiting in one resource's run queue; its next ones get 503 while other agents still get in."),
-    K_STR(
-        "kernel.data_dir", data_dir, "",
-        "Directory for kernel state (created at start; used by the context and storage managers). Empty = $AIOS_CACHE/data (~/.cache/aios/data)."),
-    K_ENUM("kernel.log_level", log_level, "info", "debug|info|warn|error",
-           "Least severe message logged: debug, info, warn or error."),
+static const cfg_key
+    KEYS
+        [] =
+            {
+                K_STR("server.host", server.host, "127.0.0.1", "Address to listen on. Loopback by default."),
+                K_STR(
+                    "server.cors_origins", server.cors_origins, "",
+                    "Browser origins allowed to call the API (CORS), comma-separated (`https://app.example,http://localhost:3000`) or `*`; a preflight `OPTIONS` is answered for them. Empty = no CORS headers (browsers on other origins are refused by the browser)."),
+                K_INT("server.port", server.port, 1, 65535, "8000", "TCP port (the Cerebrum SDK's default is 8000)."),
+                K_LONG("server.max_body_bytes", server.max_body_bytes, 1024, 1L << 30, "1048576",
+                       "Largest request body accepted; larger bodies get 413."),
+                K_INT("server.json_max_depth", server.json_max_depth, 2, 512, "64",
+                      "Deepest JSON nesting accepted in a request; deeper gets 400."),
+                K_INT("server.max_connections", server.max_connections, 4, 100000, "1024", "Concurrent HTTP connections."),
+                K_INT("server.connection_timeout_s", server.connection_timeout_s, 0, 86400, "300",
+                      "Idle connection timeout in seconds (0 = none). Generation in progress is never idle."),
+                K_INT("server.max_stream_buffer_kb", server.max_stream_buffer_kb, 4, 1 << 20, "1024",
+                      "Generated text kept per request (KiB); also caps one response."),
+                K_INT(
+                    "server.header_timeout_ms", server.header_timeout_ms, 100, 3600000, "10000",
+                    "A new connection must complete its request headers within this (counted from accept, not reset by each byte); later 408 and closed. Also the grace before `server.min_body_rate` applies."),
+                K_LONG(
+                    "server.min_body_rate", server.min_body_rate, 0, 1L << 30, "1024",
+                    "Slowest request body accepted, in bytes/s averaged over the body once `server.header_timeout_ms` has passed; slower gets 408 and is closed (0 = no floor). A request being served (generating, streaming) has no deadline."),
+                K_INT(
+                    "server.reserved_connections", server.reserved_connections, 0, 100000, "16",
+                    "Connections (of `server.max_connections`, at most half) kept for identities: when fewer are left, a request without a verified bearer token gets 503. At the limit a new connection replaces the oldest one still waiting for its headers, or gets 503 at once when every slot serves a request."),
+                K_STR(
+                    "agents.dir", procs.dir, "",
+                    "Installed agent packages: AIOS `POST /agents/submit` names one by `agent_id` (a folder here in Cerebrum's layout, `config.json` + `agent.py`, or with an `agent.json` manifest giving its command). Empty = none (docs/agents.md)."),
+                K_STR(
+                    "agents.workdir", procs.workdir, "",
+                    "Where each agent's log and workdir live (`<id>/output.log`, `<id>/work`). Empty = `<data_dir>/agents`. Every directory above it must be searchable by other uids (o+x) for agents to run under uids of their own (a root kernel with `tools.sandbox_uid_base`); else they run under the kernel's uid."),
+                K_STR(
+                    "agents.cerebrum_runner", procs.cerebrum_runner, "",
+                    "Command line (split at spaces) that runs a Cerebrum-layout package: the package is at /agent in the sandbox and the task in `AIOS_TASK`; the runner prints the agent's result as its last line of output. Empty = such packages are refused (docs/agents.md shows one for a Cerebrum SDK install)."),
+                K_LONG(
+                    "agents.log_max_bytes", procs.log_max_bytes, 4096, 1L << 34, "1048576",
+                    "Output (stdout and stderr) kept per agent before its log rotates; one older file is kept, so at most twice this."),
+                K_LONG("agents.log_quota_bytes", procs.log_quota_bytes, 4096, 1L << 40, "268435456",
+                       "Logs of every agent together; beyond it the logs of the oldest finished agents are deleted."),
+                K_INT("agents.max_running", procs.max_running, 1, 4096, "64",
+                      "Agent processes alive (starting, running or stopped) at once; more get 503."),
+                K_INT("agents.max_records", procs.max_records, 1, 1000000, "1000",
+                      "Agents kept in the table (`aios ps`); beyond it the oldest finished ones are dropped with their logs."),
+                K_INT("agents.max_restarts", procs.max_restarts, 0, 1000, "3",
+                      "`restart: on-failure` restarts an agent at most this many times (backoff 1 s, doubling to 30 s)."),
+                K_ENUM(
+                    "agents.default_network", procs.default_network, "kernel-only", "kernel-only|none|full",
+                    "Network of an agent that names none: `kernel-only` (TCP to the kernel's port only; needs Linux 6.7+ landlock), `none`, `full`."),
+                K_STR(
+                    "agents.cgroup", procs.cgroup, "auto",
+                    "Cgroup v2 directory delegated to the kernel: each agent gets a cgroup below it (memory.max, cpu.weight, pids.max where the host delegates those controllers; cgroup.freeze for stop; cgroup.kill for kill). `auto` = the kernel's own cgroup when it is writable (systemd's `Delegate=yes`), `off` = none: rlimits, the watchdog and signals (docs/agents.md)."),
+                K_STR(
+                    "llms.default_model", llms.default_model, "smollm2",
+                    "Model used when a request names none (AIOS `llms: null`, OpenAI without `model`); a named model that is not served gets 404."),
+                K_INT("llms.default_max_tokens", llms.default_max_tokens, 1, 1 << 20, "1000",
+                      "max_tokens when a request gives none (the Cerebrum SDK sends 1000)."),
+                K_INT(
+                    "llms.allow_oversubscribe", llms.allow_oversubscribe, 0, 1, "0",
+                    "1 lets the local models' decode threads (`threads`, 0 = every online CPU) total more than the online CPUs; by default that is a configuration error, since ggml's threads spin and models on shared cores slow each other down."),
+                K_INT("llms.max_messages", llms.max_messages, 1, 1 << 20, "1024", "Most messages in one chat request."),
+                K_LONG("llms.max_prompt_bytes", llms.max_prompt_bytes, 256, 1L << 30, "1048576",
+                       "Largest rendered prompt (bytes) before tokenizing."),
+                K_INT("llms.max_stop", llms.max_stop, 0, 64, "8", "Most stop strings per request."),
+                K_INT("llms.max_n", llms.max_n, 1, 64, "8",
+                      "Most choices (`n`) of one chat completion; they run side by side, sharing the prompt's KV."),
+                K_ENUM("scheduler.policy", scheduler.policy, "fifo", "fifo|rr|priority|fair|agent",
+                       "LLM scheduling policy: `fifo` (arrival order, no preemption), `rr` (round robin: a generation yields after `time_slice` tokens), `priority` (higher `priority` first, preempting lower), `fair` (least attained service per agent first), "
+                       "`agent` (an agent's multi-turn program is the job: agents inside their programs first, new ones as places free; for mean completion time)."),
+                K_INT("scheduler.max_active", scheduler.max_active, 1, 255, "16",
+                      "Sequences decoded together in one batch; the rest wait in the run queue."),
+                K_INT("scheduler.max_queue", scheduler.max_queue, 1, 1 << 20, "4096",
+                      "Waiting requests per model before new ones get 503 (preempted requests do not count)."),
+                K_INT("scheduler.time_slice", scheduler.time_slice, 1, 1 << 20, "32",
+                      "Tokens a generation produces before `rr` or `fair` may preempt it for a waiting one."),
+                K_INT("scheduler.fair_window_s", scheduler.fair_window_s, 1, 86400, "60",
+                      "Length of the service window of `fair`, in seconds: per-agent service counts restart each window."),
+                K_INT(
+                    "scheduler.agent_hot_ms", scheduler.agent_hot_ms, 0, 86400000, "2000",
+                    "`agent` policy: a turn that arrives within this many ms of its agent's last one continues the agent's program (goes ahead of agents that have not started); "
+                    "its place is kept for twice its usual pause, at most this long."),
+                K_INT(
+                    "scheduler.starve_factor", scheduler.starve_factor, 1, 1 << 20, "16",
+                    "`agent` policy: a waiting turn goes first once an equal share of the engine would have given it this many time slices meanwhile."),
+                K_INT("scheduler.default_priority", scheduler.default_priority, AIOS_PRIORITY_MIN, AIOS_PRIORITY_MAX, "50",
+                      "Priority of a request that gives none and whose agent has no `agents.<name>.priority`."),
+                K_INT("scheduler.max_agents", scheduler.max_agents, 1, 1 << 20, "1024",
+                      "Per-agent service records kept by the scheduler (idle agents' records are recycled)."),
+                K_ENUM(
+                    "context.mode", context.mode, "kv", "kv|text",
+                    "How a preempted generation is saved: `kv` snapshots its KV state (llama_state_seq_get_data) and restores it exactly; `text` keeps its tokens and prefills prompt + partial output again."),
+                K_INT(
+                    "context.ram_budget_mb", context.ram_budget_mb, 0, 1 << 20, "1024",
+                    "Host memory for KV snapshots (preempted generations and evicted conversations); older snapshots beyond it spill to files under the data dir."),
+                K_INT(
+                    "context.disk_budget_mb", context.disk_budget_mb, 0, 1 << 24, "8192",
+                    "Disk for spilled snapshots; beyond it the oldest cached conversation snapshots are dropped (recomputed when needed) and a preempted generation falls back to text resume."),
+                K_INT(
+                    "context.park", context.park, 0, 1, "1",
+                    "Preempt by parking: a preempted generation's KV stays in place under a spare cache sequence id (no copy) until it resumes or KV runs short; 0 = always snapshot. Parked neighbours enlarge the attention view, and llama.cpp's CPU attention picks its kernel by view size, so only `0` gives outputs byte-identical to solo runs."),
+                K_INT(
+                    "context.cache_entries", context.cache_entries, 0, 254, "32",
+                    "Finished conversations and shared prompt prefixes kept resident in the KV cache for reuse (prefix sharing, conversation retention); 0 disables both. `scheduler.max_active` + this must be at most 255."),
+                K_INT("context.snapshot_entries", context.snapshot_entries, 0, 1 << 16, "256",
+                      "Evicted conversations kept as snapshots (RAM, then disk) for reuse."),
+                K_INT("context.prefix_min_tokens", context.prefix_min_tokens, 1, 1 << 20, "32",
+                      "Shortest prompt prefix worth reusing from the cache."),
+                K_INT(
+                    "context.verify_prefix", context.verify_prefix, 0, 1, "0",
+                    "Self-check (slow; for tests): every prefix taken from the cache is compared byte for byte with a solo prefill of the same tokens; mismatches are counted on /metrics."),
+                K_LONG(
+                    "memory.limit_bytes", memory.limit_bytes, 0, 1L << 40, "67108864",
+                    "Resident memory (content + metadata bytes) per agent; beyond it LRU-K evicts blocks to the store, and they are paged back in on access. Per agent: `agents.<name>.memory_limit_bytes`."),
+                K_INT(
+                    "memory.eviction_k", memory.eviction_k, 1, 8, "2",
+                    "K of LRU-K: the evicted block is the one whose K-th most recent access is oldest (blocks with fewer than K accesses go first, least recently used among them)."),
+                K_LONG("memory.max_item_bytes", memory.max_item_bytes, 16, 1L << 30, "65536",
+                       "Largest memory block (content + metadata bytes); larger gets 413."),
+                K_LONG("memory.max_items", memory.max_items, 1, 1L << 40, "1000000",
+                       "Memory blocks per agent, resident or evicted; more gets 507."),
+                K_INT("memory.max_agents", memory.max_agents, 1, 1 << 24, "4096",
+                      "Agents with a memory space; a new agent beyond it gets 503."),
+                K_INT("storage.max_versions", storage.max_versions, 1, 100000, "16",
+                      "Versions kept per file (rollback reaches back this far); older ones are dropped at each write."),
+                K_LONG(
+                    "storage.max_file_bytes", storage.max_file_bytes, 0, 1L << 40, "1048576",
+                    "Largest content of one write; larger gets 413 (request bodies are also capped by server.max_body_bytes)."),
+                K_LONG("storage.quota_bytes", storage.quota_bytes, 0, 1L << 50, "1073741824",
+                       "All kept versions of all files of one agent; a write beyond it gets 507."),
+                K_LONG("storage.max_files", storage.max_files, 1, 1L << 40, "100000", "Files and directories per agent."),
+                K_INT("storage.max_path_bytes", storage.max_path_bytes, 16, 1000, "1000",
+                      "Longest normalised path (mount root included)."),
+                K_ENUM(
+                    "storage.synchronous", storage.synchronous, "normal", "normal|full",
+                    "SQLite durability of memory and storage writes: `normal` (WAL; an acknowledged write survives the kernel being killed) or `full` (also fsync at every commit; survives power loss, slower)."),
+                K_STR(
+                    "storage.embedding_model", storage.embedding_model, "",
+                    "GGUF embedding model for retrieval and /v1/embeddings. Empty = all-MiniLM-L6-v2 from the cache (`make model` fetches it) when present, else the chat model with mean pooling."),
+                K_INT(
+                    "storage.embed_batch_tokens", storage.embed_batch_tokens, 64, 1 << 16, "512",
+                    "Tokens per embedding batch; also the longest text embedded (and at most the model's trained context: longer texts are truncated for the embedding, never for storage)."),
+                K_INT(
+                    "storage.embed_threads", storage.embed_threads, 0, 1024, "0",
+                    "Threads for embedding; 0 = half the online CPUs (at least 1), leaving the rest to request handling and the chat engine."),
+                K_INT(
+                    "storage.embed_nice", storage.embed_nice, 0, 19, "10",
+                    "Nice value of the embedding threads: bulk embedding yields the CPU to request handling and the chat engine."),
+                K_INT("storage.embed_queue", storage.embed_queue, 1, 1 << 24, "65536",
+                      "Texts waiting for embedding; a memory add beyond it gets 503."),
+                K_INT(
+                    "storage.embed_agent_queue", storage.embed_agent_queue, 1, 1 << 24, "4096",
+                    "Texts one agent may have waiting for embedding; its memory adds and file writes beyond it get 503 (other agents are not affected). Agents' texts are embedded round robin."),
+                K_INT(
+                    "storage.retrieve_timeout_ms", storage.retrieve_timeout_ms, 0, 86400000, "30000",
+                    "A memory or storage retrieval must be served in this time (its query embedded and the agent's own pending texts indexed): one that the embedder's backlog alone would keep longer, at the rate it has been embedding, is refused at once with 503 (overloaded); one that still runs past it answers 504; both say why. 0 = no limit."),
+                K_INT("storage.hnsw_m", storage.hnsw_m, 4, 128, "16", "HNSW links per vector (hnswlib M)."),
+                K_INT("storage.hnsw_ef_search", storage.hnsw_ef_search, 8, 4096, "96",
+                      "HNSW search beam (hnswlib ef); higher = better recall, slower."),
+                K_INT("storage.exact_below", storage.exact_below, 0, 1 << 30, "2048",
+                      "Below this many vectors an agent's index is a flat array that retrieval scans whole (exact, and cheaper "
+                      "there); at it the HNSW graph is built, and dropped again under half of it."),
+                K_INT("storage.max_k", storage.max_k, 1, 10000, "100", "Largest k (or n) of one memory or storage retrieval."),
+                K_STR(
+                    "tools.dir", tools.dir, "",
+                    "Directory of tool manifests (one JSON file per tool); reloaded when it changes. Empty = only built-in and MCP tools."),
+                K_STR("tools.workdir", tools.workdir, "",
+                      "Where per-agent tool workdirs live (`<agent>/<tool>`). Empty = `<data_dir>/tools`."),
+                K_LONG(
+                    "tools.max_output_bytes", tools.max_output_bytes, 64, 1L << 30, "1048576",
+                    "Most stdout bytes kept from one tool call; beyond it the tool is stopped, its output cut with a marker, and the call answers 413."),
+                K_INT(
+                    "tools.default_timeout_ms", tools.default_timeout_ms, 1, 86400000, "30000",
+                    "Timeout of a tool call whose manifest gives no `timeout_ms`; the whole process group is killed and the call answers 408."),
+                K_INT("tools.default_max_parallel", tools.default_max_parallel, 1, 100000, "8",
+                      "Calls of one tool running at once when its manifest gives no `max_parallel`; the rest queue."),
+                K_INT("tools.max_calls", tools.max_calls, 1, 1024, "16",
+                      "Tool calls in one request (one tool query, or one LLM answer under `call_tool`)."),
+                K_INT("tools.max_pending", tools.max_pending, 1, 1 << 20, "4096",
+                      "Tool calls running or queued in all; more get 503."),
+                K_INT("tools.cpu_seconds", tools.cpu_seconds, 1, 86400, "10",
+                      "CPU-time limit (RLIMIT_CPU) of a process tool call; the manifest's `limits.cpu_seconds` overrides."),
+                K_INT("tools.memory_mb", tools.memory_mb, 16, 1 << 20, "512",
+                      "Address-space limit (RLIMIT_AS, MiB) of a process tool call; `limits.memory_mb` overrides."),
+                K_INT("tools.file_size_mb", tools.file_size_mb, 0, 1 << 20, "64",
+                      "Largest file a process tool may write (RLIMIT_FSIZE, MiB); `limits.file_size_mb` overrides."),
+                K_INT(
+                    "tools.max_procs", tools.max_procs, 1, 65536, "32",
+                    "Processes of one tool call (RLIMIT_NPROC under its own uid; stops fork bombs); `limits.max_procs` overrides."),
+                K_LONG(
+                    "tools.sandbox_uid_base", tools.sandbox_uid_base, 0, 4000000000L, "200000",
+                    "When the kernel runs as root, each running process tool call gets its own uid from base + slot, so per-call process limits hold; 0 = keep the kernel's uid."),
+                K_INT("tools.mcp_timeout_ms", tools.mcp_timeout_ms, 100, 600000, "20000",
+                      "How long an MCP server may take to start and answer the handshake and tools/list."),
+                K_ENUM("access.mode",
+                       access.mode, "local", "local|enforce", "`local`: loopback only; the AIOS envelope's `agent_name` (or a bearer token) names the agent. `enforce`: every route needs `Authorization: Bearer TOKEN` of an identity (`aios agent create`); required to bind beyond loopback."),
+                K_INT("access.approval_timeout", access.approval_timeout_s, 1, 86400 * 7, "300",
+                      "Seconds a call to an irreversible tool waits for `aios approve`; then it is denied."),
+                K_INT(
+                    "access.rate_limit", access.rate_limit, 0, 1000000, "0",
+                    "Syscalls (LLM, memory, storage and tool requests) one agent may make per second, sustained; more get 429 with Retry-After. 0 = no limit."),
+                K_INT(
+                    "access.rate_burst", access.rate_burst, 1, 1000000, "20",
+                    "Syscalls one agent may make at once above `access.rate_limit` before it applies (the token bucket's size)."),
+                K_INT("access.max_approvals", access.max_approvals, 1, 1 << 20, "1024",
+                      "Calls waiting for approval at once; more are denied at once."),
+                K_STR("access.audit_file", access.audit_file, "",
+                      "Audit log (JSON lines, append-only). Empty = `<data_dir>/audit.log`."),
+                K_LONG("access.audit_max_bytes", access.audit_max_bytes, 4096, 1L << 40, "67108864",
+                       "Size at which the audit log is rotated (`audit.log.1`, ...)."),
+                K_INT("access.audit_keep", access.audit_keep, 1, 1000, "5", "Rotated audit files kept."),
+                K_STR(
+                    "access.default_group", access.default_group, "default",
+                    "Group of an agent with no `agents.<name>.group` and no identity. Unless `access.groups` defines it, it may use every model and every tool."),
+                K_STR("access.admin_group", access.admin_group, "admin",
+                      "Group whose members may use the admin API (identities, approvals) in `enforce` mode."),
+                K_INT(
+                    "responses.max_stored", responses.max_stored, 1, 1 << 24, "1000",
+                    "Responses one agent keeps stored (`store: true` on /v1/responses, for `previous_response_id` and GET); beyond it the oldest are dropped."),
+                K_INT(
+                    "responses.ttl_s", responses.ttl_s, 0, 1 << 30, "2592000",
+                    "Age in seconds at which a stored response is dropped (30 days by default); 0 = kept until `responses.max_stored` pushes it out."),
+                K_INT(
+                    "kernel.workers", workers, 1, 256, "4",
+                    "Worker threads of each worker resource's run queue (memory, storage; /v1/embeddings runs on memory's), off the HTTP thread: 2 x this in all."),
+                K_INT("kernel.max_jobs", max_jobs, 1, 1 << 24, "4096",
+                      "Operations waiting in one resource's run queue (memory, storage); more get 503."),
+                K_INT(
+                    "kernel.max_jobs_per_agent", max_jobs_per_agent, 1, 1 << 24, "1024",
+                    "Operations one agent may have waiting in one resource's run queue; its next ones get 503 while other agents still get in."),
+                K_STR(
+                    "kernel.data_dir", data_dir, "",
+                    "Directory for kernel state (created at start; used by the context and storage managers). Empty = $AIOS_CACHE/data (~/.cache/aios/data)."),
+                K_ENUM("kernel.log_level", log_level, "info", "debug|info|warn|error",
+                       "Least severe message logged: debug, info, warn or error."),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 
