@@ -58,7 +58,7 @@ SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps llama model run test unit unit-bins system asan tsan torture bench clean docs install fuzz fuzz-bins fuzz-build format format-check
-all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors $(BUILD)/failover $(BUILD)/agents_spawn $(BUILD)/soak
+all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors $(BUILD)/failover $(BUILD)/agents_spawn $(BUILD)/soak $(BUILD)/prefill
 
 deps:
 	@bash scripts/install-deps.sh
@@ -119,6 +119,8 @@ $(BUILD)/aios: $(BUILD)/obj/src/cli/aios.o $(BUILD)/obj/src/cli/cli_agents.o $(B
 $(BUILD)/demo_agents: $(BUILD)/obj/examples/demo_agents.o $(SDK_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/loadgen: $(BUILD)/obj/bench/loadgen.o $(SDK_OBJ)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/prefill: $(BUILD)/obj/bench/prefill.o $(SDK_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/agents: $(BUILD)/obj/bench/agents.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)

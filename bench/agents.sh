@@ -4,7 +4,8 @@
 # P ms simulated tool call between turns. In one run, on the same llama.cpp build, model, KV
 # size and thread count, it compares:
 #   1. aiosd, once per scheduler policy in $POLICIES (scheduler.max_active=$MAXACT)
-#   2. llama-server -np N   the serving peer (unified KV -kvu, prompt cache on by default)
+#   2. llama-server -np N   the serving peer (unified KV -kvu, prompt cache on by default; twice
+#                           the KV: with KV its slots, sharing no prefix, overflow it)
 #   3. llama-server -np 1   one request at a time
 # For each server: a warm-up request (on the shared system prompt), one agent alone (its
 # completion time is the reference for slowdowns), then the N-agent run. Prints a markdown table (makespan, mean/p99 completion,
@@ -157,8 +158,12 @@ for p in $POLICIES; do
 done
 # -kvu (unified KV): the N slots share the KV cells, like aiosd's sequences do. Without it
 # llama-server splits the KV per slot (KV/N cells each: 1024 at N=32, less than one prompt).
-bench "server-np$N" "llama-server -np $N" /health "$bin/llama-server" -m "$model" --port "$PORT" -c "$KV" -np "$N" \
-  -kvu -t "$THREADS" -tb "$THREADS" --no-webui
+# Outside HALF mode it gets twice the KV: its slots share no prefix cells, so the N whole
+# conversations (~S + T x (G + 60) cells each) overflow KV cells and every agent fails with
+# "Context size has been exceeded".
+peer_kv=$([ "$HALF" = 1 ] && echo "$KV" || echo $(( 2 * KV )))
+bench "server-np$N" "llama-server -np $N -kvu$([ "$HALF" = 1 ] || echo " (2x KV)")" /health "$bin/llama-server" -m "$model" \
+  --port "$PORT" -c "$peer_kv" -np "$N" -kvu -t "$THREADS" -tb "$THREADS" --no-webui
 if [ "$HALF" != 1 ]; then
   bench "server-np1" "llama-server -np 1" /health "$bin/llama-server" -m "$model" --port "$PORT" -c "$KV" -np 1 \
     -t "$THREADS" -tb "$THREADS" --no-webui

@@ -301,6 +301,9 @@ static const model_field MODEL_FIELDS[] = {
     M_INT("threads", threads, 0, 1024, "0", "Threads for llama_decode; 0 = online CPUs."),
     M_INT("batch_size", batch_size, 16, 1 << 16, "512",
           "Most tokens in one llama_decode step (decodes first, then prefill chunks)."),
+    M_INT("prefill_chunk", prefill_chunk, 0, 1 << 16, "128",
+          "Most prompt tokens in one step while other sequences are generating (chunked prefill: a long "
+          "prompt is spread over steps so running streams keep their pace); 0 = up to `batch_size`."),
     M_STR(
         "chat_template_file", chat_template_file, "",
         "Jinja chat template file that replaces the model's own (as llama-server's `--chat-template-file`); every chat is then rendered with it. Empty = the model's template."),

@@ -171,6 +171,7 @@ typedef struct aios_model_cfg {
     int kv_size;                            /* KV cells shared by all running sequences */
     int threads;                            /* decode threads; 0 = online CPUs */
     int batch_size;                         /* tokens per llama_decode step (prefill chunks + decodes) */
+    int prefill_chunk;                      /* prompt tokens per step while others decode (0: batch_size) */
     char chat_template_file[AIOS_PATH_MAX]; /* Jinja template replacing the model's; "" = the model's */
     char tool_format[16];                   /* auto | native | json: how tool calls are written (docs/config.md) */
     char aliases[512];                      /* other names requests may use, comma-separated ("gpt-4o,gpt-4o-mini") */

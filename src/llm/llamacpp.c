@@ -196,6 +196,7 @@ static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, cons
     e->n_ctx = m->ctx_size > 0 ? m->ctx_size : train;
     if (e->n_ctx > e->kv_size) e->n_ctx = e->kv_size;
     e->batch_size = m->batch_size;
+    e->prefill_chunk = m->prefill_chunk;
 
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)e->kv_size;
@@ -650,7 +651,9 @@ static void batch_add(struct llama_batch *b, llama_token t, int pos, int seq, bo
     b->logits[i] = logits;
 }
 
-/* Decodes first (one token each), then prefill chunks in slot order. */
+/* Decodes first (one token each), then prefill chunks in slot order: up to batch_size
+ * tokens in all, of which at most prefill_chunk prompt tokens while some sequence decodes
+ * (chunked prefill: a long prompt does not stall the running streams). */
 static int build_batch(lc_engine *e) {
     struct llama_batch *b = &e->batch;
     b->n_tokens = 0;
@@ -664,11 +667,13 @@ static int build_batch(lc_engine *e) {
         s->n_in_batch = 1;
         batch_add(b, r->gen[r->n_gen - 1], r->n_past++, s->id, true);
     }
-    for (int i = 0; i < e->max_active && b->n_tokens < e->batch_size; i++) {
+    int cap = e->batch_size;
+    if (b->n_tokens > 0 && e->prefill_chunk > 0 && b->n_tokens + e->prefill_chunk < cap) cap = b->n_tokens + e->prefill_chunk;
+    for (int i = 0; i < e->max_active && b->n_tokens < cap; i++) {
         lc_seq *s = &e->seqs[i];
         if (!s->used || s->req->decoding) continue;
         llm_request *r = s->req;
-        int left = r->n_feed - r->n_fed, room = e->batch_size - b->n_tokens;
+        int left = r->n_feed - r->n_fed, room = cap - b->n_tokens;
         int chunk = left < room ? left : room;
         s->n_in_batch = chunk;
         for (int k = 0; k < chunk; k++) {

@@ -69,6 +69,7 @@ typedef struct lc_engine {
     struct lc_tmpl *jinja; /* the Jinja template every chat is rendered with, or NULL (llama_chat_apply_template) */
     bool tools_native;     /* tool calls in the template's format (chat_template.h) */
     int n_ctx, kv_size, max_active, batch_size;
+    int prefill_chunk; /* prompt tokens per step while sequences decode (cfg; 0: batch_size) */
     sched_t *sched;
     pthread_t thread;
     bool thread_started;
