@@ -105,16 +105,17 @@ for ln in open(f"{tmp}/runs.txt"):
 def mean(h):
     return h["sum"] / h["count"] if h["count"] else float("nan")
 
-print("\n| policy | makespan | steps | decode ms/step | sample | schedule | switch | decode share | sample | schedule | switch | decode p50 / p99 ms |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("\n| policy | makespan | mean completion | steps | decode ms/step | sample | schedule | switch | decode share | sample | schedule | switch | decode p50 / p99 ms |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for p, d, wall, run in rows:
     ph = {x: d.get(("aios_step_seconds", x), {"sum": 0, "count": 0, "buckets": []}) for x in ("decode", "sample", "schedule", "switch")}
     steps = int(ph["decode"]["count"])
     ms = [f"{1000 * mean(ph[x]):.2f}" for x in ph]
     share = [f"{100 * ph[x]['sum'] / wall:.1f}%" for x in ph]
     q50, q99 = quantile(ph["decode"], 0.5), quantile(ph["decode"], 0.99)
-    mk = run.get("makespan_s")
-    print(f"| {p} | {mk if mk is None else f'{mk:.1f} s'} | {steps} | {' | '.join(ms)} | {' | '.join(share)} |"
+    mk, mc = run.get("makespan_s"), run.get("mean_completion_s")
+    sec = lambda x: "n/a" if x is None else f"{x:.1f} s"
+    print(f"| {p} | {sec(mk)} | {sec(mc)} | {steps} | {' | '.join(ms)} | {' | '.join(share)} |"
           f" {q50 and 1000 * q50:g} / {q99 and 1000 * q99:g} |")
 print("\n| policy | tokens / step | sequences / step | KV cells resident / step | own contexts / step | resident / own |")
 print("|---|---|---|---|---|---|")
