@@ -9,7 +9,9 @@
  * latency is the long prompt's time to first token. The gaps between consecutive pieces of
  * the streams are split into those that overlap the long request (from its send to its
  * answer) and the others, with p50 / p99 / max of each; a stall shows as the overlapping
- * gaps' max. Prints one JSON line.
+ * gaps' max. A piece is one streamed event (a server may pass several tokens in one, e.g.
+ * while text is held back for stop strings); stream_tokens is what the servers counted.
+ * Prints one JSON line.
  *   prefill URL K G L
  */
 #include <pthread.h>
@@ -143,9 +145,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < k; i++) pthread_join(th[i], NULL);
 
     double *in = malloc(sizeof(double) * (size_t)k * PF_MAX_PIECES), *out = malloc(sizeof(double) * (size_t)k * PF_MAX_PIECES);
-    int n_in = 0, n_out = 0, ok = 0;
+    int n_in = 0, n_out = 0, ok = 0, tokens = 0;
     for (int i = 0; i < k; i++) {
         ok += st[i].ok;
+        tokens += st[i].tokens;
         for (int j = 1; j < st[i].n; j++) {
             double a = st[i].t[j - 1], b = st[i].t[j];
             if (b > t0 && a < t1) in[n_in++] = b - a;
@@ -154,10 +157,10 @@ int main(int argc, char **argv) {
     }
     qsort(in, (size_t)n_in, sizeof *in, cmp);
     qsort(out, (size_t)n_out, sizeof *out, cmp);
-    printf("{\"streams\":%d,\"streams_ok\":%d,\"long_ok\":%s,\"long_prompt_tokens\":%d,\"long_latency_s\":%.3f,"
+    printf("{\"streams\":%d,\"streams_ok\":%d,\"stream_tokens\":%d,\"long_ok\":%s,\"long_prompt_tokens\":%d,\"long_latency_s\":%.3f,"
            "\"gaps_during\":%d,\"during_p50_ms\":%.1f,\"during_p99_ms\":%.1f,\"during_max_ms\":%.1f,"
            "\"gaps_other\":%d,\"other_p50_ms\":%.1f,\"other_p99_ms\":%.1f,\"other_max_ms\":%.1f}\n",
-           k, ok, rc ? "false" : "true", prompt_tokens, t1 - t0, n_in, 1e3 * pct(in, n_in, 0.5), 1e3 * pct(in, n_in, 0.99),
+           k, ok, tokens, rc ? "false" : "true", prompt_tokens, t1 - t0, n_in, 1e3 * pct(in, n_in, 0.5), 1e3 * pct(in, n_in, 0.99),
            n_in ? 1e3 * in[n_in - 1] : 0, n_out, 1e3 * pct(out, n_out, 0.5), 1e3 * pct(out, n_out, 0.99),
            n_out ? 1e3 * out[n_out - 1] : 0);
     free(in), free(out), free(st), free(th), free(prompt);

@@ -36,7 +36,7 @@ try:
 except Exception:
     print(f"| {label} | failed: {open(sys.argv[3]).read().strip()[:100]} |||||||")
     sys.exit(0)
-print(f"| {label} | {r['streams_ok']}/{r['streams']} | {r['long_prompt_tokens']} | {r['long_latency_s']:.2f} s |"
+print(f"| {label} | {r['streams_ok']}/{r['streams']} ({r['stream_tokens']} tokens) | {r['long_prompt_tokens']} | {r['long_latency_s']:.2f} s |"
       f" {r['during_p50_ms']:.0f} / {r['during_p99_ms']:.0f} / {r['during_max_ms']:.0f} ms ({r['gaps_during']}) |"
       f" {r['other_p50_ms']:.0f} / {r['other_p99_ms']:.0f} / {r['other_max_ms']:.0f} ms ({r['gaps_other']}) |")
 PY

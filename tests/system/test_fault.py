@@ -491,7 +491,7 @@ def test_bad_config_flag(flags, key):
 
 
 @pytest.mark.parametrize("key,bad,allowed", [
-    ("scheduler.policy", "lottery", "fifo, rr, priority, fair"),
+    ("scheduler.policy", "lottery", "fifo, rr, priority, fair, agent"),
     ("context.mode", "paper", "kv, text"),
 ])
 def test_bad_enum_names_allowed_values(key, bad, allowed):
