@@ -10,9 +10,10 @@
 #     plus each phase's share of the run's wall time (the rest: the engine idle or waiting);
 #   - decode p50 / p99 (bucket upper bounds);
 #   - the batch: mean tokens and sequences per step;
-#   - the attention: mean KV cells resident at a step (the least llama.cpp's attention view
-#     spans, since one unified cache is attended over its used range) against the mean of
-#     the batch's own contexts summed (what its sequences need), and their ratio.
+#   - the attention: mean KV cells resident at a step against the mean of the batch's own
+#     contexts summed (what its sequences need), and the attention view llama.cpp really
+#     built (n_kv: the unified cache's used cell range, padded to 256), read by an LD_PRELOAD
+#     shim in front of ggml_flash_attn_ext (bench/nkv_shim.c) at each graph build of the run.
 #   bash bench/profile.sh
 #   POLICIES="agent" N=8 T=2 G=32 S=512 bash bench/profile.sh
 # Environment: N T G S P THREADS KV MAXACT CACHE POLICIES PORT MODEL AIOS_CACHE AIOSD_FLAGS.
@@ -28,6 +29,8 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null;
 trap cleanup EXIT
 
 make --no-print-directory build/agents build/aiosd >/dev/null
+. scripts/deps.env
+cc -shared -fPIC -O2 -I "$cache/llama-$LLAMA_PY_VERSION/src/ggml/include" -o "$tmp/nkv.so" bench/nkv_shim.c -ldl
 [ -f "$model" ] || { echo "no model at $model (make model)" >&2; exit 1; }
 if curl -s -o /dev/null "$url/" 2>/dev/null; then echo "port $PORT is already in use (set PORT)" >&2; exit 1; fi
 
@@ -36,7 +39,7 @@ echo "model: $model   threads: $THREADS   N=$N agents x T=$T turns, G=$G tokens/
 for p in $POLICIES; do
   printf 'llms:\n  models:\n    - name: smollm2\n      path: %s\n      kv_size: %s\n      threads: %s\n' \
     "$model" "$KV" "$THREADS" >"$tmp/$p.yaml"
-  ./build/aiosd --port "$PORT" --config "$tmp/$p.yaml" --data-dir "$tmp/data-$p" --set scheduler.policy="$p" \
+  LD_PRELOAD="$tmp/nkv.so" AIOS_NKV_LOG="$tmp/$p-nkv.txt" ./build/aiosd --port "$PORT" --config "$tmp/$p.yaml" --data-dir "$tmp/data-$p" --set scheduler.policy="$p" \
     --set scheduler.max_active="$MAXACT" --set context.cache_entries="$CACHE" --set kernel.log_level=warn \
     $AIOSD_FLAGS >"$tmp/$p.log" 2>&1 &
   pid=$!
@@ -45,10 +48,12 @@ for p in $POLICIES; do
   ./build/agents "$url" 1 1 4 "$S" 0 --agent-base 9999 --label warmup >"$tmp/$p-warm.json" 2>/dev/null || true
   sys_chars=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sys_chars"])' "$tmp/$p-warm.json")
   curl -s "$url/metrics" >"$tmp/$p-m0.txt"
+  nkv0=$(wc -l <"$tmp/$p-nkv.txt" 2>/dev/null || echo 0)
   t0=$(date +%s.%N)
   ./build/agents "$url" "$N" "$T" "$G" "$S" "$P" --sys-chars "$sys_chars" --label "$p" >"$tmp/$p.json" 2>"$tmp/$p.err" || true
   t1=$(date +%s.%N)
   curl -s "$url/metrics" >"$tmp/$p-m1.txt"
+  tail -n +$(( nkv0 + 1 )) "$tmp/$p-nkv.txt" >"$tmp/$p-nkv-run.txt" 2>/dev/null || : >"$tmp/$p-nkv-run.txt"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
   echo "$p $t0 $t1" >>"$tmp/runs.txt"
 done
@@ -117,10 +122,13 @@ for p, d, wall, run in rows:
     sec = lambda x: "n/a" if x is None else f"{x:.1f} s"
     print(f"| {p} | {sec(mk)} | {sec(mc)} | {steps} | {' | '.join(ms)} | {' | '.join(share)} |"
           f" {q50 and 1000 * q50:g} / {q99 and 1000 * q99:g} |")
-print("\n| policy | tokens / step | sequences / step | KV cells resident / step | own contexts / step | resident / own |")
-print("|---|---|---|---|---|---|")
+print("\n| policy | tokens / step | sequences / step | KV cells resident / step | own contexts / step | resident / own | attention view n_kv at graph builds: median / max (builds) |")
+print("|---|---|---|---|---|---|---|")
 for p, d, wall, run in rows:
     g = lambda n: d.get((f"aios_step_{n}", ""), {"sum": 0, "count": 0})
     kv, own = mean(g("kv_cells")), mean(g("context_cells"))
-    print(f"| {p} | {mean(g('batch_tokens')):.1f} | {mean(g('batch_sequences')):.1f} | {kv:.0f} | {own:.0f} | {kv / own if own else float('nan'):.2f} |")
+    views = sorted(int(l.split()[0]) for l in open(f"{tmp}/{p}-nkv-run.txt") if l.strip())
+    view = f"{views[len(views) // 2]} / {views[-1]} ({len(views)})" if views else "n/a"
+    print(f"| {p} | {mean(g('batch_tokens')):.1f} | {mean(g('batch_sequences')):.1f} | {kv:.0f} | {own:.0f} |"
+          f" {kv / own if own else float('nan'):.2f} | {view} |")
 PY
