@@ -16,6 +16,9 @@
  *   exact digit-range rules; number bounds as the whole numbers inside them; uniqueItems
  *   as at most one item; oneOf only over branches of distinct types (one match by
  *   construction). Refused: pattern, allOf, $ref, oneOf over overlapping branches.
+ * A node without "type" but with keywords of some types (maxLength, minimum...) is the
+ * union of every type, each under them. String lengths stop at 2000 (llama.cpp's bound on
+ * a repetition: minLength above it is refused, maxLength capped).
  * Objects emit required properties first, in schema order, then optional ones, each
  * optional. Strings never hold a \u escape of a control character or a UTF-16 surrogate
  * (one character to the validator, however it is written).

@@ -831,8 +831,7 @@ static double switch_seconds(lc_engine *e) {
     return t;
 }
 
-/* The step just decoded: v[LLM_STEP_TOKENS..] its shape (before sampling, which may finish
- * its sequences). */
+/* The step just decoded: v[LLM_STEP_TOKENS..] its shape. */
 static void step_shape(lc_engine *e, double *v, int n_tokens) {
     int seqs = 0, own = 0;
     for (int i = 0; i < e->max_active; i++)
@@ -880,14 +879,15 @@ static void *lc_run(void *arg) {
         e->st.batch_tokens += (unsigned long long)n;
         e->st.busy_seconds += t2 - t1;
         pthread_mutex_unlock(&e->st_mu);
+        step_shape(e, step, n); /* before sampling or failing, which may end its sequences */
         if (rc != 0) {
             char msg[96];
             snprintf(msg, sizeof msg, "llama_decode failed (%d)", rc);
             log_error("%s; failing %d running sequences", msg, e->n_active);
+            step_record(e, step);             /* every counted step is in the histograms */
             fail_all(e, AIOS_ERR_MODEL, msg); /* frees their cells; the cache entries stay valid */
             continue;
         }
-        step_shape(e, step, n);
         after_decode(e);
         step[LLM_STEP_SAMPLE_S] = kern_now_mono() - t2;
         step_record(e, step);

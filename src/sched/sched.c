@@ -410,7 +410,7 @@ void sched_wait(sched_t *s, double timeout_s) {
     pthread_mutex_lock(&s->mu);
     double now = kern_now_mono();
     syscall_t *w = first_waiting(s, now);
-    if (w && !place_free_for(s, w, now)) { /* its place is kept for a paused agent until that lapses */
+    if (w && s->ops->keep_places && !place_free_for(s, w, now)) { /* places kept for paused agents: until one lapses */
         double lapse = next_lapse(s, now);
         timeout_s = lapse < timeout_s ? lapse : timeout_s;
         w = NULL;
