@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make tsan: the unit tests, then the concurrent system smoke (test_smoke_concurrent.py) and
-# the scheduler's and agents' concurrency tests, against a ThreadSanitizer build. Any report
-# fails the run: the unit tests' output is searched for one, and the daemon's stderr is
+# the scheduler's (the agent policy's too) and agents' concurrency tests, against a
+# ThreadSanitizer build. Any report fails the run: the unit tests' output is searched for one, and the daemon's stderr is
 # checked by Daemon.stop_and_check. Suppressions (third-party only): tests/tsan.supp.
 # ASLR is turned off for the run (setarch -R): TSan's shadow memory layout needs the old
 # mmap layout on kernels with high mmap randomisation.
@@ -17,7 +17,7 @@ log="$(mktemp)"
 reports=$(grep -c 'WARNING: ThreadSanitizer' "$log")
 tail -1 "$log"; echo "tsan: $reports reports in the unit tests"
 [ "$reports" -eq 0 ] || grep -A20 'WARNING: ThreadSanitizer' "$log" | head -60
-"${norand[@]}" bash tests/run-system.sh "$build" -k "test_smoke_concurrent or test_no_starvation or test_stop_parks" | tail -3
+"${norand[@]}" bash tests/run-system.sh "$build" -k "test_smoke_concurrent or test_no_starvation or test_stop_parks or test_sched_agent" | tail -3
 system=${PIPESTATUS[0]}
 rm -f "$log"
 [ "$unit" -eq 0 ] && [ "$reports" -eq 0 ] && [ "$system" -eq 0 ]
