@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <ggml.h>
 
-typedef struct ggml_tensor *(*fa_fn)(struct ggml_context *, struct ggml_tensor *, struct ggml_tensor *,
-                                     struct ggml_tensor *, struct ggml_tensor *, float, float, float);
+typedef struct ggml_tensor *(*fa_fn)(struct ggml_context *, struct ggml_tensor *, struct ggml_tensor *, struct ggml_tensor *,
+                                     struct ggml_tensor *, float, float, float);
 
 struct ggml_tensor *ggml_flash_attn_ext(struct ggml_context *ctx, struct ggml_tensor *q, struct ggml_tensor *k,
                                         struct ggml_tensor *v, struct ggml_tensor *mask, float scale, float max_bias,

@@ -90,10 +90,10 @@ static double pct(const double *v, int n, double p) { return n ? v[(int)(p * (n 
 
 /* about l tokens: common words (one token each, with their space) in an order no cache has seen */
 static char *long_prompt(int l) {
-    static const char *const W[] = {"the", "house", "river", "green", "small", "light", "water", "stone", "table",
-                                    "city",  "road",  "blue",  "night", "day",   "tree",  "bird",  "music", "paper",
-                                    "glass", "cold",  "warm",  "red",   "black", "white", "old",   "new",   "long",
-                                    "short", "door",  "wind",  "fire",  "sand"};
+    static const char *const W[] = {"the",   "house", "river", "green", "small", "light", "water", "stone",
+                                    "table", "city",  "road",  "blue",  "night", "day",   "tree",  "bird",
+                                    "music", "paper", "glass", "cold",  "warm",  "red",   "black", "white",
+                                    "old",   "new",   "long",  "short", "door",  "wind",  "fire",  "sand"};
     size_t cap = (size_t)l * 8 + 64;
     char *p = malloc(cap);
     if (!p) return NULL;
@@ -157,12 +157,13 @@ int main(int argc, char **argv) {
     }
     qsort(in, (size_t)n_in, sizeof *in, cmp);
     qsort(out, (size_t)n_out, sizeof *out, cmp);
-    printf("{\"streams\":%d,\"streams_ok\":%d,\"stream_tokens\":%d,\"long_ok\":%s,\"long_prompt_tokens\":%d,\"long_latency_s\":%.3f,"
-           "\"gaps_during\":%d,\"during_p50_ms\":%.1f,\"during_p99_ms\":%.1f,\"during_max_ms\":%.1f,"
-           "\"gaps_other\":%d,\"other_p50_ms\":%.1f,\"other_p99_ms\":%.1f,\"other_max_ms\":%.1f}\n",
-           k, ok, tokens, rc ? "false" : "true", prompt_tokens, t1 - t0, n_in, 1e3 * pct(in, n_in, 0.5), 1e3 * pct(in, n_in, 0.99),
-           n_in ? 1e3 * in[n_in - 1] : 0, n_out, 1e3 * pct(out, n_out, 0.5), 1e3 * pct(out, n_out, 0.99),
-           n_out ? 1e3 * out[n_out - 1] : 0);
+    printf(
+        "{\"streams\":%d,\"streams_ok\":%d,\"stream_tokens\":%d,\"long_ok\":%s,\"long_prompt_tokens\":%d,\"long_latency_s\":%.3f,"
+        "\"gaps_during\":%d,\"during_p50_ms\":%.1f,\"during_p99_ms\":%.1f,\"during_max_ms\":%.1f,"
+        "\"gaps_other\":%d,\"other_p50_ms\":%.1f,\"other_p99_ms\":%.1f,\"other_max_ms\":%.1f}\n",
+        k, ok, tokens, rc ? "false" : "true", prompt_tokens, t1 - t0, n_in, 1e3 * pct(in, n_in, 0.5), 1e3 * pct(in, n_in, 0.99),
+        n_in ? 1e3 * in[n_in - 1] : 0, n_out, 1e3 * pct(out, n_out, 0.5), 1e3 * pct(out, n_out, 0.99),
+        n_out ? 1e3 * out[n_out - 1] : 0);
     free(in), free(out), free(st), free(th), free(prompt);
     return 0;
 }
