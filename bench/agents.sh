@@ -26,7 +26,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 N="${N:-32}"; T="${T:-4}"; G="${G:-64}"; S="${S:-1024}"; P="${P:-200}"; THREADS="${THREADS:-2}"
-KV="${KV:-32768}"; MAXACT="${MAXACT:-16}"; CACHE="${CACHE:-64}"; AIOSD_FLAGS="${AIOSD_FLAGS:-}"; POLICIES="${POLICIES-fifo rr priority fair}"
+KV="${KV:-32768}"; MAXACT="${MAXACT:-16}"; CACHE="${CACHE:-64}"; AIOSD_FLAGS="${AIOSD_FLAGS:-}"; POLICIES="${POLICIES-fifo rr priority fair agent}"
 PORT="${PORT:-8790}"; HALF="${HALF:-0}"
 url="http://127.0.0.1:$PORT"
 tmp="$(mktemp -d)"
