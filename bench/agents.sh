@@ -30,9 +30,7 @@ KV="${KV:-32768}"; MAXACT="${MAXACT:-16}"; CACHE="${CACHE:-64}"; AIOSD_FLAGS="${
 PORT="${PORT:-8790}"; HALF="${HALF:-0}"
 url="http://127.0.0.1:$PORT"
 tmp="$(mktemp -d)"
-srv_pid=""
-cleanup() { [ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null && wait "$srv_pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
+trap 'stop_server; rm -rf "$tmp"' EXIT
 
 make --no-print-directory build/agents >/dev/null
 [ -f "$model" ] || { echo "no model at $model (make model)" >&2; exit 1; }
@@ -45,7 +43,6 @@ if [ "$HALF" = 1 ]; then
   KV=$(( (need / 2 + 128) / 256 * 256 )); [ "$KV" -ge 256 ] || KV=256
 fi
 
-stop_server() { [ -n "$srv_pid" ] && { kill "$srv_pid" 2>/dev/null; wait "$srv_pid" 2>/dev/null || true; }; srv_pid=""; }
 
 # start_server NAME READY_PATH CMD...: runs CMD in the background, output to $tmp/NAME.log, and
 # waits until READY_PATH answers 2xx; on failure prints the log tail and returns 1.

@@ -1,6 +1,6 @@
 # bench/common.sh - what every benchmark script sources: the repository root as working
 # directory, the pinned llama.cpp build's binaries ($bin), the model ($model, or $MODEL), and
-# wait_up for the servers a benchmark starts.
+# wait_up, serve and stop_server for the servers a benchmark starts.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/deps.env
 cache="${AIOS_CACHE:-$HOME/.cache/aios}"
@@ -16,4 +16,18 @@ wait_up() {
     sleep 0.2
   done
   echo "$1 did not come up; last lines of its log:" >&2; tail -n 15 "$4" >&2; exit 1
+}
+
+# One server at a time: serve NAME URL LOG CMD... runs CMD in the background (output to LOG,
+# its pid in $srv_pid) and waits until it is up (wait_up); stop_server stops it (nothing
+# when none runs). A script's EXIT trap calls stop_server too.
+srv_pid=""
+serve() {
+  local name="$1" url="$2" log="$3"; shift 3
+  "$@" >"$log" 2>&1 & srv_pid=$!
+  wait_up "$name" "$srv_pid" "$url" "$log"
+}
+stop_server() {
+  if [ -n "$srv_pid" ]; then kill "$srv_pid" 2>/dev/null; wait "$srv_pid" 2>/dev/null || true; fi
+  srv_pid=""
 }

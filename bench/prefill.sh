@@ -14,9 +14,7 @@ K="${K:-8}"; G="${G:-320}"; L="${L:-4000}"; CHUNKS="${CHUNKS:-0 256 128 64}"; TH
 KV="${KV:-16384}"; PORT="${PORT:-8792}"
 url="http://127.0.0.1:$PORT"
 tmp="$(mktemp -d)"
-pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
+trap 'stop_server; rm -rf "$tmp"' EXIT
 make --no-print-directory build/prefill build/aiosd >/dev/null
 [ -f "$model" ] || { echo "no model at $model (make model)" >&2; exit 1; }
 if curl -s -o /dev/null "$url/" 2>/dev/null; then echo "port $PORT is already in use (set PORT)" >&2; exit 1; fi
@@ -24,10 +22,9 @@ if curl -s -o /dev/null "$url/" 2>/dev/null; then echo "port $PORT is already in
 # run LABEL CMD...: starts the server, runs the client, prints one table row
 run() {
   local label="$1"; shift
-  "$@" >"$tmp/server.log" 2>&1 & pid=$!
-  wait_up "$label" "$pid" "$url" "$tmp/server.log"
+  serve "$label" "$url" "$tmp/server.log" "$@"
   ./build/prefill "$url" "$K" "$G" "$L" >"$tmp/out.json" 2>"$tmp/err.txt" || true
-  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  stop_server
   python3 - "$label" "$tmp/out.json" "$tmp/err.txt" <<'PY'
 import json, sys
 label = sys.argv[1]

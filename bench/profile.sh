@@ -24,9 +24,7 @@ KV="${KV:-32768}"; MAXACT="${MAXACT:-16}"; CACHE="${CACHE:-64}"; POLICIES="${POL
 PORT="${PORT:-8791}"; AIOSD_FLAGS="${AIOSD_FLAGS:-}"
 url="http://127.0.0.1:$PORT"
 tmp="$(mktemp -d)"
-pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
+trap 'stop_server; rm -rf "$tmp"' EXIT
 
 make --no-print-directory build/agents build/aiosd >/dev/null
 . scripts/deps.env
@@ -39,11 +37,9 @@ echo "model: $model   threads: $THREADS   N=$N agents x T=$T turns, G=$G tokens/
 for p in $POLICIES; do
   printf 'llms:\n  models:\n    - name: smollm2\n      path: %s\n      kv_size: %s\n      threads: %s\n' \
     "$model" "$KV" "$THREADS" >"$tmp/$p.yaml"
-  LD_PRELOAD="$tmp/nkv.so" AIOS_NKV_LOG="$tmp/$p-nkv.txt" ./build/aiosd --port "$PORT" --config "$tmp/$p.yaml" --data-dir "$tmp/data-$p" --set scheduler.policy="$p" \
-    --set scheduler.max_active="$MAXACT" --set context.cache_entries="$CACHE" --set kernel.log_level=warn \
-    $AIOSD_FLAGS >"$tmp/$p.log" 2>&1 &
-  pid=$!
-  wait_up "aiosd ($p)" "$pid" "$url" "$tmp/$p.log"
+  serve "aiosd ($p)" "$url" "$tmp/$p.log" env LD_PRELOAD="$tmp/nkv.so" AIOS_NKV_LOG="$tmp/$p-nkv.txt" \
+    ./build/aiosd --port "$PORT" --config "$tmp/$p.yaml" --data-dir "$tmp/data-$p" --set scheduler.policy="$p" \
+    --set scheduler.max_active="$MAXACT" --set context.cache_entries="$CACHE" --set kernel.log_level=warn $AIOSD_FLAGS
   # calibration (the agents' own, against aiosd) and a warm-up happen before the first scrape
   ./build/agents "$url" 1 1 4 "$S" 0 --agent-base 9999 --label warmup >"$tmp/$p-warm.json" 2>/dev/null || true
   sys_chars=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sys_chars"])' "$tmp/$p-warm.json")
@@ -54,7 +50,7 @@ for p in $POLICIES; do
   t1=$(date +%s.%N)
   curl -s "$url/metrics" >"$tmp/$p-m1.txt"
   tail -n +$(( nkv0 + 1 )) "$tmp/$p-nkv.txt" >"$tmp/$p-nkv-run.txt" 2>/dev/null || : >"$tmp/$p-nkv-run.txt"
-  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  stop_server
   echo "$p $t0 $t1" >>"$tmp/runs.txt"
 done
 

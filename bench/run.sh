@@ -15,15 +15,12 @@ NS="${NS:-1 4 16}"; R="${R:-3}"; G="${G:-64}"; THREADS="${THREADS:-2}"; KV="${KV
 PORT="${PORT:-8790}"
 PROMPT="${PROMPT:-Write a long story about a robot who learns to paint. Use many details.}"
 out="$(mktemp -d)"
-srv_pid=""
-cleanup() { [ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null && wait "$srv_pid" 2>/dev/null; rm -rf "$out"; }
-trap cleanup EXIT
+trap 'stop_server; rm -rf "$out"' EXIT
 
 wait_ready() { # url
   for _ in $(seq 1 300); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done
   echo "server did not come up" >&2; return 1
 }
-stop_server() { kill "$srv_pid" 2>/dev/null; wait "$srv_pid" 2>/dev/null || true; srv_pid=""; }
 # prompt tokens of PROMPT after the chat template, measured on aiosd itself
 prompt_tokens() {
   curl -s "http://127.0.0.1:$PORT/v1/chat/completions" -d "$(python3 -c 'import json,sys; print(json.dumps({"messages":[{"role":"user","content":sys.argv[1]}],"max_tokens":1}))' "$PROMPT")" \

@@ -590,27 +590,31 @@ static void metrics_budgets(api_req *r, strbuf *b) {
     cJSON_Delete(all);
 }
 
-/* aios_step_*: the engine steps of each local model (llm_step_hist), as histograms. */
+/* aios_step_*: the engine steps of each local model (llm_step_hist), as histograms: one
+ * series per llm_step_hist in [first, last] (the seconds: one per phase, labelled). */
 static void metrics_steps(strbuf *b, int n, const llm_core_info *info, const sched_stats *ss, const llm_core_stats *st) {
     static const struct {
         const char *name, *help;
+        llm_step_hist first, last;
     } S[] = {
-        {"aios_step_seconds", "Seconds of each phase of an engine step (one llama_decode): decode, sample, schedule, switch."},
-        {"aios_step_batch_tokens", "Tokens in an engine step's batch."},
-        {"aios_step_batch_sequences", "Sequences in an engine step's batch."},
-        {"aios_step_kv_cells", "KV cells resident at an engine step: the least its attention view spans."},
-        {"aios_step_context_cells", "The own contexts of an engine step's sequences, summed: the cells it needs to attend to."},
+        {"aios_step_seconds", "Seconds of each phase of an engine step (one llama_decode): decode, sample, schedule, switch.",
+         LLM_STEP_DECODE_S, LLM_STEP_SWITCH_S},
+        {"aios_step_batch_tokens", "Tokens in an engine step's batch.", LLM_STEP_TOKENS, LLM_STEP_TOKENS},
+        {"aios_step_batch_sequences", "Sequences in an engine step's batch.", LLM_STEP_SEQS, LLM_STEP_SEQS},
+        {"aios_step_kv_cells", "KV cells resident at an engine step: the least its attention view spans.", LLM_STEP_KV_CELLS,
+         LLM_STEP_KV_CELLS},
+        {"aios_step_context_cells", "The own contexts of an engine step's sequences, summed: the cells it needs to attend to.",
+         LLM_STEP_OWN_CELLS, LLM_STEP_OWN_CELLS},
     };
     for (size_t k = 0; k < sizeof S / sizeof S[0]; k++) {
         sb_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", S[k].name, S[k].help, S[k].name);
         for (int i = 0; i < n; i++) {
             if (!st[i].step[0].n) continue; /* a remote model has no engine steps */
-            /* the seconds: one series per phase; the rest: one histogram each, after the phases */
-            int first = k ? LLM_STEP_SWITCH_S + (int)k : LLM_STEP_DECODE_S, last = k ? first : LLM_STEP_SWITCH_S;
-            for (int h = first; h <= last; h++) {
+            for (int h = S[k].first; h <= (int)S[k].last; h++) {
                 char labels[300];
                 int len = snprintf(labels, sizeof labels, "model=\"%.200s\",policy=\"%s\"", info[i].name, ss[i].policy);
-                if (!k) snprintf(labels + len, sizeof labels - (size_t)len, ",phase=\"%s\"", LLM_STEP_NAMES[h]);
+                if (S[k].first != S[k].last)
+                    snprintf(labels + len, sizeof labels - (size_t)len, ",phase=\"%s\"", LLM_STEP_NAMES[h]);
                 api_metric_hist(b, S[k].name, labels, &st[i].step[h]);
             }
         }

@@ -89,8 +89,7 @@ static const char *const DOOR_NAMES[API_DOOR__COUNT] = {"aios",   "openai", "res
 
 typedef struct door_stats {
     unsigned long long by_class[3]; /* 2xx (and 1xx/3xx), 4xx, 5xx */
-    unsigned long long buckets[N_DOOR_BUCKETS], count;
-    double seconds;
+    kern_hist latency;              /* seconds, over DOOR_BUCKETS */
     unsigned long long prompt_tokens, completion_tokens;
 } door_stats;
 
@@ -901,12 +900,9 @@ static void metrics_doors(api_server *s, strbuf *b) {
         "# HELP aios_door_request_seconds Time from a request's headers to the end of its answer (streams: the last event), per door.\n"
         "# TYPE aios_door_request_seconds histogram\n");
     for (int k = 0; k < API_DOOR__COUNT; k++) {
-        for (size_t i = 0; i < N_DOOR_BUCKETS; i++)
-            sb_printf(b, "aios_door_request_seconds_bucket{door=\"%s\",le=\"%g\"} %llu\n", DOOR_NAMES[k], DOOR_BUCKETS[i],
-                      d[k].buckets[i]);
-        sb_printf(b, "aios_door_request_seconds_bucket{door=\"%s\",le=\"+Inf\"} %llu\n", DOOR_NAMES[k], d[k].count);
-        sb_printf(b, "aios_door_request_seconds_sum{door=\"%s\"} %.6f\naios_door_request_seconds_count{door=\"%s\"} %llu\n",
-                  DOOR_NAMES[k], d[k].seconds, DOOR_NAMES[k], d[k].count);
+        char labels[48];
+        snprintf(labels, sizeof labels, "door=\"%s\"", DOOR_NAMES[k]);
+        api_metric_hist(b, "aios_door_request_seconds", labels, &d[k].latency);
     }
     sb_puts(b,
             "# HELP aios_door_tokens_total Prompt and completion tokens of the LLM requests that came through each door.\n"
@@ -1333,9 +1329,7 @@ static void door_count(api_server *s, api_req *r) {
     pthread_mutex_lock(&s->door_mu);
     door_stats *d = &s->doors[r->door];
     d->by_class[r->status >= 500 ? 2 : r->status >= 400 ? 1 : 0]++;
-    for (size_t i = 0; i < N_DOOR_BUCKETS; i++) d->buckets[i] += dt <= DOOR_BUCKETS[i];
-    d->count++;
-    d->seconds += dt;
+    kern_hist_add(&d->latency, dt);
     d->prompt_tokens += (unsigned long long)pt;
     d->completion_tokens += (unsigned long long)ct;
     pthread_mutex_unlock(&s->door_mu);
@@ -1432,6 +1426,7 @@ api_server *api_server_start(const api_params *p, char *err, size_t errlen) {
     pthread_mutex_init(&s->sel_mu, NULL);
     pthread_mutex_init(&s->conn_mu, NULL);
     pthread_mutex_init(&s->door_mu, NULL);
+    for (int k = 0; k < API_DOOR__COUNT; k++) kern_hist_init(&s->doors[k].latency, DOOR_BUCKETS, (int)N_DOOR_BUCKETS);
     pthread_mutex_init(&s->ev_mu, NULL);
     conn_limits(s);
     s->ans_head_timeout = raw_answer(AIOS_ERR_TIMEOUT, "the request headers did not arrive within server.header_timeout_ms");

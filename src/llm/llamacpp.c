@@ -839,9 +839,7 @@ static void step_shape(lc_engine *e, double *v, int n_tokens) {
     v[LLM_STEP_TOKENS] = n_tokens;
     v[LLM_STEP_SEQS] = seqs;
     v[LLM_STEP_OWN_CELLS] = own;
-    pthread_mutex_lock(&e->st_mu);
-    v[LLM_STEP_KV_CELLS] = e->st.kv_used;
-    pthread_mutex_unlock(&e->st_mu);
+    v[LLM_STEP_KV_CELLS] = e->kv_used; /* the engine's own count (st has its published copy) */
 }
 
 /* One step into the step histograms (v indexed by llm_step_hist). */

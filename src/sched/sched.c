@@ -206,13 +206,13 @@ static int places_kept(const sched_t *s, double now) {
     return n;
 }
 
-/* Whether waiting sc may take a free place now: under keep_places, an agent outside its
- * program takes one only if it is not kept for agents inside theirs, unless it starves. */
-static bool place_free_for(const sched_t *s, const syscall_t *sc, double now) {
+/* Whether the waiting syscall of key k may take a free place now: under keep_places, an
+ * agent outside its program takes one only if it is not kept for agents inside theirs,
+ * unless it starves. */
+static bool place_free_for(const sched_t *s, const sched_key *k, double now) {
     if (s->active >= (size_t)s->p.max_active) return false;
     if (!s->ops->keep_places) return true;
-    sched_key k = key_of(s, sc, now);
-    return k.hot || k.starving || s->active + (size_t)places_kept(s, now) < (size_t)s->p.max_active;
+    return k->hot || k->starving || s->active + (size_t)places_kept(s, now) < (size_t)s->p.max_active;
 }
 
 static bool is_held(const syscall_t *sc) {
@@ -220,8 +220,8 @@ static bool is_held(const syscall_t *sc) {
     return a && a->held;
 }
 
-/* The policy's first waiting syscall whose agent is not on hold, or NULL. */
-static syscall_t *first_waiting(sched_t *s, double now) {
+/* The policy's first waiting syscall whose agent is not on hold, or NULL; *key gets its key. */
+static syscall_t *first_waiting(sched_t *s, double now, sched_key *key) {
     syscall_t *best = NULL;
     sched_key bk = {0};
     for (syscall_t *n = s->head; n; n = n->sched_next) {
@@ -232,6 +232,7 @@ static syscall_t *first_waiting(sched_t *s, double now) {
             bk = k;
         }
     }
+    *key = bk;
     return best;
 }
 
@@ -301,11 +302,12 @@ syscall_t *sched_next(sched_t *s, bool (*fits)(syscall_t *, void *), void *ctx) 
     if (s->active < (size_t)s->p.max_active) {
         window_roll(s);
         double now = kern_now_mono();
-        sc = first_waiting(s, now);
-        if (sc && !place_free_for(s, sc, now)) sc = NULL;
+        sched_key k;
+        sc = first_waiting(s, now, &k);
+        if (sc && !place_free_for(s, &k, now)) sc = NULL;
         if (sc && fits && !fits(sc, ctx)) sc = NULL;
         if (sc) {
-            if (key_of(s, sc, now).starving) s->starved++;
+            if (k.starving) s->starved++;
             list_remove(s, sc);
             sc->sched_slice = 0;
             sched_agent *a = sc->sched_agent;
@@ -338,10 +340,10 @@ syscall_t *sched_victim(sched_t *s, syscall_t *const *running, int n, bool (*fit
         if (is_held(running[i])) victim = running[i];
     window_roll(s);
     double now = kern_now_mono();
-    syscall_t *w = victim ? NULL : first_waiting(s, now);
-    bool blocked = w && (!place_free_for(s, w, now) || (fits && !fits(w, ctx)));
+    sched_key wk, vk = {0};
+    syscall_t *w = victim ? NULL : first_waiting(s, now, &wk);
+    bool blocked = w && (!place_free_for(s, &wk, now) || (fits && !fits(w, ctx)));
     if (blocked) {
-        sched_key wk = key_of(s, w, now), vk = {0};
         for (int i = 0; i < n; i++) {
             sched_key rk = key_of(s, running[i], now);
             if (!s->ops->yields(&rk, &wk, s->p.time_slice)) continue;
@@ -409,8 +411,9 @@ static double next_lapse(const sched_t *s, double now) {
 void sched_wait(sched_t *s, double timeout_s) {
     pthread_mutex_lock(&s->mu);
     double now = kern_now_mono();
-    syscall_t *w = first_waiting(s, now);
-    if (w && s->ops->keep_places && !place_free_for(s, w, now)) { /* places kept for paused agents: until one lapses */
+    sched_key k;
+    syscall_t *w = first_waiting(s, now, &k);
+    if (w && s->ops->keep_places && !place_free_for(s, &k, now)) { /* places kept for paused agents: until one lapses */
         double lapse = next_lapse(s, now);
         timeout_s = lapse < timeout_s ? lapse : timeout_s;
         w = NULL;
