@@ -58,7 +58,7 @@ SDK_OBJ    := $(SDK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps llama model run test unit unit-bins system asan tsan torture bench clean docs install fuzz fuzz-bins fuzz-build format format-check
-all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors $(BUILD)/failover $(BUILD)/agents_spawn $(BUILD)/soak $(BUILD)/prefill
+all: $(BUILD)/aiosd $(BUILD)/aios $(BUILD)/demo_agents $(BUILD)/loadgen $(BUILD)/agents $(BUILD)/memory $(BUILD)/tools $(BUILD)/doors $(BUILD)/failover $(BUILD)/agents_spawn $(BUILD)/soak $(BUILD)/prefill $(BUILD)/kvview
 
 deps:
 	@bash scripts/install-deps.sh
@@ -76,6 +76,7 @@ $(BUILD)/obj/%.o: %.c Makefile | llama-check
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 $(BUILD)/obj/src/llm/backend.o: ALL_CFLAGS += -DAIOS_GGML_BACKEND_DIR='"$(RUNTIME_LIB)"' -DAIOS_LLAMA_PY_VERSION='"$(LLAMA_VER)"'
+$(BUILD)/obj/bench/kvview.o: ALL_CFLAGS += -DAIOS_GGML_BACKEND_DIR='"$(RUNTIME_LIB)"'
 GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 $(BUILD)/obj/src/kernel/boot.o $(BUILD)/obj/src/cli/aios.o: ALL_CFLAGS += -DAIOS_GIT_REV='"$(GIT_REV)"'
 # The values baked in above (and the rpath) live in a stamp rewritten only when they change,
@@ -120,6 +121,8 @@ $(BUILD)/demo_agents: $(BUILD)/obj/examples/demo_agents.o $(SDK_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/loadgen: $(BUILD)/obj/bench/loadgen.o $(SDK_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/kvview: $(BUILD)/obj/bench/kvview.o
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LLAMA_LDLIBS) $(LDLIBS) -lstdc++
 $(BUILD)/prefill: $(BUILD)/obj/bench/prefill.o $(SDK_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/agents: $(BUILD)/obj/bench/agents.o

@@ -437,6 +437,10 @@ M_ST(cache_snapshots)
 M_ST(verify_ok)
 M_ST(verify_mismatch)
 M_ST(parks)
+M_ST(compactions)
+M_ST(cache_cooled)
+M_ST(compacted_cells)
+M_ST(compact_seconds)
 M_ST(parked)
 M_ST(store_ram_bytes)
 M_ST(store_disk_bytes)
@@ -481,6 +485,10 @@ static const metric_def METRICS[] = {
     {"aios_snapshot_failures_total", "counter", "Snapshots refused (store budgets full).", m_snapshot_failures},
     {"aios_parks_total", "counter", "Preemptions that left the KV in place (moved to a spare sequence id, no copy).", m_parks},
     {"aios_parked_sequences", "gauge", "Preempted generations whose KV is parked in place.", m_parked},
+    {"aios_kv_compactions_total", "counter",
+     "Repacks of the KV cache that closed holes in the attention view (context.compact_min_cells).", m_compactions},
+    {"aios_kv_compacted_cells_total", "counter", "Cells moved by KV compactions.", m_compacted_cells},
+    {"aios_kv_compact_seconds_total", "counter", "Time spent compacting the KV cache.", m_compact_seconds},
     {"aios_text_resumes_total", "counter", "Preemptions saved as text (tokens) rather than KV.", m_text_resumes},
     {"aios_snapshot_ram_bytes", "gauge", "Snapshot bytes held in memory.", m_store_ram_bytes},
     {"aios_snapshot_disk_bytes", "gauge", "Snapshot bytes spilled to disk.", m_store_disk_bytes},
@@ -492,6 +500,8 @@ static const metric_def METRICS[] = {
     {"aios_cache_hits_total", "counter", "Requests that reused a cached prefix.", m_cache_hits},
     {"aios_cache_evictions_total", "counter", "Resident cache entries evicted (to a snapshot or dropped).", m_cache_evictions},
     {"aios_cache_dropped_total", "counter", "Cache entries evicted without a snapshot.", m_cache_dropped},
+    {"aios_cache_cooled_total", "counter", "Idle cached conversations moved out of the KV cache to snapshots (context.cold_ms).",
+     m_cache_cooled},
     {"aios_cache_resident_entries", "gauge", "Cache entries resident in the KV cache.", m_cache_resident},
     {"aios_cache_snapshot_entries", "gauge", "Cache entries kept as snapshots.", m_cache_snapshots},
     {"aios_prefix_verify_ok_total", "counter", "Reused prefixes found byte-identical to a solo prefill (context.verify_prefix).",

@@ -321,5 +321,6 @@ void ctx_snap_free(ctx_snap *sn) {
 void ctx_store_get_stats(ctx_store *st, ctx_store_stats *o) {
     pthread_mutex_lock(&st->mu);
     *o = st->st;
+    o->ram_budget = st->ram_budget;
     pthread_mutex_unlock(&st->mu);
 }

@@ -49,6 +49,7 @@ void ctx_snap_free(ctx_snap *sn); /* accepts NULL */
 
 typedef struct ctx_store_stats {
     size_t ram_bytes, disk_bytes, ram_count, disk_count;
+    size_t ram_budget; /* the configured budget (what one transient buffer may take at most) */
     unsigned long long puts, put_bytes, refused, spills, disk_reads;
 } ctx_store_stats;
 void ctx_store_get_stats(ctx_store *st, ctx_store_stats *out);

@@ -339,6 +339,9 @@ static llm_core *open_core(const aios_config *cfg, int i, ctx_store *store, bool
     p.context.prefix_min_tokens = cfg->context.prefix_min_tokens;
     p.context.verify_prefix = cfg->context.verify_prefix != 0;
     p.context.park = cfg->context.park != 0;
+    p.context.compact_min_cells = cfg->context.compact_min_cells;
+    p.context.deterministic = cfg->scheduler.deterministic != 0;
+    p.context.cold_ms = cfg->context.cold_ms;
     p.context.store = store;
     return llm_core_open(&p, err, errlen);
 }

@@ -112,6 +112,11 @@ static const cfg_key
                       "Waiting requests per model before new ones get 503 (preempted requests do not count)."),
                 K_INT("scheduler.time_slice", scheduler.time_slice, 1, 1 << 20, "32",
                       "Tokens a generation produces before `rr` or `fair` may preempt it for a waiting one."),
+                K_INT(
+                    "scheduler.deterministic", scheduler.deterministic, 0, 1, "0",
+                    "1 = batch-invariant decoding: at temperature 0 a request's output is byte-identical to its solo run whatever runs beside it, preemption, parking or where its cells sit. "
+                    "Steps are decoded in ubatches of exactly 16 rows (padded), all with logits, so llama.cpp's CPU kernels take one path for every row; "
+                    "the KV cache is kept without holes, so each sequence attends over its cells in position order. Costs throughput (docs/architecture.md)."),
                 K_INT("scheduler.fair_window_s", scheduler.fair_window_s, 1, 86400, "60",
                       "Length of the service window of `fair`, in seconds: per-agent service counts restart each window."),
                 K_INT(
@@ -137,6 +142,14 @@ static const cfg_key
                 K_INT(
                     "context.park", context.park, 0, 1, "1",
                     "Preempt by parking: a preempted generation's KV stays in place under a spare cache sequence id (no copy) until it resumes or KV runs short; 0 = always snapshot. Parked neighbours enlarge the attention view, and llama.cpp's CPU attention picks its kernel by view size, so only `0` gives outputs byte-identical to solo runs."),
+                K_INT(
+                    "context.cold_ms", context.cold_ms, 0, 1 << 30, "1000",
+                    "A cached conversation nothing has used for this long leaves the KV cache for a snapshot of its own cells (RAM, then disk); "
+                    "the prefix it shares stays resident with its parent. Each step then attends over the cells in use only; the next turn restores it. 0 = keep conversations resident until KV runs short."),
+                K_INT(
+                    "context.compact_min_cells", context.compact_min_cells, 0, 1 << 24, "512",
+                    "Repack the KV cache (cells in use moved to the front, in their order) when that shrinks the attention view by at least this many cells: "
+                    "llama.cpp attends over every cell up to the highest in use, so holes cost each step. At most ~5% of decode time goes to repacking; 0 = never."),
                 K_INT(
                     "context.cache_entries", context.cache_entries, 0, 254, "32",
                     "Finished conversations and shared prompt prefixes kept resident in the KV cache for reuse (prefix sharing, conversation retention); 0 disables both. `scheduler.max_active` + this must be at most 255."),
@@ -190,8 +203,8 @@ static const cfg_key
                     "storage.embed_agent_queue", storage.embed_agent_queue, 1, 1 << 24, "4096",
                     "Texts one agent may have waiting for embedding; its memory adds and file writes beyond it get 503 (other agents are not affected). Agents' texts are embedded round robin."),
                 K_INT(
-                    "storage.retrieve_timeout_ms", storage.retrieve_timeout_ms, 0, 86400000, "30000",
-                    "A memory or storage retrieval must be served in this time (its query embedded and the agent's own pending texts indexed): one that the embedder's backlog alone would keep longer, at the rate it has been embedding, is refused at once with 503 (overloaded); one that still runs past it answers 504; both say why. 0 = no limit."),
+                    "storage.retrieve_timeout_ms", storage.retrieve_timeout_ms, 0,
+                    86400000, "30000", "A memory or storage retrieval must be served in this time (its query embedded and the agent's own pending texts indexed): one that the embedder's backlog alone would keep longer, at the rate it has been embedding, is refused at once with 503 (overloaded); one that still runs past it answers 504; both say why. 0 = no limit."),
                 K_INT("storage.hnsw_m", storage.hnsw_m, 4, 128, "16", "HNSW links per vector (hnswlib M)."),
                 K_INT("storage.hnsw_ef_search", storage.hnsw_ef_search, 8, 4096, "96",
                       "HNSW search beam (hnswlib ef); higher = better recall, slower."),
@@ -230,8 +243,9 @@ static const cfg_key
                     "When the kernel runs as root, each running process tool call gets its own uid from base + slot, so per-call process limits hold; 0 = keep the kernel's uid."),
                 K_INT("tools.mcp_timeout_ms", tools.mcp_timeout_ms, 100, 600000, "20000",
                       "How long an MCP server may take to start and answer the handshake and tools/list."),
-                K_ENUM("access.mode",
-                       access.mode, "local", "local|enforce", "`local`: loopback only; the AIOS envelope's `agent_name` (or a bearer token) names the agent. `enforce`: every route needs `Authorization: Bearer TOKEN` of an identity (`aios agent create`); required to bind beyond loopback."),
+                K_ENUM(
+                    "access.mode", access.mode, "local", "local|enforce",
+                    "`local`: loopback only; the AIOS envelope's `agent_name` (or a bearer token) names the agent. `enforce`: every route needs `Authorization: Bearer TOKEN` of an identity (`aios agent create`); required to bind beyond loopback."),
                 K_INT("access.approval_timeout", access.approval_timeout_s, 1, 86400 * 7, "300",
                       "Seconds a call to an irreversible tool waits for `aios approve`; then it is denied."),
                 K_INT(

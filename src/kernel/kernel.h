@@ -272,6 +272,7 @@ typedef struct aios_config {
         int max_agents;
         int agent_hot_ms;  /* agent policy: a turn within this of the agent's last continues its program */
         int starve_factor; /* agent policy: time slices an equal share may owe a waiting turn */
+        int deterministic; /* batch-invariant decoding (llm_context_params.deterministic) */
     } scheduler;
     struct {
         char mode[8]; /* kv | text */
@@ -280,6 +281,8 @@ typedef struct aios_config {
         int prefix_min_tokens;
         int verify_prefix;
         int park;
+        int compact_min_cells;
+        int cold_ms;
     } context;
     struct {
         long limit_bytes; /* resident memory per agent */

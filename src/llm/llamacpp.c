@@ -199,10 +199,12 @@ static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, cons
     e->prefill_chunk = m->prefill_chunk;
 
     struct llama_context_params cp = llama_context_default_params();
+    bool det = ctxp->deterministic;
+    e->pad_seq = det ? max_active + ctxp->cache_entries : -1;
     cp.n_ctx = (uint32_t)e->kv_size;
-    cp.n_batch = (uint32_t)e->batch_size;
-    cp.n_ubatch = (uint32_t)e->batch_size;
-    cp.n_seq_max = (uint32_t)(max_active + ctxp->cache_entries); /* slots, then cache entries */
+    cp.n_batch = (uint32_t)(e->batch_size + (det ? LC_DET_ROWS : 0)); /* room for the padding */
+    cp.n_ubatch = (uint32_t)(det ? LC_DET_ROWS : e->batch_size);
+    cp.n_seq_max = (uint32_t)(max_active + ctxp->cache_entries + det); /* slots, cache entries, padding */
     cp.kv_unified = true;
     /* Flash attention on: its CPU kernel walks each sequence's own cells in order and skips
      * masked ones, so a sequence's results do not depend on its neighbours in the cache. */
@@ -226,7 +228,7 @@ static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, cons
     if (e->tp) llama_attach_threadpool(e->ctx, e->tp, e->tp);
     if (ctxp->verify_prefix) {
         cp.n_ctx = (uint32_t)e->n_ctx;
-        cp.n_seq_max = 1;
+        cp.n_seq_max = 1 + det; /* deterministic mode pads with sequence 1 */
         e->vctx = llama_init_from_model(e->model, cp);
     }
     const char *t = llama_model_chat_template(e->model, NULL);
@@ -237,7 +239,7 @@ static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, cons
         return trc;
     }
     e->seqs = calloc((size_t)max_active, sizeof *e->seqs);
-    e->batch = llama_batch_init(e->batch_size, 0, 1);
+    e->batch = llama_batch_init(e->batch_size + (det ? LC_DET_ROWS : 0), 0, 1);
     e->cur = malloc((size_t)llama_vocab_n_tokens(e->vocab) * sizeof *e->cur);
     if (!e->tmpl || !e->seqs || !e->cur || lc_ctx_init(e) || !(e->no_eog = make_no_eog(e))) {
         lc_close(e);
@@ -651,6 +653,11 @@ static void batch_add(struct llama_batch *b, llama_token t, int pos, int seq, bo
     b->logits[i] = logits;
 }
 
+void lc_batch_pad(struct llama_batch *b, int pad_seq, bool all_logits) {
+    for (int i = 0; all_logits && i < b->n_tokens; i++) b->logits[i] = true;
+    for (int pos = 0; b->n_tokens % LC_DET_ROWS; pos++) batch_add(b, 0, pos, pad_seq, all_logits);
+}
+
 /* Decodes first (one token each), then prefill chunks in slot order: up to batch_size
  * tokens in all, of which at most prefill_chunk prompt tokens while some sequence decodes
  * (chunked prefill: a long prompt does not stall the running streams). */
@@ -823,10 +830,10 @@ static void after_decode(lc_engine *e) {
     pthread_mutex_unlock(&e->st_mu);
 }
 
-/* Seconds spent in context switches so far (snapshots taken and restored). */
+/* Seconds spent in context switches so far (snapshots taken and restored, compactions). */
 static double switch_seconds(lc_engine *e) {
     pthread_mutex_lock(&e->st_mu);
-    double t = e->st.snapshot_seconds + e->st.restore_seconds;
+    double t = e->st.snapshot_seconds + e->st.restore_seconds + e->st.compact_seconds;
     pthread_mutex_unlock(&e->st_mu);
     return t;
 }
@@ -864,12 +871,21 @@ static void *lc_run(void *arg) {
             sched_wait(e->sched, 0.5);
             continue;
         }
+        lc_cool(e);
+        lc_compact(e);
+        if (e->kv_lost) { /* a repack failed and took the cache with it */
+            fail_all(e, AIOS_ERR_MODEL, "the KV cache was lost while being compacted");
+            lc_kv_lost(e);
+            continue;
+        }
         int n = build_batch(e);
         if (n == 0) continue;
+        if (e->pad_seq >= 0) lc_batch_pad(&e->batch, e->pad_seq, true);
         double t1 = kern_now_mono();
         step[LLM_STEP_SWITCH_S] = switch_seconds(e) - sw0;
         step[LLM_STEP_SCHEDULE_S] = t1 - t0 - step[LLM_STEP_SWITCH_S];
         int rc = llama_decode(e->ctx, e->batch);
+        if (e->pad_seq >= 0) llama_memory_seq_rm(llama_get_memory(e->ctx), e->pad_seq, -1, -1);
         double t2 = kern_now_mono();
         step[LLM_STEP_DECODE_S] = t2 - t1;
         pthread_mutex_lock(&e->st_mu);
@@ -878,6 +894,7 @@ static void *lc_run(void *arg) {
         e->st.busy_seconds += t2 - t1;
         pthread_mutex_unlock(&e->st_mu);
         step_shape(e, step, n); /* before sampling or failing, which may end its sequences */
+        lc_cells_note(e, t2 - t1);
         if (rc != 0) {
             char msg[96];
             snprintf(msg, sizeof msg, "llama_decode failed (%d)", rc);

@@ -159,8 +159,11 @@ static ctx_snap *snapshot_seq(lc_engine *e, int seq) {
     return sn;
 }
 
+static void compact(lc_engine *e, int skip);
+
 /* Loads a snapshot into llama sequence `seq` (whatever it held is replaced). */
 static int restore_seq(lc_engine *e, ctx_snap *sn, int seq) {
+    if (e->cp.deterministic) compact(e, seq); /* no hole: the cells go above every other */
     double t0 = kern_now_mono();
     const void *data;
     void *to_free;
@@ -201,6 +204,7 @@ static void entry_unload(lc_engine *e, lc_entry *x) {
 
 static void drop_entry(lc_engine *e, int i) {
     lc_entry *x = &e->entries[i];
+    if (x->seq < 0) unpin(e, x->parent); /* a cooled entry's pin */
     entry_unload(e, x);
     ctx_snap_free(x->snap);
     free(x->tokens);
@@ -254,6 +258,16 @@ static void evict_entry(lc_engine *e, int i) {
 
 static void to_text_resume(llm_request *r);
 
+static void park_free(lc_engine *e, int i);
+
+/* A live generation whose KV could not be kept resumes from its tokens (counted). */
+static void text_resume_counted(lc_engine *e, llm_request *r) {
+    to_text_resume(r);
+    pthread_mutex_lock(&e->st_mu);
+    e->st.text_resumes++;
+    pthread_mutex_unlock(&e->st_mu);
+}
+
 /* Frees parked generation i's cells and sequence id. A live one keeps its context as a
  * snapshot (or, failing that, as text); a finished one (cancelled while waiting) just goes. */
 static void park_evict(lc_engine *e, int i) {
@@ -265,12 +279,16 @@ static void park_evict(lc_engine *e, int i) {
             r->snap = sn;
             r->snap_free = snap_free;
         } else {
-            to_text_resume(r);
-            pthread_mutex_lock(&e->st_mu);
-            e->st.text_resumes++;
-            pthread_mutex_unlock(&e->st_mu);
+            text_resume_counted(e, r);
         }
     }
+    park_free(e, i);
+}
+
+/* Parked generation i lets go of its cells, sequence id, pin and record. */
+static void park_free(lc_engine *e, int i) {
+    syscall_t *sc = e->parked[i];
+    llm_request *r = sc->args;
     llama_memory_seq_rm(mem(e), r->park_seq, -1, -1);
     e->seq_busy[r->park_seq - e->max_active] = false;
     unpin(e, r->park_parent);
@@ -287,19 +305,37 @@ void lc_reap_parked(lc_engine *e) {
     if (gone) publish(e);
 }
 
+/* The least recently used cooled entry not locked, or -1: dropping it unpins its parent. */
+static int lru_cooled(lc_engine *e, const bool *locked) {
+    int best = -1;
+    for (int i = 0; i < e->n_entries; i++) {
+        const lc_entry *x = &e->entries[i];
+        if (!x->used || x->seq >= 0 || x->parent < 0 || locked[i]) continue;
+        if (best < 0 || x->last_use < e->entries[best].last_use) best = i;
+    }
+    return best;
+}
+
+/* Frees one resident leaf (or, with take_parked, a parked generation); when every leaf is
+ * locked or pinned only by cooled entries, drops the least recently used cooled entry so
+ * its parent can go next. False when nothing can be freed. */
+static bool free_one(lc_engine *e, int keep, bool take_parked) {
+    bool locked[e->n_entries ? e->n_entries : 1];
+    mark_locked(e, locked, keep);
+    int v = lru_leaf(e, locked);
+    if (v >= 0) evict_entry(e, v);
+    else if (take_parked && e->n_parked) park_evict(e, 0);
+    else if ((v = lru_cooled(e, locked)) >= 0) drop_entry(e, v);
+    else return false;
+    return true;
+}
+
 /* Frees cells until `need` fit: least recently used cache leaves first, then parked
  * generations (oldest first); false if it cannot. */
 static bool make_room(lc_engine *e, int need, int keep) {
-    if (need <= e->kv_size - e->kv_used) return true;
-    bool locked[e->n_entries ? e->n_entries : 1];
-    for (;;) {
-        mark_locked(e, locked, keep);
-        int v = lru_leaf(e, locked);
-        if (v >= 0) evict_entry(e, v);
-        else if (e->n_parked) park_evict(e, 0);
-        else return need <= e->kv_size - e->kv_used;
-        if (need <= e->kv_size - e->kv_used) return true;
-    }
+    while (need > e->kv_size - e->kv_used)
+        if (!free_one(e, keep, true)) return false;
+    return true;
 }
 
 /* Cells that evicting every unlocked resident entry and every parked generation would free. */
@@ -325,16 +361,10 @@ static int alloc_record(lc_engine *e) {
 /* A free cache sequence id, evicting a cache leaf outside keep's chain if needed (or, with
  * take_parked, a parked generation), or -1. */
 static int alloc_seq(lc_engine *e, int keep, bool take_parked) {
-    for (int pass = 0; pass < 2; pass++) {
+    do {
         for (int i = 0; i < e->cp.cache_entries; i++)
             if (!e->seq_busy[i]) return e->max_active + i;
-        bool locked[e->n_entries ? e->n_entries : 1];
-        mark_locked(e, locked, keep);
-        int v = lru_leaf(e, locked);
-        if (v >= 0) evict_entry(e, v);
-        else if (take_parked && e->n_parked) park_evict(e, 0);
-        else return -1;
-    }
+    } while (free_one(e, keep, take_parked));
     return -1;
 }
 
@@ -371,7 +401,8 @@ static int start_need(lc_engine *e, const llm_request *r, int m, int len) {
     if (r->snap || m < 0) return reserve;
     const lc_entry *x = &e->entries[m];
     if (x->seq >= 0) return reserve - len;
-    return reserve > x->n ? reserve : x->n; /* the whole snapshot comes in before it is trimmed */
+    int shared = x->parent >= 0 ? x->shared : 0;       /* a cooled entry's prefix stays with its parent */
+    return (reserve > x->n ? reserve : x->n) - shared; /* the whole snapshot comes in before it is trimmed */
 }
 
 bool lc_fits(syscall_t *sc, void *ctx) {
@@ -426,7 +457,10 @@ static bool verifier_prefill(lc_engine *e, const llm_request *r, int len) {
             bt->seq_id[i][0] = 0;
             bt->logits[i] = false;
         }
-        if (llama_decode(e->vctx, *bt) != 0) return false;
+        if (e->cp.deterministic) lc_batch_pad(bt, 1, false); /* in the engine's shape (its K/V is compared) */
+        int rc = llama_decode(e->vctx, *bt);
+        if (e->cp.deterministic) llama_memory_seq_rm(llama_get_memory(e->vctx), 1, -1, -1);
+        if (rc != 0) return false;
     }
     return true;
 }
@@ -490,16 +524,29 @@ static void reuse_resident(lc_engine *e, lc_seq *s, int m, int len) {
     if (e->vctx) verify_prefix(e, s, len);
 }
 
-/* Takes the first len tokens of snapshot entry m into slot s (consumed when s covers it). */
+/* Takes the first len tokens of snapshot entry m into slot s (consumed when s covers it).
+ * A cooled entry's own cells come from its snapshot and its prefix from its parent, which
+ * s then shares (and pins) like a resident prefix. */
 static int reuse_snapshot(lc_engine *e, lc_seq *s, int m, int len) {
     lc_entry *x = &e->entries[m];
     x->last_use = kern_now_mono();
+    if (x->parent >= 0 && len <= x->shared) { /* the parent holds all of it */
+        reuse_resident(e, s, x->parent, len);
+        return len;
+    }
     if (restore_seq(e, x->snap, s->id)) {
         drop_entry(e, m);
         return 0;
     }
+    if (x->parent >= 0) {
+        llama_memory_seq_cp(mem(e), e->entries[x->parent].seq, s->id, 0, x->shared);
+        e->entries[x->parent].pins++;
+        s->parent = x->parent;
+        s->shared = x->shared;
+    }
     llama_memory_seq_rm(mem(e), s->id, len, -1);
     if (len >= x->n - e->cp.prefix_min_tokens) drop_entry(e, m);
+    if (e->vctx) verify_prefix(e, s, len);
     return len;
 }
 
@@ -567,6 +614,7 @@ void lc_start(lc_engine *e, lc_seq *s, syscall_t *sc) {
     e->kv_used += s->charge;
     e->kv_reserved += s->reserve;
     e->n_active++;
+    lc_cells_note(e, 0); /* a restore may have taken cells */
     pthread_mutex_lock(&e->st_mu);
     if (first) e->st.prompt_tokens += (unsigned long long)r->n_tokens;
     lc_publish_gauges_locked(e);
@@ -668,5 +716,137 @@ void lc_release(lc_engine *e, lc_seq *s, bool keep) {
         unpin(e, s->parent);
     }
     slot_clear(e, s);
+    publish(e);
+}
+
+/* ---------- cooling and compaction ---------- */
+
+/* Moves resident entry i (a leaf) out of the KV cache into a snapshot of its own cells; the
+ * prefix it shares stays with its parent, which it keeps pinned. False (and nothing changed)
+ * when the store refuses the snapshot. */
+static bool entry_cool(lc_engine *e, int i) {
+    lc_entry *x = &e->entries[i];
+    int parent_seq = x->parent >= 0 ? e->entries[x->parent].seq : -1;
+    if (parent_seq >= 0) llama_memory_seq_rm(mem(e), x->seq, 0, x->shared); /* the parent keeps those cells */
+    ctx_snap *sn = snapshot_seq(e, x->seq);
+    if (!sn) {
+        if (parent_seq >= 0) llama_memory_seq_cp(mem(e), parent_seq, x->seq, 0, x->shared);
+        return false;
+    }
+    llama_memory_seq_rm(mem(e), x->seq, -1, -1);
+    e->seq_busy[x->seq - e->max_active] = false;
+    e->kv_used -= x->charge;
+    x->seq = -1;
+    x->charge = 0;
+    x->snap = sn;
+    if (parent_seq < 0) x->parent = -1, x->shared = 0;
+    pthread_mutex_lock(&e->st_mu);
+    e->st.cache_cooled++;
+    pthread_mutex_unlock(&e->st_mu);
+    return true;
+}
+
+void lc_cool(lc_engine *e) {
+    if (e->cp.cold_ms <= 0 || e->cp.text_mode || e->cp.snapshot_entries == 0 || !e->cp.store) return;
+    double now = kern_now_mono(), cold = e->cp.cold_ms / 1000.0;
+    bool any = false;
+    for (int i = 0; i < e->n_entries; i++) {
+        const lc_entry *x = &e->entries[i];
+        if (x->used && x->seq >= 0 && x->pins == 0 && now - x->last_use >= cold) any |= entry_cool(e, i);
+    }
+    if (any) publish(e);
+}
+
+/* KV cells written now: the running slots' and parked generations' own positions and the
+ * resident entries' cells (cells shared along the tree counted once); slot `skip` (one being
+ * restored, whose cells are not in yet) is left out. */
+static int cells_held(lc_engine *e, int skip) {
+    int n = 0;
+    for (int i = 0; i < e->max_active; i++)
+        if (e->seqs[i].used && i != skip) n += e->seqs[i].req->n_past - e->seqs[i].shared;
+    for (int i = 0; i < e->n_parked; i++) {
+        const llm_request *r = e->parked[i]->args;
+        n += r->n_past - r->park_shared;
+    }
+    for (int i = 0; i < e->n_entries; i++)
+        if (e->entries[i].used && e->entries[i].seq >= 0) n += e->entries[i].charge;
+    return n;
+}
+
+void lc_cells_note(lc_engine *e, double decode_s) {
+    int n = cells_held(e, -1);
+    if (n > e->cells_peak) e->cells_peak = n;
+    e->decode_since_compact += decode_s;
+}
+
+/* Whether a repack is due: llama.cpp puts new cells into the lowest free ones, so the
+ * attention view (every cell up to the highest in use, padded to 256) spans at most
+ * cells_peak, the most cells held at once since the last repack, and the cache has no hole
+ * when that equals the cells held. A repack pays when the gap is compact_min_cells, while
+ * repacks stay under ~5% of decode time. Deterministic mode
+ * closes every hole, so new cells always go above a sequence's others. */
+static bool compact_due(lc_engine *e, int held) {
+    int gap = e->cells_peak - held;
+    if (e->cp.deterministic) return gap > 0;
+    return e->cp.compact_min_cells > 0 && gap >= e->cp.compact_min_cells && e->decode_since_compact >= 20 * e->compact_cost;
+}
+
+/* The whole cache goes out (llama_state_seq_get_data with sequence -1) and back in:
+ * llama.cpp restores it from cell 0 in the same order with every cell's sequences, so
+ * sharing, positions and the order each sequence attends in stay as they were; only the
+ * holes are gone. The buffer comes from the snapshot store, at most its RAM budget. */
+static void compact(lc_engine *e, int skip) {
+    int held = cells_held(e, skip);
+    if (held > e->cells_peak) e->cells_peak = held;
+    if (!compact_due(e, held)) return;
+    double t0 = kern_now_mono();
+    size_t size = llama_state_seq_get_size(e->ctx, -1), cap = 0, budget = (size_t)1 << 30;
+    if (e->cp.store) {
+        ctx_store_stats ss;
+        ctx_store_get_stats(e->cp.store, &ss);
+        budget = ss.ram_budget;
+    }
+    void *buf = NULL;
+    if (size && (size <= budget || e->cp.deterministic)) /* deterministic mode needs it whatever it costs */
+        buf = e->cp.store ? ctx_buf_alloc(e->cp.store, size, &cap) : malloc(size);
+    bool saved = buf && llama_state_seq_get_data(e->ctx, buf, size, -1) == size;
+    bool ok = !saved || llama_state_seq_set_data(e->ctx, buf, size, -1) == size;
+    if (buf && e->cp.store) ctx_buf_free(e->cp.store, buf, cap);
+    else free(buf);
+    e->cells_peak = held; /* also when skipped: wait for the view to grow again */
+    e->decode_since_compact = 0;
+    e->compact_cost = kern_now_mono() - t0;
+    if (!saved) {
+        if (e->cp.deterministic)
+            log_warn("context: no memory for a KV repack (%zu bytes); outputs may differ from solo runs", size);
+        return;
+    }
+    pthread_mutex_lock(&e->st_mu);
+    e->st.compactions++;
+    e->st.compacted_cells += (unsigned long long)held;
+    e->st.compact_seconds += e->compact_cost;
+    pthread_mutex_unlock(&e->st_mu);
+    if (!ok) {
+        log_error("context: the KV cache could not be restored after compaction; its sequences are lost");
+        e->kv_lost = true;
+    }
+}
+
+void lc_compact(lc_engine *e) { compact(e, -1); }
+
+void lc_kv_lost(lc_engine *e) {
+    while (e->n_parked) {
+        if (!syscall_is_done(e->parked[0])) text_resume_counted(e, e->parked[0]->args);
+        park_free(e, 0);
+    }
+    for (int i = 0; i < e->n_entries; i++) /* cooled entries need their parents' cells */
+        if (e->entries[i].used && e->entries[i].seq < 0 && e->entries[i].parent >= 0) drop_entry(e, i);
+    for (int i = 0; i < e->n_entries; i++) /* all go: no pin needs undoing */
+        if (e->entries[i].used) e->entries[i].parent = -1;
+    for (int i = 0; i < e->n_entries; i++)
+        if (e->entries[i].used && e->entries[i].seq >= 0) drop_entry(e, i);
+    llama_memory_clear(mem(e), true);
+    e->cells_peak = 0;
+    e->kv_lost = false;
     publish(e);
 }

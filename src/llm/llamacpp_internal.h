@@ -16,6 +16,10 @@
  * charged its length less what it shares with its parent entry. Sharing is a tree: an
  * entry or slot pins its parent (`pins`), and only unpinned resident entries (leaves) can
  * be evicted, so shared cells are counted exactly once and eviction frees what it counts.
+ *
+ * A cooled entry (context.cold_ms) is a snapshot of its own cells only (positions shared..n)
+ * that keeps its parent resident and pinned; restoring it copies the shared prefix from the
+ * parent again. An evicted entry's snapshot holds all its cells and pins nothing.
  */
 #ifndef AIOS_LLAMACPP_INTERNAL_H
 #define AIOS_LLAMACPP_INTERNAL_H
@@ -24,6 +28,12 @@
 #include <stdatomic.h>
 #include <llama.h>
 #include "llm_internal.h"
+
+/* Deterministic mode (llm_context_params.deterministic): the rows of every ubatch. Between
+ * 2 and 63, llama.cpp's CPU flash attention takes its per-row path for every row (1 row with
+ * a view of 512+ cells splits the view across threads; 64+ rows take the tiled path), and a
+ * fixed count gives every matmul one shape. */
+#define LC_DET_ROWS 16
 
 typedef struct lc_seq {
     bool used;
@@ -43,7 +53,8 @@ typedef struct lc_entry {
     int32_t *tokens; /* the tokens whose KV it holds (positions 0..n-1) */
     int n;
     ctx_snap *snap;     /* when not resident */
-    int parent, shared; /* resident parent entry and the cells shared with it (-1 = none) */
+    int parent, shared; /* resident parent entry and the cells shared with it (-1 = none); a
+                           snapshot with a parent holds positions shared..n only (cooled) */
     int pins;           /* slots and entries sharing its cells */
     int charge;
     double last_use;
@@ -89,6 +100,12 @@ typedef struct lc_engine {
     llm_core_stats st;
     lc_agent_cells *agent_cells; /* st_mu: per agent, at most max_active + cache_entries */
     int n_agent_cells;
+    /* compaction (lc_compact): the most cells held since the cache was last packed, the
+     * decode time since then, and what the last repack took */
+    int cells_peak;
+    double decode_since_compact, compact_cost;
+    bool kv_lost; /* a repack failed: the cache is gone (the engine fails what runs) */
+    int pad_seq;  /* deterministic mode: the sequence id of padding rows, else -1 */
 } lc_engine;
 
 /* ---- llamacpp_ctx.c (engine thread only, unless noted) ---- */
@@ -104,6 +121,21 @@ void lc_preempt(lc_engine *e, lc_seq *s);
 void lc_reap_parked(lc_engine *e);
 /* Releases s's KV when its generation ends: kept as a cache entry if `retain`. */
 void lc_release(lc_engine *e, lc_seq *s, bool retain);
+/* Deterministic mode: gives every row of b logits (when all_logits) and pads b to whole
+ * ubatches of LC_DET_ROWS rows with tokens of pad_seq; the caller removes pad_seq's cells
+ * after decoding. */
+void lc_batch_pad(struct llama_batch *b, int pad_seq, bool all_logits);
+/* Moves cached conversations idle for cold_ms out of the KV cache (snapshots of their own cells). */
+void lc_cool(lc_engine *e);
+/* After a decode step of decode_s seconds: notes the cells now held (see lc_compact). */
+void lc_cells_note(lc_engine *e, double decode_s);
+/* Repacks the KV cache when the attention view has grown well past the cells in use (in
+ * deterministic mode: whenever it may have a hole). If the repack fails the cache is lost:
+ * kv_lost is set and the engine fails what runs (lc_kv_lost). */
+void lc_compact(lc_engine *e);
+/* Drops every cached entry and parked generation's KV (parked ones resume from text), after
+ * the cache was lost. */
+void lc_kv_lost(lc_engine *e);
 /* Copies the engine-owned gauges into the stats readers see; st_mu held. */
 void lc_publish_gauges_locked(lc_engine *e);
 /* The KV cells charged to agent's generations now (any thread). */

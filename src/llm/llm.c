@@ -91,6 +91,9 @@ llm_context_params llm_default_context_params(void) {
                                 .prefix_min_tokens = 32,
                                 .verify_prefix = false,
                                 .park = true,
+                                .cold_ms = 1000,
+                                .deterministic = false,
+                                .compact_min_cells = 512,
                                 .store = NULL};
 }
 

@@ -194,6 +194,10 @@ typedef struct llm_core_stats {
     unsigned long long prefill_computed, prefill_reused, cache_hits, cache_evictions, cache_dropped;
     unsigned long long verify_ok, verify_mismatch;
     int cache_resident, cache_snapshots;
+    /* KV compaction: repacks of the cache that close the holes in the attention view */
+    unsigned long long compactions, compacted_cells;
+    unsigned long long cache_cooled; /* idle cached conversations moved out of the KV cache (context.cold_ms) */
+    double compact_seconds;
     /* the snapshot store */
     unsigned long long store_ram_bytes, store_disk_bytes, store_spills, store_disk_reads;
     kern_hist step[LLM_STEP__COUNT]; /* local engines; empty (n 0) for remote ones */
@@ -207,6 +211,9 @@ typedef struct llm_context_params {
     int prefix_min_tokens; /* shortest prefix worth reusing */
     bool verify_prefix;    /* compare every reused prefix with a solo prefill (tests) */
     bool park;             /* preempt by leaving the KV in place when a sequence id is spare */
+    int cold_ms;           /* a cached conversation idle this long leaves the KV cache for a snapshot (0: never) */
+    bool deterministic;    /* batch-invariant decoding: fixed-shape steps, a cache without holes */
+    int compact_min_cells; /* repack the KV cache when it would shrink the attention view by this many cells (0: never) */
     ctx_store *store;      /* where snapshots go (borrowed; outlives the core) */
 } llm_context_params;
 
