@@ -42,7 +42,8 @@ static void add(struct llama_batch *b, llama_token t, int pos, int seq, bool log
 static int fill(struct llama_context *ctx, struct llama_batch *b, int nb, int seq, int p0, int n, int n_vocab) {
     for (int done = 0; done < n;) {
         b->n_tokens = 0;
-        for (; done < n && b->n_tokens < nb; done++) add(b, (llama_token)(100 + (p0 + done) * 7919 % (n_vocab - 200)), p0 + done, seq, false);
+        for (; done < n && b->n_tokens < nb; done++)
+            add(b, (llama_token)(100 + (p0 + done) * 7919 % (n_vocab - 200)), p0 + done, seq, false);
         if (llama_decode(ctx, *b)) return -1;
     }
     return 0;

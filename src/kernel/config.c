@@ -141,7 +141,7 @@ static const cfg_key
                     "Disk for spilled snapshots; beyond it the oldest cached conversation snapshots are dropped (recomputed when needed) and a preempted generation falls back to text resume."),
                 K_INT(
                     "context.park", context.park, 0, 1, "1",
-                    "Preempt by parking: a preempted generation's KV stays in place under a spare cache sequence id (no copy) until it resumes or KV runs short; 0 = always snapshot. Parked neighbours enlarge the attention view, and llama.cpp's CPU attention picks its kernel by view size, so only `0` gives outputs byte-identical to solo runs."),
+                    "Preempt by parking: a preempted generation's KV stays in place under a spare cache sequence id (no copy) until it resumes or KV runs short; 0 = always snapshot. Parked neighbours enlarge the attention view, and llama.cpp's CPU attention picks its kernel by view size, so outside `scheduler.deterministic` only `0` gives outputs byte-identical to solo runs."),
                 K_INT(
                     "context.cold_ms", context.cold_ms, 0, 1 << 30, "1000",
                     "A cached conversation nothing has used for this long leaves the KV cache for a snapshot of its own cells (RAM, then disk); "
@@ -202,9 +202,7 @@ static const cfg_key
                 K_INT(
                     "storage.embed_agent_queue", storage.embed_agent_queue, 1, 1 << 24, "4096",
                     "Texts one agent may have waiting for embedding; its memory adds and file writes beyond it get 503 (other agents are not affected). Agents' texts are embedded round robin."),
-                K_INT(
-                    "storage.retrieve_timeout_ms", storage.retrieve_timeout_ms, 0,
-                    86400000, "30000", "A memory or storage retrieval must be served in this time (its query embedded and the agent's own pending texts indexed): one that the embedder's backlog alone would keep longer, at the rate it has been embedding, is refused at once with 503 (overloaded); one that still runs past it answers 504; both say why. 0 = no limit."),
+                K_INT("storage.retrieve_timeout_ms", storage.retrieve_timeout_ms, 0, 86400000, "30000", "A memory or storage retrieval must be served in this time (its query embedded and the agent's own pending texts indexed): one that the embedder's backlog alone would keep longer, at the rate it has been embedding, is refused at once with 503 (overloaded); one that still runs past it answers 504; both say why. 0 = no limit."),
                 K_INT("storage.hnsw_m", storage.hnsw_m, 4, 128, "16", "HNSW links per vector (hnswlib M)."),
                 K_INT("storage.hnsw_ef_search", storage.hnsw_ef_search, 8, 4096, "96",
                       "HNSW search beam (hnswlib ef); higher = better recall, slower."),

@@ -62,18 +62,29 @@ agents:
     return ["--config", str(cfg)]
 
 
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory):
+def _kernel(tmp_path_factory, name: str, extra: list[str]):
     """Agents' files outside pytest's private (0700) tree, so that a root kernel runs them
     under uids of their own; the restart test below keeps them inside it (the kernel's uid)."""
-    wd = tmp_path_factory.mktemp("agents")
+    wd = tmp_path_factory.mktemp(name)
     work = Path(tempfile.mkdtemp(prefix="aios-agents-"))
     os.chmod(work, 0o755)
-    d = Daemon("agents", wd, config(wd, work)).start()
+    d = Daemon(name, wd, config(wd, work) + extra).start()
     d.agent_dir = work
     yield d
     d.stop_and_check()
     shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    yield from _kernel(tmp_path_factory, "agents", [])
+
+
+@pytest.fixture(scope="module")
+def det_kernel(tmp_path_factory):
+    """The same in deterministic mode, for a byte comparison with a solo run (normal mode
+    rounds by batch shape and attention view, docs/architecture.md)."""
+    yield from _kernel(tmp_path_factory, "agents-det", ["--set", "scheduler.deterministic=1"])
 
 
 def start(k: Daemon, mode: list[str], **spec) -> str:
@@ -262,27 +273,27 @@ def test_logs_follow_streams_to_the_end(kernel):
     assert run.returncode == 4 and "out\nerr\n" in run.stdout, run
 
 
-def test_stop_parks_and_cont_resumes_exactly(kernel):
+def test_stop_parks_and_cont_resumes_exactly(det_kernel):
     tokens = 300
-    solo = requests.post(kernel.url + "/v1/chat/completions", timeout=600, json={
+    solo = requests.post(det_kernel.url + "/v1/chat/completions", timeout=600, json={
         "messages": [{"role": "user", "content": STORY}], "max_tokens": tokens, "temperature": 0,
         "ignore_eos": True}).json()["choices"][0]["message"]["content"]
-    aid = start(kernel, ["generate", str(tokens)], name="probe-stop")
-    assert wait_for(lambda: model_status(kernel)["active"] == 1, 30), model_status(kernel)
+    aid = start(det_kernel, ["generate", str(tokens)], name="probe-stop")
+    assert wait_for(lambda: model_status(det_kernel)["active"] == 1, 30), model_status(det_kernel)
     time.sleep(0.3)
-    r = requests.post(f"{kernel.url}/agents/{aid}/stop", timeout=10)
+    r = requests.post(f"{det_kernel.url}/agents/{aid}/stop", timeout=10)
     assert r.status_code == 200 and r.json()["state"] == "stopped", r.text
-    assert wait_for(lambda: model_status(kernel)["parked"] + model_status(kernel)["preempted_waiting"] >= 1, 10), \
-        model_status(kernel)
-    steps = decode_steps(kernel)
+    assert wait_for(lambda: model_status(det_kernel)["parked"] + model_status(det_kernel)["preempted_waiting"] >= 1, 10), \
+        model_status(det_kernel)
+    steps = decode_steps(det_kernel)
     time.sleep(1.5)
-    assert decode_steps(kernel) == steps, "tokens were generated while the agent was stopped"
-    assert model_status(kernel)["active"] == 0, model_status(kernel)
-    r = requests.post(f"{kernel.url}/agents/{aid}/cont", timeout=10)
+    assert decode_steps(det_kernel) == steps, "tokens were generated while the agent was stopped"
+    assert model_status(det_kernel)["active"] == 0, model_status(det_kernel)
+    r = requests.post(f"{det_kernel.url}/agents/{aid}/cont", timeout=10)
     assert r.status_code == 200 and r.json()["state"] == "running", r.text
-    rec = wait_state(kernel, aid, ("exited", "killed"), 600)
+    rec = wait_state(det_kernel, aid, ("exited", "killed"), 600)
     assert rec["exit_code"] == 0, rec
-    answer = json.loads(logs(kernel, aid).strip().splitlines()[-1])
+    answer = json.loads(logs(det_kernel, aid).strip().splitlines()[-1])
     assert answer["usage"]["completion_tokens"] == tokens
     assert answer["choices"][0]["message"]["content"] == solo
 

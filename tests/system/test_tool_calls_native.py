@@ -54,6 +54,18 @@ def native(native_daemon):
     return native_daemon.url
 
 
+@pytest.fixture(scope="module")
+def native_det(tmp_path_factory):
+    """The same in deterministic mode, for byte comparisons between requests (normal mode
+    rounds by batch shape and attention view, docs/architecture.md)."""
+    d = Daemon("native-det", tmp_path_factory.mktemp("native-det"),
+               ["--set", f"llms.models.0.chat_template_file={QWEN}", "--set", "scheduler.deterministic=1",
+                "--set", "llms.default_max_tokens=64"])
+    d.start()
+    yield d.url
+    d.stop_and_check()
+
+
 def chat(url, messages, tools=TOOLS, tool_choice="auto", temperature=0.0, max_tokens=96, **extra):
     body = {"model": MODEL_NAME, "messages": messages, "tools": tools, "tool_choice": tool_choice,
             "temperature": temperature, "max_tokens": max_tokens, **extra}
@@ -140,10 +152,10 @@ def stream_chat(url, messages, **extra):
     return text, calls, finish
 
 
-def test_stream_agrees_with_the_whole_answer(native):
+def test_stream_agrees_with_the_whole_answer(native_det):
     for msgs in [NATIVE_CALL_PROMPTS[0], TEXT_PROMPTS[0], ASK]:
-        whole = chat(native, msgs, max_tokens=120)
-        text, calls, finish = stream_chat(native, msgs)
+        whole = chat(native_det, msgs, max_tokens=120)
+        text, calls, finish = stream_chat(native_det, msgs)
         assert finish == whole["finish_reason"], (finish, whole)
         if whole["message"].get("tool_calls"):
             assert [c["function"] for c in calls] == [c["function"] for c in whole["message"]["tool_calls"]]
