@@ -88,7 +88,7 @@ llm_context_params llm_default_context_params(void) {
     return (llm_context_params){.text_mode = false,
                                 .cache_entries = 32,
                                 .snapshot_entries = 256,
-                                .prefix_min_tokens = 32,
+                                .prefix_min_tokens = 16,
                                 .verify_prefix = false,
                                 .park = true,
                                 .cold_ms = 1000,
