@@ -9,10 +9,11 @@
 # time to first token, and the ratios aiosd/llama-server and aiosd/ceiling.
 # Run it on an otherwise idle machine: ggml's threads spin, so any other load distorts it.
 #   NS="1 4 16" R=3 G=64 THREADS=2 bash bench/run.sh
+#   AIOSD_FLAGS="--set scheduler.deterministic=1" NS="1 16" bash bench/run.sh   (its cost)
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 NS="${NS:-1 4 16}"; R="${R:-3}"; G="${G:-64}"; THREADS="${THREADS:-2}"; KV="${KV:-32768}"
-PORT="${PORT:-8790}"
+PORT="${PORT:-8790}"; AIOSD_FLAGS="${AIOSD_FLAGS:-}"
 PROMPT="${PROMPT:-Write a long story about a robot who learns to paint. Use many details.}"
 out="$(mktemp -d)"
 trap 'stop_server; rm -rf "$out"' EXIT
@@ -31,7 +32,7 @@ echo "model: $model   threads: $THREADS   G=$G tokens/request, R=$R requests/age
 for n in $NS; do
   echo "== N=$n"
   # aiosd
-  ./build/aiosd --port "$PORT" --model "$model" --set scheduler.max_active="$n" --set kernel.log_level=warn \
+  ./build/aiosd --port "$PORT" --model "$model" --set scheduler.max_active="$n" --set kernel.log_level=warn $AIOSD_FLAGS \
     --config <(printf 'llms:\n  models:\n    - name: smollm2\n      path: %s\n      kv_size: %s\n      threads: %s\n' "$model" "$KV" "$THREADS") \
     2>"$out/aiosd.log" & srv_pid=$!
   wait_ready "http://127.0.0.1:$PORT/status"

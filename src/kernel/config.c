@@ -155,8 +155,9 @@ static const cfg_key
                     "Finished conversations and shared prompt prefixes kept resident in the KV cache for reuse (prefix sharing, conversation retention); 0 disables both. `scheduler.max_active` + this must be at most 255."),
                 K_INT("context.snapshot_entries", context.snapshot_entries, 0, 1 << 16, "256",
                       "Evicted conversations kept as snapshots (RAM, then disk) for reuse."),
-                K_INT("context.prefix_min_tokens", context.prefix_min_tokens, 1, 1 << 20, "16",
-                      "Shortest prompt prefix worth reusing from the cache."),
+                K_INT(
+                    "context.prefix_min_tokens", context.prefix_min_tokens, 1, 1 << 20, "16",
+                    "Shortest prompt prefix worth reusing from the cache. A prompt found whole computes only its last token; like llama-server's prompt cache, that can round differently from a full prefill (`scheduler.deterministic` replays exactly)."),
                 K_INT(
                     "context.verify_prefix", context.verify_prefix, 0, 1, "0",
                     "Self-check (slow; for tests): every prefix taken from the cache is compared byte for byte with a solo prefill of the same tokens; mismatches are counted on /metrics."),

@@ -14,6 +14,11 @@
  *    turn (and any request with the same prefix) prefills only new tokens. Under pressure,
  *    least recently used unpinned entries are evicted: resident -> snapshot (RAM, then
  *    disk) -> dropped.
+ *  - The attention view: llama.cpp attends over every cell up to the highest in use, so an
+ *    entry idle for cold_ms is cooled (a snapshot of its own cells; its shared prefix stays
+ *    with its parent), and the cache is repacked (saved and restored whole, in order) when
+ *    holes make the view much larger than the cells held; in deterministic mode at every
+ *    hole, so each sequence's cells stay in position order.
  * The sharing tree and the KV accounting are described in llamacpp_internal.h.
  */
 #include <stdio.h>
@@ -739,7 +744,11 @@ static bool entry_cool(lc_engine *e, int i) {
     x->seq = -1;
     x->charge = 0;
     x->snap = sn;
-    if (parent_seq < 0) x->parent = -1, x->shared = 0;
+    if (parent_seq < 0) { /* a whole snapshot: it needs no parent */
+        unpin(e, x->parent);
+        x->parent = -1;
+        x->shared = 0;
+    }
     pthread_mutex_lock(&e->st_mu);
     e->st.cache_cooled++;
     pthread_mutex_unlock(&e->st_mu);

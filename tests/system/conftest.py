@@ -54,6 +54,18 @@ def base_url(aiosd):
     return aiosd.url
 
 
+@pytest.fixture(scope="session")
+def det_url(tmp_path_factory):
+    """A daemon in deterministic mode, for tests that compare the bytes of two requests:
+    in normal mode a prompt found whole in the cache computes its last token in a 1-row
+    step, which llama.cpp rounds differently from a full prefill (as llama-server's prompt
+    cache does), and greedy or seeded outputs may then differ (docs/architecture.md)."""
+    d = Daemon("session-det", tmp_path_factory.mktemp("aiosd-det"),
+               SESSION_FLAGS + ["--set", "scheduler.deterministic=1"]).start()
+    yield d.url
+    d.stop_and_check()
+
+
 @pytest.fixture
 def spawn_daemon(tmp_path):
     """spawn_daemon(name, flags=[...], config="yaml text") -> a started Daemon."""

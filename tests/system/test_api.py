@@ -288,8 +288,8 @@ def test_openai_chat_non_stream(base_url):
     assert aios["turnaround_time"] >= aios["waiting_time"] >= 0
 
 
-def test_openai_stream_matches_non_stream(base_url):
-    c = client(base_url)
+def test_openai_stream_matches_non_stream(det_url):
+    c = client(det_url)
     args = dict(model=MODEL_NAME, messages=[{"role": "user", "content": "Tell me about the moon."}],
                 max_tokens=32, temperature=0, seed=42)
     full = c.chat.completions.create(**args)

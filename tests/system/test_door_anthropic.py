@@ -113,15 +113,15 @@ def test_max_tokens_stop_reason(base_url):
     assert msg.stop_reason == "max_tokens" and msg.usage.output_tokens == 3, msg
 
 
-def test_same_text_as_chat_completions(base_url):
+def test_same_text_as_chat_completions(det_url):
     """One conversation through both doors at temperature 0: the same prompt, the same text."""
     system, user = "You are a terse assistant.", "Name three colors."
-    r = requests.post(base_url + "/v1/chat/completions", timeout=TIMEOUT, json={
+    r = requests.post(det_url + "/v1/chat/completions", timeout=TIMEOUT, json={
         "model": MODEL_NAME, "max_tokens": 24, "temperature": 0,
         "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]})
     assert r.status_code == 200, r.text
     chat = r.json()
-    msg = client(base_url).messages.create(model=MODEL_NAME, max_tokens=24, extra_body=T0, system=system,
+    msg = client(det_url).messages.create(model=MODEL_NAME, max_tokens=24, extra_body=T0, system=system,
                                            messages=[{"role": "user", "content": user}])
     assert text_of(msg) == chat["choices"][0]["message"]["content"], (msg, chat)
     assert msg.usage.input_tokens == chat["usage"]["prompt_tokens"]

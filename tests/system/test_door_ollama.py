@@ -168,8 +168,8 @@ def test_ollama_door_is_counted(base_url):
     assert wait_for(lambda: (door_tokens(base_url, "prompt"), door_tokens(base_url, "completion")) == want, 5)
 
 
-def test_ollama_chat_stream_matches_non_stream(base_url):
-    c = client(base_url)
+def test_ollama_chat_stream_matches_non_stream(det_url):
+    c = client(det_url)
     whole = c.chat(model=f"{MODEL_NAME}:latest", messages=user("Name three colors."), options=GREEDY)
     parts = list(c.chat(model=f"{MODEL_NAME}:latest", messages=user("Name three colors."), options=GREEDY, stream=True))
     assert len(parts) >= 3 and all(p.model == f"{MODEL_NAME}:latest" for p in parts)
@@ -191,12 +191,12 @@ def test_ollama_streams_by_default(base_url):
     check_final(lines[-1], max_eval=12)
 
 
-def test_ollama_chat_same_text_as_openai(base_url):
+def test_ollama_chat_same_text_as_openai(det_url):
     """Same prompt, temperature 0, same token budget: the same text through both doors."""
     prompt = "Write one sentence about the sea."
-    oa = post(base_url, "/v1/chat/completions", chat_body(prompt, max_tokens=24))
+    oa = post(det_url, "/v1/chat/completions", chat_body(prompt, max_tokens=24))
     assert oa.status_code == 200, oa.text
-    ol = client(base_url).chat(model=MODEL_NAME, messages=user(prompt), options={"temperature": 0, "num_predict": 24})
+    ol = client(det_url).chat(model=MODEL_NAME, messages=user(prompt), options={"temperature": 0, "num_predict": 24})
     assert ol.message.content == oa.json()["choices"][0]["message"]["content"]
     assert ol.prompt_eval_count == oa.json()["usage"]["prompt_tokens"]
     assert ol.eval_count == oa.json()["usage"]["completion_tokens"]
@@ -228,10 +228,10 @@ def test_ollama_empty_request_loads(base_url):
     assert r.status_code == 200 and r.json()["done_reason"] == "load", r.text
 
 
-def test_ollama_options_accepted(base_url):
+def test_ollama_options_accepted(det_url):
     """Options Ollama has but this kernel sets in its config are accepted with no effect, as
-    are keep_alive and think; the mapped ones act."""
-    c = client(base_url)
+    are keep_alive and think; the mapped ones act (compared byte for byte: deterministic mode)."""
+    c = client(det_url)
     base = c.chat(model=MODEL_NAME, messages=user("Count to ten."), options=GREEDY)
     other = c.chat(model=MODEL_NAME, messages=user("Count to ten."), keep_alive="5m", think=False,
                    options={**GREEDY, "num_ctx": 4096, "num_gpu": 1, "num_thread": 2, "mirostat": 0, "num_keep": 4})

@@ -47,8 +47,8 @@ def test_max_output_tokens_gives_incomplete(base_url):
     assert r.usage.output_tokens == 4
 
 
-def test_same_text_as_chat_completions(base_url):
-    c = client(base_url)
+def test_same_text_as_chat_completions(det_url):
+    c = client(det_url)
     r = create(c, "Name a color.", max_output_tokens=16)
     chat = c.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "Name a color."}],
                                      max_tokens=16, temperature=0)
