@@ -219,6 +219,10 @@ static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, cons
         lc_close(e);
         return AIOS_ERR_MODEL;
     }
+    if (det) { /* the padding's cells, outside every sequence's budget */
+        e->kv_size -= LC_DET_ROWS;
+        if (e->n_ctx > e->kv_size) e->n_ctx = e->kv_size;
+    }
     /* Our own thread pool, so the poll level is ours: workers that spin after a decode
      * (ggml's default) take the CPU from the engine thread between steps (snapshots, cache
      * work) and from the HTTP thread. Measured on 2 cores: no slower at 1 or 16 sequences. */
@@ -227,7 +231,7 @@ static int lc_open(const aios_model_cfg *m, sched_t *sched, int max_active, cons
     e->tp = lc_threadpool_new(&tpp);
     if (e->tp) llama_attach_threadpool(e->ctx, e->tp, e->tp);
     if (ctxp->verify_prefix) {
-        cp.n_ctx = (uint32_t)e->n_ctx;
+        cp.n_ctx = (uint32_t)(e->n_ctx + (det ? LC_DET_ROWS : 0));
         cp.n_seq_max = 1 + det; /* deterministic mode pads with sequence 1 */
         e->vctx = llama_init_from_model(e->model, cp);
     }

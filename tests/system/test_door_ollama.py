@@ -202,8 +202,8 @@ def test_ollama_chat_same_text_as_openai(det_url):
     assert ol.eval_count == oa.json()["usage"]["completion_tokens"]
 
 
-def test_ollama_generate(base_url):
-    c = client(base_url)
+def test_ollama_generate(det_url):
+    c = client(det_url)
     g = c.generate(model=MODEL_NAME, prompt="Why is the sky blue?", options=GREEDY)
     assert g.response and g.done is True
     check_final(g.model_dump(), max_eval=12)
@@ -216,7 +216,7 @@ def test_ollama_generate(base_url):
     assert s.response == ch.message.content
     # raw: the prompt as it is, no template (what /v1/completions does with it)
     raw = c.generate(model=MODEL_NAME, prompt="The capital of France is", raw=True, options=GREEDY)
-    cmp = post(base_url, "/v1/completions", {"prompt": "The capital of France is", "max_tokens": 12, "temperature": 0})
+    cmp = post(det_url, "/v1/completions", {"prompt": "The capital of France is", "max_tokens": 12, "temperature": 0})
     assert raw.response == cmp.json()["choices"][0]["text"]
 
 
